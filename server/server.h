@@ -111,6 +111,10 @@ struct sh_request {
  *                 finished; later sh_request_* calls return SH_ECLOSED.  Called at most once.
  *   on_writable   the response buffer drained below the low-water mark after a call to
  *                 sh_request_write returned a pending size above the high-water mark.
+ *   on_release    the handler's sh_request_release has been applied: no further callback will
+ *                 be made for this request.  The request is still valid during this call
+ *                 (the handler may free its own per-request state here).  Lets a handler on
+ *                 another thread know when events it queued can no longer be followed by more.
  *   on_flush      the end of one loop iteration in which any of the above was called: the
  *                 place to wake a consumer thread once per batch rather than once per event.
  * Any callback may be NULL.
@@ -121,6 +125,7 @@ struct sh_handler {
   void (*on_body)(sh_handler *h, sh_request *req, char *chunk, size_t len, int last);
   void (*on_disconnect)(sh_handler *h, sh_request *req);
   void (*on_writable)(sh_handler *h, sh_request *req);
+  void (*on_release)(sh_handler *h, sh_request *req);
   void (*on_flush)(sh_handler *h);
 };
 

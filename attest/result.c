@@ -1,0 +1,210 @@
+/* attest/result.c — the verification result: reason codes, lifetime, JSON form. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name, *cls;
+} reasons[SH_ATTEST_REASON_COUNT_] = {
+    [SH_ATTEST_OK] = {NULL, NULL},
+    [SH_ATTEST_MISSING] = {"missing", "attestation_required"},
+    [SH_ATTEST_MALFORMED] = {"malformed", "attestation_invalid"},
+    [SH_ATTEST_UNSUPPORTED_TYPE] = {"unsupported_type", "attestation_invalid"},
+    [SH_ATTEST_SIGNATURE_INVALID] = {"signature_invalid", "attestation_failed"},
+    [SH_ATTEST_CHAIN_INVALID] = {"chain_invalid", "attestation_failed"},
+    [SH_ATTEST_ROOT_UNTRUSTED] = {"root_untrusted", "attestation_failed"},
+    [SH_ATTEST_REVOKED] = {"revoked", "attestation_failed"},
+    [SH_ATTEST_EXPIRED] = {"expired", "attestation_failed"},
+    [SH_ATTEST_NOT_YET_VALID] = {"not_yet_valid", "attestation_failed"},
+    [SH_ATTEST_BINDING_MISMATCH] = {"binding_mismatch", "attestation_failed"},
+    [SH_ATTEST_NONCE_INVALID] = {"nonce_invalid", "attestation_failed"},
+    [SH_ATTEST_NONCE_EXPIRED] = {"nonce_expired", "attestation_failed"},
+    [SH_ATTEST_NONCE_REPLAYED] = {"nonce_replayed", "attestation_failed"},
+    [SH_ATTEST_PROOF_INVALID] = {"proof_invalid", "attestation_failed"},
+    [SH_ATTEST_SESSION_UNKNOWN] = {"session_unknown", "attestation_failed"},
+    [SH_ATTEST_SESSION_EXPIRED] = {"session_expired", "attestation_failed"},
+    [SH_ATTEST_DEBUG_NOT_ALLOWED] = {"debug_not_allowed", "attestation_policy"},
+    [SH_ATTEST_MEASUREMENT_MISMATCH] = {"measurement_mismatch", "attestation_policy"},
+    [SH_ATTEST_TCB_OUT_OF_DATE] = {"tcb_out_of_date", "attestation_policy"},
+    [SH_ATTEST_TCB_UNSUPPORTED] = {"tcb_unsupported", "attestation_policy"},
+    [SH_ATTEST_POLICY_DENIED] = {"policy_denied", "attestation_policy"},
+    [SH_ATTEST_COLLATERAL_MISSING] = {"collateral_missing", "attestation_unavailable"},
+    [SH_ATTEST_COLLATERAL_STALE] = {"collateral_stale", "attestation_unavailable"},
+    [SH_ATTEST_OVERLOADED] = {"overloaded", "attestation_unavailable"},
+};
+
+const char *sh_attest_reason_name(sh_attest_reason r)
+{
+    return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].name : "malformed";
+}
+
+const char *sh_attest_reason_class(sh_attest_reason r)
+{
+    return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
+}
+
+sh_attest_tee sh_attest_tee_from_name(const char *n)
+{
+    if (!n)
+        return SH_ATTEST_TEE_UNKNOWN;
+    if (!strcmp(n, "nitro") || !strcmp(n, "aws_nitro"))
+        return SH_ATTEST_TEE_NITRO;
+    if (!strcmp(n, "sev-snp") || !strcmp(n, "sev") || !strcmp(n, "gcp_sev"))
+        return SH_ATTEST_TEE_SEV_SNP;
+    if (!strcmp(n, "azure-snp"))
+        return SH_ATTEST_TEE_AZURE_SNP;
+    return SH_ATTEST_TEE_UNKNOWN;
+}
+
+const char *sh_attest_tee_name(sh_attest_tee t)
+{
+    switch (t) {
+    case SH_ATTEST_TEE_NITRO: return "nitro";
+    case SH_ATTEST_TEE_SEV_SNP: return "sev-snp";
+    case SH_ATTEST_TEE_AZURE_SNP: return "azure-snp";
+    default: return "unknown";
+    }
+}
+
+/* Record the first failure only: the earliest (cheapest) check decides the reason. */
+int sh_fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
+{
+    if (r->reason == SH_ATTEST_OK) {
+        va_list ap;
+        r->reason = reason;
+        va_start(ap, fmt);
+        vsnprintf(r->message, sizeof r->message, fmt, ap);
+        va_end(ap);
+    }
+    r->verified = 0;
+    return -1;
+}
+
+sh_attest_result *sh_result_new(void)
+{
+    sh_attest_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->measurements = json_object();
+    r->claims = json_object();
+    r->advisories = json_array();
+    if (!r->measurements || !r->claims || !r->advisories) {
+        sh_attest_result_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void sh_attest_result_free(sh_attest_result *r)
+{
+    if (!r)
+        return;
+    json_decref(r->measurements);
+    json_decref(r->claims);
+    json_decref(r->advisories);
+    free(r->public_key);
+    free(r->user_data);
+    free(r->nonce);
+    free(r->raw_evidence);
+    free(r);
+}
+
+int sh_set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len)
+{
+    free(*dst);
+    *dst = malloc(len ? len : 1);
+    if (!*dst) {
+        *dlen = 0;
+        return -1;
+    }
+    if (len)
+        memcpy(*dst, src, len);
+    *dlen = len;
+    return 0;
+}
+
+/* Cached results are immutable: the clone shares the JSON members (jansson's reference
+ * counts are atomic) and copies the small byte fields.  raw_evidence is set by the caller. */
+sh_attest_result *sh_result_clone(const sh_attest_result *s)
+{
+    sh_attest_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    *r = *s;
+    r->public_key = r->user_data = r->nonce = r->raw_evidence = NULL;
+    r->public_key_len = r->user_data_len = r->nonce_len = r->raw_evidence_len = 0;
+    json_incref(r->measurements);
+    json_incref(r->claims);
+    json_incref(r->advisories);
+    if ((s->public_key && sh_set_bytes(&r->public_key, &r->public_key_len, s->public_key,
+                                       s->public_key_len)) ||
+        (s->user_data &&
+         sh_set_bytes(&r->user_data, &r->user_data_len, s->user_data, s->user_data_len)) ||
+        (s->nonce && sh_set_bytes(&r->nonce, &r->nonce_len, s->nonce, s->nonce_len))) {
+        sh_attest_result_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void sh_hex(const uint8_t *in, size_t len, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = d[in[i] >> 4];
+        out[2 * i + 1] = d[in[i] & 15];
+    }
+    out[2 * len] = 0;
+}
+
+int sh_json_hex(json_t *obj, const char *key, const uint8_t *in, size_t len)
+{
+    char *h = malloc(2 * len + 1);
+    if (!h)
+        return -1;
+    sh_hex(in, len, h);
+    int rc = json_object_set_new(obj, key, json_stringn(h, 2 * len));
+    free(h);
+    return rc;
+}
+
+static json_t *hex_or_null(const uint8_t *p, size_t len)
+{
+    if (!p)
+        return json_null();
+    char *h = malloc(2 * len + 1);
+    if (!h)
+        return NULL;
+    sh_hex(p, len, h);
+    json_t *j = json_stringn(h, 2 * len);
+    free(h);
+    return j;
+}
+
+json_t *sh_attest_result_to_json(const sh_attest_result *r, int full)
+{
+    const char *reason = sh_attest_reason_name(r->reason);
+    json_t *o = json_pack("{s:b, s:o, s:s, s:O, s:O, s:b, s:o, s:O}", "verified", r->verified,
+                          "reason", reason ? json_string(reason) : json_null(), "tee_type",
+                          sh_attest_tee_name(r->tee), "measurements", r->measurements, "claims",
+                          r->claims, "debug", r->debug, "tcb_status",
+                          r->tcb_status ? json_string(r->tcb_status) : json_null(),
+                          "advisories", r->advisories);
+    if (!o || !full)
+        return o;
+    const char *cls = sh_attest_reason_class(r->reason);
+    json_object_set_new(o, "error", cls ? json_string(cls) : json_null());
+    json_object_set_new(o, "message", reason ? json_string(r->message) : json_null());
+    json_object_set_new(o, "timestamp", json_real(r->timestamp));
+    json_object_set_new(o, "public_key", hex_or_null(r->public_key, r->public_key_len));
+    json_object_set_new(o, "user_data", hex_or_null(r->user_data, r->user_data_len));
+    json_object_set_new(o, "nonce", hex_or_null(r->nonce, r->nonce_len));
+    json_object_set_new(o, "evidence_sha256",
+                        hex_or_null(r->has_evidence_sha256 ? r->evidence_sha256 : NULL, 32));
+    json_object_set_new(o, "policy_sha256", hex_or_null(r->policy_sha256, 32));
+    json_object_set_new(o, "cache_hit", json_boolean(r->cache_hit));
+    return o;
+}

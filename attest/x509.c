@@ -1,0 +1,208 @@
+/* attest/x509.c — certificates: parsing PEM/DER inputs, pinned fingerprints, chain checks.
+ *
+ * Chains are verified by OpenSSL's X509_verify_cert with the verification time set
+ * explicitly (X509_VERIFY_PARAM_set_time) and only the pinned roots (plus explicit extra
+ * roots) in the store.  On top of OpenSSL's checks (signatures, validity, basicConstraints
+ * and pathLen, keyUsage when present) we require, fail-closed, that every CA certificate
+ * carries keyUsage with keyCertSign (RFC 5280 §4.2.1.3), so a CA without keyUsage is refused.
+ */
+#include "internal.h"
+
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+#include <time.h>
+
+/* One blob may be: PEM (one or several certificates) or DER (one or several, concatenated). */
+int sh_x509_add_blob(STACK_OF(X509) *sk, const uint8_t *p, size_t len)
+{
+    int added = 0;
+    if (len > 10 && memmem(p, len, "-----BEGIN", 10)) {
+        BIO *b = BIO_new_mem_buf(p, (int)len);
+        X509 *x;
+        if (!b)
+            return -1;
+        while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+            if (!sk_X509_push(sk, x)) {
+                X509_free(x);
+                break;
+            }
+            added++;
+        }
+        BIO_free(b);
+        ERR_clear_error();
+        return added ? 0 : -1;
+    }
+    const unsigned char *q = p, *end = p + len;
+    while (q < end) {
+        X509 *x = d2i_X509(NULL, &q, end - q);
+        if (!x || !sk_X509_push(sk, x)) {
+            X509_free(x);
+            ERR_clear_error();
+            return -1;
+        }
+        added++;
+    }
+    return added ? 0 : -1;
+}
+
+STACK_OF(X509) *sh_x509_parse_many(const sh_attest_bytes *blobs, size_t n)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    if (!sk)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (sh_x509_add_blob(sk, blobs[i].ptr, blobs[i].len) < 0) {
+            OSSL_STACK_OF_X509_free(sk);
+            return NULL;
+        }
+    }
+    return sk;
+}
+
+void sh_x509_sha256(X509 *x, uint8_t out[32])
+{
+    unsigned int n = 32;
+    if (!X509_digest(x, EVP_sha256(), out, &n))
+        memset(out, 0, 32);
+}
+
+int sh_x509_is_pinned(X509 *x, const uint8_t (*pins)[32], size_t npins)
+{
+    uint8_t fp[32];
+    sh_x509_sha256(x, fp);
+    for (size_t i = 0; i < npins; i++)
+        if (!CRYPTO_memcmp(fp, pins[i], 32))
+            return 1;
+    return 0;
+}
+
+int sh_x509_is_extra_root(X509 *x, const sh_attest_options *o)
+{
+    if (!o->nextra_roots)
+        return 0;
+    STACK_OF(X509) *sk = sh_x509_parse_many(o->extra_roots, o->nextra_roots);
+    int found = 0;
+    for (int i = 0; sk && i < sk_X509_num(sk) && !found; i++)
+        found = !X509_cmp(sk_X509_value(sk, i), x);
+    OSSL_STACK_OF_X509_free(sk);
+    return found;
+}
+
+static int64_t asn1_time_to_unix(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (!t || !ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+static sh_attest_reason map_x509_error(int err)
+{
+    switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED: return SH_ATTEST_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID: return SH_ATTEST_NOT_YET_VALID;
+    case X509_V_ERR_CERT_REVOKED: return SH_ATTEST_REVOKED;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_CERT_UNTRUSTED:
+        return SH_ATTEST_ROOT_UNTRUSTED;
+    default: return SH_ATTEST_CHAIN_INVALID;
+    }
+}
+
+int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
+                         STACK_OF(X509) *anchors, STACK_OF(X509) **chain_out)
+{
+    int rc = -1;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    if (!store || !ctx) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < sk_X509_num(anchors); i++)
+        X509_STORE_add_cert(store, sk_X509_value(anchors, i));
+    if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "cannot initialise chain verification");
+        goto fail;
+    }
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
+    X509_VERIFY_PARAM_set_depth(param, 8);
+    /* X509_STRICT: RFC 5280 profile checks (AKID/SKID, extensions, key sizes). */
+    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+    if (X509_verify_cert(ctx) != 1) {
+        int err = X509_STORE_CTX_get_error(ctx);
+        sh_fail(v->r, map_x509_error(err), "certificate chain: %s (depth %d)",
+                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(ctx));
+        goto fail;
+    }
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+    int n = sk_X509_num(chain);
+    for (int i = 0; i < n; i++) {
+        X509 *c = sk_X509_value(chain, i);
+        int64_t nb = asn1_time_to_unix(X509_get0_notBefore(c));
+        int64_t na = asn1_time_to_unix(X509_get0_notAfter(c));
+        if (nb > v->valid_from)
+            v->valid_from = nb;
+        if (na < v->valid_until)
+            v->valid_until = na;
+        if (i == 0)
+            continue;
+        /* Every issuer must be a CA with keyUsage keyCertSign, present (not implied). */
+        uint32_t ku = X509_get_key_usage(c);
+        if (X509_check_ca(c) != 1 || !(X509_get_extension_flags(c) & EXFLAG_KUSAGE) ||
+            !(ku & KU_KEY_CERT_SIGN)) {
+            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID,
+                    "certificate chain: issuer at depth %d lacks CA keyUsage", i);
+            goto fail;
+        }
+    }
+    /* The top must be one of the anchors we put there (pinned or explicit extra roots). */
+    X509 *top = sk_X509_value(chain, n - 1);
+    int anchored = 0;
+    for (int i = 0; i < sk_X509_num(anchors) && !anchored; i++)
+        anchored = !X509_cmp(top, sk_X509_value(anchors, i));
+    if (!anchored) {
+        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "chain does not end at a pinned root");
+        goto fail;
+    }
+    if (chain_out)
+        *chain_out = X509_STORE_CTX_get1_chain(ctx);
+    rc = 0;
+fail:
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Raw fixed-size (r, s) -> DER ECDSA-Sig-Value (RFC 3279), which EVP_DigestVerify expects.
+ * High-S values are left as they are: Nitro documents contain them and they are valid. */
+int sh_ecdsa_raw_to_der(const uint8_t *r, const uint8_t *s, size_t n, int little_endian,
+                        uint8_t **der, size_t *der_len)
+{
+    BIGNUM *br = little_endian ? BN_lebin2bn(r, (int)n, NULL) : BN_bin2bn(r, (int)n, NULL);
+    BIGNUM *bs = little_endian ? BN_lebin2bn(s, (int)n, NULL) : BN_bin2bn(s, (int)n, NULL);
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    *der = NULL;
+    if (!br || !bs || !sig || !ECDSA_SIG_set0(sig, br, bs)) {
+        BN_free(br);
+        BN_free(bs);
+        ECDSA_SIG_free(sig);
+        return -1;
+    }
+    unsigned char *out = NULL;
+    int l = i2d_ECDSA_SIG(sig, &out);
+    ECDSA_SIG_free(sig);
+    if (l <= 0)
+        return -1;
+    *der = out;
+    *der_len = (size_t)l;
+    return 0;
+}

@@ -1,0 +1,836 @@
+/*
+ * pyshim/bridge.c — the hand-off between the I/O thread and the Python thread.
+ *
+ * Why a queue plus an eventfd: the I/O thread must never take the GIL (a slow app would stall
+ * every socket), so its callbacks only append small events to a mutex-protected array.  At the
+ * end of each libuv loop iteration (on_flush) it writes the eventfd once if anything was
+ * queued since the Python side last looked; the asyncio loop watches that fd (add_reader) and
+ * takes the whole batch at once.  One wake-up and one lock round-trip per batch, not per event.
+ *
+ * Why sh_pyreq: events for a request can sit in the queue while the Python side decides it is
+ * done with the request.  The sh_request itself may be freed as soon as the server applies the
+ * handler's release, so queued events point at a sh_pyreq instead; it is freed on the Python
+ * thread when the RELEASED event (on_release: guaranteed last for that request) is processed.
+ */
+#include <Python.h>
+#include <structmember.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "bridge.h"
+
+enum { EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_WRITABLE, EV_RELEASED, EV_STOPPED };
+
+typedef struct sh_pyreq sh_pyreq;
+typedef struct RequestObject RequestObject;
+
+struct sh_pyreq {
+  sh_request *req;       /* valid until `released` is set by the Python side */
+  RequestObject *obj;    /* borrowed; cleared by the object's dealloc */
+  int released;          /* sh_request_release was called */
+  int linked;            /* on the live list */
+  sh_pyreq *prev, *next; /* live list, Python thread only */
+};
+
+struct RequestObject {
+  PyObject_HEAD
+  sh_pyreq *pr;  /* NULL once the request is gone */
+  PyObject *ctx; /* the bridge's per-request object (bridge.py's Cycle), owned */
+};
+
+typedef struct ev {
+  int kind;
+  int last;
+  sh_pyreq *pr;
+  char *data;
+  size_t len;
+} ev;
+
+typedef struct evq {
+  pthread_mutex_t mu;
+  ev *items;
+  size_t n, cap;
+  int woken; /* the eventfd was written and the consumer has not swapped since */
+} evq;
+
+static struct {
+  evq q;
+  int efd;
+  sh_server *srv;
+  const sh_config *cfg;
+  pthread_t io_thread;
+  int io_started;
+  int io_result;
+  sh_pyreq live; /* sentinel of the live list */
+  PyObject *state; /* lifespan state dict or NULL (owned) */
+  PyObject *asgi_template; /* {"version": "3.0", "spec_version": "2.3"} */
+  PyObject *server_addr;   /* (host, port) tuple or None */
+  PyObject *root_path;     /* str */
+  PyObject *root_path_b;   /* bytes */
+  PyTypeObject *request_type;
+} B;
+
+/* Interned scope keys and constant values (NGINX Unit style): built once at start-up. */
+static struct {
+  PyObject *type, *asgi, *http_version, *server, *client, *scheme, *method, *root_path, *path,
+      *raw_path, *query_string, *headers, *state, *extensions;
+  PyObject *http, *https, *v10, *v11;
+  PyObject *methods[9];
+} K;
+
+static const char *const method_names[9] = {"GET", "POST", "PUT", "DELETE", "HEAD",
+                                            "OPTIONS", "PATCH", "CONNECT", "TRACE"};
+
+/* ---------------------------------------------------------------- I/O thread side */
+
+static void evq_push(sh_pyreq *pr, int kind, char *data, size_t len, int last) {
+  evq *q = &B.q;
+  pthread_mutex_lock(&q->mu);
+  if (q->n == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 256;
+    ev *items = realloc(q->items, cap * sizeof(ev));
+    if (items == NULL) {
+      /* Out of memory on the I/O thread: dropping a body chunk or a request would leave a
+       * task waiting forever, so fail the request instead (the server answers 500/closes). */
+      pthread_mutex_unlock(&q->mu);
+      free(data);
+      if (pr != NULL && kind == EV_REQUEST) sh_request_fail(pr->req);
+      return;
+    }
+    q->items = items;
+    q->cap = cap;
+  }
+  q->items[q->n++] = (ev){.kind = kind, .last = last, .pr = pr, .data = data, .len = len};
+  pthread_mutex_unlock(&q->mu);
+}
+
+static void wake_python(void) {
+  uint64_t one = 1;
+  ssize_t r;
+  do {
+    r = write(B.efd, &one, sizeof one);
+  } while (r < 0 && errno == EINTR);
+  /* EAGAIN means the counter is saturated: the reader is already due to wake. */
+}
+
+static void on_request(sh_handler *h, sh_request *req) {
+  (void)h;
+  sh_pyreq *pr = calloc(1, sizeof *pr);
+  if (pr == NULL) {
+    sh_request_fail(req);
+    sh_request_release(req);
+    return;
+  }
+  pr->req = req;
+  req->handler_data = pr;
+  evq_push(pr, EV_REQUEST, NULL, 0, 0);
+}
+
+static void on_body(sh_handler *h, sh_request *req, char *chunk, size_t len, int last) {
+  (void)h;
+  evq_push(req->handler_data, EV_BODY, chunk, len, last);
+}
+
+static void on_disconnect(sh_handler *h, sh_request *req) {
+  (void)h;
+  evq_push(req->handler_data, EV_DISCONNECT, NULL, 0, 0);
+}
+
+static void on_writable(sh_handler *h, sh_request *req) {
+  (void)h;
+  evq_push(req->handler_data, EV_WRITABLE, NULL, 0, 0);
+}
+
+static void on_release(sh_handler *h, sh_request *req) {
+  (void)h;
+  evq_push(req->handler_data, EV_RELEASED, NULL, 0, 0);
+}
+
+static void on_flush(sh_handler *h) {
+  (void)h;
+  int need = 0;
+  pthread_mutex_lock(&B.q.mu);
+  if (B.q.n > 0 && !B.q.woken) {
+    B.q.woken = 1;
+    need = 1;
+  }
+  pthread_mutex_unlock(&B.q.mu);
+  if (need) wake_python();
+}
+
+static sh_handler handler = {
+    .on_request = on_request,
+    .on_body = on_body,
+    .on_disconnect = on_disconnect,
+    .on_writable = on_writable,
+    .on_release = on_release,
+    .on_flush = on_flush,
+};
+
+sh_handler *sh_bridge_handler(void) { return &handler; }
+
+static void *io_thread_main(void *arg) {
+  (void)arg;
+  B.io_result = sh_server_run(B.srv);
+  evq_push(NULL, EV_STOPPED, NULL, 0, 0);
+  on_flush(&handler);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- Request type */
+
+static int req_usable(RequestObject *self) {
+  if (self->pr == NULL || self->pr->released) {
+    PyErr_SetString(PyExc_RuntimeError, "request already released");
+    return 0;
+  }
+  return 1;
+}
+
+/* Map a server error code to a Python exception; returns NULL for convenience. */
+static PyObject *raise_sh(int rc, const char *what) {
+  switch (rc) {
+    case SH_ECLOSED:
+      PyErr_Format(PyExc_ConnectionError, "%s: client disconnected", what);
+      break;
+    case SH_EHEADER:
+      PyErr_Format(PyExc_ValueError, "%s: invalid header name or value (CR, LF, NUL or non-token)",
+                   what);
+      break;
+    case SH_ETOOLONG:
+      PyErr_Format(PyExc_RuntimeError, "%s: response body longer than its Content-Length", what);
+      break;
+    case SH_ESTATE:
+      PyErr_Format(PyExc_RuntimeError, "%s: not valid in the response's current state", what);
+      break;
+    case SH_ENOMEM:
+      PyErr_NoMemory();
+      break;
+    default:
+      PyErr_Format(PyExc_RuntimeError, "%s failed (code %d)", what, rc);
+  }
+  return NULL;
+}
+
+/* start(status: int, headers: iterable of (bytes, bytes)) */
+static PyObject *req_start(RequestObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "start(status, headers)");
+    return NULL;
+  }
+  if (!req_usable(self)) return NULL;
+  long status = PyLong_AsLong(args[0]);
+  if (status == -1 && PyErr_Occurred()) return NULL;
+  if (status < 100 || status > 999) {
+    PyErr_Format(PyExc_ValueError, "invalid HTTP status code %ld", status);
+    return NULL;
+  }
+  PyObject *seq = PySequence_Fast(args[1], "response headers must be a sequence");
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  sh_header stackbuf[32];
+  sh_header *hdrs = n <= 32 ? stackbuf : PyMem_Malloc((size_t)n * sizeof(sh_header));
+  PyObject *result = NULL;
+  if (hdrs == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *pair = PySequence_Fast_GET_ITEM(seq, i); /* borrowed */
+    PyObject *name, *value;
+    if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+      name = PyTuple_GET_ITEM(pair, 0);
+      value = PyTuple_GET_ITEM(pair, 1);
+    } else if (PyList_CheckExact(pair) && PyList_GET_SIZE(pair) == 2) {
+      name = PyList_GET_ITEM(pair, 0);
+      value = PyList_GET_ITEM(pair, 1);
+    } else {
+      PyErr_SetString(PyExc_TypeError, "each response header must be a (name, value) pair");
+      goto done;
+    }
+    if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
+      PyErr_SetString(PyExc_TypeError, "response header names and values must be bytes");
+      goto done;
+    }
+    hdrs[i].name = (sh_iovec){PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name)};
+    hdrs[i].value = (sh_iovec){PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value)};
+  }
+  int rc = sh_request_start(self->pr->req, (int)status, hdrs, (size_t)n);
+  if (rc < 0 && rc != SH_ECLOSED) {
+    raise_sh(rc, "http.response.start");
+    goto done;
+  }
+  result = PyBool_FromLong(rc == 0);
+done:
+  if (hdrs != stackbuf) PyMem_Free(hdrs);
+  Py_DECREF(seq);
+  return result;
+}
+
+/* write(data: bytes-like, more: bool) -> pending bytes (int), or -1 if the client is gone */
+static PyObject *req_write(RequestObject *self, PyObject *const *args, Py_ssize_t nargs) {
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "write(data, more)");
+    return NULL;
+  }
+  if (!req_usable(self)) return NULL;
+  int more = PyObject_IsTrue(args[1]);
+  if (more < 0) return NULL;
+  int64_t rc;
+  if (PyBytes_CheckExact(args[0])) {
+    rc = sh_request_write(self->pr->req, PyBytes_AS_STRING(args[0]),
+                          (size_t)PyBytes_GET_SIZE(args[0]), more);
+  } else {
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    rc = sh_request_write(self->pr->req, view.buf, (size_t)view.len, more);
+    PyBuffer_Release(&view);
+  }
+  if (rc == SH_ECLOSED) return PyLong_FromLong(-1);
+  if (rc < 0) return raise_sh((int)rc, "http.response.body");
+  return PyLong_FromLongLong(rc);
+}
+
+static PyObject *req_read(RequestObject *self, PyObject *unused) {
+  (void)unused;
+  if (!req_usable(self)) return NULL;
+  sh_request_read(self->pr->req);
+  Py_RETURN_NONE;
+}
+
+static PyObject *req_consumed(RequestObject *self, PyObject *arg) {
+  if (!req_usable(self)) return NULL;
+  Py_ssize_t n = PyLong_AsSsize_t(arg);
+  if (n < 0) {
+    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "consumed(n) needs n >= 0");
+    return NULL;
+  }
+  sh_request_consumed(self->pr->req, (size_t)n);
+  Py_RETURN_NONE;
+}
+
+static PyObject *req_fail(RequestObject *self, PyObject *unused) {
+  (void)unused;
+  if (!req_usable(self)) return NULL;
+  sh_request_fail(self->pr->req);
+  Py_RETURN_NONE;
+}
+
+static void req_release_now(RequestObject *self) {
+  sh_pyreq *pr = self->pr;
+  Py_CLEAR(self->ctx); /* breaks the request <-> cycle reference loop */
+  if (pr != NULL && !pr->released) {
+    pr->released = 1;
+    sh_request_release(pr->req);
+  }
+}
+
+static PyObject *req_release(RequestObject *self, PyObject *unused) {
+  (void)unused;
+  req_release_now(self);
+  Py_RETURN_NONE;
+}
+
+static PyObject *req_get_id(RequestObject *self, void *closure) {
+  (void)closure;
+  if (self->pr == NULL || self->pr->released) Py_RETURN_NONE;
+  return PyLong_FromUnsignedLongLong(self->pr->req->id);
+}
+
+static PyObject *req_get_has_body(RequestObject *self, void *closure) {
+  (void)closure;
+  if (self->pr == NULL || self->pr->released) Py_RETURN_FALSE;
+  return PyBool_FromLong(self->pr->req->has_body);
+}
+
+static PyObject *req_get_is_head(RequestObject *self, void *closure) {
+  (void)closure;
+  if (self->pr == NULL || self->pr->released) Py_RETURN_FALSE;
+  sh_iovec m = self->pr->req->method;
+  return PyBool_FromLong(m.len == 4 && memcmp(m.base, "HEAD", 4) == 0);
+}
+
+static void req_dealloc(RequestObject *self) {
+  /* A request object dropped without release (should not happen: bridge.py releases in the
+   * task's done callback) must still give the server its reference back. */
+  req_release_now(self);
+  if (self->pr != NULL) self->pr->obj = NULL;
+  Py_CLEAR(self->ctx);
+  PyTypeObject *tp = Py_TYPE(self);
+  tp->tp_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+static PyMethodDef req_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))req_start, METH_FASTCALL, "start(status, headers)"},
+    {"write", (PyCFunction)(void (*)(void))req_write, METH_FASTCALL,
+     "write(data, more) -> pending bytes, -1 when the client is gone"},
+    {"read", (PyCFunction)req_read, METH_NOARGS, "ask for the body (sends 100 Continue)"},
+    {"consumed", (PyCFunction)req_consumed, METH_O, "acknowledge n body bytes"},
+    {"fail", (PyCFunction)req_fail, METH_NOARGS, "500 if nothing sent, else close"},
+    {"release", (PyCFunction)req_release, METH_NOARGS, "drop the handler's reference"},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef req_getset[] = {
+    {"id", (getter)req_get_id, NULL, "request id", NULL},
+    {"has_body", (getter)req_get_has_body, NULL, "a body follows", NULL},
+    {"is_head", (getter)req_get_is_head, NULL, "HEAD request", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyMemberDef req_members[] = {
+    {"ctx", T_OBJECT, offsetof(RequestObject, ctx), 0, "per-request object of the bridge"},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyType_Slot req_slots[] = {{Py_tp_dealloc, req_dealloc},
+                                  {Py_tp_members, req_members},
+                                  {Py_tp_methods, req_methods},
+                                  {Py_tp_getset, req_getset},
+                                  {0, NULL}};
+
+static PyType_Spec req_spec = {"_shield_server.Request", sizeof(RequestObject), 0,
+                               Py_TPFLAGS_DEFAULT, req_slots};
+
+/* ---------------------------------------------------------------- scope */
+
+/* RFC 3986 §2.1 percent-decoding of the path; invalid escapes are kept as they are, like
+ * urllib.parse.unquote, so the result matches uvicorn's scope["path"]. */
+static int hexval(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static PyObject *decode_path(const char *p, size_t len) {
+  if (memchr(p, '%', len) == NULL) return PyUnicode_DecodeUTF8(p, (Py_ssize_t)len, "replace");
+  char stackbuf[512];
+  char *out = len <= sizeof stackbuf ? stackbuf : PyMem_Malloc(len);
+  if (out == NULL) return PyErr_NoMemory();
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    int hi, lo;
+    if (p[i] == '%' && i + 2 < len && (hi = hexval((unsigned char)p[i + 1])) >= 0 &&
+        (lo = hexval((unsigned char)p[i + 2])) >= 0) {
+      out[o++] = (char)(hi * 16 + lo);
+      i += 2;
+    } else {
+      out[o++] = p[i];
+    }
+  }
+  PyObject *s = PyUnicode_DecodeUTF8(out, (Py_ssize_t)o, "replace");
+  if (out != stackbuf) PyMem_Free(out);
+  return s;
+}
+
+static PyObject *method_str(sh_iovec m) {
+  for (size_t i = 0; i < 9; i++) {
+    size_t n = strlen(method_names[i]);
+    if (m.len == n && memcmp(m.base, method_names[i], n) == 0) {
+      Py_INCREF(K.methods[i]);
+      return K.methods[i];
+    }
+  }
+  return PyUnicode_DecodeLatin1(m.base, (Py_ssize_t)m.len, NULL);
+}
+
+static PyObject *bytes_prefixed(PyObject *prefix, sh_iovec v) {
+  Py_ssize_t plen = prefix ? PyBytes_GET_SIZE(prefix) : 0;
+  PyObject *b = PyBytes_FromStringAndSize(NULL, plen + (Py_ssize_t)v.len);
+  if (b == NULL) return NULL;
+  if (plen) memcpy(PyBytes_AS_STRING(b), PyBytes_AS_STRING(prefix), (size_t)plen);
+  memcpy(PyBytes_AS_STRING(b) + plen, v.base, v.len);
+  return b;
+}
+
+/* Set d[key] = value and drop our reference to value; returns -1 on error (value may be NULL
+ * when building it failed). */
+static int set_steal(PyObject *d, PyObject *key, PyObject *value) {
+  if (value == NULL) return -1;
+  int rc = PyDict_SetItem(d, key, value);
+  Py_DECREF(value);
+  return rc;
+}
+
+static PyObject *build_headers(const sh_request *r) {
+  PyObject *list = PyList_New((Py_ssize_t)r->num_headers);
+  if (list == NULL) return NULL;
+  for (size_t i = 0; i < r->num_headers; i++) {
+    const sh_header *h = &r->headers[i];
+    PyObject *name = PyBytes_FromStringAndSize(h->name.base, (Py_ssize_t)h->name.len);
+    PyObject *value = PyBytes_FromStringAndSize(h->value.base, (Py_ssize_t)h->value.len);
+    PyObject *pair = (name && value) ? PyTuple_Pack(2, name, value) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    if (pair == NULL) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, pair);
+  }
+  return list;
+}
+
+static PyObject *build_client(const sh_request *r) {
+  if (r->addr_kind != SH_ADDR_INET) Py_RETURN_NONE;
+  return Py_BuildValue("(si)", r->client_host, r->client_port);
+}
+
+static PyObject *build_scope(const sh_request *r) {
+  PyObject *s = PyDict_New();
+  if (s == NULL) return NULL;
+  PyObject *path = decode_path(r->path.base, r->path.len);
+  if (path != NULL && PyUnicode_GET_LENGTH(B.root_path) > 0) {
+    PyObject *full = PyUnicode_Concat(B.root_path, path);
+    Py_DECREF(path);
+    path = full;
+  }
+  if (PyDict_SetItem(s, K.type, K.http) < 0 ||
+      set_steal(s, K.asgi, PyDict_Copy(B.asgi_template)) < 0 ||
+      PyDict_SetItem(s, K.http_version,
+                     (r->http_major == 1 && r->http_minor == 0) ? K.v10 : K.v11) < 0 ||
+      PyDict_SetItem(s, K.server, B.server_addr) < 0 ||
+      set_steal(s, K.client, build_client(r)) < 0 ||
+      PyDict_SetItem(s, K.scheme, r->tls ? K.https : K.http) < 0 ||
+      set_steal(s, K.method, method_str(r->method)) < 0 ||
+      PyDict_SetItem(s, K.root_path, B.root_path) < 0 || set_steal(s, K.path, path) < 0 ||
+      set_steal(s, K.raw_path, bytes_prefixed(B.root_path_b, r->path)) < 0 ||
+      set_steal(s, K.query_string,
+                PyBytes_FromStringAndSize(r->query.base, (Py_ssize_t)r->query.len)) < 0 ||
+      set_steal(s, K.headers, build_headers(r)) < 0)
+    goto fail;
+  if (B.state != NULL && set_steal(s, K.state, PyDict_Copy(B.state)) < 0) goto fail;
+  return s;
+fail:
+  Py_DECREF(s);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- module functions */
+
+static void live_link(sh_pyreq *pr) {
+  pr->linked = 1;
+  pr->next = B.live.next;
+  pr->prev = &B.live;
+  B.live.next->prev = pr;
+  B.live.next = pr;
+}
+
+static void live_unlink(sh_pyreq *pr) {
+  if (!pr->linked) return;
+  pr->linked = 0;
+  pr->prev->next = pr->next;
+  pr->next->prev = pr->prev;
+}
+
+static void pyreq_free(sh_pyreq *pr) {
+  if (pr->obj != NULL) {
+    pr->obj->pr = NULL;
+    Py_CLEAR(pr->obj->ctx);
+  }
+  live_unlink(pr);
+  free(pr);
+}
+
+/* Turn one queued event into a Python tuple (new reference), or Py_None to skip. */
+static PyObject *event_to_py(ev *e) {
+  sh_pyreq *pr = e->pr;
+  switch (e->kind) {
+    case EV_STOPPED:
+      return Py_BuildValue("(iO)", EV_STOPPED, Py_None);
+    case EV_RELEASED:
+      pyreq_free(pr);
+      Py_RETURN_NONE;
+    case EV_REQUEST: {
+      live_link(pr);
+      RequestObject *obj = PyObject_New(RequestObject, B.request_type);
+      if (obj == NULL) return NULL;
+      obj->pr = pr;
+      obj->ctx = NULL;
+      pr->obj = obj;
+      PyObject *scope = build_scope(pr->req);
+      if (scope == NULL) {
+        Py_DECREF(obj);
+        return NULL;
+      }
+      PyObject *t = PyTuple_New(3);
+      if (t == NULL) {
+        Py_DECREF(obj);
+        Py_DECREF(scope);
+        return NULL;
+      }
+      PyTuple_SET_ITEM(t, 0, PyLong_FromLong(EV_REQUEST));
+      PyTuple_SET_ITEM(t, 1, (PyObject *)obj);
+      PyTuple_SET_ITEM(t, 2, scope);
+      return t;
+    }
+    default:
+      break;
+  }
+  if (pr->obj == NULL || pr->released) Py_RETURN_NONE; /* nobody is listening any more */
+  if (e->kind == EV_BODY) {
+    PyObject *body = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
+    if (body == NULL) return NULL;
+    return Py_BuildValue("(iONi)", EV_BODY, (PyObject *)pr->obj, body, e->last);
+  }
+  return Py_BuildValue("(iO)", e->kind, (PyObject *)pr->obj);
+}
+
+/* take() -> list of events: (0, req, scope) | (1, req, body, last) | (2, req) disconnect |
+ * (3, req) writable | (5, None) server stopped. */
+static PyObject *mod_take(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  uint64_t counter;
+  while (read(B.efd, &counter, sizeof counter) < 0 && errno == EINTR) {
+  }
+  pthread_mutex_lock(&B.q.mu);
+  ev *items = B.q.items;
+  size_t n = B.q.n;
+  B.q.items = NULL;
+  B.q.n = B.q.cap = 0;
+  B.q.woken = 0;
+  pthread_mutex_unlock(&B.q.mu);
+
+  PyObject *out = PyList_New(0);
+  size_t i = 0;
+  for (; out != NULL && i < n; i++) {
+    PyObject *t = event_to_py(&items[i]);
+    free(items[i].data);
+    items[i].data = NULL;
+    if (t == NULL || (t != Py_None && PyList_Append(out, t) < 0)) {
+      Py_XDECREF(t);
+      Py_CLEAR(out);
+      i++;
+      break;
+    }
+    Py_DECREF(t);
+  }
+  /* On error, events not turned into Python objects still own their data and must still
+   * release their pyreq (RELEASED) so nothing leaks. */
+  for (; i < n; i++) {
+    free(items[i].data);
+    sh_pyreq *pr = items[i].pr;
+    if (items[i].kind == EV_REQUEST) {
+      /* Never reached Python: answer 500 and give the server its reference back. */
+      live_link(pr);
+      sh_request_fail(pr->req);
+      pr->released = 1;
+      sh_request_release(pr->req);
+    } else if (items[i].kind == EV_RELEASED) {
+      pyreq_free(pr);
+    }
+  }
+  free(items);
+  return out;
+}
+
+static PyObject *mod_eventfd(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  return PyLong_FromLong(B.efd);
+}
+
+static PyObject *mod_serve(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  if (B.io_started) Py_RETURN_NONE;
+  /* The I/O thread must not receive process signals: Python's main thread handles them. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int rc = pthread_create(&B.io_thread, NULL, io_thread_main, NULL);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    errno = rc;
+    return PyErr_SetFromErrno(PyExc_OSError);
+  }
+  B.io_started = 1;
+  Py_RETURN_NONE;
+}
+
+static PyObject *mod_stop(PyObject *m, PyObject *arg) {
+  (void)m;
+  double grace = PyFloat_AsDouble(arg);
+  if (grace == -1.0 && PyErr_Occurred()) return NULL;
+  sh_server_stop(B.srv, grace);
+  Py_RETURN_NONE;
+}
+
+static PyObject *mod_join(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  if (B.io_started) {
+    Py_BEGIN_ALLOW_THREADS pthread_join(B.io_thread, NULL);
+    Py_END_ALLOW_THREADS B.io_started = 0;
+  }
+  return PyLong_FromLong(B.io_result);
+}
+
+static PyObject *mod_set_state(PyObject *m, PyObject *arg) {
+  (void)m;
+  if (arg != Py_None && !PyDict_Check(arg)) {
+    PyErr_SetString(PyExc_TypeError, "state must be a dict or None");
+    return NULL;
+  }
+  Py_XSETREF(B.state, arg == Py_None ? NULL : Py_NewRef(arg));
+  Py_RETURN_NONE;
+}
+
+static PyObject *mod_log(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs != 2) {
+    PyErr_SetString(PyExc_TypeError, "log(level, message)");
+    return NULL;
+  }
+  long level = PyLong_AsLong(args[0]);
+  if (level == -1 && PyErr_Occurred()) return NULL;
+  const char *msg = PyUnicode_AsUTF8(args[1]);
+  if (msg == NULL) return NULL;
+  sh_log((sh_log_level)level, "%s", msg);
+  Py_RETURN_NONE;
+}
+
+static PyObject *str_or_none(const char *s) {
+  if (s == NULL) Py_RETURN_NONE;
+  return PyUnicode_FromString(s);
+}
+
+static PyObject *mod_config(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  const sh_config *c = B.cfg;
+  return Py_BuildValue(
+      "{s:N,s:i,s:N,s:N,s:i,s:N,s:N,s:N,s:N,s:N,s:N,s:i,s:i,s:N}", "app", str_or_none(c->app),
+      "factory", c->factory, "app_dir", str_or_none(c->app_dir), "host", str_or_none(c->host),
+      "port", sh_server_port(B.srv), "uds", str_or_none(c->uds), "lifespan",
+      str_or_none(c->lifespan), "loop", str_or_none(c->loop), "log_level",
+      str_or_none(c->log_level), "env_file", str_or_none(c->env_file), "root_path",
+      str_or_none(c->root_path), "fd", c->fd, "write_high_water", (int)c->write_high_water,
+      "version", str_or_none("0.1.0"));
+}
+
+/* After the I/O thread has ended: requests the server freed must not be touched again. */
+static PyObject *mod_forget_requests(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  while (B.live.next != &B.live) {
+    sh_pyreq *pr = B.live.next;
+    pr->released = 1;
+    pyreq_free(pr);
+  }
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef mod_methods[] = {
+    {"take", mod_take, METH_NOARGS, "take the queued events (one batch)"},
+    {"eventfd", mod_eventfd, METH_NOARGS, "fd that becomes readable when events are queued"},
+    {"serve", mod_serve, METH_NOARGS, "start the I/O thread (accepting connections)"},
+    {"stop", mod_stop, METH_O, "stop(grace_seconds): graceful stop of the I/O thread"},
+    {"join", mod_join, METH_NOARGS, "wait for the I/O thread to end"},
+    {"set_state", mod_set_state, METH_O, "lifespan state copied into each scope"},
+    {"log", (PyCFunction)(void (*)(void))mod_log, METH_FASTCALL, "log(level, message)"},
+    {"config", mod_config, METH_NOARGS, "the server configuration"},
+    {"forget_requests", mod_forget_requests, METH_NOARGS, "drop all request objects"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef mod_def = {PyModuleDef_HEAD_INIT, "_shield_server",
+                                     "Shield's I/O thread bridge (built into the binary)", -1,
+                                     mod_methods, NULL, NULL, NULL, NULL};
+
+static int intern_all(void) {
+#define I(field, s) \
+  if ((K.field = PyUnicode_InternFromString(s)) == NULL) return -1
+  I(type, "type");
+  I(asgi, "asgi");
+  I(http_version, "http_version");
+  I(server, "server");
+  I(client, "client");
+  I(scheme, "scheme");
+  I(method, "method");
+  I(root_path, "root_path");
+  I(path, "path");
+  I(raw_path, "raw_path");
+  I(query_string, "query_string");
+  I(headers, "headers");
+  I(state, "state");
+  I(extensions, "extensions");
+  I(http, "http");
+  I(https, "https");
+  I(v10, "1.0");
+  I(v11, "1.1");
+#undef I
+  for (size_t i = 0; i < 9; i++)
+    if ((K.methods[i] = PyUnicode_InternFromString(method_names[i])) == NULL) return -1;
+  return 0;
+}
+
+static PyObject *build_server_addr(const sh_config *c) {
+  if (c->uds != NULL) return Py_BuildValue("(sO)", c->uds, Py_None);
+  if (c->fd >= 0) Py_RETURN_NONE;
+  return Py_BuildValue("(si)", c->host, sh_server_port(B.srv));
+}
+
+static PyObject *mod_init(void) {
+  PyObject *m = PyModule_Create(&mod_def);
+  if (m == NULL) return NULL;
+  if (intern_all() < 0) goto fail;
+  B.request_type = (PyTypeObject *)PyType_FromSpec(&req_spec);
+  if (B.request_type == NULL) goto fail;
+  B.asgi_template = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.3");
+  B.server_addr = build_server_addr(B.cfg);
+  B.root_path = PyUnicode_FromString(B.cfg->root_path ? B.cfg->root_path : "");
+  B.root_path_b = PyUnicode_AsUTF8String(B.root_path ? B.root_path : Py_None);
+  if (!B.asgi_template || !B.server_addr || !B.root_path || !B.root_path_b) goto fail;
+  if (PyModule_AddIntConstant(m, "EV_REQUEST", EV_REQUEST) < 0 ||
+      PyModule_AddIntConstant(m, "EV_BODY", EV_BODY) < 0 ||
+      PyModule_AddIntConstant(m, "EV_DISCONNECT", EV_DISCONNECT) < 0 ||
+      PyModule_AddIntConstant(m, "EV_WRITABLE", EV_WRITABLE) < 0 ||
+      PyModule_AddIntConstant(m, "EV_STOPPED", EV_STOPPED) < 0)
+    goto fail;
+  return m;
+fail:
+  Py_DECREF(m);
+  return NULL;
+}
+
+int sh_bridge_prepare(sh_server *srv, const sh_config *cfg, sh_error *err) {
+  B.srv = srv;
+  B.cfg = cfg;
+  B.live.next = B.live.prev = &B.live;
+  pthread_mutex_init(&B.q.mu, NULL);
+  B.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (B.efd < 0) {
+    err->code = SH_ESYS;
+    snprintf(err->message, sizeof err->message, "eventfd: %s", strerror(errno));
+    return SH_ESYS;
+  }
+  if (PyImport_AppendInittab("_shield_server", mod_init) < 0) {
+    err->code = SH_ENOMEM;
+    snprintf(err->message, sizeof err->message, "cannot register module _shield_server");
+    return SH_ENOMEM;
+  }
+  return 0;
+}
+
+void sh_bridge_cleanup(void) {
+  /* Called with the GIL held, before Py_FinalizeEx. */
+  Py_CLEAR(B.state);
+  Py_CLEAR(B.asgi_template);
+  Py_CLEAR(B.server_addr);
+  Py_CLEAR(B.root_path);
+  Py_CLEAR(B.root_path_b);
+  pthread_mutex_lock(&B.q.mu);
+  for (size_t i = 0; i < B.q.n; i++) free(B.q.items[i].data);
+  free(B.q.items);
+  B.q.items = NULL;
+  B.q.n = B.q.cap = 0;
+  pthread_mutex_unlock(&B.q.mu);
+  if (B.efd >= 0) close(B.efd);
+  B.efd = -1;
+}

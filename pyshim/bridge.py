@@ -1,0 +1,440 @@
+"""The ASGI side of Shield's bridge (compiled into the `shield` binary as `_shield_bridge`).
+
+The I/O thread (C, server/) parses HTTP and queues events; `_shield_server.take()` hands this
+thread one batch per wake-up, with each request's scope already built in C from interned keys.
+Here we run the app: one real asyncio Task per request, `receive()`/`send()` per ASGI 3.0
+(spec_version 2.3), lifespan with state, and graceful shutdown on SIGINT/SIGTERM.
+
+Why the protocol lives in Python: it is small, and it must interoperate with whatever the app
+does with asyncio (cancellation, contextvars, task groups).  Everything per-byte stays in C.
+"""
+
+import asyncio
+import importlib
+import inspect
+import os
+import signal
+import sys
+import traceback
+
+import _shield_server as S
+
+CRITICAL, ERROR, WARNING, INFO, DEBUG, TRACE = 50, 40, 30, 20, 10, 5
+EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_WRITABLE, EV_STOPPED = (
+    S.EV_REQUEST, S.EV_BODY, S.EV_DISCONNECT, S.EV_WRITABLE, S.EV_STOPPED)
+
+GRACEFUL_SHUTDOWN_SECONDS = 30.0
+_REQUEST_EMPTY = {"type": "http.request", "body": b"", "more_body": False}
+
+
+def log(level, message):
+    S.log(level, message)
+
+
+class Cycle:
+    """One request/response: the app's receive() and send()."""
+
+    __slots__ = ("req", "loop", "chunks", "body_done", "final_given", "waiter", "disconnected",
+                 "started", "complete", "read_asked", "write_waiter", "high_water")
+
+    def __init__(self, req, loop, high_water):
+        self.req = req
+        self.loop = loop
+        self.chunks = []
+        self.body_done = not req.has_body
+        self.final_given = False
+        self.waiter = None
+        self.disconnected = False
+        self.started = False
+        self.complete = False
+        self.read_asked = False
+        self.write_waiter = None
+        self.high_water = high_water
+
+    # -- events from the I/O thread -------------------------------------------------------
+    def on_body(self, data, last):
+        self.chunks.append(data)
+        if last:
+            self.body_done = True
+        self._wake()
+
+    def on_disconnect(self):
+        self.disconnected = True
+        self._wake()
+        self._wake_writer()
+
+    def on_writable(self):
+        self._wake_writer()
+
+    def _wake(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _wake_writer(self):
+        w = self.write_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- ASGI -------------------------------------------------------------------------------
+    async def receive(self):
+        while True:
+            if self.chunks:
+                chunks = self.chunks
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self.chunks = []
+                last = self.body_done
+                if last:
+                    self.final_given = True
+                if not self.disconnected:
+                    self.req.consumed(len(data))
+                return {"type": "http.request", "body": data, "more_body": not last}
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            if self.body_done:
+                if not self.final_given:
+                    self.final_given = True
+                    return dict(_REQUEST_EMPTY)
+            elif not self.read_asked:
+                # The first receive() asks for the body: this is when `100 Continue` goes out.
+                self.read_asked = True
+                self.req.read()
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("Unexpected ASGI message 'http.response.body' sent, "
+                                   "before 'http.response.start'.")
+            if self.complete:
+                raise RuntimeError("Unexpected ASGI message 'http.response.body' sent, "
+                                   "after response already completed.")
+            more = message.get("more_body", False)
+            if not more:
+                self.complete = True
+                self._wake()
+            if self.disconnected:
+                return
+            pending = self.req.write(message.get("body", b""), more)
+            if pending < 0:
+                self.on_disconnect()
+            elif more and pending > self.high_water:
+                self.write_waiter = self.loop.create_future()
+                try:
+                    await self.write_waiter
+                finally:
+                    self.write_waiter = None
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("Unexpected ASGI message 'http.response.start' sent, "
+                                   "after response already started.")
+            self.started = True
+            if self.disconnected:
+                return
+            self.req.start(message["status"], message.get("headers", ()))
+        else:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, for an HTTP request.")
+
+    def done(self, task):
+        exc = None if task.cancelled() else task.exception()
+        req = self.req
+        if exc is not None:
+            log(ERROR, "Exception in ASGI application\n" +
+                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        if not self.complete and not self.disconnected:
+            if exc is None and not task.cancelled():
+                if not self.started:
+                    log(ERROR, "ASGI callable returned without starting response.")
+                else:
+                    log(ERROR, "ASGI callable returned without completing response.")
+            try:
+                req.fail()
+            except RuntimeError:
+                pass
+        req.ctx = None
+        req.release()
+
+
+class ASGI2Middleware:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        instance = self.app(scope)
+        await instance(receive, send)
+
+
+class Lifespan:
+    """The ASGI lifespan protocol (startup/shutdown with state), as uvicorn runs it."""
+
+    def __init__(self, app, mode, state):
+        self.app = app
+        self.mode = mode
+        self.state = state
+        self.queue = asyncio.Queue()
+        self.startup_event = asyncio.Event()
+        self.shutdown_event = asyncio.Event()
+        self.startup_failed = False
+        self.shutdown_failed = False
+        self.error_occurred = False
+        self.should_exit = False
+        self.task = None
+
+    async def startup(self):
+        log(INFO, "Waiting for application startup.")
+        self.task = asyncio.get_running_loop().create_task(self.main())
+        await self.queue.put({"type": "lifespan.startup"})
+        await self.startup_event.wait()
+        if self.startup_failed or (self.error_occurred and self.mode == "on"):
+            log(ERROR, "Application startup failed. Exiting.")
+            return False
+        if not self.error_occurred:
+            log(INFO, "Application startup complete.")
+        return True
+
+    async def shutdown(self):
+        if self.error_occurred:
+            return
+        log(INFO, "Waiting for application shutdown.")
+        await self.queue.put({"type": "lifespan.shutdown"})
+        await self.shutdown_event.wait()
+        if self.shutdown_failed or (self.error_occurred and self.mode == "on"):
+            log(ERROR, "Application shutdown failed. Exiting.")
+        else:
+            log(INFO, "Application shutdown complete.")
+
+    async def main(self):
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        try:
+            await self.app(scope, self.receive, self.send)
+        except BaseException as exc:
+            self.error_occurred = True
+            if self.startup_failed or self.shutdown_failed:
+                return
+            if self.mode == "auto":
+                log(INFO, "ASGI 'lifespan' protocol appears unsupported.")
+            else:
+                log(ERROR, "Exception in 'lifespan' protocol\n" +
+                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        finally:
+            self.startup_event.set()
+            self.shutdown_event.set()
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self.startup_event.set()
+        elif kind == "lifespan.startup.failed":
+            self.startup_failed = True
+            self.startup_event.set()
+            if message.get("message"):
+                log(ERROR, message["message"])
+        elif kind == "lifespan.shutdown.complete":
+            self.shutdown_event.set()
+        elif kind == "lifespan.shutdown.failed":
+            self.shutdown_failed = True
+            self.shutdown_event.set()
+            if message.get("message"):
+                log(ERROR, message["message"])
+        else:
+            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, for lifespan.")
+
+    async def receive(self):
+        return await self.queue.get()
+
+
+class Server:
+    def __init__(self, app, cfg, loop):
+        self.app = app
+        self.cfg = cfg
+        self.loop = loop
+        self.high_water = cfg["write_high_water"]
+        self.stopped = loop.create_future()
+        self.stopping = False
+        self.tasks = set()
+
+    def on_events(self):
+        loop = self.loop
+        app = self.app
+        for ev in S.take():
+            kind = ev[0]
+            if kind == EV_REQUEST:
+                req = ev[1]
+                cycle = Cycle(req, loop, self.high_water)
+                req.ctx = cycle
+                task = loop.create_task(app(ev[2], cycle.receive, cycle.send))
+                task.add_done_callback(cycle.done)
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            elif kind == EV_BODY:
+                cycle = ev[1].ctx
+                if cycle is not None:
+                    cycle.on_body(ev[2], ev[3])
+            elif kind == EV_DISCONNECT:
+                cycle = ev[1].ctx
+                if cycle is not None:
+                    cycle.on_disconnect()
+            elif kind == EV_WRITABLE:
+                cycle = ev[1].ctx
+                if cycle is not None:
+                    cycle.on_writable()
+            elif kind == EV_STOPPED:
+                if not self.stopped.done():
+                    self.stopped.set_result(None)
+
+    def request_stop(self, sig=None):
+        if self.stopping:
+            # A second Ctrl+C: stop now.
+            S.stop(0.0)
+            return
+        self.stopping = True
+        if sig is not None:
+            log(INFO, "Shutting down")
+        S.stop(GRACEFUL_SHUTDOWN_SECONDS)
+
+    def bound_url(self):
+        cfg = self.cfg
+        if cfg["uds"]:
+            return f"unix socket {cfg['uds']}"
+        if cfg["fd"] >= 0:
+            return f"socket fd {cfg['fd']}"
+        host = cfg["host"]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{cfg['port']}"
+
+    async def run(self):
+        log(INFO, f"Started server process [{os.getpid()}]")
+        state = {}
+        lifespan = None
+        if self.cfg["lifespan"] != "off":
+            lifespan = Lifespan(self.app, self.cfg["lifespan"], state)
+            if not await lifespan.startup():
+                return 3
+        S.set_state(state)
+        loop = self.loop
+        efd = S.eventfd()
+        loop.add_reader(efd, self.on_events)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        S.serve()
+        log(INFO, f"Shield running on {self.bound_url()} (Press CTRL+C to quit)")
+        await self.stopped
+        # The I/O thread has closed every connection: tasks still running saw a disconnect.
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=1.0)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=1.0)
+        loop.remove_reader(efd)
+        if lifespan is not None:
+            await lifespan.shutdown()
+        rc = S.join()
+        self.on_events()
+        log(INFO, f"Finished server process [{os.getpid()}]")
+        return 0 if rc >= 0 else 1
+
+
+def load_env_file(path):
+    """KEY=VALUE lines (python-dotenv's format when installed, else the common subset)."""
+    try:
+        import dotenv  # noqa: PLC0415
+
+        dotenv.load_dotenv(path, override=False)
+        return
+    except ImportError:
+        pass
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[7:].lstrip()
+            key, sep, value = line.partition("=")
+            if not sep:
+                continue
+            key, value = key.strip(), value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            os.environ.setdefault(key, value)
+
+
+def import_app(spec, factory):
+    module_name, sep, attrs = spec.partition(":")
+    if not sep or not module_name or not attrs:
+        raise SystemExit(f'shield: error: import string "{spec}" must be in format '
+                         '"<module>:<attribute>".')
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise SystemExit(f'shield: error: could not import module "{module_name}".') from None
+    obj = module
+    try:
+        for attr in attrs.split("."):
+            obj = getattr(obj, attr)
+    except AttributeError:
+        raise SystemExit(f'shield: error: attribute "{attrs}" not found in module '
+                         f'"{module_name}".') from None
+    if factory:
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise SystemExit(f"shield: error: error loading ASGI app factory: {exc}") from None
+    return obj
+
+
+def asgi3(app):
+    if inspect.isclass(app):
+        use3 = hasattr(app, "__await__")
+    elif inspect.isfunction(app):
+        use3 = asyncio.iscoroutinefunction(app)
+    else:
+        call = getattr(app, "__call__", None)
+        use3 = asyncio.iscoroutinefunction(call)
+    return app if use3 else ASGI2Middleware(app)
+
+
+def new_loop(kind):
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop  # noqa: PLC0415
+
+            return uvloop.new_event_loop()
+        except ImportError:
+            if kind == "uvloop":
+                raise SystemExit("shield: error: --loop uvloop but uvloop is not installed") \
+                    from None
+    return asyncio.new_event_loop()
+
+
+def main():
+    cfg = S.config()
+    if cfg["env_file"]:
+        try:
+            load_env_file(cfg["env_file"])
+        except OSError as exc:
+            raise SystemExit(f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}") \
+                from None
+    sys.path.insert(0, os.path.abspath(cfg["app_dir"] or "."))
+    app = asgi3(import_app(cfg["app"], cfg["factory"]))
+    loop = new_loop(cfg["loop"])
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(Server(app, cfg, loop).run())
+    finally:
+        S.forget_requests()
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,124 @@
+/*
+ * pyshim/embed.c — start CPython inside the `shield` binary and run the bridge.
+ *
+ * Which environment: `shield` is installed into a virtual environment's bin/ next to its
+ * `python`.  CPython's getpath finds a venv by looking for pyvenv.cfg next to (or one level
+ * above) the *program name*, so we pass our own executable path: sys.prefix becomes the venv
+ * and its site-packages are importable, exactly as if `.venv/bin/python` had been run.
+ * A binary outside any venv (a sanitizer build in build/) uses $VIRTUAL_ENV when it is set,
+ * by presenting itself as that venv's python.
+ */
+#include <Python.h>
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bridge.h"
+#include "bridge_py.h"
+#include "pyshim.h"
+
+static int file_exists(const char *dir, const char *rel) {
+  char path[PATH_MAX];
+  if (snprintf(path, sizeof path, "%s/%s", dir, rel) >= (int)sizeof path) return 0;
+  return access(path, F_OK) == 0;
+}
+
+/* The program name that makes getpath find the right venv (see the comment at the top). */
+static void choose_program_name(char *out, size_t size, const char *argv0) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) {
+    snprintf(out, size, "%s", argv0);
+    return;
+  }
+  exe[n] = '\0';
+  char dir[PATH_MAX];
+  snprintf(dir, sizeof dir, "%s", exe);
+  char *slash = strrchr(dir, '/');
+  if (slash != NULL) *slash = '\0';
+  const char *venv = getenv("VIRTUAL_ENV");
+  if (file_exists(dir, "pyvenv.cfg") || file_exists(dir, "../pyvenv.cfg") || venv == NULL ||
+      *venv == '\0') {
+    snprintf(out, size, "%s", exe);
+    return;
+  }
+  snprintf(out, size, "%s/bin/python", venv);
+}
+
+static int start_python(int argc, char **argv) {
+  PyConfig config;
+  PyConfig_InitPythonConfig(&config);
+  config.parse_argv = 0;
+  config.install_signal_handlers = 1;
+  char program[PATH_MAX];
+  choose_program_name(program, sizeof program, argv[0]);
+  PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, program);
+  if (!PyStatus_Exception(st)) st = PyConfig_SetBytesArgv(&config, argc, argv);
+  if (!PyStatus_Exception(st)) st = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(st)) {
+    fprintf(stderr, "shield: cannot start the Python interpreter: %s\n",
+            st.err_msg ? st.err_msg : "unknown error");
+    return -1;
+  }
+  return 0;
+}
+
+/* Import the embedded bridge.py as module `_shield_bridge` and call its main(); returns the
+ * process exit code. */
+static int run_bridge(void) {
+  int code = 1;
+  PyObject *bytecode = Py_CompileString(sh_bridge_py, "<shield bridge.py>", Py_file_input);
+  PyObject *mod = bytecode ? PyImport_ExecCodeModule("_shield_bridge", bytecode) : NULL;
+  PyObject *ret = mod ? PyObject_CallMethod(mod, "main", NULL) : NULL;
+  if (ret == NULL) {
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
+      /* main() raising SystemExit(n) is an ordinary way out. */
+      PyObject *type, *exc, *tb;
+      PyErr_Fetch(&type, &exc, &tb);
+      PyErr_NormalizeException(&type, &exc, &tb);
+      PyObject *c = exc ? PyObject_GetAttrString(exc, "code") : NULL;
+      if (c != NULL && PyUnicode_Check(c)) fprintf(stderr, "%s\n", PyUnicode_AsUTF8(c));
+      code = (c && PyLong_Check(c)) ? (int)PyLong_AsLong(c) : (c && c != Py_None);
+      Py_XDECREF(c);
+      Py_XDECREF(type);
+      Py_XDECREF(exc);
+      Py_XDECREF(tb);
+      PyErr_Clear();
+    } else {
+      PyErr_Print();
+    }
+  } else {
+    code = PyLong_Check(ret) ? (int)PyLong_AsLong(ret) : 0;
+  }
+  Py_XDECREF(ret);
+  Py_XDECREF(mod);
+  Py_XDECREF(bytecode);
+  return code;
+}
+
+int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
+  sh_error err = {0};
+  sh_server *srv = NULL;
+  cfg->handle_signals = 0; /* Python's main thread owns SIGINT/SIGTERM */
+  if (sh_server_new(cfg, sh_bridge_handler(), &srv, &err) < 0) {
+    fprintf(stderr, "shield: %s\n", err.message);
+    return 1;
+  }
+  if (sh_bridge_prepare(srv, cfg, &err) < 0) {
+    fprintf(stderr, "shield: %s\n", err.message);
+    sh_server_free(srv);
+    return 1;
+  }
+  if (start_python(argc, argv) < 0) {
+    sh_server_free(srv);
+    return 1;
+  }
+  int code = run_bridge();
+  sh_bridge_cleanup();
+  if (Py_FinalizeEx() < 0 && code == 0) code = 120;
+  sh_server_free(srv);
+  return code;
+}
