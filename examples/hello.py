@@ -1,7 +1,7 @@
 """A small FastAPI app served by Shield.
 
-    shield examples.hello:app              # from the repository root
-    shield hello:app --app-dir examples    # or point --app-dir at this folder
+    shield examples.hello:app --host 127.0.0.1 --port 8000   # from the repository root
+    shield hello:app --app-dir examples                      # or point --app-dir here
 
 Then:  curl localhost:8000/  ;  curl 'localhost:8000/items/42?q=tea'
        curl -X POST localhost:8000/items -H 'content-type: application/json' \

@@ -9,6 +9,7 @@ Environment
                        themselves.  `shield_only` tests are skipped in that mode.
   SHIELD_PYTHON        interpreter for uvicorn and helpers (default <repo>/.venv/bin/python,
                        else the interpreter running pytest).
+  SHIELD_KEEP_LOGS=1   keep every server's stderr file (default: removed after a clean stop).
   SHIELD_SANITIZED=1   SHIELD_BIN is an ASan+UBSan build: timeouts are scaled up and every
                        server's stderr is scanned for sanitizer reports (after each test that
                        used it, and at stop); a report fails the test.
@@ -44,7 +45,9 @@ REPO = TESTS_DIR.parent.parent
 
 SERVER_KIND = os.environ.get("SHIELD_TEST_SERVER", "shield").strip().lower() or "shield"
 if SERVER_KIND not in ("shield", "uvicorn"):
-    raise pytest.UsageError(f"SHIELD_TEST_SERVER must be 'shield' or 'uvicorn', not {SERVER_KIND!r}")
+    raise pytest.UsageError(
+        f"SHIELD_TEST_SERVER must be 'shield' or 'uvicorn', not {SERVER_KIND!r}"
+    )
 IS_UVICORN = SERVER_KIND == "uvicorn"
 SANITIZED = os.environ.get("SHIELD_SANITIZED", "") not in ("", "0")
 TIMEOUT_SCALE = 4.0 if SANITIZED else 1.0
@@ -79,6 +82,7 @@ def uvicorn_available() -> bool:
         [python_bin(), "-c", "import uvicorn, httptools, uvloop"],
         capture_output=True,
         timeout=60,
+        check=False,
     )
     return r.returncode == 0
 
@@ -99,14 +103,29 @@ def free_port() -> int:
 _UVICORN_UNSUPPORTED = {"--timeout-header", "--max-header-size", "--max-body-size"}
 # shield flags that take a value (for walking an argument list)
 _VALUE_FLAGS = {
-    "--app-dir", "--host", "--port", "--uds", "--fd", "--lifespan", "--loop", "--log-level",
-    "--env-file", "--root-path", "--max-header-size", "--max-body-size", "--timeout-header",
-    "--timeout-keep-alive", "--http",
+    "--app-dir",
+    "--host",
+    "--port",
+    "--uds",
+    "--fd",
+    "--lifespan",
+    "--loop",
+    "--log-level",
+    "--env-file",
+    "--root-path",
+    "--max-header-size",
+    "--max-body-size",
+    "--timeout-header",
+    "--timeout-keep-alive",
+    "--http",
 }
 
 
-def build_command(kind: str, app: str, port: int, args: tuple[str, ...]) -> list[str]:
-    """The argv that serves `app` (MODULE:ATTR under tests/py/apps) on 127.0.0.1:port."""
+def build_command(
+    kind: str, app: str, port: int, args: tuple[str, ...], uds: str | None = None
+) -> list[str]:
+    """The argv that serves `app` (MODULE:ATTR; under tests/py/apps unless args hold
+    --app-dir) on 127.0.0.1:port."""
     args = tuple(str(a) for a in args)
     if kind == "shield":
         binary = shield_bin()
@@ -116,18 +135,26 @@ def build_command(kind: str, app: str, port: int, args: tuple[str, ...]) -> list
                 f"SHIELD_BIN, or run the suite against uvicorn with SHIELD_TEST_SERVER=uvicorn",
                 pytrace=False,
             )
-        return [str(binary), app, "--app-dir", str(APPS_DIR), "--host", "127.0.0.1",
-                "--port", str(port), "--no-access-log", *args]
+        app_dir = [] if "--app-dir" in args else ["--app-dir", str(APPS_DIR)]
+        return [
+            str(binary),
+            app,
+            *app_dir,
+            *(["--uds", uds] if uds else ["--host", "127.0.0.1", "--port", str(port)]),
+            "--no-access-log",
+            *args,
+        ]
 
     # uvicorn (the reference); extra `--http h11`/`--loop asyncio` in args override defaults.
-    http, loop, rest = "httptools", "uvloop", []
+    http, loop, app_dir, rest = "httptools", "uvloop", str(APPS_DIR), []
     i = 0
     while i < len(args):
         a = args[i]
         name = a.split("=", 1)[0]
         if name in _UVICORN_UNSUPPORTED:
-            pytest.fail(f"{name} has no uvicorn equivalent: mark the test shield_only",
-                        pytrace=False)
+            pytest.fail(
+                f"{name} has no uvicorn equivalent: mark the test shield_only", pytrace=False
+            )
         if name in _VALUE_FLAGS and "=" not in a:
             val = args[i + 1]
             i += 2
@@ -136,6 +163,8 @@ def build_command(kind: str, app: str, port: int, args: tuple[str, ...]) -> list
             i += 1
         if name == "--http":
             http = val
+        elif name == "--app-dir":
+            app_dir = val
         elif name == "--loop":
             loop = val
         elif name == "--timeout-keep-alive":
@@ -145,8 +174,21 @@ def build_command(kind: str, app: str, port: int, args: tuple[str, ...]) -> list
             rest.append(name)
         else:
             rest += [name, val]
-    return [python_bin(), "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--app-dir", str(APPS_DIR), "--no-access-log", "--loop", loop, "--http", http, *rest]
+    return [
+        python_bin(),
+        "-m",
+        "uvicorn",
+        app,
+        *(["--uds", uds] if uds else ["--host", "127.0.0.1", "--port", str(port)]),
+        "--app-dir",
+        app_dir,
+        "--no-access-log",
+        "--loop",
+        loop,
+        "--http",
+        http,
+        *rest,
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,18 +199,27 @@ def build_command(kind: str, app: str, port: int, args: tuple[str, ...]) -> list
 class ServerProcess:
     """One server process serving one app on 127.0.0.1, stderr collected to a file."""
 
-    def __init__(self, app: str, *args: str, env: dict | None = None, kind: str | None = None,
-                 port: int | None = None):
+    def __init__(
+        self,
+        app: str,
+        *args: str,
+        env: dict | None = None,
+        kind: str | None = None,
+        port: int | None = None,
+        uds: str | None = None,
+    ):
         self.app = app
         self.args = tuple(str(a) for a in args)
         self.kind = kind or SERVER_KIND
         self.host = "127.0.0.1"
-        self.port = port or free_port()
+        self.uds = str(uds) if uds else None  # listen on this UNIX socket instead of TCP
+        self.port = 0 if uds else (port or free_port())
         self.url = f"http://{self.host}:{self.port}"
         self.extra_env = dict(env or {})
-        self.cmd = build_command(self.kind, app, self.port, self.args)
-        fd, path = tempfile.mkstemp(prefix=f"{self.kind}-{app.replace(':', '-')}-",
-                                    suffix=".stderr")
+        self.cmd = build_command(self.kind, app, self.port, self.args, self.uds)
+        fd, path = tempfile.mkstemp(
+            prefix=f"{self.kind}-{app.replace(':', '-')}-", suffix=".stderr"
+        )
         os.close(fd)
         self.stderr_path = Path(path)
         self.proc: subprocess.Popen | None = None
@@ -177,19 +228,49 @@ class ServerProcess:
         self._scan_offset = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, wait: bool = True) -> "ServerProcess":
+    def start(self, wait: bool = True) -> ServerProcess:
         env = os.environ.copy()
         env.update(self.extra_env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                env=env, cwd=str(REPO), start_new_session=True,
-            )
-        if wait:
+        for attempt in range(3):
+            with open(self.stderr_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    self.cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=err,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(REPO),
+                    start_new_session=True,
+                )
+            if not wait:
+                return self
+            # free_port() races with other processes: retry on a fresh port if it was taken
+            if not self.uds and self._lost_port_race() and attempt < 2:
+                self._new_port()
+                continue
             self.wait_ready()
+            return self
         return self
+
+    def _lost_port_race(self) -> bool:
+        deadline = time.monotonic() + scaled(3.0)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return "in use" in self.stderr_text().lower()
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return False
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def _new_port(self) -> None:
+        old = str(self.port)
+        self.port = free_port()
+        self.url = f"http://{self.host}:{self.port}"
+        self.cmd = [str(self.port) if a == old else a for a in self.cmd]
 
     def wait_ready(self, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or scaled(15.0))
@@ -197,18 +278,34 @@ class ServerProcess:
             rc = self.proc.poll()
             if rc is not None:
                 self.returncode = rc
-                pytest.fail(f"server exited early with status {rc}\n{self.describe()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"server exited early with status {rc}\n{self.describe()}", pytrace=False
+                )
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
+                self.connect(timeout=0.5).close()
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                pytest.fail(f"server did not accept connections within the deadline\n"
-                            f"{self.describe()}", pytrace=False)
+                pytest.fail(
+                    f"server did not accept connections within the deadline\n{self.describe()}",
+                    pytrace=False,
+                )
             time.sleep(0.05)
+
+    def connect(self, timeout: float) -> socket.socket:
+        """A connected socket to the server (TCP, or AF_UNIX with uds=...)."""
+        if self.uds:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            try:
+                s.connect(self.uds)
+            except OSError:
+                s.close()
+                raise
+            return s
+        return socket.create_connection((self.host, self.port), timeout=timeout)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -255,6 +352,16 @@ class ServerProcess:
             text = "...\n" + text[-tail:]
         return f"command: {shlex.join(self.cmd)}\nstderr ({self.stderr_path}):\n{text}"
 
+    def cleanup(self, keep: bool = False) -> None:
+        """Remove the stderr file once stopped (kept on problems or SHIELD_KEEP_LOGS=1;
+        failing tests already carry its tail in their report)."""
+        if keep or os.environ.get("SHIELD_KEEP_LOGS"):
+            return
+        try:
+            self.stderr_path.unlink()
+        except FileNotFoundError:
+            pass
+
     def sanitizer_reports(self, since_last: bool = False) -> list[str]:
         text = self.stderr_text()
         start = self._scan_offset if since_last else 0
@@ -277,8 +384,12 @@ def _check_stopped(srv: ServerProcess, expect_clean_exit: bool = True) -> list[s
     rc = srv.returncode
     if srv.killed:
         problems.append("server ignored SIGTERM for too long and was SIGKILLed")
-    elif expect_clean_exit and rc is not None and rc < 0 and -rc not in (signal.SIGTERM,
-                                                                        signal.SIGINT):
+    elif (
+        expect_clean_exit
+        and rc is not None
+        and rc < 0
+        and -rc not in (signal.SIGTERM, signal.SIGINT)
+    ):
         # dying *from* SIGTERM is fine (uvicorn re-raises it after a graceful shutdown);
         # SIGSEGV/SIGABRT/... while shutting down is a crash
         problems.append(f"server died from signal {-rc} while stopping")
@@ -290,6 +401,7 @@ def _check_stopped(srv: ServerProcess, expect_clean_exit: bool = True) -> list[s
 # --------------------------------------------------------------------------------------------
 
 _current_test_servers: list[ServerProcess] | None = None
+_module_servers: list[ServerProcess] = []  # alive module-scoped servers (the current module's)
 
 
 def _note_use(srv: ServerProcess) -> None:
@@ -303,7 +415,9 @@ def _track_servers(request):
     and (sanitized builds) a sanitizer report appearing during the test fails it; a module
     server that died during the test fails it too (instead of confusing the next tests)."""
     global _current_test_servers
-    used: list[ServerProcess] = []
+    # module servers started before this test count as used by it: a crash or a sanitizer
+    # report that shows up during the test is this test's
+    used: list[ServerProcess] = [s for s in _module_servers if s.alive()]
     _current_test_servers = used
     request.node._shield_servers = used
     yield
@@ -315,8 +429,9 @@ def _track_servers(request):
             if found:
                 problems.append(f"{srv!r}: sanitizer report(s) {found}\n{srv.describe()}")
         if getattr(srv, "_module_scoped", False) and srv.proc is not None and not srv.alive():
-            problems.append(f"{srv!r} died during this test (status {srv.proc.returncode})\n"
-                            f"{srv.describe()}")
+            problems.append(
+                f"{srv!r} died during this test (status {srv.proc.returncode})\n{srv.describe()}"
+            )
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
@@ -332,18 +447,22 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def server():
-    """Module-scoped factory: server(app, *args, env=None) -> ServerProcess (cached)."""
+    """Module-scoped factory: server(app, *args, env=None, kind=None) -> ServerProcess, one
+    process per distinct arguments per module.  kind="uvicorn" forces the reference server."""
     cache: dict = {}
 
-    def get(app: str, *args: str, env: dict | None = None) -> ServerProcess:
-        key = (app, tuple(str(a) for a in args), tuple(sorted((env or {}).items())))
+    def get(
+        app: str, *args: str, env: dict | None = None, kind: str | None = None
+    ) -> ServerProcess:
+        key = (kind, app, tuple(str(a) for a in args), tuple(sorted((env or {}).items())))
         srv = cache.get(key)
         if srv is None or not srv.alive():
             if srv is not None:
                 srv.stop()
-            srv = ServerProcess(app, *args, env=env)
+            srv = ServerProcess(app, *args, env=env, kind=kind)
             srv._module_scoped = True
             cache[key] = srv
+            _module_servers.append(srv)
             srv.start()
         _note_use(srv)
         return srv
@@ -351,20 +470,31 @@ def server():
     yield get
     problems = []
     for srv in cache.values():
+        if srv in _module_servers:
+            _module_servers.remove(srv)
         srv.stop()
-        problems += [f"{srv!r}: {p}\n{srv.describe()}" for p in _check_stopped(srv)]
+        found = [f"{srv!r}: {p}\n{srv.describe()}" for p in _check_stopped(srv)]
+        problems += found
+        srv.cleanup(keep=bool(found))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
 def fresh_server():
-    """Function-scoped factory: fresh_server(app, *args, env=None, wait=True)."""
+    """Function-scoped factory: fresh_server(app, *args, env=None, wait=True, kind=None,
+    uds=None)."""
     started: list[ServerProcess] = []
 
-    def make(app: str, *args: str, env: dict | None = None, wait: bool = True,
-             kind: str | None = None) -> ServerProcess:
-        srv = ServerProcess(app, *args, env=env, kind=kind)
+    def make(
+        app: str,
+        *args: str,
+        env: dict | None = None,
+        wait: bool = True,
+        kind: str | None = None,
+        uds: str | None = None,
+    ) -> ServerProcess:
+        srv = ServerProcess(app, *args, env=env, kind=kind, uds=uds)
         started.append(srv)
         _note_use(srv)
         return srv.start(wait=wait)
@@ -375,8 +505,12 @@ def fresh_server():
         already = srv.returncode is not None and not srv.alive()
         srv.stop()
         # a test may have made the server exit on purpose (e.g. failed startup)
-        problems += [f"{srv!r}: {p}\n{srv.describe()}"
-                     for p in _check_stopped(srv, expect_clean_exit=not already)]
+        found = [
+            f"{srv!r}: {p}\n{srv.describe()}"
+            for p in _check_stopped(srv, expect_clean_exit=not already)
+        ]
+        problems += found
+        srv.cleanup(keep=bool(found))
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
@@ -392,6 +526,11 @@ def pytest_configure(config):
         "shield_only: behaviour uvicorn does not have (or has differently); skipped when "
         "SHIELD_TEST_SERVER=uvicorn",
     )
+    config.addinivalue_line(
+        "markers",
+        "no_sanitizer: too slow or meaningless under ASan+UBSan; scripts/test deselects it "
+        "for the sanitized run",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -404,7 +543,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
-    target = (f"uvicorn via {python_bin()}" if IS_UVICORN else f"shield at {shield_bin()}")
+    target = f"uvicorn via {python_bin()}" if IS_UVICORN else f"shield at {shield_bin()}"
     return [f"server under test: {target}" + (" (sanitized)" if SANITIZED else "")]
 
 
@@ -414,8 +553,9 @@ def pytest_report_header(config):
 
 
 class RawResponse:
-    def __init__(self, status: int, reason: str, version: str, headers: list, body: bytes,
-                 raw_head: bytes):
+    def __init__(
+        self, status: int, reason: str, version: str, headers: list, body: bytes, raw_head: bytes
+    ):
         self.status = status
         self.reason = reason
         self.version = version
@@ -447,16 +587,19 @@ class IncompleteResponse(Exception):
 class RawConn:
     """A blocking TCP connection with a buffer and a deadline on every operation."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0):
+    def __init__(self, host: str, port: int, timeout: float = 10.0, sock=None):
         self.timeout = scaled(timeout)
-        self.sock = socket.create_connection((host, port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock is None:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        self.sock = sock
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
 
     @classmethod
-    def to(cls, srv: ServerProcess, timeout: float = 10.0) -> "RawConn":
-        return cls(srv.host, srv.port, timeout)
+    def to(cls, srv: ServerProcess, timeout: float = 10.0) -> RawConn:
+        return cls(srv.host, srv.port, timeout, sock=srv.connect(scaled(timeout)))
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -522,7 +665,7 @@ class RawConn:
             try:
                 self.sock.settimeout(left)
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except (ConnectionResetError, BrokenPipeError):
                 data = b""
@@ -542,8 +685,13 @@ class RawConn:
             assert b":" in line, f"bad header line {line!r} in {head!r}"
             k, v = line.split(b":", 1)
             headers.append((k.decode("latin-1").lower(), v.strip().decode("latin-1")))
-        return (int(m.group(2)), (m.group(3) or b"").decode("latin-1"),
-                m.group(1).decode(), headers, head)
+        return (
+            int(m.group(2)),
+            (m.group(3) or b"").decode("latin-1"),
+            m.group(1).decode(),
+            headers,
+            head,
+        )
 
     def read_response(self, method: str = "GET", skip_interim: bool = True) -> RawResponse:
         """Read one response; chunked / content-length / close-delimited framing."""
@@ -576,8 +724,14 @@ class RawConn:
         return resp
 
 
-def http_request(method: str, target: str, headers: dict | list | None = None,
-                 body: bytes = b"", version: str = "HTTP/1.1", host: str = "127.0.0.1") -> bytes:
+def http_request(
+    method: str,
+    target: str,
+    headers: dict | list | None = None,
+    body: bytes = b"",
+    version: str = "HTTP/1.1",
+    host: str = "127.0.0.1",
+) -> bytes:
     """Serialize a request; adds Host, and Content-Length when a body is given."""
     hs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     names = {k.lower() for k, _ in hs}

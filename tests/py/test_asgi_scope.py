@@ -4,7 +4,6 @@ import base64
 import json
 
 import pytest
-
 from conftest import RawConn, http_request
 
 APP = "app_raw:app"
@@ -24,13 +23,13 @@ def get_scope(srv, target="/scope", method="GET", headers=None, body=b"", versio
         return data["scope"], data["types"], c.sock.getsockname()
 
 
-@pytest.fixture(scope="module")
-def srv(server):
+@pytest.fixture
+def srv(server):  # per test: cheap (cached per module), restarts a crashed server
     return server(APP)
 
 
 def test_basic_fields(srv):
-    scope, types, (chost, cport) = get_scope(srv)
+    scope, types, (_chost, _cport) = get_scope(srv)
     assert scope["type"] == "http"
     assert scope["asgi"]["version"] == "3.0"
     assert scope["asgi"].get("spec_version") in ("2.3", "2.4")
@@ -74,14 +73,24 @@ def test_empty_query_after_question_mark(srv):
 
 
 def test_headers_lowercased_byte_pairs_in_order(srv):
-    hs = [("Host", "example.test:8080"), ("X-Custom-Header", "Some Value"),
-          ("X-Multi", "one"), ("x-multi", "two"), ("ACCEPT", "*/*")]
+    hs = [
+        ("Host", "example.test:8080"),
+        ("X-Custom-Header", "Some Value"),
+        ("X-Multi", "one"),
+        ("x-multi", "two"),
+        ("ACCEPT", "*/*"),
+    ]
     scope, types, _ = get_scope(srv, headers=hs)
     got = [(b(n), b(v)) for n, v in scope["headers"]]
     assert types["headers"] in ("list", "tuple")
     assert types["headers_items"] in (["list:bytes:bytes"], ["tuple:bytes:bytes"])
-    want = [(b"host", b"example.test:8080"), (b"x-custom-header", b"Some Value"),
-            (b"x-multi", b"one"), (b"x-multi", b"two"), (b"accept", b"*/*")]
+    want = [
+        (b"host", b"example.test:8080"),
+        (b"x-custom-header", b"Some Value"),
+        (b"x-multi", b"one"),
+        (b"x-multi", b"two"),
+        (b"accept", b"*/*"),
+    ]
     assert got == want
 
 
@@ -89,7 +98,7 @@ def test_headers_lowercased_byte_pairs_in_order(srv):
 # passes trailing OWS through; shield trims (server.h: "surrounding whitespace trimmed").
 @pytest.mark.shield_only
 def test_header_value_whitespace_trimmed(srv):
-    raw = (b"GET /scope HTTP/1.1\r\nHost: h\r\nX-Pad:    padded value   \r\n\r\n")
+    raw = b"GET /scope HTTP/1.1\r\nHost: h\r\nX-Pad:    padded value   \r\n\r\n"
     with RawConn.to(srv) as c:
         c.send(raw)
         r = c.read_response()

@@ -10,6 +10,7 @@ import hashlib
 import os
 import threading
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import BackgroundTasks, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import (
@@ -129,9 +130,11 @@ async def query(request: Request):
 
 @app.get("/headers")
 async def headers(request: Request):
-    return {"x-custom": request.headers.get("x-custom"),
-            "x-multi": request.headers.getlist("x-multi"),
-            "user-agent-present": "user-agent" in request.headers}
+    return {
+        "x-custom": request.headers.get("x-custom"),
+        "x-multi": request.headers.getlist("x-multi"),
+        "user-agent-present": "user-agent" in request.headers,
+    }
 
 
 @app.get("/state")
@@ -153,19 +156,24 @@ async def json_any(payload: dict):
 
 
 @app.post("/form")
-async def form(name: str = Form(), age: int = Form()):
+async def form(name: Annotated[str, Form()], age: Annotated[int, Form()]):
     return {"name": name, "age": age}
 
 
 @app.post("/upload")
-async def upload(file: UploadFile = File(), note: str = Form("")):
+async def upload(file: Annotated[UploadFile, File()], note: Annotated[str, Form()] = ""):
     h = hashlib.sha256()
     size = 0
     while chunk := await file.read(1 << 16):
         h.update(chunk)
         size += len(chunk)
-    return {"filename": file.filename, "content_type": file.content_type, "size": size,
-            "sha256": h.hexdigest(), "note": note}
+    return {
+        "filename": file.filename,
+        "content_type": file.content_type,
+        "size": size,
+        "sha256": h.hexdigest(),
+        "note": note,
+    }
 
 
 @app.post("/hash")
@@ -200,7 +208,7 @@ async def stream(n: int = 5):
     return StreamingResponse(gen(), media_type="text/plain")
 
 
-@app.get("/plain")
+@app.api_route("/plain", methods=["GET", "HEAD"])
 async def plain():
     return PlainTextResponse("plain text\n")
 

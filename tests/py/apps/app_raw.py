@@ -47,8 +47,10 @@ def _types(scope) -> dict:
         if scope.get(k) is not None:
             out[k + "_items"] = [type(x).__name__ for x in scope[k]]
     out["headers_items"] = sorted(
-        {f"{type(h).__name__}:{type(h[0]).__name__}:{type(h[1]).__name__}"
-         for h in scope.get("headers", [])}
+        {
+            f"{type(h).__name__}:{type(h[0]).__name__}:{type(h[1]).__name__}"
+            for h in scope.get("headers", [])
+        }
     )
     return out
 
@@ -74,9 +76,16 @@ async def respond(send, status, body: bytes, headers=(), content_length=True):
 
 
 async def _json(send, body, status):
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -112,7 +121,7 @@ async def app(scope, receive, send):
     root = scope.get("root_path", "")
     path = scope["path"]
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     q = dict(urllib.parse.parse_qsl(scope["query_string"].decode("latin-1")))
 
     if path == "/scope" or path.startswith("/scope/"):
@@ -123,15 +132,27 @@ async def app(scope, receive, send):
         s["state_started"] = bool(state.get("started")) if isinstance(state, dict) else None
         s["body_len"] = None if body is None else len(body)
         s["startup_done_before_request"] = STARTED["done"]
-        return await _json(send, json.dumps({"scope": _jsonable(s), "types": _types(scope)})
-                           .encode(), 200)
+        return await _json(
+            send, json.dumps({"scope": _jsonable(s), "types": _types(scope)}).encode(), 200
+        )
+
+    if path == "/state-mutate":
+        # ASGI: scope["state"] is a *shallow copy* of the lifespan state per request
+        st = scope["state"]
+        saw_added = "added" in st
+        st["added"] = True
+        st["counter"][0] += 1
+        return await _json(
+            send, json.dumps({"saw_added": saw_added, "counter": st["counter"][0]}).encode(), 200
+        )
 
     if path == "/echo":
         body = await read_body(receive)
         if body is None:
             return
-        return await respond(send, 200, body, [(b"x-body-sha256",
-                                                hashlib.sha256(body).hexdigest().encode())])
+        return await respond(
+            send, 200, body, [(b"x-body-sha256", hashlib.sha256(body).hexdigest().encode())]
+        )
 
     if path == "/echo-nocl":
         # one body message, no content-length from the app: shield adds content-length
@@ -145,11 +166,17 @@ async def app(scope, receive, send):
 
     if path == "/stream":
         n = int(q.get("n", "5"))
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         for i in range(n):
-            await send({"type": "http.response.body", "body": f"chunk-{i}\n".encode(),
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": f"chunk-{i}\n".encode(), "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
 
@@ -170,15 +197,21 @@ async def app(scope, receive, send):
         raise RuntimeError("raw-fail-before-marker")
 
     if path == "/fail-after":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         await asyncio.sleep(0.05)
         raise RuntimeError("raw-fail-after-marker")
 
     if path == "/fail-after-cl":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"100")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+        )
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         await asyncio.sleep(0.05)
         raise RuntimeError("raw-fail-after-cl-marker")
@@ -188,23 +221,40 @@ async def app(scope, receive, send):
 
     if path == "/inject":
         # a header value with CR LF: a correct server refuses to emit it
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain"),
-                                (b"x-ok", b"a\r\nx-injected: yes"),
-                                (b"content-length", b"2")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"x-ok", b"a\r\nx-injected: yes"),
+                    (b"content-length", b"2"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
         return
 
     if path == "/inject-name":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"x-bad\r\nx-injected", b"yes"), (b"content-length", b"2")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-bad\r\nx-injected", b"yes"), (b"content-length", b"2")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
         return
 
     if path == "/overlong":
         # declares 5 bytes, sends 10: the server must not put more than 5 on the wire
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"5"), (b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"5"), (b"content-type", b"text/plain")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"0123456789", "more_body": False})
         return
 
@@ -236,8 +286,13 @@ async def app(scope, receive, send):
         key = q.get("id", "x")
         DISCONNECTS[key] = "streaming"
         await read_body(receive)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         gone = asyncio.Event()
 
         async def watch():
@@ -254,8 +309,9 @@ async def app(scope, receive, send):
                     DISCONNECTS[key] = "disconnect via receive"
                     return
                 try:
-                    await send({"type": "http.response.body", "body": b"x" * 1024,
-                                "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": b"x" * 1024, "more_body": True}
+                    )
                 except OSError as e:
                     DISCONNECTS[key] = f"send raised {type(e).__name__}"
                     return
@@ -266,7 +322,8 @@ async def app(scope, receive, send):
             watcher.cancel()
 
     if path == "/disconnects":
-        return await _json(send, json.dumps({"event": DISCONNECTS.get(q.get("id", "x"))})
-                           .encode(), 200)
+        return await _json(
+            send, json.dumps({"event": DISCONNECTS.get(q.get("id", "x"))}).encode(), 200
+        )
 
     await respond(send, 404, b"not found")

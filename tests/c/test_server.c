@@ -1,0 +1,922 @@
+/*
+ * tests/c/test_server.c — server/ against real sockets.
+ *
+ * Two servers run on 127.0.0.1 (port 0), each in its own thread: one with the built-in hello
+ * handler, one with a test handler whose "app" runs on another thread (like pyshim's Python
+ * thread): on_request/on_body/on_disconnect are queued to it and it answers with the
+ * sh_request_* calls from there.  Clients are blocking sockets with receive timeouts.
+ * Prints "N passed, N failed" and exits non-zero on failure.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+static int g_pass, g_fail;
+#define CHECK(cond, ...)                                                   \
+  do {                                                                    \
+    if (cond) {                                                           \
+      g_pass++;                                                           \
+    } else {                                                              \
+      g_fail++;                                                           \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
+      fprintf(stderr, __VA_ARGS__);                                       \
+      fputc('\n', stderr);                                                \
+    }                                                                     \
+  } while (0)
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ test app (other thread) */
+
+enum { EV_REQ, EV_BODY, EV_DISC, EV_WRITABLE };
+typedef struct ev {
+  struct ev *next;
+  int kind;
+  sh_request *req;
+  char *data;
+  size_t len;
+  int last;
+} ev;
+
+typedef struct app_req {
+  char path[256];
+  char *body;
+  size_t body_len;
+  int done;
+} app_req;
+
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  ev *head, *tail;
+  int quit;
+  int busy;
+  atomic_int disconnects;
+  atomic_int flushes;
+  atomic_int last_start_rc;  /* result of the bad-header start */
+  atomic_llong last_write_rc;
+  atomic_int writables;
+} app = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void push(int kind, sh_request *req, char *data, size_t len, int last) {
+  ev *e = calloc(1, sizeof *e);
+  e->kind = kind;
+  e->req = req;
+  e->data = data;
+  e->len = len;
+  e->last = last;
+  pthread_mutex_lock(&app.lock);
+  if (app.tail) app.tail->next = e;
+  else app.head = e;
+  app.tail = e;
+  pthread_mutex_unlock(&app.lock);
+}
+
+static void t_on_request(sh_handler *h, sh_request *req) { (void)h; push(EV_REQ, req, NULL, 0, 0); }
+static void t_on_body(sh_handler *h, sh_request *req, char *c, size_t n, int last) {
+  (void)h;
+  push(EV_BODY, req, c, n, last);
+}
+static void t_on_disconnect(sh_handler *h, sh_request *req) {
+  (void)h;
+  atomic_fetch_add(&app.disconnects, 1);
+  push(EV_DISC, req, NULL, 0, 0);
+}
+static void t_on_writable(sh_handler *h, sh_request *req) {
+  (void)h;
+  atomic_fetch_add(&app.writables, 1);
+  push(EV_WRITABLE, req, NULL, 0, 0);
+}
+/* Wake the app once per batch, as the Python bridge does. */
+static void t_on_flush(sh_handler *h) {
+  (void)h;
+  atomic_fetch_add(&app.flushes, 1);
+  pthread_mutex_lock(&app.lock);
+  pthread_cond_signal(&app.cond);
+  pthread_mutex_unlock(&app.lock);
+}
+
+static sh_handler test_handler = {
+    .on_request = t_on_request,
+    .on_body = t_on_body,
+    .on_disconnect = t_on_disconnect,
+    .on_writable = t_on_writable,
+    .on_flush = t_on_flush,
+};
+
+#define H(n, v) {{n, sizeof(n) - 1}, {v, sizeof(v) - 1}}
+
+static void finish(sh_request *req, app_req *ar) {
+  if (ar->done) return;
+  ar->done = 1;
+  sh_request_release(req);
+}
+
+static void respond_text(sh_request *req, int status, const char *text) {
+  sh_header hs[] = {H("content-type", "text/plain")};
+  sh_request_start(req, status, hs, 1);
+  sh_request_write(req, text, strlen(text), 0);
+}
+
+static void app_request(sh_request *req) {
+  app_req *ar = calloc(1, sizeof *ar);
+  req->handler_data = ar;
+  snprintf(ar->path, sizeof ar->path, "%.*s", (int)req->path.len, req->path.base);
+  const char *p = ar->path;
+  if (!strcmp(p, "/echo") || !strcmp(p, "/slow-body")) {
+    if (!req->has_body) {
+      respond_text(req, 200, "");
+      finish(req, ar);
+      return;
+    }
+    sh_request_read(req);
+    return;
+  }
+  if (!strcmp(p, "/path")) { /* answers with the target: proves pipelined order */
+    char buf[300];
+    snprintf(buf, sizeof buf, "%.*s", (int)req->target.len, req->target.base);
+    respond_text(req, 200, buf);
+  } else if (!strcmp(p, "/stream")) {
+    sh_request_start(req, 200, NULL, 0);
+    sh_request_write(req, "hello ", 6, 1);
+    sh_request_write(req, "chunked", 7, 1);
+    sh_request_write(req, "", 0, 0);
+  } else if (!strcmp(p, "/cl-stream")) {
+    sh_header hs[] = {H("content-length", "10")};
+    sh_request_start(req, 200, hs, 1);
+    sh_request_write(req, "01234", 5, 1);
+    sh_request_write(req, "56789", 5, 0);
+  } else if (!strcmp(p, "/toolong")) {
+    sh_header hs[] = {H("content-length", "3")};
+    sh_request_start(req, 200, hs, 1);
+    atomic_store(&app.last_write_rc, sh_request_write(req, "abcdef", 6, 0));
+  } else if (!strcmp(p, "/split")) {
+    sh_header bad[] = {H("x-evil", "a\r\nset-cookie: x=1")};
+    atomic_store(&app.last_start_rc, sh_request_start(req, 200, bad, 1));
+    sh_header badname[] = {H("x evil", "1")};
+    int rc2 = sh_request_start(req, 200, badname, 1);
+    if (rc2 != SH_EHEADER) atomic_store(&app.last_start_rc, rc2);
+    respond_text(req, 200, "safe");
+  } else if (!strcmp(p, "/fail")) {
+    sh_request_fail(req);
+  } else if (!strcmp(p, "/big")) { /* 4 MiB streamed: exercises write backpressure */
+    static char blk[256 * 1024];
+    memset(blk, 'x', sizeof blk);
+    sh_header hs[] = {H("content-length", "4194304")};
+    sh_request_start(req, 200, hs, 1);
+    for (int i = 0; i < 16; i++) {
+      int64_t rc = sh_request_write(req, blk, sizeof blk, i < 15);
+      if (rc < 0) break;
+    }
+  } else if (!strcmp(p, "/noread")) {
+    respond_text(req, 200, "ignored your body");
+  } else if (!strcmp(p, "/custom")) {
+    sh_header hs[] = {H("Server", "custom"), H("X-A", "1"), H("Connection", "close")};
+    sh_request_start(req, 201, hs, 3);
+    sh_request_write(req, "made", 4, 0);
+  } else if (!strcmp(p, "/nocontent")) {
+    sh_request_start(req, 204, NULL, 0);
+    sh_request_write(req, "dropped", 7, 0);
+  } else if (!strcmp(p, "/hold")) {
+    return; /* answered never: waits for the disconnect */
+  } else {
+    respond_text(req, 404, "not found");
+  }
+  finish(req, ar);
+}
+
+static void app_event(ev *e) {
+  sh_request *req = e->req;
+  app_req *ar = req->handler_data;
+  switch (e->kind) {
+  case EV_REQ:
+    app_request(req);
+    break;
+  case EV_BODY:
+    if (!ar || ar->done) {
+      free(e->data);
+      break;
+    }
+    ar->body = realloc(ar->body, ar->body_len + e->len + 1);
+    memcpy(ar->body + ar->body_len, e->data, e->len);
+    ar->body_len += e->len;
+    free(e->data);
+    sh_request_consumed(req, e->len);
+    if (e->last) {
+      sh_header hs[] = {H("content-type", "application/octet-stream")};
+      sh_request_start(req, 200, hs, 1);
+      sh_request_write(req, ar->body, ar->body_len, 0);
+      finish(req, ar);
+    }
+    break;
+  case EV_DISC:
+    if (ar) finish(req, ar);
+    break;
+  case EV_WRITABLE:
+    break;
+  }
+}
+
+static void *app_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&app.lock);
+  for (;;) {
+    while (!app.head && !app.quit) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += 50 * 1000000;
+      if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+      pthread_cond_timedwait(&app.cond, &app.lock, &ts);
+    }
+    if (!app.head && app.quit) break;
+    ev *e = app.head;
+    app.head = e->next;
+    if (!app.head) app.tail = NULL;
+    app.busy = 1;
+    pthread_mutex_unlock(&app.lock);
+    app_event(e);
+    free(e);
+    pthread_mutex_lock(&app.lock);
+    app.busy = 0;
+  }
+  pthread_mutex_unlock(&app.lock);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- servers and clients */
+
+typedef struct running {
+  sh_server *srv;
+  pthread_t th;
+  int port;
+} running;
+
+static void *run_main(void *arg) {
+  running *r = arg;
+  sh_server_run(r->srv);
+  return NULL;
+}
+
+static int start(running *r, sh_config *cfg, sh_handler *h) {
+  sh_error err;
+  int rc = sh_server_new(cfg, h, &r->srv, &err);
+  if (rc < 0) {
+    fprintf(stderr, "sh_server_new: %s\n", err.message);
+    return rc;
+  }
+  r->port = sh_server_port(r->srv);
+  pthread_create(&r->th, NULL, run_main, r);
+  return 0;
+}
+
+/* Let the app thread finish what it was given before the server (and its requests) go. */
+static void app_settle(void) {
+  for (int i = 0; i < 200; i++) {
+    pthread_mutex_lock(&app.lock);
+    int idle = !app.head && !app.busy;
+    pthread_mutex_unlock(&app.lock);
+    if (idle) return;
+    usleep(5000);
+  }
+}
+
+static void stop(running *r) {
+  app_settle();
+  sh_server_stop(r->srv, 1.0);
+  pthread_join(r->th, NULL);
+  sh_server_free(r->srv);
+}
+
+static void base_cfg(sh_config *cfg) {
+  sh_config_init(cfg);
+  cfg->host = "127.0.0.1";
+  cfg->port = 0;
+  cfg->access_log = 0;
+}
+
+static int dial(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void set_timeout(int fd, double s) {
+  struct timeval tv = {.tv_sec = (long)s, .tv_usec = (long)((s - (long)s) * 1e6)};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static int send_all(int fd, const void *p, size_t n) {
+  const char *c = p;
+  while (n) {
+    ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    c += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+
+/* A connection's received bytes, parsed one response at a time. */
+typedef struct client {
+  int fd;
+  char buf[1 << 16];
+  size_t len;
+  int eof;
+} client;
+
+typedef struct resp {
+  int status;
+  char head[8192];
+  char body[1 << 16];
+  size_t body_len;
+  int ok;
+} resp;
+
+static int fill(client *c) {
+  if (c->len == sizeof c->buf) return -1;
+  ssize_t r = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+  if (r == 0) c->eof = 1;
+  if (r <= 0) return -1;
+  c->len += (size_t)r;
+  return 0;
+}
+
+static void eat(client *c, size_t n) {
+  memmove(c->buf, c->buf + n, c->len - n);
+  c->len -= n;
+}
+
+static const char *hdr(const resp *r, const char *name) {
+  static char val[512];
+  size_t nl = strlen(name);
+  const char *p = strstr(r->head, "\r\n");
+  while (p && p[2] != '\r') {
+    p += 2;
+    if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+      const char *v = p + nl + 1;
+      while (*v == ' ') v++;
+      const char *e = strstr(v, "\r\n");
+      snprintf(val, sizeof val, "%.*s", (int)(e - v), v);
+      return val;
+    }
+    p = strstr(p, "\r\n");
+  }
+  return NULL;
+}
+
+/* Read one response; no_body for HEAD/204/304/1xx. */
+static int read_resp(client *c, resp *r, int no_body) {
+  memset(r, 0, sizeof *r);
+  char *end;
+  while (!(end = memmem(c->buf, c->len, "\r\n\r\n", 4)))
+    if (fill(c) < 0) return -1;
+  size_t hl = (size_t)(end - c->buf) + 4;
+  if (hl >= sizeof r->head) return -1;
+  memcpy(r->head, c->buf, hl);
+  r->head[hl] = '\0';
+  eat(c, hl);
+  if (sscanf(r->head, "HTTP/1.%*d %d", &r->status) != 1) return -1;
+  if (no_body || r->status < 200 || r->status == 204 || r->status == 304) {
+    r->ok = 1;
+    return 0;
+  }
+  const char *cl = hdr(r, "content-length");
+  const char *te = hdr(r, "transfer-encoding");
+  if (cl) {
+    size_t n = strtoul(cl, NULL, 10);
+    while (c->len < n)
+      if (fill(c) < 0) return -1;
+    size_t keep = n < sizeof r->body ? n : sizeof r->body;
+    memcpy(r->body, c->buf, keep);
+    r->body_len = n;
+    eat(c, n);
+  } else if (te && strcasecmp(te, "chunked") == 0) {
+    for (;;) {
+      char *le;
+      while (!(le = memmem(c->buf, c->len, "\r\n", 2)))
+        if (fill(c) < 0) return -1;
+      size_t sz = strtoul(c->buf, NULL, 16);
+      size_t need = (size_t)(le - c->buf) + 2 + sz + 2;
+      while (c->len < need)
+        if (fill(c) < 0) return -1;
+      if (r->body_len + sz < sizeof r->body) memcpy(r->body + r->body_len, le + 2, sz);
+      r->body_len += sz;
+      eat(c, need);
+      if (sz == 0) break;
+    }
+  } else { /* close-delimited */
+    while (fill(c) == 0) {
+    }
+    size_t keep = c->len < sizeof r->body ? c->len : sizeof r->body;
+    memcpy(r->body, c->buf, keep);
+    r->body_len = c->len;
+    eat(c, c->len);
+  }
+  r->ok = 1;
+  return 0;
+}
+
+/* True when the server closed the connection (EOF or reset) within `s` seconds. */
+static int closed_within(client *c, double s) {
+  set_timeout(c->fd, s);
+  char tmp[4096];
+  for (;;) {
+    ssize_t r = recv(c->fd, tmp, sizeof tmp, 0);
+    if (r == 0) return 1;
+    if (r < 0) return errno == ECONNRESET;
+  }
+}
+
+static client *connect_client(int port) {
+  client *c = calloc(1, sizeof *c);
+  c->fd = dial(port);
+  return c;
+}
+static void client_free(client *c) {
+  if (c->fd >= 0) close(c->fd);
+  free(c);
+}
+
+/* One-shot: send raw bytes, read one response. */
+static int roundtrip(int port, const char *raw, resp *r) {
+  client *c = connect_client(port);
+  send_str(c->fd, raw);
+  int rc = read_resp(c, r, 0);
+  client_free(c);
+  return rc;
+}
+
+/* ------------------------------------------------------------------------------- tests */
+
+static resp R; /* big: keep off the stack */
+
+static void test_hello(int port) {
+  client *c = connect_client(port);
+  send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "hello status %d", R.status);
+  CHECK(R.body_len == 13 && memcmp(R.body, "Hello, world!", 13) == 0, "hello body");
+  CHECK(hdr(&R, "date") != NULL, "date header");
+  CHECK(hdr(&R, "server") && !strcmp(hdr(&R, "server"), "shield"), "server header");
+  CHECK(hdr(&R, "content-type") && !strcmp(hdr(&R, "content-type"), "text/plain"), "ctype");
+  /* keep-alive: a second request on the same connection */
+  send_str(c->fd, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "keep-alive second response");
+  /* pipelining: three requests in one segment, three responses */
+  send_str(c->fd, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\n");
+  int okc = 0;
+  for (int i = 0; i < 3; i++)
+    if (read_resp(c, &R, i == 2) == 0 && R.status == 200) okc++;
+  CHECK(okc == 3, "pipelined hello %d/3", okc);
+  CHECK(hdr(&R, "content-length") && !strcmp(hdr(&R, "content-length"), "13"), "HEAD CL 13");
+  /* HEAD wrote no body: the next response starts right after the head */
+  send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && R.body_len == 13, "after HEAD");
+  client_free(c);
+
+  /* HTTP/1.0: closes after the response; with keep-alive stays open and says so. */
+  c = connect_client(port);
+  send_str(c->fd, "GET / HTTP/1.0\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "1.0 response");
+  CHECK(hdr(&R, "connection") && !strcasecmp(hdr(&R, "connection"), "close"), "1.0 close hdr");
+  CHECK(closed_within(c, 2), "1.0 connection closed");
+  client_free(c);
+  c = connect_client(port);
+  send_str(c->fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && hdr(&R, "connection") &&
+            !strcasecmp(hdr(&R, "connection"), "keep-alive"),
+        "1.0 keep-alive");
+  send_str(c->fd, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "1.0 keep-alive second");
+  client_free(c);
+  /* 1.1 with Connection: close */
+  c = connect_client(port);
+  send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "1.1 close");
+  CHECK(closed_within(c, 2), "1.1 close closes");
+  client_free(c);
+  /* POST with a small unread body: drained, connection reused */
+  c = connect_client(port);
+  send_str(c->fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n"
+                  "Host: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "post to hello");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "request after drained body");
+  client_free(c);
+}
+
+static void test_errors(int port) {
+  CHECK(roundtrip(port, "GARBAGE\r\n\r\n", &R) == 0 && R.status == 400, "garbage %d", R.status);
+  CHECK(hdr(&R, "connection") && !strcmp(hdr(&R, "connection"), "close"), "400 closes");
+  CHECK(roundtrip(port,
+                  "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 400,
+        "CL+TE %d", R.status);
+  CHECK(roundtrip(port,
+                  "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+                  "abcd",
+                  &R) == 0 &&
+            R.status == 400,
+        "dup CL %d", R.status);
+  CHECK(roundtrip(port,
+                  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0"
+                  "\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 400,
+        "bad chunk size %d", R.status);
+  CHECK(roundtrip(port, "GET / HTTP/1.1\r\n\r\n", &R) == 0 && R.status == 400, "no Host %d",
+        R.status);
+  CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &R) == 0 &&
+            R.status == 400,
+        "two Hosts %d", R.status);
+  CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", &R) == 0 &&
+            R.status == 400,
+        "space in name %d", R.status);
+  CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", &R) == 0 && R.status == 400,
+        "bare LF %d", R.status);
+  CHECK(roundtrip(port, "GET / HTTP/2.0\r\nHost: x\r\n\r\n", &R) == 0 &&
+            (R.status == 505 || R.status == 400),
+        "HTTP/2.0 line %d", R.status);
+  /* 431: a head over max_header_size (16 KiB) */
+  static char big[24 * 1024];
+  int n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
+  memset(big + n, 'a', 20000);
+  strcpy(big + n + 20000, "\r\n\r\n");
+  CHECK(roundtrip(port, big, &R) == 0 && R.status == 431, "431 got %d", R.status);
+  /* many small headers also count */
+  n = snprintf(big, sizeof big, "GET / HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; i < 2000 && n < (int)sizeof big - 64; i++)
+    n += snprintf(big + n, sizeof big - (size_t)n, "X-%d: v\r\n", i);
+  strcpy(big + n, "\r\n");
+  CHECK(roundtrip(port, big, &R) == 0 && R.status == 431, "431 many headers got %d", R.status);
+}
+
+static void test_app(int port) {
+  /* echo a Content-Length body */
+  CHECK(roundtrip(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world",
+                  &R) == 0 &&
+            R.status == 200 && R.body_len == 11 && !memcmp(R.body, "hello world", 11),
+        "echo CL body (%d, %zu)", R.status, R.body_len);
+  CHECK(hdr(&R, "content-length") && !strcmp(hdr(&R, "content-length"), "11"),
+        "single write -> content-length");
+  /* chunked request body */
+  CHECK(roundtrip(port,
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 200 && R.body_len == 11 && !memcmp(R.body, "hello world", 11),
+        "echo chunked body (%d, %zu)", R.status, R.body_len);
+  /* streamed response -> chunked */
+  CHECK(roundtrip(port, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200,
+        "stream");
+  CHECK(hdr(&R, "transfer-encoding") && !strcmp(hdr(&R, "transfer-encoding"), "chunked") &&
+            !hdr(&R, "content-length"),
+        "stream is chunked");
+  CHECK(R.body_len == 13 && !memcmp(R.body, "hello chunked", 13), "stream body");
+  /* HTTP/1.0 streamed -> close-delimited */
+  CHECK(roundtrip(port, "GET /stream HTTP/1.0\r\n\r\n", &R) == 0 && R.status == 200 &&
+            !hdr(&R, "transfer-encoding") && R.body_len == 13,
+        "1.0 stream close-delimited");
+  /* app content-length, streamed in two writes */
+  CHECK(roundtrip(port, "GET /cl-stream HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 &&
+            R.body_len == 10 && !memcmp(R.body, "0123456789", 10) &&
+            !hdr(&R, "transfer-encoding"),
+        "cl-stream");
+  /* HEAD on a streamed response: headers only */
+  client *c = connect_client(port);
+  send_str(c->fd, "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /path?after-head HTTP/1.1\r\n"
+                  "Host: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 1) == 0 && R.status == 200 && !hdr(&R, "transfer-encoding"),
+        "HEAD stream");
+  CHECK(read_resp(c, &R, 0) == 0 && R.body_len == 12 && !memcmp(R.body, "/path?after-head", 12),
+        "after HEAD: %.*s", (int)R.body_len, R.body);
+  client_free(c);
+  /* pipelined cross-thread requests answered in order */
+  c = connect_client(port);
+  send_str(c->fd, "GET /path?a HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Length: 3\r\n\r\nbbbGET /path?c HTTP/1.1\r\nHost: x\r\n\r\n");
+  int a = read_resp(c, &R, 0) == 0 && R.body_len == 7 && !memcmp(R.body, "/path?a", 7);
+  int b = read_resp(c, &R, 0) == 0 && R.body_len == 3 && !memcmp(R.body, "bbb", 3);
+  int cc = read_resp(c, &R, 0) == 0 && R.body_len == 7 && !memcmp(R.body, "/path?c", 7);
+  CHECK(a && b && cc, "pipelined order %d %d %d", a, b, cc);
+  client_free(c);
+  /* response splitting refused */
+  CHECK(roundtrip(port, "GET /split HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200 &&
+            !hdr(&R, "set-cookie") && !hdr(&R, "x-evil"),
+        "split response");
+  CHECK(atomic_load(&app.last_start_rc) == SH_EHEADER, "SH_EHEADER (%d)",
+        atomic_load(&app.last_start_rc));
+  /* body longer than content-length */
+  c = connect_client(port);
+  send_str(c->fd, "GET /toolong HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(closed_within(c, 3), "toolong closes");
+  CHECK(atomic_load(&app.last_write_rc) == SH_ETOOLONG, "SH_ETOOLONG (%lld)",
+        (long long)atomic_load(&app.last_write_rc));
+  client_free(c);
+  /* fail -> 500, connection kept */
+  c = connect_client(port);
+  send_str(c->fd, "GET /fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 500 && R.body_len == 21, "fail 500");
+  send_str(c->fd, "GET /path?x HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "after 500 keep-alive");
+  client_free(c);
+  /* app headers: own server header, connection: close honoured; 204 has no body */
+  c = connect_client(port);
+  send_str(c->fd, "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\nGET /custom HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 204 && !hdr(&R, "content-length") &&
+            !hdr(&R, "transfer-encoding"),
+        "204");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 201 && !strcmp(hdr(&R, "server"), "custom") &&
+            !strcmp(hdr(&R, "connection"), "close"),
+        "custom headers");
+  CHECK(strstr(R.head, "server: shield") == NULL, "no duplicate server header");
+  CHECK(closed_within(c, 2), "app connection: close");
+  client_free(c);
+  /* 100-continue */
+  c = connect_client(port);
+  send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+                  "\r\n");
+  CHECK(read_resp(c, &R, 1) == 0 && R.status == 100, "100 Continue (%d)", R.status);
+  send_str(c->fd, "data");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && R.body_len == 4, "after continue");
+  client_free(c);
+  /* big response with backpressure: read slowly after a pause */
+  c = connect_client(port);
+  send_str(c->fd, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+  usleep(200 * 1000);
+  size_t total = 0;
+  char *end = NULL;
+  static char tmp[65536];
+  size_t hl = 0;
+  while (total < 4194304 + hl) {
+    ssize_t r = recv(c->fd, tmp, sizeof tmp, 0);
+    if (r <= 0) break;
+    if (!hl && (end = memmem(tmp, (size_t)r, "\r\n\r\n", 4))) hl = (size_t)(end - tmp) + 4;
+    total += (size_t)r;
+  }
+  CHECK(hl && total == 4194304 + hl, "big body %zu", total - hl);
+  CHECK(atomic_load(&app.writables) > 0, "on_writable fired");
+  client_free(c);
+  /* client disconnect mid-body -> on_disconnect */
+  int before = atomic_load(&app.disconnects);
+  c = connect_client(port);
+  send_str(c->fd, "POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
+  usleep(200 * 1000);
+  client_free(c);
+  double t0 = now_s();
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
+  CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect mid-body");
+  /* client disconnect while the app holds the request */
+  before = atomic_load(&app.disconnects);
+  c = connect_client(port);
+  send_str(c->fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  usleep(100 * 1000);
+  shutdown(c->fd, SHUT_RDWR);
+  client_free(c);
+  t0 = now_s();
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
+  CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect while held");
+  CHECK(atomic_load(&app.flushes) > 0, "on_flush called");
+  /* app answers without reading a big body: connection closes, response intact */
+  c = connect_client(port);
+  send_str(c->fd, "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
+            !strcmp(hdr(&R, "connection") ? hdr(&R, "connection") : "", "close"),
+        "noread big body -> close");
+  client_free(c);
+}
+
+typedef struct sender {
+  int fd;
+  size_t bytes;
+} sender;
+
+static void *send_junk(void *arg) {
+  sender *s = arg;
+  static char junk[16384];
+  memset(junk, 'j', sizeof junk);
+  size_t sent = 0;
+  while (sent < s->bytes) {
+    ssize_t w = send(s->fd, junk, sizeof junk, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    sent += (size_t)w;
+  }
+  return NULL;
+}
+
+static void test_limits(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  cfg.max_body_size = 1000;
+  cfg.timeout_header = 0.5;
+  cfg.timeout_keep_alive = 0.5;
+  running r;
+  if (start(&r, &cfg, &test_handler) < 0) {
+    CHECK(0, "start limits server");
+    return;
+  }
+  /* 413 up front from Content-Length; the client keeps sending and still reads the 413
+   * (lingering close, no RST) */
+  client *c = connect_client(r.port);
+  send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n");
+  sender s = {c->fd, 200000};
+  pthread_t th;
+  pthread_create(&th, NULL, send_junk, &s);
+  usleep(100 * 1000);
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 413, "413 CL with lingering (%d)", R.status);
+  pthread_join(th, NULL);
+  client_free(c);
+  /* 413 counted on a chunked body, sent in one go (client still sending) */
+  c = connect_client(r.port);
+  static char body[64 * 1024];
+  int n = snprintf(body, sizeof body,
+                   "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 40; i++) n += snprintf(body + n, sizeof body - (size_t)n, "40\r\n%064d\r\n", i);
+  send_all(c->fd, body, (size_t)n);
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 413, "413 chunked (%d)", R.status);
+  client_free(c);
+  /* a small body is fine */
+  CHECK(roundtrip(r.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", &R) ==
+                0 &&
+            R.status == 200,
+        "small body under limit");
+  /* header timeout: partial head -> 408 then close */
+  c = connect_client(r.port);
+  double t0 = now_s();
+  send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n");
+  int got = read_resp(c, &R, 0) == 0 && R.status == 408;
+  double dt = now_s() - t0;
+  CHECK(got && dt < 2.0, "408 after header timeout (%.2fs)", dt);
+  CHECK(closed_within(c, 2), "closed after 408");
+  client_free(c);
+  /* silent client closed at the header timeout */
+  c = connect_client(r.port);
+  t0 = now_s();
+  CHECK(closed_within(c, 3) && now_s() - t0 < 2.0, "idle connection closed");
+  client_free(c);
+  /* keep-alive timeout */
+  c = connect_client(r.port);
+  send_str(c->fd, "GET /path HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "ka request");
+  t0 = now_s();
+  CHECK(closed_within(c, 3), "keep-alive timeout closes");
+  dt = now_s() - t0;
+  CHECK(dt > 0.3 && dt < 2.0, "keep-alive timeout %.2fs", dt);
+  client_free(c);
+  stop(&r);
+}
+
+static void test_uds(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/shield-test-%d.sock", (int)getpid());
+  cfg.uds = path;
+  running r;
+  if (start(&r, &cfg, sh_hello_handler()) < 0) {
+    CHECK(0, "uds start");
+    return;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+  CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "uds connect");
+  client *c = calloc(1, sizeof *c);
+  c->fd = fd;
+  set_timeout(fd, 5);
+  send_str(fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "uds hello");
+  client_free(c);
+  stop(&r);
+  CHECK(access(path, F_OK) != 0, "uds socket removed");
+}
+
+static int parse_args(sh_config *cfg, sh_error *err, ...) {
+  char *argv[32];
+  int argc = 0;
+  argv[argc++] = "shield";
+  va_list ap;
+  va_start(ap, err);
+  char *a;
+  while ((a = va_arg(ap, char *)) && argc < 31) argv[argc++] = a;
+  va_end(ap);
+  argv[argc] = NULL;
+  sh_config_init(cfg);
+  return sh_config_parse(cfg, argc, argv, err);
+}
+
+static void test_config(void) {
+  sh_config cfg;
+  sh_error err;
+  CHECK(parse_args(&cfg, &err, "main:app", NULL) == 0 && !strcmp(cfg.app, "main:app") &&
+            cfg.port == 8000 && cfg.max_header_size == 16384 && cfg.timeout_keep_alive == 5.0,
+        "defaults");
+  CHECK(parse_args(&cfg, &err, "--port", "0", "--host=::1", "--timeout-header=2.5",
+                   "--max-body-size", "1024", "--no-access-log", "--log-level", "debug",
+                   "--h11-max-incomplete-event-size", "8192", "--factory", "m:f", NULL) == 0,
+        "good flags: %s", err.message);
+  CHECK(cfg.port == 0 && !strcmp(cfg.host, "::1") && cfg.timeout_header == 2.5 &&
+            cfg.max_body_size == 1024 && !cfg.access_log && !strcmp(cfg.log_level, "debug") &&
+            cfg.max_header_size == 8192 && cfg.factory,
+        "good flag values");
+  CHECK(parse_args(&cfg, &err, "--native-hello", NULL) == 0 && cfg.native_hello, "native hello");
+  CHECK(parse_args(&cfg, &err, NULL) < 0 && strstr(err.message, "MODULE:ATTR"), "missing app");
+  CHECK(parse_args(&cfg, &err, "m:a", "--port", "70000", NULL) < 0 &&
+            strstr(err.message, "--port"),
+        "port range: %s", err.message);
+  CHECK(parse_args(&cfg, &err, "m:a", "--port", "80x", NULL) < 0, "port junk");
+  CHECK(parse_args(&cfg, &err, "m:a", "--timeout-keep-alive", "-1", NULL) < 0 &&
+            strstr(err.message, "--timeout-keep-alive"),
+        "negative timeout");
+  CHECK(parse_args(&cfg, &err, "m:a", "--timeout-header", "nan", NULL) < 0, "nan timeout");
+  CHECK(parse_args(&cfg, &err, "m:a", "--lifespan", "maybe", NULL) < 0 &&
+            strstr(err.message, "auto, on, off"),
+        "lifespan choice");
+  CHECK(parse_args(&cfg, &err, "m:a", "--loop=tokio", NULL) < 0, "loop choice");
+  CHECK(parse_args(&cfg, &err, "m:a", "--log-level", "loud", NULL) < 0, "level choice");
+  CHECK(parse_args(&cfg, &err, "m:a", "--bogus", NULL) < 0 && strstr(err.message, "--bogus"),
+        "unknown flag");
+  CHECK(parse_args(&cfg, &err, "m:a", "--port", NULL) < 0 && strstr(err.message, "needs"),
+        "missing value");
+  CHECK(parse_args(&cfg, &err, "noattr", NULL) < 0, "app without colon");
+  CHECK(parse_args(&cfg, &err, "m:a", "--max-header-size", "10", NULL) < 0, "tiny header limit");
+  CHECK(parse_args(&cfg, &err, "m:a", "--access-log=yes", NULL) < 0, "bool with value");
+  CHECK(parse_args(&cfg, &err, "m:a", "n:b", NULL) < 0, "two apps");
+  CHECK(parse_args(&cfg, &err, "m:a", "--uds", "/tmp/x", "--fd", "3", NULL) < 0, "uds+fd");
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  sh_log_set_level(getenv("SHIELD_TEST_LOG") ? "debug" : "critical");
+  double t0 = now_s();
+  test_config();
+
+  sh_config cfg;
+  base_cfg(&cfg);
+  running hello;
+  if (start(&hello, &cfg, sh_hello_handler()) == 0) {
+    CHECK(hello.port > 0, "port 0 -> bound port %d", hello.port);
+    test_hello(hello.port);
+    test_errors(hello.port);
+    stop(&hello);
+  } else {
+    CHECK(0, "start hello server");
+  }
+
+  pthread_t app_th;
+  pthread_create(&app_th, NULL, app_main, NULL);
+  base_cfg(&cfg);
+  cfg.write_high_water = 64 * 1024;
+  cfg.body_high_water = 16 * 1024;
+  running tr;
+  if (start(&tr, &cfg, &test_handler) == 0) {
+    test_app(tr.port);
+    test_errors(tr.port);
+    stop(&tr);
+  } else {
+    CHECK(0, "start test server");
+  }
+  test_limits();
+  pthread_mutex_lock(&app.lock);
+  app.quit = 1;
+  pthread_cond_signal(&app.cond);
+  pthread_mutex_unlock(&app.lock);
+  pthread_join(app_th, NULL);
+  test_uds();
+
+  sh_log_flush();
+  printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);
+  return g_fail ? 1 : 0;
+}
