@@ -67,7 +67,7 @@ int sh_x509_is_pinned(X509 *x, const uint8_t (*pins)[32], size_t npins);
 int sh_x509_is_extra_root(X509 *x, const sh_attest_options *o);
 /* Verify leaf -> untrusted... -> one of `anchors` at time `at`.  Returns 0 or fails r with
  * expired / not_yet_valid / chain_invalid / root_untrusted.  On success *chain_out (optional)
- * receives the verified chain (caller frees with OSSL_STACK_OF_X509_free). */
+ * receives the verified chain (caller frees with sk_X509_pop_free(chain, X509_free)). */
 int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
                          STACK_OF(X509) *anchors, STACK_OF(X509) **chain_out);
 int sh_ecdsa_raw_to_der(const uint8_t *r, const uint8_t *s, size_t n, int little_endian,

@@ -55,7 +55,7 @@ STACK_OF(X509) *sh_x509_parse_many(const sh_attest_bytes *blobs, size_t n)
         return NULL;
     for (size_t i = 0; i < n; i++) {
         if (sh_x509_add_blob(sk, blobs[i].ptr, blobs[i].len) < 0) {
-            OSSL_STACK_OF_X509_free(sk);
+            sk_X509_pop_free(sk, X509_free);
             return NULL;
         }
     }
@@ -87,7 +87,7 @@ int sh_x509_is_extra_root(X509 *x, const sh_attest_options *o)
     int found = 0;
     for (int i = 0; sk && i < sk_X509_num(sk) && !found; i++)
         found = !X509_cmp(sk_X509_value(sk, i), x);
-    OSSL_STACK_OF_X509_free(sk);
+    sk_X509_pop_free(sk, X509_free);
     return found;
 }
 
@@ -134,8 +134,8 @@ int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
     X509_VERIFY_PARAM_set_depth(param, 8);
-    /* X509_STRICT: RFC 5280 profile checks (AKID/SKID, extensions, key sizes). */
-    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+    /* Not X509_V_FLAG_X509_STRICT: real Nitro leaves have no Authority Key Identifier, which
+     * strict mode refuses.  The checks that matter are below and in OpenSSL's default path. */
     if (X509_verify_cert(ctx) != 1) {
         int err = X509_STORE_CTX_get_error(ctx);
         sh_fail(v->r, map_x509_error(err), "certificate chain: %s (depth %d)",

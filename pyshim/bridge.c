@@ -409,7 +409,7 @@ static int hexval(unsigned char c) {
 
 static PyObject *decode_path(const char *p, size_t len) {
   if (memchr(p, '%', len) == NULL) return PyUnicode_DecodeUTF8(p, (Py_ssize_t)len, "replace");
-  char stackbuf[512];
+  char stackbuf[512] = {0};
   char *out = len <= sizeof stackbuf ? stackbuf : PyMem_Malloc(len);
   if (out == NULL) return PyErr_NoMemory();
   size_t o = 0;

@@ -240,6 +240,8 @@ typedef enum sh_log_level {
 } sh_log_level;
 void sh_log_set_level(const char *name);
 void sh_log(sh_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Wait (at most ~2 s) until queued log lines reach stderr; also registered with atexit. */
+void sh_log_flush(void);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,255 @@
+/* attest/cli_verify.c — `shield verify`: verify one piece of evidence from files.
+ *
+ *   shield verify --type nitro|sev-snp|azure-snp FILE [--at RFC3339] [--cert FILE]...
+ *                 [--policy FILE] [--nonce HEX] [--public-key FILE] [--allow-debug] [--json]
+ *
+ * FILE: raw bytes, base64 or hex text.  --cert: PEM or DER, bundles too.  --at defaults to
+ * the current time (the CLI is where the clock is read; the library never reads it).
+ * Exit: 0 verified, 1 rejected (anything wrong with the evidence), 2 usage error.
+ */
+#include "internal.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CLI_MAX_FILE (4u << 20)
+#define CLI_MAX_CERTS 16
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: shield verify --type nitro|sev-snp|azure-snp FILE [--at RFC3339]\n"
+            "                     [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
+            "                     [--public-key FILE] [--allow-debug] [--json]\n");
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = !strcmp(path, "-") ? stdin : fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *buf = malloc(CLI_MAX_FILE + 1);
+    size_t n = buf ? fread(buf, 1, CLI_MAX_FILE + 1, f) : 0;
+    int bad = !buf || ferror(f) || n > CLI_MAX_FILE;
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* RFC 3339: 2022-10-13T08:58:02Z, fractions and numeric offsets accepted; or Unix seconds. */
+static int parse_time(const char *s, int64_t *out)
+{
+    char *end;
+    long long secs = strtoll(s, &end, 10);
+    if (*s && !*end) {
+        *out = secs;
+        return secs > 0 ? 0 : -1;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p)
+        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p)
+        return -1;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    int64_t t = (int64_t)timegm(&tm);
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+        int hh = atoi(p + 1), mm = atoi(p + 4);
+        int64_t off = hh * 3600 + mm * 60;
+        t += *p == '+' ? -off : off;
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p)
+        return -1;
+    *out = t;
+    return t > 0 ? 0 : -1;
+}
+
+/* A public key file: PEM (PUBLIC KEY) or DER SubjectPublicKeyInfo -> DER SPKI. */
+static uint8_t *load_spki(const char *path, size_t *len)
+{
+    size_t n = 0;
+    uint8_t *raw = read_file(path, &n), *der = NULL;
+    if (!raw)
+        return NULL;
+    BIO *b = BIO_new_mem_buf(raw, (int)n);
+    EVP_PKEY *pk = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
+    if (!pk) {
+        const unsigned char *q = raw;
+        pk = d2i_PUBKEY(NULL, &q, (long)n);
+    }
+    if (pk) {
+        unsigned char *out = NULL;
+        int l = i2d_PUBKEY(pk, &out);
+        if (l > 0) {
+            der = malloc((size_t)l);
+            if (der) {
+                memcpy(der, out, (size_t)l);
+                *len = (size_t)l;
+            }
+        }
+        OPENSSL_free(out);
+    }
+    EVP_PKEY_free(pk);
+    BIO_free(b);
+    free(raw);
+    ERR_clear_error();
+    return der;
+}
+
+static void print_human(const sh_attest_result *r)
+{
+    if (r->verified)
+        printf("verified: %s\n", sh_attest_tee_name(r->tee));
+    else
+        printf("rejected: %s (%s)\n", sh_attest_reason_name(r->reason), r->message);
+    const char *k;
+    json_t *v;
+    json_object_foreach(r->measurements, k, v)
+        printf("  %s: %s\n", k, json_string_value(v));
+    printf("  debug: %s\n", r->debug ? "yes" : "no");
+}
+
+int sh_attest_cli_verify(int argc, char **argv)
+{
+    const char *type = NULL, *file = NULL, *at_s = NULL, *policy_path = NULL, *nonce_hex = NULL,
+               *pk_path = NULL;
+    const char *cert_paths[CLI_MAX_CERTS];
+    size_t ncert = 0;
+    int as_json = 0, allow_debug = 0, code = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = NULL;
+        if (!strcmp(a, "--json")) { as_json = 1; continue; }
+        if (!strcmp(a, "--allow-debug")) { allow_debug = 1; continue; }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 2; }
+        if (!strcmp(a, "--type")) dst = &type;
+        else if (!strcmp(a, "--at")) dst = &at_s;
+        else if (!strcmp(a, "--policy")) dst = &policy_path;
+        else if (!strcmp(a, "--nonce")) dst = &nonce_hex;
+        else if (!strcmp(a, "--public-key")) dst = &pk_path;
+        else if (!strcmp(a, "--cert")) {
+            if (i + 1 >= argc || ncert == CLI_MAX_CERTS) { usage(); return 2; }
+            cert_paths[ncert++] = argv[++i];
+            continue;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "shield verify: unknown option %s\n", a);
+            usage();
+            return 2;
+        } else if (!file) { file = a; continue; }
+        else { fprintf(stderr, "shield verify: more than one FILE\n"); return 2; }
+        if (i + 1 >= argc || *dst) { usage(); return 2; }
+        *dst = argv[++i];
+    }
+    sh_attest_tee tee = sh_attest_tee_from_name(type);
+    if (!type || !file) { usage(); return 2; }
+    if (tee == SH_ATTEST_TEE_UNKNOWN) {
+        fprintf(stderr, "shield verify: unsupported --type %s\n", type);
+        return 2;
+    }
+    sh_attest_options o;
+    memset(&o, 0, sizeof o);
+    o.allow_debug = allow_debug;
+    if (at_s) {
+        if (parse_time(at_s, &o.at) < 0) {
+            fprintf(stderr, "shield verify: --at: not an RFC 3339 time: %s\n", at_s);
+            return 2;
+        }
+    } else {
+        o.at = (int64_t)time(NULL);
+    }
+    uint8_t *raw = NULL, *ev = NULL, *nonce = NULL, *spki = NULL, *certbuf[CLI_MAX_CERTS] = {0};
+    sh_attest_bytes certs[CLI_MAX_CERTS];
+    sh_attest_policy *pol = NULL;
+    sh_attest_result *r = NULL;
+    size_t rawlen = 0, evlen = 0;
+    char eb[256];
+    if (!(raw = read_file(file, &rawlen))) {
+        fprintf(stderr, "shield verify: cannot read %s\n", file);
+        goto out;
+    }
+    for (size_t i = 0; i < ncert; i++) {
+        size_t n = 0;
+        if (!(certbuf[i] = read_file(cert_paths[i], &n))) {
+            fprintf(stderr, "shield verify: cannot read %s\n", cert_paths[i]);
+            goto out;
+        }
+        STACK_OF(X509) *sk = sk_X509_new_null();
+        int ok = sk && sh_x509_add_blob(sk, certbuf[i], n) == 0;
+        sk_X509_pop_free(sk, X509_free);
+        if (!ok) {
+            fprintf(stderr, "shield verify: %s: not a PEM or DER certificate\n", cert_paths[i]);
+            goto out;
+        }
+        certs[i] = (sh_attest_bytes){certbuf[i], n};
+    }
+    o.certs = certs;
+    o.ncerts = ncert;
+    if (policy_path && sh_attest_policy_load_file(policy_path, &pol, eb, sizeof eb) < 0) {
+        fprintf(stderr, "shield verify: %s\n", eb);
+        goto out;
+    }
+    o.policy = pol;
+    if (nonce_hex) {
+        long n = 0;
+        if (!*nonce_hex || !(nonce = OPENSSL_hexstr2buf(nonce_hex, &n)) || n > 0xFFFF) {
+            fprintf(stderr, "shield verify: --nonce: not hex\n");
+            goto out;
+        }
+        o.nonce = nonce;
+        o.nonce_len = (size_t)n;
+    }
+    if (pk_path) {
+        if (!nonce_hex) {
+            fprintf(stderr, "shield verify: --public-key needs --nonce\n");
+            goto out;
+        }
+        if (!(spki = load_spki(pk_path, &o.public_key_len))) {
+            fprintf(stderr, "shield verify: %s: not a PEM or DER public key\n", pk_path);
+            goto out;
+        }
+        o.public_key = spki;
+    }
+    if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||
+        sh_attest_verify(ev, evlen, tee, &o, &r) < 0) {
+        fprintf(stderr, "shield verify: out of memory\n");
+        goto out;
+    }
+    if (as_json) {
+        json_t *j = sh_attest_result_to_json(r, 0);
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        json_decref(j);
+    } else {
+        print_human(r);
+    }
+    code = r->verified ? 0 : 1;
+out:
+    sh_attest_result_free(r);
+    sh_attest_policy_free(pol);
+    for (size_t i = 0; i < ncert; i++)
+        free(certbuf[i]);
+    free(raw);
+    free(ev);
+    OPENSSL_free(nonce);
+    free(spki);
+    fflush(stdout);
+    return code;
+}

@@ -1,0 +1,140 @@
+"""Attestation results (protocol.md §2) and a thin wrapper over the native verifier.
+
+``AttestationResult`` is what an app sees in ``request.state.attestation``.  ``verify()``
+calls ``shield._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
+and fail-closed: ``verified`` is true only when every check, the policy included, passed.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Iterable, Optional
+
+__all__ = ["AttestationResult", "verify", "ERROR_CLASSES"]
+
+#: reason code -> error class (protocol.md §3)
+ERROR_CLASSES = {
+    "missing": "attestation_required",
+    **dict.fromkeys(("malformed", "unsupported_type"), "attestation_invalid"),
+    **dict.fromkeys(
+        (
+            "signature_invalid", "chain_invalid", "root_untrusted", "revoked", "expired",
+            "not_yet_valid", "binding_mismatch", "nonce_invalid", "nonce_expired",
+            "nonce_replayed", "proof_invalid", "session_unknown", "session_expired",
+        ),
+        "attestation_failed",
+    ),
+    **dict.fromkeys(
+        ("debug_not_allowed", "measurement_mismatch", "tcb_out_of_date", "tcb_unsupported",
+         "policy_denied"),
+        "attestation_policy",
+    ),
+    **dict.fromkeys(("collateral_missing", "collateral_stale", "overloaded"),
+                    "attestation_unavailable"),
+}
+
+_FIELDS = (
+    "verified", "tee_type", "measurements", "claims", "timestamp", "error", "reason", "message",
+    "debug", "tcb_status", "advisories", "public_key", "user_data", "nonce", "evidence_sha256",
+    "raw_evidence", "mode", "session", "policy_sha256",
+)
+
+
+def _b64url(b: Optional[bytes]) -> Optional[str]:
+    return None if b is None else base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
+
+
+class AttestationResult:
+    """The outcome of verifying one piece of evidence (every field of protocol.md §2).
+
+    Byte fields (``public_key``, ``user_data``, ``nonce``, ``raw_evidence``) are ``bytes`` or
+    None; ``evidence_sha256`` (SHA-256 of the signed content) and ``policy_sha256`` are
+    lower-case hex; ``timestamp`` is the verification time in seconds since the epoch.
+    """
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        verified: bool = False,
+        tee_type: Optional[str] = None,
+        measurements: Optional[dict] = None,
+        claims: Optional[dict] = None,
+        timestamp: Optional[float] = None,
+        error: Optional[str] = None,
+        reason: Optional[str] = None,
+        message: Optional[str] = None,
+        debug: bool = False,
+        tcb_status: Optional[str] = None,
+        advisories: Optional[Iterable[str]] = None,
+        public_key: Optional[bytes] = None,
+        user_data: Optional[bytes] = None,
+        nonce: Optional[bytes] = None,
+        evidence_sha256: Optional[str] = None,
+        raw_evidence: Optional[bytes] = None,
+        mode: Optional[str] = None,
+        session: Optional[str] = None,
+        policy_sha256: Optional[str] = None,
+    ) -> None:
+        # fail-closed: a result that claims success must not carry a reason
+        self.verified = bool(verified) and reason is None
+        self.tee_type = tee_type
+        self.measurements = dict(measurements or {})
+        self.claims = dict(claims or {})
+        self.timestamp = timestamp
+        self.reason = reason if reason is not None or self.verified else "malformed"
+        self.error = error if error is not None else ERROR_CLASSES.get(self.reason) if self.reason else None
+        self.message = message
+        self.debug = bool(debug)
+        self.tcb_status = tcb_status
+        self.advisories = list(advisories or ())
+        self.public_key = public_key
+        self.user_data = user_data
+        self.nonce = nonce
+        self.evidence_sha256 = evidence_sha256
+        self.raw_evidence = raw_evidence
+        self.mode = mode
+        self.session = session
+        self.policy_sha256 = policy_sha256
+
+    def __bool__(self) -> bool:
+        return self.verified
+
+    def __repr__(self) -> str:
+        state = "verified" if self.verified else f"rejected: {self.reason}"
+        return f"<AttestationResult {self.tee_type} {state}>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: bytes as base64url without padding (protocol.md), hex kept as is."""
+        d: dict[str, Any] = {}
+        for f in _FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, (bytes, bytearray, memoryview)):
+                v = _b64url(bytes(v))
+            elif isinstance(v, dict):
+                v = dict(v)
+            elif isinstance(v, list):
+                v = list(v)
+            d[f] = v
+        return d
+
+
+def verify(
+    evidence: bytes | str,
+    tee_type: str,
+    *,
+    at: float,
+    policy: Optional[str | bytes] = None,
+    certs: Iterable[bytes] = (),
+    nonce: Optional[bytes] = None,
+    public_key: Optional[bytes] = None,
+    allow_debug: bool = False,
+) -> AttestationResult:
+    """Verify evidence natively; see ``shield._native.verify``.  ``at`` is required: the
+    verification time is always an explicit input."""
+    from shield import _native
+
+    return _native.verify(
+        evidence, tee_type, at=at, policy=policy, certs=tuple(certs), nonce=nonce,
+        public_key=public_key, allow_debug=allow_debug,
+    )

@@ -1,0 +1,644 @@
+/*
+ * server/conn.c — one client connection: reading, the parse driver, timeouts, and closing.
+ *
+ * Input buffering.  Reads go into one 64 KiB buffer shared by the whole loop (libuv calls
+ * alloc_cb and read_cb back to back for one stream, so it is free again when read_cb
+ * returns).  Whatever the parser did not consume (a pipelined request, a body not yet asked
+ * for) is moved into a per-connection buffer, and the next reads append there.  Idle
+ * keep-alive connections therefore hold no input buffer at all.
+ *
+ * One request in flight (RFC 9112 §9.3.2 pipelining, answered in order): the parser pauses
+ * at the end of each message and resumes only once that response has been written.
+ *
+ * Timers.  A connection has one uv_timer and one deadline.  Moving the deadline later only
+ * stores a number; the timer, when it fires early, re-arms for the rest.  So keep-alive
+ * traffic costs no timer-heap work per request.
+ *
+ * Closing.  sh_conn_abort closes now.  close_graceful shuts the write side after queued
+ * writes; when request bytes may still be in flight it then *lingers* — reads and discards
+ * for up to 2 s / 256 KiB — so the client reads our (error) response instead of a TCP RST
+ * that would destroy it (the close-with-unread-data problem, RFC 9112 §9.6).
+ */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "server_internal.h"
+
+#define IB_MIN (16 * 1024)
+#define LINGER_MS 2000
+#define LINGER_MAX (256 * 1024)
+#define SHUTDOWN_MS 10000
+#define DRAIN_MAX (256 * 1024)
+
+static size_t ib_max(const sh_server *srv) { return srv->cfg.max_header_size + 64 * 1024; }
+
+static void close_graceful(sh_conn *c, int linger);
+
+/* ---- timers ---- */
+
+static void on_timer(uv_timer_t *t);
+
+void sh_conn_set_deadline(sh_conn *c, int kind, double seconds) {
+  c->dl_kind = kind;
+  if (kind == DL_NONE || seconds <= 0) {
+    c->dl_kind = DL_NONE;
+    c->deadline = 0; /* a running timer finds nothing to do */
+    return;
+  }
+  uint64_t now = uv_now(&c->srv->loop);
+  uint64_t ms = (uint64_t)(seconds * 1000.0);
+  if (ms == 0) ms = 1;
+  c->deadline = now + ms;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due > c->deadline) {
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+    c->timer_due = c->deadline;
+  }
+}
+
+static void on_timer(uv_timer_t *t) {
+  sh_conn *c = t->data;
+  if (c->closing || c->deadline == 0) return;
+  uint64_t now = uv_now(&c->srv->loop);
+  if (now < c->deadline) {
+    uv_timer_start(&c->timer, on_timer, c->deadline - now, 0);
+    c->timer_due = c->deadline;
+    return;
+  }
+  int kind = c->dl_kind;
+  c->deadline = 0;
+  c->dl_kind = DL_NONE;
+  if (kind == DL_HEADER && c->state == CS_HEAD && (c->in_message || c->in_len)) {
+    /* Slowloris: the head did not arrive in time.  RFC 9110 §15.5.9: 408, then close. */
+    sh_log(SH_LOG_DEBUG, "request head timeout from %s:%d", c->client_host, c->client_port);
+    sh_conn_error(c, 408);
+    return;
+  }
+  sh_conn_abort(c); /* idle keep-alive, header timeout on an idle socket, linger over */
+}
+
+/* ---- lifetime ---- */
+
+static void on_close(uv_handle_t *h) {
+  sh_conn *c = h->data;
+  if (--c->handles_open > 0) return;
+  sh_server *srv = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  srv->nconns--;
+  free(c->ib);
+  free(c->hb);
+  free(c->hp);
+  free(c->acc);
+  free(c);
+  sh_server_conn_closed(srv);
+}
+
+void sh_conn_deliver_disconnect(sh_conn *c) {
+  sh_req *req = c->req;
+  if (!req) return;
+  c->req = NULL;
+  req->conn = NULL;
+  atomic_store(&req->closed, 1);
+  if (req->handed && !req->released && !req->disconnected && !req->resp_done) {
+    req->disconnected = 1;
+    sh_server *srv = c->srv;
+    if (srv->handler->on_disconnect) {
+      sh_server_fired(srv);
+      srv->handler->on_disconnect(srv->handler, &req->pub);
+    }
+  }
+  sh_req_unref(req); /* the server's reference */
+}
+
+void sh_conn_abort(sh_conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  c->reading = 0;
+  sh_conn_deliver_disconnect(c);
+  uv_close(&c->h.handle, on_close);
+  uv_close((uv_handle_t *)&c->timer, on_close);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status) {
+  sh_conn *c = s->handle->data;
+  if (c->closing) return;
+  if (status < 0 || !c->linger_wanted || c->read_eof) {
+    sh_conn_abort(c);
+    return;
+  }
+  c->state = CS_LINGER;
+  c->linger_bytes = 0;
+  sh_conn_set_deadline(c, DL_LINGER, LINGER_MS / 1000.0);
+  sh_conn_update_reading(c);
+}
+
+static void close_graceful(sh_conn *c, int linger) {
+  if (c->closing || c->shutting) return;
+  sh_conn_deliver_disconnect(c);
+  if (c->closing) return;
+  c->state = CS_CLOSING;
+  c->linger_wanted = linger && !c->read_eof;
+  c->in_len = 0;
+  if (uv_shutdown(&c->shut, &c->h.stream, on_shutdown) < 0) {
+    sh_conn_abort(c);
+    return;
+  }
+  c->shutting = 1;
+  /* Bound the wait for queued writes: a client that never reads must not pin us. */
+  sh_conn_set_deadline(c, DL_LINGER, SHUTDOWN_MS / 1000.0);
+  sh_conn_update_reading(c);
+}
+
+void sh_conn_error(sh_conn *c, int status) {
+  sh_req *req = c->req;
+  if (req && (req->head_sent || req->resp_done)) {
+    sh_conn_abort(c); /* the response already started: all we can do is cut it */
+    return;
+  }
+  sh_conn_deliver_disconnect(c);
+  if (c->closing) return;
+  sh_http_error_response(c, status);
+  close_graceful(c, 1);
+}
+
+void sh_conn_stop(sh_conn *c) {
+  if (c->closing || c->shutting) return;
+  if (!c->req && (c->state == CS_HEAD || c->state == CS_DRAIN))
+    close_graceful(c, c->in_len > 0 || c->in_message);
+  /* else: closes after the response in flight (response_done checks srv->stopping) */
+}
+
+/* ---- reading ---- */
+
+void sh_conn_update_reading(sh_conn *c) {
+  if (c->closing) return;
+  int want;
+  if (c->state == CS_LINGER) want = !c->read_eof;
+  else if (c->shutting) want = c->linger_wanted && !c->read_eof; /* discard while flushing */
+  else
+    want = !c->read_eof && c->in_len < ib_max(c->srv) &&
+           !(c->req && c->req->unconsumed > c->srv->cfg.body_high_water);
+  if (want == (int)c->reading) return;
+  if (want) {
+    extern void sh_conn_alloc_cb(uv_handle_t *, size_t, uv_buf_t *);
+    extern void sh_conn_read_cb(uv_stream_t *, ssize_t, const uv_buf_t *);
+    if (uv_read_start(&c->h.stream, sh_conn_alloc_cb, sh_conn_read_cb) == 0) c->reading = 1;
+  } else {
+    uv_read_stop(&c->h.stream);
+    c->reading = 0;
+  }
+}
+
+/* Make room for at least IB_MIN more bytes after the unparsed input, in the own buffer. */
+static int ib_reserve(sh_conn *c) {
+  if (c->in_len && c->in_base != c->ib) memmove(c->ib, c->in_base, c->in_len);
+  c->in_base = c->ib;
+  size_t need = c->in_len + IB_MIN;
+  if (c->ib_cap < need) {
+    char *nb = realloc(c->ib, need);
+    if (!nb) return -1;
+    c->ib = nb;
+    c->ib_cap = need;
+    c->in_base = nb;
+  }
+  return 0;
+}
+
+void sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  sh_conn *c = h->data;
+  sh_server *srv = c->srv;
+  if (c->in_len == 0 || c->state == CS_LINGER) {
+    *buf = uv_buf_init(srv->rbuf, SH_SHARED_RBUF);
+    return;
+  }
+  if (ib_reserve(c) < 0) {
+    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init(c->ib + c->in_len, (unsigned)(c->ib_cap - c->in_len));
+}
+
+void sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  sh_conn *c = s->data;
+  sh_server *srv = c->srv;
+  if (nread == 0 || c->closing) return;
+  if (nread < 0) {
+    if (nread == UV_EOF && c->shutting && c->state != CS_LINGER) {
+      /* Our response may still be flushing: let the shutdown callback close. */
+      c->read_eof = 1;
+      uv_read_stop(&c->h.stream);
+      c->reading = 0;
+      return;
+    }
+    if (nread == UV_EOF && c->state != CS_LINGER) {
+      c->read_eof = 1;
+      uv_read_stop(&c->h.stream);
+      c->reading = 0;
+      /* As uvicorn: a client that closes its side while its request is being answered has
+       * gone away (on_disconnect), rather than half-closed; long polls and streams to gone
+       * clients end at once instead of at the next failed write. */
+      if (c->req) {
+        sh_conn_abort(c);
+        return;
+      }
+      sh_conn_process(c); /* answer what was received; closes when input runs out */
+      return;
+    }
+    sh_conn_abort(c); /* reset, ENOBUFS, or EOF while lingering/closing */
+    return;
+  }
+  if (c->state == CS_LINGER || c->shutting) {
+    c->linger_bytes += (size_t)nread;
+    if (c->linger_bytes > LINGER_MAX) sh_conn_abort(c);
+    return;
+  }
+  if (buf->base == srv->rbuf) {
+    c->in_base = srv->rbuf;
+    c->in_len = (size_t)nread;
+    c->in_shared = 1;
+  } else {
+    c->in_len += (size_t)nread;
+  }
+  sh_conn_process(c);
+  if (c->closing || c->shutting) {
+    c->in_shared = 0;
+    return;
+  }
+  if (c->in_shared) {
+    c->in_shared = 0;
+    if (c->in_len) {
+      /* Keep the unparsed rest: it must outlive the shared buffer. */
+      const char *src = c->in_base;
+      size_t n = c->in_len;
+      c->in_len = 0;
+      c->in_base = c->ib;
+      if (ib_reserve(c) < 0 || c->ib_cap < n) {
+        char *nb = realloc(c->ib, n + IB_MIN);
+        if (!nb) {
+          sh_conn_abort(c);
+          return;
+        }
+        c->ib = nb;
+        c->ib_cap = n + IB_MIN;
+      }
+      memcpy(c->ib, src, n);
+      c->in_base = c->ib;
+      c->in_len = n;
+    }
+  }
+  sh_conn_update_reading(c);
+}
+
+/* ---- accept ---- */
+
+static void fill_inet(const struct sockaddr_storage *ss, char *host, size_t hl, int *port) {
+  host[0] = '\0';
+  *port = 0;
+  if (ss->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    uv_ip4_name(a, host, hl);
+    *port = ntohs(a->sin_port);
+  } else if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      /* A v4 client on a dual-stack socket: report 1.2.3.4, not ::ffff:1.2.3.4. */
+      struct sockaddr_in v4;
+      memset(&v4, 0, sizeof v4);
+      v4.sin_family = AF_INET;
+      memcpy(&v4.sin_addr, a->sin6_addr.s6_addr + 12, 4);
+      uv_ip4_name(&v4, host, hl);
+    } else {
+      uv_ip6_name(a, host, hl);
+    }
+    *port = ntohs(a->sin6_port);
+  }
+}
+
+void sh_conn_accept(sh_server *srv, uv_stream_t *listener) {
+  sh_conn *c = calloc(1, sizeof *c);
+  if (!c) {
+    sh_log(SH_LOG_ERROR, "out of memory accepting a connection");
+    return;
+  }
+  c->srv = srv;
+  int r = listener->type == UV_TCP ? uv_tcp_init(&srv->loop, &c->h.tcp)
+                                   : uv_pipe_init(&srv->loop, &c->h.pipe, 0);
+  if (r < 0) {
+    free(c);
+    return;
+  }
+  c->h.handle.data = c;
+  uv_timer_init(&srv->loop, &c->timer);
+  c->timer.data = c;
+  c->handles_open = 2;
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  srv->nconns++;
+  if (uv_accept(listener, &c->h.stream) < 0) {
+    c->closing = 1;
+    uv_close(&c->h.handle, on_close);
+    uv_close((uv_handle_t *)&c->timer, on_close);
+    return;
+  }
+  if (listener->type == UV_TCP) {
+    /* Responses go out in one write: Nagle would only delay them. */
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    c->addr_kind = SH_ADDR_INET;
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+      fill_inet(&ss, c->client_host, sizeof c->client_host, &c->client_port);
+    len = sizeof ss;
+    if (uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+      fill_inet(&ss, c->server_host, sizeof c->server_host, &c->server_port);
+  } else {
+    c->addr_kind = SH_ADDR_UNIX;
+    sh_strlcpy(c->server_host, srv->uds_path, sizeof c->server_host);
+  }
+  llhttp_init(&c->parser, HTTP_REQUEST, &sh_http1_settings);
+  c->parser.data = c;
+  c->state = CS_HEAD;
+  if (srv->stopping) {
+    sh_conn_abort(c);
+    return;
+  }
+  sh_conn_set_deadline(c, DL_HEADER, srv->cfg.timeout_header);
+  sh_conn_update_reading(c);
+}
+
+/* ---- the parse driver ---- */
+
+int sh_conn_drain_ok(const sh_req *req) {
+  /* RFC 9110 §10.1.1: a client that expects 100-continue and did not get it may never send
+   * the body, or send it later: do not try to resynchronise, close. */
+  if (req->pub.expect_continue && !req->cont_sent) return 0;
+  if (req->pub.content_length >= 0)
+    return (uint64_t)req->pub.content_length - req->body_received <= DRAIN_MAX;
+  return 1; /* chunked: drained up to DRAIN_MAX at run time (http1.c cb_body) */
+}
+
+static void deliver_body(sh_conn *c, sh_req *req, int last) {
+  sh_server *srv = c->srv;
+  char *chunk = c->acc;
+  size_t len = c->acc_len;
+  c->acc = NULL;
+  c->acc_len = c->acc_cap = 0;
+  if (!chunk) chunk = malloc(1); /* a 0-length last chunk: still a real allocation */
+  if (!chunk) {
+    sh_conn_abort(c);
+    return;
+  }
+  if (req->released || req->disconnected || !srv->handler->on_body) {
+    free(chunk);
+    return;
+  }
+  req->unconsumed += len;
+  sh_server_fired(srv);
+  srv->handler->on_body(srv->handler, &req->pub, chunk, len, last);
+}
+
+static void dispatch(sh_conn *c, sh_req *req) {
+  sh_server *srv = c->srv;
+  req->handed = 1;
+  req->refs++; /* the handler's reference */
+  if (!srv->handler->on_request) {
+    req->released = 1;
+    req->refs--;
+    sh_http_respond_fixed(req, 500, "text/plain; charset=utf-8", "no handler\n", 11);
+    return;
+  }
+  sh_server_fired(srv);
+  srv->handler->on_request(srv->handler, &req->pub);
+}
+
+/* Returns 0 when the connection is no longer parseable (closed, error). */
+static int parse_some(sh_conn *c) {
+  const char *start = c->in_base;
+  size_t len = c->in_len;
+  llhttp_errno_t e = llhttp_execute(&c->parser, start, len);
+  size_t used = len;
+  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+    used = (size_t)(llhttp_get_error_pos(&c->parser) - start);
+  } else if (e != HPE_OK) {
+    int status = c->err_status ? c->err_status : 400;
+    const char *why = c->err_reason ? c->err_reason : llhttp_get_error_reason(&c->parser);
+    c->acc_len = 0;
+    c->in_len = 0;
+    if (status < 0) { /* could not drain an unread body: just close */
+      sh_conn_abort(c);
+      return 0;
+    }
+    if (status == 400)
+      sh_log(SH_LOG_WARNING, "Invalid HTTP request received from %s:%d: %s", c->client_host,
+             c->client_port, why ? why : llhttp_errno_name(e));
+    else
+      sh_log(SH_LOG_DEBUG, "request refused with %d: %s", status, why ? why : "");
+    sh_conn_error(c, status);
+    return 0;
+  }
+  c->in_base += used;
+  c->in_len -= used;
+  if (c->in_len == 0 && !c->in_shared) c->in_base = c->ib;
+
+  sh_req *req = c->req;
+  if (req && c->state == CS_BODY && (c->acc_len || req->msg_complete)) {
+    deliver_body(c, req, req->msg_complete);
+    if (c->closing || c->shutting || c->req != req) return 0;
+  }
+  if (e == HPE_OK) return 1;
+
+  /* Paused: at the end of a head with a body, or at the end of a message. */
+  if (e == HPE_PAUSED_UPGRADE) c->no_reuse = 1;
+  if (c->state == CS_DRAIN) {
+    if (!c->in_message) { /* the unread body is gone: on to the next request */
+      llhttp_resume(&c->parser);
+      c->state = CS_HEAD;
+      sh_conn_set_deadline(c, c->in_len ? DL_HEADER : DL_KEEPALIVE,
+                           c->in_len ? c->srv->cfg.timeout_header
+                                     : c->srv->cfg.timeout_keep_alive);
+    }
+    return 1;
+  }
+  if (!req) { /* cannot happen: a pause without a request */
+    sh_conn_abort(c);
+    return 0;
+  }
+  if (c->state == CS_HEAD) {
+    c->state = req->msg_complete ? CS_DONE : CS_BODY_WAIT;
+    dispatch(c, req); /* may answer at once (hello): req may be gone after this */
+    if (c->read_eof && c->req && !c->closing) { /* see read_cb: EOF means gone */
+      sh_conn_abort(c);
+      return 0;
+    }
+    return !(c->closing || c->shutting);
+  }
+  if (c->state == CS_BODY && req->msg_complete) c->state = CS_DONE;
+  return 1;
+}
+
+void sh_conn_process(sh_conn *c) {
+  if (c->in_process) {
+    c->reprocess = 1;
+    return;
+  }
+  c->in_process = 1;
+  for (;;) {
+    c->reprocess = 0;
+    if (c->closing || c->shutting) break;
+    int st = c->state;
+    if (st == CS_HEAD || st == CS_BODY || st == CS_DRAIN) {
+      if (c->in_len == 0) {
+        if (c->read_eof) {
+          /* The client is done sending: an idle or half-received request ends here.  A
+           * request still being answered (CS_DONE) keeps going; see response_done. */
+          sh_conn_abort(c);
+          break;
+        }
+        if (!c->reprocess) break;
+        continue;
+      }
+      if (!parse_some(c)) break;
+      continue;
+    }
+    if (!c->reprocess) break; /* waiting for the handler */
+  }
+  c->in_process = 0;
+}
+
+void sh_conn_request_read(sh_conn *c) {
+  sh_req *req = c->req;
+  if (!req) return;
+  if (req->pub.expect_continue && !req->cont_sent && !req->head_sent && !req->msg_complete) {
+    /* RFC 9110 §10.1.1: the client waits for this before sending the body. */
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
+    req->cont_sent = 1;
+    sh_conn_write(c, NULL, &b, 1, NULL, 0);
+    if (c->closing) return;
+  }
+  if (c->state == CS_BODY_WAIT) {
+    llhttp_resume(&c->parser);
+    c->state = CS_BODY;
+  }
+  sh_conn_process(c);
+  sh_conn_update_reading(c);
+}
+
+void sh_conn_response_done(sh_conn *c) {
+  sh_server *srv = c->srv;
+  sh_req *req = c->req;
+  if (srv->cfg.access_log) sh_http_access_log(req);
+  int keep = !req->close_after && !srv->stopping && !c->no_reuse && req->keep_alive &&
+             srv->cfg.timeout_keep_alive > 0;
+  int linger = 0;
+  if (!req->msg_complete) {
+    if (keep && sh_conn_drain_ok(req)) {
+      /* The app answered without reading the whole body: discard the rest (bounded) so
+       * the connection can carry the next request. */
+      if (c->state == CS_BODY_WAIT) llhttp_resume(&c->parser);
+      c->state = CS_DRAIN;
+      c->drain_bytes = 0;
+    } else {
+      keep = 0;
+      linger = 1;
+    }
+  }
+  c->req = NULL;
+  req->conn = NULL;
+  atomic_store(&req->closed, 1);
+  sh_req_unref(req); /* the server's reference; in-flight writes hold their own */
+  if (!keep) {
+    close_graceful(c, linger || c->in_len > 0);
+    return;
+  }
+  if (c->state == CS_DONE) {
+    llhttp_resume(&c->parser);
+    c->state = CS_HEAD;
+  }
+  if (c->state == CS_DRAIN) sh_conn_set_deadline(c, DL_DRAIN, srv->cfg.timeout_header);
+  else if (c->in_len) sh_conn_set_deadline(c, DL_HEADER, srv->cfg.timeout_header);
+  else sh_conn_set_deadline(c, DL_KEEPALIVE, srv->cfg.timeout_keep_alive);
+  sh_conn_process(c);
+  sh_conn_update_reading(c);
+}
+
+/* ---- writing ---- */
+
+typedef struct sh_wreq {
+  uv_write_t w;
+  sh_conn *c;
+  sh_req *req;
+  void *owned;
+  size_t pend;
+} sh_wreq;
+
+static void on_write(uv_write_t *w, int status) {
+  sh_wreq *wr = (sh_wreq *)w;
+  sh_conn *c = wr->c;
+  sh_req *req = wr->req;
+  free(wr->owned);
+  if (req) {
+    atomic_fetch_sub(&req->out_pending, (long long)wr->pend);
+    if (req->conn) sh_req_check_writable(req);
+    sh_req_unref(req);
+  }
+  free(wr);
+  if (status < 0 && status != UV_ECANCELED && !c->closing) sh_conn_abort(c);
+}
+
+int sh_conn_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
+                  size_t pend) {
+  if (c->closing || c->shutting) goto dropped;
+  size_t total = 0;
+  for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+  int r = 0;
+  if (uv_stream_get_write_queue_size(&c->h.stream) == 0) {
+    /* Fast path: the socket usually takes the whole response now, with no request object
+     * and no callback. */
+    r = uv_try_write(&c->h.stream, bufs, n);
+    if (r == UV_EAGAIN) r = 0;
+    else if (r < 0) goto failed;
+  }
+  if ((size_t)r == total) {
+    free(owned);
+    if (req) {
+      atomic_fetch_sub(&req->out_pending, (long long)pend);
+      sh_req_check_writable(req);
+    }
+    return 0;
+  }
+  unsigned i = 0;
+  size_t skip = (size_t)r;
+  while (skip >= bufs[i].len) skip -= bufs[i++].len;
+  bufs[i].base += skip;
+  bufs[i].len -= skip;
+  sh_wreq *wr = malloc(sizeof *wr);
+  if (!wr) goto failed;
+  wr->c = c;
+  wr->req = req;
+  wr->owned = owned;
+  wr->pend = pend;
+  if (req) req->refs++; /* the bytes may point into the request's arena */
+  if (uv_write(&wr->w, &c->h.stream, bufs + i, n - i, on_write) < 0) {
+    if (req) req->refs--;
+    free(wr);
+    goto failed;
+  }
+  return 0;
+failed:
+  /* Account first: the abort may drop the last reference to req. */
+  free(owned);
+  if (req) atomic_fetch_sub(&req->out_pending, (long long)pend);
+  sh_conn_abort(c);
+  return SH_ECLOSED;
+dropped:
+  free(owned);
+  if (req) atomic_fetch_sub(&req->out_pending, (long long)pend);
+  return SH_ECLOSED;
+}

@@ -1,0 +1,162 @@
+/*
+ * server/listen.c — the listening socket: TCP (v4/v6), a UNIX socket, or an inherited fd.
+ *
+ * Opened in sh_server_new (so a bad address fails before any Python starts) and started in
+ * sh_server_run.  libuv sets SO_REUSEADDR on TCP binds, so a restart does not wait out
+ * TIME_WAIT.  One listener per server: --uds or --fd replace --host/--port, as in uvicorn.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+
+static void on_connection(uv_stream_t *listener, int status) {
+  sh_server *srv = listener->data;
+  if (status < 0) {
+    /* EMFILE/ENFILE/ENOMEM: libuv keeps the listener; log and carry on. */
+    sh_log(SH_LOG_ERROR, "accept failed: %s", uv_strerror(status));
+    return;
+  }
+  sh_conn_accept(srv, listener);
+}
+
+static int open_tcp(sh_server *srv, sh_error *err) {
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  char port[16];
+  snprintf(port, sizeof port, "%d", srv->cfg.port);
+  const char *host = srv->cfg.host;
+  /* "[::1]" is accepted as a convenience for IPv6 literals. */
+  char hostbuf[256];
+  size_t hl = strlen(host);
+  if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof hostbuf) {
+    memcpy(hostbuf, host + 1, hl - 2);
+    hostbuf[hl - 2] = '\0';
+    host = hostbuf;
+  }
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0 || !res) {
+    SH_ERR(err, SH_ELISTEN, "cannot resolve --host '%s': %s", srv->cfg.host, gai_strerror(rc));
+    return SH_ELISTEN;
+  }
+  int r = uv_tcp_init(&srv->loop, &srv->lst.h.tcp);
+  if (r < 0) {
+    freeaddrinfo(res);
+    SH_ERR(err, SH_ESYS, "uv_tcp_init: %s", uv_strerror(r));
+    return SH_ESYS;
+  }
+  srv->lst.open = 1;
+  r = uv_tcp_bind(&srv->lst.h.tcp, res->ai_addr, 0);
+  freeaddrinfo(res);
+  if (r < 0) {
+    SH_ERR(err, SH_ELISTEN, "cannot bind %s:%d: %s", srv->cfg.host, srv->cfg.port,
+           uv_strerror(r));
+    return SH_ELISTEN;
+  }
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  r = uv_tcp_getsockname(&srv->lst.h.tcp, (struct sockaddr *)&ss, &len);
+  if (r == 0) {
+    if (ss.ss_family == AF_INET) srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6)
+      srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+  return 0;
+}
+
+static int open_uds(sh_server *srv, sh_error *err) {
+  const char *path = srv->cfg.uds;
+  struct stat st;
+  /* A stale socket file from a previous run makes bind fail with EADDRINUSE: remove it, but
+   * never anything that is not a socket. */
+  if (lstat(path, &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      SH_ERR(err, SH_ELISTEN, "--uds %s exists and is not a socket", path);
+      return SH_ELISTEN;
+    }
+    unlink(path);
+  }
+  int r = uv_pipe_init(&srv->loop, &srv->lst.h.pipe, 0);
+  if (r < 0) {
+    SH_ERR(err, SH_ESYS, "uv_pipe_init: %s", uv_strerror(r));
+    return SH_ESYS;
+  }
+  srv->lst.open = 1;
+  r = uv_pipe_bind(&srv->lst.h.pipe, path);
+  if (r < 0) {
+    SH_ERR(err, SH_ELISTEN, "cannot bind --uds %s: %s", path, uv_strerror(r));
+    return SH_ELISTEN;
+  }
+  sh_strlcpy(srv->uds_path, path, sizeof srv->uds_path);
+  /* 0666 so clients under other users (a reverse proxy) can connect, as uvicorn does. */
+  if (chmod(path, 0666) < 0) sh_log(SH_LOG_WARNING, "chmod 0666 %s: %s", path, strerror(errno));
+  return 0;
+}
+
+static int open_fd(sh_server *srv, sh_error *err) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  int fd = srv->cfg.fd;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+    SH_ERR(err, SH_ELISTEN, "--fd %d is not a socket: %s", fd, strerror(errno));
+    return SH_ELISTEN;
+  }
+  int r;
+  if (ss.ss_family == AF_UNIX) {
+    r = uv_pipe_init(&srv->loop, &srv->lst.h.pipe, 0);
+    if (r == 0) {
+      srv->lst.open = 1;
+      r = uv_pipe_open(&srv->lst.h.pipe, fd);
+    }
+    struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+    if (len > offsetof(struct sockaddr_un, sun_path))
+      sh_strlcpy(srv->uds_path, un->sun_path, sizeof srv->uds_path);
+  } else {
+    r = uv_tcp_init(&srv->loop, &srv->lst.h.tcp);
+    if (r == 0) {
+      srv->lst.open = 1;
+      r = uv_tcp_open(&srv->lst.h.tcp, fd);
+    }
+    if (ss.ss_family == AF_INET) srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6)
+      srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+  if (r < 0) {
+    SH_ERR(err, SH_ELISTEN, "cannot use --fd %d: %s", fd, uv_strerror(r));
+    return SH_ELISTEN;
+  }
+  return 0;
+}
+
+int sh_listen_open(sh_server *srv, sh_error *err) {
+  int r;
+  if (srv->cfg.fd >= 0) r = open_fd(srv, err);
+  else if (srv->cfg.uds) r = open_uds(srv, err);
+  else r = open_tcp(srv, err);
+  if (r < 0) return r;
+  srv->lst.h.handle.data = srv;
+  /* Listen now (not in run): the kernel queues connections from the moment sh_server_new
+   * returns, so a client started right after never sees ECONNREFUSED. */
+  r = uv_listen(&srv->lst.h.stream, srv->cfg.backlog, on_connection);
+  if (r < 0) {
+    SH_ERR(err, SH_ELISTEN, "listen: %s", uv_strerror(r));
+    return SH_ELISTEN;
+  }
+  return 0;
+}
+
+void sh_listen_close(sh_server *srv) {
+  if (srv->lst.open && !uv_is_closing(&srv->lst.h.handle)) {
+    uv_close(&srv->lst.h.handle, NULL);
+    if (srv->uds_path[0] && srv->cfg.uds) unlink(srv->uds_path);
+  }
+}
