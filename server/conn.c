@@ -14,8 +14,8 @@
  * stores a number; the timer, when it fires early, re-arms for the rest.  So keep-alive
  * traffic costs no timer-heap work per request.
  *
- * Closing.  sh_conn_abort closes now.  close_graceful shuts the write side after queued
- * writes; when request bytes may still be in flight it then *lingers* — reads and discards
+ * Closing.  sh_conn_abort closes now.  sh_conn_close shuts the write side after queued
+ * writes (sh_conn_close); when request bytes may still be in flight it then *lingers* — reads and discards
  * for up to 2 s / 256 KiB — so the client reads our (error) response instead of a TCP RST
  * that would destroy it (the close-with-unread-data problem, RFC 9112 §9.6).
  */
@@ -35,7 +35,6 @@
 
 static size_t ib_max(const sh_server *srv) { return srv->cfg.max_header_size + 64 * 1024; }
 
-static void close_graceful(sh_conn *c, int linger);
 
 /* ---- timers ---- */
 
@@ -136,7 +135,7 @@ static void on_shutdown(uv_shutdown_t *s, int status) {
   sh_conn_update_reading(c);
 }
 
-static void close_graceful(sh_conn *c, int linger) {
+void sh_conn_close(sh_conn *c, int linger) {
   if (c->closing || c->shutting) return;
   sh_conn_deliver_disconnect(c);
   if (c->closing) return;
@@ -162,13 +161,13 @@ void sh_conn_error(sh_conn *c, int status) {
   sh_conn_deliver_disconnect(c);
   if (c->closing) return;
   sh_http_error_response(c, status);
-  close_graceful(c, 1);
+  sh_conn_close(c, 1);
 }
 
 void sh_conn_stop(sh_conn *c) {
   if (c->closing || c->shutting) return;
   if (!c->req && (c->state == CS_HEAD || c->state == CS_DRAIN))
-    close_graceful(c, c->in_len > 0 || c->in_message);
+    sh_conn_close(c, c->in_len > 0 || c->in_message);
   /* else: closes after the response in flight (response_done checks srv->stopping) */
 }
 
@@ -554,7 +553,7 @@ void sh_conn_response_done(sh_conn *c) {
   atomic_store(&req->closed, 1);
   sh_req_unref(req); /* the server's reference; in-flight writes hold their own */
   if (!keep) {
-    close_graceful(c, linger || c->in_len > 0);
+    sh_conn_close(c, linger || c->in_len > 0);
     return;
   }
   if (c->state == CS_DONE) {

@@ -140,34 +140,59 @@ void sh_log_set_level(const char *name) {
     if (strcasecmp(name, t[i].n) == 0) atomic_store(&g_level, t[i].l);
 }
 
+/* Long messages (Python tracebacks) are formatted on the heap and queued as consecutive slots
+ * under one lock, so they come out whole and never interleaved with other lines. */
+#define LOG_MESSAGE_MAX (64 * 1024)
+
+static void enqueue(const char *msg, size_t len) {
+  size_t pieces = (len + LOG_LINE - 1) / LOG_LINE;
+  pthread_mutex_lock(&g.lock);
+  if (g.count + pieces > LOG_SLOTS) {
+    g.dropped++;
+  } else {
+    for (size_t i = 0; i < pieces; i++) {
+      size_t n = len - i * LOG_LINE < LOG_LINE ? len - i * LOG_LINE : LOG_LINE;
+      unsigned slot = (g.head + g.count) % LOG_SLOTS;
+      memcpy(g.slots[slot], msg + i * LOG_LINE, n);
+      g.lens[slot] = (unsigned short)n;
+      g.count++;
+    }
+  }
+  pthread_cond_signal(&g.cond);
+  pthread_mutex_unlock(&g.lock);
+}
+
 void sh_log(sh_log_level level, const char *fmt, ...) {
   if (!sh_log_enabled(level)) return;
-  char line[LOG_LINE];
+  char stackline[LOG_LINE];
+  char *line = stackline;
+  size_t cap = sizeof stackline;
   size_t p = strlen(level_prefix(level));
-  memcpy(line, level_prefix(level), p);
   va_list ap;
   va_start(ap, fmt);
-  int n = vsnprintf(line + p, sizeof line - p - 1, fmt, ap);
+  int n = vsnprintf(line + p, cap - p - 1, fmt, ap);
   va_end(ap);
   if (n < 0) return;
+  if ((size_t)n >= cap - p - 1) { /* does not fit one slot: format again on the heap */
+    cap = (size_t)n + p + 2 < LOG_MESSAGE_MAX ? (size_t)n + p + 2 : LOG_MESSAGE_MAX;
+    char *heap = malloc(cap);
+    if (heap != NULL) {
+      line = heap;
+      va_start(ap, fmt);
+      vsnprintf(line + p, cap - p - 1, fmt, ap);
+      va_end(ap);
+    }
+  }
+  memcpy(line, level_prefix(level), p);
   size_t len = p + (size_t)n;
-  if (len > sizeof line - 2) len = sizeof line - 2; /* truncated */
+  if (len > cap - 2) len = cap - 2; /* truncated at LOG_MESSAGE_MAX */
   line[len++] = '\n';
 
   pthread_once(&g.once, log_init);
   if (!g.started) { /* no thread (ENOMEM): write directly rather than lose the line */
     write_all(line, len);
-    return;
-  }
-  pthread_mutex_lock(&g.lock);
-  if (g.count == LOG_SLOTS) {
-    g.dropped++;
   } else {
-    unsigned slot = (g.head + g.count) % LOG_SLOTS;
-    memcpy(g.slots[slot], line, len);
-    g.lens[slot] = (unsigned short)len;
-    g.count++;
+    enqueue(line, len);
   }
-  pthread_cond_signal(&g.cond);
-  pthread_mutex_unlock(&g.lock);
+  if (line != stackline) free(line);
 }

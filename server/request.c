@@ -146,7 +146,9 @@ static void apply(sh_server *srv, sh_op *op) {
     }
     break;
   case SH_OP_ABORT:
-    if (c && !req->resp_done) sh_conn_abort(c);
+    /* What was queued still goes out (the client sees a truncated response, not a reset),
+     * then the connection closes: its framing can no longer be trusted. */
+    if (c && !req->resp_done) sh_conn_close(c, 1);
     break;
   }
   free(op);
@@ -359,8 +361,14 @@ int64_t sh_request_write(sh_request *r, const void *data, size_t len, int more) 
   if (atomic_load(&req->app_state) != 1) return SH_ESTATE;
   if (req->app_cl >= 0 && (uint64_t)req->app_cl - req->app_written < len) {
     /* The app broke its own framing: the response cannot be completed correctly, and a
-     * reused connection would be desynchronised.  Close it. */
+     * reused connection would be desynchronised.  Nothing of this write goes out: the head
+     * (if not yet sent) is flushed alone, so the client sees a short body, then the close. */
     atomic_store(&req->app_state, 2);
+    sh_op *head = op_new(SH_OP_WRITE, 0);
+    if (head) {
+      head->more = 1;
+      submit(req, head);
+    }
     simple_op(r, SH_OP_ABORT, 0);
     return SH_ETOOLONG;
   }

@@ -194,6 +194,7 @@ typedef struct sh_conn {
 void sh_conn_accept(struct sh_server *srv, uv_stream_t *listener);
 void sh_conn_process(sh_conn *c);                   /* run the parser over buffered input */
 void sh_conn_abort(sh_conn *c);                     /* close now */
+void sh_conn_close(sh_conn *c, int linger);         /* after queued writes; linger: see conn.c */
 void sh_conn_response_done(sh_conn *c);             /* the current response's last byte queued */
 void sh_conn_update_reading(sh_conn *c);
 void sh_conn_stop(sh_conn *c);                      /* server stopping: close if idle */
