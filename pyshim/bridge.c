@@ -27,23 +27,6 @@
 
 enum { EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_WRITABLE, EV_RELEASED, EV_STOPPED };
 
-typedef struct sh_pyreq sh_pyreq;
-typedef struct RequestObject RequestObject;
-
-struct sh_pyreq {
-  sh_request *req;       /* valid until `released` is set by the Python side */
-  RequestObject *obj;    /* borrowed; cleared by the object's dealloc */
-  int released;          /* sh_request_release was called */
-  int linked;            /* on the live list */
-  sh_pyreq *prev, *next; /* live list, Python thread only */
-};
-
-struct RequestObject {
-  PyObject_HEAD
-  sh_pyreq *pr;  /* NULL once the request is gone */
-  PyObject *ctx; /* the bridge's per-request object (bridge.py's Cycle), owned */
-};
-
 typedef struct ev {
   int kind;
   int last;
@@ -73,7 +56,7 @@ static struct {
   PyObject *server_addr;   /* (host, port) tuple or None */
   PyObject *root_path;     /* str */
   PyObject *root_path_b;   /* bytes */
-  PyTypeObject *request_type;
+  PyObject *on_stopped;    /* bridge.py callable: the I/O thread has ended */
 } B;
 
 /* Interned scope keys and constant values (NGINX Unit style): built once at start-up. */
@@ -100,7 +83,11 @@ static void evq_push(sh_pyreq *pr, int kind, char *data, size_t len, int last) {
        * task waiting forever, so fail the request instead (the server answers 500/closes). */
       pthread_mutex_unlock(&q->mu);
       free(data);
-      if (pr != NULL && kind == EV_REQUEST) sh_request_fail(pr->req);
+      if (pr != NULL && kind == EV_REQUEST) {
+        sh_request_fail(pr->req);
+        pr->released = 1;
+        sh_request_release(pr->req); /* on_release queues pr's own end */
+      }
       return;
     }
     q->items = items;
@@ -183,62 +170,18 @@ static void *io_thread_main(void *arg) {
   return NULL;
 }
 
-/* ---------------------------------------------------------------- Request type */
+/* ---------------------------------------------------------------- response headers */
 
-static int req_usable(RequestObject *self) {
-  if (self->pr == NULL || self->pr->released) {
-    PyErr_SetString(PyExc_RuntimeError, "request already released");
-    return 0;
-  }
-  return 1;
-}
-
-/* Map a server error code to a Python exception; returns NULL for convenience. */
-static PyObject *raise_sh(int rc, const char *what) {
-  switch (rc) {
-    case SH_ECLOSED:
-      PyErr_Format(PyExc_ConnectionError, "%s: client disconnected", what);
-      break;
-    case SH_EHEADER:
-      PyErr_Format(PyExc_ValueError, "%s: invalid header name or value (CR, LF, NUL or non-token)",
-                   what);
-      break;
-    case SH_ETOOLONG:
-      PyErr_Format(PyExc_RuntimeError, "%s: response body longer than its Content-Length", what);
-      break;
-    case SH_ESTATE:
-      PyErr_Format(PyExc_RuntimeError, "%s: not valid in the response's current state", what);
-      break;
-    case SH_ENOMEM:
-      PyErr_NoMemory();
-      break;
-    default:
-      PyErr_Format(PyExc_RuntimeError, "%s failed (code %d)", what, rc);
-  }
-  return NULL;
-}
-
-/* start(status: int, headers: iterable of (bytes, bytes)) */
-static PyObject *req_start(RequestObject *self, PyObject *const *args, Py_ssize_t nargs) {
-  if (nargs != 2) {
-    PyErr_SetString(PyExc_TypeError, "start(status, headers)");
-    return NULL;
-  }
-  if (!req_usable(self)) return NULL;
-  long status = PyLong_AsLong(args[0]);
-  if (status == -1 && PyErr_Occurred()) return NULL;
-  if (status < 100 || status > 999) {
-    PyErr_Format(PyExc_ValueError, "invalid HTTP status code %ld", status);
-    return NULL;
-  }
-  PyObject *seq = PySequence_Fast(args[1], "response headers must be a sequence");
-  if (seq == NULL) return NULL;
+int sh_asgi_start_response(sh_request *req, int status, PyObject *headers) {
+  PyObject *seq = PySequence_Fast(headers, "response headers must be a sequence");
+  if (seq == NULL) return SH_EINVAL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
   sh_header stackbuf[32];
   sh_header *hdrs = n <= 32 ? stackbuf : PyMem_Malloc((size_t)n * sizeof(sh_header));
-  PyObject *result = NULL;
+  int rc = SH_EINVAL;
   if (hdrs == NULL) {
     PyErr_NoMemory();
+    rc = SH_ENOMEM;
     goto done;
   }
   for (Py_ssize_t i = 0; i < n; i++) {
@@ -261,140 +204,13 @@ static PyObject *req_start(RequestObject *self, PyObject *const *args, Py_ssize_
     hdrs[i].name = (sh_iovec){PyBytes_AS_STRING(name), (size_t)PyBytes_GET_SIZE(name)};
     hdrs[i].value = (sh_iovec){PyBytes_AS_STRING(value), (size_t)PyBytes_GET_SIZE(value)};
   }
-  int rc = sh_request_start(self->pr->req, (int)status, hdrs, (size_t)n);
-  if (rc < 0 && rc != SH_ECLOSED) {
-    raise_sh(rc, "http.response.start");
-    goto done;
-  }
-  result = PyBool_FromLong(rc == 0);
+  rc = sh_request_start(req, status, hdrs, (size_t)n);
+  if (rc < 0 && rc != SH_ECLOSED) sh_asgi_raise(rc, "http.response.start");
 done:
   if (hdrs != stackbuf) PyMem_Free(hdrs);
   Py_DECREF(seq);
-  return result;
+  return rc;
 }
-
-/* write(data: bytes-like, more: bool) -> pending bytes (int), or -1 if the client is gone */
-static PyObject *req_write(RequestObject *self, PyObject *const *args, Py_ssize_t nargs) {
-  if (nargs != 2) {
-    PyErr_SetString(PyExc_TypeError, "write(data, more)");
-    return NULL;
-  }
-  if (!req_usable(self)) return NULL;
-  int more = PyObject_IsTrue(args[1]);
-  if (more < 0) return NULL;
-  int64_t rc;
-  if (PyBytes_CheckExact(args[0])) {
-    rc = sh_request_write(self->pr->req, PyBytes_AS_STRING(args[0]),
-                          (size_t)PyBytes_GET_SIZE(args[0]), more);
-  } else {
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    rc = sh_request_write(self->pr->req, view.buf, (size_t)view.len, more);
-    PyBuffer_Release(&view);
-  }
-  if (rc == SH_ECLOSED) return PyLong_FromLong(-1);
-  if (rc < 0) return raise_sh((int)rc, "http.response.body");
-  return PyLong_FromLongLong(rc);
-}
-
-static PyObject *req_read(RequestObject *self, PyObject *unused) {
-  (void)unused;
-  if (!req_usable(self)) return NULL;
-  sh_request_read(self->pr->req);
-  Py_RETURN_NONE;
-}
-
-static PyObject *req_consumed(RequestObject *self, PyObject *arg) {
-  if (!req_usable(self)) return NULL;
-  Py_ssize_t n = PyLong_AsSsize_t(arg);
-  if (n < 0) {
-    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "consumed(n) needs n >= 0");
-    return NULL;
-  }
-  sh_request_consumed(self->pr->req, (size_t)n);
-  Py_RETURN_NONE;
-}
-
-static PyObject *req_fail(RequestObject *self, PyObject *unused) {
-  (void)unused;
-  if (!req_usable(self)) return NULL;
-  sh_request_fail(self->pr->req);
-  Py_RETURN_NONE;
-}
-
-static void req_release_now(RequestObject *self) {
-  sh_pyreq *pr = self->pr;
-  Py_CLEAR(self->ctx); /* breaks the request <-> cycle reference loop */
-  if (pr != NULL && !pr->released) {
-    pr->released = 1;
-    sh_request_release(pr->req);
-  }
-}
-
-static PyObject *req_release(RequestObject *self, PyObject *unused) {
-  (void)unused;
-  req_release_now(self);
-  Py_RETURN_NONE;
-}
-
-static PyObject *req_get_id(RequestObject *self, void *closure) {
-  (void)closure;
-  if (self->pr == NULL || self->pr->released) Py_RETURN_NONE;
-  return PyLong_FromUnsignedLongLong(self->pr->req->id);
-}
-
-static PyObject *req_get_has_body(RequestObject *self, void *closure) {
-  (void)closure;
-  if (self->pr == NULL || self->pr->released) Py_RETURN_FALSE;
-  return PyBool_FromLong(self->pr->req->has_body);
-}
-
-static PyObject *req_get_is_head(RequestObject *self, void *closure) {
-  (void)closure;
-  if (self->pr == NULL || self->pr->released) Py_RETURN_FALSE;
-  sh_iovec m = self->pr->req->method;
-  return PyBool_FromLong(m.len == 4 && memcmp(m.base, "HEAD", 4) == 0);
-}
-
-static void req_dealloc(RequestObject *self) {
-  /* A request object dropped without release (should not happen: bridge.py releases in the
-   * task's done callback) must still give the server its reference back. */
-  req_release_now(self);
-  if (self->pr != NULL) self->pr->obj = NULL;
-  Py_CLEAR(self->ctx);
-  PyTypeObject *tp = Py_TYPE(self);
-  tp->tp_free((PyObject *)self);
-  Py_DECREF(tp);
-}
-
-static PyMethodDef req_methods[] = {
-    {"start", (PyCFunction)(void (*)(void))req_start, METH_FASTCALL, "start(status, headers)"},
-    {"write", (PyCFunction)(void (*)(void))req_write, METH_FASTCALL,
-     "write(data, more) -> pending bytes, -1 when the client is gone"},
-    {"read", (PyCFunction)req_read, METH_NOARGS, "ask for the body (sends 100 Continue)"},
-    {"consumed", (PyCFunction)req_consumed, METH_O, "acknowledge n body bytes"},
-    {"fail", (PyCFunction)req_fail, METH_NOARGS, "500 if nothing sent, else close"},
-    {"release", (PyCFunction)req_release, METH_NOARGS, "drop the handler's reference"},
-    {NULL, NULL, 0, NULL}};
-
-static PyGetSetDef req_getset[] = {
-    {"id", (getter)req_get_id, NULL, "request id", NULL},
-    {"has_body", (getter)req_get_has_body, NULL, "a body follows", NULL},
-    {"is_head", (getter)req_get_is_head, NULL, "HEAD request", NULL},
-    {NULL, NULL, NULL, NULL, NULL}};
-
-static PyMemberDef req_members[] = {
-    {"ctx", T_OBJECT, offsetof(RequestObject, ctx), 0, "per-request object of the bridge"},
-    {NULL, 0, 0, 0, NULL}};
-
-static PyType_Slot req_slots[] = {{Py_tp_dealloc, req_dealloc},
-                                  {Py_tp_members, req_members},
-                                  {Py_tp_methods, req_methods},
-                                  {Py_tp_getset, req_getset},
-                                  {0, NULL}};
-
-static PyType_Spec req_spec = {"_shield_server.Request", sizeof(RequestObject), 0,
-                               Py_TPFLAGS_DEFAULT, req_slots};
 
 /* ---------------------------------------------------------------- scope */
 
@@ -531,59 +347,66 @@ static void live_unlink(sh_pyreq *pr) {
 static void pyreq_free(sh_pyreq *pr) {
   if (pr->obj != NULL) {
     pr->obj->pr = NULL;
-    Py_CLEAR(pr->obj->ctx);
+    sh_asgi_release(pr->obj); /* already released: only drops its futures and chunks */
   }
   live_unlink(pr);
   free(pr);
 }
 
-/* Turn one queued event into a Python tuple (new reference), or Py_None to skip. */
-static PyObject *event_to_py(ev *e) {
+/* Handle one queued event (GIL held).  Returns -1 with a Python exception set on failure. */
+static int dispatch_one(ev *e) {
   sh_pyreq *pr = e->pr;
   switch (e->kind) {
-    case EV_STOPPED:
-      return Py_BuildValue("(iO)", EV_STOPPED, Py_None);
+    case EV_STOPPED: {
+      PyObject *r = B.on_stopped ? PyObject_CallNoArgs(B.on_stopped) : Py_NewRef(Py_None);
+      Py_XDECREF(r);
+      return r ? 0 : -1;
+    }
     case EV_RELEASED:
       pyreq_free(pr);
-      Py_RETURN_NONE;
+      return 0;
     case EV_REQUEST: {
       live_link(pr);
-      RequestObject *obj = PyObject_New(RequestObject, B.request_type);
-      if (obj == NULL) return NULL;
-      obj->pr = pr;
-      obj->ctx = NULL;
-      pr->obj = obj;
+      RequestObject *obj = sh_asgi_request_new(pr);
+      if (obj == NULL) goto fail_request;
       PyObject *scope = build_scope(pr->req);
-      if (scope == NULL) {
-        Py_DECREF(obj);
-        return NULL;
+      int rc = scope ? sh_asgi_start_task(obj, scope) : -1;
+      Py_XDECREF(scope);
+      Py_DECREF(obj); /* the Task's bound methods keep it alive */
+      if (rc == 0) return 0;
+      /* The app could not even be started (e.g. calling it raised): log and answer 500. */
+      PyErr_WriteUnraisable(G.app);
+      if (!pr->released) {
+        sh_request_fail(pr->req);
+        pr->released = 1;
+        sh_request_release(pr->req);
       }
-      PyObject *t = PyTuple_New(3);
-      if (t == NULL) {
-        Py_DECREF(obj);
-        Py_DECREF(scope);
-        return NULL;
-      }
-      PyTuple_SET_ITEM(t, 0, PyLong_FromLong(EV_REQUEST));
-      PyTuple_SET_ITEM(t, 1, (PyObject *)obj);
-      PyTuple_SET_ITEM(t, 2, scope);
-      return t;
+      return 0;
+    fail_request:
+      sh_request_fail(pr->req);
+      pr->released = 1;
+      sh_request_release(pr->req);
+      return -1;
     }
     default:
       break;
   }
-  if (pr->obj == NULL || pr->released) Py_RETURN_NONE; /* nobody is listening any more */
+  if (pr->obj == NULL || pr->released) return 0; /* nobody is listening any more */
   if (e->kind == EV_BODY) {
     PyObject *body = PyBytes_FromStringAndSize(e->data, (Py_ssize_t)e->len);
-    if (body == NULL) return NULL;
-    return Py_BuildValue("(iONi)", EV_BODY, (PyObject *)pr->obj, body, e->last);
+    if (body == NULL) return -1;
+    sh_asgi_on_body(pr->obj, body, e->last);
+    Py_DECREF(body);
+  } else if (e->kind == EV_DISCONNECT) {
+    sh_asgi_on_disconnect(pr->obj);
+  } else if (e->kind == EV_WRITABLE) {
+    sh_asgi_on_writable(pr->obj);
   }
-  return Py_BuildValue("(iO)", e->kind, (PyObject *)pr->obj);
+  return 0;
 }
 
-/* take() -> list of events: (0, req, scope) | (1, req, body, last) | (2, req) disconnect |
- * (3, req) writable | (5, None) server stopped. */
-static PyObject *mod_take(PyObject *m, PyObject *unused) {
+/* dispatch(): take the queued batch and handle every event (the eventfd's reader callback). */
+static PyObject *mod_dispatch(PyObject *m, PyObject *unused) {
   (void)m;
   (void)unused;
   uint64_t counter;
@@ -596,38 +419,39 @@ static PyObject *mod_take(PyObject *m, PyObject *unused) {
   B.q.n = B.q.cap = 0;
   B.q.woken = 0;
   pthread_mutex_unlock(&B.q.mu);
-
-  PyObject *out = PyList_New(0);
-  size_t i = 0;
-  for (; out != NULL && i < n; i++) {
-    PyObject *t = event_to_py(&items[i]);
+  for (size_t i = 0; i < n; i++) {
+    /* An error in one event (memory) must not strand the rest: report it and go on. */
+    if (dispatch_one(&items[i]) < 0) PyErr_WriteUnraisable(NULL);
     free(items[i].data);
-    items[i].data = NULL;
-    if (t == NULL || (t != Py_None && PyList_Append(out, t) < 0)) {
-      Py_XDECREF(t);
-      Py_CLEAR(out);
-      i++;
-      break;
-    }
-    Py_DECREF(t);
-  }
-  /* On error, events not turned into Python objects still own their data and must still
-   * release their pyreq (RELEASED) so nothing leaks. */
-  for (; i < n; i++) {
-    free(items[i].data);
-    sh_pyreq *pr = items[i].pr;
-    if (items[i].kind == EV_REQUEST) {
-      /* Never reached Python: answer 500 and give the server its reference back. */
-      live_link(pr);
-      sh_request_fail(pr->req);
-      pr->released = 1;
-      sh_request_release(pr->req);
-    } else if (items[i].kind == EV_RELEASED) {
-      pyreq_free(pr);
-    }
   }
   free(items);
-  return out;
+  Py_RETURN_NONE;
+}
+
+/* setup(app, loop, receive_slow, log_exception, on_stopped, high_water) */
+static PyObject *mod_setup(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+  (void)m;
+  if (nargs != 6) {
+    PyErr_SetString(PyExc_TypeError,
+                    "setup(app, loop, receive_slow, log_exception, on_stopped, high_water)");
+    return NULL;
+  }
+  size_t hw = PyLong_AsSize_t(args[5]);
+  if (hw == (size_t)-1 && PyErr_Occurred()) return NULL;
+  PyObject *cf = PyObject_GetAttrString(args[1], "create_future");
+  PyObject *ct = cf ? PyObject_GetAttrString(args[1], "create_task") : NULL;
+  if (ct == NULL) {
+    Py_XDECREF(cf);
+    return NULL;
+  }
+  Py_XSETREF(G.app, Py_NewRef(args[0]));
+  Py_XSETREF(G.create_future, cf);
+  Py_XSETREF(G.create_task, ct);
+  Py_XSETREF(G.receive_slow, Py_NewRef(args[2]));
+  Py_XSETREF(G.log_exception, Py_NewRef(args[3]));
+  Py_XSETREF(B.on_stopped, Py_NewRef(args[4]));
+  G.high_water = hw;
+  Py_RETURN_NONE;
 }
 
 static PyObject *mod_eventfd(PyObject *m, PyObject *unused) {
@@ -728,7 +552,9 @@ static PyObject *mod_forget_requests(PyObject *m, PyObject *unused) {
 }
 
 static PyMethodDef mod_methods[] = {
-    {"take", mod_take, METH_NOARGS, "take the queued events (one batch)"},
+    {"dispatch", mod_dispatch, METH_NOARGS, "handle the queued events (one batch)"},
+    {"setup", (PyCFunction)(void (*)(void))mod_setup, METH_FASTCALL,
+     "setup(app, loop, receive_slow, log_exception, on_stopped, high_water)"},
     {"eventfd", mod_eventfd, METH_NOARGS, "fd that becomes readable when events are queued"},
     {"serve", mod_serve, METH_NOARGS, "start the I/O thread (accepting connections)"},
     {"stop", mod_stop, METH_O, "stop(grace_seconds): graceful stop of the I/O thread"},
@@ -780,19 +606,12 @@ static PyObject *mod_init(void) {
   PyObject *m = PyModule_Create(&mod_def);
   if (m == NULL) return NULL;
   if (intern_all() < 0) goto fail;
-  B.request_type = (PyTypeObject *)PyType_FromSpec(&req_spec);
-  if (B.request_type == NULL) goto fail;
+  if (sh_asgi_init(m) < 0) goto fail;
   B.asgi_template = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.3");
   B.server_addr = build_server_addr(B.cfg);
   B.root_path = PyUnicode_FromString(B.cfg->root_path ? B.cfg->root_path : "");
   B.root_path_b = PyUnicode_AsUTF8String(B.root_path ? B.root_path : Py_None);
   if (!B.asgi_template || !B.server_addr || !B.root_path || !B.root_path_b) goto fail;
-  if (PyModule_AddIntConstant(m, "EV_REQUEST", EV_REQUEST) < 0 ||
-      PyModule_AddIntConstant(m, "EV_BODY", EV_BODY) < 0 ||
-      PyModule_AddIntConstant(m, "EV_DISCONNECT", EV_DISCONNECT) < 0 ||
-      PyModule_AddIntConstant(m, "EV_WRITABLE", EV_WRITABLE) < 0 ||
-      PyModule_AddIntConstant(m, "EV_STOPPED", EV_STOPPED) < 0)
-    goto fail;
   return m;
 fail:
   Py_DECREF(m);
@@ -825,6 +644,12 @@ void sh_bridge_cleanup(void) {
   Py_CLEAR(B.server_addr);
   Py_CLEAR(B.root_path);
   Py_CLEAR(B.root_path_b);
+  Py_CLEAR(B.on_stopped);
+  Py_CLEAR(G.app);
+  Py_CLEAR(G.create_future);
+  Py_CLEAR(G.create_task);
+  Py_CLEAR(G.receive_slow);
+  Py_CLEAR(G.log_exception);
   pthread_mutex_lock(&B.q.mu);
   for (size_t i = 0; i < B.q.n; i++) free(B.q.items[i].data);
   free(B.q.items);

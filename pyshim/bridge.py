@@ -20,144 +20,28 @@ import traceback
 import _shield_server as S
 
 CRITICAL, ERROR, WARNING, INFO, DEBUG, TRACE = 50, 40, 30, 20, 10, 5
-EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_WRITABLE, EV_STOPPED = (
-    S.EV_REQUEST, S.EV_BODY, S.EV_DISCONNECT, S.EV_WRITABLE, S.EV_STOPPED)
 
 GRACEFUL_SHUTDOWN_SECONDS = 30.0
-_REQUEST_EMPTY = {"type": "http.request", "body": b"", "more_body": False}
 
 
 def log(level, message):
     S.log(level, message)
 
 
-class Cycle:
-    """One request/response: the app's receive() and send()."""
+async def receive_slow(req):
+    """receive() when no message is ready yet: sleep until the next event for this request
+    (body bytes, disconnect, response completion), then look again.  The common case never
+    gets here: receive() in C returns a completed awaitable."""
+    while True:
+        await req.wait()
+        message = req.try_receive()
+        if message is not None:
+            return message
 
-    __slots__ = ("req", "loop", "chunks", "body_done", "final_given", "waiter", "disconnected",
-                 "started", "complete", "read_asked", "write_waiter", "high_water")
 
-    def __init__(self, req, loop, high_water):
-        self.req = req
-        self.loop = loop
-        self.chunks = []
-        self.body_done = not req.has_body
-        self.final_given = False
-        self.waiter = None
-        self.disconnected = False
-        self.started = False
-        self.complete = False
-        self.read_asked = False
-        self.write_waiter = None
-        self.high_water = high_water
-
-    # -- events from the I/O thread -------------------------------------------------------
-    def on_body(self, data, last):
-        self.chunks.append(data)
-        if last:
-            self.body_done = True
-        self._wake()
-
-    def on_disconnect(self):
-        self.disconnected = True
-        self._wake()
-        self._wake_writer()
-
-    def on_writable(self):
-        self._wake_writer()
-
-    def _wake(self):
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _wake_writer(self):
-        w = self.write_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    # -- ASGI -------------------------------------------------------------------------------
-    async def receive(self):
-        while True:
-            if self.chunks:
-                chunks = self.chunks
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self.chunks = []
-                last = self.body_done
-                if last:
-                    self.final_given = True
-                if not self.disconnected:
-                    self.req.consumed(len(data))
-                return {"type": "http.request", "body": data, "more_body": not last}
-            if self.disconnected or self.complete:
-                return {"type": "http.disconnect"}
-            if self.body_done:
-                if not self.final_given:
-                    self.final_given = True
-                    return dict(_REQUEST_EMPTY)
-            elif not self.read_asked:
-                # The first receive() asks for the body: this is when `100 Continue` goes out.
-                self.read_asked = True
-                self.req.read()
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    async def send(self, message):
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not self.started:
-                raise RuntimeError("Unexpected ASGI message 'http.response.body' sent, "
-                                   "before 'http.response.start'.")
-            if self.complete:
-                raise RuntimeError("Unexpected ASGI message 'http.response.body' sent, "
-                                   "after response already completed.")
-            more = message.get("more_body", False)
-            if not more:
-                self.complete = True
-                self._wake()
-            if self.disconnected:
-                return
-            pending = self.req.write(message.get("body", b""), more)
-            if pending < 0:
-                self.on_disconnect()
-            elif more and pending > self.high_water:
-                self.write_waiter = self.loop.create_future()
-                try:
-                    await self.write_waiter
-                finally:
-                    self.write_waiter = None
-        elif kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("Unexpected ASGI message 'http.response.start' sent, "
-                                   "after response already started.")
-            self.started = True
-            if self.disconnected:
-                return
-            self.req.start(message["status"], message.get("headers", ()))
-        else:
-            raise RuntimeError(f"Unexpected ASGI message '{kind}' sent, for an HTTP request.")
-
-    def done(self, task):
-        exc = None if task.cancelled() else task.exception()
-        req = self.req
-        if exc is not None:
-            log(ERROR, "Exception in ASGI application\n" +
-                "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        if not self.complete and not self.disconnected:
-            if exc is None and not task.cancelled():
-                if not self.started:
-                    log(ERROR, "ASGI callable returned without starting response.")
-                else:
-                    log(ERROR, "ASGI callable returned without completing response.")
-            try:
-                req.fail()
-            except RuntimeError:
-                pass
-        req.ctx = None
-        req.release()
+def log_exception(exc):
+    log(ERROR, "Exception in ASGI application\n" +
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 class ASGI2Middleware:
@@ -254,39 +138,13 @@ class Server:
         self.app = app
         self.cfg = cfg
         self.loop = loop
-        self.high_water = cfg["write_high_water"]
         self.stopped = loop.create_future()
         self.stopping = False
-        self.tasks = set()
+        S.setup(app, loop, receive_slow, log_exception, self.on_stopped, cfg["write_high_water"])
 
-    def on_events(self):
-        loop = self.loop
-        app = self.app
-        for ev in S.take():
-            kind = ev[0]
-            if kind == EV_REQUEST:
-                req = ev[1]
-                cycle = Cycle(req, loop, self.high_water)
-                req.ctx = cycle
-                task = loop.create_task(app(ev[2], cycle.receive, cycle.send))
-                task.add_done_callback(cycle.done)
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            elif kind == EV_BODY:
-                cycle = ev[1].ctx
-                if cycle is not None:
-                    cycle.on_body(ev[2], ev[3])
-            elif kind == EV_DISCONNECT:
-                cycle = ev[1].ctx
-                if cycle is not None:
-                    cycle.on_disconnect()
-            elif kind == EV_WRITABLE:
-                cycle = ev[1].ctx
-                if cycle is not None:
-                    cycle.on_writable()
-            elif kind == EV_STOPPED:
-                if not self.stopped.done():
-                    self.stopped.set_result(None)
+    def on_stopped(self):
+        if not self.stopped.done():
+            self.stopped.set_result(None)
 
     def request_stop(self, sig=None):
         if self.stopping:
@@ -320,24 +178,25 @@ class Server:
         S.set_state(state)
         loop = self.loop
         efd = S.eventfd()
-        loop.add_reader(efd, self.on_events)
+        loop.add_reader(efd, S.dispatch)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig)
         S.serve()
         log(INFO, f"Shield running on {self.bound_url()} (Press CTRL+C to quit)")
         await self.stopped
         # The I/O thread has closed every connection: tasks still running saw a disconnect.
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=1.0)
-        for task in list(self.tasks):
+        tasks = S.tasks
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=1.0)
+        for task in list(tasks):
             task.cancel()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=1.0)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=1.0)
         loop.remove_reader(efd)
         if lifespan is not None:
             await lifespan.shutdown()
         rc = S.join()
-        self.on_events()
+        S.dispatch()
         log(INFO, f"Finished server process [{os.getpid()}]")
         return 0 if rc >= 0 else 1
 
