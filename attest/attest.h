@@ -2,11 +2,13 @@
  * attest/attest.h — native verification of TEE attestation evidence (the one public header).
  *
  * Owns:   evidence formats (AWS Nitro COSE_Sign1/CBOR, AMD SEV-SNP reports, Azure CVM HCL
- *         reports), X.509 chains to pinned root fingerprints, the binding digest
+ *         reports, Intel TDX/SGX DCAP quotes with their collateral: TCB info, QE identity,
+ *         CRLs), X.509 chains to pinned root fingerprints, the binding digest
  *         (protocol.md §1.2), policy (a JSON file, format in policy.c), a bounded verification
  *         cache, and the `shield verify` command.
  * Never:  reads the clock (the verification time is always an explicit input), fetches
- *         anything from the network, knows about HTTP or Python, keeps global mutable state,
+ *         anything from the network while verifying (only sh_attest_fetch_* do, when called,
+ *         see below), knows about HTTP or Python, keeps global mutable state,
  *         trusts a root that is not pinned here unless the caller passes it explicitly
  *         (sh_attest_options.extra_roots, meant for test CAs and simulated TEEs).
  * Threads: every function may be called from any thread.  A policy and a cache may be shared
@@ -37,6 +39,11 @@ typedef enum sh_attest_tee {
     SH_ATTEST_TEE_NITRO,
     SH_ATTEST_TEE_SEV_SNP,
     SH_ATTEST_TEE_AZURE_SNP,
+    SH_ATTEST_TEE_MAA,          /* Azure Attestation token (JWT) */
+    SH_ATTEST_TEE_GCP,          /* Confidential Space token (JWT) */
+    SH_ATTEST_TEE_TDX,          /* Intel TDX DCAP quote (v4, v5) */
+    SH_ATTEST_TEE_SGX,          /* Intel SGX DCAP quote (v3) */
+    SH_ATTEST_TEE_SIMULATED,    /* Nitro-format COSE from a local dev root (protocol.md §1.7) */
 } sh_attest_tee;
 
 /* Reason codes of protocol.md §3 (SH_ATTEST_OK: verified). */
@@ -93,6 +100,24 @@ typedef struct sh_attest_options {
     const sh_attest_bytes *extra_roots;
     size_t nextra_roots;
     sh_attest_cache *cache;           /* NULL: no cache */
+    /* JWT types (maa, gcp): the configured issuer's JWKS document (JSON; for gcp only OIDC
+     * tokens need it, PKI tokens chain to the pinned Google root), the expected iss and aud.
+     * NULL issuer/audience: not checked, only reported (the CLI's default; a server always
+     * configures both).  Keys are never taken from a token (jku, x5u). */
+    const uint8_t *jwks;
+    size_t jwks_len;
+    const char *issuer;
+    const char *audience;
+    /* DCAP types (tdx, sgx): the collateral as JSON (format in collateral.c; read a file or a
+     * directory of Intel PCS responses with sh_attest_collateral_read).  NULL: collateral_missing. */
+    const uint8_t *collateral;
+    size_t collateral_len;
+    /* Simulated TEE (protocol.md §1.7): Nitro-format evidence whose protected header carries
+     * kid "shield-simulated" is refused with root_untrusted unless trust_simulated is 1; then
+     * its chain must end at simulated_root (PEM or DER; NULL: the local dev root read from the
+     * user's data directory, see simulated.c).  Such results are never cached. */
+    int trust_simulated;
+    const sh_attest_bytes *simulated_root;
 } sh_attest_options;
 
 typedef struct sh_attest_result {
@@ -161,6 +186,138 @@ int sh_attest_binding_digest(const uint8_t *nonce, size_t nonce_len, const uint8
  * Text is recognised only when every byte is in the alphabet (whitespace ignored).  Returns a
  * malloc'd buffer (caller frees) or NULL when out of memory. */
 uint8_t *sh_attest_decode_input(const uint8_t *in, size_t len, size_t *out_len);
+
+/* DCAP collateral from `path`: a JSON-form file as is, or a directory of raw Intel PCS v4
+ * responses (tcbinfo.json, qeidentity.json, rootcrl.der, pckcrl.der, tcbinfo-issuer-chain.pem,
+ * qeidentity-issuer-chain.pem) converted to the JSON form.  *out is malloc'd (caller frees).
+ * Returns 0, or -1 with a message. */
+int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char *errbuf,
+                              size_t errlen);
+
+/* ---- Fetching keys and collateral (fetch.c) ----
+ * The one part of attest/ that uses the network (libcurl, HTTPS with verified TLS only; plain
+ * http:// only for an explicitly configured *_url override whose host is loopback, e.g. a
+ * caching proxy or the vsock-proxy forwarder inside a Nitro enclave).  Bounded time and size,
+ * no redirects, a per-kind Content-Type check and a parse of what came back; results cached in
+ * memory and on disk (cache_dir), failures negative-cached, network requests rate-limited; only
+ * configured issuers and AMD products.  Offline mode reads cache_dir files only (the operator
+ * provisions them; names in fetch.c).  The clock is never read here either: `now` is an input.
+ * Thread-safe: one fetcher may be shared; network requests are serialised (one at a time).
+ * Returned bytes belong to the caller (sh_attest_fetched_free). */
+typedef struct sh_attest_fetch_issuer {
+    const char *issuer;    /* exact iss, e.g. https://sharedwus.wus.attest.azure.net */
+    const char *jwks_url;  /* NULL: OpenID discovery (issuer/.well-known/openid-configuration) */
+} sh_attest_fetch_issuer;
+
+typedef struct sh_attest_fetch_config {
+    const char *cache_dir;       /* NULL: memory only (offline mode then has nothing) */
+    int offline;                 /* 1: never use the network */
+    const char *ca_file;         /* TLS trust anchors (tests, private PCCS); NULL: system store */
+    long timeout_ms;             /* whole request; 0: 10000 */
+    size_t max_bytes;            /* response body cap; 0: 1 MiB */
+    int64_t ttl;                 /* seconds a success stays fresh; 0: 3600 */
+    int64_t negative_ttl;        /* seconds a failure is remembered; 0: 60 */
+    unsigned max_per_minute;     /* network requests per minute, all kinds; 0: 30 */
+    const char *amd_kds_url;     /* NULL: https://kdsintf.amd.com */
+    const char *intel_pcs_url;   /* NULL: https://api.trustedservices.intel.com (PCCS: its URL) */
+    const sh_attest_fetch_issuer *issuers;  /* JWKS/OpenID fetches only for these */
+    size_t nissuers;
+    const char *const *amd_products;        /* NULL: "Milan", "Genoa", "Turin" */
+    size_t namd_products;
+} sh_attest_fetch_config;
+
+typedef struct sh_attest_fetched {
+    uint8_t *data;               /* body, malloc'd (+ a NUL byte not counted in len) */
+    size_t len;
+    char *issuer_chain;          /* Intel PCS: the PEM issuer chain header, URL-decoded; or NULL */
+    int from_cache;              /* 1 memory, 2 disk, 0 network */
+    int stale;                   /* served from disk past its ttl because the network failed */
+} sh_attest_fetched;
+
+typedef struct sh_attest_fetch_error {
+    sh_attest_reason reason;     /* collateral_missing (or policy_denied: not configured) */
+    char message[256];
+} sh_attest_fetch_error;
+
+typedef struct sh_attest_fetcher sh_attest_fetcher;
+
+sh_attest_fetcher *sh_attest_fetcher_new(const sh_attest_fetch_config *cfg, char *err, size_t errlen);
+void sh_attest_fetcher_free(sh_attest_fetcher *f);
+void sh_attest_fetched_free(sh_attest_fetched *out);
+/* Each returns 0 with *out filled, or -1 with *e filled. */
+int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int64_t now,
+                                  sh_attest_fetched *out, sh_attest_fetch_error *e);
+int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
+                         sh_attest_fetched *out, sh_attest_fetch_error *e);
+/* AMD KDS: product "Milan" | "Genoa" | "Turin"; chip_id as in the report (64 bytes; Turin uses
+ * the first 8); reported_tcb = REPORTED_TCB (report offset 0x180) as a little-endian u64. */
+int sh_attest_fetch_amd_vcek(sh_attest_fetcher *f, const char *product, const uint8_t chip_id[64],
+                             uint64_t reported_tcb, int64_t now, sh_attest_fetched *out,
+                             sh_attest_fetch_error *e);
+/* signer: "vcek" or "vlek".  cert_chain is PEM (ASK|ASVK then ARK); crl is DER. */
+int sh_attest_fetch_amd_chain(sh_attest_fetcher *f, const char *product, const char *signer,
+                              int64_t now, sh_attest_fetched *out, sh_attest_fetch_error *e);
+int sh_attest_fetch_amd_crl(sh_attest_fetcher *f, const char *product, const char *signer,
+                            int64_t now, sh_attest_fetched *out, sh_attest_fetch_error *e);
+/* Intel PCS v4 / PCCS: tee "sgx" | "tdx"; fmspc 12 hex digits; ca "processor" | "platform". */
+int sh_attest_fetch_intel_tcb(sh_attest_fetcher *f, const char *tee, const char *fmspc,
+                              int64_t now, sh_attest_fetched *out, sh_attest_fetch_error *e);
+int sh_attest_fetch_intel_qe_identity(sh_attest_fetcher *f, const char *tee, int64_t now,
+                                      sh_attest_fetched *out, sh_attest_fetch_error *e);
+int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t now,
+                                  sh_attest_fetched *out, sh_attest_fetch_error *e);
+
+/* ---- Nonces and session proofs (nonce.c, protocol.md §1.1 and §1.4) ---- */
+#define SH_ATTEST_NONCE_LEN 32
+#define SH_ATTEST_NONCE_TTL 60    /* seconds ("expires_in") */
+#define SH_ATTEST_SECRET_MIN 32   /* bytes of the nonce secret */
+/* A fresh nonce issued at `now`.  Returns 0, or -1 (secret shorter than 32 bytes, RNG). */
+int sh_attest_nonce_issue(const uint8_t *secret, size_t secret_len, int64_t now,
+                          uint8_t out[SH_ATTEST_NONCE_LEN]);
+/* SH_ATTEST_OK when the nonce is ours (MAC, constant time) and at most ttl seconds old
+ * (ttl <= 0: SH_ATTEST_NONCE_TTL); else NONCE_INVALID or NONCE_EXPIRED.  "Not consumed" is
+ * the caller's shared table, checked after this.  *issued_at (optional) receives the time. */
+sh_attest_reason sh_attest_nonce_check(const uint8_t *secret, size_t secret_len,
+                                       const uint8_t *nonce, size_t len, int64_t now,
+                                       int64_t ttl, int64_t *issued_at);
+/* The session proof MAC (X-Attestation-Proof mac=): HMAC-SHA256(key, "shield-proof-v1" ‖ 0 ‖
+ * decimal t ‖ 0 ‖ method ‖ 0 ‖ target ‖ 0 ‖ digest).  Returns 0 or -1. */
+int sh_attest_proof_mac(const uint8_t key[32], int64_t t_ms, const char *method, size_t mlen,
+                        const char *target, size_t tlen, const char *digest, size_t dlen,
+                        uint8_t out[32]);
+
+/* ---- Simulated TEE (simulated.c), for development and tests only ----
+ * The dev root (EC P-384 key + self-signed certificate) lives in one PEM file,
+ * `dir`/simulated-root.pem (dir NULL: $XDG_DATA_HOME/shield, else ~/.local/share/shield),
+ * created on first use (directory 0700, file 0600, atomically: a racing process uses the
+ * winner's root).  Evidence is a Nitro-format COSE_Sign1 (protected {1: -35, 4:
+ * h'shield-simulated'}), leaf signed by the dev root, cabundle [dev root], user_data = D(n, k)
+ * (§1.2), nonce = n, public_key = k.  These functions read and may write files; they never
+ * read the clock (at is an input). */
+typedef struct sh_attest_sim_params {
+    const char *dir;              /* NULL: the default data directory */
+    int64_t at;                   /* document timestamp and leaf validity start (required) */
+    int64_t lifetime;             /* leaf validity in seconds; 0: 3 hours */
+    const uint8_t *nonce;         /* n (may be NULL) */
+    size_t nonce_len;
+    const uint8_t *public_key;    /* k, DER SPKI (may be NULL) */
+    size_t public_key_len;
+    int debug;                    /* 1: PCR0 = zero (a debug enclave) */
+    const uint8_t *pcrs[32];      /* 48-byte values overriding the defaults (NULL: default) */
+} sh_attest_sim_params;
+
+/* The dev root certificate (DER, malloc'd, caller frees).  create = 1 makes it when absent.
+ * Returns 0, or -1 with a message. */
+int sh_attest_simulated_root(const char *dir, int create, uint8_t **der, size_t *der_len,
+                             char *err, size_t errlen);
+/* Simulated evidence (malloc'd, caller frees); creates the dev root when absent.  Returns 0,
+ * or -1 with a message. */
+int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out, size_t *out_len,
+                                 char *err, size_t errlen);
+/* `shield attest --tee simulated --nonce HEX [--public-key FILE] [--out FILE]` and
+ * `shield dev-root` (argv[0] is the command).  Return the exit code (0 ok, 1 failed, 2 usage). */
+int sh_attest_cli_attest(int argc, char **argv);
+int sh_attest_cli_dev_root(int argc, char **argv);
 
 /* `shield verify ...` (argv[0] == "verify").  Returns the exit code: 0 verified, 1 rejected,
  * 2 usage error. */

@@ -2,6 +2,13 @@
  *
  *   shield verify --type nitro|sev-snp|azure-snp FILE [--at RFC3339] [--cert FILE]...
  *                 [--policy FILE] [--nonce HEX] [--public-key FILE] [--allow-debug] [--json]
+ *   shield verify --type maa|gcp TOKEN [--jwks FILE] [--issuer URL] [--audience VALUE] ...
+ *   shield verify --type tdx|sgx QUOTE --collateral FILE|DIR ...   (see collateral.c)
+ *
+ * maa/gcp: --jwks is the issuer's JWKS document (MAA: the instance's /certs; GCP: OIDC tokens
+ * only, PKI tokens chain to the pinned root).  --issuer and --audience are optional here: when
+ * absent iss and aud are reported in the claims, not checked (GCP's fixed issuer is always
+ * checked).  The server always requires configured ones.
  *
  * FILE: raw bytes, base64 or hex text.  --cert: PEM or DER, bundles too.  --at defaults to
  * the current time (the CLI is where the clock is read; the library never reads it).
@@ -22,9 +29,12 @@
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: shield verify --type nitro|sev-snp|azure-snp FILE [--at RFC3339]\n"
+            "usage: shield verify --type nitro|sev-snp|azure-snp|maa|gcp FILE [--at RFC3339]\n"
             "                     [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
-            "                     [--public-key FILE] [--allow-debug] [--json]\n");
+            "                     [--public-key FILE] [--allow-debug] [--json]\n"
+            "                     [--trust-simulated]   (simulated: the local dev root)\n"
+            "                     [--jwks FILE] [--issuer URL] [--audience VALUE]   (maa, gcp)\n"
+            "                     [--collateral FILE|DIR]   (tdx, sgx)\n");
 }
 
 static uint8_t *read_file(const char *path, size_t *len)
@@ -129,21 +139,27 @@ static void print_human(const sh_attest_result *r)
 int sh_attest_cli_verify(int argc, char **argv)
 {
     const char *type = NULL, *file = NULL, *at_s = NULL, *policy_path = NULL, *nonce_hex = NULL,
-               *pk_path = NULL;
+               *pk_path = NULL, *jwks_path = NULL, *issuer = NULL, *audience = NULL,
+               *collateral_path = NULL;
     const char *cert_paths[CLI_MAX_CERTS];
     size_t ncert = 0;
-    int as_json = 0, allow_debug = 0, code = 2;
+    int as_json = 0, allow_debug = 0, trust_simulated = 0, code = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
         if (!strcmp(a, "--json")) { as_json = 1; continue; }
         if (!strcmp(a, "--allow-debug")) { allow_debug = 1; continue; }
+        if (!strcmp(a, "--trust-simulated")) { trust_simulated = 1; continue; } /* §1.7 */
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 2; }
         if (!strcmp(a, "--type")) dst = &type;
         else if (!strcmp(a, "--at")) dst = &at_s;
         else if (!strcmp(a, "--policy")) dst = &policy_path;
         else if (!strcmp(a, "--nonce")) dst = &nonce_hex;
         else if (!strcmp(a, "--public-key")) dst = &pk_path;
+        else if (!strcmp(a, "--jwks")) dst = &jwks_path;
+        else if (!strcmp(a, "--issuer")) dst = &issuer;
+        else if (!strcmp(a, "--audience")) dst = &audience;
+        else if (!strcmp(a, "--collateral")) dst = &collateral_path;
         else if (!strcmp(a, "--cert")) {
             if (i + 1 >= argc || ncert == CLI_MAX_CERTS) { usage(); return 2; }
             cert_paths[ncert++] = argv[++i];
@@ -174,7 +190,8 @@ int sh_attest_cli_verify(int argc, char **argv)
     } else {
         o.at = (int64_t)time(NULL);
     }
-    uint8_t *raw = NULL, *ev = NULL, *nonce = NULL, *spki = NULL, *certbuf[CLI_MAX_CERTS] = {0};
+    uint8_t *raw = NULL, *ev = NULL, *nonce = NULL, *spki = NULL, *certbuf[CLI_MAX_CERTS] = {0},
+            *jwks = NULL, *collateral = NULL;
     sh_attest_bytes certs[CLI_MAX_CERTS];
     sh_attest_policy *pol = NULL;
     sh_attest_result *r = NULL;
@@ -206,6 +223,23 @@ int sh_attest_cli_verify(int argc, char **argv)
         goto out;
     }
     o.policy = pol;
+    o.issuer = issuer;
+    o.audience = audience;
+    if (jwks_path && !(jwks = read_file(jwks_path, &o.jwks_len))) {
+        fprintf(stderr, "shield verify: cannot read %s\n", jwks_path);
+        goto out;
+    }
+    o.jwks = jwks;
+    if (collateral_path &&
+        sh_attest_collateral_read(collateral_path, &collateral, &o.collateral_len, eb, sizeof eb) < 0) {
+        fprintf(stderr, "shield verify: %s\n", eb);
+        goto out;
+    }
+    o.collateral = collateral;
+    if (tee == SH_ATTEST_TEE_MAA || tee == SH_ATTEST_TEE_GCP) { /* a token file's final newline */
+        while (rawlen && (raw[rawlen - 1] == '\n' || raw[rawlen - 1] == '\r' || raw[rawlen - 1] == ' '))
+            rawlen--;
+    }
     if (nonce_hex) {
         long n = 0;
         if (!*nonce_hex || !(nonce = OPENSSL_hexstr2buf(nonce_hex, &n)) || n > 0xFFFF) {
@@ -226,6 +260,7 @@ int sh_attest_cli_verify(int argc, char **argv)
         }
         o.public_key = spki;
     }
+    o.trust_simulated = trust_simulated;
     if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||
         sh_attest_verify(ev, evlen, tee, &o, &r) < 0) {
         fprintf(stderr, "shield verify: out of memory\n");
@@ -247,6 +282,8 @@ out:
     for (size_t i = 0; i < ncert; i++)
         free(certbuf[i]);
     free(raw);
+    free(jwks);
+    free(collateral);
     free(ev);
     OPENSSL_free(nonce);
     free(spki);

@@ -38,6 +38,8 @@ struct sh_attest_policy {
     int freshness;              /* 0 nonce, 1 timestamp, 2 none */
     int64_t max_age;
     sh_policy_tee nitro, snp, azure;
+    struct sh_token_policy *maa, *gcp; /* token_policy.c; NULL: built-in defaults */
+    struct sh_dcap_policy *tdx, *sgx;  /* dcap.c; NULL: built-in defaults */
 };
 
 enum { SH_FRESH_NONCE = 0, SH_FRESH_TIMESTAMP = 1, SH_FRESH_NONE = 2 };
@@ -79,10 +81,22 @@ int sh_policy_allow_debug(const sh_attest_policy *p, const sh_policy_tee *t,
                           const sh_attest_options *o);
 int sh_hexlist_allows(const sh_hexlist *l, const uint8_t *v, size_t len);
 
-/* cache.c */
-int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], int64_t at, sh_attest_result **out);
-void sh_cache_put(sh_attest_cache *c, const uint8_t key[32], const sh_attest_result *r,
-                  int64_t valid_from, int64_t valid_until);
+/* cache.c: key = SHA-256 of the signed content; extra = the rest of the verdict's inputs */
+int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
+                 size_t extra_len, int64_t at, sh_attest_result **out);
+void sh_cache_put(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
+                  size_t extra_len, const sh_attest_result *r, int64_t valid_from,
+                  int64_t valid_until);
+STACK_OF(X509) *sh_cache_chain_get(sh_attest_cache *c, const uint8_t key[32], int64_t *not_before,
+                                   int64_t *not_after);
+void sh_cache_chain_put(sh_attest_cache *c, const uint8_t key[32], STACK_OF(X509) *upper,
+                        int64_t not_before, int64_t not_after);
+void *sh_cache_obj_get(sh_attest_cache *c, const uint8_t key[32], int64_t at, int64_t *not_before,
+                       int64_t *not_after);
+void sh_cache_obj_put(sh_attest_cache *c, const uint8_t key[32], void *obj, void *(*ref)(void *),
+                      void (*unref)(void *), int64_t not_before, int64_t not_after);
+/* x509.c: digests fetched once per process (implicit fetches cost more than small hashes) */
+const EVP_MD *sh_md_sha256(void);
 
 /* cbor_scan.c: allocation-free pre-scan of CBOR (libcbor streaming decoder) that rejects
  * indefinite lengths, counts larger than the remaining input, nesting deeper than 16 and
@@ -96,11 +110,28 @@ typedef struct sh_cbor_top {
 } sh_cbor_top;
 int sh_cbor_scan(const uint8_t *p, size_t len, sh_cbor_top *top);
 
+/* simulated.c: the simulated TEE's kid and trust anchor (protocol.md §1.7) */
+extern const char sh_simulated_kid[];
+X509 *sh_simulated_anchor(const sh_attest_options *o);
+
 /* per type */
 int sh_nitro_verify(sh_vctx *v, const uint8_t *ev, size_t len);
 int sh_nitro_cache_key(const uint8_t *ev, size_t len, uint8_t content_sha[32], uint8_t key_extra[32]);
 int sh_snp_verify(sh_vctx *v, const uint8_t *ev, size_t len);
 int sh_snp_verify_report(sh_vctx *v, const uint8_t *report, STACK_OF(X509) *certs);
 int sh_azure_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+/* JWT types (token.h, jwt.c, jwks.c, token_policy.c) */
+int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+int sh_token_policy_load(json_t *o, sh_attest_tee tee, struct sh_token_policy **out, char *eb,
+                         size_t en);
+void sh_token_policy_free(struct sh_token_policy *t);
+/* DCAP types (dcap.h, dcap.c, dcap_quote.c, collateral.c, tcb.c) */
+int sh_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+int sh_sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+int sh_dcap_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
+int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **out, char *eb,
+                        size_t en);
+void sh_dcap_policy_free(struct sh_dcap_policy *p);
 
 #endif

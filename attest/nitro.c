@@ -108,10 +108,26 @@ static int text_eq(const cbor_item_t *i, const char *s)
            !memcmp(cbor_string_handle(i), s, n);
 }
 
-/* Protected header: exactly {1: -35} (alg ES384); anything else is refused. */
-static int check_protected(sh_vctx *v, const sh_attest_bytes *prot)
+/* Protected header: exactly {1: -35} (alg ES384), or {1: -35, 4: h'shield-simulated'} for
+ * the simulated TEE (protocol.md §1.7, *sim set); anything else is refused. */
+static int check_protected(sh_vctx *v, const sh_attest_bytes *prot, int *sim)
 {
     cbor_item_t *h = load_strict(prot->ptr, prot->len);
+    *sim = 0;
+    if (h && cbor_isa_map(h) && cbor_map_size(h) == 2) {
+        struct cbor_pair *pr = cbor_map_handle(h);
+        size_t kl = strlen(sh_simulated_kid);
+        int kid = cbor_isa_uint(pr[1].key) && cbor_get_int(pr[1].key) == 4 &&
+                  is_bstr(pr[1].value) && cbor_bytestring_length(pr[1].value) == kl &&
+                  !memcmp(cbor_bytestring_handle(pr[1].value), sh_simulated_kid, kl);
+        int alg = cbor_isa_uint(pr[0].key) && cbor_get_int(pr[0].key) == 1 &&
+                  cbor_isa_negint(pr[0].value) && cbor_get_int(pr[0].value) == 34;
+        cbor_decref(&h);
+        if (!kid || !alg)
+            return sh_fail(v->r, SH_ATTEST_MALFORMED, "COSE protected header is not {1: -35}");
+        *sim = 1;
+        return 0;
+    }
     int ok = h && cbor_isa_map(h) && cbor_map_size(h) == 1;
     if (ok) {
         struct cbor_pair *pr = cbor_map_handle(h);
@@ -322,8 +338,16 @@ int sh_nitro_verify(sh_vctx *v, const uint8_t *ev, size_t len)
         sh_fail(r, SH_ATTEST_MALFORMED, "signature is not 96 bytes (ES384 r||s)");
         goto fail;
     }
-    if (check_protected(v, &np.prot) < 0)
+    int sim = 0;
+    if (check_protected(v, &np.prot, &sim) < 0)
         goto fail;
+    /* tee_type comes from the anchor, never from the declared type (protocol.md §1.7) */
+    r->tee = sim ? SH_ATTEST_TEE_SIMULATED : SH_ATTEST_TEE_NITRO;
+    if (sim && !v->o->trust_simulated) {
+        sh_fail(r, SH_ATTEST_ROOT_UNTRUSTED, "simulated evidence (kid %s) is not trusted here",
+                sh_simulated_kid);
+        goto fail;
+    }
     if (!(payload = load_strict(np.payload.ptr, np.payload.len))) {
         sh_fail(r, SH_ATTEST_MALFORMED, "payload is not strict CBOR");
         goto fail;
@@ -354,7 +378,17 @@ int sh_nitro_verify(sh_vctx *v, const uint8_t *ev, size_t len)
         sh_fail(r, SH_ATTEST_MALFORMED, "cabundle[0] is not a certificate");
         goto fail;
     }
-    if (!sh_x509_is_pinned(root, aws_nitro_root_g1, 1) && !sh_x509_is_extra_root(root, v->o)) {
+    if (sim) {
+        /* the simulated kid binds the chain to this machine's dev root, and only to it */
+        X509 *dev = sh_simulated_anchor(v->o);
+        int same = dev && X509_cmp(dev, root) == 0;
+        X509_free(dev);
+        if (!same) {
+            sh_fail(r, SH_ATTEST_ROOT_UNTRUSTED, "cabundle[0] is not the local simulated dev root");
+            goto fail;
+        }
+    } else if (!sh_x509_is_pinned(root, aws_nitro_root_g1, 1) &&
+               !sh_x509_is_extra_root(root, v->o)) {
         sh_fail(r, SH_ATTEST_ROOT_UNTRUSTED, "cabundle[0] is not the AWS Nitro root");
         goto fail;
     }

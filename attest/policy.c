@@ -23,6 +23,7 @@
  *     }
  *   }
  *
+ * "maa" and "gcp" (token types): see token_policy.c.
  * An empty allow-list means "any value".  policy_sha256 is SHA-256 of the document's bytes as
  * given.  The built-in "production" policy is the document PRODUCTION below.  With
  * "freshness": "nonce" the caller (the server) must pass the nonce it issued; the library
@@ -61,6 +62,10 @@ void sh_attest_policy_free(sh_attest_policy *p)
     tee_free(&p->nitro);
     tee_free(&p->snp);
     tee_free(&p->azure);
+    sh_token_policy_free(p->maa);
+    sh_token_policy_free(p->gcp);
+    sh_dcap_policy_free(p->tdx);
+    sh_dcap_policy_free(p->sgx);
     free(p);
 }
 
@@ -250,6 +255,14 @@ int sh_attest_policy_load(const char *text, size_t len, sh_attest_policy **out, 
             rc = load_tee(v, SH_ATTEST_TEE_SEV_SNP, &p->snp, eb, en);
         else if (!strcmp(k, "azure-snp"))
             rc = load_tee(v, SH_ATTEST_TEE_AZURE_SNP, &p->azure, eb, en);
+        else if (!strcmp(k, "maa") && !p->maa) /* format: token_policy.c */
+            rc = sh_token_policy_load(v, SH_ATTEST_TEE_MAA, &p->maa, eb, en);
+        else if (!strcmp(k, "gcp") && !p->gcp)
+            rc = sh_token_policy_load(v, SH_ATTEST_TEE_GCP, &p->gcp, eb, en);
+        else if (!strcmp(k, "tdx") && !p->tdx) /* format: dcap.c */
+            rc = sh_dcap_policy_load(v, SH_ATTEST_TEE_TDX, &p->tdx, eb, en);
+        else if (!strcmp(k, "sgx") && !p->sgx)
+            rc = sh_dcap_policy_load(v, SH_ATTEST_TEE_SGX, &p->sgx, eb, en);
         else
             rc = err(eb, en, "unknown key", k);
         if (rc < 0) {

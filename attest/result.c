@@ -56,6 +56,16 @@ sh_attest_tee sh_attest_tee_from_name(const char *n)
         return SH_ATTEST_TEE_SEV_SNP;
     if (!strcmp(n, "azure-snp"))
         return SH_ATTEST_TEE_AZURE_SNP;
+    if (!strcmp(n, "maa") || !strcmp(n, "azure_maa"))
+        return SH_ATTEST_TEE_MAA;
+    if (!strcmp(n, "gcp"))
+        return SH_ATTEST_TEE_GCP;
+    if (!strcmp(n, "tdx"))
+        return SH_ATTEST_TEE_TDX;
+    if (!strcmp(n, "sgx") || !strcmp(n, "intel_sgx"))
+        return SH_ATTEST_TEE_SGX;
+    if (!strcmp(n, "simulated"))
+        return SH_ATTEST_TEE_SIMULATED;
     return SH_ATTEST_TEE_UNKNOWN;
 }
 
@@ -65,6 +75,11 @@ const char *sh_attest_tee_name(sh_attest_tee t)
     case SH_ATTEST_TEE_NITRO: return "nitro";
     case SH_ATTEST_TEE_SEV_SNP: return "sev-snp";
     case SH_ATTEST_TEE_AZURE_SNP: return "azure-snp";
+    case SH_ATTEST_TEE_MAA: return "maa";
+    case SH_ATTEST_TEE_GCP: return "gcp";
+    case SH_ATTEST_TEE_TDX: return "tdx";
+    case SH_ATTEST_TEE_SGX: return "sgx";
+    case SH_ATTEST_TEE_SIMULATED: return "simulated";
     default: return "unknown";
     }
 }

@@ -15,6 +15,7 @@
 #include <cbor.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <string.h>
 
 /* Report offsets (ABI spec Table 23). */
@@ -246,11 +247,44 @@ static int check_tcb_ext(sh_vctx *v, X509 *leaf, const uint8_t *rp, const produc
     return 0;
 }
 
-static int push_der(STACK_OF(X509) *sk, const unsigned char *der, unsigned int len)
+/* The embedded ARK/ASK/ASVK are parsed once per process (pthread_once) and shared read-only:
+ * d2i_X509 of an RSA-4096 certificate costs ~150 µs in OpenSSL 3 (provider key decoding),
+ * which made eight parses per report the largest cost of a fresh verification.  X509
+ * objects are reference-counted and safe to share between threads once parsed; the table is
+ * immutable after initialisation (no mutable global state). */
+static X509 *embedded[P_N][3]; /* ark, ask, asvk */
+static int embedded_ok;
+static pthread_once_t embedded_once = PTHREAD_ONCE_INIT;
+
+static X509 *parse_der(const unsigned char *der, unsigned int len)
 {
     const unsigned char *p = der;
     X509 *x = d2i_X509(NULL, &p, len);
-    if (!x || !sk_X509_push(sk, x)) {
+    if (x && p != der + len) {
+        X509_free(x);
+        x = NULL;
+    }
+    return x;
+}
+
+static void embedded_init(void)
+{
+    int ok = 1;
+    for (int p = 0; p < P_N; p++) {
+        ok &= (embedded[p][0] = parse_der(products[p].ark, *products[p].ark_len)) != NULL;
+        ok &= (embedded[p][1] = parse_der(products[p].ask, *products[p].ask_len)) != NULL;
+        if (products[p].asvk)
+            ok &= (embedded[p][2] = parse_der(products[p].asvk, *products[p].asvk_len)) != NULL;
+    }
+    ERR_clear_error();
+    embedded_ok = ok;
+}
+
+static int push_shared(STACK_OF(X509) *sk, X509 *x)
+{
+    if (!x || !X509_up_ref(x))
+        return -1;
+    if (!sk_X509_push(sk, x)) {
         X509_free(x);
         return -1;
     }
@@ -341,10 +375,13 @@ int sh_snp_verify_report(sh_vctx *v, const uint8_t *rp, STACK_OF(X509) *given)
         sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "no %s certificate given", vlek ? "VLEK" : "VCEK");
         goto fail;
     }
+    if (pthread_once(&embedded_once, embedded_init) != 0 || !embedded_ok) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "embedded AMD certificate");
+        goto fail;
+    }
     for (int p = 0; p < P_N; p++) {
-        if (push_der(anchors, products[p].ark, *products[p].ark_len) < 0 ||
-            push_der(untrusted, products[p].ask, *products[p].ask_len) < 0 ||
-            (products[p].asvk && push_der(untrusted, products[p].asvk, *products[p].asvk_len) < 0)) {
+        if (push_shared(anchors, embedded[p][0]) < 0 || push_shared(untrusted, embedded[p][1]) < 0 ||
+            (products[p].asvk && push_shared(untrusted, embedded[p][2]) < 0)) {
             sh_fail(r, SH_ATTEST_MALFORMED, "embedded AMD certificate");
             goto fail;
         }

@@ -16,11 +16,14 @@ static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int rc = -1;
-    if (md && EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+    if (md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL)) {
         switch (tee) {
-        case SH_ATTEST_TEE_NITRO: rc = sh_nitro_signed_content(ev, len, md, sig); break;
+        case SH_ATTEST_TEE_NITRO:
+        case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_signed_content(ev, len, md, sig); break;
         case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_signed_content(ev, len, md, sig); break;
         case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_signed_content(ev, len, md, sig); break;
+        case SH_ATTEST_TEE_TDX:
+        case SH_ATTEST_TEE_SGX: rc = sh_dcap_signed_content(ev, len, md, sig); break;
         default: break;
         }
         if (rc == 0 && !EVP_DigestFinal_ex(md, sha, NULL))
@@ -30,27 +33,45 @@ static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint
     return rc;
 }
 
-static void cache_key(sh_attest_tee tee, const uint8_t sha[32], const sh_attest_bytes *sig,
-                      const sh_attest_options *o, const uint8_t pol[32], uint8_t key[32])
+/* The cache entry is found by the content hash; everything else that changes the verdict is
+ * compared byte for byte (cache.c), so a hit costs one hash.  Layout: "shield-cache-v2" ‖
+ * tee ‖ allow_debug ‖ policy_sha256 ‖ u64 len ‖ signature ‖ u64 len ‖ nonce (len ~0: none) ‖
+ * u64 len ‖ key (len ~0: none) ‖ for tdx/sgx SHA-256 of the collateral (a quote's verdict
+ * depends on it: another CRL may revoke its PCK).  Returns the length, or 0 when it does not
+ * fit (not cached). */
+#define CACHE_EXTRA_MAX 4096
+static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
+                          const sh_attest_options *o, const uint8_t pol[32],
+                          uint8_t out[CACHE_EXTRA_MAX])
 {
-    uint8_t t[4] = {(uint8_t)tee, (uint8_t)(o->allow_debug != 0), o->nonce != NULL,
-                    o->public_key != NULL};
-    uint8_t nl[8], kl[8];
-    for (int i = 0; i < 8; i++) {
-        nl[i] = (uint8_t)((uint64_t)o->nonce_len >> (8 * i));
-        kl[i] = (uint8_t)((uint64_t)o->public_key_len >> (8 * i));
+    size_t n = 0;
+    const uint8_t *parts[3] = {sig->ptr, o->nonce, o->public_key};
+    size_t lens[3] = {sig->len, o->nonce_len, o->public_key_len};
+    if (16 + 2 + 32 + 3 * 8 + sig->len + (o->nonce ? o->nonce_len : 0) +
+            (o->public_key ? o->public_key_len : 0) + 32 > CACHE_EXTRA_MAX)
+        return 0;
+    memcpy(out, "shield-cache-v2", 16);
+    n = 16;
+    out[n++] = (uint8_t)tee;
+    out[n++] = (uint8_t)(o->allow_debug != 0);
+    memcpy(out + n, pol, 32);
+    n += 32;
+    for (int k = 0; k < 3; k++) {
+        uint64_t l = (k == 0 || parts[k]) ? (uint64_t)lens[k] : ~(uint64_t)0;
+        for (int i = 0; i < 8; i++)
+            out[n++] = (uint8_t)(l >> (8 * i));
+        if (parts[k] && lens[k]) {
+            memcpy(out + n, parts[k], lens[k]);
+            n += lens[k];
+        }
     }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL) ||
-        !EVP_DigestUpdate(md, "shield-cache-v1", 16) || !EVP_DigestUpdate(md, t, 4) ||
-        !EVP_DigestUpdate(md, sha, 32) || !EVP_DigestUpdate(md, sig->ptr, sig->len) ||
-        !EVP_DigestUpdate(md, pol, 32) || !EVP_DigestUpdate(md, nl, 8) ||
-        (o->nonce && !EVP_DigestUpdate(md, o->nonce, o->nonce_len)) ||
-        !EVP_DigestUpdate(md, kl, 8) ||
-        (o->public_key && !EVP_DigestUpdate(md, o->public_key, o->public_key_len)) ||
-        !EVP_DigestFinal_ex(md, key, NULL))
-        memset(key, 0, 32);
-    EVP_MD_CTX_free(md);
+    if (tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) {
+        if (!EVP_Digest(o->collateral ? o->collateral : (const uint8_t *)"", o->collateral_len,
+                        out + n, NULL, sh_md_sha256(), NULL))
+            return 0;
+        n += 32;
+    }
+    return n;
 }
 
 int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
@@ -63,15 +84,16 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
     const sh_attest_policy *pol = o->policy;
     if (!pol && !(pol = own = sh_attest_policy_production()))
         return -1;
-    uint8_t sha[32], key[32];
+    uint8_t sha[32], extra[CACHE_EXTRA_MAX];
+    size_t extra_len = 0;
     sh_attest_bytes sig = {NULL, 0};
     int located = ev && len && signed_content(tee, ev, len, sha, &sig) == 0;
     /* Results that depend on explicit extra roots are never cached (fail-closed). */
-    int cacheable = o->cache && located && !o->nextra_roots;
+    int cacheable = o->cache && located && !o->nextra_roots && !o->trust_simulated &&
+                    (extra_len = cache_extra(tee, &sig, o, pol->sha256, extra)) > 0;
     sh_attest_result *r = NULL;
     if (cacheable) {
-        cache_key(tee, sha, &sig, o, pol->sha256, key);
-        if (sh_cache_get(o->cache, key, o->at, &r) == 0) {
+        if (sh_cache_get(o->cache, sha, extra, extra_len, o->at, &r) == 0) {
             r->cache_hit = 1;
             r->timestamp = (double)o->at;
             if (sh_set_bytes(&r->raw_evidence, &r->raw_evidence_len, ev, len) < 0) {
@@ -102,9 +124,14 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
         rc = sh_fail(r, SH_ATTEST_MISSING, "no evidence");
     } else {
         switch (tee) {
-        case SH_ATTEST_TEE_NITRO: rc = sh_nitro_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_NITRO:
+        case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_verify(&v, ev, len); break; /* same format */
         case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_verify(&v, ev, len); break;
         case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_MAA: rc = sh_maa_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_GCP: rc = sh_gcp_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_TDX: rc = sh_tdx_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_SGX: rc = sh_sgx_verify(&v, ev, len); break;
         default: rc = sh_fail(r, SH_ATTEST_UNSUPPORTED_TYPE, "unsupported evidence type"); break;
         }
     }
@@ -115,7 +142,7 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
     if (r->verified) {
         r->message[0] = 0;
         if (cacheable)
-            sh_cache_put(o->cache, key, r, v.valid_from, v.valid_until);
+            sh_cache_put(o->cache, sha, extra, extra_len, r, v.valid_from, v.valid_until);
     }
 done:
     ERR_clear_error();

@@ -12,6 +12,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -115,34 +116,10 @@ static sh_attest_reason map_x509_error(int err)
     }
 }
 
-int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
-                         STACK_OF(X509) *anchors, STACK_OF(X509) **chain_out)
+/* Checks on top of OpenSSL's, over the whole chain (leaf first, anchor last): the cache
+ * window, CA keyUsage of every issuer, and the top being one of `anchors`. */
+static int check_chain(sh_vctx *v, STACK_OF(X509) *chain, STACK_OF(X509) *anchors)
 {
-    int rc = -1;
-    X509_STORE *store = X509_STORE_new();
-    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-    if (!store || !ctx) {
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < sk_X509_num(anchors); i++)
-        X509_STORE_add_cert(store, sk_X509_value(anchors, i));
-    if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "cannot initialise chain verification");
-        goto fail;
-    }
-    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
-    X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
-    X509_VERIFY_PARAM_set_depth(param, 8);
-    /* Not X509_V_FLAG_X509_STRICT: real Nitro leaves have no Authority Key Identifier, which
-     * strict mode refuses.  The checks that matter are below and in OpenSSL's default path. */
-    if (X509_verify_cert(ctx) != 1) {
-        int err = X509_STORE_CTX_get_error(ctx);
-        sh_fail(v->r, map_x509_error(err), "certificate chain: %s (depth %d)",
-                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(ctx));
-        goto fail;
-    }
-    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
     int n = sk_X509_num(chain);
     for (int i = 0; i < n; i++) {
         X509 *c = sk_X509_value(chain, i);
@@ -157,20 +134,161 @@ int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
         /* Every issuer must be a CA with keyUsage keyCertSign, present (not implied). */
         uint32_t ku = X509_get_key_usage(c);
         if (X509_check_ca(c) != 1 || !(X509_get_extension_flags(c) & EXFLAG_KUSAGE) ||
-            !(ku & KU_KEY_CERT_SIGN)) {
-            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID,
-                    "certificate chain: issuer at depth %d lacks CA keyUsage", i);
-            goto fail;
-        }
+            !(ku & KU_KEY_CERT_SIGN))
+            return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID,
+                           "certificate chain: issuer at depth %d lacks CA keyUsage", i);
     }
     /* The top must be one of the anchors we put there (pinned or explicit extra roots). */
     X509 *top = sk_X509_value(chain, n - 1);
     int anchored = 0;
     for (int i = 0; i < sk_X509_num(anchors) && !anchored; i++)
         anchored = !X509_cmp(top, sk_X509_value(anchors, i));
-    if (!anchored) {
-        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "chain does not end at a pinned root");
+    if (!anchored)
+        return sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "chain does not end at a pinned root");
+    return 0;
+}
+
+static void window_of(STACK_OF(X509) *sk, int from, int64_t *nb, int64_t *na)
+{
+    *nb = INT64_MIN;
+    *na = INT64_MAX;
+    for (int i = from; i < sk_X509_num(sk); i++) {
+        int64_t b = asn1_time_to_unix(X509_get0_notBefore(sk_X509_value(sk, i)));
+        int64_t a = asn1_time_to_unix(X509_get0_notAfter(sk_X509_value(sk, i)));
+        if (b > *nb)
+            *nb = b;
+        if (a < *na)
+            *na = a;
+    }
+}
+
+/* OpenSSL's chain check with `trusted` in the store; partial: the single trusted cert is an
+ * intermediate whose path upwards was verified before (X509_V_FLAG_PARTIAL_CHAIN).  Returns
+ * the context (caller frees it and the store) or NULL with r failed. */
+static X509_STORE_CTX *run_verify(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
+                                  STACK_OF(X509) *trusted, int partial, X509_STORE **store_out)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    *store_out = store;
+    if (!store || !ctx) {
+        X509_STORE_CTX_free(ctx);
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < sk_X509_num(trusted); i++)
+        X509_STORE_add_cert(store, sk_X509_value(trusted, i));
+    if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
+        X509_STORE_CTX_free(ctx);
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "cannot initialise chain verification");
+        return NULL;
+    }
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
+    X509_VERIFY_PARAM_set_depth(param, 8);
+    if (partial)
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+    /* Not X509_V_FLAG_X509_STRICT: real Nitro leaves have no Authority Key Identifier, which
+     * strict mode refuses.  The checks that matter are below and in OpenSSL's default path. */
+    if (X509_verify_cert(ctx) != 1) {
+        int err = X509_STORE_CTX_get_error(ctx);
+        sh_fail(v->r, map_x509_error(err), "certificate chain: %s (depth %d)",
+                X509_verify_cert_error_string(err), X509_STORE_CTX_get_error_depth(ctx));
+        X509_STORE_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Verified-chain cache (cache.c): when the leaf's issuer is an intermediate whose path to a
+ * pinned anchor was verified before, only the leaf is verified by OpenSSL (its signature,
+ * validity, extensions) against that intermediate as a partial-chain anchor; the validity of
+ * the intermediate is re-checked by OpenSSL and that of the rest of the path against the
+ * stored window, at this verification time, every time.  Returns 1 when not applicable (the
+ * caller runs the full check), 0 verified, -1 failed. */
+static int verify_cached(sh_vctx *v, sh_attest_cache *cc, X509 *leaf, STACK_OF(X509) *untrusted,
+                         STACK_OF(X509) *anchors, STACK_OF(X509) **chain_out)
+{
+    STACK_OF(X509) *upper = NULL, *full = NULL;
+    int64_t nb = 0, na = 0;
+    for (int i = 0; i < sk_X509_num(untrusted) && !upper; i++) {
+        X509 *u = sk_X509_value(untrusted, i);
+        if (X509_check_issued(u, leaf) != X509_V_OK)
+            continue;
+        uint8_t key[32];
+        sh_x509_sha256(u, key);
+        upper = sh_cache_chain_get(cc, key, &nb, &na);
+    }
+    if (!upper)
+        return 1;
+    int anchored = 0, rc = 1;
+    X509 *top = sk_X509_value(upper, sk_X509_num(upper) - 1);
+    for (int i = 0; i < sk_X509_num(anchors) && !anchored; i++)
+        anchored = !X509_cmp(top, sk_X509_value(anchors, i));
+    if (!anchored || v->o->at < nb || v->o->at > na)
+        goto done; /* full check: it reports the precise reason */
+    STACK_OF(X509) *one = sk_X509_new_null();
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *ctx = NULL;
+    if (one && sk_X509_push(one, sk_X509_value(upper, 0)))
+        ctx = run_verify(v, leaf, NULL, one, 1, &store);
+    else
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
+    sk_X509_free(one);
+    rc = -1;
+    if (ctx && (full = sk_X509_new_reserve(NULL, sk_X509_num(upper) + 1)) && X509_up_ref(leaf)) {
+        sk_X509_push(full, leaf);
+        while (sk_X509_num(upper))
+            sk_X509_push(full, sk_X509_shift(upper));
+        if (check_chain(v, full, anchors) == 0) {
+            rc = 0;
+            if (chain_out) {
+                *chain_out = full;
+                full = NULL;
+            }
+        }
+    } else if (ctx) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
+    }
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+done:
+    sk_X509_pop_free(upper, X509_free);
+    sk_X509_pop_free(full, X509_free);
+    ERR_clear_error();
+    return rc;
+}
+
+int sh_x509_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
+                         STACK_OF(X509) *anchors, STACK_OF(X509) **chain_out)
+{
+    /* chains through explicit extra roots are never cached (like results) */
+    sh_attest_cache *cc = v->o->cache && !v->o->nextra_roots ? v->o->cache : NULL;
+    if (cc) {
+        int c = verify_cached(v, cc, leaf, untrusted, anchors, chain_out);
+        if (c <= 0)
+            return c;
+    }
+    int rc = -1;
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *ctx = run_verify(v, leaf, untrusted, anchors, 0, &store);
+    if (!ctx)
         goto fail;
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+    if (check_chain(v, chain, anchors) < 0)
+        goto fail;
+    if (cc && sk_X509_num(chain) >= 3) {
+        /* remember the verified path above the leaf, keyed by its first certificate */
+        STACK_OF(X509) *upper = sk_X509_dup(chain);
+        if (upper) {
+            uint8_t key[32];
+            int64_t nb, na;
+            sk_X509_shift(upper); /* not owned: sh_cache_chain_put takes its own references */
+            window_of(upper, 0, &nb, &na);
+            sh_x509_sha256(sk_X509_value(upper, 0), key);
+            sh_cache_chain_put(cc, key, upper, nb, na);
+            sk_X509_free(upper);
+        }
     }
     if (chain_out)
         *chain_out = X509_STORE_CTX_get1_chain(ctx);
@@ -205,4 +323,17 @@ int sh_ecdsa_raw_to_der(const uint8_t *r, const uint8_t *s, size_t n, int little
     *der = out;
     *der_len = (size_t)l;
     return 0;
+}
+
+/* Explicitly fetched digests, once per process: EVP_sha256() passed to EVP_DigestInit_ex is an
+ * implicit fetch (a locked provider lookup) on every call, which dominated a cache hit. */
+static EVP_MD *md_sha256;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static void md_init(void) { md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
+const EVP_MD *sh_md_sha256(void)
+{
+    if (pthread_once(&md_once, md_init) != 0 || !md_sha256)
+        return EVP_sha256();
+    return md_sha256;
 }

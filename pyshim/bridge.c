@@ -312,7 +312,9 @@ static PyObject *build_scope(const sh_request *r) {
                      (r->http_major == 1 && r->http_minor == 0) ? K.v10 : K.v11) < 0 ||
       PyDict_SetItem(s, K.server, B.server_addr) < 0 ||
       set_steal(s, K.client, build_client(r)) < 0 ||
-      PyDict_SetItem(s, K.scheme, r->tls ? K.https : K.http) < 0 ||
+      PyDict_SetItem(s, K.scheme,
+                     (r->forwarded_proto ? r->forwarded_proto == 2 : r->tls) ? K.https
+                                                                             : K.http) < 0 ||
       set_steal(s, K.method, method_str(r->method)) < 0 ||
       PyDict_SetItem(s, K.root_path, B.root_path) < 0 || set_steal(s, K.path, path) < 0 ||
       set_steal(s, K.raw_path, bytes_prefixed(B.root_path_b, r->path)) < 0 ||
@@ -321,6 +323,9 @@ static PyObject *build_scope(const sh_request *r) {
       set_steal(s, K.headers, build_headers(r)) < 0)
     goto fail;
   if (B.state != NULL && set_steal(s, K.state, PyDict_Copy(B.state)) < 0) goto fail;
+  if (r->tls_info != NULL && /* ASGI TLS extension (tls_scope.c) */
+      set_steal(s, K.extensions, sh_tls_scope_extensions(r->tls_info)) < 0)
+    goto fail;
   return s;
 fail:
   Py_DECREF(s);
@@ -529,7 +534,7 @@ static PyObject *mod_config(PyObject *m, PyObject *unused) {
   (void)m;
   (void)unused;
   const sh_config *c = B.cfg;
-  return Py_BuildValue(
+  PyObject *d = Py_BuildValue(
       "{s:N,s:i,s:N,s:N,s:i,s:N,s:N,s:N,s:N,s:N,s:N,s:i,s:i,s:N}", "app", str_or_none(c->app),
       "factory", c->factory, "app_dir", str_or_none(c->app_dir), "host", str_or_none(c->host),
       "port", sh_server_port(B.srv), "uds", str_or_none(c->uds), "lifespan",
@@ -537,6 +542,14 @@ static PyObject *mod_config(PyObject *m, PyObject *unused) {
       str_or_none(c->log_level), "env_file", str_or_none(c->env_file), "root_path",
       str_or_none(c->root_path), "fd", c->fd, "write_high_water", (int)c->write_high_water,
       "version", str_or_none("0.1.0"));
+  /* production serving: workers, graceful timeout, vsock */
+  PyObject *extra = d ? Py_BuildValue("{s:d,s:i,s:i,s:i}", "timeout_graceful_shutdown",
+                                      c->timeout_graceful_shutdown, "vsock_port", c->vsock_port,
+                                      "workers", c->workers, "worker_index", c->worker_index)
+                      : NULL;
+  if (extra == NULL || PyDict_Update(d, extra) < 0) Py_CLEAR(d);
+  Py_XDECREF(extra);
+  return d;
 }
 
 /* After the I/O thread has ended: requests the server freed must not be touched again. */
@@ -551,7 +564,14 @@ static PyObject *mod_forget_requests(PyObject *m, PyObject *unused) {
   Py_RETURN_NONE;
 }
 
+static PyObject *mod_reload_tls(PyObject *m, PyObject *unused) {
+  (void)m;
+  (void)unused;
+  return sh_tls_py_reload(B.srv);
+}
+
 static PyMethodDef mod_methods[] = {
+    {"reload_tls", mod_reload_tls, METH_NOARGS, "re-read the TLS certificate/key files (SIGHUP)"},
     {"dispatch", mod_dispatch, METH_NOARGS, "handle the queued events (one batch)"},
     {"setup", (PyCFunction)(void (*)(void))mod_setup, METH_FASTCALL,
      "setup(app, loop, receive_slow, log_exception, on_stopped, high_water)"},
@@ -598,7 +618,7 @@ static int intern_all(void) {
 
 static PyObject *build_server_addr(const sh_config *c) {
   if (c->uds != NULL) return Py_BuildValue("(sO)", c->uds, Py_None);
-  if (c->fd >= 0) Py_RETURN_NONE;
+  if (c->fd >= 0 || c->vsock_port >= 0) Py_RETURN_NONE;
   return Py_BuildValue("(si)", c->host, sh_server_port(B.srv));
 }
 
@@ -606,6 +626,7 @@ static PyObject *mod_init(void) {
   PyObject *m = PyModule_Create(&mod_def);
   if (m == NULL) return NULL;
   if (intern_all() < 0) goto fail;
+  if (PyModule_AddIntConstant(m, "TLS", B.cfg->ssl_certfile != NULL) < 0) goto fail;
   if (sh_asgi_init(m) < 0) goto fail;
   B.asgi_template = Py_BuildValue("{s:s,s:s}", "version", "3.0", "spec_version", "2.3");
   B.server_addr = build_server_addr(B.cfg);
@@ -640,6 +661,7 @@ int sh_bridge_prepare(sh_server *srv, const sh_config *cfg, sh_error *err) {
 void sh_bridge_cleanup(void) {
   /* Called with the GIL held, before Py_FinalizeEx. */
   Py_CLEAR(B.state);
+  sh_tls_scope_cleanup();
   Py_CLEAR(B.asgi_template);
   Py_CLEAR(B.server_addr);
   Py_CLEAR(B.root_path);

@@ -67,4 +67,10 @@ PyObject *sh_asgi_raise(int rc, const char *what);
  * exception and returns a negative code on bad input. */
 int sh_asgi_start_response(sh_request *req, int status, PyObject *headers);
 
+/* tls_scope.c (Python thread): the ASGI TLS extension, {"tls": {...}} (new reference), and
+ * _shield_server.reload_tls() (re-reads the certificate files; raises RuntimeError). */
+PyObject *sh_tls_scope_extensions(const sh_tls_info *info);
+PyObject *sh_tls_py_reload(sh_server *srv);
+void sh_tls_scope_cleanup(void);
+
 #endif

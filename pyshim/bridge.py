@@ -154,7 +154,13 @@ class Server:
         self.stopping = True
         if sig is not None:
             log(INFO, "Shutting down")
-        S.stop(GRACEFUL_SHUTDOWN_SECONDS)
+        S.stop(self.cfg.get("timeout_graceful_shutdown", GRACEFUL_SHUTDOWN_SECONDS))
+
+    def reload_tls(self):
+        try:
+            S.reload_tls()
+        except RuntimeError as e:
+            log(ERROR, f"TLS reload failed, keeping the current certificate: {e}")
 
     def bound_url(self):
         cfg = self.cfg
@@ -162,10 +168,13 @@ class Server:
             return f"unix socket {cfg['uds']}"
         if cfg["fd"] >= 0:
             return f"socket fd {cfg['fd']}"
+        if cfg.get("vsock_port", -1) >= 0:
+            return f"vsock port {cfg['vsock_port']}"
         host = cfg["host"]
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{cfg['port']}"
+        scheme = "https" if S.TLS else "http"
+        return f"{scheme}://{host}:{cfg['port']}"
 
     async def run(self):
         log(INFO, f"Started server process [{os.getpid()}]")
@@ -181,6 +190,8 @@ class Server:
         loop.add_reader(efd, S.dispatch)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig)
+        if S.TLS:  # SIGHUP: re-read the certificate and key (connections are kept)
+            loop.add_signal_handler(signal.SIGHUP, self.reload_tls)
         S.serve()
         log(INFO, f"Shield running on {self.bound_url()} (Press CTRL+C to quit)")
         await self.stopped

@@ -18,6 +18,7 @@
 #include "bridge.h"
 #include "bridge_py.h"
 #include "pyshim.h"
+#include "state.h"
 
 static int file_exists(const char *dir, const char *rel) {
   char path[PATH_MAX];
@@ -108,6 +109,11 @@ int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
     return 1;
   }
   if (sh_bridge_prepare(srv, cfg, &err) < 0) {
+    fprintf(stderr, "shield: %s\n", err.message);
+    sh_server_free(srv);
+    return 1;
+  }
+  if (sh_state_module_prepare(srv, &err) < 0) { /* _shield_state: shared table, secret */
     fprintf(stderr, "shield: %s\n", err.message);
     sh_server_free(srv);
     return 1;

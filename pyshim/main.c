@@ -4,6 +4,7 @@
  *   shield MODULE:ATTR [options]     serve an ASGI app (embedded CPython)
  *   shield --native-hello [options]  serve the C hello handler (no Python: the native ceiling)
  *   shield verify …                  verify TEE evidence (attest/, no Python)
+ *   shield attest --tee simulated …  simulated evidence; shield dev-root: its root (§1.7)
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,9 +28,27 @@ static int serve_native_hello(sh_config *cfg) {
   return rc < 0 ? 1 : 0;
 }
 
+typedef struct worker_args {
+  int argc;
+  char **argv;
+} worker_args;
+
+/* One worker process (forked by the supervisor, before any interpreter exists). */
+static int python_worker(sh_config *cfg, void *arg) {
+  worker_args *a = arg;
+  return sh_pyshim_main(cfg, a->argc, a->argv);
+}
+
+static int hello_worker(sh_config *cfg, void *arg) {
+  (void)arg;
+  return serve_native_hello(cfg);
+}
+
 int main(int argc, char **argv) {
 #ifdef SHIELD_HAVE_ATTEST
   if (argc > 1 && strcmp(argv[1], "verify") == 0) return sh_attest_cli_verify(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "attest") == 0) return sh_attest_cli_attest(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "dev-root") == 0) return sh_attest_cli_dev_root(argc - 1, argv + 1);
 #endif
   sh_config cfg;
   sh_config_init(&cfg);
@@ -41,6 +60,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   sh_log_set_level(cfg.log_level);
-  if (cfg.native_hello) return serve_native_hello(&cfg);
-  return sh_pyshim_main(&cfg, argc, argv);
+  /* Serving runs go through the supervisor (server/supervisor.c), even with one worker: it
+   * gives crash restarts, SIGHUP rolling restarts and shared state at the cost of one fork.
+   * The native hello with one worker stays single-process (the C ceiling, benchmarked). */
+  if (cfg.native_hello && cfg.workers == 1 && !cfg.reload) return serve_native_hello(&cfg);
+  worker_args wa = {argc, argv};
+  return sh_supervisor_run(&cfg, cfg.native_hello ? hello_worker : python_worker, &wa);
 }

@@ -2,10 +2,16 @@
  * pyshim/native_attest.c — shield._native.verify: attest/ exposed to Python.
  *
  *   verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None,
- *          allow_debug=False) -> shield.AttestationResult
+ *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None)
+ *          -> shield.AttestationResult
+ *
+ * tdx/sgx: collateral is the DCAP collateral JSON document (bytes), or a str path to such a
+ * file or to a directory of Intel PCS responses (sh_attest_collateral_read).
  *
  * evidence: bytes-like (raw), or str (base64/hex text, decoded like the CLI).  policy: the
- * policy JSON document (str or bytes) or None for "production".  The verification runs with
+ * policy JSON document (str or bytes) or None for "production".  maa/gcp: jwks is the
+ * issuer's JWKS document (str or bytes), issuer/audience the expected iss/aud (None: not
+ * checked, reported in claims).  The verification runs with
  * the GIL released; everything it needs is copied or pinned (Py_buffer) before.
  */
 #include "native_attest.h"
@@ -128,13 +134,15 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
     static char *kwlist[] = {"evidence", "type", "at", "policy", "certs", "nonce",
-                             "public_key", "allow_debug", NULL};
+                             "public_key", "allow_debug", "jwks", "issuer", "audience",
+                             "collateral", NULL};
     PyObject *ev_o, *at_o = Py_None, *pol_o = Py_None, *certs_o = NULL, *nonce_o = Py_None,
-                    *pk_o = Py_None;
-    const char *type;
+                    *pk_o = Py_None, *jwks_o = Py_None, *col_o = Py_None;
+    const char *type, *issuer = NULL, *audience = NULL;
     int allow_debug = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|$OOOOOp", kwlist, &ev_o, &type, &at_o,
-                                     &pol_o, &certs_o, &nonce_o, &pk_o, &allow_debug))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|$OOOOOpOzzO", kwlist, &ev_o, &type, &at_o,
+                                     &pol_o, &certs_o, &nonce_o, &pk_o, &allow_debug, &jwks_o,
+                                     &issuer, &audience, &col_o))
         return NULL;
     sh_attest_tee tee = sh_attest_tee_from_name(type);
     if (at_o == Py_None) {
@@ -149,8 +157,10 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *ret = NULL, *certs_seq = NULL;
-    Py_buffer ev = {0}, nonce = {0}, pk = {0}, certb[MAX_CERTS];
-    int nb = 0, have_ev = 0, have_nonce = 0, have_pk = 0;
+    Py_buffer ev = {0}, nonce = {0}, pk = {0}, jwks = {0}, colb = {0}, certb[MAX_CERTS];
+    int nb = 0, have_ev = 0, have_nonce = 0, have_pk = 0, have_jwks = 0, have_col = 0;
+    uint8_t *col_file = NULL;
+    size_t col_file_len = 0;
     uint8_t *decoded = NULL;
     size_t dlen = 0;
     sh_attest_policy *pol = NULL;
@@ -215,6 +225,18 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
             goto out;
         have_pk = 1;
     }
+    const char *jwks_s = NULL;
+    Py_ssize_t jwks_n = 0;
+    if (PyUnicode_Check(jwks_o)) {
+        if (!(jwks_s = PyUnicode_AsUTF8AndSize(jwks_o, &jwks_n)))
+            goto out;
+    } else if (jwks_o != Py_None) {
+        if (get_buffer(jwks_o, &jwks, "jwks") < 0)
+            goto out;
+        have_jwks = 1;
+        jwks_s = jwks.buf;
+        jwks_n = jwks.len;
+    }
     sh_attest_options o;
     memset(&o, 0, sizeof o);
     o.at = (int64_t)at;
@@ -222,6 +244,28 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
     o.certs = certs;
     o.ncerts = (size_t)nb;
     o.allow_debug = allow_debug;
+    o.jwks = (const uint8_t *)jwks_s;
+    o.jwks_len = (size_t)jwks_n;
+    o.issuer = issuer;
+    o.audience = audience;
+    if (PyUnicode_Check(col_o)) { /* a path: JSON-form file or PCS response directory */
+        char eb[256];
+        const char *path = PyUnicode_AsUTF8(col_o);
+        if (!path)
+            goto out;
+        if (sh_attest_collateral_read(path, &col_file, &col_file_len, eb, sizeof eb) < 0) {
+            PyErr_SetString(PyExc_ValueError, eb);
+            goto out;
+        }
+        o.collateral = col_file;
+        o.collateral_len = col_file_len;
+    } else if (col_o != Py_None) {
+        if (get_buffer(col_o, &colb, "collateral") < 0)
+            goto out;
+        have_col = 1;
+        o.collateral = colb.buf;
+        o.collateral_len = (size_t)colb.len;
+    }
     if (have_nonce) {
         o.nonce = nonce.len ? nonce.buf : (const uint8_t *)"";
         o.nonce_len = (size_t)nonce.len;
@@ -251,6 +295,11 @@ out:
         PyBuffer_Release(&nonce);
     if (have_pk)
         PyBuffer_Release(&pk);
+    if (have_jwks)
+        PyBuffer_Release(&jwks);
+    if (have_col)
+        PyBuffer_Release(&colb);
+    free(col_file);
     for (int i = 0; i < nb; i++)
         PyBuffer_Release(&certb[i]);
     Py_XDECREF(certs_seq);
@@ -283,7 +332,8 @@ static PyObject *py_binding_digest(PyObject *self, PyObject *args)
 static PyMethodDef attest_methods[] = {
     {"verify", (PyCFunction)(void (*)(void))py_verify, METH_VARARGS | METH_KEYWORDS,
      "verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None, "
-     "allow_debug=False) -> shield.AttestationResult"},
+     "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None) "
+     "-> shield.AttestationResult"},
     {"binding_digest", py_binding_digest, METH_VARARGS,
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};

@@ -16,6 +16,15 @@
 #define SHIELD_VERSION "0.1.0"
 #endif
 
+static int parse_ll_env(const char *s, long long *out) {
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || *end || v < 1 || v > 1024) return -1;
+  *out = v;
+  return 0;
+}
+
 void sh_config_init(sh_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->app = NULL;
@@ -39,6 +48,22 @@ void sh_config_init(sh_config *cfg) {
   cfg->body_high_water = 256 * 1024;
   cfg->write_high_water = 1024 * 1024;
   cfg->handle_signals = 0;
+  /* production serving (workers, proxy headers, limits, logs, metrics) */
+  cfg->workers = 1;
+  const char *wc = getenv("WEB_CONCURRENCY"); /* uvicorn's default for --workers */
+  long long n;
+  if (wc && parse_ll_env(wc, &n) == 0) cfg->workers = (int)n;
+  cfg->timeout_graceful_shutdown = 30.0;
+  cfg->proxy_headers = 1;
+  const char *fai = getenv("FORWARDED_ALLOW_IPS");
+  cfg->forwarded_allow_ips = (fai && *fai) ? fai : "127.0.0.1";
+  cfg->access_log_format = "common";
+  cfg->state_table_size = 65536;
+  cfg->vsock_port = -1;
+  cfg->vsock_cid = 0xFFFFFFFFu; /* VMADDR_CID_ANY */
+  cfg->uds_mode = 0666;
+  cfg->listen_fd_inherited = -1;
+  cfg->notify_fd = -1;
 }
 
 void sh_config_usage(FILE *out) {
@@ -69,6 +94,36 @@ void sh_config_usage(FILE *out) {
       "  --server-header/--no-server-header   send 'server: shield' (default on)\n"
       "  --date-header/--no-date-header       send 'date:' (default on)\n"
       "  --native-hello               serve the built-in C hello handler (no Python)\n"
+      "Production serving:\n"
+      "  --workers N                  worker processes (default $WEB_CONCURRENCY or 1)\n"
+      "  --timeout-graceful-shutdown S  in-flight requests get S seconds on stop (default 30)\n"
+      "  --limit-max-requests N       recycle a worker after N requests (rolling, no loss)\n"
+      "  --limit-max-requests-jitter N  add a random 0..N per worker\n"
+      "  --limit-concurrency N        answer 503 beyond N requests in flight per worker\n"
+      "  --timeout-body S             cut a request body that stalls S seconds (default off)\n"
+      "  --proxy-headers/--no-proxy-headers  trust X-Forwarded-For/-Proto, Forwarded\n"
+      "                               from --forwarded-allow-ips peers (default on)\n"
+      "  --forwarded-allow-ips LIST   IPs/CIDRs or '*' (default $FORWARDED_ALLOW_IPS or\n"
+      "                               127.0.0.1); UNIX-socket peers are always trusted\n"
+      "  --header NAME:VALUE          extra response header (repeatable)\n"
+      "  --access-log-format common|json  access log line format (default common)\n"
+      "  --metrics-port PORT|PATH     serve Prometheus metrics (TCP 127.0.0.1:PORT or UDS)\n"
+      "  --state-secret-file FILE     >= 32 bytes every worker shares (default: random)\n"
+      "  --state-table-size N         shared state table entries (default 65536)\n"
+      "  --vsock-port PORT            listen on AF_VSOCK (Nitro enclaves) instead of TCP\n"
+      "  --vsock-cid CID              vsock address to bind (default any)\n"
+      "  --uds-perms MODE             octal mode of the --uds socket (default 0666)\n"
+      "  --reload                     restart the worker when a watched file changes\n"
+      "  --reload-dir DIR             directory to watch (repeatable; default --app-dir)\n"
+      "  --ssl-certfile FILE          serve HTTPS with this PEM certificate chain (leaf first)\n"
+      "  --ssl-keyfile FILE           PEM private key (default: the --ssl-certfile file)\n"
+      "  --ssl-keyfile-password PW    password of an encrypted --ssl-keyfile\n"
+      "  --ssl-ca-certs FILE          PEM CAs that client certificates must chain to\n"
+      "  --ssl-cert-reqs 0|1|2        client certificate: 0/none (default), 1/optional,\n"
+      "                               2/required (names none|optional|required accepted too)\n"
+      "  --ssl-ciphers LIST           TLS 1.2 cipher list, OpenSSL syntax (default OpenSSL's)\n"
+      "  --ssl-min-version 1.2|1.3    oldest TLS version accepted (default 1.2)\n"
+      "                               (SIGHUP reloads the certificate, key and CA files)\n"
       "  --help                       show this message and exit\n"
       "  --version                    show the version and exit\n",
       out);
@@ -102,7 +157,224 @@ static int one_of(const char *v, const char *const *choices) {
   return 0;
 }
 
+/* ---- production-serving flags (workers, proxy headers, limits, logs, metrics) ----
+ * Returns 1 when `name` was one of these flags (consumed, *i advanced past a separate value),
+ * 0 when it is not, or a negative code with err set. */
+static int parse_serving_flag(sh_config *cfg, const char *name, const char *value, int argc,
+                              char **argv, int *i, sh_error *err) {
+  static const struct { const char *n; size_t off; int v; } flags[] = {
+      {"--proxy-headers", offsetof(sh_config, proxy_headers), 1},
+      {"--no-proxy-headers", offsetof(sh_config, proxy_headers), 0},
+      {"--reload", offsetof(sh_config, reload), 1},
+  };
+  for (size_t b = 0; b < sizeof flags / sizeof flags[0]; b++) {
+    if (strcmp(name, flags[b].n) == 0) {
+      if (value) {
+        SH_ERR(err, SH_EINVAL, "%s takes no value", name);
+        return SH_EINVAL;
+      }
+      *(int *)((char *)cfg + flags[b].off) = flags[b].v;
+      return 1;
+    }
+  }
+  static const char *const valued[] = {
+      "--workers", "--timeout-graceful-shutdown", "--limit-max-requests",
+      "--limit-max-requests-jitter", "--limit-concurrency", "--timeout-body",
+      "--forwarded-allow-ips", "--header", "--access-log-format", "--metrics-port",
+      "--state-secret-file", "--state-table-size", "--vsock-port", "--vsock-cid", "--uds-perms",
+      "--reload-dir", NULL};
+  if (!one_of(name, valued)) return 0;
+  if (!value) {
+    if (*i + 1 >= argc) {
+      SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+      return SH_EINVAL;
+    }
+    value = argv[++*i];
+  }
+  long long n;
+  double d;
+  if (strcmp(name, "--workers") == 0) {
+    if (parse_ll(value, 1, 1024, &n) < 0) goto bad_count;
+    cfg->workers = (int)n;
+  } else if (strcmp(name, "--limit-max-requests") == 0 ||
+             strcmp(name, "--limit-max-requests-jitter") == 0) {
+    if (parse_ll(value, 0, LLONG_MAX, &n) < 0) goto bad_count;
+    if (name[20] == '\0') cfg->limit_max_requests = (uint64_t)n;
+    else cfg->limit_max_requests_jitter = (uint64_t)n;
+  } else if (strcmp(name, "--limit-concurrency") == 0) {
+    if (parse_ll(value, 0, INT_MAX, &n) < 0) goto bad_count;
+    cfg->limit_concurrency = (int)n;
+  } else if (strcmp(name, "--state-table-size") == 0) {
+    if (parse_ll(value, 1, 1 << 24, &n) < 0) goto bad_count;
+    cfg->state_table_size = (size_t)n;
+  } else if (strcmp(name, "--timeout-graceful-shutdown") == 0 ||
+             strcmp(name, "--timeout-body") == 0) {
+    if (parse_seconds(value, &d) < 0) {
+      SH_ERR(err, SH_EINVAL, "%s: '%s' is not a number of seconds (>= 0)", name, value);
+      return SH_EINVAL;
+    }
+    if (name[10] == 'g') cfg->timeout_graceful_shutdown = d;
+    else cfg->timeout_body = d;
+  } else if (strcmp(name, "--forwarded-allow-ips") == 0) {
+    cfg->forwarded_allow_ips = value; /* validated by sh_proxy_check_list at server start */
+  } else if (strcmp(name, "--header") == 0) {
+    const char *colon = strchr(value, ':');
+    if (!colon || colon == value) {
+      SH_ERR(err, SH_EINVAL, "--header: '%s' is not NAME:VALUE", value);
+      return SH_EINVAL;
+    }
+    for (const char *p = value; p < colon; p++)
+      if (!sh_http_token_char((unsigned char)*p)) {
+        SH_ERR(err, SH_EINVAL, "--header: '%.*s' is not a valid header name",
+               (int)(colon - value), value);
+        return SH_EINVAL;
+      }
+    for (const char *p = colon + 1; *p; p++)
+      if ((unsigned char)*p < 0x20 && *p != '\t') {
+        SH_ERR(err, SH_EINVAL, "--header: control characters in the value of '%s'", value);
+        return SH_EINVAL;
+      }
+    if (cfg->num_extra_headers >= 15) {
+      SH_ERR(err, SH_EINVAL, "--header: at most 15 extra headers");
+      return SH_EINVAL;
+    }
+    cfg->extra_headers[cfg->num_extra_headers++] = value;
+  } else if (strcmp(name, "--access-log-format") == 0) {
+    static const char *const fmts[] = {"common", "json", NULL};
+    if (!one_of(value, fmts)) {
+      SH_ERR(err, SH_EINVAL, "--access-log-format: '%s' is not one of common, json", value);
+      return SH_EINVAL;
+    }
+    cfg->access_log_format = value;
+  } else if (strcmp(name, "--metrics-port") == 0) {
+    if (!*value) goto empty;
+    if (value[0] != '/' && parse_ll(value, 0, 65535, &n) < 0) {
+      SH_ERR(err, SH_EINVAL, "--metrics-port: '%s' is neither a port (0-65535) nor an "
+             "absolute UNIX socket path", value);
+      return SH_EINVAL;
+    }
+    cfg->metrics = value;
+  } else if (strcmp(name, "--state-secret-file") == 0) {
+    if (!*value) goto empty;
+    cfg->state_secret_file = value;
+  } else if (strcmp(name, "--vsock-port") == 0) {
+    if (parse_ll(value, 0, 0xFFFFFFFELL, &n) < 0) {
+      SH_ERR(err, SH_EINVAL, "--vsock-port: '%s' is not a vsock port number", value);
+      return SH_EINVAL;
+    }
+    cfg->vsock_port = (int)n;
+  } else if (strcmp(name, "--vsock-cid") == 0) {
+    if (parse_ll(value, 0, 0xFFFFFFFFLL, &n) < 0) {
+      SH_ERR(err, SH_EINVAL, "--vsock-cid: '%s' is not a CID (0-4294967295)", value);
+      return SH_EINVAL;
+    }
+    cfg->vsock_cid = (unsigned)n;
+  } else if (strcmp(name, "--uds-perms") == 0) {
+    char *end = NULL;
+    errno = 0;
+    long m = strtol(value, &end, 8);
+    if (errno || end == value || *end || m < 0 || m > 0777) {
+      SH_ERR(err, SH_EINVAL, "--uds-perms: '%s' is not an octal mode (e.g. 660)", value);
+      return SH_EINVAL;
+    }
+    cfg->uds_mode = (int)m;
+  } else if (strcmp(name, "--reload-dir") == 0) {
+    if (!*value) goto empty;
+    if (cfg->num_reload_dirs >= 15) {
+      SH_ERR(err, SH_EINVAL, "--reload-dir: at most 15 directories");
+      return SH_EINVAL;
+    }
+    cfg->reload_dirs[cfg->num_reload_dirs++] = value;
+  }
+  return 1;
+bad_count:
+  SH_ERR(err, SH_EINVAL, "%s: '%s' is not a valid count", name, value);
+  return SH_EINVAL;
+empty:
+  SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
+  return SH_EINVAL;
+}
+
+/* Checks across flags, after the whole command line was read. */
+static int check_serving_flags(sh_config *cfg, sh_error *err) {
+  int listeners = (cfg->uds != NULL) + (cfg->fd >= 0) + (cfg->vsock_port >= 0);
+  if (listeners > 1) {
+    SH_ERR(err, SH_EINVAL, "--uds, --fd and --vsock-port cannot be used together");
+    return SH_EINVAL;
+  }
+  if (cfg->proxy_headers && cfg->forwarded_allow_ips) {
+    sh_proxy_list *l = NULL;
+    if (sh_proxy_list_parse(cfg->forwarded_allow_ips, &l, err) < 0) return SH_EINVAL;
+    sh_proxy_list_free(l);
+  }
+  if (cfg->reload && cfg->workers > 1) {
+    /* as uvicorn: --reload serves one worker */
+    fprintf(stderr, "WARNING:  --reload and --workers are mutually exclusive: one worker\n");
+    cfg->workers = 1;
+  }
+  return 0;
+}
+
 enum { F_BOOL_ON, F_BOOL_OFF, F_VALUE };
+
+/* ---- TLS flags (server/tls.c), uvicorn's names.  Returns 1 when `name` is one of them and
+ * was applied, 0 when it is not a TLS flag, or a negative code with err set. ---- */
+static int parse_ssl_flag(sh_config *cfg, const char *name, const char *value, sh_error *err) {
+  static const char *const files[] = {"--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs",
+                                      NULL};
+  if (one_of(name, files) || strcmp(name, "--ssl-keyfile-password") == 0 ||
+      strcmp(name, "--ssl-ciphers") == 0) {
+    if (!*value) {
+      SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
+      return SH_EINVAL;
+    }
+    if (strcmp(name, "--ssl-certfile") == 0) cfg->ssl_certfile = value;
+    else if (strcmp(name, "--ssl-keyfile") == 0) cfg->ssl_keyfile = value;
+    else if (strcmp(name, "--ssl-ca-certs") == 0) cfg->ssl_ca_certs = value;
+    else if (strcmp(name, "--ssl-keyfile-password") == 0) cfg->ssl_keyfile_password = value;
+    else cfg->ssl_ciphers = value;
+    return 1;
+  }
+  if (strcmp(name, "--ssl-cert-reqs") == 0) {
+    /* uvicorn passes ssl.CERT_NONE/OPTIONAL/REQUIRED as 0/1/2. */
+    static const char *const reqs[] = {"none", "optional", "required", NULL};
+    for (int k = 0; reqs[k]; k++)
+      if (strcmp(value, reqs[k]) == 0 || (value[0] == '0' + k && value[1] == '\0')) {
+        cfg->ssl_cert_reqs = k;
+        return 1;
+      }
+    SH_ERR(err, SH_EINVAL, "--ssl-cert-reqs: '%s' is not one of 0|none, 1|optional, 2|required",
+           value);
+    return SH_EINVAL;
+  }
+  if (strcmp(name, "--ssl-min-version") == 0) {
+    if (strcmp(value, "1.2") == 0 || strcmp(value, "TLSv1.2") == 0) cfg->ssl_min_version = 0x0303;
+    else if (strcmp(value, "1.3") == 0 || strcmp(value, "TLSv1.3") == 0)
+      cfg->ssl_min_version = 0x0304;
+    else {
+      SH_ERR(err, SH_EINVAL, "--ssl-min-version: '%s' is not 1.2 or 1.3", value);
+      return SH_EINVAL;
+    }
+    return 1;
+  }
+  return 0;
+}
+
+/* After the whole command line: TLS flags that only make sense together. */
+static int check_ssl_flags(const sh_config *cfg, sh_error *err) {
+  if (!cfg->ssl_certfile && (cfg->ssl_keyfile || cfg->ssl_ca_certs || cfg->ssl_cert_reqs ||
+                             cfg->ssl_keyfile_password || cfg->ssl_ciphers)) {
+    SH_ERR(err, SH_EINVAL, "the --ssl-* options need --ssl-certfile (the server certificate)");
+    return SH_EINVAL;
+  }
+  if (cfg->ssl_cert_reqs && !cfg->ssl_ca_certs) {
+    SH_ERR(err, SH_EINVAL,
+           "--ssl-cert-reqs optional/required needs --ssl-ca-certs (the CAs client "
+           "certificates must chain to)");
+    return SH_EINVAL;
+  }
+  return 0;
+}
 
 int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
   static const char *const lifespans[] = {"auto", "on", "off", NULL};
@@ -180,6 +452,26 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
       return 1;
     }
 
+    int sr = parse_serving_flag(cfg, name, value, argc, argv, &i, err);
+    if (sr < 0) return sr;
+    if (sr == 1) continue;
+
+    if (strncmp(name, "--ssl-", 6) == 0) { /* TLS flags: parse_ssl_flag above */
+      if (!value) {
+        if (i + 1 >= argc) {
+          SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+          return SH_EINVAL;
+        }
+        value = argv[++i];
+      }
+      int r = parse_ssl_flag(cfg, name, value, err);
+      if (r < 0) return r;
+      if (r == 0) {
+        SH_ERR(err, SH_EINVAL, "unknown option '%s' (see --help)", name);
+        return SH_EINVAL;
+      }
+      continue;
+    }
     static const char *const with_value[] = {
         "--app-dir", "--host", "--port", "--uds", "--fd", "--backlog", "--lifespan", "--loop",
         "--log-level", "--env-file", "--root-path", "--max-header-size",
@@ -292,6 +584,8 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
     SH_ERR(err, SH_EINVAL, "--uds and --fd cannot be used together");
     return SH_EINVAL;
   }
+  if (check_serving_flags(cfg, err) < 0) return SH_EINVAL;
+  if (check_ssl_flags(cfg, err) < 0) return SH_EINVAL;
   if (!cfg->app && !cfg->native_hello) {
     SH_ERR(err, SH_EINVAL, "missing the app: shield [OPTIONS] MODULE:ATTR (see --help)");
     return SH_EINVAL;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/vm_sockets.h>
 
 #include "server_internal.h"
 
@@ -75,6 +76,19 @@ static void on_timer(uv_timer_t *t) {
     sh_conn_error(c, 408);
     return;
   }
+  if (kind == DL_BODY && c->state == CS_BODY && c->req) {
+    if (!c->reading) { /* paused by our own backpressure: not the client's stall */
+      sh_conn_set_deadline(c, DL_BODY, c->srv->cfg.timeout_body);
+      return;
+    }
+    /* --timeout-body: a body that stalls is cut (on_disconnect for the app; 408 if the
+     * response has not started, RFC 9110 §15.5.9). */
+    sh_log(SH_LOG_WARNING, "request body stalled for %gs from %s:%d: closing",
+           c->srv->cfg.timeout_body, c->client_host, c->client_port);
+    sh_conn_error(c, 408);
+    return;
+  }
+  if (kind == DL_BODY) return;
   sh_conn_abort(c); /* idle keep-alive, header timeout on an idle socket, linger over */
 }
 
@@ -88,6 +102,8 @@ static void on_close(uv_handle_t *h) {
   else srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   srv->nconns--;
+  if (c->tls) sh_tls_conn_free(c);
+  sh_metrics_conn(-1);
   free(c->ib);
   free(c->hb);
   free(c->hp);
@@ -142,6 +158,7 @@ void sh_conn_close(sh_conn *c, int linger) {
   c->state = CS_CLOSING;
   c->linger_wanted = linger && !c->read_eof;
   c->in_len = 0;
+  if (c->tls) sh_tls_close_notify(c); /* TLS: close_notify goes out before the FIN */
   if (uv_shutdown(&c->shut, &c->h.stream, on_shutdown) < 0) {
     sh_conn_abort(c);
     return;
@@ -166,6 +183,16 @@ void sh_conn_error(sh_conn *c, int status) {
 
 void sh_conn_stop(sh_conn *c) {
   if (c->closing || c->shutting) return;
+  if (!c->req && c->state == CS_HEAD && c->in_len == 0 && !c->in_message) {
+    /* Idle (keep-alive, or accepted from the shared queue just before the stop): a request
+     * may already be on its way.  Give it a moment (at most 1 s, never past the deadline it
+     * had): a request that arrives is answered with "connection: close" (must_close sees
+     * srv->stopping), so during a rolling restart no client loses a request it just sent. */
+    uint64_t limit = uv_now(&c->srv->loop) + 1000;
+    if (c->deadline == 0 || c->deadline > limit)
+      sh_conn_set_deadline(c, c->dl_kind != DL_NONE ? c->dl_kind : DL_KEEPALIVE, 1.0);
+    return;
+  }
   if (!c->req && (c->state == CS_HEAD || c->state == CS_DRAIN))
     sh_conn_close(c, c->in_len > 0 || c->in_message);
   /* else: closes after the response in flight (response_done checks srv->stopping) */
@@ -211,7 +238,7 @@ void sh_conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   sh_conn *c = h->data;
   sh_server *srv = c->srv;
-  if (c->in_len == 0 || c->state == CS_LINGER) {
+  if (c->in_len == 0 || c->state == CS_LINGER || c->tls) { /* TLS: ciphertext, see tls.c */
     *buf = uv_buf_init(srv->rbuf, SH_SHARED_RBUF);
     return;
   }
@@ -256,6 +283,10 @@ void sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (c->linger_bytes > LINGER_MAX) sh_conn_abort(c);
     return;
   }
+  if (c->tls) { /* decrypts into ib, runs the parser, updates reading */
+    sh_tls_on_read(c, buf->base, (size_t)nread);
+    return;
+  }
   if (buf->base == srv->rbuf) {
     c->in_base = srv->rbuf;
     c->in_len = (size_t)nread;
@@ -268,6 +299,8 @@ void sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->in_shared = 0;
     return;
   }
+  if (c->state == CS_BODY && srv->cfg.timeout_body > 0) /* bytes arrived: not stalled */
+    sh_conn_set_deadline(c, DL_BODY, srv->cfg.timeout_body);
   if (c->in_shared) {
     c->in_shared = 0;
     if (c->in_len) {
@@ -315,6 +348,10 @@ static void fill_inet(const struct sockaddr_storage *ss, char *host, size_t hl, 
       uv_ip6_name(a, host, hl);
     }
     *port = ntohs(a->sin6_port);
+  } else if (ss->ss_family == AF_VSOCK) { /* --vsock-port: the peer's CID as the host */
+    const struct sockaddr_vm *a = (const struct sockaddr_vm *)ss;
+    snprintf(host, hl, "%u", a->svm_cid);
+    *port = (int)a->svm_port;
   }
 }
 
@@ -339,6 +376,7 @@ void sh_conn_accept(sh_server *srv, uv_stream_t *listener) {
   if (srv->conns) srv->conns->prev = c;
   srv->conns = c;
   srv->nconns++;
+  sh_metrics_conn(1);
   if (uv_accept(listener, &c->h.stream) < 0) {
     c->closing = 1;
     uv_close(&c->h.handle, on_close);
@@ -363,6 +401,11 @@ void sh_conn_accept(sh_server *srv, uv_stream_t *listener) {
   llhttp_init(&c->parser, HTTP_REQUEST, &sh_http1_settings);
   c->parser.data = c;
   c->state = CS_HEAD;
+  if (srv->tls && sh_tls_conn_new(c) < 0) {
+    sh_log(SH_LOG_ERROR, "out of memory setting up TLS for a connection");
+    sh_conn_abort(c);
+    return;
+  }
   if (srv->stopping) {
     sh_conn_abort(c);
     return;
@@ -406,6 +449,16 @@ static void dispatch(sh_conn *c, sh_req *req) {
   sh_server *srv = c->srv;
   req->handed = 1;
   req->refs++; /* the handler's reference */
+  if (srv->cfg.limit_concurrency > 0 && srv->inflight >= srv->cfg.limit_concurrency) {
+    /* --limit-concurrency (uvicorn's): shed load before the app sees the request. */
+    req->released = 1;
+    req->refs--;
+    sh_http_respond_fixed(req, 503, "text/plain; charset=utf-8", "Service Unavailable\n", 20);
+    return;
+  }
+  req->counted = 1;
+  srv->inflight++;
+  sh_metrics_inflight(1);
   if (!srv->handler->on_request) {
     req->released = 1;
     req->refs--;
@@ -477,7 +530,10 @@ static int parse_some(sh_conn *c) {
     }
     return !(c->closing || c->shutting);
   }
-  if (c->state == CS_BODY && req->msg_complete) c->state = CS_DONE;
+  if (c->state == CS_BODY && req->msg_complete) {
+    c->state = CS_DONE;
+    if (c->dl_kind == DL_BODY) sh_conn_set_deadline(c, DL_NONE, 0);
+  }
   return 1;
 }
 
@@ -524,6 +580,7 @@ void sh_conn_request_read(sh_conn *c) {
   if (c->state == CS_BODY_WAIT) {
     llhttp_resume(&c->parser);
     c->state = CS_BODY;
+    if (c->srv->cfg.timeout_body > 0) sh_conn_set_deadline(c, DL_BODY, c->srv->cfg.timeout_body);
   }
   sh_conn_process(c);
   sh_conn_update_reading(c);
@@ -533,6 +590,8 @@ void sh_conn_response_done(sh_conn *c) {
   sh_server *srv = c->srv;
   sh_req *req = c->req;
   if (srv->cfg.access_log) sh_http_access_log(req);
+  sh_metrics_response(req->status, req->no_body_out ? 0 : req->resp_body,
+                      req->t_start ? (double)(uv_hrtime() - req->t_start) / 1e9 : 0.0);
   int keep = !req->close_after && !srv->stopping && !c->no_reuse && req->keep_alive &&
              srv->cfg.timeout_keep_alive > 0;
   int linger = 0;
@@ -593,6 +652,12 @@ static void on_write(uv_write_t *w, int status) {
 
 int sh_conn_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
                   size_t pend) {
+  if (c->tls) return sh_tls_write(c, req, bufs, n, owned, pend);
+  return sh_conn_write_sock(c, req, bufs, n, owned, pend);
+}
+
+int sh_conn_write_sock(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
+                       size_t pend) {
   if (c->closing || c->shutting) goto dropped;
   size_t total = 0;
   for (unsigned i = 0; i < n; i++) total += bufs[i].len;

@@ -138,7 +138,7 @@ static int cb_message_begin(llhttp_t *p) {
   if (c->state == CS_HEAD) {
     /* The header timeout runs from accept, or from the first byte of a later request. */
     if (c->dl_kind != DL_HEADER) sh_conn_set_deadline(c, DL_HEADER, c->srv->cfg.timeout_header);
-    if (c->srv->cfg.access_log) c->t_start = uv_hrtime();
+    if (c->srv->cfg.access_log || c->srv->cfg.metrics) c->t_start = uv_hrtime();
   }
   return 0;
 }
@@ -273,7 +273,12 @@ static int cb_headers_complete(llhttp_t *p) {
   /* RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request. */
   r->expect_continue = expect && p->http_minor >= 1;
   r->has_body = chunked || cl > 0;
-  r->tls = 0;
+  r->tls = c->tls != NULL;
+  r->tls_info = c->tls ? sh_tls_conn_info(c) : NULL; /* a reference, dropped with req */
+  if (c->tls && !r->tls_info) {
+    sh_req_unref(req);
+    return fail_with(c, 503, "out of memory");
+  }
   r->addr_kind = c->addr_kind;
   memcpy(r->client_host, c->client_host, sizeof r->client_host);
   r->client_port = c->client_port;
@@ -281,6 +286,9 @@ static int cb_headers_complete(llhttp_t *p) {
   r->server_port = c->server_port;
   r->id = ++srv->next_id;
   r->handler_data = NULL;
+  r->forwarded_proto = 0;
+  if (srv->proxy) sh_proxy_apply(srv->proxy, r);
+  if (srv->max_requests && srv->next_id >= srv->max_requests) sh_worker_request_limit(srv);
 
   /* RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
   if (p->http_minor >= 1) req->keep_alive = !(p->flags & F_CONNECTION_CLOSE);
@@ -397,6 +405,7 @@ static char *put_common(char *p, sh_req *req, int app_flags, int close) {
   }
   if (srv->cfg.server_header && !(app_flags & SH_APPHDR_SERVER))
     p = PUTLIT(p, "server: shield\r\n");
+  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len); /* --header */
   if (close) p = PUTLIT(p, "connection: close\r\n");
   else if (req->pub.http_minor == 0) p = PUTLIT(p, "connection: keep-alive\r\n");
   return p;
@@ -454,7 +463,8 @@ void sh_http_send(sh_req *req, const char *data, size_t len, int more, void *own
     req->close_after = close;
     req->chunked_out = chunked;
     req->resp_cl = bodyless ? -1 : cl;
-    size_t cap = 64 + strlen(sh_http_reason(status)) + so->len + common_max() + 64;
+    size_t cap = 64 + strlen(sh_http_reason(status)) + so->len + common_max() + 64 +
+                 req->srv->extra_hdrs_len;
     char *head = sh_arena_alloc(&req->arena, cap);
     if (!head) {
       free(owned);
@@ -516,7 +526,7 @@ void sh_http_respond_fixed(sh_req *req, int status, const char *ctype, const cha
   req->no_body_out = req->is_head;
   int close = must_close(req);
   req->close_after = close;
-  size_t cap = 64 + 40 + strlen(ctype) + common_max() + 32;
+  size_t cap = 64 + 40 + strlen(ctype) + common_max() + 32 + req->srv->extra_hdrs_len;
   char *head = sh_arena_alloc(&req->arena, cap);
   if (!head) {
     sh_conn_abort(c);
@@ -549,7 +559,7 @@ void sh_http_error_response(sh_conn *c, int status) {
   sh_server *srv = c->srv;
   const char *reason = sh_http_reason(status);
   size_t rl = strlen(reason);
-  size_t cap = 256 + rl * 2;
+  size_t cap = 256 + rl * 2 + srv->extra_hdrs_len;
   char *buf = malloc(cap);
   if (!buf) return;
   char *p = put_status(buf, status);
@@ -562,8 +572,10 @@ void sh_http_error_response(sh_conn *c, int status) {
     p = put(p, d, dl);
   }
   if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
+  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len);
   p = PUTLIT(p, "\r\n");
   p = put(p, reason, rl);
+  sh_metrics_response(status, rl + 1, 0.0);
   *p++ = '\n';
   uv_buf_t b = uv_buf_init(buf, (unsigned)(p - buf));
   sh_conn_write(c, NULL, &b, 1, buf, 0);
@@ -573,14 +585,22 @@ void sh_http_access_log(sh_req *req) {
   if (!sh_log_enabled(SH_LOG_INFO)) return;
   sh_request *r = &req->pub;
   uint64_t us = req->t_start ? (uv_hrtime() - req->t_start) / 1000 : 0;
+  if (req->srv->cfg.access_log_format && req->srv->cfg.access_log_format[0] == 'j') {
+    sh_access_log_json(req, us);
+    return;
+  }
+  char rid[24];
+  sh_request_id(req, rid);
   if (r->addr_kind == SH_ADDR_INET)
-    sh_log(SH_LOG_INFO, "%s:%d - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus", r->client_host,
+    sh_log(SH_LOG_INFO, "%s:%d - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus %s", r->client_host,
            r->client_port, (int)r->method.len, r->method.base, (int)r->target.len,
            r->target.base, r->http_major, r->http_minor, req->status,
-           (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us);
+           (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us,
+           rid);
   else
-    sh_log(SH_LOG_INFO, "unix:%s - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus", r->server_host,
+    sh_log(SH_LOG_INFO, "unix:%s - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus %s", r->server_host,
            (int)r->method.len, r->method.base, (int)r->target.len, r->target.base,
            r->http_major, r->http_minor, req->status,
-           (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us);
+           (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us,
+           rid);
 }

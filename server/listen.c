@@ -98,14 +98,14 @@ static int open_uds(sh_server *srv, sh_error *err) {
   }
   sh_strlcpy(srv->uds_path, path, sizeof srv->uds_path);
   /* 0666 so clients under other users (a reverse proxy) can connect, as uvicorn does. */
-  if (chmod(path, 0666) < 0) sh_log(SH_LOG_WARNING, "chmod 0666 %s: %s", path, strerror(errno));
+  if (chmod(path, (mode_t)srv->cfg.uds_mode) < 0)
+    sh_log(SH_LOG_WARNING, "chmod %o %s: %s", srv->cfg.uds_mode, path, strerror(errno));
   return 0;
 }
 
-static int open_fd(sh_server *srv, sh_error *err) {
+static int open_fd(sh_server *srv, int fd, sh_error *err) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  int fd = srv->cfg.fd;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
     SH_ERR(err, SH_ELISTEN, "--fd %d is not a socket: %s", fd, strerror(errno));
     return SH_ELISTEN;
@@ -131,7 +131,7 @@ static int open_fd(sh_server *srv, sh_error *err) {
       srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }
   if (r < 0) {
-    SH_ERR(err, SH_ELISTEN, "cannot use --fd %d: %s", fd, uv_strerror(r));
+    SH_ERR(err, SH_ELISTEN, "cannot use listening fd %d: %s", fd, uv_strerror(r));
     return SH_ELISTEN;
   }
   return 0;
@@ -139,7 +139,16 @@ static int open_fd(sh_server *srv, sh_error *err) {
 
 int sh_listen_open(sh_server *srv, sh_error *err) {
   int r;
-  if (srv->cfg.fd >= 0) r = open_fd(srv, err);
+  /* A socket the supervisor opened before forking (listen_sock.c), or AF_VSOCK, which libuv
+   * cannot bind itself. */
+  if (srv->cfg.listen_fd_inherited < 0 && srv->cfg.vsock_port >= 0) {
+    int port;
+    int fd = sh_listen_socket(&srv->cfg, &port, err);
+    if (fd < 0) return fd;
+    srv->cfg.listen_fd_inherited = fd;
+  }
+  if (srv->cfg.listen_fd_inherited >= 0) r = open_fd(srv, srv->cfg.listen_fd_inherited, err);
+  else if (srv->cfg.fd >= 0) r = open_fd(srv, srv->cfg.fd, err);
   else if (srv->cfg.uds) r = open_uds(srv, err);
   else r = open_tcp(srv, err);
   if (r < 0) return r;
@@ -157,6 +166,8 @@ int sh_listen_open(sh_server *srv, sh_error *err) {
 void sh_listen_close(sh_server *srv) {
   if (srv->lst.open && !uv_is_closing(&srv->lst.h.handle)) {
     uv_close(&srv->lst.h.handle, NULL);
-    if (srv->uds_path[0] && srv->cfg.uds) unlink(srv->uds_path);
+    /* An inherited socket file belongs to the supervisor (other workers still serve it). */
+    if (srv->uds_path[0] && srv->cfg.uds && srv->cfg.listen_fd_inherited < 0)
+      unlink(srv->uds_path);
   }
 }

@@ -97,9 +97,31 @@ void sh_log_flush(void) {
   pthread_mutex_unlock(&g.lock);
 }
 
+/* fork() (the supervisor forking workers) copies only the calling thread: the child has no
+ * logger thread, and the lock may have been held by another thread at that instant.  So the
+ * lock is taken around fork, and the child starts afresh: lines queued in the parent are the
+ * parent's to write; the child's first line starts its own logger thread. */
+static void atfork_prepare(void) { pthread_mutex_lock(&g.lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g.lock); }
+static void atfork_child(void) {
+  pthread_mutex_init(&g.lock, NULL);
+  pthread_cond_init(&g.cond, NULL);
+  pthread_cond_init(&g.drained, NULL);
+  g.head = g.count = g.writing = 0;
+  g.dropped = 0;
+  g.started = 0;
+  g.once = (pthread_once_t)PTHREAD_ONCE_INIT;
+}
+
 static void log_init(void) {
-  g.slots = calloc(LOG_SLOTS, LOG_LINE);
-  g.lens = calloc(LOG_SLOTS, sizeof(*g.lens));
+  static int atfork_done;
+  if (!atfork_done) {
+    atfork_done = 1;
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    atexit(sh_log_flush);
+  }
+  if (!g.slots) g.slots = calloc(LOG_SLOTS, LOG_LINE);
+  if (!g.lens) g.lens = calloc(LOG_SLOTS, sizeof(*g.lens));
   if (!g.slots || !g.lens) return;
   pthread_t t;
   pthread_attr_t attr;
@@ -109,10 +131,7 @@ static void log_init(void) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  if (pthread_create(&t, &attr, logger_main, NULL) == 0) {
-    g.started = 1;
-    atexit(sh_log_flush);
-  }
+  if (pthread_create(&t, &attr, logger_main, NULL) == 0) g.started = 1;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   pthread_attr_destroy(&attr);
 }
@@ -195,4 +214,12 @@ void sh_log(sh_log_level level, const char *fmt, ...) {
     enqueue(line, len);
   }
   if (line != stackline) free(line);
+}
+
+/* One pre-formatted line without the level prefix (JSON access log lines). */
+void sh_log_raw(sh_log_level level, const char *line, size_t len) {
+  if (!sh_log_enabled(level) || len == 0) return;
+  pthread_once(&g.once, log_init);
+  if (!g.started) write_all(line, len);
+  else enqueue(line, len);
 }

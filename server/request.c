@@ -54,6 +54,7 @@ static void req_destroy(sh_req *req, int recycle) {
   if (req->next) req->next->prev = req->prev;
   free(req->start_op);
   req->start_op = NULL;
+  if (req->pub.tls_info) sh_tls_info_unref(req->pub.tls_info);
   sh_arena_reset(&req->arena);
   if (recycle && srv->nfree_reqs < SH_REQ_POOL_MAX) {
     req->free_next = srv->free_reqs;
@@ -100,6 +101,11 @@ static void apply(sh_server *srv, sh_op *op) {
   switch (op->type) {
   case SH_OP_RELEASE:
     free(op);
+    if (req->counted) { /* --limit-concurrency: the app is done with it */
+      req->counted = 0;
+      srv->inflight--;
+      sh_metrics_inflight(-1);
+    }
     if (!req->released) {
       req->released = 1;
       /* The last callback for this request: events the handler queued on its own thread can

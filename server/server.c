@@ -62,6 +62,7 @@ void sh_server_conn_closed(sh_server *srv) {
 static void on_async(uv_async_t *a) {
   sh_server *srv = a->data;
   sh_ops_drain(srv);
+  if (atomic_load_explicit(&srv->tls_pending, memory_order_relaxed)) sh_tls_apply_pending(srv);
   if (atomic_load(&srv->stop_requested)) begin_stop(srv);
 }
 
@@ -87,7 +88,7 @@ static void on_check(uv_check_t *ch) {
 static void on_signal(uv_signal_t *s, int signum) {
   sh_server *srv = s->data;
   sh_log(SH_LOG_INFO, "received %s, shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
-  sh_server_stop(srv, 5.0);
+  sh_server_stop(srv, srv->cfg.timeout_graceful_shutdown);
 }
 
 /* "date: <IMF-fixdate>\r\n" (RFC 9110 §5.6.7), rebuilt at most once per second. */
@@ -151,6 +152,17 @@ int sh_server_new(const sh_config *cfg, sh_handler *handler, sh_server **out, sh
   srv->sigint.data = srv->sigterm.data = srv;
   srv->handles_init = 1;
 
+  rc = sh_worker_setup(srv, err);
+  if (rc < 0) goto fail;
+  if (cfg->ssl_certfile) { /* TLS: bad files fail here, before anything is served */
+    rc = sh_tls_prepare(cfg, err);
+    if (rc < 0) goto fail;
+    srv->tls = sh_tls_ctx_new(cfg, err);
+    if (!srv->tls) {
+      rc = err ? err->code : SH_EINVAL;
+      goto fail;
+    }
+  }
   rc = sh_listen_open(srv, err);
   if (rc < 0) goto fail;
   *out = srv;
@@ -171,6 +183,7 @@ int sh_server_run(sh_server *srv) {
   }
   /* A stop requested before run (or while the loop was not running) is picked up here. */
   if (atomic_load(&srv->stop_requested)) uv_async_send(&srv->async);
+  sh_worker_ready(srv);
   int r = uv_run(&srv->loop, UV_RUN_DEFAULT);
   atomic_store_explicit(&srv->running, 0, memory_order_release);
   return r < 0 ? SH_ESYS : 0;
@@ -212,6 +225,9 @@ void sh_server_free(sh_server *srv) {
   }
   if (srv->handles_init) sh_ops_drain(srv); /* frees queued ops */
   sh_req_free_all(srv);
+  sh_tls_ctx_unref(srv->tls);
+  sh_tls_ctx_unref(atomic_load(&srv->tls_pending));
+  sh_worker_cleanup(srv);
   pthread_mutex_destroy(&srv->qlock);
   free(srv->rbuf);
   free(srv);

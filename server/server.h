@@ -74,6 +74,30 @@ typedef struct sh_server sh_server;
 typedef struct sh_request sh_request;
 typedef struct sh_handler sh_handler;
 
+/*
+ * TLS facts of a connection (server/tls.c), shared by all requests on it: immutable, valid
+ * (any thread) for as long as the request is.  Built once per connection, at its first
+ * request.  Strings are NUL-terminated; PEM blocks end in "\n".
+ */
+typedef struct sh_tls_info {
+  int version;               /* wire version: 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+  const char *version_name;  /* "TLSv1.3" */
+  int cipher_suite;          /* IANA id, e.g. 0x1302 (TLS_AES_256_GCM_SHA384) */
+  const char *cipher_name;   /* OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384" */
+  int session_reused;        /* the handshake resumed a session (ticket or session ID) */
+  sh_iovec server_cert_pem;  /* the server's certificate (leaf) as PEM */
+  sh_iovec server_cert_der;
+  /* The client's certificate chain as PEM, client certificate first; 0 when the client sent
+   * none.  On a resumed session only the client's own certificate is known (n = 1). */
+  const sh_iovec *client_chain_pem;
+  size_t num_client_certs;
+  const char *client_subject;      /* RFC 4514 DN of the client certificate, or NULL */
+  const char *client_verify_error; /* NULL when verified (or no certificate) */
+  /* DER SubjectPublicKeyInfo of the client certificate's key (i2d_PUBKEY), len 0 when none:
+   * the key `k` of mutual-TLS attestation (protocol.md §1.2, §1.4). */
+  sh_iovec client_spki_der;
+} sh_tls_info;
+
 /* Which kind of socket a request came in on (decides scope["client"]/["server"]). */
 typedef enum sh_addr_kind { SH_ADDR_NONE = 0, SH_ADDR_INET = 1, SH_ADDR_UNIX = 2 } sh_addr_kind;
 
@@ -91,6 +115,7 @@ struct sh_request {
   int expect_continue;    /* Expect: 100-continue was sent */
   int has_body;           /* a body follows (on_body will be called, last chunk with last=1) */
   int tls;                /* 1 when the connection is TLS ("https") */
+  const struct sh_tls_info *tls_info; /* the connection's TLS facts when tls, else NULL */
   sh_addr_kind addr_kind;
   char client_host[64];   /* numeric address, "" when addr_kind != SH_ADDR_INET */
   int client_port;
@@ -98,6 +123,8 @@ struct sh_request {
   int server_port;
   uint64_t id;            /* unique per server process, for logs */
   void *handler_data;     /* free for the handler's use */
+  int forwarded_proto;    /* from a trusted proxy (--proxy-headers): 0 none, 1 http, 2 https;
+                             client_host/port already hold the forwarded client (port 0) */
 };
 
 /*
@@ -157,6 +184,46 @@ typedef struct sh_config {
   size_t write_high_water;    /* default 1 MiB */
   int handle_signals;         /* sh_server_run stops on SIGINT/SIGTERM itself (C-only mode);
                                  0 when an embedding program (pyshim) handles signals */
+
+  /* ---- production serving (issue: workers, shared state, proxy headers, limits, logs,
+   * metrics).  Filled by the command line, or by the supervisor for its workers. ---- */
+  int workers;                      /* --workers N (default $WEB_CONCURRENCY or 1) */
+  double timeout_graceful_shutdown; /* seconds in-flight requests get on stop (default 30) */
+  uint64_t limit_max_requests;      /* recycle a worker after N requests (0 = never) */
+  uint64_t limit_max_requests_jitter; /* + random 0..J per worker */
+  int limit_concurrency;            /* 503 beyond this many requests in flight (0 = off) */
+  double timeout_body;              /* a body that stalls this long while read is cut (0=off) */
+  int proxy_headers;                /* honour X-Forwarded-* / Forwarded (default 1) */
+  const char *forwarded_allow_ips;  /* "127.0.0.1" default; "*"; comma list of IPs/CIDRs */
+  const char *extra_headers[16];    /* --header "name: value" lines, NULL-terminated */
+  int num_extra_headers;
+  const char *access_log_format;    /* "common" (default) | "json" */
+  const char *metrics;              /* --metrics-port PORT or a UNIX socket path, or NULL */
+  const char *state_secret_file;    /* --state-secret-file FILE (>= 32 raw bytes) */
+  size_t state_table_size;          /* --state-table-size N entries (default 65536) */
+  int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
+  unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
+  int uds_mode;                     /* --uds-perms octal mode (default 0666) */
+  int reload;                       /* --reload */
+  const char *reload_dirs[16];      /* --reload-dir DIR, NULL-terminated */
+  int num_reload_dirs;
+  /* Set by the supervisor for its workers (not flags): */
+  int listen_fd_inherited;          /* an already listening socket to serve (-1 = none) */
+  int notify_fd;                    /* pipe to the supervisor: 'R' ready, 'M' max requests */
+  int worker_index;                 /* 0..workers-1 */
+  int metrics_shard;                /* this process's row of the shared counters */
+  void *shared_table;               /* sh_shm_table * mapped before fork, or NULL */
+  const unsigned char *state_secret; /* shared secret bytes, or NULL */
+  size_t state_secret_len;
+
+  /* ---- TLS (server/tls.c): on when ssl_certfile is set; uvicorn's flag names ---- */
+  const char *ssl_certfile;         /* PEM certificate chain, leaf first */
+  const char *ssl_keyfile;          /* PEM private key (default: ssl_certfile) */
+  const char *ssl_keyfile_password; /* for an encrypted key */
+  const char *ssl_ca_certs;         /* PEM CA bundle that client certificates must chain to */
+  int ssl_cert_reqs;                /* 0 none (default), 1 optional, 2 required */
+  const char *ssl_ciphers;          /* TLS <= 1.2 cipher list (OpenSSL syntax), NULL = default */
+  int ssl_min_version;              /* 0x0303 (default, TLS 1.2) or 0x0304 */
 } sh_config;
 
 void sh_config_init(sh_config *cfg);
@@ -187,6 +254,58 @@ void sh_server_free(sh_server *srv);
 
 /* The actual bound port (useful with --port 0). */
 int sh_server_port(const sh_server *srv);
+
+/* ---- Workers and state shared across them (supervisor.c, shmtable.c, metrics.c) ---- */
+
+/*
+ * Serve as a supervisor: open the listener once, map the shared table and metrics, load or
+ * generate the state secret, then fork cfg->workers children that each call
+ * worker_main(cfg_copy) with cfg.listen_fd_inherited set and return its exit code.  Restarts
+ * crashed workers, SIGHUP = rolling restart, SIGTERM/SIGINT = graceful stop, --reload.
+ * Returns the process exit code.  Main thread only, before any interpreter starts.
+ */
+int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *cfg, void *arg), void *arg);
+
+/* The table every worker shares (NULL when serving without a supervisor).  Keys are 32-byte
+ * digests; see shmtable.h for put/get/del (atomic check-and-set for nonces). */
+struct sh_shm_table *sh_server_shared_table(const sh_server *srv);
+/* The secret every worker shares (>= 32 bytes), or NULL with *len = 0. */
+const unsigned char *sh_server_state_secret(const sh_server *srv, size_t *len);
+
+/*
+ * Metrics: counters in shared memory, summed over all workers, served as Prometheus text by
+ * the supervisor on --metrics-port.  The registry is open: any module registers a counter by
+ * (name, labels) — find-or-create, any process, any thread — and adds to it lock-free.
+ * Without a supervisor (no shared region) every call is a cheap no-op returning -1.
+ *   name   metric name ("shield_attest_verifications_total"); labels: 'type="nitro"' or "".
+ */
+int sh_metrics_counter(const char *name, const char *labels, const char *help);
+void sh_metrics_add(int counter, int64_t delta);  /* counter < 0: ignored */
+int sh_metrics_gauge(const char *name, const char *labels, const char *help);
+/* Observe a duration (seconds) in a histogram (buckets are fixed; see metrics.c). */
+int sh_metrics_histogram(const char *name, const char *labels, const char *help);
+void sh_metrics_observe(int histogram, double seconds);
+
+/* ---- TLS (server/tls.c) ---- */
+
+/*
+ * Process-wide TLS preparation: generates the session-ticket keys (RAND_bytes) and checks
+ * that cfg's certificate, key and CA files load (the error names the file and OpenSSL's
+ * reason).  Idempotent.  CONTRACT: call it in the process that forks workers, before the
+ * fork, so every worker encrypts and decrypts tickets with the same keys (a client resumes on
+ * any worker).  sh_server_new calls it too, so a single-process server needs nothing more.
+ * A no-op returning 0 when cfg has no --ssl-certfile.  Main thread only.
+ */
+int sh_tls_prepare(const sh_config *cfg, sh_error *err);
+
+/*
+ * Re-read the certificate, key and CA files (SIGHUP): the new context is built on the calling
+ * thread (any thread; errors come back here and the old context stays), then handed to the
+ * I/O thread, which uses it for connections accepted from then on.  Existing connections keep
+ * the context they were made with (refcounted) and are not dropped.  Ticket keys are kept, so
+ * sessions resume across a reload.  SH_EINVAL when TLS is off.
+ */
+int sh_server_reload_tls(sh_server *srv, sh_error *err);
 
 /* The built-in C handler that answers every request with 200 "Hello, world!" (13 bytes,
  * text/plain).  It runs on the I/O thread: the native ceiling of the server. */

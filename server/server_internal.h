@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "server.h"
+#include "tls.h"
 
 /* ---- arena.c: per-request memory pool (h2o style bump allocator) ---- */
 
@@ -93,6 +94,7 @@ typedef struct sh_req {
   unsigned keep_alive : 1;       /* the request allows reuse (RFC 9112 §9.3) */
   unsigned close_after : 1;      /* close once this response is done */
   unsigned is_head : 1;
+  unsigned counted : 1;          /* counts against --limit-concurrency until released */
   int status;
   sh_op *start_op;               /* header block from sh_request_start, until the head is sent */
   int64_t resp_cl;               /* content-length on the wire, or -1 */
@@ -124,7 +126,7 @@ enum { /* connection state */
   CS_CLOSING     /* shutdown/close in progress */
 };
 
-enum { DL_NONE = 0, DL_HEADER, DL_KEEPALIVE, DL_LINGER, DL_DRAIN };
+enum { DL_NONE = 0, DL_HEADER, DL_KEEPALIVE, DL_LINGER, DL_DRAIN, DL_BODY };
 
 typedef struct sh_hdr_pos { uint32_t no, nl, vo, vl; } sh_hdr_pos;
 
@@ -189,6 +191,7 @@ typedef struct sh_conn {
   int client_port;
   char server_host[64];
   int server_port;
+  struct sh_tls_conn *tls; /* NULL on a plain connection (tls.c) */
 } sh_conn;
 
 void sh_conn_accept(struct sh_server *srv, uv_stream_t *listener);
@@ -216,9 +219,12 @@ void sh_http_start_applied(sh_req *req, sh_op *op);
 void sh_http_respond_fixed(sh_req *req, int status, const char *ctype, const char *body,
                            size_t len);
 void sh_http_error_response(sh_conn *c, int status);
-/* Write bufs, trying a synchronous write first; `owned` is freed once written. */
+/* Write bufs, trying a synchronous write first; `owned` is freed once written.  On a TLS
+ * connection the bytes are encrypted first (tls.c); sh_conn_write_sock writes as they are. */
 int sh_conn_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
                   size_t body_bytes);
+int sh_conn_write_sock(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
+                       size_t body_bytes);
 void sh_http_access_log(sh_req *req);
 
 /* ---- server.c ---- */
@@ -276,6 +282,19 @@ struct sh_server {
   char date_line[64]; /* "date: Mon, 24 Nov 2025 07:59:00 GMT\r\n" */
   size_t date_len;
   uint64_t date_next; /* uv_now() ms when the cached line goes stale */
+
+  /* TLS (tls.c): the context for new connections, and one queued by a reload */
+  struct sh_tls_ctx *tls;
+  _Atomic(struct sh_tls_ctx *) tls_pending;
+
+  /* production serving (proxy.c, metrics.c, supervisor.c) */
+  struct sh_proxy_list *proxy; /* --forwarded-allow-ips, NULL when proxy headers are off */
+  int inflight;                /* requests handed out and not yet released */
+  uint64_t max_requests;       /* --limit-max-requests + this worker's jitter (0 = off) */
+  int max_requests_hit;
+  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL */
+  size_t extra_hdrs_len;
+  uint32_t id_prefix;          /* random per process: request ids unique across workers */
 };
 
 static inline int sh_on_loop_thread(const struct sh_server *srv) {
@@ -292,6 +311,39 @@ void sh_listen_close(struct sh_server *srv);
 
 /* ---- log.c ---- */
 int sh_log_enabled(sh_log_level level);
+void sh_log_raw(sh_log_level level, const char *line, size_t len); /* no prefix; ends in \n */
+
+/* ---- listen_sock.c: a listening fd opened without libuv (supervisor, vsock) ---- */
+int sh_listen_socket(const sh_config *cfg, int *port_out, sh_error *err);
+
+/* ---- proxy.c: --proxy-headers / --forwarded-allow-ips ---- */
+typedef struct sh_proxy_list sh_proxy_list;
+int sh_proxy_list_parse(const char *spec, sh_proxy_list **out, sh_error *err);
+void sh_proxy_list_free(sh_proxy_list *l);
+int sh_proxy_trusted(const sh_proxy_list *l, const char *host);
+/* Apply X-Forwarded-For/-Proto or Forwarded (RFC 7239) to req from a trusted peer. */
+void sh_proxy_apply(const sh_proxy_list *l, sh_request *r);
+
+/* ---- metrics.c (server side hooks) ---- */
+int sh_metrics_init(sh_error *err);                   /* supervisor, before fork */
+void sh_metrics_response(int status, uint64_t bytes, double seconds);
+void sh_metrics_conn(int delta);
+void sh_metrics_inflight(int delta);
+void sh_metrics_worker_restart(void);
+void sh_metrics_set_shard(int shard);
+void sh_metrics_reset_shard_gauges(int shard);
+/* Prometheus text exposition of every registered metric (malloc'd, *len set). */
+char *sh_metrics_render(size_t *len);
+
+/* ---- worker.c: per-process parts of workers (sh_server_new/run/free call these) ---- */
+int sh_worker_setup(struct sh_server *srv, sh_error *err);
+void sh_worker_ready(struct sh_server *srv);         /* loop running: tell the supervisor */
+void sh_worker_request_limit(struct sh_server *srv); /* --limit-max-requests reached */
+void sh_worker_cleanup(struct sh_server *srv);
+
+/* ---- accesslog.c ---- */
+void sh_access_log_json(sh_req *req, uint64_t us);
+void sh_request_id(const sh_req *req, char out[24]);
 
 /* Copy a C string, truncating to fit (addresses, socket paths). */
 static inline void sh_strlcpy(char *dst, const char *src, size_t cap) {

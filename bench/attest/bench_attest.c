@@ -55,7 +55,13 @@ typedef struct bare {
     int n;
 } bare;
 
-static double bare_cost(bare *b, int iters)
+/* Every cost is the minimum over ROUNDS rounds of iters/ROUNDS calls: the machine is shared
+ * (CI, parallel builds) and the minimum is the least disturbed estimate of each side. */
+#define ROUNDS 5
+#define MIN_OVER_ROUNDS(expr) ({ double best_ = 1e300; for (int r_ = 0; r_ < ROUNDS; r_++) { \
+    double c_ = (expr); if (c_ < best_) best_ = c_; } best_; })
+
+static double bare_cost1(bare *b, int iters)
 {
     double t0 = now_us();
     for (int i = 0; i < iters; i++) {
@@ -71,7 +77,12 @@ static double bare_cost(bare *b, int iters)
     return (now_us() - t0) / iters;
 }
 
-static double hash_cost(const uint8_t *a, size_t al, const uint8_t *b2, size_t bl, int iters)
+static double bare_cost(bare *b, int iters)
+{
+    return MIN_OVER_ROUNDS(bare_cost1(b, iters / ROUNDS + 1));
+}
+
+static double hash_cost1(const uint8_t *a, size_t al, const uint8_t *b2, size_t bl, int iters)
 {
     uint8_t out[32];
     double t0 = now_us();
@@ -87,8 +98,13 @@ static double hash_cost(const uint8_t *a, size_t al, const uint8_t *b2, size_t b
     return (now_us() - t0) / (iters * 10);
 }
 
-static double verify_cost(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
-                          int iters, int *ok)
+static double hash_cost(const uint8_t *a, size_t al, const uint8_t *b2, size_t bl, int iters)
+{
+    return MIN_OVER_ROUNDS(hash_cost1(a, al, b2, bl, iters / ROUNDS + 1));
+}
+
+static double verify_cost1(const uint8_t *ev, size_t len, sh_attest_tee tee,
+                           sh_attest_options *o, int iters, int *ok)
 {
     sh_attest_result *r = NULL;
     sh_attest_verify(ev, len, tee, o, &r); /* warm (fills the cache when there is one) */
@@ -102,10 +118,143 @@ static double verify_cost(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_a
     return (now_us() - t0) / iters;
 }
 
+static double verify_cost(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
+                          int iters, int *ok)
+{
+    return MIN_OVER_ROUNDS(verify_cost1(ev, len, tee, o, iters / ROUNDS + 1, ok));
+}
+
+/* fresh: new evidence with the server's long-lived cache (verified intermediate chains warm,
+ * no result for this evidence: a chain-only cache, sh_attest_cache_new(0)); cold: no cache. */
+static double cold_us;
 static void row(const char *name, double fresh, double sig, double hit, double hash, int ok)
 {
-    printf("%-22s %10.1f %10.1f %7.2fx %10.2f %10.2f %7.2fx  %s\n", name, fresh, sig, fresh / sig,
-           hit, hash, hit / hash, ok ? "" : "(NOT VERIFIED)");
+    printf("%-22s %10.1f %10.1f %7.2fx %10.2f %10.2f %7.2fx %10.1f %7.2fx %s\n", name, fresh, sig,
+           fresh / sig, hit, hash, hit / hash, cold_us, cold_us / sig, ok ? "" : "(NOT VERIFIED)");
+}
+
+/* ---- DCAP: the nine signatures a verifier checks: quote (attestation key), QE report (PCK),
+ * PCK <- Platform CA, Platform CA <- root, TCB info and QE identity (TCB signing key), TCB
+ * signing <- root, root CA CRL, PCK CRL. ---- */
+#include <jansson.h>
+#include <openssl/core_names.h>
+#include <openssl/param_build.h>
+
+static EVP_PKEY *ak_key(const uint8_t xy[64])
+{
+    uint8_t pub[65] = {4};
+    memcpy(pub + 1, xy, 64);
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
+    OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub);
+    OSSL_PARAM *prm = OSSL_PARAM_BLD_to_param(b);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *k = NULL;
+    EVP_PKEY_fromdata_init(c);
+    EVP_PKEY_fromdata(c, &k, EVP_PKEY_PUBLIC_KEY, prm);
+    EVP_PKEY_CTX_free(c);
+    OSSL_PARAM_free(prm);
+    OSSL_PARAM_BLD_free(b);
+    return k;
+}
+
+static size_t rs_der(const uint8_t *rs, unsigned char **der)
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    ECDSA_SIG_set0(es, BN_bin2bn(rs, 32, NULL), BN_bin2bn(rs + 32, 32, NULL));
+    *der = NULL;
+    size_t n = (size_t)i2d_ECDSA_SIG(es, der);
+    ECDSA_SIG_free(es);
+    return n;
+}
+
+static int p256_verify(EVP_PKEY *k, const uint8_t *rs, const void *msg, size_t len)
+{
+    unsigned char *der;
+    size_t dl = rs_der(rs, &der);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, k) == 1 &&
+             EVP_DigestVerify(md, der, dl, msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    return ok;
+}
+
+static X509_CRL *crl_hex(const char *h)
+{
+    long n = 0;
+    unsigned char *d = OPENSSL_hexstr2buf(h, &n);
+    const unsigned char *p = d;
+    X509_CRL *c = d2i_X509_CRL(NULL, &p, n);
+    OPENSSL_free(d);
+    return c;
+}
+
+static void bench_dcap(const char *name, const char *dir, const char *qf, const char *cf, int64_t at,
+                       sh_attest_tee tee, const sh_attest_policy *pol, sh_attest_cache *cache,
+                       sh_attest_cache *chains, int iters)
+{
+    size_t ql, cl;
+    uint8_t *q = slurp(dir, qf, &ql), *c = slurp(dir, cf, &cl);
+    sh_attest_options o = {.at = at, .policy = pol, .collateral = c, .collateral_len = cl};
+    int ok;
+    cold_us = verify_cost(q, ql, tee, &o, iters, &ok);
+    o.cache = chains;
+    double fresh = verify_cost(q, ql, tee, &o, iters, &ok);
+    o.cache = cache;
+    double hit = verify_cost(q, ql, tee, &o, iters * 10, &ok);
+    /* bare objects */
+    int v3 = q[0] == 3;
+    size_t body = v3 || q[4] == 0 ? 384 : 584, hb = 48 + body;
+    const uint8_t *sig = q + hb + 4, *ak = sig + 64;
+    const uint8_t *qe = v3 ? ak + 64 : ak + 64 + 6;
+    const uint8_t *qsig = qe + 384;
+    json_t *j = json_loadb((const char *)c, cl, 0, NULL);
+    BIO *b = BIO_new_mem_buf(memmem(q, ql, "-----BEGIN", 10), -1);
+    X509 *pck = PEM_read_bio_X509(b, NULL, NULL, NULL), *ca = PEM_read_bio_X509(b, NULL, NULL, NULL),
+         *root = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    b = BIO_new_mem_buf(json_string_value(json_object_get(j, "tcb_info_issuer_chain")), -1);
+    X509 *tcb = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    X509_CRL *rcrl = crl_hex(json_string_value(json_object_get(j, "root_ca_crl")));
+    X509_CRL *pcrl = crl_hex(json_string_value(json_object_get(j, "pck_crl")));
+    const char *ti = json_string_value(json_object_get(j, "tcb_info"));
+    const char *qi = json_string_value(json_object_get(j, "qe_identity"));
+    uint8_t tis[64], qis[64];
+    size_t got;
+    OPENSSL_hexstr2buf_ex(tis, 64, &got, json_string_value(json_object_get(j, "tcb_info_signature")), 0);
+    OPENSSL_hexstr2buf_ex(qis, 64, &got, json_string_value(json_object_get(j, "qe_identity_signature")), 0);
+    EVP_PKEY *akk = ak_key(ak);
+    int bad = 0;
+    double best = 1e300;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now_us();
+        int n = iters / ROUNDS + 1;
+        for (int i = 0; i < n; i++) {
+            bad |= !p256_verify(akk, sig, q, hb);
+            bad |= !p256_verify(X509_get0_pubkey(pck), qsig, qe, 384);
+            bad |= X509_verify(pck, X509_get0_pubkey(ca)) != 1;
+            bad |= X509_verify(ca, X509_get0_pubkey(root)) != 1;
+            bad |= !p256_verify(X509_get0_pubkey(tcb), tis, ti, strlen(ti));
+            bad |= !p256_verify(X509_get0_pubkey(tcb), qis, qi, strlen(qi));
+            bad |= X509_verify(tcb, X509_get0_pubkey(root)) != 1;
+            bad |= X509_CRL_verify(rcrl, X509_get0_pubkey(root)) != 1;
+            bad |= X509_CRL_verify(pcrl, X509_get0_pubkey(ca)) != 1;
+        }
+        double us = (now_us() - t0) / n;
+        if (us < best)
+            best = us;
+    }
+    if (bad)
+        fprintf(stderr, "%s: a bare DCAP signature failed\n", name);
+    row(name, fresh, best, hit, hash_cost(q, hb, NULL, 0, iters), ok);
+    EVP_PKEY_free(akk);
+    X509_free(pck); X509_free(ca); X509_free(root); X509_free(tcb);
+    X509_CRL_free(rcrl); X509_CRL_free(pcrl);
+    json_decref(j);
+    free(q);
+    free(c);
 }
 
 int main(int argc, char **argv)
@@ -118,8 +267,9 @@ int main(int argc, char **argv)
     }
     sh_attest_policy *pol = sh_attest_policy_production();
     sh_attest_cache *cache = sh_attest_cache_new(1024);
-    printf("%-22s %10s %10s %8s %10s %10s %8s\n", "type", "fresh µs", "bare sig", "ratio",
-           "hit µs", "hash µs", "ratio");
+    sh_attest_cache *chains = sh_attest_cache_new(0);
+    printf("%-22s %10s %10s %8s %10s %10s %8s %10s %8s\n", "type", "fresh µs", "bare sig", "ratio",
+           "hit µs", "hash µs", "ratio", "cold µs", "ratio");
     /* Nitro */
     size_t len = 0;
     uint8_t *doc = slurp(dir, "nitro/valid-attestation-doc-bytes", &len);
@@ -127,6 +277,8 @@ int main(int argc, char **argv)
     {
         sh_attest_options o = {.at = at, .policy = pol};
         int ok;
+        cold_us = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters, &ok);
+        o.cache = chains;
         double fresh = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters, &ok);
         o.cache = cache;
         double hit = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters * 10, &ok);
@@ -229,6 +381,8 @@ int main(int argc, char **argv)
         sh_attest_bytes certs[1] = {{vc, vl}};
         sh_attest_options o = {.at = snp[k].at, .policy = pol, .certs = certs, .ncerts = 1};
         int ok;
+        cold_us = verify_cost(rep, rl, snp[k].tee, &o, iters, &ok);
+        o.cache = chains;
         double fresh = verify_cost(rep, rl, snp[k].tee, &o, iters, &ok);
         o.cache = cache;
         double hit = verify_cost(rep, rl, snp[k].tee, &o, iters * 10, &ok);
@@ -252,8 +406,21 @@ int main(int argc, char **argv)
         X509_free(v); X509_free(a); X509_free(r);
         free(rep); free(vc); free(ask); free(ark);
     }
+    {
+        const char *sgx_pol = "{\"version\": 1, \"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
+                              "\"allowed_advisories\": [\"INTEL-SA-00289\", \"INTEL-SA-00615\"]}}";
+        sh_attest_policy *sp = NULL;
+        char eb[256];
+        sh_attest_policy_load(sgx_pol, strlen(sgx_pol), &sp, eb, sizeof eb);
+        bench_dcap("tdx (v4, JSON collat.)", dir, "tdx/tdx_quote", "tdx/tdx_quote_collateral.json",
+                   1750377600, SH_ATTEST_TEE_TDX, pol, cache, chains, iters);
+        bench_dcap("sgx (v3, JSON collat.)", dir, "sgx/sgx_quote", "sgx/sgx_quote_collateral.json",
+                   1750377600, SH_ATTEST_TEE_SGX, sp, cache, chains, iters);
+        sh_attest_policy_free(sp);
+    }
     printf("targets: fresh <= 1.3x bare signature cost; cache hit <= 1.2x hashing the signed content\n");
     sh_attest_cache_free(cache);
+    sh_attest_cache_free(chains);
     sh_attest_policy_free(pol);
     free(doc);
     return 0;

@@ -1,0 +1,605 @@
+/* attest/collateral.c — Intel DCAP collateral: parsing, signatures, CRLs, freshness.
+ *
+ * Input (sh_attest_options.collateral): the JSON form of the shared vectors —
+ *   {"tcb_info": "<exact JSON text>", "tcb_info_signature": "<hex r‖s>",
+ *    "tcb_info_issuer_chain": "<PEM>", "qe_identity": "<exact JSON text>",
+ *    "qe_identity_signature": "<hex>", "qe_identity_issuer_chain": "<PEM>",
+ *    "root_ca_crl": "<hex DER>", "pck_crl": "<hex DER>", "pck_crl_issuer_chain": "<PEM>"}
+ * — or a directory of raw Intel PCS v4 responses turned into that form by
+ * sh_attest_collateral_read() (below).  The TCB info and QE identity signatures (ECDSA P-256,
+ * SHA-256, raw r‖s) cover the exact bytes Intel signed: the string fields' bytes, never a
+ * re-serialisation.  Chains and CRLs are checked by OpenSSL (X509_verify_cert with
+ * X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL at the verification time): CRL signatures,
+ * thisUpdate/nextUpdate and revocation of every certificate below the root.
+ */
+#include "dcap.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+struct sh_dcap_collateral {
+    int refs;                       /* atomic; shared read-only through sh_attest_cache */
+    json_t *tcb_info, *qe_identity;
+    STACK_OF(X509_CRL) *crls;
+    STACK_OF(X509) *pck_crl_chain; /* optional pck_crl_issuer_chain, NULL when absent */
+};
+
+void sh_dcap_collateral_free(sh_dcap_collateral *c)
+{
+    if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    json_decref(c->tcb_info);
+    json_decref(c->qe_identity);
+    sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
+    sk_X509_pop_free(c->pck_crl_chain, X509_free);
+    free(c);
+}
+
+static void *col_ref(void *p)
+{
+    __atomic_add_fetch(&((sh_dcap_collateral *)p)->refs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+static void col_unref(void *p) { sh_dcap_collateral_free(p); }
+
+json_t *sh_dcap_tcb_info(const sh_dcap_collateral *c) { return c->tcb_info; }
+json_t *sh_dcap_qe_identity(const sh_dcap_collateral *c) { return c->qe_identity; }
+STACK_OF(X509_CRL) *sh_dcap_crls(const sh_dcap_collateral *c) { return c->crls; }
+STACK_OF(X509) *sh_dcap_pck_crl_chain(const sh_dcap_collateral *c) { return c->pck_crl_chain; }
+
+static int in_stack(X509 *x, STACK_OF(X509) *sk)
+{
+    for (int i = 0; i < sk_X509_num(sk); i++)
+        if (!X509_cmp(x, sk_X509_value(sk, i)))
+            return 1;
+    return 0;
+}
+
+int sh_dcap_hex(json_t *o, const char *key, uint8_t *out, size_t n)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    size_t got = 0;
+    if (!s || strlen(s) != 2 * n || OPENSSL_hexstr2buf_ex(out, n, &got, s, '\0') != 1 || got != n)
+        return -1;
+    return 0;
+}
+
+/* "2025-06-19T10:16:03Z" (Intel always uses UTC with Z; fractions accepted) */
+int sh_dcap_time(json_t *o, const char *key, int64_t *out)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+    if (!p)
+        return -1;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            ;
+    if (strcmp(p, "Z"))
+        return -1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static X509_CRL *crl_from_hex(const char *hex)
+{
+    long n = 0;
+    unsigned char *der = hex && *hex ? OPENSSL_hexstr2buf(hex, &n) : NULL;
+    const unsigned char *p = der;
+    X509_CRL *c = der ? d2i_X509_CRL(NULL, &p, n) : NULL;
+    if (c && p != der + n) {
+        X509_CRL_free(c);
+        c = NULL;
+    }
+    OPENSSL_free(der);
+    return c;
+}
+
+static sh_attest_reason map_err(int err)
+{
+    switch (err) {
+    case X509_V_ERR_CERT_HAS_EXPIRED: return SH_ATTEST_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID: return SH_ATTEST_NOT_YET_VALID;
+    case X509_V_ERR_CERT_REVOKED: return SH_ATTEST_REVOKED;
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+    case X509_V_ERR_CRL_NOT_YET_VALID: return SH_ATTEST_COLLATERAL_STALE;
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER: return SH_ATTEST_COLLATERAL_MISSING;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_CERT_UNTRUSTED: return SH_ATTEST_ROOT_UNTRUSTED;
+    default: return SH_ATTEST_CHAIN_INVALID;
+    }
+}
+
+/* PEM certificates, strictly: the text must be exactly what PEM_write_bio_X509 writes for
+ * the certificates it holds (trailing whitespace or NULs aside).  PEM readers skip text around
+ * the armour and stop quietly at a certificate they cannot parse; nothing may vary unseen. */
+STACK_OF(X509) *sh_dcap_pem_strict(const char *pem, size_t len)
+{
+    sh_attest_bytes b = {(const uint8_t *)pem, len};
+    STACK_OF(X509) *sk = sh_x509_parse_many(&b, 1);
+    BIO *out = sk ? BIO_new(BIO_s_mem()) : NULL;
+    int ok = out != NULL;
+    for (int i = 0; ok && i < sk_X509_num(sk); i++)
+        ok = PEM_write_bio_X509(out, sk_X509_value(sk, i));
+    char *p = NULL;
+    long n = ok ? BIO_get_mem_data(out, &p) : 0;
+    while (len && (pem[len - 1] == 0 || pem[len - 1] == '\n' || pem[len - 1] == ' ' || pem[len - 1] == '\r'))
+        len--;
+    while (n && p[n - 1] == '\n')
+        n--;
+    ok = ok && n > 0 && (size_t)n == len && !memcmp(p, pem, len);
+    BIO_free(out);
+    if (!ok) {
+        sk_X509_pop_free(sk, X509_free);
+        sk = NULL;
+    }
+    ERR_clear_error();
+    return sk;
+}
+
+/* leaf -> untrusted -> anchors at v->o->at, every certificate checked against `crls`. */
+int sh_dcap_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
+                         STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls, const char *what)
+{
+    int rc = -1;
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    if (!store || !ctx) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < sk_X509_num(anchors); i++)
+        X509_STORE_add_cert(store, sk_X509_value(anchors, i));
+    if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "cannot initialise chain verification");
+        goto fail;
+    }
+    X509_STORE_CTX_set0_crls(ctx, crls);
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
+    X509_VERIFY_PARAM_set_depth(param, 4);
+    if (crls) /* NULL only before the collateral is known (the debug check of dcap.c) */
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (X509_verify_cert(ctx) != 1) {
+        int err = X509_STORE_CTX_get_error(ctx);
+        sh_fail(v->r, map_err(err), "%s: %s (depth %d)", what, X509_verify_cert_error_string(err),
+                X509_STORE_CTX_get_error_depth(ctx));
+        goto fail;
+    }
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+    X509 *top = sk_X509_value(chain, sk_X509_num(chain) - 1);
+    int anchored = 0;
+    for (int i = 0; i < sk_X509_num(anchors) && !anchored; i++)
+        anchored = !X509_cmp(top, sk_X509_value(anchors, i));
+    for (int i = 1; i < sk_X509_num(chain) && anchored; i++) {
+        X509 *c = sk_X509_value(chain, i);
+        if (X509_check_ca(c) != 1 || !(X509_get_extension_flags(c) & EXFLAG_KUSAGE) ||
+            !(X509_get_key_usage(c) & KU_KEY_CERT_SIGN)) {
+            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: issuer at depth %d lacks CA keyUsage", what, i);
+            goto fail;
+        }
+    }
+    if (!anchored) {
+        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "%s: chain does not end at the Intel root", what);
+        goto fail;
+    }
+    /* every given certificate must be part of the verified chain: an extra one (a second
+     * root copy, an altered intermediate OpenSSL skipped) is refused, not ignored */
+    for (int i = 0; i < sk_X509_num(untrusted); i++) {
+        X509 *u = sk_X509_value(untrusted, i);
+        int used = 0;
+        for (int j = 0; j < sk_X509_num(chain) && !used; j++)
+            used = !X509_cmp(u, sk_X509_value(chain, j));
+        if (!used) {
+            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate %d is not part of the chain", what, i + 1);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+        X509 *c = sk_X509_value(chain, i);
+        struct tm tm;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(c), &tm) && (int64_t)timegm(&tm) < v->valid_until)
+            v->valid_until = (int64_t)timegm(&tm);
+        if (ASN1_TIME_to_tm(X509_get0_notBefore(c), &tm) && (int64_t)timegm(&tm) > v->valid_from)
+            v->valid_from = (int64_t)timegm(&tm);
+    }
+    rc = 0;
+fail:
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    ERR_clear_error();
+    return rc;
+}
+
+/* ECDSA P-256/SHA-256 over `msg` by `key`, signature raw r‖s given as 128 hex digits */
+static int verify_json_sig(EVP_PKEY *key, const char *msg, size_t len, const char *sighex)
+{
+    uint8_t rs[64], *der = NULL;
+    size_t got = 0, der_len = 0;
+    int ok = 0;
+    if (!sighex || strlen(sighex) != 128 ||
+        OPENSSL_hexstr2buf_ex(rs, 64, &got, sighex, '\0') != 1 || got != 64 ||
+        sh_ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &der_len) < 0)
+        return 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+         EVP_DigestVerify(md, der, der_len, (const unsigned char *)msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    return ok;
+}
+
+static int is_p256(EVP_PKEY *pk)
+{
+    char grp[32] = "";
+    size_t glen = 0;
+    return pk && EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC &&
+           EVP_PKEY_get_utf8_string_param(pk, "group", grp, sizeof grp, &glen) &&
+           !strcmp(grp, "prime256v1");
+}
+
+/* One signed JSON document: issuer chain -> root (with the root CA CRL), signature over the
+ * exact string bytes, id/version, issueDate <= at < nextUpdate.  Returns the parsed object. */
+static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char *const *ids,
+                          STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls)
+{
+    char k_sig[64], k_chain[64];
+    snprintf(k_sig, sizeof k_sig, "%s_signature", field);
+    snprintf(k_chain, sizeof k_chain, "%s_issuer_chain", field);
+    json_t *s = json_object_get(col, field);
+    const char *chain_pem = json_string_value(json_object_get(col, k_chain));
+    const char *sig = json_string_value(json_object_get(col, k_sig));
+    json_t *doc = NULL;
+    STACK_OF(X509) *chain = NULL;
+    if (!json_is_string(s) || !chain_pem || !sig) {
+        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: %s, its signature or issuer chain missing", field);
+        return NULL;
+    }
+    if (!(chain = sh_dcap_pem_strict(chain_pem, strlen(chain_pem))) || sk_X509_num(chain) < 1) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s issuer chain is not PEM", field);
+        goto fail;
+    }
+    X509 *signer = sk_X509_value(chain, 0);
+    /* a root given in the chain must be one of the anchors (it would be ignored otherwise) */
+    for (int i = 1; i < sk_X509_num(chain); i++) {
+        X509 *x = sk_X509_value(chain, i);
+        if (X509_check_issued(x, x) == X509_V_OK && !in_stack(x, anchors)) {
+            sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "collateral: %s issuer chain has another root", field);
+            goto fail;
+        }
+    }
+    if (!is_p256(X509_get0_pubkey(signer))) {
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "collateral: %s signer key is not P-256", field);
+        goto fail;
+    }
+    /* structure and freshness first (cheap), then the signature, then the chain */
+    json_error_t je;
+    if (!(doc = json_loadb(json_string_value(s), json_string_length(s), JSON_REJECT_DUPLICATES, &je)) ||
+        !json_is_object(doc)) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not a JSON object", field);
+        goto fail;
+    }
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    int id_ok = 0;
+    for (int i = 0; ids[i] && !id_ok; i++)
+        id_ok = id && !strcmp(id, ids[i]);
+    json_int_t ver = json_integer_value(json_object_get(doc, "version"));
+    int64_t issued, next;
+    if (!id_ok || (ver != 2 && ver != 3)) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has id %s version %lld", field,
+                id ? id : "(none)", (long long)ver);
+        goto fail;
+    }
+    if (sh_dcap_time(doc, "issueDate", &issued) < 0 || sh_dcap_time(doc, "nextUpdate", &next) < 0) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s dates", field);
+        goto fail;
+    }
+    if (!verify_json_sig(X509_get0_pubkey(signer), json_string_value(s), json_string_length(s), sig)) {
+        sh_fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "collateral: %s signature does not verify", field);
+        goto fail;
+    }
+    if (v->o->at < issued) {
+        sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s issued after the verification time", field);
+        goto fail;
+    }
+    if (v->o->at >= next) {
+        sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s past its nextUpdate", field);
+        goto fail;
+    }
+    if (issued > v->valid_from)
+        v->valid_from = issued;
+    if (next < v->valid_until)
+        v->valid_until = next;
+    X509 *leaf = sk_X509_shift(chain);
+    int crc = sh_dcap_verify_chain(v, leaf, chain, anchors, crls, field);
+    X509_free(leaf);
+    if (crc < 0)
+        goto fail;
+    sk_X509_pop_free(chain, X509_free);
+    return doc;
+fail:
+    json_decref(doc);
+    sk_X509_pop_free(chain, X509_free);
+    return NULL;
+}
+
+static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
+                                             STACK_OF(X509) *anchors);
+
+/* Verified collateral is kept in the caller's sh_attest_cache (not with extra roots), keyed
+ * by the SHA-256 of its bytes, for verification times inside the window of everything it
+ * was checked against: issueDate/nextUpdate, the signing chains' validity, both CRLs'
+ * thisUpdate/nextUpdate.  The quote's own checks (PCK chain against the CRLs at this time
+ * included) run every time. */
+sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
+                                              STACK_OF(X509) *anchors)
+{
+    if (!buf || !len) {
+        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no collateral given");
+        return NULL;
+    }
+    sh_attest_cache *cc = v->o->cache && !v->o->nextra_roots ? v->o->cache : NULL;
+    uint8_t key[32];
+    int64_t nb = 0, na = 0;
+    if (cc && EVP_Digest(buf, len, key, NULL, sh_md_sha256(), NULL)) {
+        sh_dcap_collateral *hit = sh_cache_obj_get(cc, key, v->o->at, &nb, &na);
+        if (hit) {
+            if (nb > v->valid_from)
+                v->valid_from = nb;
+            if (na < v->valid_until)
+                v->valid_until = na;
+            return hit;
+        }
+    } else {
+        cc = NULL;
+    }
+    sh_vctx w = *v; /* the collateral's own window */
+    w.valid_from = INT64_MIN;
+    w.valid_until = INT64_MAX;
+    sh_dcap_collateral *c = collateral_verify(&w, buf, len, anchors);
+    if (w.valid_from > v->valid_from)
+        v->valid_from = w.valid_from;
+    if (w.valid_until < v->valid_until)
+        v->valid_until = w.valid_until;
+    if (c && cc)
+        sh_cache_obj_put(cc, key, c, col_ref, col_unref, w.valid_from, w.valid_until);
+    return c;
+}
+
+static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
+                                             STACK_OF(X509) *anchors)
+{
+    sh_dcap_collateral *c = NULL;
+    json_t *col = NULL;
+    json_error_t je;
+    if (len > SH_DCAP_MAX_COLLATERAL ||
+        !(col = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &je)) || !json_is_object(col)) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral is not a JSON object");
+        goto fail;
+    }
+    if ((c = calloc(1, sizeof *c)) != NULL)
+        c->refs = 1;
+    if (!c || !(c->crls = sk_X509_CRL_new_null())) {
+        sh_fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
+        goto fail;
+    }
+    static const char *const crl_keys[] = {"root_ca_crl", "pck_crl"};
+    for (int i = 0; i < 2; i++) {
+        json_t *h = json_object_get(col, crl_keys[i]);
+        if (!h) {
+            sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: no %s", crl_keys[i]);
+            goto fail;
+        }
+        X509_CRL *crl = crl_from_hex(json_string_value(h));
+        if (!crl || !sk_X509_CRL_push(c->crls, crl)) {
+            X509_CRL_free(crl);
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not hex DER of a CRL", crl_keys[i]);
+            goto fail;
+        }
+        /* a result or cached collateral never outlives a CRL (OpenSSL checks it at `at`) */
+        struct tm tm;
+        const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl), *nu = X509_CRL_get0_nextUpdate(crl);
+        if (!nu) {
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s without nextUpdate", crl_keys[i]);
+            goto fail;
+        }
+        if (lu && ASN1_TIME_to_tm(lu, &tm) && (int64_t)timegm(&tm) > v->valid_from)
+            v->valid_from = (int64_t)timegm(&tm);
+        if (ASN1_TIME_to_tm(nu, &tm) && (int64_t)timegm(&tm) < v->valid_until)
+            v->valid_until = (int64_t)timegm(&tm);
+    }
+    json_t *pc = json_object_get(col, "pck_crl_issuer_chain");
+    if (pc) {
+        if (!json_is_string(pc) ||
+            !(c->pck_crl_chain = sh_dcap_pem_strict(json_string_value(pc), json_string_length(pc)))) {
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: pck_crl_issuer_chain is not PEM");
+            goto fail;
+        }
+    }
+    static const char *const tcb_ids[] = {"TDX", "SGX", NULL};
+    static const char *const qe_ids[] = {"TD_QE", "QE", NULL};
+    if (!(c->tcb_info = signed_doc(v, col, "tcb_info", tcb_ids, anchors, c->crls)) ||
+        !(c->qe_identity = signed_doc(v, col, "qe_identity", qe_ids, anchors, c->crls)))
+        goto fail;
+    json_decref(col);
+    return c;
+fail:
+    json_decref(col);
+    sh_dcap_collateral_free(c);
+    ERR_clear_error();
+    return NULL;
+}
+
+/* ---- sh_attest_collateral_read: a JSON-form file, or a directory of PCS v4 responses ---- */
+
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *b = malloc(SH_DCAP_MAX_COLLATERAL + 1);
+    size_t n = b ? fread(b, 1, SH_DCAP_MAX_COLLATERAL + 1, f) : 0;
+    int bad = !b || ferror(f) || n > SH_DCAP_MAX_COLLATERAL;
+    fclose(f);
+    if (bad) {
+        free(b);
+        return NULL;
+    }
+    b[n] = 0;
+    *len = n;
+    return b;
+}
+
+/* The exact bytes of the value of top-level `key` in a PCS response ({"tcbInfo": {...},
+ * "signature": "..."}): jansson cannot return spans, so every '{' that follows `"key"` and
+ * ':' is tried as a start, parsed with JSON_DISABLE_EOF_CHECK (error.position = bytes read),
+ * and accepted only when it equals the value jansson parsed from the whole document. */
+static int value_span(const char *buf, size_t len, json_t *whole, const char *key, size_t *off,
+                      size_t *vlen)
+{
+    json_t *want = json_object_get(whole, key);
+    char pat[64];
+    int pl = snprintf(pat, sizeof pat, "\"%s\"", key);
+    if (!json_is_object(want))
+        return -1;
+    const char *p = buf, *end = buf + len;
+    while ((p = memmem(p, (size_t)(end - p), pat, (size_t)pl)) != NULL) {
+        const char *q = p + pl;
+        p++;
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
+            q++;
+        if (q >= end || *q != ':')
+            continue;
+        for (q++; q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'); q++)
+            ;
+        if (q >= end || *q != '{')
+            continue;
+        json_error_t je;
+        json_t *got = json_loadb(q, (size_t)(end - q), JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &je);
+        int ok = got && json_equal(got, want);
+        json_decref(got);
+        if (ok) {
+            *off = (size_t)(q - buf);
+            *vlen = (size_t)je.position;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int add_signed(json_t *out, const char *dir, const char *file, const char *key,
+                      const char *field, const char *chain_file, char *eb, size_t en)
+{
+    size_t n = 0, cl = 0, off = 0, vl = 0;
+    char *b = slurp(dir, file, &n), *chain = slurp(dir, chain_file, &cl);
+    json_error_t je;
+    json_t *whole = b ? json_loadb(b, n, JSON_REJECT_DUPLICATES, &je) : NULL;
+    const char *sig = json_string_value(json_object_get(whole, "signature"));
+    int rc = -1;
+    char k[64];
+    if (!b || !chain)
+        snprintf(eb, en, "collateral: %s/%s or %s missing", dir, b ? chain_file : file, chain_file);
+    else if (!sig || value_span(b, n, whole, key, &off, &vl) < 0)
+        snprintf(eb, en, "collateral: %s is not a PCS response with %s and signature", file, key);
+    else {
+        json_object_set_new(out, field, json_stringn(b + off, vl));
+        snprintf(k, sizeof k, "%s_signature", field);
+        json_object_set_new(out, k, json_string(sig));
+        snprintf(k, sizeof k, "%s_issuer_chain", field);
+        json_object_set_new(out, k, json_stringn(chain, cl));
+        rc = 0;
+    }
+    json_decref(whole);
+    free(b);
+    free(chain);
+    return rc;
+}
+
+static int add_crl(json_t *out, const char *dir, const char *file, const char *field, char *eb,
+                   size_t en)
+{
+    size_t n = 0;
+    char *b = slurp(dir, file, &n);
+    X509_CRL *crl = NULL;
+    if (b) {
+        const unsigned char *p = (const unsigned char *)b;
+        crl = d2i_X509_CRL(NULL, &p, (long)n);
+        if (!crl) {
+            BIO *bio = BIO_new_mem_buf(b, (int)n);
+            crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+            BIO_free(bio);
+        }
+    }
+    unsigned char *der = NULL;
+    int dl = crl ? i2d_X509_CRL(crl, &der) : -1;
+    char *hex = dl > 0 ? malloc(2 * (size_t)dl + 1) : NULL;
+    int rc = -1;
+    if (hex) {
+        sh_hex(der, (size_t)dl, hex);
+        json_object_set_new(out, field, json_string(hex));
+        rc = 0;
+    } else {
+        snprintf(eb, en, "collateral: %s/%s missing or not a CRL", dir, file);
+    }
+    free(hex);
+    OPENSSL_free(der);
+    X509_CRL_free(crl);
+    free(b);
+    ERR_clear_error();
+    return rc;
+}
+
+int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char *eb, size_t en)
+{
+    struct stat st;
+    *out = NULL;
+    *len = 0;
+    if (stat(path, &st) < 0) {
+        snprintf(eb, en, "collateral: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        size_t n = 0;
+        char *b = slurp(path[0] == '/' ? "" : ".", path, &n);
+        if (!b) {
+            snprintf(eb, en, "collateral: cannot read %s", path);
+            return -1;
+        }
+        *out = (uint8_t *)b;
+        *len = n;
+        return 0;
+    }
+    json_t *o = json_object();
+    if (!o || add_signed(o, path, "tcbinfo.json", "tcbInfo", "tcb_info", "tcbinfo-issuer-chain.pem", eb, en) < 0 ||
+        add_signed(o, path, "qeidentity.json", "enclaveIdentity", "qe_identity",
+                   "qeidentity-issuer-chain.pem", eb, en) < 0 ||
+        add_crl(o, path, "rootcrl.der", "root_ca_crl", eb, en) < 0 ||
+        add_crl(o, path, "pckcrl.der", "pck_crl", eb, en) < 0) {
+        json_decref(o);
+        return -1;
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) {
+        snprintf(eb, en, "collateral: out of memory");
+        return -1;
+    }
+    *out = (uint8_t *)s;
+    *len = strlen(s);
+    return 0;
+}

@@ -1,0 +1,519 @@
+/* attest/dcap.c — Intel TDX and SGX DCAP quotes: verification order and policy.
+ *
+ * Order (protocol.md §1.6): size and structure (dcap_quote.c), binding (REPORT_DATA = D),
+ * root fingerprint (the PCK chain's self-signed certificate must be the pinned Intel SGX Root
+ * CA), the quote signature by the attestation key, the QE report signature by the PCK key,
+ * QE REPORT_DATA = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes, the PCK chain;
+ * then the collateral (collateral.c: signatures, CRLs, freshness), the PCK chain again with
+ * the root CA and PCK CRLs, FMSPC/PCE-ID of the PCK certificate against the TCB info, TCB
+ * level and QE identity matching (tcb.c), and the policy.  A debug TD/enclave is refused
+ * as soon as the signatures and chain are known good, before the collateral: it is refused
+ * whatever the collateral says.
+ *
+ * Policy keys "tdx" / "sgx" (policy.c delegates here):
+ *   {"allow_debug": false,
+ *    "tcb_statuses": ["UpToDate"],            // default; e.g. add "SWHardeningNeeded"
+ *    "allowed_advisories": ["INTEL-SA-00615"], // every advisory of an accepted non-UpToDate
+ *                                              // level must be listed ("*": any)
+ *    tdx: "mrtd", "rtmr0".."rtmr3", "mrconfigid", "mrowner": [hex 48]
+ *    sgx: "mrenclave", "mrsigner": [hex 32], "isvprodid": [int], "min_isvsvn": int}
+ */
+#include "dcap.h"
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* SHA-256 of the DER of the Intel SGX Root CA (P-256, 2018-05-21 -> 2049-12-31). */
+static const uint8_t intel_sgx_root[1][32] = {{
+    0x44, 0xa0, 0x19, 0x6b, 0x2b, 0x99, 0xf8, 0x89, 0xb8, 0xe1, 0x49, 0xe9, 0x5b, 0x80, 0x7a, 0x35,
+    0x0e, 0x74, 0x24, 0x96, 0x43, 0x99, 0xe8, 0x85, 0xa7, 0xcb, 0xb8, 0xcc, 0xfa, 0xb6, 0x74, 0xd3}};
+
+static const char *const status_names[] = {"UpToDate", "SWHardeningNeeded", "ConfigurationNeeded",
+                                           "ConfigurationAndSWHardeningNeeded", "OutOfDate",
+                                           "OutOfDateConfigurationNeeded", "Revoked", NULL};
+
+struct sh_dcap_policy {
+    int allow_debug;
+    unsigned statuses;
+    json_t *advisories; /* array of strings */
+    int any_advisory;
+    sh_hexlist m[8];    /* tdx: mrtd, rtmr0-3, mrconfigid, mrowner; sgx: mrenclave, mrsigner */
+    json_t *isvprodid;
+    long min_isvsvn;
+};
+
+static const char *const tdx_keys[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", NULL};
+static const char *const sgx_keys[] = {"mrenclave", "mrsigner", NULL};
+
+void sh_dcap_policy_free(struct sh_dcap_policy *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < 8; i++) {
+        free(p->m[i].v);
+        free(p->m[i].lens);
+    }
+    json_decref(p->advisories);
+    json_decref(p->isvprodid);
+    free(p);
+}
+
+static int perr(char *eb, size_t en, const char *msg, const char *k)
+{
+    snprintf(eb, en, "policy: %s: %s", k, msg);
+    return -1;
+}
+
+static int hexlist(json_t *j, size_t want, sh_hexlist *l, char *eb, size_t en, const char *k)
+{
+    json_t *arr = json_is_string(j) ? json_pack("[O]", j) : json_incref(j);
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr) || !n || !(l->v = calloc(n, sizeof *l->v)) ||
+        !(l->lens = calloc(n, sizeof *l->lens))) {
+        json_decref(arr);
+        return perr(eb, en, "expected a hex string or a non-empty list of them", k);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(arr, i));
+        size_t got = 0;
+        if (!s || strlen(s) != 2 * want || OPENSSL_hexstr2buf_ex(l->v[i], 64, &got, s, '\0') != 1) {
+            json_decref(arr);
+            return perr(eb, en, "bad hex value (wrong length or characters)", k);
+        }
+        l->lens[i] = got;
+    }
+    l->n = n;
+    json_decref(arr);
+    return 0;
+}
+
+int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **out, char *eb, size_t en)
+{
+    struct sh_dcap_policy *p = calloc(1, sizeof *p);
+    const char *const *mk = tee == SH_ATTEST_TEE_TDX ? tdx_keys : sgx_keys;
+    size_t mlen = tee == SH_ATTEST_TEE_TDX ? 48 : 32;
+    const char *k;
+    json_t *v;
+    *out = NULL;
+    if (!p)
+        return perr(eb, en, "out of memory", sh_attest_tee_name(tee));
+    p->allow_debug = -1;
+    p->statuses = 1;
+    if (!json_is_object(o)) {
+        sh_dcap_policy_free(p);
+        return perr(eb, en, "expected an object", sh_attest_tee_name(tee));
+    }
+    json_object_foreach(o, k, v) {
+        int rc = 0, mi = -1;
+        for (int i = 0; mk[i] && mi < 0; i++)
+            if (!strcmp(k, mk[i]))
+                mi = i;
+        if (mi >= 0) {
+            rc = hexlist(v, mlen, &p->m[mi], eb, en, k);
+        } else if (!strcmp(k, "allow_debug")) {
+            rc = json_is_boolean(v) ? (p->allow_debug = json_is_true(v), 0) : perr(eb, en, "expected true or false", k);
+        } else if (!strcmp(k, "tcb_statuses")) {
+            size_t i;
+            json_t *s;
+            p->statuses = 0;
+            if (!json_is_array(v) || !json_array_size(v))
+                rc = perr(eb, en, "expected a non-empty list of TCB statuses", k);
+            json_array_foreach(v, i, s) {
+                int f = -1;
+                for (int j = 0; status_names[j] && f < 0; j++)
+                    if (json_is_string(s) && !strcmp(json_string_value(s), status_names[j]))
+                        f = j;
+                if (f < 0 || !strcmp(status_names[f], "Revoked"))
+                    rc = perr(eb, en, "unknown (or never acceptable) TCB status", k);
+                else
+                    p->statuses |= 1u << f;
+            }
+        } else if (!strcmp(k, "allowed_advisories")) {
+            size_t i;
+            json_t *s;
+            if (!json_is_array(v))
+                rc = perr(eb, en, "expected a list of advisory IDs", k);
+            json_array_foreach(v, i, s) {
+                if (!json_is_string(s))
+                    rc = perr(eb, en, "expected a list of advisory IDs", k);
+                else if (!strcmp(json_string_value(s), "*"))
+                    p->any_advisory = 1;
+            }
+            json_decref(p->advisories);
+            p->advisories = json_incref(v);
+        } else if (tee == SH_ATTEST_TEE_SGX && !strcmp(k, "isvprodid")) {
+            size_t i;
+            json_t *s;
+            if (!json_is_array(v) || !json_array_size(v))
+                rc = perr(eb, en, "expected a non-empty list of integers", k);
+            json_array_foreach(v, i, s) if (!json_is_integer(s) || json_integer_value(s) < 0 ||
+                                             json_integer_value(s) > 65535)
+                rc = perr(eb, en, "expected integers 0..65535", k);
+            json_decref(p->isvprodid);
+            p->isvprodid = json_incref(v);
+        } else if (tee == SH_ATTEST_TEE_SGX && !strcmp(k, "min_isvsvn")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 65535)
+                rc = perr(eb, en, "expected an integer 0..65535", k);
+            else
+                p->min_isvsvn = (long)json_integer_value(v);
+        } else {
+            rc = perr(eb, en, "unknown key", k);
+        }
+        if (rc < 0) {
+            sh_dcap_policy_free(p);
+            return -1;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+static const struct sh_dcap_policy default_policy = {-1, 1, NULL, 0, {{0}}, NULL, 0};
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* attestation key: 64 bytes x‖y on P-256 */
+static EVP_PKEY *p256_key(const uint8_t xy[64])
+{
+    uint8_t pub[65];
+    pub[0] = 0x04;
+    memcpy(pub + 1, xy, 64);
+    OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
+    OSSL_PARAM *params = NULL;
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    EVP_PKEY *pk = NULL;
+    if (b && ctx && OSSL_PARAM_BLD_push_utf8_string(b, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
+        OSSL_PARAM_BLD_push_octet_string(b, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub) &&
+        (params = OSSL_PARAM_BLD_to_param(b)) && EVP_PKEY_fromdata_init(ctx) == 1 &&
+        EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+        pk = NULL;
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(b);
+    EVP_PKEY_CTX_free(ctx);
+    return pk;
+}
+
+static int ecdsa_p256_ok(EVP_PKEY *pk, const uint8_t rs[64], const uint8_t *msg, size_t len)
+{
+    uint8_t *der = NULL;
+    size_t dl = 0;
+    EVP_MD_CTX *md = NULL;
+    int ok = sh_ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &dl) == 0 && (md = EVP_MD_CTX_new()) &&
+             EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
+             EVP_DigestVerify(md, der, dl, msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    return ok;
+}
+
+int sh_dcap_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig)
+{
+    sh_attest_result tmp;
+    sh_dcap_quote q;
+    memset(&tmp, 0, sizeof tmp);
+    if (sh_dcap_parse_quote(&tmp, ev, len, &q) < 0 ||
+        !EVP_DigestUpdate(md, q.signed_part.ptr, q.signed_part.len))
+        return -1;
+    sig->ptr = q.sig;
+    sig->len = 64;
+    return 0;
+}
+
+static void fill_result(sh_vctx *v, const sh_dcap_quote *q)
+{
+    sh_attest_result *r = v->r;
+    json_t *m = r->measurements, *c = r->claims;
+    const uint8_t *b = q->body;
+    json_object_set_new(c, "version", json_integer(q->version));
+    if (q->tee_type == DQ_TEE_TDX) {
+        static const char *const rt[4] = {"RTMR0", "RTMR1", "RTMR2", "RTMR3"};
+        sh_json_hex(m, "MRTD", b + TD_MRTD, 48);
+        for (int i = 0; i < 4; i++)
+            sh_json_hex(m, rt[i], b + TD_RTMR0 + 48 * i, 48);
+        sh_json_hex(m, "MRCONFIGID", b + TD_MRCONFIGID, 48);
+        sh_json_hex(m, "MROWNER", b + TD_MROWNER, 48);
+        sh_json_hex(c, "MROWNERCONFIG", b + TD_MROWNERCONFIG, 48);
+        sh_json_hex(c, "MRSEAM", b + TD_MRSEAM, 48);
+        sh_json_hex(c, "TEE_TCB_SVN", b + TD_TEE_TCB_SVN, 16);
+        sh_json_hex(c, "TD_ATTRIBUTES", b + TD_TDATTRIBUTES, 8);
+        sh_json_hex(c, "XFAM", b + TD_XFAM, 8);
+        sh_json_hex(c, "REPORT_DATA", b + TD_REPORTDATA, 64);
+        if (q->body_type == 3) {
+            sh_json_hex(c, "TEE_TCB_SVN2", b + TD_TEE_TCB_SVN2, 16);
+            sh_json_hex(c, "MRSERVICETD", b + TD_MRSERVICETD, 48);
+        }
+        r->debug = (b[TD_TDATTRIBUTES] & 1) != 0; /* TD_ATTRIBUTES.DEBUG, bit 0 */
+    } else {
+        sh_json_hex(m, "MRENCLAVE", b + RB_MRENCLAVE, 32);
+        sh_json_hex(m, "MRSIGNER", b + RB_MRSIGNER, 32);
+        json_object_set_new(c, "ISVPRODID", json_integer(le16(b + RB_ISVPRODID)));
+        json_object_set_new(c, "ISVSVN", json_integer(le16(b + RB_ISVSVN)));
+        sh_json_hex(c, "ATTRIBUTES", b + RB_ATTRIBUTES, 16);
+        sh_json_hex(c, "MRCONFIGID", b + RB_CONFIGID, 64);
+        sh_json_hex(c, "REPORT_DATA", b + RB_REPORTDATA, 64);
+        r->debug = (b[RB_ATTRIBUTES] & 2) != 0; /* SECS ATTRIBUTES.DEBUG, bit 1 */
+    }
+}
+
+static const struct sh_dcap_policy *policy_of(sh_vctx *v, int tdx)
+{
+    const struct sh_dcap_policy *p = tdx ? v->policy->tdx : v->policy->sgx;
+    return p ? p : &default_policy;
+}
+
+static int allow_debug(sh_vctx *v, const struct sh_dcap_policy *p)
+{
+    return v->o->allow_debug || (p->allow_debug >= 0 ? p->allow_debug : v->policy->allow_debug);
+}
+
+static int check_policy(sh_vctx *v, const sh_dcap_quote *q, const struct sh_dcap_policy *p)
+{
+    sh_attest_result *r = v->r;
+    const uint8_t *b = q->body;
+    int f = -1;
+    for (int i = 0; status_names[i] && f < 0; i++)
+        if (!strcmp(r->tcb_status, status_names[i]))
+            f = i;
+    if (!strcmp(r->tcb_status, "Revoked"))
+        return sh_fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
+    if (f < 0 || !(p->statuses & (1u << f)))
+        return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy", r->tcb_status);
+    if (f != 0 && !p->any_advisory) {
+        size_t i, j;
+        json_t *a, *x;
+        json_array_foreach(r->advisories, i, a) {
+            int ok = 0;
+            json_array_foreach(p->advisories, j, x) ok |= json_equal(a, x);
+            if (!ok)
+                return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "advisory %s not allowed by policy",
+                               json_string_value(a));
+        }
+    }
+    if (q->tee_type == DQ_TEE_TDX) {
+        static const size_t offs[7] = {TD_MRTD, TD_RTMR0, TD_RTMR0 + 48, TD_RTMR0 + 96, TD_RTMR0 + 144,
+                                       TD_MRCONFIGID, TD_MROWNER};
+        for (int i = 0; i < 7; i++)
+            if (!sh_hexlist_allows(&p->m[i], b + offs[i], 48))
+                return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "%s not allowed by policy", tdx_keys[i]);
+    } else {
+        if (!sh_hexlist_allows(&p->m[0], b + RB_MRENCLAVE, 32))
+            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRENCLAVE not allowed by policy");
+        if (!sh_hexlist_allows(&p->m[1], b + RB_MRSIGNER, 32))
+            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRSIGNER not allowed by policy");
+        if (p->isvprodid) {
+            size_t i;
+            json_t *x;
+            int ok = 0;
+            json_array_foreach(p->isvprodid, i, x) ok |= json_integer_value(x) == le16(b + RB_ISVPRODID);
+            if (!ok)
+                return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "ISVPRODID not allowed by policy");
+        }
+        if (le16(b + RB_ISVSVN) < p->min_isvsvn)
+            return sh_fail(r, SH_ATTEST_POLICY_DENIED, "ISVSVN below the policy's minimum");
+    }
+    return 0;
+}
+
+/* REPORT_DATA = D(n, k) (protocol.md §1.2) when a nonce is presented. */
+static int check_binding(sh_vctx *v, const uint8_t *report_data)
+{
+    const sh_attest_options *o = v->o;
+    uint8_t D[64];
+    if (!o->nonce)
+        return 0;
+    if (sh_attest_binding_digest(o->nonce, o->nonce_len, o->public_key,
+                                 o->public_key ? o->public_key_len : 0, D) < 0 ||
+        CRYPTO_memcmp(report_data, D, 64))
+        return sh_fail(v->r, SH_ATTEST_BINDING_MISMATCH, "REPORT_DATA is not the binding digest");
+    return 0;
+}
+
+/* The certification data must be exactly PEM_write_bio_X509 of leaf, intermediate(s), root
+ * (as Intel's PCS and QE produce it), optionally NUL-terminated: PEM readers skip text
+ * around and inside the armour, and nothing unauthenticated may vary in an accepted quote. */
+static int canonical_pem(STACK_OF(X509) *anchors, STACK_OF(X509) *mid, X509 *leaf,
+                         const sh_attest_bytes *given)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    int ok = b && leaf && sk_X509_num(anchors) == 1 && PEM_write_bio_X509(b, leaf);
+    for (int i = 0; ok && i < sk_X509_num(mid); i++)
+        ok = PEM_write_bio_X509(b, sk_X509_value(mid, i));
+    ok = ok && PEM_write_bio_X509(b, sk_X509_value(anchors, 0));
+    char *p = NULL;
+    long n = ok ? BIO_get_mem_data(b, &p) : 0;
+    size_t len = given->len;
+    if (len && given->ptr[len - 1] == 0)
+        len--;
+    ok = ok && n > 0 && (size_t)n == len && !memcmp(p, given->ptr, len);
+    BIO_free(b);
+    return ok ? 0 : -1;
+}
+
+static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
+{
+    sh_attest_result *r = v->r;
+    sh_dcap_quote q;
+    STACK_OF(X509) *certs = NULL, *untrusted = NULL, *anchors = NULL, *extra = NULL;
+    X509 *leaf = NULL;
+    EVP_PKEY *ak = NULL;
+    sh_dcap_collateral *col = NULL;
+    const struct sh_dcap_policy *pol = policy_of(v, tdx);
+    int rc = -1;
+    /* 1. structure */
+    if (sh_dcap_parse_quote(r, ev, len, &q) < 0)
+        goto fail;
+    if ((q.tee_type == DQ_TEE_TDX) != tdx) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "quote is %s, not %s", tdx ? "SGX" : "TDX", tdx ? "TDX" : "SGX");
+        goto fail;
+    }
+    fill_result(v, &q);
+    /* 2. binding */
+    if (check_binding(v, q.body + (tdx ? TD_REPORTDATA : RB_REPORTDATA)) < 0)
+        goto fail;
+    /* 3. root fingerprint: the chain's self-signed certificate must be the pinned root */
+    sh_attest_bytes pem = q.pck_chain;
+    if (!(certs = sh_x509_parse_many(&pem, 1)) || !(untrusted = sk_X509_new_null()) ||
+        !(anchors = sk_X509_new_null())) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "quote: PCK certificate chain is not PEM");
+        goto fail;
+    }
+    while (sk_X509_num(certs)) {
+        X509 *x = sk_X509_shift(certs);
+        int ok;
+        if (X509_check_issued(x, x) == X509_V_OK) {
+            if (!sh_x509_is_pinned(x, intel_sgx_root, 1) && !sh_x509_is_extra_root(x, v->o)) {
+                X509_free(x);
+                sh_fail(r, SH_ATTEST_ROOT_UNTRUSTED, "PCK chain root is not the Intel SGX Root CA");
+                goto fail;
+            }
+            ok = sk_X509_push(anchors, x) > 0;
+        } else if (!leaf && X509_check_ca(x) == 0) {
+            leaf = x;
+            ok = 1;
+        } else {
+            ok = sk_X509_push(untrusted, x) > 0;
+        }
+        if (!ok) {
+            X509_free(x);
+            goto fail;
+        }
+    }
+    if (canonical_pem(anchors, untrusted, leaf, &q.pck_chain) < 0) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "quote: PCK chain is not canonical PEM (leaf, CA, root)");
+        goto fail;
+    }
+    if (!leaf || !sk_X509_num(anchors)) {
+        sh_fail(r, SH_ATTEST_CHAIN_INVALID, "quote: PCK chain without %s", leaf ? "root" : "PCK certificate");
+        goto fail;
+    }
+    if (v->o->nextra_roots && (extra = sh_x509_parse_many(v->o->extra_roots, v->o->nextra_roots)))
+        while (sk_X509_num(extra))
+            sk_X509_push(anchors, sk_X509_shift(extra));
+    /* 4. signatures: quote by the attestation key, QE report by the PCK key */
+    if (!(ak = p256_key(q.att_key)) || !ecdsa_p256_ok(ak, q.sig, q.signed_part.ptr, q.signed_part.len)) {
+        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "quote signature does not verify");
+        goto fail;
+    }
+    EVP_PKEY *pck = X509_get0_pubkey(leaf);
+    if (!pck || !ecdsa_p256_ok(pck, q.qe_report_sig, q.qe_report, DQ_SGX_BODY_LEN)) {
+        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report signature does not verify with the PCK key");
+        goto fail;
+    }
+    uint8_t h[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int hok = md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL) && EVP_DigestUpdate(md, q.att_key, 64) &&
+              EVP_DigestUpdate(md, q.qe_auth.ptr, q.qe_auth.len) && EVP_DigestFinal_ex(md, h, NULL);
+    EVP_MD_CTX_free(md);
+    static const uint8_t zero[32];
+    if (!hok || CRYPTO_memcmp(h, q.qe_report + RB_REPORTDATA, 32) ||
+        CRYPTO_memcmp(zero, q.qe_report + RB_REPORTDATA + 32, 32)) {
+        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report data does not bind the attestation key");
+        goto fail;
+    }
+    /* 5. without collateral: chain without CRLs, a debug TEE is refused, else collateral_missing */
+    if (!v->o->collateral || !v->o->collateral_len) {
+        if (sh_dcap_verify_chain(v, leaf, untrusted, anchors, NULL, "PCK chain") < 0)
+            goto fail;
+    }
+    if (r->debug && !allow_debug(v, pol)) {
+        sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, tdx ? "debug TD (TD_ATTRIBUTES.DEBUG)" : "debug enclave (ATTRIBUTES.DEBUG)");
+        goto fail;
+    }
+    /* 6. collateral, the PCK chain with CRLs */
+    if (!(col = sh_dcap_collateral_verify(v, v->o->collateral, v->o->collateral_len, anchors)) ||
+        sh_dcap_verify_chain(v, leaf, untrusted, anchors, sh_dcap_crls(col), "PCK chain") < 0)
+        goto fail;
+    /* the PCK CRL's issuer is authenticated by the quote's own chain: a given
+     * pck_crl_issuer_chain must consist of certificates of that chain */
+    STACK_OF(X509) *pcc = sh_dcap_pck_crl_chain(col);
+    for (int i = 0; pcc && i < sk_X509_num(pcc); i++) {
+        X509 *x = sk_X509_value(pcc, i);
+        int found = 0;
+        for (int j = 0; j < sk_X509_num(untrusted) && !found; j++)
+            found = !X509_cmp(x, sk_X509_value(untrusted, j));
+        for (int j = 0; j < sk_X509_num(anchors) && !found; j++)
+            found = !X509_cmp(x, sk_X509_value(anchors, j));
+        if (!found) {
+            sh_fail(r, SH_ATTEST_CHAIN_INVALID, "collateral: pck_crl_issuer_chain differs from the PCK chain");
+            goto fail;
+        }
+    }
+    json_t *ti = sh_dcap_tcb_info(col), *qi = sh_dcap_qe_identity(col);
+    const char *tid = json_string_value(json_object_get(ti, "id"));
+    const char *qid = json_string_value(json_object_get(qi, "id"));
+    if (strcmp(tid, tdx ? "TDX" : "SGX") || strcmp(qid, tdx ? "TD_QE" : "QE") ||
+        (tdx && json_integer_value(json_object_get(ti, "version")) != 3)) {
+        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "collateral is for %s/%s, not %s", tid, qid, tdx ? "TDX" : "SGX");
+        goto fail;
+    }
+    sh_pck_ext ext;
+    uint8_t fmspc[6], pceid[2];
+    if (sh_pck_ext_parse(leaf, &ext) < 0) {
+        sh_fail(r, SH_ATTEST_CHAIN_INVALID, "PCK certificate SGX extensions");
+        goto fail;
+    }
+    if (sh_dcap_hex(ti, "fmspc", fmspc, 6) < 0 || sh_dcap_hex(ti, "pceId", pceid, 2) < 0) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "collateral: TCB info fmspc/pceId");
+        goto fail;
+    }
+    sh_json_hex(r->claims, "fmspc", ext.fmspc, 6);
+    sh_json_hex(r->claims, "pce_id", ext.pceid, 2);
+    if (memcmp(fmspc, ext.fmspc, 6) || memcmp(pceid, ext.pceid, 2)) {
+        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "TCB info is for another platform (FMSPC/PCE-ID)");
+        goto fail;
+    }
+    const char *st = NULL, *qst = NULL;
+    if (sh_dcap_qe_match(v, qi, q.qe_report, &qst) < 0 ||
+        sh_dcap_tcb_match(v, ti, &ext, tdx ? q.body + TD_TEE_TCB_SVN : NULL, tdx ? q.body : NULL,
+                          &st, r->advisories) < 0)
+        goto fail;
+    json_object_set_new(r->claims, "qe_tcb_status", json_string(qst));
+    if (!strcmp(qst, "Revoked"))
+        st = "Revoked";
+    else if (!strncmp(qst, "OutOfDate", 9) && strncmp(st, "OutOfDate", 9) && strcmp(st, "Revoked"))
+        st = strstr(st, "Configuration") ? "OutOfDateConfigurationNeeded" : "OutOfDate";
+    r->tcb_status = st;
+    /* 7. policy */
+    if (check_policy(v, &q, pol) < 0)
+        goto fail;
+    rc = 0;
+fail:
+    sh_dcap_collateral_free(col);
+    EVP_PKEY_free(ak);
+    X509_free(leaf);
+    sk_X509_pop_free(certs, X509_free);
+    sk_X509_pop_free(untrusted, X509_free);
+    sk_X509_pop_free(anchors, X509_free);
+    sk_X509_pop_free(extra, X509_free);
+    ERR_clear_error();
+    return rc;
+}
+
+int sh_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len) { return verify_quote(v, ev, len, 1); }
+int sh_sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len) { return verify_quote(v, ev, len, 0); }

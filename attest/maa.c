@@ -1,0 +1,205 @@
+/* attest/maa.c — Microsoft Azure Attestation tokens (type maa).
+ *
+ * A JWT signed by the attestation instance; its keys come from the instance's JWKS (its /certs
+ * endpoint, entries that carry only x5c), configured or fetched (fetch.c), never from the
+ * token's jku.  Claims (Azure Attestation "Claim sets"):
+ *   x-ms-attestation-type "sgx": x-ms-sgx-is-debuggable, -mrenclave, -mrsigner, -product-id,
+ *     -svn, -report-data, -ehd (enclave held data; REPORT_DATA[0:32] = SHA-256(ehd));
+ *   "sevsnpvm" (claims at the top level) or "azurevm" (claims in x-ms-isolation-tee):
+ *     x-ms-sevsnpvm-is-debuggable, -launchmeasurement, -hostdata, -idkeydigest, -reportdata,
+ *     x-ms-compliance-status.
+ * Binding (protocol.md §1.2): the "nonce" claim is base64url(D).  Checks run cheapest first:
+ * structure, binding, times, iss/aud, key lookup, signature, policy.
+ */
+#include "token.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct maa_info {
+    const char *type;         /* the TEE's attestation type: sgx or sevsnpvm */
+    json_t *tee;              /* object holding the TEE claims (payload or x-ms-isolation-tee) */
+    uint8_t mrenclave[32], mrsigner[32], measurement[48], host_data[32];
+    int has_mrenclave, has_mrsigner, has_measurement, has_host_data;
+    int64_t product_id, svn;
+    int has_product_id, has_svn;
+    const char *compliance;
+} maa_info;
+
+static int sgx_claims(sh_vctx *v, maa_info *m)
+{
+    json_t *p = m->tee, *meas = v->r->measurements;
+    json_t *dbg = json_object_get(p, "x-ms-sgx-is-debuggable");
+    json_t *pid = json_object_get(p, "x-ms-sgx-product-id"), *svn = json_object_get(p, "x-ms-sgx-svn");
+    json_t *rd = json_object_get(p, "x-ms-sgx-report-data"), *ehd = json_object_get(p, "x-ms-sgx-ehd");
+    uint8_t report_data[64];
+    if (!json_is_boolean(dbg) || (pid && !json_is_integer(pid)) || (svn && !json_is_integer(svn)))
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "SGX claims: is-debuggable, product-id or svn missing or mistyped");
+    if (sh_jwt_hex_claim(meas, "MRENCLAVE", json_object_get(p, "x-ms-sgx-mrenclave"), 32, m->mrenclave) < 0 ||
+        sh_jwt_hex_claim(meas, "MRSIGNER", json_object_get(p, "x-ms-sgx-mrsigner"), 32, m->mrsigner) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "SGX claims: mrenclave/mrsigner are not 32-byte hex");
+    m->has_mrenclave = m->has_mrsigner = 1;
+    v->r->debug = json_is_true(dbg);
+    if (pid) {
+        m->product_id = json_integer_value(pid);
+        m->has_product_id = 1;
+    }
+    if (svn) {
+        m->svn = json_integer_value(svn);
+        m->has_svn = 1;
+    }
+    if (rd && sh_jwt_hex_claim(meas, "report_data", rd, 64, report_data) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sgx-report-data is not 64-byte hex");
+    if (ehd) {
+        /* The enclave held data is what the enclave put in REPORT_DATA (hashed): a token whose
+         * ehd does not hash to REPORT_DATA[0:32] does not bind that data to the enclave. */
+        const char *s = json_string_value(ehd);
+        size_t n = 0;
+        uint8_t *b = s ? sh_b64_decode_strict(s, strlen(s), 0, &n) : NULL, h[32];
+        int ok = b && rd && EVP_Digest(b, n, h, NULL, EVP_sha256(), NULL) &&
+                 !CRYPTO_memcmp(h, report_data, 32);
+        free(b);
+        if (!ok)
+            return sh_fail(v->r, SH_ATTEST_BINDING_MISMATCH,
+                           "x-ms-sgx-ehd does not hash to REPORT_DATA[0:32]");
+    }
+    return 0;
+}
+
+static int snp_claims(sh_vctx *v, maa_info *m)
+{
+    json_t *p = m->tee, *meas = v->r->measurements, *x;
+    json_t *dbg = json_object_get(p, "x-ms-sevsnpvm-is-debuggable");
+    if (!json_is_boolean(dbg))
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "SNP claims: x-ms-sevsnpvm-is-debuggable missing");
+    v->r->debug = json_is_true(dbg);
+    if (sh_jwt_hex_claim(meas, "measurement", json_object_get(p, "x-ms-sevsnpvm-launchmeasurement"), 48,
+                         m->measurement) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-launchmeasurement is not 48-byte hex");
+    m->has_measurement = 1;
+    if ((x = json_object_get(p, "x-ms-sevsnpvm-hostdata"))) {
+        if (sh_jwt_hex_claim(meas, "host_data", x, 32, m->host_data) < 0)
+            return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-hostdata is not 32-byte hex");
+        m->has_host_data = 1;
+    }
+    if ((x = json_object_get(p, "x-ms-sevsnpvm-idkeydigest")) &&
+        sh_jwt_hex_claim(meas, "id_key_digest", x, 48, NULL) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-idkeydigest is not 48-byte hex");
+    if ((x = json_object_get(p, "x-ms-sevsnpvm-reportdata")) &&
+        sh_jwt_hex_claim(meas, "report_data", x, 64, NULL) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-reportdata is not 64-byte hex");
+    x = json_object_get(p, "x-ms-compliance-status");
+    if (x && !json_is_string(x))
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-compliance-status is not a string");
+    m->compliance = json_string_value(x);
+    return 0;
+}
+
+static int claims(sh_vctx *v, const sh_jwt *j, maa_info *m)
+{
+    json_t *p = j->payload;
+    const char *type = json_string_value(json_object_get(p, "x-ms-attestation-type"));
+    if (!type)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "token has no x-ms-attestation-type");
+    m->tee = p;
+    m->type = type;
+    if (!strcmp(type, "azurevm")) { /* Azure CVM: the isolation TEE's claims are nested */
+        m->tee = json_object_get(p, "x-ms-isolation-tee");
+        m->type = json_string_value(json_object_get(m->tee, "x-ms-attestation-type"));
+        if (!json_is_object(m->tee) || !m->type)
+            return sh_fail(v->r, SH_ATTEST_MALFORMED, "azurevm token without x-ms-isolation-tee");
+    }
+    if (!strcmp(m->type, "sgx"))
+        return sgx_claims(v, m);
+    if (!strcmp(m->type, "sevsnpvm"))
+        return snp_claims(v, m);
+    return sh_fail(v->r, SH_ATTEST_UNSUPPORTED_TYPE, "Azure Attestation type %.32s is not supported",
+                   m->type);
+}
+
+static int check_policy(sh_vctx *v, const struct sh_token_policy *t, const maa_info *m)
+{
+    sh_attest_result *r = v->r;
+    if (r->debug && !sh_token_policy_allow_debug(v->policy, t, v->o))
+        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debuggable %s TEE", m->type);
+    if (t->n_attestation_type && !sh_token_strlist_has(t->attestation_type, t->n_attestation_type, m->type))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "attestation type %s not allowed by policy", m->type);
+    if ((t->mrenclave.n && (!m->has_mrenclave || !sh_hexlist_allows(&t->mrenclave, m->mrenclave, 32))) ||
+        (t->mrsigner.n && (!m->has_mrsigner || !sh_hexlist_allows(&t->mrsigner, m->mrsigner, 32))) ||
+        (t->measurement.n &&
+         (!m->has_measurement || !sh_hexlist_allows(&t->measurement, m->measurement, 48))) ||
+        (t->host_data.n && (!m->has_host_data || !sh_hexlist_allows(&t->host_data, m->host_data, 32))))
+        return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "measurement not allowed by policy");
+    if (t->n_product_id) {
+        int ok = 0;
+        for (size_t i = 0; i < t->n_product_id && m->has_product_id; i++)
+            ok |= t->product_id[i] == m->product_id;
+        if (!ok)
+            return sh_fail(r, SH_ATTEST_POLICY_DENIED, "SGX product id not allowed by policy");
+    }
+    if (t->min_svn && (!m->has_svn || m->svn < t->min_svn))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "SGX svn below the policy's min_svn");
+    if (t->n_compliance_status &&
+        !sh_token_strlist_has(t->compliance_status, t->n_compliance_status, m->compliance))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "compliance status %.40s not allowed by policy",
+                       m->compliance ? m->compliance : "(none)");
+    return 0;
+}
+
+int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+{
+    sh_attest_result *r = v->r;
+    const struct sh_token_policy *t = sh_token_policy_for(v->policy, SH_ATTEST_TEE_MAA);
+    sh_jwt j;
+    sh_jwks *keys = NULL;
+    char *want = NULL, eb[160];
+    maa_info m;
+    int rc = -1;
+    memset(&m, 0, sizeof m);
+    /* 1. size cap and structure */
+    if (sh_jwt_parse(r, ev, len, &j) < 0)
+        goto fail;
+    if (sh_jwt_fill_result(v, &j) < 0) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
+        goto fail;
+    }
+    if (!j.alg || !(j.alg & t->algorithms)) {
+        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm", j.alg_name);
+        goto fail;
+    }
+    if (claims(v, &j, &m) < 0)
+        goto fail;
+    /* 2. binding: nonce claim = base64url(D) */
+    if (v->o->nonce) {
+        const char *n = json_string_value(json_object_get(j.payload, "nonce"));
+        if (!(want = sh_jwt_expected_nonce(v)) || !n || strcmp(n, want)) {
+            sh_fail(r, SH_ATTEST_BINDING_MISMATCH, "nonce claim is not the binding digest");
+            goto fail;
+        }
+    }
+    /* 3. time, issuer, audience */
+    if (sh_jwt_check_times(v, &j) < 0 || sh_jwt_check_issuer(v, &j, v->o->issuer) < 0 ||
+        sh_jwt_check_audience(v, &j, v->o->audience) < 0)
+        goto fail;
+    /* 4. key from the configured JWKS, then the signature */
+    if (v->o->jwks && sh_jwks_parse(v->o->jwks, v->o->jwks_len, &keys, eb, sizeof eb) < 0) {
+        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
+        goto fail;
+    }
+    EVP_PKEY *pk = sh_jwks_key(v, keys, &j);
+    if (!pk || sh_jwt_verify_signature(r, &j, t->algorithms, pk) < 0)
+        goto fail;
+    /* 5. policy */
+    if (check_policy(v, t, &m) < 0)
+        goto fail;
+    if (sh_jwt_record_binding(v) < 0) {
+        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
+        goto fail;
+    }
+    rc = 0;
+fail:
+    free(want);
+    sh_jwks_free(keys);
+    sh_jwt_free(&j);
+    return rc;
+}

@@ -1,0 +1,108 @@
+/*
+ * server/worker.c — the per-process side of workers: what one server process sets up from
+ * the production flags (trusted proxies, extra headers, its own --limit-max-requests with
+ * jitter) and how it talks to its supervisor.
+ *
+ * The supervisor gives each worker the write end of a pipe (cfg.notify_fd).  The worker
+ * writes 'R' once its loop runs (after lifespan startup: the I/O thread starts only then), so
+ * a rolling restart stops the old worker only once the new one serves; and 'M' when it has
+ * seen --limit-max-requests requests, so the supervisor replaces it the same way (new one up,
+ * then SIGTERM) and no request is refused meanwhile.  Without a supervisor the worker stops
+ * itself gracefully at the limit, as uvicorn does.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+#include "shmtable.h"
+
+static void notify(sh_server *srv, char what) {
+  if (srv->cfg.notify_fd < 0) return;
+  ssize_t r;
+  do {
+    r = write(srv->cfg.notify_fd, &what, 1);
+  } while (r < 0 && errno == EINTR);
+}
+
+int sh_worker_setup(sh_server *srv, sh_error *err) {
+  const sh_config *cfg = &srv->cfg;
+  uint32_t rnd[2] = {0, 0};
+  if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+    rnd[0] = (uint32_t)getpid() * 2654435761u;
+    rnd[1] = (uint32_t)uv_hrtime();
+  }
+  srv->id_prefix = rnd[0];
+  sh_metrics_set_shard(cfg->metrics_shard);
+  if (cfg->proxy_headers && cfg->forwarded_allow_ips) {
+    int rc = sh_proxy_list_parse(cfg->forwarded_allow_ips, &srv->proxy, err);
+    if (rc < 0) return rc;
+  }
+  if (cfg->num_extra_headers > 0) {
+    size_t cap = 0;
+    for (int i = 0; i < cfg->num_extra_headers; i++) cap += strlen(cfg->extra_headers[i]) + 3;
+    srv->extra_hdrs = malloc(cap);
+    if (!srv->extra_hdrs) {
+      SH_ERR(err, SH_ENOMEM, "out of memory");
+      return SH_ENOMEM;
+    }
+    char *p = srv->extra_hdrs;
+    for (int i = 0; i < cfg->num_extra_headers; i++) {
+      /* "Name:Value" or "Name: Value" -> "Name: Value\r\n" (config.c checked the bytes) */
+      const char *h = cfg->extra_headers[i];
+      const char *colon = strchr(h, ':');
+      const char *v = colon + 1;
+      while (*v == ' ' || *v == '\t') v++;
+      size_t nl = (size_t)(colon - h), vl = strlen(v);
+      memcpy(p, h, nl);
+      p += nl;
+      memcpy(p, ": ", 2);
+      p += 2;
+      memcpy(p, v, vl);
+      p += vl;
+      memcpy(p, "\r\n", 2);
+      p += 2;
+    }
+    srv->extra_hdrs_len = (size_t)(p - srv->extra_hdrs);
+  }
+  if (cfg->limit_max_requests) {
+    /* uvicorn: limit + randint(0, jitter), per worker, so workers do not all recycle at once */
+    uint64_t j = cfg->limit_max_requests_jitter ? rnd[1] % (cfg->limit_max_requests_jitter + 1)
+                                                 : 0;
+    srv->max_requests = cfg->limit_max_requests + j;
+  }
+  return 0;
+}
+
+void sh_worker_ready(sh_server *srv) { notify(srv, 'R'); }
+
+void sh_worker_request_limit(sh_server *srv) {
+  if (srv->max_requests_hit) return;
+  srv->max_requests_hit = 1;
+  sh_log(SH_LOG_INFO, "Maximum request limit of %llu exceeded. Terminating process.",
+         (unsigned long long)srv->max_requests);
+  if (srv->cfg.notify_fd >= 0) notify(srv, 'M'); /* the supervisor replaces us, then stops us */
+  else sh_server_stop(srv, srv->cfg.timeout_graceful_shutdown);
+}
+
+void sh_worker_cleanup(sh_server *srv) {
+  sh_proxy_list_free(srv->proxy);
+  srv->proxy = NULL;
+  free(srv->extra_hdrs);
+  srv->extra_hdrs = NULL;
+}
+
+struct sh_shm_table *sh_server_shared_table(const sh_server *srv) {
+  return srv ? (struct sh_shm_table *)srv->cfg.shared_table : NULL;
+}
+
+const unsigned char *sh_server_state_secret(const sh_server *srv, size_t *len) {
+  if (!srv || !srv->cfg.state_secret) {
+    if (len) *len = 0;
+    return NULL;
+  }
+  if (len) *len = srv->cfg.state_secret_len;
+  return srv->cfg.state_secret;
+}

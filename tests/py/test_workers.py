@@ -1,0 +1,278 @@
+"""Process model: --workers, the supervisor (crash restart, SIGTERM graceful stop, SIGHUP
+rolling restart, --limit-max-requests), and state shared across workers (shm table, secret).
+
+Every test runs the real binary; load is driven by client threads over real sockets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import RawConn, http_request, scaled, wait_for
+
+pytestmark = pytest.mark.shield_only
+
+APP = "app_workers:app"
+
+
+def get_json(srv, target, timeout=10.0, headers=None):
+    """One request on a new connection (so the kernel may hand it to any worker)."""
+    with RawConn.to(srv, timeout=timeout) as c:
+        c.send(http_request("GET", target, headers=headers or {"Connection": "close"}))
+        r = c.read_response()
+    assert r.status == 200, r
+    return json.loads(r.body)
+
+
+def distinct_pids(srv, want, tries=400):
+    pids = set()
+    for _ in range(tries):
+        pids.add(get_json(srv, "/pid")["pid"])
+        if len(pids) >= want:
+            break
+    return pids
+
+
+class Load:
+    """Client threads sending requests until stopped; every outcome is recorded."""
+
+    def __init__(self, srv, target="/sleep?s=0.05", threads=6, keep_alive=False):
+        self.srv, self.target, self.keep_alive = srv, target, keep_alive
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self):
+        conn = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = RawConn.to(self.srv, timeout=20)
+                hdrs = {} if self.keep_alive else {"Connection": "close"}
+                conn.send(http_request("GET", self.target, headers=hdrs))
+                r = conn.read_response()
+                with self.lock:
+                    if r.status == 200:
+                        self.ok += 1
+                        self.pids.add(json.loads(r.body)["pid"])
+                    else:
+                        self.failures.append(f"status {r.status}")
+                if not self.keep_alive or (r.header("connection") or "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                with self.lock:
+                    self.failures.append(repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=scaled(30))
+
+
+def test_workers_serve_from_distinct_processes(fresh_server):
+    srv = fresh_server(APP, "--workers", "3")
+    pids = distinct_pids(srv, 2)
+    assert len(pids) >= 2, f"only one worker answered: {pids}"
+    assert srv.proc.pid not in pids  # the supervisor does not serve
+    assert "Started parent process" in srv.stderr_text()
+
+
+def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
+    srv = fresh_server(APP, "--workers", "2")
+    put = get_json(srv, "/state/put?k=alpha&v=one&ttl=60")
+    assert put["stored"] is True
+    writer = put["pid"]
+    # atomic check-and-set: a second insert-if-absent from any worker is refused
+    assert get_json(srv, "/state/put?k=alpha&v=two&absent=1")["stored"] is False
+
+    def read_from_other():
+        r = get_json(srv, "/state/get?k=alpha")
+        return r if r["pid"] != writer else None
+
+    other = wait_for(read_from_other, timeout=20, interval=0.01, what="a read from the other worker")
+    assert other["value"] == "one"
+
+    # kill the worker that wrote it: the supervisor replaces it, the entry is still there
+    os.kill(writer, signal.SIGKILL)
+    old = {writer, other["pid"]}
+
+    def new_pid():
+        r = get_json(srv, "/state/get?k=alpha")
+        return r if r["pid"] not in old else None
+
+    fresh = wait_for(new_pid, timeout=30, interval=0.02, what="the replacement worker")
+    assert fresh["value"] == "one"
+    assert "died unexpectedly" in srv.stderr_text()
+
+
+def test_state_secret_same_in_every_worker(fresh_server):
+    srv = fresh_server(APP, "--workers", "2")
+    seen = {}
+    for _ in range(400):
+        r = get_json(srv, "/state/secret")
+        seen[r["pid"]] = (r["sha256"], r["len"])
+        if len(seen) == 2:
+            break
+    assert len(seen) == 2
+    assert len(set(seen.values())) == 1
+    assert next(iter(seen.values()))[1] == 32
+
+
+def test_state_secret_file(fresh_server, tmp_path):
+    secret = os.urandom(48)
+    f = tmp_path / "secret"
+    f.write_bytes(secret)
+    srv = fresh_server(APP, "--workers", "2", "--state-secret-file", str(f))
+    r = get_json(srv, "/state/secret")
+    assert r["sha256"] == hashlib.sha256(secret).hexdigest() and r["len"] == 48
+
+
+@pytest.mark.parametrize("content", [b"short", None])
+def test_state_secret_file_refused(fresh_server, tmp_path, content):
+    f = tmp_path / "secret"
+    if content is not None:
+        f.write_bytes(content)
+    srv = fresh_server(APP, "--state-secret-file", str(f), wait=False)
+    rc = srv.wait_exit(scaled(15))
+    assert rc == 1, srv.describe()
+    text = srv.stderr_text()
+    assert "--state-secret-file" in text
+    assert ("at least 32" in text) if content else ("No such file" in text)
+
+
+def test_killed_worker_replaced_others_keep_serving(fresh_server):
+    srv = fresh_server(APP, "--workers", "2")
+    pids = distinct_pids(srv, 2)
+    victim = sorted(pids)[0]
+    with Load(srv, "/pid", threads=4) as load:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(load.pids - pids) >= 1, timeout=30, what="a replacement worker")
+        time.sleep(0.3)
+    # connections the killed process had accepted die with it; everything else is served
+    assert load.ok > 20
+    assert len(load.failures) <= 4, load.failures
+    after = distinct_pids(srv, 2)
+    assert victim not in after
+
+
+def test_sigterm_graceful_under_load_loses_nothing(fresh_server, tmp_path):
+    log = tmp_path / "lifespan.log"
+    srv = fresh_server(APP, "--workers", "2", env={"SHIELD_TEST_LIFESPAN_LOG": str(log)})
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(get_json(srv, "/sleep?s=1.0", timeout=20))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # all 8 are in flight in the app
+    srv.signal(signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=scaled(20))
+    assert errors == [] and len(results) == 8
+    assert srv.wait_exit(scaled(15)) == 0
+    lines = log.read_text().split()
+    assert lines.count("startup") == 2 and lines.count("shutdown") == 2, lines
+    # after the stop nothing listens any more
+    with pytest.raises(OSError):
+        srv.connect(timeout=1).close()
+
+
+def test_sigterm_grace_period_bounds_shutdown(fresh_server):
+    srv = fresh_server(APP, "--timeout-graceful-shutdown", "0.5")
+    c = RawConn.to(srv, timeout=20)
+    c.send(http_request("GET", "/sleep?s=30"))
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    rc = srv.wait_exit(scaled(15))
+    assert rc == 0
+    assert time.monotonic() - t0 < scaled(8)
+    assert c.wait_closed(5)
+    c.close()
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+def test_sighup_rolling_restart_under_load_loses_nothing(fresh_server, keep_alive):
+    srv = fresh_server(APP, "--workers", "2")
+    before = distinct_pids(srv, 2)
+    with Load(srv, "/sleep?s=0.02", threads=6, keep_alive=keep_alive) as load:
+        time.sleep(0.5)
+        srv.signal(signal.SIGHUP)
+        # (keep-alive clients may all stick to one new worker: watch the supervisor instead)
+        wait_for(lambda: srv.stderr_text().count("finished (exit status 0)") >= 2, timeout=40,
+                 what="both old workers to finish")
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 50
+    text = srv.stderr_text()
+    assert "rolling restart" in text and text.count("stopping the old one") >= 2
+    after = distinct_pids(srv, 2)
+    assert not (after & before), (before, after)
+
+
+def test_limit_max_requests_recycles_without_failures(fresh_server):
+    srv = fresh_server(APP, "--workers", "1", "--limit-max-requests", "10",
+                       "--limit-max-requests-jitter", "3")
+    with Load(srv, "/pid", threads=3) as load:
+        wait_for(lambda: len(load.pids) >= 3, timeout=40, what="two recycles")
+    assert load.failures == [], load.failures[:5]
+    assert "Maximum request limit" in srv.stderr_text()
+
+
+def test_startup_failure_exits_with_worker_status(fresh_server):
+    srv = fresh_server("app_raw:app", "--workers", "2", "--lifespan", "on",
+                       env={"SHIELD_TEST_FAIL_STARTUP": "boom-marker"}, wait=False)
+    rc = srv.wait_exit(scaled(20))
+    assert rc not in (None, 0), srv.describe()
+    assert "boom-marker" in srv.stderr_text()
+
+
+def test_web_concurrency_env_sets_workers(fresh_server):
+    srv = fresh_server(APP, env={"WEB_CONCURRENCY": "2"})
+    assert len(distinct_pids(srv, 2)) == 2
+
+
+def test_keep_alive_connection_gets_close_from_leaving_worker(fresh_server):
+    srv = fresh_server(APP, "--workers", "1")
+    c = RawConn.to(srv, timeout=20)
+    c.send(http_request("GET", "/pid"))
+    r1 = c.read_response()
+    assert r1.status == 200 and r1.header("connection") is None
+    old = json.loads(r1.body)["pid"]
+    # a slow request on the same connection is in flight while the worker starts leaving
+    c.send(http_request("GET", "/sleep?s=1.5"))
+    time.sleep(0.3)
+    srv.signal(signal.SIGHUP)
+    r2 = c.read_response()
+    assert r2.status == 200 and json.loads(r2.body)["pid"] == old
+    assert (r2.header("connection") or "").lower() == "close"
+    assert c.wait_closed(5)
+    c.close()
+    wait_for(lambda: get_json(srv, "/pid")["pid"] != old, timeout=20, what="the new worker")
