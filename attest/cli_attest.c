@@ -24,189 +24,200 @@
 
 #define CLI_MAX_KEY (64u * 1024u)
 
-static void usage_attest(void)
-{
-    fprintf(stderr,
-            "usage: shield attest --tee simulated --nonce HEX [--public-key FILE] [--out FILE]\n"
-            "                     [--at RFC3339|UNIX] [--lifetime SECONDS] [--debug]\n"
-            "                     [--pcr N=HEX]... [--data-dir DIR]\n");
+static void usage_attest(void) {
+  fprintf(stderr,
+          "usage: shield attest --tee simulated --nonce HEX [--public-key FILE] [--out FILE]\n"
+          "                     [--at RFC3339|UNIX] [--lifetime SECONDS] [--debug]\n"
+          "                     [--pcr N=HEX]... [--data-dir DIR]\n");
 }
 
-static int parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    long long secs = strtoll(s, &end, 10);
-    if (*s && !*end) {
-        *out = secs;
-        return secs > 0 ? 0 : -1;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        return -1;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
-    if (*p != 'Z' && *p != 'z')
-        return -1;
-    *out = (int64_t)timegm(&tm);
-    return p[1] == 0 && *out > 0 ? 0 : -1;
+static int parse_time(const char *s, int64_t *out) {
+  char *end;
+  long long secs = strtoll(s, &end, 10);
+  if (*s && !*end) {
+    *out = secs;
+    return secs > 0 ? 0 : -1;
+  }
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!p) return -1;
+  if (*p == '.')
+    for (p++; *p >= '0' && *p <= '9'; p++)
+      ;
+  if (*p != 'Z' && *p != 'z') return -1;
+  *out = (int64_t)timegm(&tm);
+  return p[1] == 0 && *out > 0 ? 0 : -1;
 }
 
 /* PEM PUBLIC KEY or DER SPKI -> DER SPKI (malloc'd). */
-static uint8_t *load_spki(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *raw = malloc(CLI_MAX_KEY + 1), *der = NULL;
-    size_t n = raw ? fread(raw, 1, CLI_MAX_KEY + 1, f) : 0;
-    fclose(f);
-    if (!raw || n > CLI_MAX_KEY) {
-        free(raw);
-        return NULL;
-    }
-    BIO *b = BIO_new_mem_buf(raw, (int)n);
-    EVP_PKEY *pk = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
-    if (!pk) {
-        const unsigned char *q = raw;
-        pk = d2i_PUBKEY(NULL, &q, (long)n);
-    }
-    unsigned char *o = NULL;
-    int l = pk ? i2d_PUBKEY(pk, &o) : -1;
-    if (l > 0 && (der = malloc((size_t)l))) {
-        memcpy(der, o, (size_t)l);
-        *len = (size_t)l;
-    }
-    OPENSSL_free(o);
-    EVP_PKEY_free(pk);
-    BIO_free(b);
+static uint8_t *load_spki(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  uint8_t *raw = malloc(CLI_MAX_KEY + 1), *der = NULL;
+  size_t n = raw ? fread(raw, 1, CLI_MAX_KEY + 1, f) : 0;
+  fclose(f);
+  if (!raw || n > CLI_MAX_KEY) {
     free(raw);
-    ERR_clear_error();
-    return der;
+    return NULL;
+  }
+  BIO *b = BIO_new_mem_buf(raw, (int)n);
+  EVP_PKEY *pk = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
+  if (!pk) {
+    const unsigned char *q = raw;
+    pk = d2i_PUBKEY(NULL, &q, (long)n);
+  }
+  unsigned char *o = NULL;
+  int l = pk ? i2d_PUBKEY(pk, &o) : -1;
+  if (l > 0 && (der = malloc((size_t)l))) {
+    memcpy(der, o, (size_t)l);
+    *len = (size_t)l;
+  }
+  OPENSSL_free(o);
+  EVP_PKEY_free(pk);
+  BIO_free(b);
+  free(raw);
+  ERR_clear_error();
+  return der;
 }
 
-int sh_attest_cli_attest(int argc, char **argv)
-{
-    const char *tee = NULL, *nonce_hex = NULL, *pk_path = NULL, *out_path = NULL, *at_s = NULL,
-               *life_s = NULL, *dir = NULL;
-    sh_attest_sim_params p;
-    uint8_t pcrbuf[32][48];
-    unsigned char *nonce = NULL;
-    uint8_t *spki = NULL, *ev = NULL;
-    size_t evlen = 0;
-    int code = 2;
-    memset(&p, 0, sizeof p);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char **dst = NULL;
-        if (!strcmp(a, "--debug")) { p.debug = 1; continue; }
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage_attest(); return 2; }
-        if (!strcmp(a, "--tee")) dst = &tee;
-        else if (!strcmp(a, "--nonce")) dst = &nonce_hex;
-        else if (!strcmp(a, "--public-key")) dst = &pk_path;
-        else if (!strcmp(a, "--out")) dst = &out_path;
-        else if (!strcmp(a, "--at")) dst = &at_s;
-        else if (!strcmp(a, "--lifetime")) dst = &life_s;
-        else if (!strcmp(a, "--data-dir")) dst = &dir;
-        else if (!strcmp(a, "--pcr") && i + 1 < argc) {
-            char *end;
-            const char *v = argv[++i];
-            long idx = strtol(v, &end, 10);
-            size_t got = 0;
-            if (end == v || *end != '=' || idx < 0 || idx > 31 || strlen(end + 1) != 96 ||
-                OPENSSL_hexstr2buf_ex(pcrbuf[idx], 48, &got, end + 1, '\0') != 1 || got != 48) {
-                fprintf(stderr, "shield attest: --pcr wants N=<96 hex digits>\n");
-                return 2;
-            }
-            p.pcrs[idx] = pcrbuf[idx];
-            continue;
-        } else {
-            fprintf(stderr, "shield attest: unknown argument %s\n", a);
-            usage_attest();
-            return 2;
-        }
-        if (i + 1 >= argc || *dst) { usage_attest(); return 2; }
-        *dst = argv[++i];
+int sh_attest_cli_attest(int argc, char **argv) {
+  const char *tee = NULL, *nonce_hex = NULL, *pk_path = NULL, *out_path = NULL, *at_s = NULL,
+             *life_s = NULL, *dir = NULL;
+  sh_attest_sim_params p;
+  uint8_t pcrbuf[32][48];
+  unsigned char *nonce = NULL;
+  uint8_t *spki = NULL, *ev = NULL;
+  size_t evlen = 0;
+  int code = 2;
+  memset(&p, 0, sizeof p);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **dst = NULL;
+    if (!strcmp(a, "--debug")) {
+      p.debug = 1;
+      continue;
     }
-    if (!tee || !nonce_hex) { usage_attest(); return 2; }
-    if (strcmp(tee, "simulated")) {
-        fprintf(stderr, "shield attest: only --tee simulated is supported by this command\n");
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      usage_attest();
+      return 2;
+    }
+    if (!strcmp(a, "--tee"))
+      dst = &tee;
+    else if (!strcmp(a, "--nonce"))
+      dst = &nonce_hex;
+    else if (!strcmp(a, "--public-key"))
+      dst = &pk_path;
+    else if (!strcmp(a, "--out"))
+      dst = &out_path;
+    else if (!strcmp(a, "--at"))
+      dst = &at_s;
+    else if (!strcmp(a, "--lifetime"))
+      dst = &life_s;
+    else if (!strcmp(a, "--data-dir"))
+      dst = &dir;
+    else if (!strcmp(a, "--pcr") && i + 1 < argc) {
+      char *end;
+      const char *v = argv[++i];
+      long idx = strtol(v, &end, 10);
+      size_t got = 0;
+      if (end == v || *end != '=' || idx < 0 || idx > 31 || strlen(end + 1) != 96 ||
+          OPENSSL_hexstr2buf_ex(pcrbuf[idx], 48, &got, end + 1, '\0') != 1 || got != 48) {
+        fprintf(stderr, "shield attest: --pcr wants N=<96 hex digits>\n");
         return 2;
+      }
+      p.pcrs[idx] = pcrbuf[idx];
+      continue;
+    } else {
+      fprintf(stderr, "shield attest: unknown argument %s\n", a);
+      usage_attest();
+      return 2;
     }
-    long nl = 0;
-    if (!*nonce_hex || !(nonce = OPENSSL_hexstr2buf(nonce_hex, &nl)) || nl > 512) {
-        fprintf(stderr, "shield attest: --nonce: not hex (at most 512 bytes)\n");
-        goto out;
+    if (i + 1 >= argc || *dst) {
+      usage_attest();
+      return 2;
     }
-    p.nonce = nonce;
-    p.nonce_len = (size_t)nl;
-    if (pk_path && !(spki = load_spki(pk_path, &p.public_key_len))) {
-        fprintf(stderr, "shield attest: %s: not a PEM or DER public key\n", pk_path);
-        goto out;
-    }
-    p.public_key = spki;
-    p.at = (int64_t)time(NULL);
-    if (at_s && parse_time(at_s, &p.at) < 0) {
-        fprintf(stderr, "shield attest: --at: not RFC 3339 (UTC) or Unix seconds\n");
-        goto out;
-    }
-    if (life_s && (p.lifetime = strtoll(life_s, NULL, 10)) <= 0) {
-        fprintf(stderr, "shield attest: --lifetime: positive seconds\n");
-        goto out;
-    }
-    p.dir = dir;
-    char eb[512] = "";
-    if (sh_attest_simulated_evidence(&p, &ev, &evlen, eb, sizeof eb) < 0) {
-        fprintf(stderr, "shield attest: %s\n", eb);
-        code = 1;
-        goto out;
-    }
-    FILE *f = out_path ? fopen(out_path, "wb") : stdout;
-    if (!f || fwrite(ev, 1, evlen, f) != evlen || (out_path ? fclose(f) : fflush(f)) != 0) {
-        fprintf(stderr, "shield attest: cannot write %s\n", out_path ? out_path : "stdout");
-        code = 1;
-        goto out;
-    }
-    code = 0;
+    *dst = argv[++i];
+  }
+  if (!tee || !nonce_hex) {
+    usage_attest();
+    return 2;
+  }
+  if (strcmp(tee, "simulated")) {
+    fprintf(stderr, "shield attest: only --tee simulated is supported by this command\n");
+    return 2;
+  }
+  long nl = 0;
+  if (!*nonce_hex || !(nonce = OPENSSL_hexstr2buf(nonce_hex, &nl)) || nl > 512) {
+    fprintf(stderr, "shield attest: --nonce: not hex (at most 512 bytes)\n");
+    goto out;
+  }
+  p.nonce = nonce;
+  p.nonce_len = (size_t)nl;
+  if (pk_path && !(spki = load_spki(pk_path, &p.public_key_len))) {
+    fprintf(stderr, "shield attest: %s: not a PEM or DER public key\n", pk_path);
+    goto out;
+  }
+  p.public_key = spki;
+  p.at = (int64_t)time(NULL);
+  if (at_s && parse_time(at_s, &p.at) < 0) {
+    fprintf(stderr, "shield attest: --at: not RFC 3339 (UTC) or Unix seconds\n");
+    goto out;
+  }
+  if (life_s && (p.lifetime = strtoll(life_s, NULL, 10)) <= 0) {
+    fprintf(stderr, "shield attest: --lifetime: positive seconds\n");
+    goto out;
+  }
+  p.dir = dir;
+  char eb[512] = "";
+  if (sh_attest_simulated_evidence(&p, &ev, &evlen, eb, sizeof eb) < 0) {
+    fprintf(stderr, "shield attest: %s\n", eb);
+    code = 1;
+    goto out;
+  }
+  FILE *f = out_path ? fopen(out_path, "wb") : stdout;
+  if (!f || fwrite(ev, 1, evlen, f) != evlen || (out_path ? fclose(f) : fflush(f)) != 0) {
+    fprintf(stderr, "shield attest: cannot write %s\n", out_path ? out_path : "stdout");
+    code = 1;
+    goto out;
+  }
+  code = 0;
 out:
-    OPENSSL_free(nonce);
-    free(spki);
-    free(ev);
-    return code;
+  OPENSSL_free(nonce);
+  free(spki);
+  free(ev);
+  return code;
 }
 
-int sh_attest_cli_dev_root(int argc, char **argv)
-{
-    const char *dir = NULL;
-    int der_out = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--der"))
-            der_out = 1;
-        else if (!strcmp(argv[i], "--data-dir") && i + 1 < argc)
-            dir = argv[++i];
-        else {
-            fprintf(stderr, "usage: shield dev-root [--der] [--data-dir DIR]\n");
-            return 2;
-        }
+int sh_attest_cli_dev_root(int argc, char **argv) {
+  const char *dir = NULL;
+  int der_out = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--der"))
+      der_out = 1;
+    else if (!strcmp(argv[i], "--data-dir") && i + 1 < argc)
+      dir = argv[++i];
+    else {
+      fprintf(stderr, "usage: shield dev-root [--der] [--data-dir DIR]\n");
+      return 2;
     }
-    uint8_t *der = NULL;
-    size_t n = 0;
-    char eb[512] = "";
-    if (sh_attest_simulated_root(dir, 1, &der, &n, eb, sizeof eb) < 0) {
-        fprintf(stderr, "shield dev-root: %s\n", eb);
-        return 1;
-    }
-    int ok;
-    if (der_out) {
-        ok = fwrite(der, 1, n, stdout) == n;
-    } else {
-        const unsigned char *q = der;
-        X509 *x = d2i_X509(NULL, &q, (long)n);
-        ok = x && PEM_write_X509(stdout, x);
-        X509_free(x);
-    }
-    free(der);
-    return ok && fflush(stdout) == 0 ? 0 : 1;
+  }
+  uint8_t *der = NULL;
+  size_t n = 0;
+  char eb[512] = "";
+  if (sh_attest_simulated_root(dir, 1, &der, &n, eb, sizeof eb) < 0) {
+    fprintf(stderr, "shield dev-root: %s\n", eb);
+    return 1;
+  }
+  int ok;
+  if (der_out) {
+    ok = fwrite(der, 1, n, stdout) == n;
+  } else {
+    const unsigned char *q = der;
+    X509 *x = d2i_X509(NULL, &q, (long)n);
+    ok = x && PEM_write_X509(stdout, x);
+    X509_free(x);
+  }
+  free(der);
+  return ok && fflush(stdout) == 0 ? 0 : 1;
 }

@@ -19,79 +19,68 @@
 /* A nonce a little ahead of this replica's clock is from a replica whose clock is ahead. */
 #define NONCE_FUTURE_SKEW 5
 
-static int mac16(const uint8_t *secret, size_t slen, const uint8_t in[16], uint8_t out[16])
-{
-    uint8_t full[32];
-    unsigned int n = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)slen, in, 16, full, &n) || n != 32)
-        return -1;
-    memcpy(out, full, 16);
-    OPENSSL_cleanse(full, sizeof full);
-    return 0;
+static int mac16(const uint8_t *secret, size_t slen, const uint8_t in[16], uint8_t out[16]) {
+  uint8_t full[32];
+  unsigned int n = 0;
+  if (!HMAC(EVP_sha256(), secret, (int)slen, in, 16, full, &n) || n != 32) return -1;
+  memcpy(out, full, 16);
+  OPENSSL_cleanse(full, sizeof full);
+  return 0;
 }
 
 int sh_attest_nonce_issue(const uint8_t *secret, size_t secret_len, int64_t now,
-                          uint8_t out[SH_ATTEST_NONCE_LEN])
-{
-    if (!secret || secret_len < SH_ATTEST_SECRET_MIN || now <= 0 || now > 0xFFFFFFFFll)
-        return -1;
-    out[0] = 0x01;
-    out[1] = (uint8_t)(now >> 24);
-    out[2] = (uint8_t)(now >> 16);
-    out[3] = (uint8_t)(now >> 8);
-    out[4] = (uint8_t)now;
-    if (RAND_bytes(out + 5, 11) != 1 || mac16(secret, secret_len, out, out + 16) < 0)
-        return -1;
-    return 0;
+                          uint8_t out[SH_ATTEST_NONCE_LEN]) {
+  if (!secret || secret_len < SH_ATTEST_SECRET_MIN || now <= 0 || now > 0xFFFFFFFFll) return -1;
+  out[0] = 0x01;
+  out[1] = (uint8_t)(now >> 24);
+  out[2] = (uint8_t)(now >> 16);
+  out[3] = (uint8_t)(now >> 8);
+  out[4] = (uint8_t)now;
+  if (RAND_bytes(out + 5, 11) != 1 || mac16(secret, secret_len, out, out + 16) < 0) return -1;
+  return 0;
 }
 
 sh_attest_reason sh_attest_nonce_check(const uint8_t *secret, size_t secret_len,
-                                       const uint8_t *nonce, size_t len, int64_t now,
-                                       int64_t ttl, int64_t *issued_at)
-{
-    uint8_t m[16];
-    if (!secret || secret_len < SH_ATTEST_SECRET_MIN || !nonce || len != SH_ATTEST_NONCE_LEN ||
-        nonce[0] != 0x01)
-        return SH_ATTEST_NONCE_INVALID;
-    if (mac16(secret, secret_len, nonce, m) < 0 || CRYPTO_memcmp(m, nonce + 16, 16) != 0)
-        return SH_ATTEST_NONCE_INVALID;
-    int64_t t = ((int64_t)nonce[1] << 24) | ((int64_t)nonce[2] << 16) | ((int64_t)nonce[3] << 8) |
-                (int64_t)nonce[4];
-    if (issued_at)
-        *issued_at = t;
-    if (t > now + NONCE_FUTURE_SKEW)
-        return SH_ATTEST_NONCE_INVALID;
-    if (now - t > (ttl > 0 ? ttl : SH_ATTEST_NONCE_TTL))
-        return SH_ATTEST_NONCE_EXPIRED;
-    return SH_ATTEST_OK;
+                                       const uint8_t *nonce, size_t len, int64_t now, int64_t ttl,
+                                       int64_t *issued_at) {
+  uint8_t m[16];
+  if (!secret || secret_len < SH_ATTEST_SECRET_MIN || !nonce || len != SH_ATTEST_NONCE_LEN ||
+      nonce[0] != 0x01)
+    return SH_ATTEST_NONCE_INVALID;
+  if (mac16(secret, secret_len, nonce, m) < 0 || CRYPTO_memcmp(m, nonce + 16, 16) != 0)
+    return SH_ATTEST_NONCE_INVALID;
+  int64_t t = ((int64_t)nonce[1] << 24) | ((int64_t)nonce[2] << 16) | ((int64_t)nonce[3] << 8) |
+              (int64_t)nonce[4];
+  if (issued_at) *issued_at = t;
+  if (t > now + NONCE_FUTURE_SKEW) return SH_ATTEST_NONCE_INVALID;
+  if (now - t > (ttl > 0 ? ttl : SH_ATTEST_NONCE_TTL)) return SH_ATTEST_NONCE_EXPIRED;
+  return SH_ATTEST_OK;
 }
 
 /* mac = HMAC-SHA256(session_key, "shield-proof-v1" ‖ 0x00 ‖ t ‖ 0x00 ‖ METHOD ‖ 0x00 ‖
  * request-target ‖ 0x00 ‖ Content-Digest value or empty)   (protocol.md §1.4, mode 2) */
 int sh_attest_proof_mac(const uint8_t key[32], int64_t t_ms, const char *method, size_t mlen,
                         const char *target, size_t tlen, const char *digest, size_t dlen,
-                        uint8_t out[32])
-{
-    static const char label[] = "shield-proof-v1"; /* sizeof includes the 0x00 */
-    char ts[24];
-    int tn = snprintf(ts, sizeof ts, "%lld", (long long)t_ms);
-    static const uint8_t z = 0;
-    int ok = 0;
-    if (tn <= 0 || t_ms < 0)
-        return -1;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
-                           OSSL_PARAM_construct_end()};
-    size_t outl = 0;
-    ok = c && EVP_MAC_init(c, key, 32, params) &&
-         EVP_MAC_update(c, (const uint8_t *)label, sizeof label) &&
-         EVP_MAC_update(c, (const uint8_t *)ts, (size_t)tn) && EVP_MAC_update(c, &z, 1) &&
-         EVP_MAC_update(c, (const uint8_t *)method, mlen) && EVP_MAC_update(c, &z, 1) &&
-         EVP_MAC_update(c, (const uint8_t *)target, tlen) && EVP_MAC_update(c, &z, 1) &&
-         (!dlen || EVP_MAC_update(c, (const uint8_t *)digest, dlen)) &&
-         EVP_MAC_final(c, out, &outl, 32) && outl == 32;
-    EVP_MAC_CTX_free(c);
-    EVP_MAC_free(mac);
-    return ok ? 0 : -1;
+                        uint8_t out[32]) {
+  static const char label[] = "shield-proof-v1"; /* sizeof includes the 0x00 */
+  char ts[24];
+  int tn = snprintf(ts, sizeof ts, "%lld", (long long)t_ms);
+  static const uint8_t z = 0;
+  int ok = 0;
+  if (tn <= 0 || t_ms < 0) return -1;
+  EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  size_t outl = 0;
+  ok = c && EVP_MAC_init(c, key, 32, params) &&
+       EVP_MAC_update(c, (const uint8_t *)label, sizeof label) &&
+       EVP_MAC_update(c, (const uint8_t *)ts, (size_t)tn) && EVP_MAC_update(c, &z, 1) &&
+       EVP_MAC_update(c, (const uint8_t *)method, mlen) && EVP_MAC_update(c, &z, 1) &&
+       EVP_MAC_update(c, (const uint8_t *)target, tlen) && EVP_MAC_update(c, &z, 1) &&
+       (!dlen || EVP_MAC_update(c, (const uint8_t *)digest, dlen)) &&
+       EVP_MAC_final(c, out, &outl, 32) && outl == 32;
+  EVP_MAC_CTX_free(c);
+  EVP_MAC_free(mac);
+  return ok ? 0 : -1;
 }

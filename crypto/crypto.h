@@ -27,8 +27,8 @@ extern "C" {
 #define SH_HPKE_KDF_HKDF_SHA256 0x0001
 #define SH_HPKE_AEAD_AES128GCM 0x0001
 #define SH_HPKE_AEAD_AES256GCM 0x0002
-#define SH_HPKE_ENC_LEN 32   /* Nenc of DHKEM(X25519) */
-#define SH_HPKE_TAG_LEN 16   /* Nt of both AEADs */
+#define SH_HPKE_ENC_LEN 32 /* Nenc of DHKEM(X25519) */
+#define SH_HPKE_TAG_LEN 16 /* Nt of both AEADs */
 
 /* Single-shot HPKE base mode (RFC 9180 §6.1 SealBase/OpenBase, sequence number 0).
  * pk_r: the recipient's raw 32-byte X25519 public key; sk_e: the ephemeral private key (32
@@ -40,8 +40,8 @@ int sh_crypto_hpke_seal(uint16_t aead_id, const uint8_t pk_r[32], const uint8_t 
                         uint8_t *ct);
 /* sk_r: the recipient's raw 32-byte X25519 private key; pt receives ct_len - 16 bytes. */
 int sh_crypto_hpke_open(uint16_t aead_id, const uint8_t sk_r[32], const uint8_t enc[32],
-                        const uint8_t *info, size_t info_len, const uint8_t *aad,
-                        size_t aad_len, const uint8_t *ct, size_t ct_len, uint8_t *pt);
+                        const uint8_t *info, size_t info_len, const uint8_t *aad, size_t aad_len,
+                        const uint8_t *ct, size_t ct_len, uint8_t *pt);
 
 /* Seals `pt` to the public key in DER SubjectPublicKeyInfo `spki` as protocol.md §1.4 says:
  * X25519 keys -> HPKE base (AES-256-GCM), alg "HPKE-X25519-SHA256-AES256GCM", *enc_len 32;

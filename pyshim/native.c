@@ -32,5 +32,11 @@ PyMODINIT_FUNC PyInit__native(void) {
     return NULL;
   }
 #endif
+#ifdef SHIELD_HAVE_CLIENT_ATTEST
+  if (sh_py_client_add(m) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+#endif
   return m;
 }

@@ -2,8 +2,11 @@
  * pyshim/native_attest.c — shield._native.verify: attest/ exposed to Python.
  *
  *   verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None,
- *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None)
- *          -> shield.AttestationResult
+ *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None,
+ *          trust_simulated=False, simulated_root=None) -> shield.AttestationResult
+ *
+ * simulated (protocol.md §1.7): refused (root_untrusted) unless trust_simulated; then the
+ * chain must end at simulated_root (DER/PEM bytes) or, when None, the local dev root.
  *
  * tdx/sgx: collateral is the DCAP collateral JSON document (bytes), or a str path to such a
  * file or to a directory of Intel PCS responses (sh_attest_collateral_read).
@@ -135,14 +138,15 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
     (void)self;
     static char *kwlist[] = {"evidence", "type", "at", "policy", "certs", "nonce",
                              "public_key", "allow_debug", "jwks", "issuer", "audience",
-                             "collateral", NULL};
+                             "collateral", "trust_simulated", "simulated_root", NULL};
     PyObject *ev_o, *at_o = Py_None, *pol_o = Py_None, *certs_o = NULL, *nonce_o = Py_None,
                     *pk_o = Py_None, *jwks_o = Py_None, *col_o = Py_None;
     const char *type, *issuer = NULL, *audience = NULL;
-    int allow_debug = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|$OOOOOpOzzO", kwlist, &ev_o, &type, &at_o,
+    int allow_debug = 0, trust_sim = 0;
+    PyObject *simroot_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Os|$OOOOOpOzzOpO", kwlist, &ev_o, &type, &at_o,
                                      &pol_o, &certs_o, &nonce_o, &pk_o, &allow_debug, &jwks_o,
-                                     &issuer, &audience, &col_o))
+                                     &issuer, &audience, &col_o, &trust_sim, &simroot_o))
         return NULL;
     sh_attest_tee tee = sh_attest_tee_from_name(type);
     if (at_o == Py_None) {
@@ -157,7 +161,9 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *ret = NULL, *certs_seq = NULL;
-    Py_buffer ev = {0}, nonce = {0}, pk = {0}, jwks = {0}, colb = {0}, certb[MAX_CERTS];
+    Py_buffer ev = {0}, nonce = {0}, pk = {0}, jwks = {0}, colb = {0}, simroot = {0},
+              certb[MAX_CERTS];
+    sh_attest_bytes simroot_b;
     int nb = 0, have_ev = 0, have_nonce = 0, have_pk = 0, have_jwks = 0, have_col = 0;
     uint8_t *col_file = NULL;
     size_t col_file_len = 0;
@@ -266,6 +272,13 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
         o.collateral = colb.buf;
         o.collateral_len = (size_t)colb.len;
     }
+    o.trust_simulated = trust_sim; /* protocol.md §1.7: simulated evidence only when asked */
+    if (simroot_o != Py_None) {
+        if (get_buffer(simroot_o, &simroot, "simulated_root") < 0)
+            goto out;
+        simroot_b = (sh_attest_bytes){simroot.buf, (size_t)simroot.len};
+        o.simulated_root = &simroot_b;
+    }
     if (have_nonce) {
         o.nonce = nonce.len ? nonce.buf : (const uint8_t *)"";
         o.nonce_len = (size_t)nonce.len;
@@ -299,6 +312,8 @@ out:
         PyBuffer_Release(&jwks);
     if (have_col)
         PyBuffer_Release(&colb);
+    if (simroot.obj)
+        PyBuffer_Release(&simroot);
     free(col_file);
     for (int i = 0; i < nb; i++)
         PyBuffer_Release(&certb[i]);
@@ -332,7 +347,8 @@ static PyObject *py_binding_digest(PyObject *self, PyObject *args)
 static PyMethodDef attest_methods[] = {
     {"verify", (PyCFunction)(void (*)(void))py_verify, METH_VARARGS | METH_KEYWORDS,
      "verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None, "
-     "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None) "
+     "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None, "
+     "trust_simulated=False, simulated_root=None) "
      "-> shield.AttestationResult"},
     {"binding_digest", py_binding_digest, METH_VARARGS,
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},

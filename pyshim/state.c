@@ -45,8 +45,7 @@ static PyObject *st_put(PyObject *m, PyObject *args, PyObject *kw) {
   Py_buffer k, v;
   double ttl;
   int absent = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*y*d|p", names, &k, &v, &ttl, &absent))
-    return NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*y*d|p", names, &k, &v, &ttl, &absent)) return NULL;
   PyObject *ret = NULL;
   sh_shm_table *t = table_or_raise();
   if (t && key_ok(&k)) {
@@ -55,10 +54,9 @@ static PyObject *st_put(PyObject *m, PyObject *args, PyObject *kw) {
     } else {
       double now = wall_now();
       int rc;
-      Py_BEGIN_ALLOW_THREADS
-      rc = sh_shm_table_put(t, k.buf, v.buf, (size_t)v.len, now + ttl, now, absent);
-      Py_END_ALLOW_THREADS
-      if (rc == 0) ret = Py_NewRef(Py_True);
+      Py_BEGIN_ALLOW_THREADS rc =
+          sh_shm_table_put(t, k.buf, v.buf, (size_t)v.len, now + ttl, now, absent);
+      Py_END_ALLOW_THREADS if (rc == 0) ret = Py_NewRef(Py_True);
       else if (rc == SH_SHM_EXISTS) ret = Py_NewRef(Py_False);
       else if (rc == SH_SHM_FULL) PyErr_SetString(PyExc_MemoryError, "shared table full");
       else PyErr_Format(PyExc_RuntimeError, "shared table error %d", rc);
@@ -79,11 +77,10 @@ static PyObject *st_get(PyObject *m, PyObject *arg) {
     unsigned char buf[SH_SHM_VALUE_MAX];
     size_t len = sizeof buf;
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = sh_shm_table_get(t, k.buf, buf, &len, NULL, wall_now());
-    Py_END_ALLOW_THREADS
-    ret = rc == 0 ? PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len)
-                  : Py_NewRef(Py_None);
+    Py_BEGIN_ALLOW_THREADS rc = sh_shm_table_get(t, k.buf, buf, &len, NULL, wall_now());
+    Py_END_ALLOW_THREADS ret = rc == 0
+                                   ? PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)len)
+                                   : Py_NewRef(Py_None);
   }
   PyBuffer_Release(&k);
   return ret;
@@ -135,11 +132,19 @@ static PyMethodDef st_methods[] = {
     {"available", st_available, METH_NOARGS, "True when served under the supervisor"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef st_def = {PyModuleDef_HEAD_INIT, "_shield_state",
-                                    "State shared by all Shield workers (built in)", -1,
-                                    st_methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef st_def = {PyModuleDef_HEAD_INIT,
+                                    "_shield_state",
+                                    "State shared by all Shield workers (built in)",
+                                    -1,
+                                    st_methods,
+                                    NULL,
+                                    NULL,
+                                    NULL,
+                                    NULL};
 
-static PyObject *st_init(void) { return PyModule_Create(&st_def); }
+static PyObject *st_init(void) {
+  return PyModule_Create(&st_def);
+}
 
 int sh_state_module_prepare(sh_server *srv, sh_error *err) {
   g_srv = srv;

@@ -60,8 +60,10 @@ static void jraw(jbuf *b, const char *fmt, ...) {
   va_start(ap, fmt);
   int n = vsnprintf(b->p, (size_t)(b->end - b->p), fmt, ap);
   va_end(ap);
-  if (n < 0 || n >= b->end - b->p) b->overflow = 1;
-  else b->p += n;
+  if (n < 0 || n >= b->end - b->p)
+    b->overflow = 1;
+  else
+    b->p += n;
 }
 
 void sh_access_log_json(sh_req *req, uint64_t us) {

@@ -177,6 +177,52 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
       return 1;
     }
   }
+  /* uvicorn flags that have nothing to select in shield: accepted so a Dockerfile's command
+   * line keeps working, with a note (README: the uvicorn flag table says why). */
+  static const struct { const char *n; int has_value; const char *why; } compat[] = {
+      {"--http", 1, "shield has one HTTP/1.1 implementation (llhttp)"},
+      {"--interface", 1, "ASGI 2/3 is detected from the app"},
+      {"--use-colors", 0, "log lines are plain text"},
+      {"--no-use-colors", 0, NULL},
+      {"--timeout-notify", 1, "the supervisor watches workers through their exit and pipe"},
+      {"--reload-delay", 1, "changes are debounced by 0.2 s"},
+      {"--reload-include", 1, "--reload watches *.py files"},
+      {"--reload-exclude", 1, "--reload watches *.py files outside hidden dirs and __pycache__"},
+  };
+  for (size_t b = 0; b < sizeof compat / sizeof compat[0]; b++) {
+    if (strcmp(name, compat[b].n) != 0) continue;
+    if (compat[b].has_value && !value) {
+      if (*i + 1 >= argc) {
+        SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+        return SH_EINVAL;
+      }
+      value = argv[++*i];
+    }
+    if (!compat[b].has_value && value) {
+      SH_ERR(err, SH_EINVAL, "%s takes no value", name);
+      return SH_EINVAL;
+    }
+    if (strcmp(name, "--interface") == 0 && strcmp(value, "wsgi") == 0) {
+      SH_ERR(err, SH_EINVAL, "--interface wsgi: shield serves ASGI apps only");
+      return SH_EINVAL;
+    }
+    if (compat[b].why) fprintf(stderr, "WARNING:  %s is ignored: %s\n", name, compat[b].why);
+    return 1;
+  }
+  if (strcmp(name, "--ws") == 0) {
+    if (!value) {
+      if (*i + 1 >= argc) {
+        SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+        return SH_EINVAL;
+      }
+      value = argv[++*i];
+    }
+    if (strcmp(value, "none") != 0 && strcmp(value, "auto") != 0) {
+      SH_ERR(err, SH_EINVAL, "--ws %s: shield does not serve WebSockets (use --ws none)", value);
+      return SH_EINVAL;
+    }
+    return 1; /* auto: there is no WebSocket implementation to pick, as with none */
+  }
   static const char *const valued[] = {
       "--workers", "--timeout-graceful-shutdown", "--limit-max-requests",
       "--limit-max-requests-jitter", "--limit-concurrency", "--timeout-body",

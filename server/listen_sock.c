@@ -37,7 +37,8 @@ static int open_vsock(const sh_config *cfg, sh_error *err) {
       SH_ERR(err, SH_ELISTEN,
              "--vsock-port: AF_VSOCK is not supported by this kernel (load the vsock / "
              "vhost_vsock module, or run inside an enclave/VM with a vsock device)");
-    else SH_ERR(err, SH_ELISTEN, "--vsock-port: socket(AF_VSOCK): %s", strerror(errno));
+    else
+      SH_ERR(err, SH_ELISTEN, "--vsock-port: socket(AF_VSOCK): %s", strerror(errno));
     return SH_ELISTEN;
   }
   struct sockaddr_vm a;
@@ -46,8 +47,8 @@ static int open_vsock(const sh_config *cfg, sh_error *err) {
   a.svm_cid = cfg->vsock_cid;
   a.svm_port = (unsigned)cfg->vsock_port;
   if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0) {
-    SH_ERR(err, SH_ELISTEN, "cannot bind vsock cid %u port %d: %s", cfg->vsock_cid,
-           cfg->vsock_port, strerror(errno));
+    SH_ERR(err, SH_ELISTEN, "cannot bind vsock cid %u port %d: %s", cfg->vsock_cid, cfg->vsock_port,
+           strerror(errno));
     close(fd);
     return SH_ELISTEN;
   }
@@ -126,7 +127,8 @@ static int open_tcp(const sh_config *cfg, int *port_out, sh_error *err) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET) *port_out = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET)
+      *port_out = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     else if (ss.ss_family == AF_INET6)
       *port_out = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "server_internal.h"
@@ -35,6 +36,8 @@ static struct {
   unsigned writing;       /* lines taken by the logger but not yet written */
   uint64_t dropped;
   int started;
+  int sleeping; /* the logger waits for a first line: producers must wake it */
+  int flushing; /* sh_log_flush callers waiting: do not linger */
   char (*slots)[LOG_LINE];
   unsigned short *lens;
 } g = {.once = PTHREAD_ONCE_INIT,
@@ -55,11 +58,34 @@ static void *logger_main(void *arg) {
   (void)arg;
   static char batch[LOG_LINE * 16];
   pthread_mutex_lock(&g.lock);
+  int linger = 0;
   for (;;) {
-    while (g.count == 0 && g.dropped == 0) pthread_cond_wait(&g.cond, &g.lock);
+    while (g.count == 0 && g.dropped == 0) {
+      g.sleeping = 1;
+      pthread_cond_wait(&g.cond, &g.lock);
+      g.sleeping = 0;
+      linger = 1;
+    }
+    /* Woken by a first line: linger up to 2 ms so a burst (access log lines under load) is
+     * written with one wake-up and a few writes, not a context switch per line.  Producers
+     * signal a lingering logger only when the ring is a quarter full; flushers always. */
+    if (linger && !g.flushing && g.count < LOG_SLOTS / 4) {
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_nsec += 2000000;
+      if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+      }
+      pthread_cond_timedwait(&g.cond, &g.lock, &until);
+    }
+    linger = 0;
     size_t n = 0;
     unsigned taken = 0;
-    while (g.count > 0 && n + LOG_LINE <= sizeof(batch)) {
+    /* At most PIPE_BUF bytes per write(2) (whole lines only): workers share one stderr,
+     * and writes to a pipe (docker's log driver) are atomic only up to PIPE_BUF, so larger
+     * batches from two processes could interleave mid-line. */
+    while (g.count > 0 && (taken == 0 || n + g.lens[g.head] <= PIPE_BUF)) {
       memcpy(batch + n, g.slots[g.head], g.lens[g.head]);
       n += g.lens[g.head];
       g.head = (g.head + 1) % LOG_SLOTS;
@@ -91,9 +117,12 @@ void sh_log_flush(void) {
   clock_gettime(CLOCK_REALTIME, &until);
   until.tv_sec += 2;
   pthread_mutex_lock(&g.lock);
+  g.flushing++;
+  pthread_cond_signal(&g.cond);
   while (g.count > 0 || g.writing > 0) {
     if (pthread_cond_timedwait(&g.drained, &g.lock, &until) != 0) break;
   }
+  g.flushing--;
   pthread_mutex_unlock(&g.lock);
 }
 
@@ -110,6 +139,7 @@ static void atfork_child(void) {
   g.head = g.count = g.writing = 0;
   g.dropped = 0;
   g.started = 0;
+  g.sleeping = g.flushing = 0;
   g.once = (pthread_once_t)PTHREAD_ONCE_INIT;
 }
 
@@ -177,7 +207,7 @@ static void enqueue(const char *msg, size_t len) {
       g.count++;
     }
   }
-  pthread_cond_signal(&g.cond);
+  if (g.sleeping || g.count >= LOG_SLOTS / 4 || g.flushing) pthread_cond_signal(&g.cond);
   pthread_mutex_unlock(&g.lock);
 }
 

@@ -111,18 +111,17 @@ void sh_metrics_observe(int c, double seconds) {
   if (!R || c < 0 || c >= M_MAX || R->m[c].kind != K_HIST) return;
   hrow *h = &R->h[shard][R->m[c].hist];
   int b = 0;
-  while (b < M_NB && seconds > bucket_le[b]) b++;
+  while (b < M_NB && seconds > bucket_le[b])
+    b++;
   atomic_fetch_add_explicit(&h->b[b], 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&h->sum_ns, (int64_t)(seconds * 1e9), memory_order_relaxed);
 }
 
 int sh_metrics_init(sh_error *err) {
   if (R) return 0;
-  void *mem = mmap(NULL, sizeof(region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+  void *mem = mmap(NULL, sizeof(region), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
-    SH_ERR(err, SH_ESYS, "cannot map %zu bytes for metrics: %s", sizeof(region),
-           strerror(errno));
+    SH_ERR(err, SH_ESYS, "cannot map %zu bytes for metrics: %s", sizeof(region), strerror(errno));
     return SH_ESYS;
   }
   R = mem; /* zero-filled */
@@ -134,10 +133,10 @@ int sh_metrics_init(sh_error *err) {
   m_inflight = sh_metrics_gauge("shield_http_requests_in_flight", "",
                                 "Requests handed to the app and not yet finished");
   m_conns = sh_metrics_gauge("shield_http_connections", "", "Open client connections");
-  m_conns_total = sh_metrics_counter("shield_http_connections_total", "",
-                                     "Client connections accepted");
-  m_bytes = sh_metrics_counter("shield_http_response_body_bytes_total", "",
-                               "Response body bytes sent");
+  m_conns_total =
+      sh_metrics_counter("shield_http_connections_total", "", "Client connections accepted");
+  m_bytes =
+      sh_metrics_counter("shield_http_response_body_bytes_total", "", "Response body bytes sent");
   m_latency = sh_metrics_histogram("shield_http_request_duration_seconds", "",
                                    "Time from the first request byte to the last response byte");
   m_restarts = sh_metrics_counter("shield_worker_restarts_total", "",
@@ -145,7 +144,9 @@ int sh_metrics_init(sh_error *err) {
   return 0;
 }
 
-void sh_metrics_set_shard(int s) { shard = (s >= 0 && s < M_SHARDS) ? s : M_SHARDS - 1; }
+void sh_metrics_set_shard(int s) {
+  shard = (s >= 0 && s < M_SHARDS) ? s : M_SHARDS - 1;
+}
 
 /* The supervisor, after a worker exited: its gauges no longer describe anything live. */
 void sh_metrics_reset_shard_gauges(int s) {
@@ -169,8 +170,12 @@ void sh_metrics_conn(int delta) {
   if (delta > 0) sh_metrics_add(m_conns_total, delta);
 }
 
-void sh_metrics_inflight(int delta) { sh_metrics_add(m_inflight, delta); }
-void sh_metrics_worker_restart(void) { sh_metrics_add(m_restarts, 1); }
+void sh_metrics_inflight(int delta) {
+  sh_metrics_add(m_inflight, delta);
+}
+void sh_metrics_worker_restart(void) {
+  sh_metrics_add(m_restarts, 1);
+}
 
 typedef struct obuf {
   char *p;
@@ -229,7 +234,8 @@ char *sh_metrics_render(size_t *len) {
       if (strcmp(mj->name, m->name) != 0) continue;
       if (mj->kind != K_HIST) {
         int64_t sum = 0;
-        for (int s = 0; s < M_SHARDS; s++) sum += atomic_load(&R->v[s][j]);
+        for (int s = 0; s < M_SHARDS; s++)
+          sum += atomic_load(&R->v[s][j]);
         series(&o, mj->name, "", mj->labels, NULL);
         out(&o, " %lld\n", (long long)sum);
         continue;
@@ -237,15 +243,18 @@ char *sh_metrics_render(size_t *len) {
       int64_t b[M_NB + 1] = {0}, sum_ns = 0;
       for (int s = 0; s < M_SHARDS; s++) {
         hrow *h = &R->h[s][mj->hist];
-        for (int k = 0; k <= M_NB; k++) b[k] += atomic_load(&h->b[k]);
+        for (int k = 0; k <= M_NB; k++)
+          b[k] += atomic_load(&h->b[k]);
         sum_ns += atomic_load(&h->sum_ns);
       }
       int64_t cum = 0;
       for (int k = 0; k <= M_NB; k++) {
         cum += b[k];
         char le[32];
-        if (k < M_NB) snprintf(le, sizeof le, "le=\"%g\"", bucket_le[k]);
-        else snprintf(le, sizeof le, "le=\"+Inf\"");
+        if (k < M_NB)
+          snprintf(le, sizeof le, "le=\"%g\"", bucket_le[k]);
+        else
+          snprintf(le, sizeof le, "le=\"+Inf\"");
         series(&o, mj->name, "_bucket", mj->labels, le);
         out(&o, " %lld\n", (long long)cum);
       }

@@ -62,7 +62,8 @@ static int parse_addr(const char *s, size_t len, net *out) {
 int sh_proxy_list_parse(const char *spec, sh_proxy_list **out, sh_error *err) {
   *out = NULL;
   size_t n = 1;
-  for (const char *p = spec; *p; p++) n += *p == ',';
+  for (const char *p = spec; *p; p++)
+    n += *p == ',';
   sh_proxy_list *l = calloc(1, sizeof *l + n * sizeof(net));
   if (!l) {
     SH_ERR(err, SH_ENOMEM, "out of memory");
@@ -70,19 +71,22 @@ int sh_proxy_list_parse(const char *spec, sh_proxy_list **out, sh_error *err) {
   }
   const char *p = spec;
   while (*p) {
-    while (*p == ' ' || *p == ',') p++;
+    while (*p == ' ' || *p == ',')
+      p++;
     if (!*p) break;
     const char *e = p;
-    while (*e && *e != ',') e++;
+    while (*e && *e != ',')
+      e++;
     size_t len = (size_t)(e - p);
-    while (len && p[len - 1] == ' ') len--;
+    while (len && p[len - 1] == ' ')
+      len--;
     if (len == 1 && *p == '*') {
       l->all = 1;
     } else if (parse_addr(p, len, &l->nets[l->n]) == 0) {
       l->n++;
     } else {
-      SH_ERR(err, SH_EINVAL,
-             "--forwarded-allow-ips: '%.*s' is not an IP address, a CIDR or '*'", (int)len, p);
+      SH_ERR(err, SH_EINVAL, "--forwarded-allow-ips: '%.*s' is not an IP address, a CIDR or '*'",
+             (int)len, p);
       free(l);
       return SH_EINVAL;
     }
@@ -92,7 +96,9 @@ int sh_proxy_list_parse(const char *spec, sh_proxy_list **out, sh_error *err) {
   return 0;
 }
 
-void sh_proxy_list_free(sh_proxy_list *l) { free(l); }
+void sh_proxy_list_free(sh_proxy_list *l) {
+  free(l);
+}
 
 static int in_net(const net *nt, const net *a) {
   if (nt->family != a->family) return 0;
@@ -146,8 +152,7 @@ static int set_client(sh_request *r, const char *s, size_t len) {
     if (close) len = (size_t)(close - s - 1), s++;
   } else {
     const char *colon = memchr(s, ':', len); /* "1.2.3.4:5678" (one colon: not IPv6) */
-    if (colon && !memchr(colon + 1, ':', len - (size_t)(colon - s) - 1))
-      len = (size_t)(colon - s);
+    if (colon && !memchr(colon + 1, ':', len - (size_t)(colon - s) - 1)) len = (size_t)(colon - s);
   }
   memcpy(r->client_host, s, len);
   r->client_host[len] = '\0';
@@ -157,15 +162,19 @@ static int set_client(sh_request *r, const char *s, size_t len) {
 }
 
 static void trim(const char **s, size_t *len) {
-  while (*len && (**s == ' ' || **s == '\t')) (*s)++, (*len)--;
-  while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t')) (*len)--;
+  while (*len && (**s == ' ' || **s == '\t'))
+    (*s)++, (*len)--;
+  while (*len && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
+    (*len)--;
 }
 
 static void apply_proto(sh_request *r, const char *v, size_t vl) {
   trim(&v, &vl);
   if (vl && v[0] == '"' && vl >= 2 && v[vl - 1] == '"') v++, vl -= 2;
-  if (vl == 5 && strncasecmp(v, "https", 5) == 0) r->forwarded_proto = 2;
-  else if (vl == 4 && strncasecmp(v, "http", 4) == 0) r->forwarded_proto = 1;
+  if (vl == 5 && strncasecmp(v, "https", 5) == 0)
+    r->forwarded_proto = 2;
+  else if (vl == 4 && strncasecmp(v, "http", 4) == 0)
+    r->forwarded_proto = 1;
 }
 
 /* Walk a comma list from the right: the first entry that is not a trusted proxy. */
@@ -176,7 +185,8 @@ static void apply_for_list(const sh_proxy_list *l, sh_request *r, const char *v,
   size_t end = vl;
   for (;;) {
     size_t start = end;
-    while (start > 0 && v[start - 1] != ',') start--;
+    while (start > 0 && v[start - 1] != ',')
+      start--;
     const char *e = v + start;
     size_t el = end - start;
     trim(&e, &el);
@@ -225,7 +235,8 @@ void sh_proxy_apply(const sh_proxy_list *l, sh_request *r) {
   const char *v = fwd->value.base;
   size_t vl = fwd->value.len;
   size_t start = vl;
-  while (start > 0 && v[start - 1] != ',') start--;
+  while (start > 0 && v[start - 1] != ',')
+    start--;
   const char *p = v + start, *stop = v + vl;
   while (p < stop) {
     const char *semi = memchr(p, ';', (size_t)(stop - p));

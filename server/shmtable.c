@@ -59,7 +59,8 @@ struct sh_shm_table {
 
 static size_t round_pow2(size_t n) {
   size_t p = 16;
-  while (p < n) p <<= 1;
+  while (p < n)
+    p <<= 1;
   return p;
 }
 
@@ -76,8 +77,8 @@ int sh_shm_table_create(size_t capacity, sh_shm_table **out, sh_error *err) {
   void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     err->code = SH_ESYS;
-    snprintf(err->message, sizeof err->message, "cannot map %zu bytes of shared memory: %s",
-             size, strerror(errno));
+    snprintf(err->message, sizeof err->message, "cannot map %zu bytes of shared memory: %s", size,
+             strerror(errno));
     return SH_ESYS;
   }
   sh_shm_table *t = mem; /* anonymous mappings are zero-filled: every slot is SLOT_EMPTY */
@@ -116,6 +117,7 @@ void sh_shm_table_free(sh_shm_table *t) {
 }
 
 /* SipHash-1-3 of the 32-byte key (Aumasson & Bernstein), keyed per table. */
+/* clang-format off */
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                                        \
   do {                                                                                  \
@@ -124,6 +126,7 @@ void sh_shm_table_free(sh_shm_table *t) {
     v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                              \
     v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                           \
   } while (0)
+/* clang-format on */
 
 static size_t hash_key(const sh_shm_table *t, const uint8_t *key) {
   uint64_t v0 = 0x736f6d6570736575ULL ^ t->k0, v1 = 0x646f72616e646f6dULL ^ t->k1;
@@ -146,7 +149,9 @@ static size_t hash_key(const sh_shm_table *t, const uint8_t *key) {
   return (size_t)(v0 ^ v1 ^ v2 ^ v3);
 }
 
-static int live(const slot *s, double now) { return s->state == SLOT_USED && s->expires_at > now; }
+static int live(const slot *s, double now) {
+  return s->state == SLOT_USED && s->expires_at > now;
+}
 
 /* Find the slot holding `key` (live or expired), or NULL.  Lock held. */
 static slot *find(sh_shm_table *t, const uint8_t *key) {
@@ -198,10 +203,12 @@ static void sweep(sh_shm_table *t, double now) {
 static void repair(sh_shm_table *t) {
   size_t mask = t->capacity - 1;
   size_t start = 0;
-  while (start < t->capacity && t->slots[start].state != SLOT_EMPTY) start++;
+  while (start < t->capacity && t->slots[start].state != SLOT_EMPTY)
+    start++;
   if (start == t->capacity) start = 0;
   t->used = 0;
-  for (size_t i = 0; i < t->capacity; i++) t->used += t->slots[i].state == SLOT_USED;
+  for (size_t i = 0; i < t->capacity; i++)
+    t->used += t->slots[i].state == SLOT_USED;
   for (size_t n = 1; n <= t->capacity; n++) {
     size_t i = (start + n) & mask;
     if (t->slots[i].state != SLOT_USED) continue;
@@ -210,7 +217,8 @@ static void repair(sh_shm_table *t) {
     t->used--;
     if (find(t, copy.key) != NULL) continue; /* a duplicate from an interrupted shift */
     size_t h = hash_key(t, copy.key) & mask;
-    while (t->slots[h].state == SLOT_USED) h = (h + 1) & mask;
+    while (t->slots[h].state == SLOT_USED)
+      h = (h + 1) & mask;
     t->slots[h] = copy;
     t->used++;
   }
@@ -224,7 +232,9 @@ static void lock(sh_shm_table *t) {
   }
 }
 
-static void unlock(sh_shm_table *t) { pthread_mutex_unlock(&t->mu); }
+static void unlock(sh_shm_table *t) {
+  pthread_mutex_unlock(&t->mu);
+}
 
 int sh_shm_table_put(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], const void *value,
                      size_t value_len, double expires_at, double now, int only_if_absent) {
@@ -248,7 +258,8 @@ int sh_shm_table_put(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], const v
     }
     size_t mask = t->capacity - 1;
     size_t i = hash_key(t, key) & mask;
-    while (t->slots[i].state == SLOT_USED) i = (i + 1) & mask;
+    while (t->slots[i].state == SLOT_USED)
+      i = (i + 1) & mask;
     s = &t->slots[i];
     memcpy(s->key, key, SH_SHM_KEY_LEN);
     t->used++;
@@ -293,7 +304,8 @@ int sh_shm_table_del(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN]) {
 size_t sh_shm_table_count(sh_shm_table *t, double now) {
   size_t n = 0;
   lock(t);
-  for (size_t i = 0; i < t->capacity; i++) n += live(&t->slots[i], now);
+  for (size_t i = 0; i < t->capacity; i++)
+    n += live(&t->slots[i], now);
   unlock(t);
   return n;
 }

@@ -3,9 +3,10 @@
  *
  * Before forking it opens the listening socket once (listen_sock.c: every worker inherits the
  * same accept queue, so a worker that restarts never drops a queued connection), maps the
- * shared state table (shmtable.c) and the metrics region (metrics.c), and loads or generates
- * the state secret.  Then it forks --workers children; each calls worker_main (pyshim: start
- * the interpreter, serve) with the inherited fd.
+ * shared state table (shmtable.c) and the metrics region (metrics.c), loads or generates
+ * the state secret, and prepares TLS (sh_tls_prepare: ticket keys every worker shares).  Then it
+ * forks --workers children; each calls worker_main (pyshim: start the interpreter, serve) with the
+ * inherited fd.
  *
  * Events, all in one poll() loop on the main thread (signals via signalfd, so no async-signal
  * handlers and no races with the loop):
@@ -59,16 +60,17 @@
 #define SECRET_MAX 4096
 
 typedef struct wk {
-  pid_t pid;       /* 0: free entry */
-  int slot;        /* worker index 0..workers-1 */
-  int shard;       /* metrics row */
-  int notify_rd;   /* read end of the worker's notify pipe, -1 once closed */
+  pid_t pid;     /* 0: free entry */
+  int slot;      /* worker index 0..workers-1 */
+  int shard;     /* metrics row */
+  int notify_rd; /* read end of the worker's notify pipe, -1 once closed */
   int ready;
   int leaving;     /* SIGTERM sent: its exit is expected */
   int succ;        /* entry of the replacement being started, -1 */
   int pred;        /* entry this one replaces (rolling), -1 */
   int roll_wanted; /* SIGHUP: roll this one when it is its turn */
   double term_at;
+  double started;
 } wk;
 
 static struct {
@@ -77,9 +79,9 @@ static struct {
   void *arg;
   int lfd;
   int port;
-  int sfd;           /* signalfd */
-  int mfd;           /* metrics listener, -1 */
-  int ifd;           /* inotify, -1 */
+  int sfd; /* signalfd */
+  int mfd; /* metrics listener, -1 */
+  int ifd; /* inotify, -1 */
   sigset_t oldmask;
   wk w[MAX_PROCS];
   int nw;
@@ -90,7 +92,7 @@ static struct {
   double *restart_at; /* per slot: when to start a crashed slot's replacement (0 = none) */
   int *backoff_ms;
   int hup_rolling;
-  double reload_at; /* debounced reload */
+  double reload_at;  /* debounced reload */
   double roll_after; /* backoff after a failed replacement */
   int shard_used[128];
   unsigned char *secret;
@@ -119,8 +121,7 @@ static int load_secret(const sh_config *cfg, sh_error *err) {
   if (cfg->state_secret_file) {
     int fd = open(cfg->state_secret_file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      SH_ERR(err, SH_EINVAL, "--state-secret-file %s: %s", cfg->state_secret_file,
-             strerror(errno));
+      SH_ERR(err, SH_EINVAL, "--state-secret-file %s: %s", cfg->state_secret_file, strerror(errno));
       return SH_EINVAL;
     }
     size_t n = 0;
@@ -234,8 +235,13 @@ static int spawn(int slot, int pred) {
   }
   close(p[1]);
   fcntl(p[0], F_SETFL, O_NONBLOCK);
-  S.w[e] = (wk){.pid = pid, .slot = slot, .shard = shard, .notify_rd = p[0], .succ = -1,
-                .pred = pred};
+  S.w[e] = (wk){.pid = pid,
+                .slot = slot,
+                .shard = shard,
+                .notify_rd = p[0],
+                .succ = -1,
+                .pred = pred,
+                .started = now_s()};
   if (pred >= 0) S.w[pred].succ = e;
   sh_log(SH_LOG_INFO, "Started worker %d [%d]%s", slot, (int)pid,
          pred >= 0 ? " (replacing one)" : "");
@@ -251,7 +257,8 @@ static void terminate(int e, int sig) {
 
 static int live_count(void) {
   int n = 0;
-  for (int i = 0; i < S.nw; i++) n += S.w[i].pid > 0;
+  for (int i = 0; i < S.nw; i++)
+    n += S.w[i].pid > 0;
   return n;
 }
 
@@ -271,8 +278,12 @@ static void begin_stop(int sig) {
   }
   S.stopping = 1;
   sh_log(SH_LOG_INFO, "Shutting down (%s): stopping %d worker(s)",
-         sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "startup failure", live_count());
-  for (int i = 0; i < S.nw; i++) terminate(i, SIGTERM);
+         sig == SIGINT    ? "SIGINT"
+         : sig == SIGTERM ? "SIGTERM"
+                          : "startup failure",
+         live_count());
+  for (int i = 0; i < S.nw; i++)
+    terminate(i, SIGTERM);
   /* Drain (grace) + lifespan shutdown + interpreter teardown. */
   S.kill_at = now_s() + S.cfg->timeout_graceful_shutdown + 10.0;
 }
@@ -282,14 +293,14 @@ static void worker_ready(int e) {
   if (w->ready) return;
   w->ready = 1;
   S.ever_ready = 1;
-  S.backoff_ms[w->slot] = 0;
   if (w->pred >= 0) {
+    S.backoff_ms[w->slot] = 0; /* a replacement made it: rolling retries start afresh */
     int old = w->pred;
     w->pred = -1;
     if (S.w[old].pid > 0 && S.w[old].succ == e) {
       S.w[old].succ = -1;
-      sh_log(SH_LOG_INFO, "Worker %d [%d] ready: stopping the old one [%d]", w->slot,
-             (int)w->pid, (int)S.w[old].pid);
+      sh_log(SH_LOG_INFO, "Worker %d [%d] ready: stopping the old one [%d]", w->slot, (int)w->pid,
+             (int)S.w[old].pid);
       terminate(old, SIGTERM);
     }
   }
@@ -300,8 +311,10 @@ static void on_notify(int e) {
   ssize_t n;
   while ((n = read(S.w[e].notify_rd, buf, sizeof buf)) > 0) {
     for (ssize_t i = 0; i < n; i++) {
-      if (buf[i] == 'R') worker_ready(e);
-      else if (buf[i] == 'M') roll(e);
+      if (buf[i] == 'R')
+        worker_ready(e);
+      else if (buf[i] == 'M')
+        roll(e);
     }
   }
   if (n == 0) { /* the worker closed its end (exiting) */
@@ -311,10 +324,12 @@ static void on_notify(int e) {
 }
 
 static void describe_status(int status, char *out, size_t n) {
-  if (WIFEXITED(status)) snprintf(out, n, "exit status %d", WEXITSTATUS(status));
-  else if (WIFSIGNALED(status)) snprintf(out, n, "signal %d (%s)", WTERMSIG(status),
-                                         strsignal(WTERMSIG(status)));
-  else snprintf(out, n, "status %d", status);
+  if (WIFEXITED(status))
+    snprintf(out, n, "exit status %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status))
+    snprintf(out, n, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else
+    snprintf(out, n, "status %d", status);
 }
 
 static void reap(void) {
@@ -344,16 +359,17 @@ static void reap(void) {
     }
     if (!S.ever_ready) {
       /* Nothing ever served: the app cannot start.  Exit like a single process would. */
-      sh_log(SH_LOG_ERROR, "Worker %d [%d] failed to start (%s): exiting", w.slot, (int)pid,
-             why);
+      sh_log(SH_LOG_ERROR, "Worker %d [%d] failed to start (%s): exiting", w.slot, (int)pid, why);
       S.exit_code = WIFEXITED(status) && WEXITSTATUS(status) ? WEXITSTATUS(status) : 1;
       begin_stop(0);
       continue;
     }
     if (w.pred >= 0) {
       /* A replacement died before taking over: the old worker keeps serving. */
-      sh_log(SH_LOG_ERROR, "Replacement worker %d [%d] failed before ready (%s); the running "
-             "worker keeps serving", w.slot, (int)pid, why);
+      sh_log(SH_LOG_ERROR,
+             "Replacement worker %d [%d] failed before ready (%s); the running "
+             "worker keeps serving",
+             w.slot, (int)pid, why);
       S.w[w.pred].succ = -1;
       if (!S.cfg->reload) S.w[w.pred].roll_wanted = 1; /* --reload: wait for the next edit */
       int *b = &S.backoff_ms[w.slot];
@@ -363,10 +379,12 @@ static void reap(void) {
     }
     if (w.succ >= 0 && S.w[w.succ].pid > 0) {
       /* It died while its replacement starts: the replacement takes the slot. */
-      sh_log(SH_LOG_WARNING, "Worker %d [%d] exited (%s) during its replacement", w.slot,
-             (int)pid, why);
+      sh_log(SH_LOG_WARNING, "Worker %d [%d] exited (%s) during its replacement", w.slot, (int)pid,
+             why);
       continue;
     }
+    /* Backoff grows while workers keep dying young; one that served 10 s resets it. */
+    if (now_s() - w.started > 10.0) S.backoff_ms[w.slot] = 0;
     int *b = &S.backoff_ms[w.slot];
     *b = *b ? (*b * 2 > 5000 ? 5000 : *b * 2) : 100;
     sh_log(SH_LOG_ERROR, "Worker %d [%d] died unexpectedly (%s): restarting in %.1fs", w.slot,
@@ -439,9 +457,10 @@ static void serve_metrics(void) {
       if (body) write_all_fd(c, body, len);
       free(body);
     } else {
-      static const char nf[] = "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
-                               "content-length: 25\r\nconnection: close\r\n\r\n"
-                               "metrics are at /metrics\r\n";
+      static const char nf[] =
+          "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n"
+          "content-length: 25\r\nconnection: close\r\n\r\n"
+          "metrics are at /metrics\r\n";
       write_all_fd(c, nf, sizeof nf - 1);
     }
     close(c);
@@ -452,8 +471,9 @@ static void serve_metrics(void) {
 
 static int watch_tree(const char *dir, int depth, int *budget) {
   if (depth > 10 || *budget <= 0) return 0;
-  if (inotify_add_watch(S.ifd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
-                                        IN_MOVED_FROM | IN_ONLYDIR) < 0)
+  if (inotify_add_watch(
+          S.ifd, dir,
+          IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_ONLYDIR) < 0)
     return 0;
   (*budget)--;
   DIR *d = opendir(dir);
@@ -481,7 +501,8 @@ static int open_reload(const sh_config *cfg, sh_error *err) {
   }
   int budget = 4096;
   if (cfg->num_reload_dirs == 0) watch_tree(cfg->app_dir ? cfg->app_dir : ".", 0, &budget);
-  for (int i = 0; i < cfg->num_reload_dirs; i++) watch_tree(cfg->reload_dirs[i], 0, &budget);
+  for (int i = 0; i < cfg->num_reload_dirs; i++)
+    watch_tree(cfg->reload_dirs[i], 0, &budget);
   sh_log(SH_LOG_INFO, "Will watch for changes in %d director%s", 4096 - budget,
          4096 - budget == 1 ? "y" : "ies");
   return 0;
@@ -509,21 +530,21 @@ static void on_signal(void) {
   struct signalfd_siginfo si;
   while (read(S.sfd, &si, sizeof si) == (ssize_t)sizeof si) {
     switch (si.ssi_signo) {
-    case SIGCHLD:
-      reap();
-      break;
-    case SIGTERM:
-    case SIGINT:
-      begin_stop((int)si.ssi_signo);
-      break;
-    case SIGHUP:
-      if (S.stopping) break;
-      sh_log(SH_LOG_INFO, "SIGHUP: rolling restart of %d worker(s)", live_count());
-      for (int i = 0; i < S.nw; i++)
-        if (S.w[i].pid > 0 && !S.w[i].leaving && S.w[i].pred < 0) S.w[i].roll_wanted = 1;
-      break;
-    default:
-      break;
+      case SIGCHLD:
+        reap();
+        break;
+      case SIGTERM:
+      case SIGINT:
+        begin_stop((int)si.ssi_signo);
+        break;
+      case SIGHUP:
+        if (S.stopping) break;
+        sh_log(SH_LOG_INFO, "SIGHUP: rolling restart of %d worker(s)", live_count());
+        for (int i = 0; i < S.nw; i++)
+          if (S.w[i].pid > 0 && !S.w[i].leaving && S.w[i].pred < 0) S.w[i].roll_wanted = 1;
+        break;
+      default:
+        break;
     }
   }
 }
@@ -585,7 +606,10 @@ int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *, void *), v
   if (S.lfd < 0) goto fail;
   if (sh_shm_table_create(cfg->state_table_size, &S.table, err) < 0) goto fail;
   if (load_secret(cfg, err) < 0) goto fail;
-  if (sh_metrics_init(err) < 0) goto fail;
+  /* TLS session-ticket keys: generated once here so a client resumes on any worker. */
+  if (sh_tls_prepare(cfg, err) < 0) goto fail;
+  /* Counters cost a few atomic adds per response: only when someone can read them. */
+  if (cfg->metrics && sh_metrics_init(err) < 0) goto fail;
   sh_metrics_set_shard(0);
   if (cfg->metrics && (S.mfd = open_metrics(cfg, err)) < 0) goto fail;
   if (cfg->reload && open_reload(cfg, err) < 0) goto fail;
@@ -604,7 +628,8 @@ int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *, void *), v
   }
   signal(SIGPIPE, SIG_IGN);
   sh_log(SH_LOG_INFO, "Started parent process [%d]", (int)getpid());
-  for (int s = 0; s < cfg->workers; s++) spawn(s, -1);
+  for (int s = 0; s < cfg->workers; s++)
+    spawn(s, -1);
 
   struct pollfd *pfd = calloc(MAX_PROCS + 3, sizeof *pfd);
   int *who = calloc(MAX_PROCS + 3, sizeof *who);
@@ -636,10 +661,14 @@ int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *, void *), v
     if (r < 0 && errno != EINTR) break;
     for (int k = 0; r > 0 && k < n; k++) {
       if (!pfd[k].revents) continue;
-      if (who[k] == -1) on_signal();
-      else if (who[k] == -2) serve_metrics();
-      else if (who[k] == -3) on_inotify();
-      else if (S.w[who[k]].pid > 0 && S.w[who[k]].notify_rd == pfd[k].fd) on_notify(who[k]);
+      if (who[k] == -1)
+        on_signal();
+      else if (who[k] == -2)
+        serve_metrics();
+      else if (who[k] == -3)
+        on_inotify();
+      else if (S.w[who[k]].pid > 0 && S.w[who[k]].notify_rd == pfd[k].fd)
+        on_notify(who[k]);
     }
     housekeeping(now_s());
   }

@@ -42,7 +42,8 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
   }
   if (cfg->num_extra_headers > 0) {
     size_t cap = 0;
-    for (int i = 0; i < cfg->num_extra_headers; i++) cap += strlen(cfg->extra_headers[i]) + 3;
+    for (int i = 0; i < cfg->num_extra_headers; i++)
+      cap += strlen(cfg->extra_headers[i]) + 3;
     srv->extra_hdrs = malloc(cap);
     if (!srv->extra_hdrs) {
       SH_ERR(err, SH_ENOMEM, "out of memory");
@@ -54,7 +55,8 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
       const char *h = cfg->extra_headers[i];
       const char *colon = strchr(h, ':');
       const char *v = colon + 1;
-      while (*v == ' ' || *v == '\t') v++;
+      while (*v == ' ' || *v == '\t')
+        v++;
       size_t nl = (size_t)(colon - h), vl = strlen(v);
       memcpy(p, h, nl);
       p += nl;
@@ -69,22 +71,25 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
   }
   if (cfg->limit_max_requests) {
     /* uvicorn: limit + randint(0, jitter), per worker, so workers do not all recycle at once */
-    uint64_t j = cfg->limit_max_requests_jitter ? rnd[1] % (cfg->limit_max_requests_jitter + 1)
-                                                 : 0;
+    uint64_t j = cfg->limit_max_requests_jitter ? rnd[1] % (cfg->limit_max_requests_jitter + 1) : 0;
     srv->max_requests = cfg->limit_max_requests + j;
   }
   return 0;
 }
 
-void sh_worker_ready(sh_server *srv) { notify(srv, 'R'); }
+void sh_worker_ready(sh_server *srv) {
+  notify(srv, 'R');
+}
 
 void sh_worker_request_limit(sh_server *srv) {
   if (srv->max_requests_hit) return;
   srv->max_requests_hit = 1;
   sh_log(SH_LOG_INFO, "Maximum request limit of %llu exceeded. Terminating process.",
          (unsigned long long)srv->max_requests);
-  if (srv->cfg.notify_fd >= 0) notify(srv, 'M'); /* the supervisor replaces us, then stops us */
-  else sh_server_stop(srv, srv->cfg.timeout_graceful_shutdown);
+  if (srv->cfg.notify_fd >= 0)
+    notify(srv, 'M'); /* the supervisor replaces us, then stops us */
+  else
+    sh_server_stop(srv, srv->cfg.timeout_graceful_shutdown);
 }
 
 void sh_worker_cleanup(sh_server *srv) {

@@ -18,15 +18,16 @@
 #include "server_internal.h"
 
 static int g_pass, g_fail;
-#define CHECK(cond, ...)                                                   \
-  do {                                                                     \
-    if (cond) g_pass++;                                                    \
-    else {                                                                 \
-      g_fail++;                                                            \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);      \
-      fprintf(stderr, __VA_ARGS__);                                        \
-      fputc('\n', stderr);                                                 \
-    }                                                                      \
+#define CHECK(cond, ...)                                              \
+  do {                                                                \
+    if (cond)                                                         \
+      g_pass++;                                                       \
+    else {                                                            \
+      g_fail++;                                                       \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+      fprintf(stderr, __VA_ARGS__);                                   \
+      fputc('\n', stderr);                                            \
+    }                                                                 \
   } while (0)
 
 static void key_of(uint64_t n, uint8_t key[SH_SHM_KEY_LEN]) {
@@ -125,7 +126,8 @@ static void test_churn(void) {
     if (sh_shm_table_get(t, k, &v, &len, NULL, 199999.5) == 0 && v == i) live_found++;
   }
   size_t expect = 0;
-  for (uint64_t i = 200000 - 40; i < 200000; i++) expect += i % 3 != 0;
+  for (uint64_t i = 200000 - 40; i < 200000; i++)
+    expect += i % 3 != 0;
   CHECK(live_found == expect, "live %zu expected %zu", live_found, expect);
   sh_shm_table_free(t);
 }
@@ -184,9 +186,11 @@ static void test_owner_dies_holding_lock(void) {
     pthread_mutex_lock(&t->mu);
     /* simulate a kill in the middle of a backward shift: a duplicated entry and a hole */
     size_t i = 0;
-    while (t->slots[i].state != SLOT_USED) i++;
+    while (t->slots[i].state != SLOT_USED)
+      i++;
     size_t j = (i + 1) & (t->capacity - 1);
-    while (t->slots[j].state == SLOT_USED) j = (j + 1) & (t->capacity - 1);
+    while (t->slots[j].state == SLOT_USED)
+      j = (j + 1) & (t->capacity - 1);
     t->slots[j] = t->slots[i];
     raise(SIGKILL);
   }
@@ -195,8 +199,7 @@ static void test_owner_dies_holding_lock(void) {
   size_t len = 0;
   CHECK(sh_shm_table_get(t, k, NULL, &len, NULL, 1) == 0, "usable after the owner died");
   CHECK(t->repairs == 1, "repaired once");
-  CHECK(sh_shm_table_count(t, 1) == 100, "duplicates dropped: %zu",
-        sh_shm_table_count(t, 1));
+  CHECK(sh_shm_table_count(t, 1) == 100, "duplicates dropped: %zu", sh_shm_table_count(t, 1));
   size_t found = 0;
   for (uint64_t i = 0; i < 100; i++) {
     key_of(i, k);

@@ -1,0 +1,223 @@
+"""Client attestation end to end (protocol.md §1–§3) with a real FastAPI app
+(apps/app_attest.py) under uvicorn, where AttestationMiddleware runs the protocol through
+shield._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
+the exact §3 errors, excluded routes, the decorator and the dependency.  Evidence comes from
+the simulated TEE (its dev root in a per-run XDG_DATA_HOME) and is tampered with for the
+negative cases."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import secrets
+import tempfile
+import time
+
+import httpx
+import pytest
+
+from attest_client import Session, b64e, error, evidence, evidence_cli, get_nonce, header_mode
+from conftest import shield_bin
+
+DATA_HOME = tempfile.mkdtemp(prefix="shield-attest-home-")
+atexit.register(shutil.rmtree, DATA_HOME, True)
+os.environ["XDG_DATA_HOME"] = DATA_HOME  # the servers and this process share the dev root
+SECRET = os.path.join(DATA_HOME, "state-secret")
+with open(SECRET, "wb") as f:
+    f.write(secrets.token_bytes(32))
+DEFAULT_PCR0 = hashlib.sha384(b"shield-simulated-pcr0").hexdigest()
+ENV = {"SHIELD_TEST_ATTEST_SECRET": SECRET, "SHIELD_TEST_ATTEST_PCR0": DEFAULT_PCR0,
+       "XDG_DATA_HOME": DATA_HOME}
+
+
+@pytest.fixture(scope="module")
+def srv(server):
+    return server("app_attest:app", env=ENV, kind="uvicorn")
+
+
+@pytest.fixture
+def client(srv):
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        yield c
+
+
+def fresh(client, **kw):
+    n = get_nonce(client)
+    return n, evidence(n, **kw)
+
+
+def test_nonce_endpoint(client):
+    a, b = get_nonce(client), get_nonce(client)
+    assert a != b
+    assert abs(int.from_bytes(a[1:5], "big") - time.time()) < 5
+
+
+def test_header_mode_fresh_evidence(client):
+    n, ev = fresh(client)
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert r.status_code == 200, r.text
+    a = r.json()["attestation"]
+    assert a["verified"] and a["tee_type"] == "simulated" and a["mode"] == "header"
+    assert a["pcr0"] == DEFAULT_PCR0 and len(a["policy_sha256"]) == 64
+
+
+def test_header_mode_cli_evidence(client):
+    n = get_nonce(client)
+    ev = evidence_cli(shield_bin(), n, dict(os.environ))
+    assert client.get("/whoami", headers=header_mode(n, ev)).status_code == 200
+
+
+def test_replayed_nonce(client):
+    n, ev = fresh(client)
+    assert client.get("/whoami", headers=header_mode(n, ev)).status_code == 200
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert error(r) == (401, "attestation_failed", "nonce_replayed")
+
+
+def test_wrong_binding(client):
+    n1, ev = fresh(client)
+    n2 = get_nonce(client)
+    r = client.get("/whoami", headers=header_mode(n2, ev))
+    assert error(r) == (401, "attestation_failed", "binding_mismatch")
+    # a failed verification does not consume the nonce: the right evidence still passes
+    assert client.get("/whoami", headers=header_mode(n1, ev)).status_code == 200
+
+
+def test_wrong_binding_key(client):
+    n = get_nonce(client)
+    ev = evidence(n, b"\x30\x03\x01\x02\x03")  # bound to a key; header mode has k empty
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert error(r) == (401, "attestation_failed", "binding_mismatch")
+
+
+def test_wrong_measurement(client):
+    n, ev = fresh(client, pcrs={0: b"\x11" * 48})
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert error(r) == (403, "attestation_policy", "measurement_mismatch")
+
+
+def test_debug(client):
+    n, ev = fresh(client, debug=True)
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert error(r) == (403, "attestation_policy", "debug_not_allowed")
+
+
+def test_expired(client):
+    n = get_nonce(client)
+    ev = evidence(n, at=time.time() - 4 * 3600)  # leaf certificate valid 3 h
+    r = client.get("/whoami", headers=header_mode(n, ev))
+    assert error(r) == (401, "attestation_failed", "expired")
+
+
+def test_tampered_signature(client):
+    n, ev = fresh(client)
+    bad = ev[:-1] + bytes([ev[-1] ^ 1])
+    r = client.get("/whoami", headers=header_mode(n, bad))
+    assert error(r) == (401, "attestation_failed", "signature_invalid")
+
+
+def test_tampered_payload(client):
+    n, ev = fresh(client)
+    i = ev.index(b"i-shield-simulated-enc0")
+    bad = ev[:i] + b"j" + ev[i + 1:]
+    r = client.get("/whoami", headers=header_mode(n, bad))
+    assert error(r) == (401, "attestation_failed", "signature_invalid")
+
+
+def test_missing(client):
+    assert error(client.get("/whoami")) == (401, "attestation_required", "missing")
+
+
+def test_malformed_and_unsupported(client):
+    n = get_nonce(client)
+    r = client.get("/whoami", headers=header_mode(n, b"\x00garbage"))
+    assert error(r) == (401, "attestation_invalid", "malformed")
+    h = header_mode(n, b"\x00garbage", tee="quantum")
+    r = client.get("/whoami", headers=h)
+    assert error(r) == (401, "attestation_invalid", "unsupported_type")
+
+
+def test_forged_and_expired_nonce(client):
+    forged = b"\x01" + secrets.token_bytes(31)
+    r = client.get("/whoami", headers=header_mode(forged, evidence(forged)))
+    assert error(r) == (401, "attestation_failed", "nonce_invalid")
+
+
+def test_excluded_route(client):
+    r = client.get("/health")
+    assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+def test_decorator_and_dependency(client):
+    n, ev = fresh(client)
+    assert client.get("/decorated", headers=header_mode(n, ev)).json() == {"ok": True}
+    n, ev = fresh(client)
+    r = client.get("/decorated-strict", headers=header_mode(n, ev))
+    assert error(r) == (403, "attestation_policy", "measurement_mismatch")
+    n, ev = fresh(client)
+    r = client.get("/dep", headers=header_mode(n, ev))
+    assert error(r) == (403, "attestation_policy", "policy_denied")
+
+
+def test_openapi_shows_attestation_headers(client):
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["ClientAttestation"]["name"] == "X-Attestation-Token"
+    assert schemes["AttestationSession"]["name"] == "X-Attestation-Session"
+
+
+# ---- session mode --------------------------------------------------------------------------
+
+def test_session_valid_and_forged(client):
+    s = Session(client)
+    assert s.response.status_code == 200, s.response.text
+    r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))
+    assert r.status_code == 200, r.text
+    a = r.json()["attestation"]
+    assert a["mode"] == "session" and a["session"] == s.id and a["tee_type"] == "simulated"
+    h = s.headers("GET", "/whoami")
+    p = h["X-Attestation-Proof"]
+    h["X-Attestation-Proof"] = p[:-2] + ("BB" if p.endswith("AA") else "AA")
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+    # proof for another target
+    h = s.headers("GET", "/other")
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+
+
+def test_session_replayed_proof(client):
+    s = Session(client)
+    h = s.headers("GET", "/whoami")
+    assert client.get("/whoami", headers=h).status_code == 200
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+    old = s.headers("GET", "/whoami", t=int(time.time() * 1000) - 120_000)
+    assert error(client.get("/whoami", headers=old)) == (401, "attestation_failed", "proof_invalid")
+
+
+def test_session_body_digest(client):
+    s = Session(client)
+    body = os.urandom(300_000)
+    r = client.post("/echo", content=body, headers=s.headers("POST", "/echo", body))
+    assert r.status_code == 200, r.text
+    assert r.json()["len"] == len(body) and r.json()["attestation"]["mode"] == "session"
+    changed = body[:-1] + bytes([body[-1] ^ 1])
+    h = s.headers("POST", "/echo", body)  # digest (and MAC) over the original body
+    r = client.post("/echo", content=changed, headers=h)
+    assert error(r) == (401, "attestation_failed", "proof_invalid")
+    h = s.headers("POST", "/echo")  # a body without Content-Digest
+    r = client.post("/echo", content=b"x", headers=h)
+    assert error(r) == (401, "attestation_failed", "proof_invalid")
+
+
+def test_session_unknown_and_bad_establishment(client):
+    h = {"X-Attestation-Session": b64e(os.urandom(24)), "X-Attestation-Proof": "t=1, mac=AA"}
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "session_unknown")
+    n = get_nonce(client)
+    ev = evidence(n)  # bound to no key: establishing a session with a key must fail
+    r = client.post("/.well-known/shield/attest", json={
+        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n),
+        "public_key": b64e(b"\x30\x03\x01\x02\x03")})
+    assert error(r) == (401, "attestation_failed", "binding_mismatch")
+    r = client.post("/.well-known/shield/attest", content=b"[")
+    assert error(r) == (401, "attestation_invalid", "malformed")
