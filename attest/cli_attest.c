@@ -22,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#define CLI_MAX_KEY (64u * 1024u)
 
 static void usage_attest(void) {
   fprintf(stderr,
@@ -31,55 +30,7 @@ static void usage_attest(void) {
           "                     [--pcr N=HEX]... [--data-dir DIR]\n");
 }
 
-static int parse_time(const char *s, int64_t *out) {
-  char *end;
-  long long secs = strtoll(s, &end, 10);
-  if (*s && !*end) {
-    *out = secs;
-    return secs > 0 ? 0 : -1;
-  }
-  struct tm tm;
-  memset(&tm, 0, sizeof tm);
-  const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (!p) return -1;
-  if (*p == '.')
-    for (p++; *p >= '0' && *p <= '9'; p++)
-      ;
-  if (*p != 'Z' && *p != 'z') return -1;
-  *out = (int64_t)timegm(&tm);
-  return p[1] == 0 && *out > 0 ? 0 : -1;
-}
 
-/* PEM PUBLIC KEY or DER SPKI -> DER SPKI (malloc'd). */
-static uint8_t *load_spki(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  uint8_t *raw = malloc(CLI_MAX_KEY + 1), *der = NULL;
-  size_t n = raw ? fread(raw, 1, CLI_MAX_KEY + 1, f) : 0;
-  fclose(f);
-  if (!raw || n > CLI_MAX_KEY) {
-    free(raw);
-    return NULL;
-  }
-  BIO *b = BIO_new_mem_buf(raw, (int)n);
-  EVP_PKEY *pk = b ? PEM_read_bio_PUBKEY(b, NULL, NULL, NULL) : NULL;
-  if (!pk) {
-    const unsigned char *q = raw;
-    pk = d2i_PUBKEY(NULL, &q, (long)n);
-  }
-  unsigned char *o = NULL;
-  int l = pk ? i2d_PUBKEY(pk, &o) : -1;
-  if (l > 0 && (der = malloc((size_t)l))) {
-    memcpy(der, o, (size_t)l);
-    *len = (size_t)l;
-  }
-  OPENSSL_free(o);
-  EVP_PKEY_free(pk);
-  BIO_free(b);
-  free(raw);
-  ERR_clear_error();
-  return der;
-}
 
 int sh_attest_cli_attest(int argc, char **argv) {
   const char *tee = NULL, *nonce_hex = NULL, *pk_path = NULL, *out_path = NULL, *at_s = NULL,
@@ -154,13 +105,13 @@ int sh_attest_cli_attest(int argc, char **argv) {
   }
   p.nonce = nonce;
   p.nonce_len = (size_t)nl;
-  if (pk_path && !(spki = load_spki(pk_path, &p.public_key_len))) {
+  if (pk_path && !(spki = sh_cli_load_spki(pk_path, &p.public_key_len))) {
     fprintf(stderr, "shield attest: %s: not a PEM or DER public key\n", pk_path);
     goto out;
   }
   p.public_key = spki;
   p.at = (int64_t)time(NULL);
-  if (at_s && parse_time(at_s, &p.at) < 0) {
+  if (at_s && sh_cli_parse_time(at_s, &p.at) < 0) {
     fprintf(stderr, "shield attest: --at: not RFC 3339 (UTC) or Unix seconds\n");
     goto out;
   }

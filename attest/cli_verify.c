@@ -56,7 +56,7 @@ static uint8_t *read_file(const char *path, size_t *len)
 }
 
 /* RFC 3339: 2022-10-13T08:58:02Z, fractions and numeric offsets accepted; or Unix seconds. */
-static int parse_time(const char *s, int64_t *out)
+int sh_cli_parse_time(const char *s, int64_t *out)
 {
     char *end;
     long long secs = strtoll(s, &end, 10);
@@ -92,7 +92,7 @@ static int parse_time(const char *s, int64_t *out)
 }
 
 /* A public key file: PEM (PUBLIC KEY) or DER SubjectPublicKeyInfo -> DER SPKI. */
-static uint8_t *load_spki(const char *path, size_t *len)
+uint8_t *sh_cli_load_spki(const char *path, size_t *len)
 {
     size_t n = 0;
     uint8_t *raw = read_file(path, &n), *der = NULL;
@@ -183,7 +183,7 @@ int sh_attest_cli_verify(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.allow_debug = allow_debug;
     if (at_s) {
-        if (parse_time(at_s, &o.at) < 0) {
+        if (sh_cli_parse_time(at_s, &o.at) < 0) {
             fprintf(stderr, "shield verify: --at: not an RFC 3339 time: %s\n", at_s);
             return 2;
         }
@@ -254,7 +254,7 @@ int sh_attest_cli_verify(int argc, char **argv)
             fprintf(stderr, "shield verify: --public-key needs --nonce\n");
             goto out;
         }
-        if (!(spki = load_spki(pk_path, &o.public_key_len))) {
+        if (!(spki = sh_cli_load_spki(pk_path, &o.public_key_len))) {
             fprintf(stderr, "shield verify: %s: not a PEM or DER public key\n", pk_path);
             goto out;
         }

@@ -134,4 +134,10 @@ int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **ou
                         size_t en);
 void sh_dcap_policy_free(struct sh_dcap_policy *p);
 
+/* Shared by the command lines (cli_verify.c, cli_attest.c). */
+/* RFC 3339 time (fractions, Z or numeric offset) or Unix seconds -> *out; 0 or -1. */
+int sh_cli_parse_time(const char *s, int64_t *out);
+/* A PEM PUBLIC KEY or DER SubjectPublicKeyInfo file -> DER SPKI (malloc'd), or NULL. */
+uint8_t *sh_cli_load_spki(const char *path, size_t *len);
+
 #endif

@@ -1,6 +1,7 @@
 /* tests/c/test_attest.c — attest/: real vectors (read in place from $SHIELD_VECTORS), a test CA
  * with generated Nitro documents and SNP reports for what the vectors lack, mutations, cache,
  * policy.  Prints "N passed, N failed"; exits non-zero on failure. */
+#include "testutil.h"
 #include "attest.h"
 
 #include <cbor.h>
@@ -14,48 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-static int passed, failed;
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (cond) passed++;                                                               \
-        else {                                                                            \
-            failed++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
-    } while (0)
 
-static const char *vdir;
 static int64_t NOW;
 
-static int64_t T(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return (int64_t)timegm(&tm);
-}
 
-static uint8_t *slurp(const char *rel, size_t *len)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/attestation/%s", vdir, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 /* verify and return the reason (SH_ATTEST_OK when verified) */
 static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
@@ -426,6 +389,5 @@ int main(void)
         printf("SKIP real vectors: $SHIELD_VECTORS/attestation not found (%s)\n", vdir ? vdir : "unset");
     }
     test_generated();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

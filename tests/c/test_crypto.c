@@ -2,6 +2,7 @@
  * HKDF-SHA256), HKDF-SHA256, AES-128-GCM: sequence 0, whose nonce is base_nonce), seal/open
  * round trips with AES-256-GCM, tampering, wrong keys; RSA-OAEP-256 sealing to an SPKI;
  * base64url.  Prints "N passed, N failed"; exits non-zero on failure. */
+#include "testutil.h"
 #include "crypto.h"
 
 #include <openssl/evp.h>
@@ -11,18 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int passed, failed;
-#define CHECK(cond, ...)                                              \
-  do {                                                                \
-    if (cond)                                                         \
-      passed++;                                                       \
-    else {                                                            \
-      failed++;                                                       \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fputc('\n', stderr);                                            \
-    }                                                                 \
-  } while (0)
 
 static size_t unhex(const char *h, uint8_t *out) {
   size_t n = strlen(h) / 2;
@@ -131,6 +120,5 @@ int main(void) {
   CHECK(sh_crypto_b64_decode("+/8=", 4, d) == 2, "standard padded");
   CHECK(sh_crypto_b64_decode("-_9", 3, d) < 0, "non-canonical accepted");
   CHECK(sh_crypto_b64_decode("a", 1, d) < 0, "1 char accepted");
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return test_summary();
 }

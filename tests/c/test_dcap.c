@@ -3,6 +3,7 @@
  * and negatives built at test time with a test Intel-like PKI (root CA, PCK Platform CA, PCK
  * certificate carrying the real SGX extensions, TCB signing certificate, CRLs, quotes signed
  * with test keys).  Prints "N passed, N failed"; exits non-zero on failure. */
+#include "testutil.h"
 #include "attest.h"
 
 #include <openssl/ec.h>
@@ -17,51 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (cond) passed++;                                                               \
-        else {                                                                            \
-            failed++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
-    } while (0)
 #define RN(x) (sh_attest_reason_name(x) ? sh_attest_reason_name(x) : "ok")
 
-static const char *vdir;
 static int64_t NOW;
 
-static int64_t T(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return (int64_t)timegm(&tm);
-}
 
-static uint8_t *slurp(const char *rel, size_t *len)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/attestation/%s", vdir, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    } else {
-        b[n] = 0;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
                             sh_attest_result **keep)
@@ -457,6 +418,5 @@ int main(void)
     } else {
         printf("SKIP: DCAP vectors not found (set SHIELD_VECTORS to ../shared/vectors)\n");
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

@@ -2,6 +2,14 @@
  * place from $SHIELD_VECTORS), PKI tokens chained to a test CA given as an extra root (valid,
  * expired leaf, unpinned root, leaf as its own root), and a mutation sweep over the vectors.
  * Prints "N passed, N failed"; exits non-zero on failure. */
+#include "testutil.h"
+
+/* Token files end with a newline that is not part of the JWT. */
+static uint8_t *slurp_trimmed(const char *rel, size_t *len) {
+  uint8_t *b = slurp(rel, len);
+  while (b != NULL && *len > 0 && (b[*len - 1] == '\n' || b[*len - 1] == '\r')) b[--*len] = 0;
+  return b;
+}
 #include "token.h"
 
 #include <openssl/err.h>
@@ -12,49 +20,9 @@
 #include <string.h>
 #include <time.h>
 
-static int passed, failed;
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (cond) passed++;                                                               \
-        else {                                                                            \
-            failed++;                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);               \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fputc('\n', stderr);                                                          \
-        }                                                                                 \
-    } while (0)
 
-static const char *vdir;
 
-static int64_t T(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return (int64_t)timegm(&tm);
-}
 
-static uint8_t *slurp(const char *rel, size_t *len)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/attestation/%s", vdir, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    while (b && n && (b[n - 1] == '\n' || b[n - 1] == '\r'))
-        n--;
-    *len = (size_t)n;
-    return b;
-}
 
 static sh_attest_reason run(const void *ev, size_t len, sh_attest_tee tee, sh_attest_options *o)
 {
@@ -104,9 +72,9 @@ static void test_base64(void)
 static void test_vectors(void)
 {
     size_t ml, jl, gl;
-    uint8_t *maa = slurp("maa/simpleattest-sgx.jwt", &ml);
-    uint8_t *jwks = slurp("maa/sharedwus-certs-2022-05-31.json", &jl);
-    uint8_t *gcp = slurp("gcp/valid.jwt", &gl);
+    uint8_t *maa = slurp_trimmed("maa/simpleattest-sgx.jwt", &ml);
+    uint8_t *jwks = slurp_trimmed("maa/sharedwus-certs-2022-05-31.json", &jl);
+    uint8_t *gcp = slurp_trimmed("gcp/valid.jwt", &gl);
     if (!maa || !jwks || !gcp) {
         printf("SKIP vectors: maa/gcp files not found under %s\n", vdir);
         free(maa), free(jwks), free(gcp);
@@ -338,6 +306,5 @@ int main(void)
     test_vectors();
     test_pki();
     ERR_clear_error();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return test_summary();
 }

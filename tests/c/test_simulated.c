@@ -2,6 +2,7 @@
  * modes), simulated evidence accepted only with trust_simulated and only under the local root,
  * tampering, debug, expiry, binding; nonces (MAC, age, tampering) and the proof MAC.
  * Prints "N passed, N failed"; exits non-zero on failure. */
+#include "testutil.h"
 #include "attest.h"
 
 #include <openssl/rand.h>
@@ -11,18 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int passed, failed;
-#define CHECK(cond, ...)                                              \
-  do {                                                                \
-    if (cond)                                                         \
-      passed++;                                                       \
-    else {                                                            \
-      failed++;                                                       \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fputc('\n', stderr);                                            \
-    }                                                                 \
-  } while (0)
 
 static const int64_t AT = 1750000000; /* 2025-06-15 */
 
@@ -184,6 +173,5 @@ int main(void) {
   char rm[128];
   snprintf(rm, sizeof rm, "rm -rf '%s' '%s'", d1, d2); /* test-owned temp dirs */
   if (system(rm) != 0) fprintf(stderr, "warning: could not remove %s, %s\n", d1, d2);
-  printf("%d passed, %d failed\n", passed, failed);
-  return failed ? 1 : 0;
+  return test_summary();
 }
