@@ -29,7 +29,7 @@
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: shield verify --type nitro|sev-snp|azure-snp|maa|gcp FILE [--at RFC3339]\n"
+            "usage: shield verify --type nitro|sev-snp|azure-snp|tdx|sgx|maa|gcp|simulated FILE [--at RFC3339]\n"
             "                     [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
             "                     [--public-key FILE] [--allow-debug] [--json]\n"
             "                     [--trust-simulated]   (simulated: the local dev root)\n"

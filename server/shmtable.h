@@ -1,5 +1,8 @@
-/* server/shmtable.h — private to server/ (re-exported through server.h when workers land):
- * a fixed-size, lock-protected hash table with expiring entries in shared memory. */
+/* server/shmtable.h — a fixed-size, lock-protected hash table with expiring entries in
+ * shared memory.  The supervisor maps it before forking; a worker gets it from
+ * sh_server_shared_table() (server.h) and uses the calls below (any thread, any process:
+ * a process-shared robust mutex guards every call; each call is O(cluster), never blocks on
+ * I/O).  Times are the caller's clock in seconds (wall clock, so every worker agrees). */
 #ifndef SHIELD_SERVER_SHMTABLE_H
 #define SHIELD_SERVER_SHMTABLE_H
 
