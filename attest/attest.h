@@ -84,6 +84,7 @@ typedef struct sh_attest_bytes {
 
 typedef struct sh_attest_policy sh_attest_policy; /* immutable once loaded */
 typedef struct sh_attest_cache sh_attest_cache;   /* thread-safe, bounded */
+typedef struct sh_attest_collateral sh_attest_collateral; /* DCAP collateral, thread-safe */
 
 typedef struct sh_attest_options {
     int64_t at;                       /* verification time, seconds since the epoch (required) */
@@ -118,6 +119,10 @@ typedef struct sh_attest_options {
      * user's data directory, see simulated.c).  Such results are never cached. */
     int trust_simulated;
     const sh_attest_bytes *simulated_root;
+    /* DCAP types: preloaded collateral (sh_attest_collateral_new), used instead of
+     * collateral/collateral_len when not NULL: its SHA-256 is computed once and its verified
+     * form kept in it, so neither is recomputed per quote. */
+    const sh_attest_collateral *dcap_collateral;
 } sh_attest_options;
 
 typedef struct sh_attest_result {
@@ -193,6 +198,16 @@ uint8_t *sh_attest_decode_input(const uint8_t *in, size_t len, size_t *out_len);
  * Returns 0, or -1 with a message. */
 int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char *errbuf,
                               size_t errlen);
+/* Preloaded DCAP collateral (the JSON form, copied): for sh_attest_options.dcap_collateral.
+ * Its SHA-256 is computed here, once; the first verification that uses it (without extra
+ * roots) parses and verifies it and keeps the verified form (TCB info, QE identity, CRLs,
+ * which CRL signatures were checked) for verification times inside its window; every quote's
+ * own checks (PCK chain validity and revocation at the verification time) run every time.
+ * Shareable between threads; freed by the caller after the last verification using it.
+ * Returns NULL when out of memory or `len` is 0 or over 1 MiB. */
+sh_attest_collateral *sh_attest_collateral_new(const uint8_t *json, size_t len);
+void sh_attest_collateral_free(sh_attest_collateral *c);
+const uint8_t *sh_attest_collateral_sha256(const sh_attest_collateral *c); /* 32 bytes */
 
 /* ---- Fetching keys and collateral (fetch.c) ----
  * The one part of attest/ that uses the network (libcurl, HTTPS with verified TLS only; plain
@@ -266,6 +281,11 @@ int sh_attest_fetch_intel_qe_identity(sh_attest_fetcher *f, const char *tee, int
                                       sh_attest_fetched *out, sh_attest_fetch_error *e);
 int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t now,
                                   sh_attest_fetched *out, sh_attest_fetch_error *e);
+/* The Intel SGX Root CA CRL (DER): from Intel's certificates host by default, or
+ * {pcs_url}/sgx/certification/v4/rootcacrl from a PCCS override.  Cache name
+ * "intel-rootcacrl.der". */
+int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_fetched *out,
+                                   sh_attest_fetch_error *e);
 
 /* ---- Nonces and session proofs (nonce.c, protocol.md §1.1 and §1.4) ---- */
 #define SH_ATTEST_NONCE_LEN 32

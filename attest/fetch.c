@@ -9,7 +9,8 @@
  *   Intel PCS v4 (and PCCS, same paths): /{sgx|tdx}/certification/v4/tcb?fmspc=, .../qe/identity,
  *            /sgx/certification/v4/pckcrl?ca=&encoding=der; the issuer chain comes URL-encoded in
  *            a response header (TCB-Info-Issuer-Chain, SGX-Enclave-Identity-Issuer-Chain,
- *            SGX-PCK-CRL-Issuer-Chain).
+ *            SGX-PCK-CRL-Issuer-Chain).  Intel SGX Root CA CRL: Intel's certificates host, or
+ *            {PCCS}/sgx/certification/v4/rootcacrl for an override.
  * Safety: CURLOPT_PROTOCOLS_STR "https" (plus "http" only for an override URL on a loopback
  * host), TLS peer and host verified, no redirects, CURLOPT_TIMEOUT_MS, CURLOPT_MAXFILESIZE_LARGE
  * and a write callback that enforces the same cap (the length header may be absent or lie),
@@ -762,4 +763,22 @@ int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t 
     snprintf(url, sizeof url, "%s/sgx/certification/v4/pckcrl?ca=%s&encoding=der", base, ca);
     snprintf(name, sizeof name, "intel-pckcrl-%s.der", ca);
     return fetch_named(f, name, url, user_url(f, 0), K_DER_CRL, "SGX-PCK-CRL-Issuer-Chain", now, out, e);
+}
+
+/* The Intel SGX Root CA CRL (DER): Intel publishes it on its certificates host, not on the PCS
+ * API; a PCCS (an intel_pcs_url override) serves it at /sgx/certification/v4/rootcacrl.
+ * Disk/offline name "intel-rootcacrl.der". */
+int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_fetched *out,
+                                   sh_attest_fetch_error *e)
+{
+    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64];
+    memset(out, 0, sizeof *out);
+    int pccs = user_url(f, 0);
+    if (!pccs)
+        snprintf(url, sizeof url, "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der");
+    else if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
+        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
+    else
+        snprintf(url, sizeof url, "%s/sgx/certification/v4/rootcacrl", base);
+    return fetch_named(f, "intel-rootcacrl.der", url, pccs, K_DER_CRL, NULL, now, out, e);
 }

@@ -1,0 +1,322 @@
+"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a
+loopback HTTPS server with a test CA (the helpers of test_fetch.py) that serves the shared
+vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD KDS, Intel
+PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local files
+(at the vectors' valid-at times, --at); then --offline with the filled cache gives it again
+with the server stopped; a failing server and no --fetch give collateral_missing."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+import test_fetch as tf  # loopback HTTPS server + test CA (skips when cryptography is absent)
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = Path(os.environ.get("SHIELD_VECTORS", REPO.parent / "shared" / "vectors")) / "attestation"
+
+needs_vectors = pytest.mark.skipif(
+    not (VECTORS / "MANIFEST.md").exists(),
+    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
+
+
+def _verify_cmd():
+    """`shield verify` (SHIELD_BIN) or the test-only attest-verify of a build dir, with --fetch."""
+    cands = []
+    if os.environ.get("SHIELD_BIN"):
+        cands.append([os.environ["SHIELD_BIN"], "verify"])
+    cands.append([str(REPO / ".venv" / "bin" / "shield"), "verify"])
+    if shutil.which("shield"):
+        cands.append([shutil.which("shield"), "verify"])
+    for d in ("build/fetchcli", "build/attest", "build/dcap", "build/jwt", "build"):
+        cands.append([str(REPO / d / "attest" / "attest-verify")])
+    for c in cands:
+        if Path(c[0]).exists():
+            p = subprocess.run(c + ["--help"], capture_output=True, text=True)
+            if p.returncode == 2 and "--fetch" in p.stderr:
+                return c
+    return None
+
+
+CMD = _verify_cmd()
+pytestmark = [needs_vectors,
+              pytest.mark.skipif(CMD is None, reason="no `shield verify` with --fetch is built")]
+
+SGX_OPT_IN = {"version": 1, "sgx": {
+    "tcb_statuses": ["UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"],
+    "allowed_advisories": ["INTEL-SA-00289", "INTEL-SA-00615"]}}
+
+
+def _der(path: Path) -> bytes:
+    b = path.read_bytes()
+    if b"-----BEGIN" in b:  # one PEM certificate (no parse: vcek-genoa.pem has a zero serial)
+        return base64.b64decode(b"".join(b.split(b"-----")[2].split()))
+    return b
+
+
+class VectorServer(tf.Fixture):
+    """test_fetch's fixture (test CA, server certificate, serve/close) with routes that answer
+    with the vectors' bytes: vceks {(product, hwid hex): DER}, chains {product: PEM},
+    pcs {tee: collateral JSON form}, jwks bytes.  A /fail prefix answers 500."""
+
+    def __init__(self, tmp: Path):
+        super().__init__(tmp)
+        self.vceks: dict = {}
+        self.chains: dict = {}
+        self.pcs: dict = {}
+        self.jwks = b""
+
+    def handler(self):
+        fx = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, status, ctype, body, headers=()):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                u = urllib.parse.urlsplit(self.path)
+                q = urllib.parse.parse_qs(u.query)
+                fx.paths.append(self.path)
+                seg = u.path.strip("/").split("/")
+                if seg[0] == "fail":
+                    return self.send(500, "text/plain", b"boom")
+                if len(seg) == 4 and seg[:2] == ["vcek", "v1"]:
+                    if seg[3] == "cert_chain" and seg[2] in fx.chains:
+                        return self.send(200, "application/x-pem-file", fx.chains[seg[2]])
+                    if (seg[2], seg[3]) in fx.vceks:
+                        return self.send(200, "application/octet-stream", fx.vceks[(seg[2], seg[3])])
+                if len(seg) >= 4 and seg[1:3] == ["certification", "v4"]:
+                    tee, rest = seg[0], "/".join(seg[3:])
+                    col = fx.pcs.get(tee) or next(iter(fx.pcs.values()), None)
+                    if col is None:
+                        return self.send(404, "text/plain", b"no collateral")
+                    quote = urllib.parse.quote
+                    if rest == "tcb" and tee in fx.pcs and \
+                            q.get("fmspc") == [json.loads(col["tcb_info"])["fmspc"].lower()]:
+                        body = '{"tcbInfo":%s,"signature":"%s"}' % (col["tcb_info"], col["tcb_info_signature"])
+                        return self.send(200, "application/json", body.encode(),
+                                         [("TCB-Info-Issuer-Chain", quote(col["tcb_info_issuer_chain"]))])
+                    if rest == "qe/identity" and tee in fx.pcs:
+                        body = '{"enclaveIdentity":%s,"signature":"%s"}' % (col["qe_identity"],
+                                                                            col["qe_identity_signature"])
+                        return self.send(200, "application/json", body.encode(),
+                                         [("SGX-Enclave-Identity-Issuer-Chain", quote(col["qe_identity_issuer_chain"]))])
+                    if rest == "pckcrl" and q.get("encoding") == ["der"]:
+                        return self.send(200, "application/pkix-crl", bytes.fromhex(col["pck_crl"]),
+                                         [("SGX-PCK-CRL-Issuer-Chain", quote(col["pck_crl_issuer_chain"]))])
+                    if rest == "rootcacrl":
+                        return self.send(200, "application/pkix-crl", bytes.fromhex(col["root_ca_crl"]))
+                if u.path == "/certs" and fx.jwks:
+                    return self.send(200, "application/json", fx.jwks)
+                self.send(404, "text/plain", b"no route")
+
+        return H
+
+
+@pytest.fixture
+def srv(tmp_path):
+    s = VectorServer(tmp_path)
+    s.base = s.serve(tmp_path)
+    yield s
+    s.close()
+
+
+def run(*args, env_cache=None):
+    env = dict(os.environ)
+    if env_cache is not None:
+        env["XDG_CACHE_HOME"] = str(env_cache)
+    p = subprocess.run(CMD + [str(a) for a in args] + ["--json"], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode in (0, 1), p.stderr
+    out = json.loads(p.stdout)
+    assert (p.returncode == 0) == out["verified"]
+    return out, p
+
+
+def reason(out):
+    return None if out["verified"] else out["reason"]
+
+
+# report, local VCEK, product, --at, MANIFEST reason
+SNP = [
+    ("test-report.bin", "test-vcek.der", "Milan", "2025-06-01T00:00:00Z", None),
+    ("attestation.bin", "vcek.testcer", "Milan", "2025-06-01T00:00:00Z", "debug_not_allowed"),
+    ("azure-genoa-snp-report.bin", "vcek-genoa.pem", "Genoa", "2025-06-01T00:00:00Z", None),
+    ("oak-genoa-report.bin", "oak-genoa-vcek.der", "Genoa", "2026-01-01T00:00:00Z", None),
+]
+
+
+@pytest.mark.parametrize("report,vcek,product,at,want", SNP)
+def test_snp_fetch_then_offline(srv, tmp_path, report, vcek, product, at, want):
+    rep = VECTORS / "sev-snp" / report
+    chip = rep.read_bytes()[0x1A0:0x1E0].hex()
+    srv.vceks[(product, chip)] = _der(VECTORS / "sev-snp" / vcek)
+    srv.chains[product] = (VECTORS / "roots" / f"amd-{product.lower()}-ask-ark.pem").read_bytes()
+    local, _ = run("--type", "sev-snp", rep, "--cert", VECTORS / "sev-snp" / vcek, "--at", at)
+    assert reason(local) == want
+    cache = tmp_path / "cache"
+    base = ["--type", "sev-snp", rep, "--at", at]
+    out, _ = run(*base, "--fetch", "--kds-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache)
+    assert out == local
+    vq = [p for p in srv.paths if p.startswith(f"/vcek/v1/{product}/{chip}?")]
+    assert len(vq) == 1 and "blSPL=" in vq[0] and "ucodeSPL=" in vq[0], srv.paths
+    assert f"/vcek/v1/{product}/cert_chain" in srv.paths
+    if product == "Genoa":  # v3+ reports: the product comes from CPUID, nothing else is tried
+        assert not [p for p in srv.paths if p.startswith(("/vcek/v1/Milan", "/vcek/v1/Turin"))]
+    files = sorted(p.name for p in cache.iterdir())
+    assert f"amd-vcek-{product}-chain.pem" in files and any(f.startswith(f"amd-vcek-{product}-{chip}") for f in files)
+    n = len(srv.paths)
+    srv.close()
+    out, _ = run(*base, "--offline", "--cache-dir", cache)
+    assert out == local and len(srv.paths) == n
+    # unchanged without --fetch; an empty cache offline; a failing server
+    assert reason(run(*base)[0]) == "collateral_missing"
+    out, p = run(*base, "--offline", "--cache-dir", tmp_path / "empty")
+    assert reason(out) == "collateral_missing"
+
+
+def test_snp_failures(srv, tmp_path):
+    rep = VECTORS / "sev-snp" / "test-report.bin"
+    base = ["--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z", "--fetch", "--fetch-ca", srv.ca_file,
+            "--cache-dir", tmp_path / "c"]
+    out, p = run(*base, "--kds-url", srv.base + "/fail")
+    assert reason(out) == "collateral_missing"
+    p = subprocess.run(CMD + [str(a) for a in base] + ["--kds-url", srv.base + "/fail"], capture_output=True, text=True)
+    assert p.returncode == 1 and "status 500" in p.stdout and "fetch failed" in p.stdout
+    # the server knows no VCEK for this chip: Milan, Genoa and Turin are tried (a v2 report)
+    srv.paths.clear()
+    out, _ = run(*base, "--kds-url", srv.base)
+    assert reason(out) == "collateral_missing"
+    assert [p.split("/")[3] for p in srv.paths if p.startswith("/vcek/v1/")] == ["Milan", "Genoa", "Turin"]
+    # a TLS server the fetch CA does not know
+    out, _ = run("--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z", "--fetch", "--kds-url", srv.base,
+                 "--cache-dir", tmp_path / "d")
+    assert reason(out) == "collateral_missing"
+    # a VLEK report: not fetchable by chip, a clear message
+    vl = VECTORS / "sev-snp" / "test-vlek-report.bin"
+    p = subprocess.run(CMD + ["--type", "sev-snp", str(vl), "--at", "2025-06-01T00:00:00Z", "--fetch",
+                              "--kds-url", srv.base, "--cache-dir", str(tmp_path / "e")], capture_output=True, text=True)
+    assert p.returncode == 1 and "VLEK" in p.stdout
+
+
+DCAP = [
+    ("tdx", "tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", None, None, "UpToDate"),
+    ("sgx", "sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SGX_OPT_IN, None,
+     "ConfigurationAndSWHardeningNeeded"),
+    ("sgx", "sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", None, "tcb_out_of_date",
+     "ConfigurationAndSWHardeningNeeded"),
+    ("tdx", "tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", "2026-03-01T00:00:00Z", None,
+     "tcb_unsupported", None),
+]
+
+
+@pytest.mark.parametrize("tee,quote,col,at,pol,want,status", DCAP)
+def test_dcap_fetch_then_offline(srv, tmp_path, tee, quote, col, at, pol, want, status):
+    srv.pcs[tee] = json.loads((VECTORS / col).read_text())
+    base = ["--type", tee, VECTORS / quote, "--at", at]
+    if pol:
+        (tmp_path / "p.json").write_text(json.dumps(pol))
+        base += ["--policy", tmp_path / "p.json"]
+    local, _ = run(*base, "--collateral", VECTORS / col)
+    assert reason(local) == want and local["tcb_status"] == status
+    cache = tmp_path / "cache"
+    out, _ = run(*base, "--fetch", "--pcs-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache)
+    assert out == local
+    fm = json.loads(srv.pcs[tee]["tcb_info"])["fmspc"].lower()
+    assert f"/{tee}/certification/v4/tcb?fmspc={fm}" in srv.paths
+    assert f"/{tee}/certification/v4/qe/identity" in srv.paths
+    assert "/sgx/certification/v4/rootcacrl" in srv.paths
+    assert any(p.startswith("/sgx/certification/v4/pckcrl?ca=") for p in srv.paths)
+    assert f"intel-{tee}-tcb-{fm}.json.chain.pem" in {p.name for p in cache.iterdir()}
+    n = len(srv.paths)
+    srv.close()
+    out, _ = run(*base, "--offline", "--cache-dir", cache)
+    assert out == local and len(srv.paths) == n
+    assert reason(run(*base)[0]) == "collateral_missing"
+
+
+def test_dcap_failing_server(srv, tmp_path):
+    out, p = run("--type", "tdx", VECTORS / "tdx/tdx_quote", "--at", "2025-06-20T00:00:00Z", "--fetch",
+                 "--pcs-url", srv.base + "/fail", "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    assert reason(out) == "collateral_missing"
+    # the debug TD quote fails before collateral matters: nothing is fetched
+    srv.paths.clear()
+    out, _ = run("--type", "tdx", VECTORS / "tdx/tdx_quote_4.dat", "--at", "2025-01-01T00:00:00Z", "--fetch",
+                 "--pcs-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    assert reason(out) == "debug_not_allowed" and not srv.paths
+
+
+MAA_AT = "2022-05-31T23:00:00Z"
+MAA_ISS = "https://sharedwus.wus.attest.azure.net"
+
+
+def test_maa_jwks_fetch_then_offline(srv, tmp_path):
+    srv.jwks = (VECTORS / "maa" / "sharedwus-certs-2022-05-31.json").read_bytes()
+    tok = VECTORS / "maa" / "simpleattest-sgx.jwt"
+    for extra in ([], ["--allow-debug", "--issuer", MAA_ISS]):
+        base = ["--type", "maa", tok, "--at", MAA_AT, *extra]
+        local, _ = run(*base, "--jwks", VECTORS / "maa" / "sharedwus-certs-2022-05-31.json")
+        assert reason(local) == (None if extra else "debug_not_allowed")
+        cache = tmp_path / f"cache{len(extra)}"
+        out, _ = run(*base, "--fetch", "--jwks-url", srv.base + "/certs", "--fetch-ca", srv.ca_file,
+                     "--cache-dir", cache)
+        assert out == local and "/certs" in srv.paths
+        assert len(list(cache.glob("jwks-*.json"))) == 1
+        n = len(srv.paths)
+        out, _ = run(*base, "--offline", "--jwks-url", srv.base + "/certs", "--cache-dir", cache)
+        assert out == local and len(srv.paths) == n
+        assert reason(run(*base)[0]) == "collateral_missing"
+    # no --jwks-url and no --issuer: nothing configured to fetch from
+    out, _ = run("--type", "maa", tok, "--at", MAA_AT, "--fetch", "--cache-dir", tmp_path / "x")
+    assert reason(out) == "collateral_missing" and not [p for p in srv.paths if p.startswith("/.well-known")]
+    out, _ = run("--type", "maa", tok, "--at", MAA_AT, "--fetch", "--jwks-url", srv.base + "/fail/certs",
+                 "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "y")
+    assert reason(out) == "collateral_missing"
+
+
+def test_default_cache_dir_and_usage(srv, tmp_path):
+    rep = VECTORS / "sev-snp" / "test-report.bin"
+    srv.vceks[("Milan", rep.read_bytes()[0x1A0:0x1E0].hex())] = (VECTORS / "sev-snp" / "test-vcek.der").read_bytes()
+    base = ["--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z"]
+    out, _ = run(*base, "--fetch", "--kds-url", srv.base, "--fetch-ca", srv.ca_file, env_cache=tmp_path / "xdg")
+    assert out["verified"]
+    d = tmp_path / "xdg" / "shield" / "collateral"
+    assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o700" and any(d.iterdir())
+    assert run(*base, "--offline", env_cache=tmp_path / "xdg")[0]["verified"]
+    bad = [["--fetch", "--offline"], ["--kds-url", srv.base], ["--fetch", "--kds-url", "ftp://x"],
+           ["--fetch", "--pcs-url", "kdsintf.amd.com"], ["--fetch", "--jwks-url", "https://a b"],
+           ["--fetch", "--fetch-ca", tmp_path / "absent.pem"],
+           ["--fetch", "--cache-dir", tmp_path / "no" / "such" / "dir"], ["--fetch", "--kds-url"]]
+    for b in bad:
+        p = subprocess.run(CMD + [str(a) for a in base + b], capture_output=True, text=True)
+        assert p.returncode == 2, (b, p.stdout, p.stderr)
+
+
+def test_manifest_times_still_matter(srv, tmp_path):
+    """Fetched collateral is verified like a local file: at today's time the 2025 TDX collateral
+    is stale (MANIFEST), whatever the fetch."""
+    srv.pcs["tdx"] = json.loads((VECTORS / "tdx/tdx_quote_collateral.json").read_text())
+    now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out, _ = run("--type", "tdx", VECTORS / "tdx/tdx_quote", "--at", now, "--fetch", "--pcs-url", srv.base,
+                 "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    assert reason(out) == "collateral_stale"
