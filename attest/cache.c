@@ -40,10 +40,11 @@ typedef struct chain_entry {
     uint64_t stamp;
 } chain_entry;
 
-/* Verified shared objects (DCAP collateral, collateral.c): found by the SHA-256 of their
- * input, valid for verification times in [not_before, not_after), reference-counted by their
- * owner (ref/unref), immutable once stored. */
-#define OBJS 16
+/* Verified shared objects (DCAP collateral, collateral.c; parsed DCAP CA certificates,
+ * dcap.c): found by the SHA-256 of their input, valid for verification times in
+ * [not_before, not_after), reference-counted by their owner (ref/unref), immutable once
+ * stored. */
+#define OBJS 32
 typedef struct obj_entry {
     uint8_t key[32];
     void *obj;

@@ -8,9 +8,14 @@
  * — or a directory of raw Intel PCS v4 responses turned into that form by
  * sh_attest_collateral_read() (below).  The TCB info and QE identity signatures (ECDSA P-256,
  * SHA-256, raw r‖s) cover the exact bytes Intel signed: the string fields' bytes, never a
- * re-serialisation.  Chains and CRLs are checked by OpenSSL (X509_verify_cert with
- * X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL at the verification time): CRL signatures,
- * thisUpdate/nextUpdate and revocation of every certificate below the root.
+ * re-serialisation.  Chains are checked by OpenSSL (X509_verify_cert at the verification
+ * time, through the verified-chain cache of x509.c), then every certificate of the chain, the
+ * root included, against the collateral's CRLs (check_revocation: a CRL of its issuer, signed
+ * by the issuer's key, thisUpdate <= at < nextUpdate, serial not listed).  A CRL's signature
+ * is verified once per collateral object and issuer certificate; validity and revocation are
+ * checked at every verification.  Only plain complete CRLs are accepted (no critical, delta
+ * or issuing-distribution-point extensions).  sh_dcap_verify_chain (OpenSSL's own CRL check)
+ * remains for the quote-only path without collateral.
  */
 #include "dcap.h"
 
@@ -19,17 +24,27 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
+#define NCRL 2        /* root_ca_crl, pck_crl */
+#define CRL_SIGNERS 4 /* issuers remembered per CRL (Platform and Processor CA, root, ...) */
+
 struct sh_dcap_collateral {
     int refs;                       /* atomic; shared read-only through sh_attest_cache */
     json_t *tcb_info, *qe_identity;
-    STACK_OF(X509_CRL) *crls;
+    STACK_OF(X509_CRL) *crls;       /* NCRL, in crl_keys order */
     STACK_OF(X509) *pck_crl_chain; /* optional pck_crl_issuer_chain, NULL when absent */
+    int64_t crl_this[NCRL], crl_next[NCRL]; /* thisUpdate, nextUpdate */
+    /* Issuer certificates whose key verified CRL i's signature (up-referenced): a CRL's
+     * signature is checked once per collateral and issuer, its validity at the verification
+     * time and the revocation of every certificate every time (check_revocation). */
+    pthread_mutex_t mu;
+    X509 *crl_signer[NCRL][CRL_SIGNERS];
 };
 
 void sh_dcap_collateral_free(sh_dcap_collateral *c)
@@ -40,6 +55,10 @@ void sh_dcap_collateral_free(sh_dcap_collateral *c)
     json_decref(c->qe_identity);
     sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
     sk_X509_pop_free(c->pck_crl_chain, X509_free);
+    for (int i = 0; i < NCRL; i++)
+        for (int j = 0; j < CRL_SIGNERS; j++)
+            X509_free(c->crl_signer[i][j]);
+    pthread_mutex_destroy(&c->mu);
     free(c);
 }
 
@@ -224,6 +243,103 @@ fail:
     return rc;
 }
 
+/* CRL k of the collateral signed by `iss`: verified once per (collateral, issuer). */
+static int crl_signed_by(sh_dcap_collateral *c, int k, X509 *iss)
+{
+    int known = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int j = 0; j < CRL_SIGNERS && !known; j++)
+        known = c->crl_signer[k][j] && !X509_cmp(c->crl_signer[k][j], iss);
+    pthread_mutex_unlock(&c->mu);
+    if (known)
+        return 0;
+    EVP_PKEY *pk = X509_get0_pubkey(iss);
+    if (!pk || X509_CRL_verify(sk_X509_CRL_value(c->crls, k), pk) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    X509 *old = NULL;
+    if (X509_up_ref(iss)) {
+        pthread_mutex_lock(&c->mu);
+        int slot = CRL_SIGNERS - 1;
+        for (int j = 0; j < CRL_SIGNERS; j++)
+            if (!c->crl_signer[k][j]) {
+                slot = j;
+                break;
+            }
+        old = c->crl_signer[k][slot];
+        c->crl_signer[k][slot] = iss;
+        pthread_mutex_unlock(&c->mu);
+    }
+    X509_free(old);
+    return 0;
+}
+
+/* Revocation of every certificate of a verified chain (leaf first, self-signed anchor last,
+ * which is checked too, like X509_V_FLAG_CRL_CHECK_ALL) against the collateral's CRLs at
+ * v->o->at: each certificate needs a CRL of its issuer, and every CRL of that issuer must be
+ * signed by the issuer's key (cRLSign when keyUsage is present), be current
+ * (thisUpdate <= at < nextUpdate) and not list the certificate.  The CRLs have no critical,
+ * delta or issuing-distribution-point extensions (refused when parsed). */
+static int check_revocation(sh_vctx *v, sh_dcap_collateral *c, STACK_OF(X509) *chain, const char *what)
+{
+    int n = sk_X509_num(chain);
+    for (int i = 0; i < n; i++) {
+        X509 *x = sk_X509_value(chain, i), *iss = sk_X509_value(chain, i + 1 < n ? i + 1 : i);
+        int found = 0;
+        for (int k = 0; k < sk_X509_CRL_num(c->crls) && k < NCRL; k++) {
+            X509_CRL *crl = sk_X509_CRL_value(c->crls, k);
+            if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(x)) ||
+                X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(iss)))
+                continue;
+            found = 1;
+            if ((X509_get_extension_flags(iss) & EXFLAG_KUSAGE) && !(X509_get_key_usage(iss) & KU_CRL_SIGN))
+                return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL issuer lacks cRLSign (depth %d)", what, i);
+            if (v->o->at < c->crl_this[k])
+                return sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL is not yet valid (depth %d)", what, i);
+            if (v->o->at >= c->crl_next[k])
+                return sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL has expired (depth %d)", what, i);
+            if (crl_signed_by(c, k, iss) < 0)
+                return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL signature failure (depth %d)", what, i);
+            X509_REVOKED *rv = NULL;
+            if (X509_CRL_get0_by_cert(crl, &rv, x))
+                return sh_fail(v->r, SH_ATTEST_REVOKED, "%s: certificate revoked (depth %d)", what, i);
+        }
+        if (!found)
+            return sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s: unable to get certificate CRL (depth %d)", what, i);
+    }
+    return 0;
+}
+
+int sh_dcap_verify_chain_col(sh_vctx *v, sh_dcap_collateral *c, X509 *leaf, STACK_OF(X509) *untrusted,
+                             STACK_OF(X509) *anchors, const char *what)
+{
+    STACK_OF(X509) *chain = NULL;
+    int rc = -1;
+    if (sh_x509_verify_chain(v, leaf, untrusted, anchors, &chain) < 0) {
+        char m[sizeof v->r->message];
+        snprintf(m, sizeof m, "%.40s: %.200s", what, v->r->message);
+        memcpy(v->r->message, m, sizeof m);
+        goto done;
+    }
+    if (sk_X509_num(chain) > 6) { /* depth 4, as sh_dcap_verify_chain */
+        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate chain too long", what);
+        goto done;
+    }
+    /* every given certificate must be part of the verified chain (as sh_dcap_verify_chain) */
+    for (int i = 0; i < sk_X509_num(untrusted); i++) {
+        if (!in_stack(sk_X509_value(untrusted, i), chain)) {
+            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate %d is not part of the chain", what, i + 1);
+            goto done;
+        }
+    }
+    rc = check_revocation(v, c, chain, what);
+done:
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+    return rc;
+}
+
 /* ECDSA P-256/SHA-256 over `msg` by `key`, signature raw r‖s given as 128 hex digits */
 static int verify_json_sig(EVP_PKEY *key, const char *msg, size_t len, const char *sighex)
 {
@@ -253,8 +369,16 @@ static int is_p256(EVP_PKEY *pk)
 
 /* One signed JSON document: issuer chain -> root (with the root CA CRL), signature over the
  * exact string bytes, id/version, issueDate <= at < nextUpdate.  Returns the parsed object. */
+/* An issuer chain already parsed and verified for this collateral (the TCB info and the QE
+ * identity are signed by the same TCB Signing certificate: the same text, the same anchors,
+ * CRLs and time give the same verdict). */
+typedef struct chain_memo {
+    const char *pem;            /* borrowed from the collateral JSON */
+    STACK_OF(X509) *chain;      /* as parsed, leaf first (own references) */
+} chain_memo;
+
 static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char *const *ids,
-                          STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls)
+                          STACK_OF(X509) *anchors, sh_dcap_collateral *c, chain_memo *m)
 {
     char k_sig[64], k_chain[64];
     snprintf(k_sig, sizeof k_sig, "%s_signature", field);
@@ -268,7 +392,16 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
         sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: %s, its signature or issuer chain missing", field);
         return NULL;
     }
-    if (!(chain = sh_dcap_pem_strict(chain_pem, strlen(chain_pem))) || sk_X509_num(chain) < 1) {
+    int verified = m->pem && !strcmp(m->pem, chain_pem);
+    if (verified) {
+        chain = sk_X509_new_reserve(NULL, sk_X509_num(m->chain));
+        for (int i = 0; chain && i < sk_X509_num(m->chain); i++)
+            if (X509_up_ref(sk_X509_value(m->chain, i)))
+                sk_X509_push(chain, sk_X509_value(m->chain, i));
+    } else {
+        chain = sh_dcap_pem_strict(chain_pem, strlen(chain_pem));
+    }
+    if (!chain || sk_X509_num(chain) < 1 || (verified && sk_X509_num(chain) != sk_X509_num(m->chain))) {
         sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s issuer chain is not PEM", field);
         goto fail;
     }
@@ -323,8 +456,19 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
         v->valid_from = issued;
     if (next < v->valid_until)
         v->valid_until = next;
+    if (verified) {
+        sk_X509_pop_free(chain, X509_free);
+        return doc;
+    }
+    int n0 = sk_X509_num(chain);
+    if (!m->pem && !m->chain && (m->chain = sk_X509_new_reserve(NULL, n0)) != NULL)
+        for (int i = 0; i < n0; i++)
+            if (X509_up_ref(sk_X509_value(chain, i)))
+                sk_X509_push(m->chain, sk_X509_value(chain, i));
     X509 *leaf = sk_X509_shift(chain);
-    int crc = sh_dcap_verify_chain(v, leaf, chain, anchors, crls, field);
+    int crc = sh_dcap_verify_chain_col(v, c, leaf, chain, anchors, field);
+    if (crc == 0 && !m->pem && m->chain && sk_X509_num(m->chain) == n0)
+        m->pem = chain_pem;
     X509_free(leaf);
     if (crc < 0)
         goto fail;
@@ -344,9 +488,95 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
  * was checked against: issueDate/nextUpdate, the signing chains' validity, both CRLs'
  * thisUpdate/nextUpdate.  The quote's own checks (PCK chain against the CRLs at this time
  * included) run every time. */
+/* ---- sh_attest_collateral: preloaded bytes, their SHA-256, the verified form ---- */
+struct sh_attest_collateral {
+    uint8_t *bytes;
+    size_t len;
+    uint8_t sha256[32];
+    pthread_mutex_t mu;             /* guards verified, nb, na */
+    sh_dcap_collateral *verified;   /* verified with the pinned anchors (no extra roots) */
+    int64_t nb, na;                 /* its window */
+};
+
+sh_attest_collateral *sh_attest_collateral_new(const uint8_t *json, size_t len)
+{
+    sh_attest_collateral *h = json && len && len <= SH_DCAP_MAX_COLLATERAL ? calloc(1, sizeof *h) : NULL;
+    if (!h)
+        return NULL;
+    if (!(h->bytes = malloc(len)) || !EVP_Digest(json, len, h->sha256, NULL, sh_md_sha256(), NULL) ||
+        pthread_mutex_init(&h->mu, NULL)) {
+        free(h->bytes);
+        free(h);
+        return NULL;
+    }
+    memcpy(h->bytes, json, len);
+    h->len = len;
+    return h;
+}
+
+void sh_attest_collateral_free(sh_attest_collateral *h)
+{
+    if (!h)
+        return;
+    sh_dcap_collateral_free(h->verified);
+    pthread_mutex_destroy(&h->mu);
+    free(h->bytes);
+    free(h);
+}
+
+const uint8_t *sh_attest_collateral_sha256(const sh_attest_collateral *h) { return h->sha256; }
+
+int sh_dcap_collateral_given(const sh_attest_options *o)
+{
+    return o->dcap_collateral ? 1 : o->collateral && o->collateral_len;
+}
+
+static void narrow(sh_vctx *v, int64_t nb, int64_t na)
+{
+    if (nb > v->valid_from)
+        v->valid_from = nb;
+    if (na < v->valid_until)
+        v->valid_until = na;
+}
+
 sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
                                               STACK_OF(X509) *anchors)
 {
+    /* a preloaded handle keeps its own verified form (options borrow it const; its memo is
+     * internal, under its lock) */
+    sh_attest_collateral *h = (sh_attest_collateral *)v->o->dcap_collateral;
+    if (h) {
+        sh_dcap_collateral *hit = NULL, *old = NULL;
+        int64_t nb = 0, na = 0;
+        if (!v->o->nextra_roots) {
+            pthread_mutex_lock(&h->mu);
+            if (h->verified && v->o->at >= h->nb && v->o->at < h->na) {
+                hit = col_ref(h->verified);
+                nb = h->nb;
+                na = h->na;
+            }
+            pthread_mutex_unlock(&h->mu);
+        }
+        if (hit) {
+            narrow(v, nb, na);
+            return hit;
+        }
+        sh_vctx w = *v;
+        w.valid_from = INT64_MIN;
+        w.valid_until = INT64_MAX;
+        sh_dcap_collateral *c = collateral_verify(&w, h->bytes, h->len, anchors);
+        narrow(v, w.valid_from, w.valid_until);
+        if (c && !v->o->nextra_roots && w.valid_from < w.valid_until) {
+            pthread_mutex_lock(&h->mu);
+            old = h->verified;
+            h->verified = col_ref(c);
+            h->nb = w.valid_from;
+            h->na = w.valid_until;
+            pthread_mutex_unlock(&h->mu);
+            sh_dcap_collateral_free(old);
+        }
+        return c;
+    }
     if (!buf || !len) {
         sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no collateral given");
         return NULL;
@@ -390,8 +620,13 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
         sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral is not a JSON object");
         goto fail;
     }
-    if ((c = calloc(1, sizeof *c)) != NULL)
+    if ((c = calloc(1, sizeof *c)) != NULL) {
         c->refs = 1;
+        if (pthread_mutex_init(&c->mu, NULL)) {
+            free(c);
+            c = NULL;
+        }
+    }
     if (!c || !(c->crls = sk_X509_CRL_new_null())) {
         sh_fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
         goto fail;
@@ -416,10 +651,33 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
             sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s without nextUpdate", crl_keys[i]);
             goto fail;
         }
-        if (lu && ASN1_TIME_to_tm(lu, &tm) && (int64_t)timegm(&tm) > v->valid_from)
-            v->valid_from = (int64_t)timegm(&tm);
-        if (ASN1_TIME_to_tm(nu, &tm) && (int64_t)timegm(&tm) < v->valid_until)
-            v->valid_until = (int64_t)timegm(&tm);
+        if (!lu || !ASN1_TIME_to_tm(lu, &tm)) {
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s thisUpdate", crl_keys[i]);
+            goto fail;
+        }
+        c->crl_this[i] = (int64_t)timegm(&tm);
+        if (!ASN1_TIME_to_tm(nu, &tm)) {
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s nextUpdate", crl_keys[i]);
+            goto fail;
+        }
+        c->crl_next[i] = (int64_t)timegm(&tm);
+        if (c->crl_this[i] > v->valid_from)
+            v->valid_from = c->crl_this[i];
+        if (c->crl_next[i] < v->valid_until)
+            v->valid_until = c->crl_next[i];
+        /* check_revocation handles plain complete CRLs only: no critical extension (CRL or
+         * entry), no delta CRL, no issuing distribution point (scope) */
+        int plain = X509_CRL_get_ext_by_critical(crl, 1, -1) < 0 &&
+                    X509_CRL_get_ext_by_NID(crl, NID_issuing_distribution_point, -1) < 0 &&
+                    X509_CRL_get_ext_by_NID(crl, NID_delta_crl, -1) < 0 &&
+                    X509_CRL_get_ext_by_NID(crl, NID_freshest_crl, -1) < 0;
+        STACK_OF(X509_REVOKED) *rvk = X509_CRL_get_REVOKED(crl);
+        for (int j = 0; plain && j < sk_X509_REVOKED_num(rvk); j++)
+            plain = X509_REVOKED_get_ext_by_critical(sk_X509_REVOKED_value(rvk, j), 1, -1) < 0;
+        if (!plain) {
+            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has critical, delta or scope extensions", crl_keys[i]);
+            goto fail;
+        }
     }
     json_t *pc = json_object_get(col, "pck_crl_issuer_chain");
     if (pc) {
@@ -431,9 +689,13 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
     }
     static const char *const tcb_ids[] = {"TDX", "SGX", NULL};
     static const char *const qe_ids[] = {"TD_QE", "QE", NULL};
-    if (!(c->tcb_info = signed_doc(v, col, "tcb_info", tcb_ids, anchors, c->crls)) ||
-        !(c->qe_identity = signed_doc(v, col, "qe_identity", qe_ids, anchors, c->crls)))
+    chain_memo memo = {NULL, NULL};
+    if (!(c->tcb_info = signed_doc(v, col, "tcb_info", tcb_ids, anchors, c, &memo)) ||
+        !(c->qe_identity = signed_doc(v, col, "qe_identity", qe_ids, anchors, c, &memo))) {
+        sk_X509_pop_free(memo.chain, X509_free);
         goto fail;
+    }
+    sk_X509_pop_free(memo.chain, X509_free);
     json_decref(col);
     return c;
 fail:

@@ -355,6 +355,82 @@ static int canonical_pem(STACK_OF(X509) *anchors, STACK_OF(X509) *mid, X509 *lea
     return ok ? 0 : -1;
 }
 
+static void *x509_ref(void *p) { return X509_up_ref(p) ? p : NULL; }
+static void x509_unref(void *p) { X509_free(p); }
+
+/* The quote's PEM certificates.  With a cache (not with extra roots), CA certificates (the
+ * Platform/Processor CA, the root: the same in every quote) are parsed once: found by the
+ * SHA-256 of their exact PEM block text (domain-separated), immutable and shared.  The leaf
+ * (the platform's PCK certificate) is always parsed.  canonical_pem() still compares the
+ * re-encoding of every certificate with the given text.  Anything unusual (text outside the
+ * blocks, a block that does not parse): the plain parse of the whole text, as without cache.
+ * Certificates not found are stored only once the PCK chain verified (remember_pck_chain):
+ * an unverified quote cannot evict verified collateral from the cache. */
+#define PCK_BLOCKS 8
+typedef struct pck_parse {
+    int n;                      /* blocks hashed (0: plain parse, nothing to remember) */
+    uint8_t key[PCK_BLOCKS][32];
+    int miss[PCK_BLOCKS];
+    STACK_OF(X509) *order;      /* the certificates in block order (borrowed references) */
+} pck_parse;
+
+static void remember_pck_chain(sh_vctx *v, pck_parse *pp)
+{
+    for (int i = 1; i < pp->n && i < sk_X509_num(pp->order); i++) {
+        X509 *x = sk_X509_value(pp->order, i);
+        if (pp->miss[i] && X509_check_ca(x) != 0)
+            sh_cache_obj_put(v->o->cache, pp->key[i], x, x509_ref, x509_unref, INT64_MIN, INT64_MAX);
+    }
+}
+
+static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_attest_bytes *pem, pck_parse *pp)
+{
+    static const char B[] = "-----BEGIN CERTIFICATE-----\n", E[] = "-----END CERTIFICATE-----\n";
+    sh_attest_cache *cc = v->o->cache && !v->o->nextra_roots ? v->o->cache : NULL;
+    const char *p = (const char *)pem->ptr, *end = p + pem->len;
+    STACK_OF(X509) *sk = cc ? sk_X509_new_null() : NULL;
+    while (end > p && end[-1] == 0)
+        end--;
+    pp->n = 0;
+    while (sk && p < end && sk_X509_num(sk) < PCK_BLOCKS) {
+        const char *e = (size_t)(end - p) > sizeof B - 1 && !memcmp(p, B, sizeof B - 1)
+                            ? memmem(p, (size_t)(end - p), E, sizeof E - 1) : NULL;
+        if (!e) /* not a block at p */
+            break;
+        e += sizeof E - 1;
+        uint8_t key[32];
+        int64_t nb, na;
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        int hok = md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL) &&
+                  EVP_DigestUpdate(md, "shield-dcap-pem-cert", 21) &&
+                  EVP_DigestUpdate(md, p, (size_t)(e - p)) && EVP_DigestFinal_ex(md, key, NULL);
+        EVP_MD_CTX_free(md);
+        if (!hok)
+            break;
+        int i = sk_X509_num(sk);
+        X509 *x = i ? sh_cache_obj_get(cc, key, v->o->at, &nb, &na) : NULL;
+        memcpy(pp->key[i], key, 32);
+        pp->miss[i] = !x;
+        if (!x) {
+            BIO *b = BIO_new_mem_buf(p, (int)(e - p));
+            x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+            BIO_free(b);
+        }
+        if (!x || !sk_X509_push(sk, x)) {
+            X509_free(x);
+            break;
+        }
+        p = e;
+    }
+    ERR_clear_error();
+    if (sk && p == end && sk_X509_num(sk) && (pp->order = sk_X509_dup(sk)) != NULL) {
+        pp->n = sk_X509_num(sk);
+        return sk;
+    }
+    sk_X509_pop_free(sk, X509_free);
+    return sh_x509_parse_many(pem, 1);
+}
+
 static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
 {
     sh_attest_result *r = v->r;
@@ -364,6 +440,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
     EVP_PKEY *ak = NULL;
     sh_dcap_collateral *col = NULL;
     const struct sh_dcap_policy *pol = policy_of(v, tdx);
+    pck_parse pp = {0, {{0}}, {0}, NULL};
     int rc = -1;
     /* 1. structure */
     if (sh_dcap_parse_quote(r, ev, len, &q) < 0)
@@ -377,8 +454,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
     if (check_binding(v, q.body + (tdx ? TD_REPORTDATA : RB_REPORTDATA)) < 0)
         goto fail;
     /* 3. root fingerprint: the chain's self-signed certificate must be the pinned root */
-    sh_attest_bytes pem = q.pck_chain;
-    if (!(certs = sh_x509_parse_many(&pem, 1)) || !(untrusted = sk_X509_new_null()) ||
+    if (!(certs = parse_pck_chain(v, &q.pck_chain, &pp)) || !(untrusted = sk_X509_new_null()) ||
         !(anchors = sk_X509_new_null())) {
         sh_fail(r, SH_ATTEST_MALFORMED, "quote: PCK certificate chain is not PEM");
         goto fail;
@@ -437,7 +513,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
         goto fail;
     }
     /* 5. without collateral: chain without CRLs, a debug TEE is refused, else collateral_missing */
-    if (!v->o->collateral || !v->o->collateral_len) {
+    if (!sh_dcap_collateral_given(v->o)) {
         if (sh_dcap_verify_chain(v, leaf, untrusted, anchors, NULL, "PCK chain") < 0)
             goto fail;
     }
@@ -447,8 +523,9 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
     }
     /* 6. collateral, the PCK chain with CRLs */
     if (!(col = sh_dcap_collateral_verify(v, v->o->collateral, v->o->collateral_len, anchors)) ||
-        sh_dcap_verify_chain(v, leaf, untrusted, anchors, sh_dcap_crls(col), "PCK chain") < 0)
+        sh_dcap_verify_chain_col(v, col, leaf, untrusted, anchors, "PCK chain") < 0)
         goto fail;
+    remember_pck_chain(v, &pp);
     /* the PCK CRL's issuer is authenticated by the quote's own chain: a given
      * pck_crl_issuer_chain must consist of certificates of that chain */
     STACK_OF(X509) *pcc = sh_dcap_pck_crl_chain(col);
@@ -504,6 +581,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
         goto fail;
     rc = 0;
 fail:
+    sk_X509_free(pp.order);
     sh_dcap_collateral_free(col);
     EVP_PKEY_free(ak);
     X509_free(leaf);

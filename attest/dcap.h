@@ -66,14 +66,23 @@ int sh_dcap_parse_quote(sh_attest_result *r, const uint8_t *q, size_t len, sh_dc
 /* collateral.c */
 typedef struct sh_dcap_collateral sh_dcap_collateral;
 void sh_dcap_collateral_free(sh_dcap_collateral *c);
-/* Parse (JSON form) and verify the collateral: issuer chains to the Intel root (or an explicit
- * extra root), CRL signatures and validity at `at`, TCB info and QE identity signatures over
- * their exact bytes, issueDate <= at < nextUpdate.  Fails v->r and returns NULL. */
+/* Parse (JSON form; v->o->dcap_collateral's bytes when given) and verify the collateral:
+ * issuer chains to the Intel root (or an explicit extra root), CRL signatures and validity at
+ * `at`, TCB info and QE identity signatures over their exact bytes, issueDate <= at <
+ * nextUpdate.  Fails v->r and returns NULL. */
 sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *col, size_t len,
                                               STACK_OF(X509) *anchors);
+/* 1 when the options carry collateral (a preloaded handle, or bytes) */
+int sh_dcap_collateral_given(const sh_attest_options *o);
 STACK_OF(X509) *sh_dcap_pem_strict(const char *pem, size_t len);
 int sh_dcap_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
                          STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls, const char *what);
+/* leaf -> untrusted -> anchors at v->o->at through the verified-chain cache of x509.c (chain
+ * depth <= 4, every given certificate used), then every certificate's revocation against
+ * the collateral's CRLs (signatures verified once per collateral and issuer; validity and
+ * revocation every time). */
+int sh_dcap_verify_chain_col(sh_vctx *v, sh_dcap_collateral *c, X509 *leaf, STACK_OF(X509) *untrusted,
+                             STACK_OF(X509) *anchors, const char *what);
 /* Accessors used by dcap.c */
 json_t *sh_dcap_tcb_info(const sh_dcap_collateral *c);      /* borrowed */
 json_t *sh_dcap_qe_identity(const sh_dcap_collateral *c);   /* borrowed */

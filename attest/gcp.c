@@ -180,19 +180,10 @@ int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     sh_jwks *keys = NULL;
     X509 *leaf = NULL;
     gcp_info g;
-    char eb[160];
     int rc = -1;
     memset(&g, 0, sizeof g);
-    if (sh_jwt_parse(r, ev, len, &j) < 0)
+    if (sh_jwt_open(v, ev, len, t->algorithms, &j) < 0)
         goto fail;
-    if (sh_jwt_fill_result(v, &j) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
-        goto fail;
-    }
-    if (!j.alg || !(j.alg & t->algorithms)) {
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm", j.alg_name);
-        goto fail;
-    }
     if (claims(v, &j, &g) < 0)
         goto fail;
     if (v->o->nonce && check_nonce(v, &j) < 0)
@@ -208,11 +199,7 @@ int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len)
             goto fail;
         pk = X509_get0_pubkey(leaf);
     } else {
-        if (v->o->jwks && sh_jwks_parse(v->o->jwks, v->o->jwks_len, &keys, eb, sizeof eb) < 0) {
-            sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
-            goto fail;
-        }
-        pk = sh_jwks_key(v, keys, &j);
+        pk = sh_jwks_configured_key(v, &j, &keys);
     }
     if (!pk || sh_jwt_verify_signature(r, &j, t->algorithms, pk) < 0)
         goto fail;

@@ -277,3 +277,13 @@ EVP_PKEY *sh_jwks_key(sh_vctx *v, const sh_jwks *s, const sh_jwt *j)
     }
     return found->pk; /* borrowed */
 }
+
+EVP_PKEY *sh_jwks_configured_key(sh_vctx *v, const sh_jwt *j, sh_jwks **keys)
+{
+    char eb[160];
+    if (v->o->jwks && sh_jwks_parse(v->o->jwks, v->o->jwks_len, keys, eb, sizeof eb) < 0) {
+        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
+        return NULL;
+    }
+    return sh_jwks_key(v, *keys, j);
+}

@@ -290,6 +290,18 @@ int sh_jwt_check_audience(sh_vctx *v, const sh_jwt *j, const char *want)
     return 0;
 }
 
+int sh_jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned algorithms, sh_jwt *j)
+{
+    if (sh_jwt_parse(v->r, tok, len, j) < 0)
+        return -1;
+    if (sh_jwt_fill_result(v, j) < 0)
+        return sh_fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
+    if (!j->alg || !(j->alg & algorithms))
+        return sh_fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm",
+                       j->alg_name);
+    return 0;
+}
+
 int sh_jwt_fill_result(sh_vctx *v, const sh_jwt *j)
 {
     sh_attest_result *r = v->r;

@@ -152,21 +152,13 @@ int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     const struct sh_token_policy *t = sh_token_policy_for(v->policy, SH_ATTEST_TEE_MAA);
     sh_jwt j;
     sh_jwks *keys = NULL;
-    char *want = NULL, eb[160];
+    char *want = NULL;
     maa_info m;
     int rc = -1;
     memset(&m, 0, sizeof m);
     /* 1. size cap and structure */
-    if (sh_jwt_parse(r, ev, len, &j) < 0)
+    if (sh_jwt_open(v, ev, len, t->algorithms, &j) < 0)
         goto fail;
-    if (sh_jwt_fill_result(v, &j) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
-        goto fail;
-    }
-    if (!j.alg || !(j.alg & t->algorithms)) {
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm", j.alg_name);
-        goto fail;
-    }
     if (claims(v, &j, &m) < 0)
         goto fail;
     /* 2. binding: nonce claim = base64url(D) */
@@ -182,11 +174,7 @@ int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len)
         sh_jwt_check_audience(v, &j, v->o->audience) < 0)
         goto fail;
     /* 4. key from the configured JWKS, then the signature */
-    if (v->o->jwks && sh_jwks_parse(v->o->jwks, v->o->jwks_len, &keys, eb, sizeof eb) < 0) {
-        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
-        goto fail;
-    }
-    EVP_PKEY *pk = sh_jwks_key(v, keys, &j);
+    EVP_PKEY *pk = sh_jwks_configured_key(v, &j, &keys);
     if (!pk || sh_jwt_verify_signature(r, &j, t->algorithms, pk) < 0)
         goto fail;
     /* 5. policy */

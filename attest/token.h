@@ -56,6 +56,9 @@ int sh_jwt_check_issuer(sh_vctx *v, const sh_jwt *j, const char *want);
 int sh_jwt_check_audience(sh_vctx *v, const sh_jwt *j, const char *want);
 /* Fill the common result fields: claims (the payload), evidence_sha256 (signing input). */
 int sh_jwt_fill_result(sh_vctx *v, const sh_jwt *j);
+/* The first steps every token type shares, cheapest first: parse (size caps, structure),
+ * fill the common result fields, and refuse an algorithm not in `algorithms`. */
+int sh_jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned algorithms, sh_jwt *j);
 /* base64url(D) of protocol.md §1.2 for the presented nonce and key; NULL when no nonce given */
 char *sh_jwt_expected_nonce(sh_vctx *v);
 /* Record the verified binding (nonce, key, D) in the result. */
@@ -70,6 +73,8 @@ void sh_jwks_free(sh_jwks *k);
 /* The key for j's kid (kid required), its x5c certificate (if any) valid at the verification
  * time; fails r with root_untrusted / expired / not_yet_valid / collateral_missing. */
 EVP_PKEY *sh_jwks_key(sh_vctx *v, const sh_jwks *k, const sh_jwt *j);
+/* The configured JWKS (options) parsed into *keys (caller frees), then sh_jwks_key. */
+EVP_PKEY *sh_jwks_configured_key(sh_vctx *v, const sh_jwt *j, sh_jwks **keys);
 
 /* token_policy.c */
 struct sh_token_policy {

@@ -65,7 +65,10 @@ static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
             n += lens[k];
         }
     }
-    if (tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) {
+    if ((tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) && o->dcap_collateral) {
+        memcpy(out + n, sh_attest_collateral_sha256(o->dcap_collateral), 32); /* the same digest */
+        n += 32;
+    } else if (tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) {
         if (!EVP_Digest(o->collateral ? o->collateral : (const uint8_t *)"", o->collateral_len,
                         out + n, NULL, sh_md_sha256(), NULL))
             return 0;

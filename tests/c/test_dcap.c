@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,8 +90,66 @@ static const dvec vecs[] = {
     {"tdx/tdx_quote_4.dat", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
 };
 
+/* Preloaded collateral handles, one per file, shared by every vector (in table order, so a
+ * handle verified at one time is reused at others: its window must hold). */
+static struct { const char *name; sh_attest_collateral *h; } handles[8];
+static sh_attest_collateral *handle_for(const char *name, const uint8_t *c, size_t cl)
+{
+    size_t i = 0;
+    for (; i < 8 && handles[i].name; i++)
+        if (!strcmp(handles[i].name, name))
+            return handles[i].h;
+    if (i == 8)
+        return NULL;
+    handles[i].name = name;
+    handles[i].h = sh_attest_collateral_new(c, cl);
+    return handles[i].h;
+}
+
 static void test_vectors(void)
 {
+    /* every vector also through a handle, with a long-lived chain-only and a result cache */
+    sh_attest_cache *shared[2] = {sh_attest_cache_new(0), sh_attest_cache_new(64)};
+    for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
+        const dvec *d = &vecs[i];
+        if (!d->col)
+            continue;
+        size_t ql = 0, cl = 0;
+        uint8_t *q = slurp(d->quote, &ql), *c = slurp(d->col, &cl);
+        sh_attest_policy *p = d->pol ? policy(d->pol) : NULL;
+        sh_attest_collateral *h = handle_for(d->col, c, cl);
+        uint8_t want_sha[32];
+        SHA256(c, cl, want_sha);
+        CHECK(h && !memcmp(sh_attest_collateral_sha256(h), want_sha, 32), "handle digest");
+        sh_attest_options o = {.at = d->at ? T(d->at) : NOW, .policy = p, .dcap_collateral = h,
+                               .cache = shared[pass]};
+        sh_attest_result *r = NULL;
+        sh_attest_reason got = run(q, ql, d->tee, &o, &r);
+        CHECK(got == d->want, "handle, pass %d: %s at %s (%s): got %s (%s), want %s", pass, d->quote,
+              d->at ? d->at : "now", d->col, RN(got), r ? r->message : "", RN(d->want));
+        if (r && d->status)
+            CHECK(r->tcb_status && !strcmp(r->tcb_status, d->status), "handle: %s: tcb_status %s", d->quote,
+                  r->tcb_status ? r->tcb_status : "(null)");
+        sh_attest_result_free(r);
+        /* the bytes path with the same cache says the same (and hits the handle's entries) */
+        o.dcap_collateral = NULL;
+        o.collateral = c;
+        o.collateral_len = cl;
+        CHECK(run(q, ql, d->tee, &o, &r) == d->want && (d->want != SH_ATTEST_OK || pass == 0 || r->cache_hit),
+              "bytes after handle, pass %d: %s at %s", pass, d->quote, d->at ? d->at : "now");
+        sh_attest_result_free(r);
+        sh_attest_policy_free(p);
+        free(q);
+        free(c);
+    }
+    sh_attest_cache_free(shared[0]);
+    sh_attest_cache_free(shared[1]);
+    for (size_t i = 0; i < 8 && handles[i].name; i++) {
+        sh_attest_collateral_free(handles[i].h);
+        handles[i].name = NULL;
+    }
+    CHECK(sh_attest_collateral_new((const uint8_t *)"{}", 0) == NULL, "empty handle refused");
     for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) {
         const dvec *d = &vecs[i];
         size_t ql = 0, cl = 0;
@@ -352,6 +411,12 @@ static void test_mutations(int n)
         sh_attest_options o = {.at = T(d->at), .policy = p, .collateral = c, .collateral_len = cl};
         sh_attest_reason base = run(q, ql, d->tee, &o, NULL);
         CHECK(base == d->want, "%s baseline %s", d->quote, RN(base));
+        /* every other mutation with a warm chain-only cache (verified chains, parsed CA
+         * certificates, verified collateral with its CRL-signature memo) */
+        sh_attest_cache *warm = sh_attest_cache_new(0);
+        sh_attest_options ow = o;
+        ow.cache = warm;
+        CHECK(run(q, ql, d->tee, &ow, NULL) == d->want, "%s baseline, cache", d->quote);
         int acc = 0, cnt = 0;
         for (int k = 0; k < n; k++) {
             size_t ml;
@@ -363,7 +428,7 @@ static void test_mutations(int n)
                     pad_only = (ml < ql ? q[z] : m[z]) == 0;
                 if (!pad_only) {
                     cnt++;
-                    acc += run(m, ml, d->tee, &o, NULL) == SH_ATTEST_OK;
+                    acc += run(m, ml, d->tee, k & 1 ? &ow : &o, NULL) == SH_ATTEST_OK;
                 }
             }
             free(m);
@@ -377,11 +442,18 @@ static void test_mutations(int n)
             if (!s)
                 continue;
             if (strlen(s) != cl || memcmp(s, c, cl)) {
-                sh_attest_options om = o;
+                sh_attest_options om = k & 1 ? ow : o;
                 om.collateral = (const uint8_t *)s;
                 om.collateral_len = strlen(s);
                 cnt++;
                 int ok = run(q, ql, d->tee, &om, NULL) == SH_ATTEST_OK;
+                if (k & 2) { /* the same as a preloaded handle, with the warm cache */
+                    sh_attest_collateral *h = sh_attest_collateral_new((const uint8_t *)s, strlen(s));
+                    om = ow;
+                    om.dcap_collateral = h;
+                    ok |= h && run(q, ql, d->tee, &om, NULL) == SH_ATTEST_OK;
+                    sh_attest_collateral_free(h);
+                }
                 acc += ok;
                 if (ok && getenv("DCAP_DEBUG"))
                     fprintf(stderr, "accepted mutation of %s\n", last_field);
@@ -390,6 +462,8 @@ static void test_mutations(int n)
         }
         CHECK(acc == 0 && cnt >= n, "%s: %d of %d collateral mutations accepted", d->col, acc, cnt);
         printf("  collateral mutations %-26s %d tried, %d accepted\n", d->col, cnt, acc);
+        CHECK(run(q, ql, d->tee, &ow, NULL) == d->want, "%s after mutations, cache", d->quote);
+        sh_attest_cache_free(warm);
         json_decref(j);
         sh_attest_policy_free(p);
         free(q);

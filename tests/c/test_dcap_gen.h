@@ -271,6 +271,20 @@ static void test_generated(void)
         if (got == SH_ATTEST_OK)
             CHECK(r->tcb_status && !strcmp(r->tcb_status, "UpToDate"), "generated tcb_status");
         sh_attest_result_free(r);
+        /* the same through a preloaded handle and a cache, twice (memoised CRL signatures) */
+        sh_attest_collateral *h = sh_attest_collateral_new((const uint8_t *)col, strlen(col));
+        sh_attest_cache *cache = sh_attest_cache_new(0);
+        o.collateral = NULL;
+        o.dcap_collateral = h;
+        o.cache = cache;
+        for (int k = 0; k < 2; k++) {
+            got = run(q, gl, SH_ATTEST_TEE_TDX, &o, &r);
+            CHECK(got == cases[i].want, "%s (handle %d): got %s (%s), want %s", cases[i].name, k, RN(got),
+                  r ? r->message : "", RN(cases[i].want));
+            sh_attest_result_free(r);
+        }
+        sh_attest_cache_free(cache);
+        sh_attest_collateral_free(h);
         OPENSSL_free(der);
         free(q);
         free(col);
