@@ -24,6 +24,9 @@
 #include <unistd.h>
 
 #include "bridge.h"
+#ifdef SHIELD_HAVE_GATE
+#include "native_attest.h"
+#endif
 
 enum { EV_REQUEST, EV_BODY, EV_DISCONNECT, EV_WRITABLE, EV_RELEASED, EV_STOPPED };
 
@@ -326,6 +329,12 @@ static PyObject *build_scope(const sh_request *r) {
   if (r->tls_info != NULL && /* ASGI TLS extension (tls_scope.c) */
       set_steal(s, K.extensions, sh_tls_scope_extensions(r->tls_info)) < 0)
     goto fail;
+#ifdef SHIELD_HAVE_GATE
+  if (r->attest_policy_sha256 != NULL && /* verified natively (server/gate.c) */
+      sh_py_attest_scope(s, r->attest_result, r->attest_mode, r->attest_session,
+                         r->attest_policy_sha256) < 0)
+    goto fail;
+#endif
   return s;
 fail:
   Py_DECREF(s);

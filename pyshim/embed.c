@@ -19,6 +19,15 @@
 #include "bridge_py.h"
 #include "pyshim.h"
 #include "state.h"
+#ifdef SHIELD_HAVE_GATE
+#include "gate.h"
+#else
+#define SH_GATE_MISSING(e)                                                                \
+  do {                                                                                   \
+    snprintf((e).message, sizeof (e).message, "--attest-types: built without attest/"); \
+    handler = NULL;                                                                      \
+  } while (0)
+#endif
 
 static int file_exists(const char *dir, const char *rel) {
   char path[PATH_MAX];
@@ -104,7 +113,14 @@ int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
   sh_error err = {0};
   sh_server *srv = NULL;
   cfg->handle_signals = 0; /* Python's main thread owns SIGINT/SIGTERM */
-  if (sh_server_new(cfg, sh_bridge_handler(), &srv, &err) < 0) {
+#ifdef SHIELD_HAVE_GATE
+  /* client attestation verified before the app runs (server/gate.c; a no-op when off) */
+  sh_handler *handler = sh_gate_wrap(cfg, sh_bridge_handler(), &err);
+#else
+  sh_handler *handler = sh_bridge_handler();
+  if (cfg->attest_types) SH_GATE_MISSING(err);
+#endif
+  if (handler == NULL || sh_server_new(cfg, handler, &srv, &err) < 0) {
     fprintf(stderr, "shield: %s\n", err.message);
     return 1;
   }
@@ -125,6 +141,9 @@ int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
   int code = run_bridge();
   sh_bridge_cleanup();
   if (Py_FinalizeEx() < 0 && code == 0) code = 120;
+#ifdef SHIELD_HAVE_GATE
+  sh_gate_shutdown(handler);
+#endif
   sh_server_free(srv);
   return code;
 }

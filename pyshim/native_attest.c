@@ -122,6 +122,11 @@ static PyObject *to_python(const sh_attest_result *r)
     return res;
 }
 
+PyObject *sh_py_attest_result(const void *result)
+{
+    return to_python((const sh_attest_result *)result);
+}
+
 static int get_buffer(PyObject *o, Py_buffer *b, const char *what)
 {
     if (PyObject_GetBuffer(o, b, PyBUF_SIMPLE) < 0) {

@@ -8,4 +8,13 @@ int sh_py_attest_add(PyObject *m);
 /* Adds the client-attestation primitives (native_client.c).  Returns 0 or -1. */
 int sh_py_client_add(PyObject *m);
 
+/* A `const sh_attest_result *` -> a new shield.AttestationResult (GIL held), or NULL with a
+ * Python exception set.  Also linked into the `shield` binary (scope of gated requests). */
+PyObject *sh_py_attest_result(const void *result);
+/* attest_scope.c (the `shield` binary): for a request the attestation gate handed on, set
+ * scope["state"]["attestation"] (when it carries a result) and
+ * scope["extensions"]["shield.attestation"] = {"policy_sha256": hex}.  Returns 0 or -1. */
+int sh_py_attest_scope(PyObject *scope, const void *result, const char *mode,
+                       const char *session, const char *policy_sha256);
+
 #endif

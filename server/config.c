@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gate.h"
 #include "server_internal.h"
 
 #ifndef SHIELD_VERSION
@@ -124,6 +125,16 @@ void sh_config_usage(FILE *out) {
       "  --ssl-ciphers LIST           TLS 1.2 cipher list, OpenSSL syntax (default OpenSSL's)\n"
       "  --ssl-min-version 1.2|1.3    oldest TLS version accepted (default 1.2)\n"
       "                               (SIGHUP reloads the certificate, key and CA files)\n"
+      "Client attestation (protocol.md: header, session and mutual-TLS modes, verified\n"
+      "before the app runs):\n"
+      "  --attest-types LIST          accepted TEE types: nitro,sev-snp,azure-snp,tdx,sgx,\n"
+      "                               maa,gcp,simulated (turns attestation on)\n"
+      "  --attest-policy FILE         verification policy (JSON; default: production)\n"
+      "  --attest-required            401 for requests without evidence (default optional)\n"
+      "  --attest-exclude PATH        path prefix served without attestation (repeatable)\n"
+      "  --trust-simulated            accept simulated evidence (development only)\n"
+      "  --dev                        development mode (allows --attest-clock)\n"
+      "  --attest-clock RFC3339       verify evidence as of that time (needs --dev)\n"
       "  --help                       show this message and exit\n"
       "  --version                    show the version and exit\n",
       out);
@@ -501,6 +512,9 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
     int sr = parse_serving_flag(cfg, name, value, argc, argv, &i, err);
     if (sr < 0) return sr;
     if (sr == 1) continue;
+    sr = sh_gate_parse_flag(cfg, name, value, argc, argv, &i, err); /* --attest-* (gate.h) */
+    if (sr < 0) return sr;
+    if (sr == 1) continue;
 
     if (strncmp(name, "--ssl-", 6) == 0) { /* TLS flags: parse_ssl_flag above */
       if (!value) {
@@ -632,6 +646,7 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
   }
   if (check_serving_flags(cfg, err) < 0) return SH_EINVAL;
   if (check_ssl_flags(cfg, err) < 0) return SH_EINVAL;
+  if (sh_gate_check_flags(cfg, err) < 0) return SH_EINVAL;
   if (!cfg->app && !cfg->native_hello) {
     SH_ERR(err, SH_EINVAL, "missing the app: shield [OPTIONS] MODULE:ATTR (see --help)");
     return SH_EINVAL;

@@ -6,6 +6,9 @@
  *   llhttp (strict: no lenient flags), keep-alive, pipelining (one request in flight per
  *   connection, answered in order), request limits and timeouts, response framing
  *   (Content-Length / chunked / close-delimited), and the command line of the `shield` binary.
+ *   Production serving: the supervisor that forks workers (supervisor.c), state shared by
+ *   all workers (shmtable.c, the state secret), AF_VSOCK listeners, proxy headers, the access
+ *   log (common/JSON) and Prometheus metrics (metrics.c).
  *
  * What it never does
  *   Include Python.h or take the GIL.  It knows nothing of ASGI: a *handler* (pyshim's
@@ -125,6 +128,17 @@ struct sh_request {
   void *handler_data;     /* free for the handler's use */
   int forwarded_proto;    /* from a trusted proxy (--proxy-headers): 0 none, 1 http, 2 https;
                              client_host/port already hold the forwarded client (port 0) */
+  /* Client attestation (server/gate.c, protocol.md §1-§3): when the gate verified evidence
+   * before handing the request on, a `const sh_attest_result *` (attest/attest.h) and its mode
+   * ("header" | "session" | "mtls"); both NULL otherwise.  Valid (any thread) until the
+   * handler releases. */
+  const void *attest_result;
+  const char *attest_mode;
+  const char *attest_session; /* session mode: the session id, else NULL */
+  /* Lower-case hex SHA-256 of the gate's policy, set on every request the gate hands on
+   * (result or not): the scope marker extensions["shield.attestation"].  NULL: gate off. */
+  const char *attest_policy_sha256;
+  void *gate_data;        /* the attestation gate's own per-request state (not the handler's) */
 };
 
 /*
@@ -224,6 +238,16 @@ typedef struct sh_config {
   int ssl_cert_reqs;                /* 0 none (default), 1 optional, 2 required */
   const char *ssl_ciphers;          /* TLS <= 1.2 cipher list (OpenSSL syntax), NULL = default */
   int ssl_min_version;              /* 0x0303 (default, TLS 1.2) or 0x0304 */
+
+  /* ---- client attestation verified by the server (server/gate.c, gate_flags.c) ---- */
+  const char *attest_types;         /* --attest-types nitro,sev-snp,... (NULL: gate off) */
+  const char *attest_policy;        /* --attest-policy FILE (NULL: built-in production) */
+  int attest_required;              /* --attest-required: 401 missing without evidence */
+  const char *attest_exclude[16];   /* --attest-exclude PATH (repeatable), NULL-terminated */
+  int num_attest_exclude;
+  int trust_simulated;              /* --trust-simulated (protocol.md §1.7) */
+  int dev;                          /* --dev: allows debug-only flags */
+  int64_t attest_clock;             /* --attest-clock RFC3339 (--dev only; 0 = real clock) */
 } sh_config;
 
 void sh_config_init(sh_config *cfg);

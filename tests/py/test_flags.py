@@ -360,8 +360,13 @@ def test_metrics_move_with_traffic(fresh_server):
     for _ in range(10):
         assert request(srv, "/pid").status == 200
     request(srv, "/nope")
-    m1 = wait_for(lambda: (m := scrape(mport))[key2] >= m0.get(key2, 0) + 10 and m,
-                  what="2xx counter")
+    # Counters move when the server has finished writing a response, which can be just after
+    # the client has read it: wait for all of them, not only the 2xx one.
+    key4 = 'shield_http_requests_total{class="4xx"}'
+    m1 = wait_for(lambda: (m := scrape(mport))[key2] >= m0.get(key2, 0) + 10
+                  and m.get(key4, 0) >= 1
+                  and m["shield_http_request_duration_seconds_count"] >= 11 and m,
+                  what="2xx and 4xx counters")
     assert m1['shield_http_requests_total{class="4xx"}'] >= 1
     assert m1["shield_http_request_duration_seconds_count"] >= 11
     assert m1['shield_http_request_duration_seconds_bucket{le="+Inf"}'] >= 11
