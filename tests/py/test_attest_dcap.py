@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("SHIELD_VECTORS", REPO.parent / "shared" / "vectors")) / "attestation"
+from verify_cli import VECTORS, find_verify_cmd
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 
 needs_vectors = pytest.mark.skipif(
@@ -23,25 +19,7 @@ needs_vectors = pytest.mark.skipif(
     reason=f"DCAP vectors not found at {VECTORS} (set SHIELD_VECTORS)")
 
 
-def _verify_cmd():
-    """`shield verify` when it knows DCAP, else a test-only attest-verify from a build dir."""
-    cands = []
-    if os.environ.get("SHIELD_BIN"):
-        cands.append([os.environ["SHIELD_BIN"], "verify"])
-    cands.append([str(REPO / ".venv" / "bin" / "shield"), "verify"])
-    if shutil.which("shield"):
-        cands.append([shutil.which("shield"), "verify"])
-    for d in ("build/dcap", "build/attest", "build"):
-        cands.append([str(REPO / d / "attest" / "attest-verify")])
-    for c in cands:
-        if Path(c[0]).exists():
-            p = subprocess.run(c + ["--help"], capture_output=True, text=True)
-            if p.returncode == 2 and "--collateral" in p.stderr:
-                return c
-    return None
-
-
-CMD = _verify_cmd()
+CMD = find_verify_cmd("--collateral")
 needs_cli = pytest.mark.skipif(CMD is None, reason="no `shield verify` with --collateral is built")
 
 

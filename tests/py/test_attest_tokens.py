@@ -9,15 +9,11 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("SHIELD_VECTORS", REPO.parent / "shared" / "vectors")) / "attestation"
+from verify_cli import VECTORS, find_verify_cmd
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 MAA_AT = "2022-05-31T23:00:00Z"
 MAA_ISS = "https://sharedwus.wus.attest.azure.net"
@@ -28,26 +24,7 @@ needs_vectors = pytest.mark.skipif(
     reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
 
 
-def _verify_cmd():
-    cands = []
-    if os.environ.get("SHIELD_ATTEST_VERIFY"):  # e.g. a sanitizer build's attest-verify
-        cands.append([os.environ["SHIELD_ATTEST_VERIFY"]])
-    if os.environ.get("SHIELD_BIN"):
-        cands.append([os.environ["SHIELD_BIN"], "verify"])
-    cands.append([str(REPO / ".venv" / "bin" / "shield"), "verify"])
-    if shutil.which("shield"):
-        cands.append([shutil.which("shield"), "verify"])
-    for d in ("build/jwt", "build/attest", "build"):
-        cands.append([str(REPO / d / "attest" / "attest-verify")])
-    for c in cands:
-        if Path(c[0]).exists():
-            p = subprocess.run(c + ["--help"], capture_output=True, text=True)
-            if p.returncode == 2 and "--jwks" in p.stderr:
-                return c
-    return None
-
-
-CMD = _verify_cmd()
+CMD = find_verify_cmd("--jwks")
 needs_cli = pytest.mark.skipif(CMD is None, reason="no `shield verify` with maa/gcp support is built")
 pytestmark = needs_cli
 

@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
@@ -21,33 +20,14 @@ import pytest
 
 import test_fetch as tf  # loopback HTTPS server + test CA (skips when cryptography is absent)
 
-REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(os.environ.get("SHIELD_VECTORS", REPO.parent / "shared" / "vectors")) / "attestation"
+from verify_cli import VECTORS, find_verify_cmd
 
 needs_vectors = pytest.mark.skipif(
     not (VECTORS / "MANIFEST.md").exists(),
     reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
 
 
-def _verify_cmd():
-    """`shield verify` (SHIELD_BIN) or the test-only attest-verify of a build dir, with --fetch."""
-    cands = []
-    if os.environ.get("SHIELD_BIN"):
-        cands.append([os.environ["SHIELD_BIN"], "verify"])
-    cands.append([str(REPO / ".venv" / "bin" / "shield"), "verify"])
-    if shutil.which("shield"):
-        cands.append([shutil.which("shield"), "verify"])
-    for d in ("build/fetchcli", "build/attest", "build/dcap", "build/jwt", "build"):
-        cands.append([str(REPO / d / "attest" / "attest-verify")])
-    for c in cands:
-        if Path(c[0]).exists():
-            p = subprocess.run(c + ["--help"], capture_output=True, text=True)
-            if p.returncode == 2 and "--fetch" in p.stderr:
-                return c
-    return None
-
-
-CMD = _verify_cmd()
+CMD = find_verify_cmd("--fetch")
 pytestmark = [needs_vectors,
               pytest.mark.skipif(CMD is None, reason="no `shield verify` with --fetch is built")]
 
