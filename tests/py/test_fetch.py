@@ -28,11 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 def _tool():
     if os.environ.get("SHIELD_FETCH_TOOL"):
         return os.environ["SHIELD_FETCH_TOOL"]
-    for d in ("build/jwt", "build/jwt-asan", "build/attest", "build"):
-        p = REPO / d / "tests" / "c" / "fetch-tool"
-        if p.exists():
-            return str(p)
-    return None
+    # scripts/test builds build/ci; developers' own build dirs come after it.
+    found = sorted((REPO / "build").glob("*/tests/c/fetch-tool"),
+                   key=lambda p: (p.parts[-4] != "ci", str(p)))
+    return str(found[0]) if found else None
 
 
 TOOL = _tool()
