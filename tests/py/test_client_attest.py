@@ -18,6 +18,10 @@ import time
 import httpx
 import pytest
 
+from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
+    fresh, test_debug, test_decorator_and_dependency, test_excluded_route,
+    test_expired, test_missing, test_session_replayed_proof, test_tampered_payload,
+    test_tampered_signature, test_wrong_binding, test_wrong_binding_key)
 from attest_client import Session, b64e, error, evidence, evidence_cli, get_nonce, header_mode
 from conftest import shield_bin
 
@@ -41,11 +45,6 @@ def srv(server):
 def client(srv):
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         yield c
-
-
-def fresh(client, **kw):
-    n = get_nonce(client)
-    return n, evidence(n, **kw)
 
 
 def test_nonce_endpoint(client):
@@ -76,58 +75,10 @@ def test_replayed_nonce(client):
     assert error(r) == (401, "attestation_failed", "nonce_replayed")
 
 
-def test_wrong_binding(client):
-    n1, ev = fresh(client)
-    n2 = get_nonce(client)
-    r = client.get("/whoami", headers=header_mode(n2, ev))
-    assert error(r) == (401, "attestation_failed", "binding_mismatch")
-    # a failed verification does not consume the nonce: the right evidence still passes
-    assert client.get("/whoami", headers=header_mode(n1, ev)).status_code == 200
-
-
-def test_wrong_binding_key(client):
-    n = get_nonce(client)
-    ev = evidence(n, b"\x30\x03\x01\x02\x03")  # bound to a key; header mode has k empty
-    r = client.get("/whoami", headers=header_mode(n, ev))
-    assert error(r) == (401, "attestation_failed", "binding_mismatch")
-
-
 def test_wrong_measurement(client):
     n, ev = fresh(client, pcrs={0: b"\x11" * 48})
     r = client.get("/whoami", headers=header_mode(n, ev))
     assert error(r) == (403, "attestation_policy", "measurement_mismatch")
-
-
-def test_debug(client):
-    n, ev = fresh(client, debug=True)
-    r = client.get("/whoami", headers=header_mode(n, ev))
-    assert error(r) == (403, "attestation_policy", "debug_not_allowed")
-
-
-def test_expired(client):
-    n = get_nonce(client)
-    ev = evidence(n, at=time.time() - 4 * 3600)  # leaf certificate valid 3 h
-    r = client.get("/whoami", headers=header_mode(n, ev))
-    assert error(r) == (401, "attestation_failed", "expired")
-
-
-def test_tampered_signature(client):
-    n, ev = fresh(client)
-    bad = ev[:-1] + bytes([ev[-1] ^ 1])
-    r = client.get("/whoami", headers=header_mode(n, bad))
-    assert error(r) == (401, "attestation_failed", "signature_invalid")
-
-
-def test_tampered_payload(client):
-    n, ev = fresh(client)
-    i = ev.index(b"i-shield-simulated-enc0")
-    bad = ev[:i] + b"j" + ev[i + 1:]
-    r = client.get("/whoami", headers=header_mode(n, bad))
-    assert error(r) == (401, "attestation_failed", "signature_invalid")
-
-
-def test_missing(client):
-    assert error(client.get("/whoami")) == (401, "attestation_required", "missing")
 
 
 def test_malformed_and_unsupported(client):
@@ -143,22 +94,6 @@ def test_forged_and_expired_nonce(client):
     forged = b"\x01" + secrets.token_bytes(31)
     r = client.get("/whoami", headers=header_mode(forged, evidence(forged)))
     assert error(r) == (401, "attestation_failed", "nonce_invalid")
-
-
-def test_excluded_route(client):
-    r = client.get("/health")
-    assert r.status_code == 200 and r.json() == {"ok": True}
-
-
-def test_decorator_and_dependency(client):
-    n, ev = fresh(client)
-    assert client.get("/decorated", headers=header_mode(n, ev)).json() == {"ok": True}
-    n, ev = fresh(client)
-    r = client.get("/decorated-strict", headers=header_mode(n, ev))
-    assert error(r) == (403, "attestation_policy", "measurement_mismatch")
-    n, ev = fresh(client)
-    r = client.get("/dep", headers=header_mode(n, ev))
-    assert error(r) == (403, "attestation_policy", "policy_denied")
 
 
 def test_openapi_shows_attestation_headers(client):
@@ -184,15 +119,6 @@ def test_session_valid_and_forged(client):
     # proof for another target
     h = s.headers("GET", "/other")
     assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-
-
-def test_session_replayed_proof(client):
-    s = Session(client)
-    h = s.headers("GET", "/whoami")
-    assert client.get("/whoami", headers=h).status_code == 200
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-    old = s.headers("GET", "/whoami", t=int(time.time() * 1000) - 120_000)
-    assert error(client.get("/whoami", headers=old)) == (401, "attestation_failed", "proof_invalid")
 
 
 def test_session_body_digest(client):
