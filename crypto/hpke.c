@@ -15,20 +15,28 @@
 
 #define NH 32 /* HKDF-SHA256 output */
 
+/* "HPKE-v1" ‖ suite_id ‖ label ‖ data into buf[at..cap): the labelled input of §4's
+ * LabeledExtract and LabeledExpand.  Returns the end offset, or 0 when it does not fit. */
+static size_t labeled_input(uint8_t *buf, size_t cap, size_t at, const uint8_t *suite,
+                            size_t slen, const char *label, const uint8_t *data, size_t dlen) {
+  size_t ll = strlen(label);
+  if (at + 7 + slen + ll + dlen > cap) return 0;
+  memcpy(buf + at, "HPKE-v1", 7);
+  at += 7;
+  memcpy(buf + at, suite, slen);
+  at += slen;
+  memcpy(buf + at, label, ll);
+  at += ll;
+  if (dlen) memcpy(buf + at, data, dlen);
+  return at + dlen;
+}
+
 /* Extract(salt, ikm) with ikm = "HPKE-v1" ‖ suite_id ‖ label ‖ ikm (§4 LabeledExtract). */
 static int labeled_extract(const uint8_t *suite, size_t slen, const uint8_t *salt, size_t salt_len,
                            const char *label, const uint8_t *ikm, size_t ikm_len, uint8_t out[NH]) {
   uint8_t buf[7 + 10 + 32 + 64];
-  size_t ll = strlen(label), n = 0;
-  if (7 + slen + ll + ikm_len > sizeof buf) return -1;
-  memcpy(buf, "HPKE-v1", 7);
-  n = 7;
-  memcpy(buf + n, suite, slen);
-  n += slen;
-  memcpy(buf + n, label, ll);
-  n += ll;
-  if (ikm_len) memcpy(buf + n, ikm, ikm_len);
-  n += ikm_len;
+  size_t n = labeled_input(buf, sizeof buf, 0, suite, slen, label, ikm, ikm_len);
+  if (n == 0) return -1;
   EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
   EVP_KDF_CTX *c = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
   int mode = EVP_KDF_HKDF_MODE_EXTRACT_ONLY;
@@ -51,18 +59,10 @@ static int labeled_expand(const uint8_t *suite, size_t slen, const uint8_t prk[N
                           const char *label, const uint8_t *info, size_t info_len, uint8_t *out,
                           size_t L) {
   uint8_t buf[2 + 7 + 10 + 32 + 128];
-  size_t ll = strlen(label), n = 0;
-  if (2 + 7 + slen + ll + info_len > sizeof buf) return -1;
-  buf[0] = (uint8_t)(L >> 8);
+  buf[0] = (uint8_t)(L >> 8); /* I2OSP(L, 2) */
   buf[1] = (uint8_t)L;
-  memcpy(buf + 2, "HPKE-v1", 7);
-  n = 9;
-  memcpy(buf + n, suite, slen);
-  n += slen;
-  memcpy(buf + n, label, ll);
-  n += ll;
-  if (info_len) memcpy(buf + n, info, info_len);
-  n += info_len;
+  size_t n = labeled_input(buf, sizeof buf, 2, suite, slen, label, info, info_len);
+  if (n == 0) return -1;
   EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
   EVP_KDF_CTX *c = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
   int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;

@@ -298,14 +298,6 @@ static void test_pcs_dir(void)
 }
 
 /* ---------- mutations ---------- */
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 static uint8_t *mutate(const uint8_t *in, size_t len, size_t *out_len)
 {

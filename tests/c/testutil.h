@@ -56,6 +56,15 @@ static inline uint8_t *slurp(const char *rel, size_t *len) {
   return b;
 }
 
+/* xorshift64: a fixed-seed, reproducible stream for the mutation sweeps. */
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static inline uint64_t rnd(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
 static inline int test_summary(void) {
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

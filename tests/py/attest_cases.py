@@ -5,6 +5,7 @@ there with that module's own `srv` fixture; this file itself holds no test modul
 
 from __future__ import annotations
 
+import os
 import time
 
 
@@ -87,3 +88,21 @@ def test_session_replayed_proof(client):
     assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
     old = s.headers("GET", "/whoami", t=int(time.time() * 1000) - 120_000)
     assert error(client.get("/whoami", headers=old)) == (401, "attestation_failed", "proof_invalid")
+
+
+def test_session_body_digest(client):
+    s = Session(client)
+    body = os.urandom(300_000)
+    r = client.post("/echo", content=body, headers=s.headers("POST", "/echo", body))
+    assert r.status_code == 200, r.text
+    assert r.json()["len"] == len(body) and r.json()["attestation"]["mode"] == "session"
+    changed = body[:-1] + bytes([body[-1] ^ 1])
+    h = s.headers("POST", "/echo", body)  # digest (and MAC) over the original body
+    r = client.post("/echo", content=changed, headers=h)
+    assert error(r) == (401, "attestation_failed", "proof_invalid")
+    h = s.headers("POST", "/echo")  # a body without Content-Digest
+    r = client.post("/echo", content=b"x", headers=h)
+    assert error(r) == (401, "attestation_failed", "proof_invalid")
+    # the connection and the session still work afterwards
+    r = client.post("/echo", content=b"abc", headers=s.headers("POST", "/echo", b"abc"))
+    assert r.status_code == 200 and r.json()["len"] == 3
