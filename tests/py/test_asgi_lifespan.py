@@ -121,9 +121,13 @@ def test_sigterm_lets_inflight_request_finish(fresh_server):
     # graceful shutdown: a request in flight when SIGTERM arrives still gets its response
     srv = fresh_server("app_raw:app")
     with RawConn.to(srv) as c:
+        # The listener opens before the worker's interpreter is up (slow under ASan): answer
+        # one request first so the app is surely serving, then the slow one.
+        c.send(http_request("GET", "/text"))
+        assert c.read_response().status == 200
         c.send(http_request("GET", "/sleep?s=0.5"))
         # make sure the request reached the app before signalling
-        time.sleep(0.2)
+        time.sleep(scaled(0.2))
         srv.signal(signal.SIGTERM)
         r = c.read_response()
         assert r.status == 200 and r.body == b"slept"
