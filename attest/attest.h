@@ -222,6 +222,10 @@ const uint8_t *sh_attest_collateral_sha256(const sh_attest_collateral *c); /* 32
 typedef struct sh_attest_fetch_issuer {
     const char *issuer;    /* exact iss, e.g. https://sharedwus.wus.attest.azure.net */
     const char *jwks_url;  /* NULL: OpenID discovery (issuer/.well-known/openid-configuration) */
+    /* NULL: discovery at the issuer itself; else the base URL that serves the issuer's
+     * /.well-known/openid-configuration instead (a forwarder, a test server; loopback http://
+     * allowed like the other overrides).  The document's "issuer" must still equal `issuer`. */
+    const char *discovery_url;
 } sh_attest_fetch_issuer;
 
 typedef struct sh_attest_fetch_config {
@@ -286,6 +290,25 @@ int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t 
  * "intel-rootcacrl.der". */
 int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_fetched *out,
                                    sh_attest_fetch_error *e);
+
+/* ---- Verify, fetching what is missing (verify_fetch.c) ----
+ * sh_attest_verify; then, only when the verdict is collateral_missing and `fetcher` is not
+ * NULL, fetch what the type lacked and verify once more with it:
+ *   sev-snp, azure-snp: the VCEK (by CHIP_ID and REPORTED_TCB of the SNP report; azure-snp: the
+ *     one embedded in the HCL report) and the product's cert_chain from the AMD KDS, added to
+ *     opts->certs;
+ *   tdx, sgx (only when opts carries no collateral): TCB info (the PCK's FMSPC), QE identity,
+ *     PCK CRL and root CA CRL from Intel PCS / a PCCS;
+ *   maa, gcp (only when opts->jwks is NULL): the JWKS of `jwks_issuer` (NULL: opts->issuer, else
+ *     for gcp Google's fixed issuer), which must be one of the fetcher's configured issuers.
+ * A failed fetch keeps collateral_missing with "fetch failed: <why>" ("offline lookup failed"
+ * in offline mode) as the message.  `now` is the fetch cache's clock (a server passes its
+ * verification time).  This is the one verification call that may block on the network (up
+ * to the fetcher's timeout per request, requests serialised): call it off any event loop.
+ * Thread-safe; opts is only borrowed.  Returns like sh_attest_verify. */
+int sh_attest_verify_fetching(const uint8_t *evidence, size_t len, sh_attest_tee tee,
+                              const sh_attest_options *opts, sh_attest_fetcher *fetcher,
+                              const char *jwks_issuer, int64_t now, sh_attest_result **out);
 
 /* ---- Nonces and session proofs (nonce.c, protocol.md §1.1 and §1.4) ---- */
 #define SH_ATTEST_NONCE_LEN 32

@@ -25,13 +25,12 @@
  *   --offline    the same, from --cache-dir files only (never the network).
  *   --kds-url URL, --pcs-url URL, --jwks-url URL, --fetch-ca FILE (extra TLS anchors, e.g. a
  *   PCCS with a private CA), --cache-dir DIR (default $XDG_CACHE_HOME/shield/collateral).
- *   A failed fetch keeps collateral_missing (exit 1) with the fetcher's message.
+ *   A failed fetch keeps collateral_missing (exit 1) with the fetcher's message.  The
+ *   fetch-then-verify logic is sh_attest_verify_fetching (verify_fetch.c), shared with the server.
  * Exit: 0 verified, 1 rejected (anything wrong with the evidence), 2 usage error.
  */
-#include "dcap.h"
+#include "internal.h"
 
-#include <cbor.h>
-#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -195,196 +194,6 @@ static char *default_cache_dir(void)
     return out;
 }
 
-static uint32_t le32_at(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* The 1184-byte report of raw evidence or of a CBOR bundle {"report": bstr, ...}; a bundle
- * reaches here only after sh_attest_verify parsed it (collateral_missing comes later). */
-static int snp_report(const uint8_t *ev, size_t len, uint8_t rep[SH_SNP_REPORT_SIZE])
-{
-    if (len == SH_SNP_REPORT_SIZE) {
-        memcpy(rep, ev, len);
-        return 0;
-    }
-    struct cbor_load_result res;
-    cbor_item_t *m = len <= SH_BUNDLE_MAX_EVIDENCE ? cbor_load(ev, len, &res) : NULL;
-    int rc = -1;
-    if (m && cbor_isa_map(m)) {
-        struct cbor_pair *pp = cbor_map_handle(m);
-        for (size_t i = 0; i < cbor_map_size(m); i++) {
-            cbor_item_t *k = pp[i].key, *v = pp[i].value;
-            if (cbor_isa_string(k) && cbor_string_is_definite(k) && cbor_string_length(k) == 6 &&
-                !memcmp(cbor_string_handle(k), "report", 6) && cbor_isa_bytestring(v) &&
-                cbor_bytestring_is_definite(v) && cbor_bytestring_length(v) == SH_SNP_REPORT_SIZE) {
-                memcpy(rep, cbor_bytestring_handle(v), SH_SNP_REPORT_SIZE);
-                rc = 0;
-            }
-        }
-    }
-    if (m)
-        cbor_decref(&m);
-    return rc;
-}
-
-/* sev-snp: the VCEK by CHIP_ID and REPORTED_TCB, and the product's cert_chain (optional: the
- * ASK/ARK are embedded).  Appends DER/PEM blobs to bufs/lens (caller frees). */
-static int fetch_snp(sh_attest_fetcher *f, const uint8_t *ev, size_t len, int64_t now,
-                     uint8_t **bufs, size_t *lens, size_t *nbuf, char *msg, size_t ml)
-{
-    uint8_t rp[SH_SNP_REPORT_SIZE];
-    static const uint8_t zero[64];
-    if (snp_report(ev, len, rp) < 0)
-        return snprintf(msg, ml, "no SEV-SNP report found"), -1;
-    if (((le32_at(rp + 0x48) >> 2) & 7) != 0)
-        return snprintf(msg, ml, "the report is signed by a VLEK, which the AMD KDS does not serve by "
-                                 "chip: give it with --cert"), -1;
-    if (!memcmp(rp + 0x1A0, zero, 64))
-        return snprintf(msg, ml, "CHIP_ID is masked: give the VCEK with --cert"), -1;
-    uint64_t tcb = 0;
-    for (int i = 7; i >= 0; i--)
-        tcb = tcb << 8 | rp[0x180 + i];
-    const char *all[] = {"Milan", "Genoa", "Turin"}, *one[1], *const *cands = all;
-    size_t nc = 3;
-    uint8_t fam = rp[0x188], model = rp[0x189];
-    if (le32_at(rp) >= 3 && (fam == 0x19 || fam == 0x1A)) { /* CPUID family/model (v3+) */
-        one[0] = fam == 0x1A ? "Turin" : model < 0x10 ? "Milan" : "Genoa";
-        cands = one;
-        nc = 1;
-    }
-    sh_attest_fetched v, c;
-    sh_attest_fetch_error e;
-    memset(&e, 0, sizeof e);
-    const char *prod = NULL;
-    for (size_t i = 0; i < nc && !prod; i++)
-        if (sh_attest_fetch_amd_vcek(f, cands[i], rp + 0x1A0, tcb, now, &v, &e) == 0)
-            prod = cands[i];
-    if (!prod)
-        return snprintf(msg, ml, "VCEK%s: %.170s", nc > 1 ? " (Milan, Genoa, Turin)" : "", e.message), -1;
-    bufs[*nbuf] = v.data;
-    lens[(*nbuf)++] = v.len;
-    free(v.issuer_chain);
-    if (sh_attest_fetch_amd_chain(f, prod, "vcek", now, &c, &e) == 0) {
-        bufs[*nbuf] = c.data;
-        lens[(*nbuf)++] = c.len;
-        free(c.issuer_chain);
-    } else {
-        fprintf(stderr, "shield verify: note: %s cert_chain not fetched (%s); using the embedded ASK/ARK\n",
-                prod, e.message);
-    }
-    return 0;
-}
-
-static int put_file(const char *dir, const char *name, const void *p, size_t n)
-{
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *fp = fopen(path, "wb");
-    if (!fp)
-        return -1;
-    int ok = fwrite(p, 1, n, fp) == n;
-    return (fclose(fp) == 0 && ok) ? 0 : -1;
-}
-
-/* tdx/sgx: TCB info (FMSPC of the PCK certificate in the quote), QE identity, PCK CRL (of the
- * PCK's issuing CA), root CA CRL; assembled as a PCS directory and read by
- * sh_attest_collateral_read (exact signed bytes), plus pck_crl_issuer_chain. */
-static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev, size_t len,
-                      int64_t now, uint8_t **col, size_t *col_len, char *msg, size_t ml)
-{
-    const char *tn = tee == SH_ATTEST_TEE_TDX ? "tdx" : "sgx";
-    sh_attest_result *tmp = sh_result_new();
-    sh_dcap_quote q;
-    X509 *pck = NULL;
-    sh_pck_ext ext;
-    char fmspc[13], ca[16], dir[] = "/tmp/shield-collateral-XXXXXX";
-    int rc = -1, made = 0;
-    sh_attest_fetched t, qe, pc, rc_;
-    sh_attest_fetch_error e;
-    memset(&t, 0, sizeof t);
-    memset(&qe, 0, sizeof qe);
-    memset(&pc, 0, sizeof pc);
-    memset(&rc_, 0, sizeof rc_);
-    memset(&e, 0, sizeof e);
-    if (!tmp || sh_dcap_parse_quote(tmp, ev, len, &q) < 0 || !q.pck_chain.len) {
-        snprintf(msg, ml, "no PCK certificate chain in the quote");
-        goto out;
-    }
-    BIO *b = BIO_new_mem_buf(q.pck_chain.ptr, (int)q.pck_chain.len);
-    pck = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    if (!pck || sh_pck_ext_parse(pck, &ext) < 0) {
-        snprintf(msg, ml, "the PCK certificate has no readable SGX extensions (FMSPC)");
-        goto out;
-    }
-    sh_hex(ext.fmspc, 6, fmspc);
-    char iss[256] = "";
-    X509_NAME_oneline(X509_get_issuer_name(pck), iss, sizeof iss);
-    snprintf(ca, sizeof ca, "%s", strstr(iss, "Platform") ? "platform" : "processor");
-    if (sh_attest_fetch_intel_tcb(f, tn, fmspc, now, &t, &e) < 0 ||
-        sh_attest_fetch_intel_qe_identity(f, tn, now, &qe, &e) < 0 ||
-        sh_attest_fetch_intel_pck_crl(f, ca, now, &pc, &e) < 0 ||
-        sh_attest_fetch_intel_root_crl(f, now, &rc_, &e) < 0) {
-        snprintf(msg, ml, "%.180s", e.message);
-        goto out;
-    }
-    if (!mkdtemp(dir)) {
-        snprintf(msg, ml, "mkdtemp: %s", strerror(errno));
-        goto out;
-    }
-    made = 1;
-    char eb[256];
-    if (put_file(dir, "tcbinfo.json", t.data, t.len) < 0 ||
-        put_file(dir, "tcbinfo-issuer-chain.pem", t.issuer_chain, strlen(t.issuer_chain)) < 0 ||
-        put_file(dir, "qeidentity.json", qe.data, qe.len) < 0 ||
-        put_file(dir, "qeidentity-issuer-chain.pem", qe.issuer_chain, strlen(qe.issuer_chain)) < 0 ||
-        put_file(dir, "pckcrl.der", pc.data, pc.len) < 0 || put_file(dir, "rootcrl.der", rc_.data, rc_.len) < 0) {
-        snprintf(msg, ml, "cannot write %s", dir);
-        goto out;
-    }
-    if (sh_attest_collateral_read(dir, col, col_len, eb, sizeof eb) < 0) {
-        snprintf(msg, ml, "%.180s", eb);
-        goto out;
-    }
-    json_error_t je;
-    json_t *j = json_loadb((const char *)*col, *col_len, 0, &je);
-    char *s = NULL;
-    if (j && pc.issuer_chain)
-        json_object_set_new(j, "pck_crl_issuer_chain", json_string(pc.issuer_chain));
-    if (!j || !(s = json_dumps(j, JSON_COMPACT))) {
-        json_decref(j);
-        free(*col);
-        *col = NULL;
-        snprintf(msg, ml, "out of memory");
-        goto out;
-    }
-    json_decref(j);
-    free(*col);
-    *col = (uint8_t *)s;
-    *col_len = strlen(s);
-    rc = 0;
-out:
-    if (made) {
-        static const char *const names[] = {"tcbinfo.json", "tcbinfo-issuer-chain.pem", "qeidentity.json",
-                                            "qeidentity-issuer-chain.pem", "pckcrl.der", "rootcrl.der"};
-        char path[4200];
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-            unlink(path);
-        }
-        rmdir(dir);
-    }
-    X509_free(pck);
-    sh_attest_result_free(tmp);
-    sh_attest_fetched_free(&t);
-    sh_attest_fetched_free(&qe);
-    sh_attest_fetched_free(&pc);
-    sh_attest_fetched_free(&rc_);
-    ERR_clear_error();
-    return rc;
-}
-
 int sh_attest_cli_verify(int argc, char **argv)
 {
     const char *type = NULL, *file = NULL, *at_s = NULL, *policy_path = NULL, *nonce_hex = NULL,
@@ -467,9 +276,8 @@ int sh_attest_cli_verify(int argc, char **argv)
         o.at = (int64_t)time(NULL);
     }
     uint8_t *raw = NULL, *ev = NULL, *nonce = NULL, *spki = NULL, *certbuf[CLI_MAX_CERTS] = {0},
-            *jwks = NULL, *collateral = NULL, *fbuf[2] = {0};
-    size_t flen[2] = {0}, nfbuf = 0;
-    sh_attest_bytes certs[CLI_MAX_CERTS + 2];
+            *jwks = NULL, *collateral = NULL;
+    sh_attest_bytes certs[CLI_MAX_CERTS];
     sh_attest_fetcher *fetcher = NULL;
     char *cache_owned = NULL;
     sh_attest_policy *pol = NULL;
@@ -540,7 +348,7 @@ int sh_attest_cli_verify(int argc, char **argv)
         o.public_key = spki;
     }
     o.trust_simulated = trust_simulated;
-    sh_attest_fetch_issuer fiss = {NULL, NULL};
+    sh_attest_fetch_issuer fiss = {NULL, NULL, NULL};
     if (do_fetch || offline) {
         sh_attest_fetch_config fc;
         memset(&fc, 0, sizeof fc);
@@ -564,50 +372,12 @@ int sh_attest_cli_verify(int argc, char **argv)
             goto out;
         }
     }
+    /* --fetch / --offline: verify; what was missing is fetched and verified once more
+     * (verify_fetch.c).  The fetch cache's freshness runs on the real clock, not --at. */
     if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||
-        sh_attest_verify(ev, evlen, tee, &o, &r) < 0) {
+        sh_attest_verify_fetching(ev, evlen, tee, &o, fetcher, fiss.issuer, (int64_t)time(NULL), &r) < 0) {
         fprintf(stderr, "shield verify: out of memory\n");
         goto out;
-    }
-    /* --fetch / --offline: fetch what was missing, then verify once more */
-    int snp = tee == SH_ATTEST_TEE_SEV_SNP, dcap = tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX,
-        tok = tee == SH_ATTEST_TEE_MAA || tee == SH_ATTEST_TEE_GCP;
-    if (fetcher && !r->verified && r->reason == SH_ATTEST_COLLATERAL_MISSING &&
-        (snp || (dcap && !collateral_path) || (tok && !jwks_path))) {
-        char fm[200] = "";
-        int64_t now = (int64_t)time(NULL); /* cache freshness: the real clock, not --at */
-        int frc = -1;
-        if (snp) {
-            frc = fetch_snp(fetcher, ev, evlen, now, fbuf, flen, &nfbuf, fm, sizeof fm);
-            for (size_t i = 0; frc == 0 && i < nfbuf; i++)
-                certs[o.ncerts++] = (sh_attest_bytes){fbuf[i], flen[i]};
-        } else if (dcap) {
-            frc = fetch_dcap(fetcher, tee, ev, evlen, now, &collateral, &o.collateral_len, fm, sizeof fm);
-            o.collateral = collateral;
-        } else if (!fiss.issuer) {
-            snprintf(fm, sizeof fm, "no --jwks-url or --issuer to fetch the JWKS from");
-        } else {
-            sh_attest_fetched jf;
-            sh_attest_fetch_error fe;
-            memset(&fe, 0, sizeof fe);
-            if ((frc = sh_attest_fetch_jwks(fetcher, fiss.issuer, now, &jf, &fe)) == 0) {
-                free(jf.issuer_chain);
-                o.jwks = jwks = jf.data;
-                o.jwks_len = jf.len;
-            } else {
-                snprintf(fm, sizeof fm, "%.190s", fe.message);
-            }
-        }
-        if (frc == 0) {
-            sh_attest_result_free(r);
-            r = NULL;
-            if (sh_attest_verify(ev, evlen, tee, &o, &r) < 0) {
-                fprintf(stderr, "shield verify: out of memory\n");
-                goto out;
-            }
-        } else {
-            snprintf(r->message, sizeof r->message, "%s failed: %.199s", offline ? "offline lookup" : "fetch", fm);
-        }
     }
     if (as_json) {
         json_t *j = sh_attest_result_to_json(r, 0);
@@ -627,8 +397,6 @@ out:
     free(raw);
     free(jwks);
     free(collateral);
-    for (size_t i = 0; i < nfbuf; i++)
-        free(fbuf[i]);
     sh_attest_fetcher_free(fetcher);
     free(cache_owned);
     free(ev);

@@ -764,20 +764,21 @@ static int value_span(const char *buf, size_t len, json_t *whole, const char *ke
     return -1;
 }
 
-static int add_signed(json_t *out, const char *dir, const char *file, const char *key,
-                      const char *field, const char *chain_file, char *eb, size_t en)
+/* A PCS response (`b`, n bytes, {"<key>": {...}, "signature": "..."}) and its PEM issuer chain
+ * -> out[field], out[field_signature], out[field_issuer_chain] (exact signed bytes). */
+static int add_signed(json_t *out, const char *b, size_t n, const char *chain, size_t cl,
+                      const char *key, const char *field, const char *what, char *eb, size_t en)
 {
-    size_t n = 0, cl = 0, off = 0, vl = 0;
-    char *b = slurp(dir, file, &n), *chain = slurp(dir, chain_file, &cl);
+    size_t off = 0, vl = 0;
     json_error_t je;
     json_t *whole = b ? json_loadb(b, n, JSON_REJECT_DUPLICATES, &je) : NULL;
     const char *sig = json_string_value(json_object_get(whole, "signature"));
     int rc = -1;
     char k[64];
     if (!b || !chain)
-        snprintf(eb, en, "collateral: %s/%s or %s missing", dir, b ? chain_file : file, chain_file);
+        snprintf(eb, en, "collateral: %s or its issuer chain missing", what);
     else if (!sig || value_span(b, n, whole, key, &off, &vl) < 0)
-        snprintf(eb, en, "collateral: %s is not a PCS response with %s and signature", file, key);
+        snprintf(eb, en, "collateral: %s is not a PCS response with %s and signature", what, key);
     else {
         json_object_set_new(out, field, json_stringn(b + off, vl));
         snprintf(k, sizeof k, "%s_signature", field);
@@ -787,19 +788,16 @@ static int add_signed(json_t *out, const char *dir, const char *file, const char
         rc = 0;
     }
     json_decref(whole);
-    free(b);
-    free(chain);
     return rc;
 }
 
-static int add_crl(json_t *out, const char *dir, const char *file, const char *field, char *eb,
-                   size_t en)
+/* A CRL (DER or PEM) -> out[field] as hex of its DER. */
+static int add_crl(json_t *out, const uint8_t *b, size_t n, const char *field, const char *what,
+                   char *eb, size_t en)
 {
-    size_t n = 0;
-    char *b = slurp(dir, file, &n);
     X509_CRL *crl = NULL;
     if (b) {
-        const unsigned char *p = (const unsigned char *)b;
+        const unsigned char *p = b;
         crl = d2i_X509_CRL(NULL, &p, (long)n);
         if (!crl) {
             BIO *bio = BIO_new_mem_buf(b, (int)n);
@@ -816,14 +814,39 @@ static int add_crl(json_t *out, const char *dir, const char *file, const char *f
         json_object_set_new(out, field, json_string(hex));
         rc = 0;
     } else {
-        snprintf(eb, en, "collateral: %s/%s missing or not a CRL", dir, file);
+        snprintf(eb, en, "collateral: %s missing or not a CRL", what);
     }
     free(hex);
     OPENSSL_free(der);
     X509_CRL_free(crl);
-    free(b);
     ERR_clear_error();
     return rc;
+}
+
+int sh_dcap_collateral_from_pcs(const sh_dcap_pcs *p, uint8_t **out, size_t *len, char *eb, size_t en)
+{
+    *out = NULL;
+    *len = 0;
+    json_t *o = json_object();
+    if (!o || add_signed(o, p->tcb, p->tcb_len, p->tcb_chain, p->tcb_chain_len, "tcbInfo", "tcb_info",
+                         "tcbinfo.json", eb, en) < 0 ||
+        add_signed(o, p->qe, p->qe_len, p->qe_chain, p->qe_chain_len, "enclaveIdentity", "qe_identity",
+                   "qeidentity.json", eb, en) < 0 ||
+        add_crl(o, p->root_crl, p->root_crl_len, "root_ca_crl", "rootcrl.der", eb, en) < 0 ||
+        add_crl(o, p->pck_crl, p->pck_crl_len, "pck_crl", "pckcrl.der", eb, en) < 0 ||
+        (p->pck_crl_chain && json_object_set_new(o, "pck_crl_issuer_chain", json_string(p->pck_crl_chain)) < 0)) {
+        json_decref(o);
+        return -1;
+    }
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) {
+        snprintf(eb, en, "collateral: out of memory");
+        return -1;
+    }
+    *out = (uint8_t *)s;
+    *len = strlen(s);
+    return 0;
 }
 
 int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char *eb, size_t en)
@@ -846,22 +869,20 @@ int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char
         *len = n;
         return 0;
     }
-    json_t *o = json_object();
-    if (!o || add_signed(o, path, "tcbinfo.json", "tcbInfo", "tcb_info", "tcbinfo-issuer-chain.pem", eb, en) < 0 ||
-        add_signed(o, path, "qeidentity.json", "enclaveIdentity", "qe_identity",
-                   "qeidentity-issuer-chain.pem", eb, en) < 0 ||
-        add_crl(o, path, "rootcrl.der", "root_ca_crl", eb, en) < 0 ||
-        add_crl(o, path, "pckcrl.der", "pck_crl", eb, en) < 0) {
-        json_decref(o);
-        return -1;
+    static const char *const names[6] = {"tcbinfo.json", "tcbinfo-issuer-chain.pem", "qeidentity.json",
+                                         "qeidentity-issuer-chain.pem", "rootcrl.der", "pckcrl.der"};
+    char *b[6];
+    size_t n[6] = {0};
+    for (int i = 0; i < 6; i++)
+        b[i] = slurp(path, names[i], &n[i]);
+    sh_dcap_pcs p = {b[0], n[0], b[1], n[1], b[2], n[2], b[3], n[3],
+                     (const uint8_t *)b[4], n[4], (const uint8_t *)b[5], n[5], NULL};
+    int rc = sh_dcap_collateral_from_pcs(&p, out, len, eb, en);
+    for (int i = 0; i < 6; i++)
+        free(b[i]);
+    if (rc < 0 && en) { /* name the directory the file was looked for in */
+        size_t l = strlen(eb);
+        snprintf(eb + l, en - l, " (in %.150s)", path);
     }
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s) {
-        snprintf(eb, en, "collateral: out of memory");
-        return -1;
-    }
-    *out = (uint8_t *)s;
-    *len = strlen(s);
-    return 0;
+    return rc;
 }

@@ -74,6 +74,27 @@ sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *col, si
                                               STACK_OF(X509) *anchors);
 /* 1 when the options carry collateral (a preloaded handle, or bytes) */
 int sh_dcap_collateral_given(const sh_attest_options *o);
+/* Raw Intel PCS v4 responses (as fetched, or as files of a PCS directory) -> the JSON form
+ * (malloc'd, NUL-terminated).  The TCB info and QE identity keep their exact signed bytes;
+ * CRLs may be DER or PEM; pck_crl_chain (PEM) is optional.  NULL members: "missing".  Returns
+ * 0, or -1 with a message. */
+typedef struct sh_dcap_pcs {
+    const char *tcb;              /* {"tcbInfo": {...}, "signature": "..."} */
+    size_t tcb_len;
+    const char *tcb_chain;        /* TCB-Info-Issuer-Chain (PEM) */
+    size_t tcb_chain_len;
+    const char *qe;               /* {"enclaveIdentity": {...}, "signature": "..."} */
+    size_t qe_len;
+    const char *qe_chain;         /* SGX-Enclave-Identity-Issuer-Chain (PEM) */
+    size_t qe_chain_len;
+    const uint8_t *root_crl;
+    size_t root_crl_len;
+    const uint8_t *pck_crl;
+    size_t pck_crl_len;
+    const char *pck_crl_chain;    /* SGX-PCK-CRL-Issuer-Chain (PEM, NUL-terminated) or NULL */
+} sh_dcap_pcs;
+int sh_dcap_collateral_from_pcs(const sh_dcap_pcs *p, uint8_t **out, size_t *len, char *eb,
+                                size_t en);
 STACK_OF(X509) *sh_dcap_pem_strict(const char *pem, size_t len);
 int sh_dcap_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
                          STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls, const char *what);

@@ -107,6 +107,8 @@ sh_attest_fetcher *sh_attest_fetcher_new(const sh_attest_fetch_config *cfg, char
     return f;
 }
 
+int sh_fetch_is_offline(const sh_attest_fetcher *f) { return f && f->c.offline; }
+
 static void slot_clear(slot *s)
 {
     free(s->name);
@@ -580,14 +582,18 @@ int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int6
 {
     char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64], name[300], san[256];
     memset(out, 0, sizeof *out);
-    if (!find_issuer(f, issuer))
+    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    if (!ci)
         return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
-    if (trim_slash(base, sizeof base, issuer) < 0)
+    /* discovery_url: the configured place to reach the issuer (a forwarder, a test server);
+     * the document must still name `issuer` itself */
+    int override = ci->discovery_url != NULL;
+    if (trim_slash(base, sizeof base, override ? ci->discovery_url : issuer) < 0)
         return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "issuer URL too long");
     snprintf(url, sizeof url, "%s/.well-known/openid-configuration", base);
     sanitize(san, sizeof san, issuer);
     snprintf(name, sizeof name, "openid-%s.json", san);
-    if (fetch_named(f, name, url, 0, K_JSON, NULL, now, out, e) < 0)
+    if (fetch_named(f, name, url, override, K_JSON, NULL, now, out, e) < 0)
         return -1;
     json_error_t je;
     json_t *j = json_loadb((const char *)out->data, out->len, JSON_REJECT_DUPLICATES, &je);

@@ -134,6 +134,9 @@ int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **ou
                         size_t en);
 void sh_dcap_policy_free(struct sh_dcap_policy *p);
 
+/* fetch.c: 1 when the fetcher never uses the network (offline mode) */
+int sh_fetch_is_offline(const sh_attest_fetcher *f);
+
 /* Shared by the command lines (cli_verify.c, cli_attest.c). */
 /* RFC 3339 time (fractions, Z or numeric offset) or Unix seconds -> *out; 0 or -1. */
 int sh_cli_parse_time(const char *s, int64_t *out);

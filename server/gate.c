@@ -28,10 +28,13 @@
  *   - without evidence: 401 missing under --attest-required (unless the path is excluded),
  *     else handed on without a result (but with the extensions marker).
  * Error bodies and messages mirror shield.integrations.confidential (the same protocol for
- * other ASGI servers).  Not done natively: --state-url (Redis) for state shared by replicas;
- * the shared table covers the workers of one server.
+ * other ASGI servers).  State — consumed nonces and evidence, sessions — goes through
+ * gate_state.c: the shared-memory table (the workers of one server) or Redis with --state-url
+ * (several replicas).  With Redis every state call is a round trip, so the pool makes them:
+ * after a verification (after_verify), and for session requests (session_check, a separate
+ * queue served first); with the table they run where they are needed.
  *
- * Threads: pool threads only run sh_attest_verify on copies held by the job; completions come
+ * Threads: pool threads only work on copies held by the job; completions come
  * back through a uv_async (unref'd, so it never keeps the loop alive) and everything touching a
  * sh_request happens on the I/O thread.
  */
@@ -59,6 +62,7 @@
 #define POOL_THREADS 4
 #define MAX_PENDING 64    /* queued + running verifications, per worker */
 #define MAX_PER_CLIENT 16 /* of those, from one client address */
+#define MAX_STATE_PENDING 1024 /* session requests waiting on Redis, per worker */
 
 enum { K_HEADER = 0, K_ESTABLISH = 1, K_SESSION = 2 };
 /* Answers due from inside on_body run at the next loop iteration instead (the server core does
@@ -92,12 +96,37 @@ typedef struct gate_req {
   char *body;                 /* K_ESTABLISH: the JSON body so far */
   size_t body_len, body_cap;
   uint8_t *pk;                /* K_ESTABLISH: k, DER SPKI */
+  sh_attest_bytes certs[3];   /* K_ESTABLISH: "certs" of the body (each ptr owned) */
+  size_t ncerts;
   size_t pk_len;
   EVP_MD_CTX *md;             /* K_SESSION with Content-Digest: the body's running hash */
   uint8_t want_digest[64];
   size_t want_len;
   struct sess *sess;          /* K_SESSION: the session's cached result (a reference) */
+  /* State-store work done on the pool (gate_state.c): its outcome for the I/O thread */
+  int state;                  /* ST_* */
+  char state_msg[160];        /* ST_STORE: why */
+  char sid[40];               /* K_ESTABLISH: the new session; K_SESSION: the presented one */
+  const char *alg;            /* K_ESTABLISH: the session key sealed to k on the pool */
+  uint8_t enc[SH_HPKE_ENC_LEN];
+  size_t enc_len;
+  uint8_t *ct;
+  size_t ct_len;
+  int64_t proof_t;            /* K_SESSION (Redis): the proof, checked on the pool */
+  uint8_t proof_mac[32];
+  char *mac_input;            /*   method, target, Content-Digest (copies) */
+  size_t method_len, target_len, digest_len;
+  const char *proof_error;    /*   the proof's own fault, answered once the session is known */
+  unsigned has_digest : 1;    /*   Content-Digest given (want_digest) */
+  int need_result;            /*   this worker has no cached result for the session */
+  char *result_json;          /*   ... then the session's result as stored */
+  uint8_t sess_tee;
+  int64_t sess_expires;
 } gate_req;
+
+/* Outcomes of the state-store step (gate_req.state). */
+enum { ST_NONE = 0, ST_OK, ST_REPLAYED, ST_STORE, ST_SEAL, ST_UNKNOWN, ST_EXPIRED, ST_STALE,
+       ST_BADMAC, ST_PROOF };
 
 typedef struct client_count {
   char host[64];
@@ -114,6 +143,8 @@ static struct gate {
   char policy_hex[65];
   sh_attest_cache *cache;
   int timestamp_ok;           /* the policy says "freshness": "timestamp" */
+  int unfresh_ok;             /* "freshness": "none" + "allow_unfresh" (development, §1.3) */
+  sh_gate_verifier *verifier; /* keys, issuers, collateral, fetcher (gate_verify.c) */
   long test_delay_ms;         /* --dev only: $SHIELD_ATTEST_VERIFY_DELAY_MS (cap tests) */
   int64_t max_age;
   sh_shm_table *own_table;    /* when no supervisor mapped one */
@@ -125,12 +156,14 @@ static struct gate {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   gate_req *qhead, *qtail;    /* to verify */
+  gate_req *sqhead, *sqtail;  /* Redis state checks of session requests (served first) */
   gate_req *done;             /* verified, for the I/O thread */
   pthread_t threads[POOL_THREADS];
   int nthreads;
   int stopping;
   /* I/O thread only */
   int pending;
+  int state_pending;          /* session requests waiting on Redis (MAX_STATE_PENDING) */
   client_count clients[MAX_PENDING];
 } G;
 
@@ -295,16 +328,33 @@ static const uint8_t *secret(size_t *len) {
 
 /* ---------------------------------------------------------------- the pool */
 
+static void session_check(gate_req *j);
+static void after_verify(gate_req *j);
+static int replayed_before_verifying(gate_req *j);
+
+/* The next job (G.mu held): the state queue first — its jobs are one Redis round trip each and
+ * a request waits on them, while the verification queue's are milliseconds of crypto. */
+static gate_req *take_job(void) {
+  gate_req **head = G.sqhead ? &G.sqhead : &G.qhead, **tail = G.sqhead ? &G.sqtail : &G.qtail;
+  gate_req *j = *head;
+  *head = j->next;
+  if (!*head) *tail = NULL;
+  return j;
+}
+
 static void *pool_main(void *arg) {
   (void)arg;
   pthread_mutex_lock(&G.mu);
   for (;;) {
-    while (!G.qhead && !G.stopping) pthread_cond_wait(&G.cv, &G.mu);
+    while (!G.qhead && !G.sqhead && !G.stopping) pthread_cond_wait(&G.cv, &G.mu);
     if (G.stopping) break;
-    gate_req *j = G.qhead;
-    G.qhead = j->next;
-    if (!G.qhead) G.qtail = NULL;
+    gate_req *j = take_job();
     pthread_mutex_unlock(&G.mu);
+    if (j->kind == K_SESSION) { /* Redis: the session's state checks (no verification) */
+      session_check(j);
+      goto done;
+    }
+    if (replayed_before_verifying(j)) goto done;
 
     sh_attest_options o = {0};
     o.at = j->at;
@@ -317,6 +367,8 @@ static void *pool_main(void *arg) {
     }
     o.cache = G.cache;
     o.trust_simulated = G.cfg->trust_simulated;
+    o.certs = j->certs; /* the session POST's "certs" (SNP VCEK/VLEK, ASK/ASVK, ARK) */
+    o.ncerts = j->ncerts;
     if (G.cfg->attest_clock)
       sh_log(SH_LOG_WARNING, "attestation: verifying with --attest-clock %lld, NOT the real "
              "time (--dev)", (long long)j->at);
@@ -326,19 +378,24 @@ static void *pool_main(void *arg) {
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (sh_attest_verify(j->evidence, j->evidence_len, j->tee, &o, &j->result) < 0)
+    /* keys/issuer/audience/collateral of the type, and fetching what is missing (gate_verify.c):
+     * the one place the network may be used, on this pool thread, never on the I/O thread */
+    if (sh_gate_verify(G.verifier, j->evidence, j->evidence_len, (int)j->tee, &o, &j->result) < 0)
       j->result = NULL;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     j->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     free(j->evidence);
     j->evidence = NULL;
+    after_verify(j);
 
+  done:
     pthread_mutex_lock(&G.mu);
     j->next = G.done;
     G.done = j;
     if (!G.stopping) uv_async_send(&G.async);
   }
   pthread_mutex_unlock(&G.mu);
+  sh_gate_state_thread_done();
   return NULL;
 }
 
@@ -365,44 +422,86 @@ static int client_n(const char *host) {
 
 static void establish_done(sh_request *req, gate_req *gr, sh_attest_result *r);
 
-/* Metrics (summed over workers by the supervisor): verifications by mode and outcome, and
- * their duration.  Ids are looked up once (I/O thread only). */
+/* Metrics (summed over workers by the supervisor): verifications by evidence type, mode and
+ * outcome, and their duration.  Ids are looked up once per label set (I/O thread only). */
+#define TEE_SLOTS (SH_ATTEST_TEE_SIMULATED + 1)
+
 static void count_verification(const gate_req *gr) {
-  static int ids[2][SH_ATTEST_REASON_COUNT_], hist = -2, init;
+  static int ids[TEE_SLOTS][2][SH_ATTEST_REASON_COUNT_], hist = -2, init;
   if (!init) {
-    for (int m = 0; m < 2; m++)
-      for (int i = 0; i < SH_ATTEST_REASON_COUNT_; i++) ids[m][i] = -2;
+    for (int t = 0; t < TEE_SLOTS; t++)
+      for (int m = 0; m < 2; m++)
+        for (int i = 0; i < SH_ATTEST_REASON_COUNT_; i++) ids[t][m][i] = -2;
     init = 1;
   }
   int m = gr->kind == K_ESTABLISH ? 1 : 0;
+  int t = (int)gr->tee;
   int i = gr->result ? (int)gr->result->reason : (int)SH_ATTEST_OVERLOADED;
-  if (i < 0 || i >= SH_ATTEST_REASON_COUNT_) return;
-  if (ids[m][i] == -2) {
-    char labels[96];
+  if (i < 0 || i >= SH_ATTEST_REASON_COUNT_ || t < 0 || t >= TEE_SLOTS) return;
+  if (ids[t][m][i] == -2) {
+    char labels[128];
     const char *nm = sh_attest_reason_name((sh_attest_reason)i);
-    snprintf(labels, sizeof labels, "mode=\"%s\",result=\"%s\"", m ? "establish" : "header",
-             nm ? nm : "ok");
-    ids[m][i] = sh_metrics_counter("shield_attest_verifications_total", labels,
-                                   "Client attestation verifications by outcome");
+    snprintf(labels, sizeof labels, "type=\"%s\",mode=\"%s\",result=\"%s\"",
+             sh_attest_tee_name((sh_attest_tee)t), m ? "session" : "header", nm ? nm : "ok");
+    ids[t][m][i] = sh_metrics_counter("shield_attest_verifications_total", labels,
+                                      "Client attestation verifications by type, mode, outcome");
   }
-  sh_metrics_add(ids[m][i], 1);
+  sh_metrics_add(ids[t][m][i], 1);
   if (hist == -2)
     hist = sh_metrics_histogram("shield_attest_verify_seconds", "",
                                 "Time to verify client attestation evidence");
   sh_metrics_observe(hist, gr->seconds);
 }
 
+static void session_checked(sh_request *req, gate_req *gr);
+
+/* The pool's state-store outcome (gate_state.c) answered as §3 says.  1 when it answered. */
+static int state_failed(sh_request *req, const gate_req *gr) {
+  static const struct {
+    const char *reason, *message;
+  } answers[] = {
+      [ST_SEAL] = {"malformed", "public key is not DER SPKI of an X25519 or RSA (>= 2048) key"},
+      [ST_UNKNOWN] = {"session_unknown", "no such session"},
+      [ST_EXPIRED] = {"session_expired", "the session has expired: attest again"},
+      [ST_BADMAC] = {"proof_invalid", "the proof MAC does not verify"},
+      [ST_STALE] = {"proof_invalid", "the proof time is not after the last one"},
+  };
+  if (gr->state == ST_OK) return 0;
+  if (gr->state == ST_REPLAYED)
+    send_error(req, "nonce_replayed", gr->timestamp ? "the evidence was already used"
+                                                    : "the nonce was already used");
+  else if (gr->state == ST_PROOF)
+    send_error(req, "proof_invalid", gr->proof_error);
+  else if (gr->state < (int)(sizeof answers / sizeof *answers) && answers[gr->state].reason)
+    send_error(req, answers[gr->state].reason, answers[gr->state].message);
+  else /* ST_STORE (and ST_NONE, which cannot happen) */
+    send_error(req, "overloaded", gr->state_msg[0] ? gr->state_msg : "state store unavailable");
+  return 1;
+}
+
 static void complete(gate_req *gr) {
   sh_request *req = gr->req;
   gr->pending = 0;
-  G.pending--;
-  client_add(gr->client, -1);
-  count_verification(gr);
+  if (gr->kind == K_SESSION) {
+    G.state_pending--;
+  } else {
+    G.pending--;
+    client_add(gr->client, -1);
+    if (gr->result || gr->state != ST_REPLAYED) count_verification(gr);
+  }
   if (gr->disconnected) { /* nobody to answer: drop our reference (on_release frees gr) */
     sh_request_release(req);
     return;
   }
+  if (gr->kind == K_SESSION) {
+    session_checked(req, gr);
+    return;
+  }
   sh_attest_result *r = gr->result;
+  if (!r && gr->state == ST_REPLAYED) { /* found consumed before verifying (Redis) */
+    state_failed(req, gr);
+    return;
+  }
   if (!r) {
     sh_request_fail(req);
     sh_request_release(req);
@@ -412,34 +511,9 @@ static void complete(gate_req *gr) {
     send_error(req, sh_attest_reason_name(r->reason), r->message);
     return;
   }
-  /* consumed only by a successful verification (§1.1); the atomic put decides races */
-  uint8_t key[SH_SHM_KEY_LEN];
-  int64_t now = gate_now();
-  int64_t expires;
-  if (gr->timestamp) { /* §1.3: replay cache keyed by SHA-256 of the signed content */
-    if (!r->has_evidence_sha256) {
-      send_error(req, "malformed", "no signed content to key the replay cache");
-      return;
-    }
-    uint8_t m[18 + 32];
-    memcpy(m, "shield-evidence-v1", 18);
-    memcpy(m + 18, r->evidence_sha256, 32);
-    SHA256(m, sizeof m, key);
-    expires = now + G.max_age + 10;
-  } else {
-    nonce_key(gr->nonce, key);
-    expires = (gr->nonce_issued > now ? gr->nonce_issued : now) + SH_ATTEST_NONCE_TTL + 10;
-  }
-  int rc = sh_shm_table_put(table(), key, "n", 1, (double)expires, (double)now, 1);
-  if (rc == SH_SHM_EXISTS) {
-    send_error(req, "nonce_replayed", gr->timestamp ? "the evidence was already used"
-                                                    : "the nonce was already used");
-    return;
-  }
-  if (rc < 0) {
-    send_error(req, "overloaded", "replay cache full");
-    return;
-  }
+  /* the pool consumed the nonce (only a successful verification does, §1.1) and, for an
+   * establishment, sealed and stored the session: after_verify */
+  if (state_failed(req, gr)) return;
   if (gr->kind == K_ESTABLISH) {
     establish_done(req, gr, r);
     return;
@@ -542,11 +616,13 @@ static int check_nonce(sh_request *req, const char *s, size_t len, uint8_t out[3
   }
   memcpy(out, nonce, SH_ATTEST_NONCE_LEN);
   free(nonce);
+  /* A replay is refused before any verification work; with Redis that lookup is a round trip,
+   * so the pool makes it (replayed_before_verifying). */
+  if (sh_gate_state_remote()) return 0;
   uint8_t key[SH_SHM_KEY_LEN];
+  char m[8];
   nonce_key(out, key);
-  char v[8];
-  size_t vlen = sizeof v;
-  if (sh_shm_table_get(table(), key, v, &vlen, NULL, (double)gate_now()) == 0) {
+  if (sh_gate_state_consumed(table(), key, gate_now(), m, sizeof m) == 1) {
     send_error(req, "nonce_replayed", "the nonce was already used");
     return -1;
   }
@@ -612,10 +688,12 @@ static void header_mode(sh_request *req, const sh_iovec *token) {
   if (tee == SH_ATTEST_TEE_UNKNOWN) return;
   const sh_iovec *nh = header(req, "x-attestation-nonce");
   /* Without a nonce only under a "timestamp" policy, for the types it is defined for (§1.3):
-   * the document time is checked against max_age and the signed content is consumed. */
-  int timestamp = (!nh || nh->len == 0) && G.timestamp_ok &&
-                  (tee == SH_ATTEST_TEE_NITRO || tee == SH_ATTEST_TEE_MAA ||
-                   tee == SH_ATTEST_TEE_GCP);
+   * the document time is checked against max_age and the signed content is consumed.  Under
+   * "freshness": "none" (development, allow_unfresh) any type, consumed the same way. */
+  int timestamp = (!nh || nh->len == 0) &&
+                  ((G.timestamp_ok && (tee == SH_ATTEST_TEE_NITRO || tee == SH_ATTEST_TEE_MAA ||
+                                       tee == SH_ATTEST_TEE_GCP)) ||
+                   G.unfresh_ok);
   uint8_t nonce[SH_ATTEST_NONCE_LEN];
   int64_t issued = 0;
   if (!timestamp &&
@@ -644,19 +722,12 @@ static void header_mode(sh_request *req, const sh_iovec *token) {
 /* ---------------------------------------------------------------- session mode (§1.4, 2)
  * The session record (key, last accepted t, type) lives in the shared table, so every worker
  * checks proofs; the verification result is cached by the worker that established the
- * session and shared with the others as compact JSON in table chunks (result_share). */
+ * session; the others load the compact JSON copy kept with the session record. */
 
 #define SESSION_TTL 3600
 #define PROOF_WINDOW_MS 60000
 #define MAX_ATTEST_BODY (256 * 1024)
 #define SESSION_INFO "shield-session-v1"
-
-typedef struct sess_rec {
-  uint8_t key[32];
-  int64_t last_t;
-  uint8_t tee;
-  uint8_t pad[7];
-} sess_rec;
 
 typedef struct sess {
   struct sess *next;
@@ -716,12 +787,6 @@ static sess *sess_add(const char *sid, sh_attest_result *r, int64_t expires) {
   return s;
 }
 
-static void sess_record_key(const char *sid, uint8_t key[SH_SHM_KEY_LEN]) {
-  char m[80];
-  int n = snprintf(m, sizeof m, "%s%c%s", SESSION_INFO, 0, sid);
-  SHA256((const uint8_t *)m, (size_t)n, key);
-}
-
 static int64_t now_ms(void) {
   if (G.cfg->attest_clock) return G.cfg->attest_clock * 1000;
   struct timespec ts;
@@ -752,19 +817,11 @@ static int mtls_id(const sh_request *req, char out[72]) {
   return 0;
 }
 
-/* The session's result for the other workers: compact JSON in chunks of the shared table
- * (values are at most SH_SHM_VALUE_MAX bytes).  Chunk 0 starts with the u32 total length. */
-#define RESULT_CHUNK (SH_SHM_VALUE_MAX - 8)
+/* The session's result for the other workers and replicas: compact JSON kept with the session
+ * record by the state store (what a request handed on needs; no per-establishment bytes). */
 #define RESULT_MAX (32 * 1024)
 
-static void result_chunk_key(const char *sid, unsigned i, uint8_t key[SH_SHM_KEY_LEN]) {
-  char m[96];
-  int n = snprintf(m, sizeof m, "shield-session-result-v1%c%s%c%u", 0, sid, 0, i);
-  SHA256((const uint8_t *)m, (size_t)n, key);
-}
-
-static void result_share(const char *sid, const sh_attest_result *r, int64_t now,
-                         int64_t expires) {
+static char *result_to_json(const sh_attest_result *r) {
   char hex[65];
   for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", r->evidence_sha256[i]);
   json_t *o = json_pack("{s:O?, s:O?, s:O?, s:b, s:s?, s:s?, s:f}", "m", r->measurements,
@@ -772,57 +829,17 @@ static void result_share(const char *sid, const sh_attest_result *r, int64_t now
                         "e", r->has_evidence_sha256 ? hex : NULL, "t", r->timestamp);
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
-  size_t len = text ? strlen(text) : 0;
-  if (!text || len > RESULT_MAX) {
+  if (text && strlen(text) > RESULT_MAX) {
     free(text);
-    return;
+    text = NULL;
   }
-  uint8_t buf[SH_SHM_VALUE_MAX];
-  size_t off = 0;
-  for (unsigned i = 0; off < len || i == 0; i++) {
-    size_t h = 0;
-    if (i == 0) {
-      uint32_t l = (uint32_t)len;
-      memcpy(buf, &l, 4);
-      h = 4;
-    }
-    size_t n = len - off < RESULT_CHUNK - h ? len - off : RESULT_CHUNK - h;
-    memcpy(buf + h, text + off, n);
-    uint8_t key[SH_SHM_KEY_LEN];
-    result_chunk_key(sid, i, key);
-    if (sh_shm_table_put(table(), key, buf, h + n, (double)expires, (double)now, 0) < 0) break;
-    off += n;
-  }
-  free(text);
+  return text;
 }
 
-/* The shared result of session `sid` as a new result, or NULL. */
-static sh_attest_result *result_load(const char *sid, uint8_t tee, int64_t now, char **tcb) {
-  uint8_t buf[SH_SHM_VALUE_MAX], key[SH_SHM_KEY_LEN];
-  size_t n = sizeof buf;
-  result_chunk_key(sid, 0, key);
-  if (sh_shm_table_get(table(), key, buf, &n, NULL, (double)now) < 0 || n < 4) return NULL;
-  uint32_t len;
-  memcpy(&len, buf, 4);
-  if (len > RESULT_MAX) return NULL;
-  char *text = malloc(len + 1);
-  if (!text) return NULL;
-  size_t off = n - 4 < len ? n - 4 : len;
-  memcpy(text, buf + 4, off);
-  for (unsigned i = 1; off < len; i++) {
-    n = sizeof buf;
-    result_chunk_key(sid, i, key);
-    if (sh_shm_table_get(table(), key, buf, &n, NULL, (double)now) < 0 || n == 0) {
-      free(text);
-      return NULL;
-    }
-    size_t take = len - off < n ? len - off : n;
-    memcpy(text + off, buf, take);
-    off += take;
-  }
+/* A stored result as a new verified result of type `tee`, or NULL. */
+static sh_attest_result *result_from_json(const char *text, uint8_t tee, char **tcb) {
   json_error_t je;
-  json_t *o = json_loadb(text, len, 0, &je);
-  free(text);
+  json_t *o = text ? json_loads(text, 0, &je) : NULL;
   if (!json_is_object(o)) {
     json_decref(o);
     return NULL;
@@ -868,13 +885,97 @@ static void strip_result(sh_attest_result *r) {
   r->public_key_len = r->user_data_len = r->nonce_len = r->raw_evidence_len = 0;
 }
 
+/* ---- on the pool, after a verification (pool_main) */
+
+/* Redis: a consumed nonce is refused before the verification work (the table does this on the
+ * I/O thread, check_nonce).  1 when refused. */
+static int replayed_before_verifying(gate_req *j) {
+  if (!sh_gate_state_remote() || j->timestamp) return 0;
+  uint8_t key[SH_SHM_KEY_LEN];
+  nonce_key(j->nonce, key);
+  if (sh_gate_state_consumed(NULL, key, j->at, j->state_msg, sizeof j->state_msg) != 1) return 0;
+  j->state = ST_REPLAYED;
+  return 1;
+}
+
+/* A fresh session key sealed to k (HPKE or RSA-OAEP, §1.4) into j->alg/enc/ct.  0 or -1. */
+static int seal_session_key(gate_req *j, uint8_t skey[32]) {
+  if (RAND_bytes(skey, 32) != 1) return -1;
+  return sh_crypto_seal_to_spki(j->pk, j->pk_len, (const uint8_t *)SESSION_INFO,
+                                strlen(SESSION_INFO), skey, 32, &j->alg, j->enc, &j->enc_len,
+                                &j->ct, &j->ct_len);
+}
+
+/* Store the new session (a random id) with its key and result.  0 or -1 (j->state set). */
+static int store_session(gate_req *j, const uint8_t skey[32]) {
+  uint8_t sidb[24];
+  if (RAND_bytes(sidb, sizeof sidb) != 1) {
+    snprintf(j->state_msg, sizeof j->state_msg, "no randomness for a session id");
+    return -1;
+  }
+  b64url(sidb, sizeof sidb, j->sid);
+  strip_result(j->result);
+  char *json = result_to_json(j->result);
+  if (!json) {
+    snprintf(j->state_msg, sizeof j->state_msg, "the verification result is too large");
+    return -1;
+  }
+  sh_gate_session rec = {.last_t = -1, .expires = j->at + SESSION_TTL,
+                         .tee = (uint8_t)j->result->tee};
+  memcpy(rec.key, skey, 32);
+  int rc = sh_gate_state_session_put(table(), j->sid, &rec, json, j->at, j->state_msg,
+                                     sizeof j->state_msg);
+  OPENSSL_cleanse(&rec, sizeof rec);
+  free(json);
+  return rc;
+}
+
+/* After a successful verification: consume the nonce (or, under a timestamp policy, the signed
+ * content, §1.3) — of two racing requests exactly one wins here, atomically in the store — and
+ * for an establishment seal a new session key to k (before consuming: a bad k must not burn the
+ * nonce) and store the session.  The I/O thread answers from j->state (complete). */
+static void after_verify(gate_req *j) {
+  sh_attest_result *r = j->result;
+  if (!r || !r->verified) return;
+  uint8_t key[SH_SHM_KEY_LEN], skey[32];
+  int64_t expires;
+  if (j->timestamp) {
+    if (!r->has_evidence_sha256) {
+      r->verified = 0;
+      r->reason = SH_ATTEST_MALFORMED;
+      snprintf(r->message, sizeof r->message, "no signed content to key the replay cache");
+      return;
+    }
+    uint8_t m[18 + 32];
+    memcpy(m, "shield-evidence-v1", 18);
+    memcpy(m + 18, r->evidence_sha256, 32);
+    SHA256(m, sizeof m, key);
+    expires = j->at + G.max_age + 10;
+  } else {
+    nonce_key(j->nonce, key);
+    expires = (j->nonce_issued > j->at ? j->nonce_issued : j->at) + SH_ATTEST_NONCE_TTL + 10;
+  }
+  int sealing = j->kind == K_ESTABLISH && !j->mtls;
+  if (sealing && seal_session_key(j, skey) < 0) {
+    j->state = ST_SEAL;
+    return;
+  }
+  int rc = sh_gate_state_consume(table(), key, expires, j->at, j->state_msg,
+                                 sizeof j->state_msg);
+  if (rc == 1 && sealing && store_session(j, skey) < 0) rc = -1;
+  OPENSSL_cleanse(skey, sizeof skey);
+  j->state = rc == 1 ? ST_OK : rc == 0 ? ST_REPLAYED : ST_STORE;
+}
+
+/* ---- back on the I/O thread */
+
 static void establish_done(sh_request *req, gate_req *gr, sh_attest_result *r) {
   if (sess_n >= MAX_SESSIONS) {
     send_error(req, "overloaded", "too many sessions");
     return;
   }
+  int64_t now = gate_now();
   if (gr->mtls) {
-    int64_t now = gate_now();
     strip_result(r);
     if (!sess_add(gr->mtls_id, r, now + SESSION_TTL)) {
       sh_request_fail(req);
@@ -887,58 +988,44 @@ static void establish_done(sh_request *req, gate_req *gr, sh_attest_result *r) {
               NULL);
     return;
   }
-  uint8_t skey[32], sidb[24], enc[SH_HPKE_ENC_LEN], *ct = NULL;
-  const char *alg = NULL;
-  size_t enc_len = 0, ct_len = 0;
-  if (RAND_bytes(skey, sizeof skey) != 1 || RAND_bytes(sidb, sizeof sidb) != 1) {
-    send_error(req, "overloaded", "no randomness");
-    return;
-  }
-  if (sh_crypto_seal_to_spki(gr->pk, gr->pk_len, (const uint8_t *)SESSION_INFO,
-                             strlen(SESSION_INFO), skey, sizeof skey, &alg, enc, &enc_len, &ct,
-                             &ct_len) < 0) {
-    send_error(req, "malformed", "public key is not DER SPKI of an X25519 or RSA (>= 2048) key");
-    return;
-  }
-  char sid[40];
-  b64url(sidb, sizeof sidb, sid);
-  sess_rec rec = {0};
-  memcpy(rec.key, skey, 32);
-  rec.last_t = -1;
-  rec.tee = (uint8_t)r->tee;
-  uint8_t k[SH_SHM_KEY_LEN];
-  sess_record_key(sid, k);
-  int64_t now = gate_now();
-  OPENSSL_cleanse(skey, sizeof skey);
-  if (sh_shm_table_put(table(), k, &rec, sizeof rec, (double)(now + SESSION_TTL), (double)now,
-                       1) < 0) {
-    OPENSSL_cleanse(&rec, sizeof rec);
-    free(ct);
-    send_error(req, "overloaded", "session table full");
-    return;
-  }
-  OPENSSL_cleanse(&rec, sizeof rec);
-  strip_result(r);
-  result_share(sid, r, now, now + SESSION_TTL);
-  if (sess_add(sid, r, now + SESSION_TTL)) gr->result = NULL; /* the cache owns it now */
-  char *sealed = malloc(ct_len * 4 / 3 + 4);
-  char encs[64];
+  if (sess_add(gr->sid, r, gr->at + SESSION_TTL)) gr->result = NULL; /* the cache owns it */
+  char *sealed = malloc(gr->ct_len * 4 / 3 + 4), encs[64];
   if (!sealed) {
-    free(ct);
     sh_request_fail(req);
     sh_request_release(req);
     return;
   }
-  b64url(ct, ct_len, sealed);
-  free(ct);
-  json_t *out = json_pack("{s:s, s:i, s:s, s:s}", "session", sid, "expires_in", SESSION_TTL,
-                          "alg", alg, "sealed_key", sealed);
+  b64url(gr->ct, gr->ct_len, sealed);
+  json_t *out = json_pack("{s:s, s:i, s:s, s:s}", "session", gr->sid, "expires_in",
+                          SESSION_TTL, "alg", gr->alg, "sealed_key", sealed);
   free(sealed);
-  if (out && enc_len) {
-    b64url(enc, enc_len, encs);
+  if (out && gr->enc_len) {
+    b64url(gr->enc, gr->enc_len, encs);
     json_object_set_new(out, "enc", json_string(encs));
   }
   send_json(req, 200, out, NULL);
+}
+
+/* The establishment body's optional "certs" (protocol.md §1.4, 2: the SNP certificates the
+ * report does not carry, as in the §1.5 CBOR bundle): {"vcek"|"vlek", "ask"|"asvk", "ark"} ->
+ * base64url DER, at most one of each pair.  0 (absent is fine), or -1 when malformed. */
+static int take_certs(gate_req *gr, json_t *certs) {
+  if (!certs) return 0;
+  if (!json_is_object(certs) || json_object_size(certs) > 3) return -1;
+  static const char *const names[] = {"vcek", "vlek", "ask", "asvk", "ark"};
+  const char *name;
+  json_t *v;
+  json_object_foreach(certs, name, v) {
+    int known = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+      if (strcmp(name, names[i]) == 0) known = 1;
+    if (!known || !json_is_string(v) || gr->ncerts >= 3) return -1;
+    size_t n = 0;
+    uint8_t *der = b64_decode(json_string_value(v), json_string_length(v), &n);
+    if (!der) return -1;
+    gr->certs[gr->ncerts++] = (sh_attest_bytes){der, n};
+  }
+  return 0;
 }
 
 /* POST /.well-known/shield/attest with the whole body read: parse, check, queue. */
@@ -974,6 +1061,11 @@ static void establish_parse(sh_request *req, gate_req *gr) {
   if (check_nonce(req, n ? json_string_value(n) : NULL, n ? json_string_length(n) : 0,
                   gr->nonce, &issued) < 0) {
     json_decref(doc);
+    return;
+  }
+  if (take_certs(gr, json_object_get(doc, "certs")) < 0) {
+    json_decref(doc);
+    send_error(req, "malformed", "\"certs\" must map vcek|vlek, ask|asvk, ark to base64url DER");
     return;
   }
   json_t *pk = json_object_get(doc, "public_key"), *ev = json_object_get(doc, "evidence");
@@ -1066,30 +1158,11 @@ static int parse_content_digest(const char *v, size_t len, uint8_t out[64], size
   return -1;
 }
 
-static void session_mode(sh_request *req, const sh_iovec *sidv) {
-  char sid[40];
-  if (sidv->len >= sizeof sid) {
-    send_error(req, "session_unknown", "no such session");
-    return;
-  }
-  memcpy(sid, sidv->base, sidv->len);
-  sid[sidv->len] = '\0';
-  uint8_t rk[SH_SHM_KEY_LEN];
-  sess_record_key(sid, rk);
-  sess_rec rec;
-  size_t rlen = sizeof rec;
-  double exp = 0;
-  int64_t now = gate_now();
-  if (sh_shm_table_get(table(), rk, &rec, &rlen, &exp, (double)now) < 0 || rlen != sizeof rec) {
-    send_error(req, "session_unknown", "no such session");
-    return;
-  }
+/* X-Attestation-Proof "t=<unix ms>, mac=<b64url>" into gr->proof_t/proof_mac.  NULL, or what
+ * is wrong with it (answered after the session lookup, as the middleware does). */
+static const char *parse_proof(sh_request *req, gate_req *gr) {
   const sh_iovec *proof = header(req, "x-attestation-proof");
-  if (!proof || proof->len == 0) {
-    send_error(req, "proof_invalid", "X-Attestation-Proof is missing");
-    goto out;
-  }
-  /* t=<ms>, mac=<b64url> */
+  if (!proof || proof->len == 0) return "X-Attestation-Proof is missing";
   int64_t t = -1;
   uint8_t *mac = NULL;
   size_t mac_len = 0;
@@ -1123,78 +1196,159 @@ static void session_mode(sh_request *req, const sh_iovec *sidv) {
   }
   if (!have_t || !mac || bad) {
     free(mac);
-    send_error(req, "proof_invalid", "X-Attestation-Proof is malformed");
-    goto out;
+    return "X-Attestation-Proof is malformed";
   }
-  int64_t nm = now_ms();
-  if (t > nm + PROOF_WINDOW_MS || t < nm - PROOF_WINDOW_MS) {
-    free(mac);
-    send_error(req, "proof_invalid", "the proof time is outside ±60 s");
-    goto out;
-  }
-  const sh_iovec *digest = header(req, "content-digest");
-  int has_body = req->chunked || req->content_length > 0;
-  if (has_body && (!digest || digest->len == 0)) {
-    free(mac);
-    send_error(req, "proof_invalid", "a request with a body needs Content-Digest");
-    goto out;
-  }
-  uint8_t want[32];
-  int mac_ok = sh_attest_proof_mac(rec.key, t, req->method.base, req->method.len,
-                                   req->target.base, req->target.len,
-                                   digest ? digest->base : "", digest ? digest->len : 0,
-                                   want) == 0 &&
-               mac_len == 32 && CRYPTO_memcmp(want, mac, 32) == 0;
+  int ok = mac_len == 32;
+  if (ok) memcpy(gr->proof_mac, mac, 32);
   free(mac);
-  if (!mac_ok) {
-    send_error(req, "proof_invalid", "the proof MAC does not verify");
-    goto out;
-  }
-  /* t strictly after the last accepted one; the put-if-absent of (sid, t) makes the same t
-   * usable once even when two workers race (the last_t update itself is not atomic). */
-  char pm[96];
-  int pn = snprintf(pm, sizeof pm, "shield-proof-v1%c%s%c%lld", 0, sid, 0, (long long)t);
-  uint8_t pk[SH_SHM_KEY_LEN];
-  SHA256((const uint8_t *)pm, (size_t)pn, pk);
-  if (t <= rec.last_t ||
-      sh_shm_table_put(table(), pk, "t", 1, (double)(now + 2 * PROOF_WINDOW_MS / 1000 + 10),
-                       (double)now, 1) < 0) {
-    send_error(req, "proof_invalid", "the proof time is not after the last one");
-    goto out;
-  }
-  rec.last_t = t;
-  sh_shm_table_put(table(), rk, &rec, sizeof rec, exp, (double)now, 0);
+  if (!ok) return "the proof MAC does not verify";
+  gr->proof_t = t;
+  int64_t nm = now_ms();
+  if (t > nm + PROOF_WINDOW_MS || t < nm - PROOF_WINDOW_MS)
+    return "the proof time is outside ±60 s";
+  return NULL;
+}
 
-  gate_req *gr = attach(req);
-  if (!gr) goto out;
-  gr->kind = K_SESSION;
-  if (digest && digest->len) {
-    if (parse_content_digest(digest->base, digest->len, gr->want_digest, &gr->want_len) < 0) {
-      send_error(req, "proof_invalid", "Content-Digest is not sha-256=:…:");
-      goto out;
+/* What the proof MAC covers (§1.4), copied so the check can run on a pool thread.  0 or -1. */
+static int copy_mac_input(sh_request *req, gate_req *gr, const sh_iovec *digest) {
+  gr->method_len = req->method.len;
+  gr->target_len = req->target.len;
+  gr->digest_len = digest ? digest->len : 0;
+  gr->mac_input = malloc(gr->method_len + gr->target_len + gr->digest_len + 1);
+  if (!gr->mac_input) return -1;
+  memcpy(gr->mac_input, req->method.base, gr->method_len);
+  memcpy(gr->mac_input + gr->method_len, req->target.base, gr->target_len);
+  if (digest) memcpy(gr->mac_input + gr->method_len + gr->target_len, digest->base, digest->len);
+  return 0;
+}
+
+/* The body's expected Content-Digest, hashed as it streams (session_body), set up when the
+ * request is handed on.  0 or -1 (answered). */
+static int expect_digest(sh_request *req, gate_req *gr) {
+  if (!req->has_body) {
+    uint8_t d[32];
+    SHA256((const uint8_t *)"", 0, d);
+    if (gr->want_len != 32 || CRYPTO_memcmp(d, gr->want_digest, 32) != 0) {
+      send_error(req, "proof_invalid", "the body does not match Content-Digest");
+      return -1;
     }
-    if (!req->has_body) {
-      uint8_t d[32];
-      SHA256((const uint8_t *)"", 0, d);
-      if (gr->want_len != 32 || CRYPTO_memcmp(d, gr->want_digest, 32) != 0) {
-        send_error(req, "proof_invalid", "the body does not match Content-Digest");
-        goto out;
-      }
-    } else {
-      gr->md = EVP_MD_CTX_new();
-      if (!gr->md || EVP_DigestInit_ex(gr->md, EVP_sha256(), NULL) != 1) {
-        sh_request_fail(req);
-        sh_request_release(req);
-        goto out;
-      }
-    }
+    return 0;
   }
-  sess *s = sess_find(sid, now);
-  if (!s) { /* established by another worker: its shared copy of the result */
+  gr->md = EVP_MD_CTX_new();
+  if (!gr->md || EVP_DigestInit_ex(gr->md, EVP_sha256(), NULL) != 1) {
+    sh_request_fail(req);
+    sh_request_release(req);
+    return -1;
+  }
+  return 0;
+}
+
+/* Queue a session request's state checks for the pool (Redis: a round trip each). */
+static void enqueue_state(sh_request *req, gate_req *gr) {
+  if (G.state_pending >= MAX_STATE_PENDING) {
+    send_error(req, "overloaded", "too many requests waiting on the state store");
+    return;
+  }
+  gr->pending = 1;
+  G.state_pending++;
+  pthread_mutex_lock(&G.mu);
+  if (G.sqtail) G.sqtail->next = gr;
+  else G.sqhead = gr;
+  G.sqtail = gr;
+  pthread_cond_signal(&G.cv);
+  pthread_mutex_unlock(&G.mu);
+}
+
+/* A session request (§1.4, 2): the cheap checks of the proof here; the session record, the
+ * MAC and the proof-time advance through the state store — inline for the shared table, on the
+ * pool for Redis (session_check) — then session_checked hands it on. */
+static void session_mode(sh_request *req, const sh_iovec *sidv) {
+  if (sidv->len >= sizeof ((gate_req *)0)->sid) {
+    send_error(req, "session_unknown", "no such session");
+    return;
+  }
+  gate_req *gr = attach(req);
+  if (!gr) return;
+  gr->kind = K_SESSION;
+  memcpy(gr->sid, sidv->base, sidv->len);
+  gr->sid[sidv->len] = '\0';
+  const sh_iovec *digest = header(req, "content-digest");
+  if (digest && digest->len == 0) digest = NULL;
+  const char *bad = parse_proof(req, gr);
+  if (!bad && (req->chunked || req->content_length > 0) && !digest)
+    bad = "a request with a body needs Content-Digest";
+  if (!bad && digest &&
+      parse_content_digest(digest->base, digest->len, gr->want_digest, &gr->want_len) < 0)
+    bad = "Content-Digest is not sha-256=:…:";
+  gr->proof_error = bad;
+  if (copy_mac_input(req, gr, digest) < 0) {
+    sh_request_fail(req);
+    sh_request_release(req);
+    return;
+  }
+  gr->has_digest = digest != NULL;
+  gr->at = gate_now();
+  gr->need_result = sess_find(gr->sid, gr->at) == NULL;
+  if (sh_gate_state_remote()) {
+    enqueue_state(req, gr);
+    return;
+  }
+  session_check(gr);
+  session_checked(req, gr);
+}
+
+/* Any thread: the session record, the proof MAC, the proof time (gr->state). */
+static void session_check(gate_req *j) {
+  sh_gate_session s;
+  int rc = sh_gate_state_session_get(table(), j->sid, &s, j->need_result ? &j->result_json : NULL,
+                                     j->at, j->state_msg, sizeof j->state_msg);
+  if (rc != 0) {
+    j->state = rc == SH_GATE_SESSION_UNKNOWN   ? ST_UNKNOWN
+               : rc == SH_GATE_SESSION_EXPIRED ? ST_EXPIRED
+                                               : ST_STORE;
+    return;
+  }
+  if (j->proof_error) { /* a missing or malformed proof, once the session is known */
+    OPENSSL_cleanse(&s, sizeof s);
+    j->state = ST_PROOF;
+    return;
+  }
+  const char *m = j->mac_input;
+  uint8_t want[32];
+  int mac_ok = sh_attest_proof_mac(s.key, j->proof_t, m, j->method_len, m + j->method_len,
+                                   j->target_len, m + j->method_len + j->target_len,
+                                   j->digest_len, want) == 0 &&
+               CRYPTO_memcmp(want, j->proof_mac, 32) == 0;
+  int after_last = j->proof_t > s.last_t;
+  j->sess_tee = s.tee;
+  j->sess_expires = s.expires;
+  OPENSSL_cleanse(&s, sizeof s);
+  if (!mac_ok) {
+    j->state = ST_BADMAC;
+    return;
+  }
+  if (!after_last) {
+    j->state = ST_STALE;
+    return;
+  }
+  /* t strictly after the last accepted one, decided atomically by the store (two workers or
+   * replicas racing with the same proof: one wins) */
+  rc = sh_gate_state_session_advance(table(), j->sid, j->proof_t, j->at, j->state_msg,
+                                     sizeof j->state_msg);
+  j->state = rc == 1 ? ST_OK : rc == 0 ? ST_STALE : rc == SH_GATE_SESSION_EXPIRED ? ST_EXPIRED
+                                                                                 : ST_STORE;
+}
+
+/* I/O thread: answer a failed check, or hand the request on with the session's result (this
+ * worker's cached copy, or the stored one). */
+static void session_checked(sh_request *req, gate_req *gr) {
+  if (state_failed(req, gr)) return;
+  sess *s = sess_find(gr->sid, gr->at);
+  if (!s) {
     char *tcb = NULL;
-    sh_attest_result *r = result_load(sid, rec.tee, now, &tcb);
+    sh_attest_result *r = result_from_json(gr->result_json, gr->sess_tee, &tcb);
     if (r) {
-      s = sess_add(sid, r, (int64_t)exp);
+      s = sess_add(gr->sid, r, gr->sess_expires);
       if (s) s->tcb = tcb;
       else {
         sh_attest_result_free(r);
@@ -1202,18 +1356,19 @@ static void session_mode(sh_request *req, const sh_iovec *sidv) {
       }
     }
   }
+  free(gr->result_json);
+  gr->result_json = NULL;
   if (!s) {
     send_error(req, "overloaded", "too many sessions");
-    goto out;
+    return;
   }
+  if (gr->has_digest && expect_digest(req, gr) < 0) return;
   s->refs++;
   gr->sess = s;
   req->attest_result = s->r;
   req->attest_mode = "session";
   req->attest_session = s->sid;
   forward(req);
-out:
-  OPENSSL_cleanse(&rec, sizeof rec);
 }
 
 /* A body chunk of a session request with Content-Digest: hash, and on the last chunk compare;
@@ -1416,6 +1571,10 @@ static void gate_req_free(gate_req *gr) {
   free(gr->pk);
   EVP_MD_CTX_free(gr->md);
   sess_unref(gr->sess);
+  free(gr->ct);
+  for (size_t i = 0; i < gr->ncerts; i++) free((void *)gr->certs[i].ptr);
+  free(gr->mac_input);
+  free(gr->result_json);
   free(gr);
 }
 
@@ -1469,12 +1628,18 @@ sh_handler *sh_gate_wrap(const sh_config *cfg, sh_handler *inner, sh_error *err)
     const char *fr = json_string_value(json_object_get(doc, "freshness"));
     json_int_t ma = json_integer_value(json_object_get(doc, "max_age"));
     G.timestamp_ok = fr && strcmp(fr, "timestamp") == 0;
+    G.unfresh_ok = fr && strcmp(fr, "none") == 0; /* the policy loader required allow_unfresh */
     G.max_age = ma > 0 ? (int64_t)ma : 300;
     json_decref(doc);
   }
   const uint8_t *ps = sh_attest_policy_sha256(G.policy);
   for (int i = 0; i < 32; i++) snprintf(G.policy_hex + 2 * i, 3, "%02x", ps[i]);
   G.cache = sh_attest_cache_new(4096);
+  /* JWKS files and DCAP collateral read once, the fetcher created (gate_verify.c) */
+  if (!(G.verifier = sh_gate_verifier_new(cfg, err))) return NULL;
+  if (G.unfresh_ok)
+    sh_log(SH_LOG_WARNING, "*** --attest-policy says \"freshness\": \"none\": evidence is "
+           "accepted without a nonce (development only; each document is still single-use) ***");
   if (!cfg->shared_table) {
     if (sh_shm_table_create(cfg->state_table_size ? cfg->state_table_size : 65536,
                             &G.own_table, err) < 0)
@@ -1484,6 +1649,7 @@ sh_handler *sh_gate_wrap(const sh_config *cfg, sh_handler *inner, sh_error *err)
     SH_ERR(err, SH_ESYS, "cannot generate the nonce secret");
     return NULL;
   }
+  if (sh_gate_state_init(cfg->state_url, err) < 0) return NULL;
   pthread_mutex_init(&G.mu, NULL);
   pthread_cond_init(&G.cv, NULL);
   for (int i = 0; i < POOL_THREADS; i++) {
@@ -1535,14 +1701,14 @@ void sh_gate_shutdown(sh_handler *h) {
   for (int i = 0; i < G.nthreads; i++) pthread_join(G.threads[i], NULL);
   G.nthreads = 0;
   /* Jobs still queued or done belong to requests sh_server_free frees: drop ours. */
-  for (gate_req *lists[2] = {G.qhead, G.done}, **l = lists; l < lists + 2; l++) {
+  for (gate_req *lists[3] = {G.qhead, G.sqhead, G.done}, **l = lists; l < lists + 3; l++) {
     for (gate_req *j = *l, *n; j; j = n) {
       n = j->next;
       if (!j->orphan) j->req->gate_data = NULL;
       gate_req_free(j);
     }
   }
-  G.qhead = G.qtail = G.done = NULL;
+  G.qhead = G.qtail = G.sqhead = G.sqtail = G.done = NULL;
   for (int b = 0; b < 256; b++) { /* the cache's references (in-flight ones die with them) */
     for (sess *s = sess_buckets[b], *n; s; s = n) {
       n = s->next;
@@ -1553,6 +1719,8 @@ void sh_gate_shutdown(sh_handler *h) {
   sess_n = 0;
   sh_attest_cache_free(G.cache);
   G.cache = NULL;
+  sh_gate_verifier_free(G.verifier); /* the pool is joined: no fetch is running */
+  G.verifier = NULL;
   sh_attest_policy_free(G.policy);
   G.policy = NULL;
   sh_shm_table_free(G.own_table);

@@ -10,6 +10,9 @@
  *   --trust-simulated        accept simulated evidence (protocol.md §1.7; development)
  *   --dev                    development mode: allows --attest-clock
  *   --attest-clock RFC3339   verify as if it were that time (--dev only; logged loudly)
+ *   (keys, issuers, audiences, collateral and fetching: gate_verify_flags.c)
+ *   --state-url URL          nonces and sessions in Redis (redis://[:pw@]host[:port][/db] or
+ *                            unix:///path[?db=N]) so several replicas agree (gate_state.c)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +73,9 @@ int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int 
                        char **argv, int *i, sh_error *err) {
   static const char *const bools[] = {"--attest-required", "--trust-simulated", "--dev", NULL};
   static const char *const valued[] = {"--attest-types", "--attest-policy", "--attest-exclude",
-                                       "--attest-clock", NULL};
+                                       "--attest-clock", "--state-url", NULL};
+  int vr = sh_gate_verify_parse_flag(cfg, name, value, argc, argv, i, err);
+  if (vr != 0) return vr; /* keys, issuers, collateral, fetching (gate_verify_flags.c) */
   int is_bool = 0, is_valued = 0;
   for (const char *const *b = bools; *b; b++)
     if (strcmp(name, *b) == 0) is_bool = 1;
@@ -110,6 +115,8 @@ int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int 
     cfg->attest_types = value;
   } else if (strcmp(name, "--attest-policy") == 0) {
     cfg->attest_policy = value;
+  } else if (strcmp(name, "--state-url") == 0) {
+    cfg->state_url = value; /* checked (and Redis reached) by sh_gate_wrap */
   } else if (strcmp(name, "--attest-exclude") == 0) {
     if (value[0] != '/') {
       SH_ERR(err, SH_EINVAL, "--attest-exclude: '%s' must start with '/'", value);
@@ -134,15 +141,16 @@ int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int 
 }
 
 int sh_gate_check_flags(sh_config *cfg, sh_error *err) {
+  if (sh_gate_verify_check_flags(cfg, err) < 0) return SH_EINVAL; /* gate_verify_flags.c */
   if (cfg->attest_clock && !cfg->dev) {
     SH_ERR(err, SH_EINVAL, "--attest-clock is a debugging aid: it needs --dev");
     return SH_EINVAL;
   }
   int any = cfg->attest_policy || cfg->attest_required || cfg->num_attest_exclude ||
-            cfg->attest_clock;
+            cfg->attest_clock || cfg->state_url;
   if (any && !cfg->attest_types) {
-    SH_ERR(err, SH_EINVAL, "--attest-policy/--attest-required/--attest-exclude/--attest-clock "
-           "need --attest-types");
+    SH_ERR(err, SH_EINVAL, "--attest-policy/--attest-required/--attest-exclude/--attest-clock/"
+           "--state-url need --attest-types");
     return SH_EINVAL;
   }
   if (cfg->attest_types && cfg->native_hello) {

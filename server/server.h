@@ -159,6 +159,19 @@ struct sh_request {
  *   on_flush      the end of one loop iteration in which any of the above was called: the
  *                 place to wake a consumer thread once per batch rather than once per event.
  * Any callback may be NULL.
+ *
+ * Answering from inside a callback.  A handler on the I/O thread (the attestation gate, the
+ * hello handler) may call the sh_request_* calls from inside any callback (in on_disconnect
+ * they return SH_ECLOSED): each takes effect at once, so the handler may finish the response
+ * and release the request inside on_request or inside on_body, the last chunk's or an earlier
+ * one's, with no need to defer to a later loop iteration.
+ * After a response finished before the whole request body was read (in on_request, or in an
+ * on_body with last=0) no more on_body is delivered: the rest of the body is read and
+ * discarded (up to 256 KiB, so the connection carries the next request), or, when it is
+ * larger or the client waits for "100 Continue", the response says "connection: close" and
+ * the connection closes after it (RFC 9112 §9.3, §9.6).  The rest is never parsed as a
+ * request.  After on_release the request must not be touched, even inside the callback that
+ * released it.
  */
 struct sh_handler {
   void *data;
@@ -214,6 +227,7 @@ typedef struct sh_config {
   const char *access_log_format;    /* "common" (default) | "json" */
   const char *metrics;              /* --metrics-port PORT or a UNIX socket path, or NULL */
   const char *state_secret_file;    /* --state-secret-file FILE (>= 32 raw bytes) */
+  const char *state_url;            /* --state-url redis://… | unix://… (gate state in Redis) */
   size_t state_table_size;          /* --state-table-size N entries (default 65536) */
   int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
   unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
@@ -248,6 +262,27 @@ typedef struct sh_config {
   int trust_simulated;              /* --trust-simulated (protocol.md §1.7) */
   int dev;                          /* --dev: allows debug-only flags */
   int64_t attest_clock;             /* --attest-clock RFC3339 (--dev only; 0 = real clock) */
+  /* what verification needs at run time (gate_verify_flags.c checks, gate_verify.c loads) */
+  const char *attest_maa_issuer;        /* --attest-maa-issuer URL (required with maa) */
+  const char *attest_maa_audience;      /* --attest-maa-audience VALUE (optional) */
+  const char *attest_maa_jwks;          /* --attest-maa-jwks FILE */
+  const char *attest_maa_jwks_url;      /* --attest-maa-jwks-url URL (or --jwks-url) */
+  const char *attest_maa_discovery_url; /* --attest-maa-discovery-url URL */
+  const char *attest_gcp_audience;      /* --attest-gcp-audience VALUE (required with gcp) */
+  const char *attest_gcp_jwks;          /* --attest-gcp-jwks FILE (OIDC tokens) */
+  const char *attest_gcp_jwks_url;      /* --attest-gcp-jwks-url URL (or --jwks-url) */
+  const char *attest_gcp_discovery_url; /* --attest-gcp-discovery-url URL */
+  const char *attest_jwks_url;          /* --jwks-url URL: the one token type's */
+  const char *attest_collateral;        /* --attest-collateral FILE|DIR (tdx, sgx) */
+  int attest_fetch;                     /* --attest-fetch: fetch what is missing, cached */
+  int attest_offline;                   /* --attest-offline: --attest-cache-dir files only */
+  const char *attest_cache_dir;         /* --attest-cache-dir DIR (NULL: memory only) */
+  const char *attest_fetch_timeout;     /* --attest-fetch-timeout S (as given) */
+  long attest_fetch_timeout_ms;         /*   parsed (0: the fetcher's default, 10 s) */
+  const char *attest_kds_url;           /* --kds-url URL (AMD KDS) */
+  const char *attest_pcs_url;           /* --pcs-url URL (Intel PCS or a PCCS) */
+  const char *attest_fetch_ca;          /* --fetch-ca FILE (extra TLS anchors for fetching) */
+  int attest_client_vcek;               /* --attest-client-vcek (sev-snp/azure-snp) */
 } sh_config;
 
 void sh_config_init(sh_config *cfg);
@@ -370,7 +405,10 @@ int64_t sh_request_write(sh_request *req, const void *data, size_t len, int more
  */
 int sh_request_fail(sh_request *req);
 
-/* Drop the handler's reference (exactly once). */
+/* Drop the handler's reference (exactly once).  Finish (or fail) the response first: one
+ * still unfinished at the release can never be finished, so the server then answers as
+ * sh_request_fail does (500 if nothing was sent, else it closes the connection) and logs an
+ * error, rather than leave the client waiting. */
 void sh_request_release(sh_request *req);
 
 /* The server the request belongs to (for its config). */

@@ -295,6 +295,8 @@ struct sh_server {
   char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL */
   size_t extra_hdrs_len;
   uint32_t id_prefix;          /* random per process: request ids unique across workers */
+  uv_check_t ready_check;      /* worker.c: 'R' to the supervisor after the first poll */
+  uv_idle_t ready_poll;        /* keeps that first poll from blocking */
 };
 
 static inline int sh_on_loop_thread(const struct sh_server *srv) {

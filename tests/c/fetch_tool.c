@@ -45,8 +45,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--issuer") && ni < MAXI) {
             char *d = strdup(v), *eq = strstr(d, "=http");
             if (eq) *eq++ = 0;
-            iss[ni].issuer = d;
-            iss[ni++].jwks_url = eq;
+            iss[ni] = (sh_attest_fetch_issuer){.issuer = d, .jwks_url = eq};
+            ni++;
         } else { fprintf(stderr, "unknown option %s\n", a); return 2; }
     }
     c.issuers = iss;

@@ -56,17 +56,19 @@ def header_mode(nonce: bytes, ev: bytes, tee="simulated") -> dict:
 class Session:
     """A session established with an X25519 key (HPKE) and used with proofs."""
 
-    def __init__(self, client, **ev_kw) -> None:
+    def __init__(self, client, tee: str = "simulated", make_evidence=None, **ev_kw) -> None:
+        """make_evidence(nonce, spki) -> bytes (sent base64url) or str (a JWT, sent as is);
+        default: simulated evidence."""
         from shield import _native
 
         self.sk = x25519.X25519PrivateKey.generate()
         spki = self.sk.public_key().public_bytes(serialization.Encoding.DER,
                                                  serialization.PublicFormat.SubjectPublicKeyInfo)
         nonce = get_nonce(client)
-        ev = evidence(nonce, spki, **ev_kw)
+        ev = make_evidence(nonce, spki) if make_evidence else evidence(nonce, spki, **ev_kw)
         r = client.post("/.well-known/shield/attest", json={
-            "type": "simulated", "evidence": b64e(ev), "nonce": b64e(nonce),
-            "public_key": b64e(spki)})
+            "type": tee, "evidence": ev if isinstance(ev, str) else b64e(ev),
+            "nonce": b64e(nonce), "public_key": b64e(spki)})
         self.response = r
         if r.status_code != 200:
             return

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -755,3 +756,39 @@ def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05, what: str 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+class RedisServer:
+    """A real redis-server (Debian) on a free loopback port, no persistence; stop() ends it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="shield-redis-")
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """A real redis-server for this module (tests using it skip when it is not installed)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (scripts/bootstrap installs it)")
+    r = RedisServer()
+    yield r.url
+    r.stop()

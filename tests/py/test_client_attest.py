@@ -132,3 +132,70 @@ def test_session_unknown_and_bad_establishment(client):
     assert error(r) == (401, "attestation_failed", "binding_mismatch")
     r = client.post("/.well-known/shield/attest", content=b"[")
     assert error(r) == (401, "attestation_invalid", "malformed")
+
+
+def test_session_expired_is_not_session_unknown():
+    """An ended session is session_expired (attest again), a wrong id session_unknown — the
+    same distinction as the native gate.  In-process (Starlette's TestClient) so the
+    middleware's clock can be moved past the session's end."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shield.integrations import AttestationMiddleware
+
+    now = [time.time()]
+    app = FastAPI()
+
+    @app.get("/x")
+    def x():
+        return {"ok": True}
+
+    mw = AttestationMiddleware(app, tee_type="simulated", nonce_secret=SECRET, session_ttl=60,
+                               trust_simulated=True, clock=lambda: now[0])
+    with TestClient(mw) as c:
+        s = Session(c)
+        assert s.response.status_code == 200, s.response.text
+        assert c.get("/x", headers=s.headers("GET", "/x")).status_code == 200
+        now[0] += 61
+        h = s.headers("GET", "/x", t=int(now[0] * 1000))
+        assert error(c.get("/x", headers=h)) == (401, "attestation_failed", "session_expired")
+        h = {"X-Attestation-Session": "A" * 32, "X-Attestation-Proof": "t=1, mac=AA"}
+        assert error(c.get("/x", headers=h)) == (401, "attestation_failed", "session_unknown")
+
+
+def test_timestamp_freshness_without_nonce_real_nitro_vector():
+    """§1.3 in the middleware as in the native gate: under a "timestamp" policy a Nitro
+    document may come without a nonce; its signed content is then consumed (replay refused).
+    The real vector, verified at its own time (the middleware's clock)."""
+    import base64
+    import calendar
+    from pathlib import Path
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shield.integrations import AttestationMiddleware
+
+    vectors = Path(os.environ.get("SHIELD_VECTORS") or
+                   Path(__file__).resolve().parents[3] / "shared" / "vectors")
+    doc = vectors / "attestation" / "nitro" / "valid-attestation-doc-bytes"
+    if not doc.exists():
+        pytest.skip(f"shared vectors not found at {vectors} (set SHIELD_VECTORS)")
+    at = calendar.timegm(time.strptime("2022-10-13T08:58:02", "%Y-%m-%dT%H:%M:%S"))
+    app = FastAPI()
+
+    @app.get("/x")
+    def x():
+        return {"ok": True}
+
+    h = {"X-Attestation-Token": base64.b64encode(doc.read_bytes()).decode(),
+         "X-Attestation-Type": "nitro"}
+    strict = AttestationMiddleware(app, tee_type="nitro", nonce_secret=SECRET, clock=lambda: at)
+    with TestClient(strict) as c:  # the default (nonce) policy: a nonce is required
+        assert error(c.get("/x", headers=h)) == (401, "attestation_failed", "nonce_invalid")
+    mw = AttestationMiddleware(app, tee_type="nitro", nonce_secret=SECRET, clock=lambda: at,
+                               policy={"version": 1, "freshness": "timestamp", "max_age": 300})
+    with TestClient(mw) as c:
+        r = c.get("/x", headers=h)
+        assert r.status_code == 200, r.text
+        assert error(c.get("/x", headers=h)) == (401, "attestation_failed", "nonce_replayed")

@@ -313,7 +313,7 @@ def test_two_workers_share_consumed_nonces(fresh_server):
                 r = c.get("/whoami", headers=header_mode(n, ev))
                 assert error(r) == (401, "attestation_failed", "nonce_replayed")
     # verifications summed over both workers (replays are refused before verifying)
-    key = 'shield_attest_verifications_total{mode="header",result="ok"}'
+    key = 'shield_attest_verifications_total{type="simulated",mode="header",result="ok"}'
     deadline = time.time() + 10
     while time.time() < deadline and scrape(mport).get(key, 0) < len(used):
         time.sleep(0.1)

@@ -45,6 +45,7 @@ NONCE_PATH = "/.well-known/shield/nonce"
 ATTEST_PATH = "/.well-known/shield/attest"
 NONCE_TTL = 60
 PROOF_WINDOW_MS = 60_000
+SESSION_GRACE = 600  # seconds an ended session is still recognised (session_expired)
 SESSION_INFO = b"shield-session-v1"
 MAX_EVIDENCE_HEADER = 64 * 1024
 MAX_ATTEST_BODY = 256 * 1024
@@ -276,6 +277,14 @@ class _Protocol:
         self.trust_simulated = trust_simulated or bool(provider and provider.trust_simulated)
         self.session_ttl = session_ttl
         self.clock = clock
+        # §1.3: a "timestamp" policy lets nitro/maa/gcp header-mode evidence come without a
+        # nonce (document age within max_age; the signed content is consumed instead)
+        try:
+            doc = json.loads(self.policy) if self.policy else {}
+        except ValueError:
+            doc = {}  # the verifier reports a bad policy itself
+        self.timestamp_ok = isinstance(doc, dict) and doc.get("freshness") == "timestamp"
+        self.max_age = int(doc.get("max_age") or 300) if isinstance(doc, dict) else 300
         self._sem = asyncio.Semaphore(max_concurrent)
         self._max_concurrent = max_concurrent
         if not shared or not state_url:
@@ -320,8 +329,9 @@ class _Protocol:
             raise AttestationError("nonce_replayed", "the nonce was already used")
         return nonce
 
-    async def verify(self, evidence: bytes | str, tee_type: str, nonce: bytes,
+    async def verify(self, evidence: bytes | str, tee_type: str, nonce: Optional[bytes],
                      public_key: bytes) -> AttestationResult:
+        """nonce None: timestamp freshness (§1.3), replay keyed by the signed content."""
         from shield import _native
 
         if self._sem.locked():
@@ -332,7 +342,7 @@ class _Protocol:
             # the native call releases the GIL; a thread keeps the event loop responsive
             r = await loop.run_in_executor(None, functools.partial(
                 _native.verify, evidence, tee_type, at=self.clock(), policy=self.policy,
-                nonce=nonce, public_key=public_key,
+                nonce=nonce, public_key=public_key if nonce is not None else None,
                 allow_debug=bool(self.provider and self.provider.allow_debug),
                 trust_simulated=self.trust_simulated, **kw))
         if r.verified and self.provider is not None:
@@ -342,15 +352,23 @@ class _Protocol:
         if not r.verified:
             raise AttestationError(r.reason or "malformed", r.message or "")
         # consumed only by a successful verification (§1.1); the atomic SET NX decides races
-        if not await self.store.consume(b"n" + nonce, NONCE_TTL + 10):
-            raise AttestationError("nonce_replayed", "the nonce was already used")
+        if nonce is None:
+            if not r.evidence_sha256:
+                raise AttestationError("malformed", "no signed content to key the replay cache")
+            key, ttl, what = b"e" + bytes.fromhex(r.evidence_sha256), self.max_age + 10, "evidence"
+        else:
+            key, ttl, what = b"n" + nonce, NONCE_TTL + 10, "nonce"
+        if not await self.store.consume(key, ttl):
+            raise AttestationError("nonce_replayed", f"the {what} was already used")
         return r
 
     async def header_mode(self, scope, token: str) -> AttestationResult:
         if len(token) > MAX_EVIDENCE_HEADER:
             raise AttestationError("malformed", "evidence header too large")
         t = self._type(_header(scope, b"x-attestation-type"))
-        nonce = await self._check_nonce(_header(scope, b"x-attestation-nonce"))
+        nonce_s = _header(scope, b"x-attestation-nonce")
+        timestamp = not nonce_s and self.timestamp_ok and t in ("nitro", "maa", "gcp")
+        nonce = None if timestamp else await self._check_nonce(nonce_s)
         if t in ("maa", "gcp"):
             evidence: bytes | str = token.encode()
         else:
@@ -386,10 +404,12 @@ class _Protocol:
         except ValueError as e:
             raise AttestationError("malformed", str(e)) from None
         sid = _b64e(secrets.token_bytes(24))
+        # kept SESSION_GRACE past its end so a late client hears session_expired (re-attest),
+        # not session_unknown (as the native gate, server/gate_state.c)
         await self.store.put_session(sid, {
             "key": key, "last_t": -1, "tee_type": r.tee_type,
-            "result": json.dumps(r.to_dict()),
-        }, self.session_ttl)
+            "result": json.dumps(r.to_dict()), "exp": self.clock() + self.session_ttl,
+        }, self.session_ttl + SESSION_GRACE)
         out = {"session": sid, "expires_in": int(self.session_ttl), "alg": alg,
                "sealed_key": _b64e(sealed)}
         if enc is not None:
@@ -404,7 +424,7 @@ class _Protocol:
         if got is None:
             raise AttestationError("session_unknown", "no such session")
         data, expires = got
-        if expires <= time.time():
+        if min(expires, data.get("exp", expires)) <= self.clock():
             raise AttestationError("session_expired", "the session has expired")
         proof = _header(scope, b"x-attestation-proof")
         if not proof:

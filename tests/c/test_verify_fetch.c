@@ -1,0 +1,241 @@
+/* tests/c/test_verify_fetch.c — sh_attest_verify_fetching (attest/verify_fetch.c) without a
+ * network: an offline fetcher whose cache dir this test fills with the shared vectors' own
+ * VCEKs, DCAP collateral (as Intel PCS responses) and MAA JWKS under fetch.c's file names, so
+ * every per-type path (sev-snp, azure-snp, tdx, sgx, maa) is driven end to end; plus no
+ * fetcher (= sh_attest_verify), an empty cache (collateral_missing, "offline lookup failed"),
+ * evidence that fails before collateral matters (nothing looked up), and the options left
+ * untouched.  The HTTPS side is tests/py/test_verify_fetch.py and test_client_attest_fetch.py. */
+#include <attest.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+static char dir[] = "/tmp/shield-verify-fetch-XXXXXX";
+
+static void put(const char *name, const void *p, size_t n) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "wb");
+  CHECK(f && fwrite(p, 1, n, f) == n, "write %s", name);
+  if (f) fclose(f);
+}
+
+static void hex(const uint8_t *p, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+/* fetch.c's VCEK file name for a report (Milan/Genoa layout: the full 64-byte chip id). */
+static void put_vcek(const char *product, const uint8_t *rep, const uint8_t *der, size_t dl) {
+  char hw[129], name[300];
+  uint64_t tcb = 0;
+  for (int i = 7; i >= 0; i--) tcb = tcb << 8 | rep[0x180 + i];
+  hex(rep + 0x1A0, 64, hw);
+  snprintf(name, sizeof name, "amd-vcek-%s-%s-%016llx.der", product, hw, (unsigned long long)tcb);
+  put(name, der, dl);
+}
+
+/* A PEM certificate's DER (base64 body; no X.509 parse: vcek-genoa.pem has a zero serial). */
+static uint8_t *pem_body(const uint8_t *pem, size_t *len) {
+  const char *b = strstr((const char *)pem, "-----\n"), *e = strstr((const char *)pem, "\n-----END");
+  if (!b || !e) return NULL;
+  b += 6;
+  char *clean = malloc((size_t)(e - b) + 1);
+  size_t n = 0;
+  for (const char *p = b; p < e; p++)
+    if (*p != '\n' && *p != '\r') clean[n++] = *p;
+  uint8_t *out = malloc(n + 1);
+  int l = EVP_DecodeBlock(out, (const unsigned char *)clean, (int)n);
+  size_t pad = (n >= 1 && clean[n - 1] == '=') + (n >= 2 && clean[n - 2] == '=');
+  free(clean);
+  *len = l > 0 ? (size_t)l - pad : 0; /* EVP_DecodeBlock counts the padding as zero bytes */
+  return out;
+}
+
+/* The JSON-form DCAP collateral -> the PCS responses fetch.c would have cached. */
+static void put_dcap(const char *tee, const char *rel) {
+  size_t n;
+  char *doc = (char *)slurp(rel, &n);
+  json_error_t je;
+  json_t *c = doc ? json_loadb(doc, n, 0, &je) : NULL;
+  CHECK(c != NULL, "%s", rel);
+  if (!c) return;
+  const char *ti = json_string_value(json_object_get(c, "tcb_info"));
+  json_t *tij = json_loads(ti, 0, &je);
+  char fm[13] = "", name[128], *body;
+  snprintf(fm, sizeof fm, "%s", json_string_value(json_object_get(tij, "fmspc")));
+  for (int i = 0; fm[i]; i++) fm[i] |= 0x20;
+  json_decref(tij);
+  struct { const char *field, *key, *file; } docs[2] = {{"tcb_info", "tcbInfo", NULL}, {"qe_identity", "enclaveIdentity", NULL}};
+  for (int d = 0; d < 2; d++) {
+    char k[64];
+    snprintf(k, sizeof k, "%s_signature", docs[d].field);
+    const char *sig = json_string_value(json_object_get(c, k));
+    const char *val = json_string_value(json_object_get(c, docs[d].field));
+    size_t bl = strlen(val) + strlen(sig) + 64;
+    body = malloc(bl);
+    snprintf(body, bl, "{\"%s\":%s,\"signature\":\"%s\"}", docs[d].key, val, sig);
+    if (d == 0) snprintf(name, sizeof name, "intel-%s-tcb-%s.json", tee, fm);
+    else snprintf(name, sizeof name, "intel-%s-qe.json", tee);
+    put(name, body, strlen(body));
+    free(body);
+    snprintf(k, sizeof k, "%s_issuer_chain", docs[d].field);
+    const char *ch = json_string_value(json_object_get(c, k));
+    strcat(name, ".chain.pem");
+    put(name, ch, strlen(ch));
+  }
+  const char *crls[2][2] = {{"pck_crl", NULL}, {"root_ca_crl", "intel-rootcacrl.der"}};
+  for (int i = 0; i < 2; i++) {
+    const char *hx = json_string_value(json_object_get(c, crls[i][0]));
+    size_t hl = strlen(hx);
+    uint8_t *der = malloc(hl / 2);
+    for (size_t j = 0; j < hl / 2; j++) sscanf(hx + 2 * j, "%2hhx", &der[j]);
+    if (crls[i][1]) {
+      put(crls[i][1], der, hl / 2);
+    } else { /* whichever CA issued the quote's PCK */
+      const char *ch = json_string_value(json_object_get(c, "pck_crl_issuer_chain"));
+      put("intel-pckcrl-processor.der", der, hl / 2);
+      put("intel-pckcrl-platform.der", der, hl / 2);
+      put("intel-pckcrl-processor.der.chain.pem", ch, strlen(ch));
+      put("intel-pckcrl-platform.der.chain.pem", ch, strlen(ch));
+    }
+    free(der);
+  }
+  json_decref(c);
+  free(doc);
+}
+
+static sh_attest_fetcher *offline(const char *cache, const sh_attest_fetch_issuer *iss, size_t ni) {
+  sh_attest_fetch_config fc;
+  memset(&fc, 0, sizeof fc);
+  fc.cache_dir = cache;
+  fc.offline = 1;
+  fc.issuers = iss;
+  fc.nissuers = ni;
+  char err[256];
+  sh_attest_fetcher *f = sh_attest_fetcher_new(&fc, err, sizeof err);
+  CHECK(f != NULL, "fetcher: %s", err);
+  return f;
+}
+
+/* verify `rel` (or the given bytes) with fetcher f at time at; the reason name or "ok". */
+static const char *run(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
+                       const sh_attest_options *o, char *msg, size_t ml) {
+  static char why[64];
+  sh_attest_result *r = NULL;
+  CHECK(sh_attest_verify_fetching(ev, n, tee, o, f, NULL, o->at, &r) == 0 && r, "verify");
+  if (!r) return "none";
+  snprintf(why, sizeof why, "%s", r->verified ? "ok" : sh_attest_reason_name(r->reason));
+  if (msg) snprintf(msg, ml, "%s", r->message);
+  sh_attest_result_free(r);
+  return why;
+}
+
+static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
+  size_t rl, vl, pl, jl, hl = 0;
+  uint8_t *rep = slurp("sev-snp/test-report.bin", &rl), *vcek = slurp("sev-snp/test-vcek.der", &vl);
+  uint8_t *gpem = slurp("sev-snp/vcek-genoa.pem", &pl), *ejs = slurp("sev-snp/evidence-genoa.json", &jl);
+  json_error_t je;
+  json_t *ev = json_loadb((const char *)ejs, jl, 0, &je), *arr = json_object_get(ev, "report");
+  uint8_t *hcl = malloc(json_array_size(arr) + 1);
+  for (size_t i = 0; i < json_array_size(arr); i++)
+    hcl[hl++] = (uint8_t)json_integer_value(json_array_get(arr, i));
+  size_t gl = 0;
+  uint8_t *gder = pem_body(gpem, &gl);
+  put_vcek("Milan", rep, vcek, vl);
+  put_vcek("Genoa", hcl + 0x20, gder, gl);
+  sh_attest_options o = {0};
+  o.at = T("2025-06-01T00:00:00Z");
+  char msg[256];
+  CHECK(!strcmp(run(NULL, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "collateral_missing"), "no fetcher");
+  CHECK(!strcmp(run(f, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "ok"), "sev-snp, VCEK from the cache");
+  CHECK(!strcmp(run(f, hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL, 0), "ok"), "azure-snp, VCEK from the cache");
+  CHECK(o.certs == NULL && o.ncerts == 0, "the options are not modified");
+  CHECK(!strcmp(run(empty, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, msg, sizeof msg), "collateral_missing") &&
+            strstr(msg, "offline lookup failed") && strstr(msg, "Milan"),
+        "empty cache: %s", msg);
+  /* the report is bound to a nonce it does not carry: refused before any lookup */
+  uint8_t nonce[32] = {1};
+  o.nonce = nonce;
+  o.nonce_len = 32;
+  CHECK(!strcmp(run(empty, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"), "binding first");
+  json_decref(ev);
+  free(rep);
+  free(vcek);
+  free(gpem);
+  free(gder);
+  free(ejs);
+  free(hcl);
+}
+
+static void test_dcap(sh_attest_fetcher *f) {
+  put_dcap("tdx", "tdx/tdx_quote_collateral.json");
+  size_t ql;
+  uint8_t *q = slurp("tdx/tdx_quote", &ql);
+  sh_attest_options o = {0};
+  o.at = T("2025-06-20T00:00:00Z");
+  char msg[256];
+  const char *why = run(f, q, ql, SH_ATTEST_TEE_TDX, &o, msg, sizeof msg);
+  CHECK(!strcmp(why, "ok"), "tdx, collateral from the cache: %s %s", why, msg);
+  /* a caller's own collateral is never replaced by a fetch */
+  o.collateral = (const uint8_t *)"{}";
+  o.collateral_len = 2;
+  why = run(f, q, ql, SH_ATTEST_TEE_TDX, &o, msg, sizeof msg);
+  CHECK(strcmp(why, "ok") && !strstr(msg, "offline"), "given collateral kept: %s %s", why, msg);
+  free(q);
+}
+
+static void test_maa(void) {
+  static const char *iss = "https://sharedwus.wus.attest.azure.net";
+  size_t jl, tl;
+  uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", &jl), *tok = slurp("maa/simpleattest-sgx.jwt", &tl);
+  while (tl && (tok[tl - 1] == '\n' || tok[tl - 1] == '\r')) tl--;
+  put("jwks-https___sharedwus.wus.attest.azure.net.json", jw, jl);
+  static const char oc[] = "{\"issuer\": \"https://sharedwus.wus.attest.azure.net\", "
+                           "\"jwks_uri\": \"https://sharedwus.wus.attest.azure.net/certs\"}";
+  put("openid-https___sharedwus.wus.attest.azure.net.json", oc, strlen(oc));
+  sh_attest_fetch_issuer fi = {.issuer = iss};
+  sh_attest_fetcher *f = offline(dir, &fi, 1);
+  sh_attest_options o = {0};
+  o.at = T("2022-05-31T23:00:00Z");
+  o.issuer = iss;
+  o.allow_debug = 1;
+  char msg[256];
+  const char *why = run(f, tok, tl, SH_ATTEST_TEE_MAA, &o, msg, sizeof msg);
+  CHECK(!strcmp(why, "ok"), "maa, JWKS from the cache: %s %s", why, msg);
+  o.issuer = "https://other.example"; /* not a configured issuer: nothing looked up */
+  why = run(f, tok, tl, SH_ATTEST_TEE_MAA, &o, msg, sizeof msg);
+  CHECK(strcmp(why, "ok"), "another issuer: %s %s", why, msg);
+  sh_attest_fetcher_free(f);
+  free(jw);
+  free(tok);
+}
+
+int main(void) {
+  vdir = getenv("SHIELD_VECTORS");
+  char p[1024];
+  snprintf(p, sizeof p, "%s/attestation/MANIFEST.md", vdir ? vdir : "");
+  if (!vdir || access(p, R_OK) < 0) {
+    printf("SKIP: $SHIELD_VECTORS/attestation not found (%s)\n", vdir ? vdir : "unset");
+    return test_summary();
+  }
+  if (!mkdtemp(dir)) return 1;
+  char empty_dir[600];
+  snprintf(empty_dir, sizeof empty_dir, "%s/empty", dir);
+  mkdir(empty_dir, 0700);
+  sh_attest_fetcher *f = offline(dir, NULL, 0), *empty = offline(empty_dir, NULL, 0);
+  test_snp(f, empty);
+  test_dcap(f);
+  test_maa();
+  sh_attest_fetcher_free(f);
+  sh_attest_fetcher_free(empty);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "note: could not remove %s\n", dir);
+  return test_summary();
+}
