@@ -425,8 +425,26 @@ int sh_conn_drain_ok(const sh_req *req) {
   return 1; /* chunked: drained up to DRAIN_MAX at run time (http1.c cb_body) */
 }
 
-static void deliver_body(sh_conn *c, sh_req *req, int last) {
+/*
+ * Hand the body bytes of the last llhttp_execute to the handler (on_body).  Returns 0 when the
+ * connection is no longer parseable (closed or closing).
+ *
+ * The handler may finish the response from inside on_body (an I/O-thread handler such as the
+ * attestation gate does, on the last chunk or on an earlier one), and sh_conn_response_done
+ * then moves the connection on at once: it must find the connection exactly as it is after
+ * this body.  So the state advances *before* the callback: after the last chunk the message is
+ * complete (CS_DONE, the parser paused at its end), and response_done resumes the parser for
+ * a pipelined or later request; after an earlier chunk it stays CS_BODY and response_done
+ * switches to discarding the rest (CS_DRAIN) or closes (RFC 9112 §9.3, §9.6).  Either way the
+ * caller just keeps parsing: nothing after the callback depends on the request.
+ */
+static int deliver_body(sh_conn *c, sh_req *req) {
   sh_server *srv = c->srv;
+  int last = req->msg_complete;
+  if (last) {
+    c->state = CS_DONE;
+    if (c->dl_kind == DL_BODY) sh_conn_set_deadline(c, DL_NONE, 0);
+  }
   char *chunk = c->acc;
   size_t len = c->acc_len;
   c->acc = NULL;
@@ -434,15 +452,16 @@ static void deliver_body(sh_conn *c, sh_req *req, int last) {
   if (!chunk) chunk = malloc(1); /* a 0-length last chunk: still a real allocation */
   if (!chunk) {
     sh_conn_abort(c);
-    return;
+    return 0;
   }
   if (req->released || req->disconnected || !srv->handler->on_body) {
     free(chunk);
-    return;
+    return 1;
   }
   req->unconsumed += len;
   sh_server_fired(srv);
-  srv->handler->on_body(srv->handler, &req->pub, chunk, len, last);
+  srv->handler->on_body(srv->handler, &req->pub, chunk, len, last); /* req may be gone now */
+  return !(c->closing || c->shutting);
 }
 
 static void dispatch(sh_conn *c, sh_req *req) {
@@ -498,15 +517,13 @@ static int parse_some(sh_conn *c) {
   c->in_len -= used;
   if (c->in_len == 0 && !c->in_shared) c->in_base = c->ib;
 
+  if (e == HPE_PAUSED_UPGRADE) c->no_reuse = 1;
   sh_req *req = c->req;
-  if (req && c->state == CS_BODY && (c->acc_len || req->msg_complete)) {
-    deliver_body(c, req, req->msg_complete);
-    if (c->closing || c->shutting || c->req != req) return 0;
-  }
+  /* In CS_BODY the only pause is the end of the message: deliver_body handles it. */
+  if (req && c->state == CS_BODY && (c->acc_len || req->msg_complete)) return deliver_body(c, req);
   if (e == HPE_OK) return 1;
 
   /* Paused: at the end of a head with a body, or at the end of a message. */
-  if (e == HPE_PAUSED_UPGRADE) c->no_reuse = 1;
   if (c->state == CS_DRAIN) {
     if (!c->in_message) { /* the unread body is gone: on to the next request */
       llhttp_resume(&c->parser);
@@ -529,10 +546,6 @@ static int parse_some(sh_conn *c) {
       return 0;
     }
     return !(c->closing || c->shutting);
-  }
-  if (c->state == CS_BODY && req->msg_complete) {
-    c->state = CS_DONE;
-    if (c->dl_kind == DL_BODY) sh_conn_set_deadline(c, DL_NONE, 0);
   }
   return 1;
 }

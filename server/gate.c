@@ -65,9 +65,6 @@
 #define MAX_STATE_PENDING 1024 /* session requests waiting on Redis, per worker */
 
 enum { K_HEADER = 0, K_ESTABLISH = 1, K_SESSION = 2 };
-/* Answers due from inside on_body run at the next loop iteration instead (the server core does
- * not expect a response to finish inside the body callback that ends the request). */
-enum { D_NONE = 0, D_ESTABLISH = 1, D_DIGEST = 2, D_TOO_LARGE = 3 };
 
 typedef struct gate_req {
   sh_request *req;
@@ -89,8 +86,6 @@ typedef struct gate_req {
   unsigned inner_disconnected : 1;
   unsigned digest_failed : 1;
   unsigned discard : 1;       /* K_ESTABLISH over the size limit: the rest is dropped */
-  unsigned deferred : 2;      /* on the done list for a next-iteration step (D_*) */
-  unsigned orphan : 1;        /* released while deferred: run_deferred frees it */
   unsigned mtls : 1;          /* K_ESTABLISH: k is the TLS client certificate's key */
   char mtls_id[72];           /* its connection key ("m:" + hex) */
   char *body;                 /* K_ESTABLISH: the JSON body so far */
@@ -523,18 +518,6 @@ static void complete(gate_req *gr) {
   forward(req);
 }
 
-static void run_deferred(gate_req *gr);
-
-/* From the I/O thread: run gr's deferred step at the next loop iteration. */
-static void defer(gate_req *gr, int what) {
-  gr->deferred = (unsigned)what;
-  pthread_mutex_lock(&G.mu);
-  gr->next = G.done;
-  G.done = gr;
-  pthread_mutex_unlock(&G.mu);
-  uv_async_send(&G.async);
-}
-
 static void on_async(uv_async_t *a) {
   (void)a;
   pthread_mutex_lock(&G.mu);
@@ -553,8 +536,7 @@ static void on_async(uv_async_t *a) {
   while (rev) {
     gate_req *n = rev->next;
     rev->next = NULL;
-    if (rev->deferred) run_deferred(rev);
-    else complete(rev);
+    complete(rev);
     rev = n;
   }
 }
@@ -1103,8 +1085,8 @@ static void establish_body(sh_request *req, gate_req *gr, char *chunk, size_t le
   if (gr->body_len + len > MAX_ATTEST_BODY) {
     free(chunk);
     sh_request_consumed(req, len);
-    gr->discard = 1;
-    defer(gr, D_TOO_LARGE);
+    gr->discard = 1; /* answered now (the server core drains or closes the rest) */
+    send_error(req, "malformed", "attestation body too large");
     return;
   }
   if (gr->body_len + len > gr->body_cap) {
@@ -1123,7 +1105,7 @@ static void establish_body(sh_request *req, gate_req *gr, char *chunk, size_t le
   gr->body_len += len;
   free(chunk);
   sh_request_consumed(req, len);
-  if (last) defer(gr, D_ESTABLISH);
+  if (last) establish_parse(req, gr);
 }
 
 /* RFC 9530 "sha-256=:<base64>:" (other algorithms ignored); 0 with out filled, or -1. */
@@ -1371,9 +1353,35 @@ static void session_checked(sh_request *req, gate_req *gr) {
   forward(req);
 }
 
-/* A body chunk of a session request with Content-Digest: hash, and on the last chunk compare;
- * on a mismatch the app sees a disconnect instead and the client a 401 (its answer is
- * dropped).  Returns 1 when the chunk was consumed here. */
+/* The body did not match its Content-Digest: answer 401 now (unless the app already started
+ * its response), then cut the app's side short — it sees a disconnect and its answer is
+ * dropped.  "connection: close": the app's request never ended for it, so the connection is
+ * not reused. */
+static void digest_failed_answer(sh_request *req, gate_req *gr) {
+  sh_req *pr = (sh_req *)req;
+  if (atomic_load(&pr->app_state) == 0) {
+    json_t *body = json_pack("{s:s, s:s, s:s}", "error", "attestation_failed", "reason",
+                             "proof_invalid", "message",
+                             "the body does not match Content-Digest");
+    char *text = body ? json_dumps(body, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
+    json_decref(body);
+    sh_header h[3] = {{{"content-type", 12}, {"application/json", 16}},
+                      {{"www-authenticate", 16}, {"Attestation realm=\"shield\"", 26}},
+                      {{"connection", 10}, {"close", 5}}};
+    if (text && sh_request_start(req, 401, h, 3) == 0)
+      sh_request_write(req, text, strlen(text), 0);
+    free(text);
+  }
+  atomic_store(&pr->closed, 1); /* the app's own answer is dropped from now on */
+  if (!gr->inner_disconnected) {
+    gr->inner_disconnected = 1;
+    if (G.inner->on_disconnect) G.inner->on_disconnect(G.inner, req);
+  }
+}
+
+/* A body chunk of a session request with Content-Digest: hash, and on the last chunk compare
+ * (a mismatch is answered here: digest_failed_answer).  Returns 1 when the chunk was consumed
+ * here. */
 static int session_body(sh_request *req, gate_req *gr, char *chunk, size_t len, int last) {
   if (gr->digest_failed) {
     free(chunk);
@@ -1387,58 +1395,13 @@ static int session_body(sh_request *req, gate_req *gr, char *chunk, size_t len, 
   if (gr->want_len == 32 && dl == 32 && CRYPTO_memcmp(d, gr->want_digest, 32) == 0) return 0;
   gr->digest_failed = 1;
   free(chunk);
-  if (!gr->inner_disconnected) {
-    gr->inner_disconnected = 1;
-    if (G.inner->on_disconnect) G.inner->on_disconnect(G.inner, req);
-  }
-  atomic_store(&((sh_req *)req)->closed, 1); /* the app's answer is dropped from now on */
-  defer(gr, D_DIGEST);
+  digest_failed_answer(req, gr);
   return 1;
 }
 
-static void digest_failed_answer(gate_req *gr) {
-  sh_request *req = gr->req;
-  sh_req *pr = (sh_req *)req;
-  if (atomic_load(&pr->app_state) == 0) {
-    json_t *body = json_pack("{s:s, s:s, s:s}", "error", "attestation_failed", "reason",
-                             "proof_invalid", "message",
-                             "the body does not match Content-Digest");
-    char *text = body ? json_dumps(body, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
-    json_decref(body);
-    /* connection: close — the app's side of this request is cut short (its body never
-     * ended for it), so the connection is not reused */
-    sh_header h[3] = {{{"content-type", 12}, {"application/json", 16}},
-                      {{"www-authenticate", 16}, {"Attestation realm=\"shield\"", 26}},
-                      {{"connection", 10}, {"close", 5}}};
-    atomic_store(&pr->closed, 0);
-    if (text && sh_request_start(req, 401, h, 3) == 0)
-      sh_request_write(req, text, strlen(text), 0);
-    free(text);
-  }
-  atomic_store(&pr->closed, 1); /* the app's own answer is dropped (it saw a disconnect) */
-}
+/* ---------------------------------------------------------------- handler callbacks */
 
 static void gate_req_free(gate_req *gr);
-
-static void run_deferred(gate_req *gr) {
-  int what = gr->deferred;
-  gr->deferred = D_NONE;
-  if (gr->orphan) {
-    gate_req_free(gr);
-    return;
-  }
-  if (what == D_ESTABLISH) {
-    if (gr->disconnected) sh_request_release(gr->req);
-    else establish_parse(gr->req, gr);
-  } else if (what == D_DIGEST) {
-    digest_failed_answer(gr);
-  } else if (what == D_TOO_LARGE) {
-    if (gr->disconnected) sh_request_release(gr->req);
-    else send_error(gr->req, "malformed", "attestation body too large");
-  }
-}
-
-/* ---------------------------------------------------------------- handler callbacks */
 
 static void g_on_request(sh_handler *h, sh_request *req) {
   (void)h;
@@ -1553,11 +1516,6 @@ static void g_on_release(sh_handler *h, sh_request *req) {
   (void)h;
   gate_req *gr = req->gate_data;
   if (handed_on(req) && G.inner->on_release) G.inner->on_release(G.inner, req);
-  if (gr && gr->deferred) { /* still on the done list: freed there */
-    gr->orphan = 1;
-    req->gate_data = NULL;
-    return;
-  }
   if (gr) {
     req->gate_data = NULL;
     gate_req_free(gr);
@@ -1704,7 +1662,7 @@ void sh_gate_shutdown(sh_handler *h) {
   for (gate_req *lists[3] = {G.qhead, G.sqhead, G.done}, **l = lists; l < lists + 3; l++) {
     for (gate_req *j = *l, *n; j; j = n) {
       n = j->next;
-      if (!j->orphan) j->req->gate_data = NULL;
+      j->req->gate_data = NULL;
       gate_req_free(j);
     }
   }

@@ -95,6 +95,29 @@ void sh_req_check_writable(sh_req *req) {
   }
 }
 
+/*
+ * The handler let go of a request whose response it never finished (a handler bug, or a race
+ * in it): nobody can finish the response any more, and without this the connection would wait
+ * for it until the client gives up.  Answer as sh_request_fail would: 500 when nothing was
+ * sent, otherwise cut the response short and close.
+ */
+static void finish_abandoned(sh_req *req) {
+  sh_conn *c = req->conn;
+  if (!c || req->resp_done) return;
+  char rid[24];
+  sh_request_id(req, rid);
+  sh_log(SH_LOG_ERROR, "request %s released without a complete response: %s", rid,
+         req->head_sent ? "closing the connection" : "answering 500");
+  if (!req->head_sent) {
+    free(req->start_op);
+    req->start_op = NULL;
+    static const char body[] = "Internal Server Error";
+    sh_http_respond_fixed(req, 500, "text/plain; charset=utf-8", body, sizeof body - 1);
+  } else {
+    sh_conn_close(c, 1);
+  }
+}
+
 static void apply(sh_server *srv, sh_op *op) {
   sh_req *req = op->req;
   sh_conn *c = req->conn;
@@ -114,6 +137,7 @@ static void apply(sh_server *srv, sh_op *op) {
         sh_server_fired(srv);
         srv->handler->on_release(srv->handler, &req->pub);
       }
+      finish_abandoned(req); /* the server's reference keeps req alive here */
       sh_req_unref(req);
     }
     return;

@@ -18,7 +18,12 @@
  *   SIGTERM/SIGINT  graceful stop: SIGTERM every worker (they stop accepting, finish in-flight
  *             requests up to --timeout-graceful-shutdown, run lifespan shutdown), SIGKILL what
  *             is left after that plus a margin.  A second signal is forwarded (workers then
- *             stop at once, like a second Ctrl+C).
+ *             stop at once, like a second Ctrl+C).  A worker still starting is told to stop
+ *             only once it is ready (at the latest after --timeout-graceful-shutdown): the
+ *             listener is open from the start, so clients may already be queued in its backlog,
+ *             and a worker killed before it serves would leave them to be reset when the
+ *             listener closes.  Ready, it has accepted that backlog (worker.c reports ready
+ *             after its first poll) and answers it while it drains.
  *   SIGHUP    rolling restart, one slot at a time: fork the replacement, wait until it reports
  *             ready (a byte on its notify pipe, written when its I/O loop starts, i.e. after
  *             lifespan startup), then SIGTERM the old one, which drains.  No request fails:
@@ -69,6 +74,7 @@ typedef struct wk {
   int succ;        /* entry of the replacement being started, -1 */
   int pred;        /* entry this one replaces (rolling), -1 */
   int roll_wanted; /* SIGHUP: roll this one when it is its turn */
+  int stop_when_ready; /* the stop came while it was starting: SIGTERM it once it is ready */
   double term_at;
   double started;
 } wk;
@@ -87,6 +93,7 @@ static struct {
   int nw;
   int stopping;
   double kill_at;
+  double start_wait_until; /* stopping: starting workers get their SIGTERM by then regardless */
   int ever_ready;
   int exit_code;
   double *restart_at; /* per slot: when to start a crashed slot's replacement (0 = none) */
@@ -269,11 +276,26 @@ static void roll(int e) {
   spawn(S.w[e].slot, e);
 }
 
+/* Drain (grace) + lifespan shutdown + interpreter teardown, counted from the SIGTERM. */
+static void extend_kill_deadline(void) {
+  double at = now_s() + S.cfg->timeout_graceful_shutdown + 10.0;
+  if (at > S.kill_at) S.kill_at = at;
+}
+
+/* The deferred SIGTERM of a worker that was still starting when the stop came. */
+static void stop_started_worker(int e) {
+  S.w[e].stop_when_ready = 0;
+  kill(S.w[e].pid, SIGTERM);
+  extend_kill_deadline();
+}
+
 static void begin_stop(int sig) {
   if (S.stopping) {
     sh_log(SH_LOG_INFO, "second %s: stopping workers now", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    for (int i = 0; i < S.nw; i++)
+    for (int i = 0; i < S.nw; i++) {
+      S.w[i].stop_when_ready = 0;
       if (S.w[i].pid > 0) kill(S.w[i].pid, SIGTERM);
+    }
     return;
   }
   S.stopping = 1;
@@ -282,10 +304,24 @@ static void begin_stop(int sig) {
          : sig == SIGTERM ? "SIGTERM"
                           : "startup failure",
          live_count());
-  for (int i = 0; i < S.nw; i++)
-    terminate(i, SIGTERM);
-  /* Drain (grace) + lifespan shutdown + interpreter teardown. */
-  S.kill_at = now_s() + S.cfg->timeout_graceful_shutdown + 10.0;
+  /* A failed start-up (sig 0) has nothing to serve: everything stops now. */
+  int wait_for_starting = sig != 0;
+  for (int i = 0; i < S.nw; i++) {
+    wk *w = &S.w[i];
+    if (w->pid <= 0) continue;
+    if (w->ready || !wait_for_starting) {
+      terminate(i, SIGTERM);
+      continue;
+    }
+    w->leaving = 1; /* its exit is expected from now on */
+    w->term_at = now_s();
+    w->stop_when_ready = 1;
+    sh_log(SH_LOG_INFO, "Worker %d [%d] is still starting: it stops once it is ready", w->slot,
+           (int)w->pid);
+  }
+  S.start_wait_until = now_s() + S.cfg->timeout_graceful_shutdown;
+  S.kill_at = 0;
+  extend_kill_deadline();
 }
 
 static void worker_ready(int e) {
@@ -293,11 +329,13 @@ static void worker_ready(int e) {
   if (w->ready) return;
   w->ready = 1;
   S.ever_ready = 1;
+  if (w->stop_when_ready) stop_started_worker(e); /* after taking in its backlog */
   if (w->pred >= 0) {
     S.backoff_ms[w->slot] = 0; /* a replacement made it: rolling retries start afresh */
     int old = w->pred;
     w->pred = -1;
-    if (S.w[old].pid > 0 && S.w[old].succ == e) {
+    /* (Never a second SIGTERM to one already leaving: that means "stop now" to a worker.) */
+    if (S.w[old].pid > 0 && S.w[old].succ == e && !S.w[old].leaving) {
       S.w[old].succ = -1;
       sh_log(SH_LOG_INFO, "Worker %d [%d] ready: stopping the old one [%d]", w->slot, (int)w->pid,
              (int)S.w[old].pid);
@@ -341,6 +379,7 @@ static void reap(void) {
       if (S.w[i].pid == pid) e = i;
     if (e < 0) continue;
     wk w = S.w[e];
+    S.w[e].stop_when_ready = 0; /* reaped: its pid may be reused, never signal it */
     if (w.notify_rd >= 0) {
       on_notify(e); /* a last 'R' may still be in the pipe */
       if (S.w[e].notify_rd >= 0) close(S.w[e].notify_rd);
@@ -551,6 +590,12 @@ static void on_signal(void) {
 
 static void housekeeping(double now) {
   if (S.stopping) {
+    for (int i = 0; i < S.nw; i++)
+      if (S.w[i].pid > 0 && S.w[i].stop_when_ready && now >= S.start_wait_until) {
+        sh_log(SH_LOG_WARNING, "Worker %d [%d] still not ready: stopping it anyway", S.w[i].slot,
+               (int)S.w[i].pid);
+        stop_started_worker(i);
+      }
     if (S.kill_at && now >= S.kill_at) {
       for (int i = 0; i < S.nw; i++)
         if (S.w[i].pid > 0) {

@@ -5,7 +5,11 @@
  *
  * The supervisor gives each worker the write end of a pipe (cfg.notify_fd).  The worker
  * writes 'R' once its loop runs (after lifespan startup: the I/O thread starts only then), so
- * a rolling restart stops the old worker only once the new one serves; and 'M' when it has
+ * a rolling restart stops the old worker only once the new one serves.  'R' goes out after
+ * the loop's first poll, which has accepted every connection queued on the listener while the
+ * worker started: a stop that the supervisor held back until 'R' (supervisor.c) then finds
+ * those connections in this worker, which answers them while it drains, instead of leaving
+ * them in a backlog that nobody serves any more.  And 'M' when it has
  * seen --limit-max-requests requests, so the supervisor replaces it the same way (new one up,
  * then SIGTERM) and no request is refused meanwhile.  Without a supervisor the worker stops
  * itself gracefully at the limit, as uvicorn does.
@@ -77,8 +81,36 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
   return 0;
 }
 
-void sh_worker_ready(sh_server *srv) {
+static void on_ready_poll(uv_idle_t *idle) {
+  (void)idle;
+}
+
+/* Runs right after the first poll (the check phase): the backlog has been accepted. */
+static void on_ready_check(uv_check_t *check) {
+  sh_server *srv = check->data;
+  uv_close((uv_handle_t *)&srv->ready_check, NULL);
+  uv_close((uv_handle_t *)&srv->ready_poll, NULL);
   notify(srv, 'R');
+}
+
+/* Called on the loop thread just before uv_run.  The two handles are unreferenced: they never
+ * keep the loop alive, and sh_server_free closes them if the loop ended first. */
+void sh_worker_ready(sh_server *srv) {
+  if (srv->cfg.notify_fd < 0) return;
+  if (uv_check_init(&srv->loop, &srv->ready_check) < 0) {
+    notify(srv, 'R');
+    return;
+  }
+  srv->ready_check.data = srv;
+  if (uv_idle_init(&srv->loop, &srv->ready_poll) < 0) {
+    uv_close((uv_handle_t *)&srv->ready_check, NULL);
+    notify(srv, 'R');
+    return;
+  }
+  uv_idle_start(&srv->ready_poll, on_ready_poll); /* the first poll must not block */
+  uv_check_start(&srv->ready_check, on_ready_check);
+  uv_unref((uv_handle_t *)&srv->ready_poll);
+  uv_unref((uv_handle_t *)&srv->ready_check);
 }
 
 void sh_worker_request_limit(sh_server *srv) {

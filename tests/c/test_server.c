@@ -4,7 +4,9 @@
  * Two servers run on 127.0.0.1 (port 0), each in its own thread: one with the built-in hello
  * handler, one with a test handler whose "app" runs on another thread (like pyshim's Python
  * thread): on_request/on_body/on_disconnect are queued to it and it answers with the
- * sh_request_* calls from there.  Clients are blocking sockets with receive timeouts.
+ * sh_request_* calls from there.  Further servers check limits, a UNIX socket, and a handler
+ * that answers from inside the callbacks on the I/O thread (as the attestation gate does).
+ * Clients are blocking sockets with receive timeouts.
  * Prints "N passed, N failed" and exits non-zero on failure.
  */
 #include <arpa/inet.h>
@@ -862,6 +864,272 @@ static void test_uds(void) {
   CHECK(access(path, F_OK) != 0, "uds socket removed");
 }
 
+/* ------------------------------------------------- a handler that answers inside callbacks
+ * Like the attestation gate (and hello), this handler runs on the I/O thread and finishes
+ * responses from inside the server's callbacks, so each sh_request_* call takes effect while
+ * the server is still in the middle of delivering the event:
+ *   /last   read the body and echo it from the on_body call that has last=1
+ *   /first  read the body and answer "early" from the first on_body (last or not): the rest
+ *           of the body must be discarded, never parsed as a request
+ *   /head   answer "head" from on_request without reading the body
+ *   /abandon[-body|-started]  release without finishing the response: from on_request, from
+ *           the last on_body, or after a started response (a handler bug the server covers)
+ *   other   answer the target from on_request (shows which request a response belongs to)
+ * Every answer also releases the request, at once (on_release frees the state). */
+
+typedef struct inl_req {
+  char *body;
+  size_t len;
+} inl_req;
+
+static atomic_int inl_bodies_after_answer; /* on_body for a request already answered */
+
+static void inl_answer(sh_request *req, const char *data, size_t len) {
+  sh_header hs[] = {H("content-type", "text/plain")};
+  sh_request_start(req, 200, hs, 1);
+  sh_request_write(req, data, len, 0); /* copied: the caller may free data afterwards */
+  sh_request_release(req);             /* on the I/O thread: on_release runs inside this */
+}
+
+static int path_is(const sh_request *req, const char *p) {
+  return req->path.len == strlen(p) && memcmp(req->path.base, p, req->path.len) == 0;
+}
+
+static void inl_on_request(sh_handler *h, sh_request *req) {
+  (void)h;
+  req->handler_data = calloc(1, sizeof(inl_req));
+  if ((path_is(req, "/last") || path_is(req, "/first") || path_is(req, "/abandon-body")) &&
+      req->has_body) {
+    sh_request_read(req);
+    return;
+  }
+  if (path_is(req, "/abandon")) {
+    sh_request_release(req);
+    return;
+  }
+  if (path_is(req, "/abandon-started")) {
+    sh_request_start(req, 200, NULL, 0);
+    sh_request_write(req, "partial", 7, 1);
+    sh_request_release(req);
+    return;
+  }
+  if (path_is(req, "/head")) {
+    inl_answer(req, "head", 4);
+    return;
+  }
+  inl_answer(req, req->target.base, req->target.len);
+}
+
+static void inl_on_body(sh_handler *h, sh_request *req, char *chunk, size_t n, int last) {
+  (void)h;
+  inl_req *ir = req->handler_data;
+  if (!ir) { /* released: the server must not deliver more */
+    atomic_fetch_add(&inl_bodies_after_answer, 1);
+    free(chunk);
+    return;
+  }
+  if (path_is(req, "/first")) {
+    free(chunk);
+    inl_answer(req, "early", 5);
+    return;
+  }
+  if (path_is(req, "/abandon-body")) {
+    free(chunk);
+    if (last) sh_request_release(req);
+    return;
+  }
+  ir->body = realloc(ir->body, ir->len + n + 1);
+  memcpy(ir->body + ir->len, chunk, n);
+  ir->len += n;
+  free(chunk);
+  sh_request_consumed(req, n);
+  if (last) inl_answer(req, ir->body, ir->len);
+}
+
+static void inl_on_release(sh_handler *h, sh_request *req) {
+  (void)h;
+  inl_req *ir = req->handler_data;
+  req->handler_data = NULL;
+  if (ir) free(ir->body);
+  free(ir);
+}
+
+static sh_handler inline_handler = {
+    .on_request = inl_on_request,
+    .on_body = inl_on_body,
+    .on_release = inl_on_release,
+};
+
+/* The next response on c has status 200 and exactly this body. */
+static int next_body_is(client *c, const char *want) {
+  return read_resp(c, &R, 0) == 0 && R.status == 200 && R.body_len == strlen(want) &&
+         memcmp(R.body, want, R.body_len) == 0;
+}
+
+/* Send the parts of a request with pauses in between, so the server reads them separately. */
+static void send_parts(client *c, const char *const *parts, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (i) usleep(50 * 1000);
+    send_str(c->fd, parts[i]);
+  }
+}
+
+static void test_inline_last(int port) {
+  /* Content-Length body in one segment, then the connection is reused. */
+  client *c = connect_client(port);
+  send_str(c->fd, "POST /last HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  CHECK(next_body_is(c, "hello"), "last on_body: CL answer (%d, %zu)", R.status, R.body_len);
+  send_str(c->fd, "GET /path?reuse HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?reuse"), "last on_body: keep-alive reuse (%d, %.*s)", R.status,
+        (int)R.body_len, R.body);
+  /* the same again on the reused connection */
+  send_str(c->fd, "POST /last HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+  CHECK(next_body_is(c, "abc"), "last on_body: second body on the same connection");
+  client_free(c);
+
+  /* chunked body in one segment */
+  c = connect_client(port);
+  send_str(c->fd,
+           "POST /last HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+  CHECK(next_body_is(c, "hello world"), "last on_body: chunked (%d, %zu)", R.status, R.body_len);
+  send_str(c->fd, "GET /path?after-chunked HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-chunked"), "last on_body: chunked then reuse");
+  client_free(c);
+
+  /* body split across several reads (Content-Length, then chunked with a 0-length end) */
+  c = connect_client(port);
+  const char *cl_parts[] = {"POST /last HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n", "01234",
+                            "567", "89"};
+  send_parts(c, cl_parts, 4);
+  CHECK(next_body_is(c, "0123456789"), "last on_body: CL split (%d, %zu)", R.status, R.body_len);
+  const char *ch_parts[] = {"POST /last HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                            "3\r\nabc\r\n", "2\r\nde\r\n", "0\r\n\r\n"};
+  send_parts(c, ch_parts, 4);
+  CHECK(next_body_is(c, "abcde"), "last on_body: chunked split (%d, %zu)", R.status, R.body_len);
+  send_str(c->fd, "GET /path?after-split HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-split"), "last on_body: split then reuse");
+  client_free(c);
+
+  /* pipelined: the next requests are already buffered when the answer is made */
+  c = connect_client(port);
+  send_str(c->fd,
+           "POST /last HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+           "GET /path?p2 HTTP/1.1\r\nHost: x\r\n\r\n"
+           "POST /last HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "2\r\nxy\r\n0\r\n\r\n"
+           "GET /path?p4 HTTP/1.1\r\nHost: x\r\n\r\n");
+  int p1 = next_body_is(c, "abc");
+  int p2 = next_body_is(c, "/path?p2");
+  int p3 = next_body_is(c, "xy");
+  int p4 = next_body_is(c, "/path?p4");
+  CHECK(p1 && p2 && p3 && p4, "last on_body: pipelined %d %d %d %d", p1, p2, p3, p4);
+  client_free(c);
+}
+
+static void test_inline_early(int port) {
+  /* Answered at the first of several body reads: the rest (which looks like a request) is
+   * discarded, and the request after it is answered. */
+  client *c = connect_client(port);
+  static const char evil[] = "GET /path?evil HTTP/1.1\r\nHost: x\r\n\r\n";
+  char head[128];
+  snprintf(head, sizeof head, "POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\nab",
+           2 + sizeof evil - 1);
+  send_str(c->fd, head);
+  CHECK(next_body_is(c, "early"), "early on_body: answer (%d, %zu)", R.status, R.body_len);
+  CHECK(!hdr(&R, "connection"), "early on_body: small rest is drained, connection kept");
+  usleep(50 * 1000);
+  send_str(c->fd, evil);
+  send_str(c->fd, "GET /path?after-early HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-early"), "early on_body: body discarded, not parsed (%.*s)",
+        (int)R.body_len, R.body);
+  client_free(c);
+
+  /* the same with a chunked body; the rest and the next request arrive together */
+  c = connect_client(port);
+  const char *parts[] = {
+      "POST /first HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n",
+      "24\r\nGET /path?evil HTTP/1.1\r\nHost: x\r\n\r\n\r\n0\r\n\r\n"
+      "GET /path?after-chunks HTTP/1.1\r\nHost: x\r\n\r\n"};
+  send_parts(c, parts, 2);
+  int e1 = next_body_is(c, "early");
+  int e2 = next_body_is(c, "/path?after-chunks");
+  CHECK(e1 && e2, "early on_body: chunked rest discarded %d %d", e1, e2);
+  client_free(c);
+
+  /* a rest too large to drain: the answer arrives and the connection closes */
+  c = connect_client(port);
+  const char *big[] = {"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\nab"};
+  send_parts(c, big, 1);
+  CHECK(next_body_is(c, "early"), "early on_body, huge body: answer");
+  CHECK(hdr(&R, "connection") && !strcmp(hdr(&R, "connection"), "close"),
+        "early on_body, huge body: connection: close");
+  CHECK(closed_within(c, 3), "early on_body, huge body: closed");
+  client_free(c);
+
+  /* answered in on_request, the body not read: pipelined and split arrivals */
+  c = connect_client(port);
+  send_str(c->fd,
+           "POST /head HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+           "GET /path?after-head HTTP/1.1\r\nHost: x\r\n\r\n");
+  int h1 = next_body_is(c, "head");
+  int h2 = next_body_is(c, "/path?after-head");
+  CHECK(h1 && h2, "on_request answer, body unread: pipelined %d %d", h1, h2);
+  send_str(c->fd, "POST /head HTTP/1.1\r\nHost: x\r\nContent-Length: 36\r\n\r\n");
+  CHECK(next_body_is(c, "head"), "on_request answer before the body arrives");
+  usleep(50 * 1000);
+  send_str(c->fd, evil);
+  send_str(c->fd, "GET /path?after-late-body HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-late-body"), "late body discarded (%.*s)", (int)R.body_len,
+        R.body);
+  client_free(c);
+
+  /* the client waits for "100 Continue", which never comes: no reuse, the connection closes */
+  c = connect_client(port);
+  send_str(c->fd,
+           "POST /head HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           "Expect: 100-continue\r\n\r\n");
+  CHECK(next_body_is(c, "head") && hdr(&R, "connection") && !strcmp(hdr(&R, "connection"), "close"),
+        "on_request answer, 100-continue not sent: connection: close");
+  CHECK(closed_within(c, 3), "on_request answer, 100-continue not sent: closed");
+  client_free(c);
+}
+
+static void test_inline_abandoned(int port) {
+  /* released unanswered: 500, and the connection still carries the next request */
+  client *c = connect_client(port);
+  send_str(c->fd, "GET /abandon HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 500, "abandoned in on_request: 500 (%d)", R.status);
+  send_str(c->fd, "POST /abandon-body HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 500, "abandoned in the last on_body: 500 (%d)",
+        R.status);
+  send_str(c->fd, "GET /path?after-abandon HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-abandon"), "after abandoned requests: reuse");
+  client_free(c);
+  /* released mid-response: what was sent goes out, then the connection closes */
+  c = connect_client(port);
+  send_str(c->fd, "GET /abandon-started HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(closed_within(c, 3), "abandoned mid-response: connection closed");
+  client_free(c);
+}
+
+static void test_inline(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  running r;
+  if (start(&r, &cfg, &inline_handler) < 0) {
+    CHECK(0, "start inline server");
+    return;
+  }
+  test_inline_last(r.port);
+  test_inline_early(r.port);
+  test_inline_abandoned(r.port);
+  CHECK(atomic_load(&inl_bodies_after_answer) == 0, "no on_body after the answer (%d)",
+        atomic_load(&inl_bodies_after_answer));
+  stop(&r);
+}
+
 static int parse_args(sh_config *cfg, sh_error *err, ...) {
   char *argv[32];
   int argc = 0;
@@ -954,6 +1222,7 @@ int main(void) {
   pthread_mutex_unlock(&app.lock);
   pthread_join(app_th, NULL);
   test_uds();
+  test_inline();
 
   sh_log_flush();
   printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);

@@ -276,3 +276,54 @@ def test_keep_alive_connection_gets_close_from_leaving_worker(fresh_server):
     assert c.wait_closed(5)
     c.close()
     wait_for(lambda: get_json(srv, "/pid")["pid"] != old, timeout=20, what="the new worker")
+
+
+# An app whose lifespan startup takes SHIELD_TEST_STARTUP_S seconds (written to tmp_path, so
+# the start-up window is wide and deterministic).
+SLOW_STARTUP_APP = """
+import asyncio, json, os
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await asyncio.sleep(float(os.environ["SHIELD_TEST_STARTUP_S"]))
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = json.dumps({"pid": os.getpid(), "path": scope["path"]}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_sigterm_during_startup_answers_queued_connections(fresh_server, tmp_path):
+    """The supervisor listens before the worker's interpreter is up, so connections queue in
+    the backlog while the worker starts.  A SIGTERM in that window must not drop them: the
+    worker finishes starting, answers what queued up, then stops (exit status 0)."""
+    (tmp_path / "slow_start.py").write_text(SLOW_STARTUP_APP)
+    srv = fresh_server("slow_start:app", "--app-dir", str(tmp_path), "--workers", "1",
+                       env={"SHIELD_TEST_STARTUP_S": "2"}, wait=False)
+    # The listener is up almost at once (the supervisor's): connect as soon as it accepts.
+    first = None
+    deadline = time.monotonic() + scaled(10)
+    while first is None:
+        try:
+            first = RawConn.to(srv, timeout=scaled(30))
+        except OSError:
+            assert time.monotonic() < deadline, srv.describe()
+            time.sleep(0.02)
+    conns = [first] + [RawConn.to(srv, timeout=scaled(30)) for _ in range(3)]
+    for i, c in enumerate(conns):
+        c.send(http_request("GET", f"/queued/{i}"))
+    assert "Application startup complete" not in srv.stderr_text(), "startup was not slow"
+    srv.signal(signal.SIGTERM)
+    for i, c in enumerate(conns):
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["path"] == f"/queued/{i}", r
+        c.close()
+    assert srv.wait_exit(scaled(20)) == 0, srv.describe()
+    assert "stops once it is ready" in srv.stderr_text()
