@@ -243,7 +243,12 @@ typedef struct sh_attest_fetch_config {
     size_t nissuers;
     const char *const *amd_products;        /* NULL: "Milan", "Genoa", "Turin" */
     size_t namd_products;
+    /* seconds between two refetches of one issuer's JWKS for a kid it lacks (key rotation,
+     * sh_attest_fetch_jwks_refresh); 0: SH_ATTEST_JWKS_REFRESH_INTERVAL */
+    int64_t jwks_refresh_interval;
 } sh_attest_fetch_config;
+
+#define SH_ATTEST_JWKS_REFRESH_INTERVAL 60
 
 typedef struct sh_attest_fetched {
     uint8_t *data;               /* body, malloc'd (+ a NUL byte not counted in len) */
@@ -268,6 +273,14 @@ int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int6
                                   sh_attest_fetched *out, sh_attest_fetch_error *e);
 int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
                          sh_attest_fetched *out, sh_attest_fetch_error *e);
+/* Key rotation: the configured issuer's JWKS again, past any cached copy (memory and disk; in
+ * offline mode the cache dir's file is re-read), at most once per issuer per
+ * jwks_refresh_interval, per fetcher (`now` decides, so a pinned clock never reopens the
+ * window; a server has one fetcher per worker process); when
+ * refused by that bound, by the negative cache or the rate limit, -1 (collateral_missing) and
+ * the copy held before stays in use.  The discovery document is not refetched. */
+int sh_attest_fetch_jwks_refresh(sh_attest_fetcher *f, const char *issuer, int64_t now,
+                                 sh_attest_fetched *out, sh_attest_fetch_error *e);
 /* AMD KDS: product "Milan" | "Genoa" | "Turin"; chip_id as in the report (64 bytes; Turin uses
  * the first 8); reported_tcb = REPORTED_TCB (report offset 0x180) as a little-endian u64. */
 int sh_attest_fetch_amd_vcek(sh_attest_fetcher *f, const char *product, const uint8_t chip_id[64],
@@ -301,6 +314,12 @@ int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_
  *     PCK CRL and root CA CRL from Intel PCS / a PCCS;
  *   maa, gcp (only when opts->jwks is NULL): the JWKS of `jwks_issuer` (NULL: opts->issuer, else
  *     for gcp Google's fixed issuer), which must be one of the fetcher's configured issuers.
+ *     When the token's kid is not in that JWKS (root_untrusted) and the JWKS came from the
+ *     cache (not from the network in this call), the issuer may have rotated its keys: the
+ *     JWKS is refetched (sh_attest_fetch_jwks_refresh: at most once per issuer
+ *     per jwks_refresh_interval, default 60 s) and the token verified once more; a kid still
+ *     unknown, or a refetch refused by that bound, keeps root_untrusted ("kid ... is not in
+ *     the configured JWKS", the message saying when the keys were last refetched).
  * A failed fetch keeps collateral_missing with "fetch failed: <why>" ("offline lookup failed"
  * in offline mode) as the message.  `now` is the fetch cache's clock (a server passes its
  * verification time).  This is the one verification call that may block on the network (up

@@ -92,7 +92,12 @@ int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_at
     sh_attest_bytes hcl;
     size_t rt_len;
     int rc = -1;
-    if (find_hcl(ev, len, &item, &hcl, NULL) == 0 && hcl_layout(hcl.ptr, hcl.len, &rt_len) == 0 &&
+    /* `sig` must point into ev (the caller keeps it after this returns), never into libcbor's
+     * decoded copy, which dies with `item` below: a definite byte string's content appears
+     * verbatim in its encoding, so a bundle's HCL report is found there. */
+    if (find_hcl(ev, len, &item, &hcl, NULL) == 0 &&
+        (!item || (hcl.ptr = memmem(ev, len, hcl.ptr, hcl.len)) != NULL) &&
+        hcl_layout(hcl.ptr, hcl.len, &rt_len) == 0 &&
         EVP_DigestUpdate(md, hcl.ptr + HCL_REPORT, SH_SNP_SIGNED_LEN) &&
         EVP_DigestUpdate(md, hcl.ptr + HCL_RUNTIME, rt_len)) {
         sig->ptr = hcl.ptr + HCL_REPORT + SH_SNP_SIGNED_LEN;

@@ -20,8 +20,9 @@
  *                plus the product's cert_chain); tdx/sgx without --collateral (TCB info by the
  *                PCK certificate's FMSPC, QE identity, PCK CRL, root CA CRL from Intel PCS or a
  *                PCCS); maa/gcp without --jwks (from --jwks-url, else --issuer's OpenID
- *                configuration; gcp's fixed issuer by default).  Only the configured bases are
- *                contacted, never a URL from the evidence.
+ *                configuration; gcp's fixed issuer by default), and once more past the cache
+ *                when the token's kid is not in the cached JWKS (key rotation).  Only the
+ *                configured bases are contacted, never a URL from the evidence.
  *   --offline    the same, from --cache-dir files only (never the network).
  *   --kds-url URL, --pcs-url URL, --jwks-url URL, --fetch-ca FILE (extra TLS anchors, e.g. a
  *   PCCS with a private CA), --cache-dir DIR (default $XDG_CACHE_HOME/shield/collateral).

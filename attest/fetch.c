@@ -55,6 +55,13 @@ typedef struct slot {
     uint64_t used;              /* LRU tick */
 } slot;
 
+/* When a configured issuer's JWKS was last refetched for a kid it lacked (under `lock`):
+ * kept apart from the slots, which an LRU may evict, so the bound always holds. */
+typedef struct jwks_refresh {
+    int done;
+    int64_t at;
+} jwks_refresh;
+
 struct sh_attest_fetcher {
     sh_attest_fetch_config c;   /* strings borrowed from the caller's config (documented) */
     pthread_mutex_t lock, net;  /* lock: slots and counters; net: one request at a time */
@@ -62,6 +69,7 @@ struct sh_attest_fetcher {
     uint64_t tick;
     int64_t window_start;
     unsigned window_count;
+    jwks_refresh *refresh;      /* one per c.issuers entry */
 };
 
 static int ferr(sh_attest_fetch_error *e, sh_attest_reason r, const char *fmt, ...)
@@ -94,10 +102,18 @@ sh_attest_fetcher *sh_attest_fetcher_new(const sh_attest_fetch_config *cfg, char
     if (!f->c.ttl) f->c.ttl = 3600;
     if (!f->c.negative_ttl) f->c.negative_ttl = 60;
     if (!f->c.max_per_minute) f->c.max_per_minute = 30;
+    if (f->c.jwks_refresh_interval <= 0)
+        f->c.jwks_refresh_interval = SH_ATTEST_JWKS_REFRESH_INTERVAL;
     if (!f->c.amd_kds_url) f->c.amd_kds_url = "https://kdsintf.amd.com";
     if (!f->c.intel_pcs_url) f->c.intel_pcs_url = "https://api.trustedservices.intel.com";
+    if (!(f->refresh = calloc(f->c.nissuers ? f->c.nissuers : 1, sizeof *f->refresh))) {
+        if (err && en) snprintf(err, en, "out of memory");
+        free(f);
+        return NULL;
+    }
     if (f->c.cache_dir && mkdir(f->c.cache_dir, 0700) < 0 && errno != EEXIST) {
         if (err && en) snprintf(err, en, "cache dir %s: %s", f->c.cache_dir, strerror(errno));
+        free(f->refresh);
         free(f);
         return NULL;
     }
@@ -125,6 +141,7 @@ void sh_attest_fetcher_free(sh_attest_fetcher *f)
         slot_clear(&f->slots[i]);
     pthread_mutex_destroy(&f->lock);
     pthread_mutex_destroy(&f->net);
+    free(f->refresh);
     free(f);
 }
 
@@ -414,9 +431,13 @@ static int copy_out(sh_attest_fetched *out, const uint8_t *d, size_t n, const ch
     return 0;
 }
 
-static int fetch_named(sh_attest_fetcher *f, const char *name, const char *url, int override,
-                       enum kind k, const char *chain_header, int64_t now, sh_attest_fetched *out,
-                       sh_attest_fetch_error *e)
+/* The object `name` from memory, disk or `url`.  force (a JWKS refresh, see
+ * sh_attest_fetch_jwks_refresh): skip the fresh copies in memory and on disk and go to the
+ * network (offline: re-read the disk file, where the operator may have put a newer one); the
+ * negative cache and the rate limit still apply, and a failure keeps the copy held before. */
+static int fetch_obj(sh_attest_fetcher *f, const char *name, const char *url, int override,
+                     enum kind k, const char *chain_header, int64_t now, int force,
+                     sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
     int rc = -1;
     memset(out, 0, sizeof *out);
@@ -427,7 +448,7 @@ static int fetch_named(sh_attest_fetcher *f, const char *name, const char *url, 
         return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "out of memory");
     }
     /* 1. memory, fresh */
-    if (s->fetched_at && now - s->fetched_at < f->c.ttl) {
+    if (!force && s->fetched_at && now - s->fetched_at < f->c.ttl) {
         rc = copy_out(out, s->data, s->len, s->chain, 1);
         pthread_mutex_unlock(&f->lock);
         return rc < 0 ? ferr(e, SH_ATTEST_COLLATERAL_MISSING, "out of memory") : 0;
@@ -441,16 +462,28 @@ static int fetch_named(sh_attest_fetcher *f, const char *name, const char *url, 
     uint8_t *disk = path ? read_all(path, f->c.max_bytes, &dl, &mt) : NULL;
     char *dchain = chain_header && cpath ? (char *)read_all(cpath, FETCH_MAX_HEADER, &cl, NULL) : NULL;
     int disk_ok = disk && content_ok(k, disk, dl) && (!chain_header || dchain);
-    if (disk_ok && (f->c.offline || now - mt < f->c.ttl)) {
+    if (disk_ok && (f->c.offline || (!force && now - mt < f->c.ttl))) {
         rc = copy_out(out, disk, dl, dchain, 2);
         if (rc == 0) {
             pthread_mutex_lock(&f->lock);
-            if ((s = slot_get(f, name)) && (free(s->data), s->data = malloc(dl + 1))) {
+            if ((s = slot_get(f, name))) {
+                /* the slot holds the disk copy, or nothing (never a length without data) */
+                free(s->data);
                 free(s->chain);
-                memcpy(s->data, disk, dl);
-                s->len = dl;
-                s->chain = dchain ? strdup(dchain) : NULL;
-                s->fetched_at = f->c.offline ? now : mt;
+                s->data = malloc(dl + 1);
+                s->chain = s->data && dchain ? strdup(dchain) : NULL;
+                if (s->data && (!dchain || s->chain)) {
+                    memcpy(s->data, disk, dl);
+                    s->len = dl;
+                    s->fetched_at = f->c.offline ? now : mt;
+                } else {
+                    free(s->data);
+                    free(s->chain);
+                    s->data = NULL;
+                    s->chain = NULL;
+                    s->len = 0;
+                    s->fetched_at = 0;
+                }
             }
             pthread_mutex_unlock(&f->lock);
         } else {
@@ -466,7 +499,8 @@ static int fetch_named(sh_attest_fetcher *f, const char *name, const char *url, 
     pthread_mutex_lock(&f->net);
     pthread_mutex_lock(&f->lock);
     s = slot_get(f, name);
-    int cached_now = s && s->fetched_at && now - s->fetched_at < f->c.ttl; /* another thread got it */
+    /* another thread got it meanwhile (a refresh wants a newer copy than any held) */
+    int cached_now = !force && s && s->fetched_at && now - s->fetched_at < f->c.ttl;
     if (cached_now) {
         rc = copy_out(out, s->data, s->len, s->chain, 1);
         pthread_mutex_unlock(&f->lock);
@@ -545,6 +579,13 @@ done:
     return rc;
 }
 
+static int fetch_named(sh_attest_fetcher *f, const char *name, const char *url, int override,
+                       enum kind k, const char *chain_header, int64_t now, sh_attest_fetched *out,
+                       sh_attest_fetch_error *e)
+{
+    return fetch_obj(f, name, url, override, k, chain_header, now, 0, out, e);
+}
+
 /* ---- the endpoints ---- */
 
 static void sanitize(char *dst, size_t n, const char *src)
@@ -609,18 +650,17 @@ int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int6
     return 0;
 }
 
-int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
-                         sh_attest_fetched *out, sh_attest_fetch_error *e)
+static int jwks_get(sh_attest_fetcher *f, const sh_attest_fetch_issuer *ci, int64_t now, int force,
+                    sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
     char url[FETCH_MAX_URL], name[300], san[256];
-    memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
-    if (!ci)
-        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+    const char *issuer = ci->issuer;
     int override = ci->jwks_url != NULL;
     if (override) {
         snprintf(url, sizeof url, "%s", ci->jwks_url);
     } else {
+        /* a refresh refetches the keys, not the discovery document: jwks_uri stays put when an
+         * issuer rotates keys (the document is refetched on its own ttl) */
         sh_attest_fetched oc;
         if (sh_attest_fetch_openid_config(f, issuer, now, &oc, e) < 0)
             return -1;
@@ -632,7 +672,7 @@ int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
     }
     sanitize(san, sizeof san, issuer);
     snprintf(name, sizeof name, "jwks-%s.json", san);
-    if (fetch_named(f, name, url, override, K_JSON, NULL, now, out, e) < 0)
+    if (fetch_obj(f, name, url, override, K_JSON, NULL, now, force, out, e) < 0)
         return -1;
     json_error_t je;
     json_t *j = json_loadb((const char *)out->data, out->len, JSON_REJECT_DUPLICATES, &je);
@@ -643,6 +683,44 @@ int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
         return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "JWKS has no \"keys\" array");
     }
     return 0;
+}
+
+int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
+                         sh_attest_fetched *out, sh_attest_fetch_error *e)
+{
+    memset(out, 0, sizeof *out);
+    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    if (!ci)
+        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+    return jwks_get(f, ci, now, 0, out, e);
+}
+
+/* Key rotation: an issuer publishes a new key and signs with it before our cached JWKS (ttl
+ * 1 h) expires.  The refetch is claimed under the lock before any request is made, so however
+ * many tokens with unknown kids arrive at once (an attacker can mint them freely: the kid is
+ * looked up before any signature is checked), one issuer's JWKS is refetched at most once per
+ * jwks_refresh_interval, and only from its configured location. */
+int sh_attest_fetch_jwks_refresh(sh_attest_fetcher *f, const char *issuer, int64_t now,
+                                 sh_attest_fetched *out, sh_attest_fetch_error *e)
+{
+    memset(out, 0, sizeof *out);
+    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    if (!ci)
+        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+    jwks_refresh *r = &f->refresh[ci - f->c.issuers];
+    pthread_mutex_lock(&f->lock);
+    int64_t ago = now - r->at;
+    int limited = r->done && ago < f->c.jwks_refresh_interval;
+    if (!limited) {
+        r->done = 1;
+        r->at = now;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (limited)
+        return ferr(e, SH_ATTEST_COLLATERAL_MISSING,
+                    "the issuer's keys were refetched %llds ago (at most once per %llds)",
+                    (long long)(ago > 0 ? ago : 0), (long long)f->c.jwks_refresh_interval);
+    return jwks_get(f, ci, now, 1, out, e);
 }
 
 static int amd_product_ok(sh_attest_fetcher *f, const char *p)

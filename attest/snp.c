@@ -549,8 +549,12 @@ int sh_snp_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_atte
     }
     if (!EVP_DigestUpdate(md, rp, SH_SNP_SIGNED_LEN))
         goto fail;
-    /* The key covers the whole signature area; for bundles we point into ev. */
-    sig->ptr = ev + (rp - ev) + R_SIG;
+    /* The key covers the whole signature area.  `sig` must point into ev (the caller keeps it
+     * after this returns), never into libcbor's decoded copy, which dies with `item` below: a
+     * definite byte string's content appears verbatim in its encoding, so find it there. */
+    if (item && !(rp = memmem(ev, len, rp, SH_SNP_REPORT_SIZE)))
+        goto fail;
+    sig->ptr = rp + R_SIG;
     sig->len = SH_SNP_REPORT_SIZE - R_SIG;
     if (item)
         cbor_decref(&item);

@@ -18,9 +18,12 @@
  *   tdx, sgx            TCB info by the PCK certificate's FMSPC, QE identity, the PCK CRL of
  *                       the PCK's issuing CA, the root CA CRL (Intel PCS v4 or a PCCS), turned
  *                       into the JSON collateral form in memory (exact signed bytes kept).
- *   maa, gcp            the JWKS of the issuer (OpenID discovery or a configured jwks_url).
+ *   maa, gcp            the JWKS of the issuer (OpenID discovery or a configured jwks_url);
+ *                       and when the token's kid is not in it, the JWKS once more past the
+ *                       cache (key rotation, see retry_rotated).
  */
 #include "dcap.h"
+#include "token.h"
 
 #include <cbor.h>
 #include <openssl/err.h>
@@ -194,6 +197,90 @@ out:
     return rc;
 }
 
+/* The token's kid (malloc'd), or NULL when it has none or does not parse. */
+static char *token_kid(const uint8_t *ev, size_t len)
+{
+    sh_attest_result *tmp = sh_result_new();
+    sh_jwt j;
+    char *kid = NULL;
+    memset(&j, 0, sizeof j);
+    if (tmp && sh_jwt_parse(tmp, ev, len, &j) == 0 && j.kid)
+        kid = strdup(j.kid);
+    sh_jwt_free(&j);
+    sh_attest_result_free(tmp);
+    return kid;
+}
+
+/* 1 when an entry of the JWKS document's "keys" names `kid` (usable or not: a kid the issuer
+ * does publish is not a rotation). */
+static int jwks_has_kid(const uint8_t *doc, size_t len, const char *kid)
+{
+    json_error_t je;
+    json_t *d = json_loadb((const char *)doc, len, 0, &je), *e;
+    size_t i;
+    int found = 0;
+    json_array_foreach(json_object_get(d, "keys"), i, e) {
+        const char *k = json_string_value(json_object_get(e, "kid"));
+        if (k && !strcmp(k, kid)) {
+            found = 1;
+            break;
+        }
+    }
+    json_decref(d);
+    return found;
+}
+
+static void note(sh_attest_result *r, const char *what, const char *detail)
+{
+    size_t l = strlen(r->message);
+    snprintf(r->message + l, sizeof r->message - l, "%s%.120s", what, detail);
+}
+
+/* maa, gcp: *res refused the token with root_untrusted and the JWKS it was checked against
+ * (o->jwks, from the fetch cache, memory or disk) lacks the token's kid.  Issuers rotate keys
+ * (a new kid published, then used) while our copy may be up to the fetch ttl old (1 h), so
+ * the JWKS is refetched and the token verified once more.  An unknown kid costs no signature
+ * check, so anyone can send many: sh_attest_fetch_jwks_refresh allows one refetch per issuer
+ * per jwks_refresh_interval (60 s) and refuses the rest at once, which then keep
+ * root_untrusted, the same refusal as a kid missing from a JWKS file (`shield verify
+ * --jwks`), with a note saying when the keys were last refetched. */
+static int retry_rotated(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options o,
+                         sh_attest_fetcher *f, const char *iss, int64_t now, sh_attest_result **res)
+{
+    char *kid = token_kid(ev, len);
+    if (!kid || jwks_has_kid(o.jwks, o.jwks_len, kid)) {
+        free(kid);
+        return 0;
+    }
+    sh_attest_fetched nf;
+    sh_attest_fetch_error fe;
+    memset(&fe, 0, sizeof fe);
+    int rc = 0;
+    if (sh_attest_fetch_jwks_refresh(f, iss, now, &nf, &fe) < 0) {
+        note(*res, "; keys not refetched: ", fe.message);
+    } else if (nf.stale) { /* the network failed: the same keys again */
+        note(*res, "; keys not refetched: ", fe.message);
+    } else {
+        o.jwks = nf.data;
+        o.jwks_len = nf.len;
+        sh_attest_result *again = NULL;
+        if (sh_attest_verify(ev, len, tee, &o, &again) < 0) {
+            rc = -1;
+            sh_attest_result_free(*res);
+            *res = NULL;
+        } else {
+            sh_attest_result_free(*res);
+            *res = again;
+            if (!again->verified && again->reason == SH_ATTEST_ROOT_UNTRUSTED &&
+                !jwks_has_kid(nf.data, nf.len, kid))
+                note(again, " (the issuer's keys were refetched just now)", "");
+        }
+    }
+    sh_attest_fetched_free(&nf);
+    free(kid);
+    return rc;
+}
+
 static int is_snp(sh_attest_tee t) { return t == SH_ATTEST_TEE_SEV_SNP || t == SH_ATTEST_TEE_AZURE_SNP; }
 static int is_dcap(sh_attest_tee t) { return t == SH_ATTEST_TEE_TDX || t == SH_ATTEST_TEE_SGX; }
 static int is_token(sh_attest_tee t) { return t == SH_ATTEST_TEE_MAA || t == SH_ATTEST_TEE_GCP; }
@@ -220,6 +307,7 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
     sh_attest_fetched jf;
     memset(&jf, 0, sizeof jf);
     char why[200] = "";
+    const char *iss_used = NULL; /* maa, gcp: whose JWKS was fetched */
     int frc = -1;
     if (is_snp(tee)) {
         if (opts->ncerts > 64) {
@@ -236,8 +324,8 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
         if ((frc = fetch_dcap(fetcher, tee, ev, len, now, &col, &o.collateral_len, why, sizeof why)) == 0)
             o.collateral = col;
     } else {
-        const char *iss = jwks_issuer ? jwks_issuer : opts->issuer ? opts->issuer
-                          : tee == SH_ATTEST_TEE_GCP ? GCP_ISSUER : NULL;
+        const char *iss = iss_used = jwks_issuer ? jwks_issuer : opts->issuer ? opts->issuer
+                                     : tee == SH_ATTEST_TEE_GCP ? GCP_ISSUER : NULL;
         sh_attest_fetch_error fe;
         memset(&fe, 0, sizeof fe);
         if (!iss) {
@@ -259,6 +347,10 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
         } else {
             sh_attest_result_free(r);
             *out = again;
+            /* a JWKS this very call took from the network is as new as a refetch would be */
+            if (is_token(tee) && jf.from_cache && !again->verified &&
+                again->reason == SH_ATTEST_ROOT_UNTRUSTED)
+                rc = retry_rotated(ev, len, tee, o, fetcher, iss_used, now, out);
         }
     } else {
         snprintf(r->message, sizeof r->message, "%s failed: %.199s",

@@ -3,8 +3,10 @@
  * VCEKs, DCAP collateral (as Intel PCS responses) and MAA JWKS under fetch.c's file names, so
  * every per-type path (sev-snp, azure-snp, tdx, sgx, maa) is driven end to end; plus no
  * fetcher (= sh_attest_verify), an empty cache (collateral_missing, "offline lookup failed"),
- * evidence that fails before collateral matters (nothing looked up), and the options left
- * untouched.  The HTTPS side is tests/py/test_verify_fetch.py and test_client_attest_fetch.py. */
+ * evidence that fails before collateral matters (nothing looked up), the options left
+ * untouched, and key rotation (a JWKS that lacks the token's kid re-read once per issuer per
+ * 60 s of the fetch clock).  The HTTPS side is tests/py/test_verify_fetch.py and
+ * test_client_attest_fetch.py. */
 #include <attest.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -123,17 +125,56 @@ static sh_attest_fetcher *offline(const char *cache, const sh_attest_fetch_issue
   return f;
 }
 
-/* verify `rel` (or the given bytes) with fetcher f at time at; the reason name or "ok". */
-static const char *run(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
-                       const sh_attest_options *o, char *msg, size_t ml) {
+/* verify the given bytes with fetcher f (its clock at `now`); the reason name or "ok". */
+static const char *run_at(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
+                          const sh_attest_options *o, int64_t now, char *msg, size_t ml) {
   static char why[64];
   sh_attest_result *r = NULL;
-  CHECK(sh_attest_verify_fetching(ev, n, tee, o, f, NULL, o->at, &r) == 0 && r, "verify");
+  CHECK(sh_attest_verify_fetching(ev, n, tee, o, f, NULL, now, &r) == 0 && r, "verify");
   if (!r) return "none";
   snprintf(why, sizeof why, "%s", r->verified ? "ok" : sh_attest_reason_name(r->reason));
   if (msg) snprintf(msg, ml, "%s", r->message);
   sh_attest_result_free(r);
   return why;
+}
+
+/* ... with the fetch clock at the verification time (what a server does) */
+static const char *run(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
+                       const sh_attest_options *o, char *msg, size_t ml) {
+  return run_at(f, ev, n, tee, o, o->at, msg, ml);
+}
+
+/* CBOR by hand: a text-string key, a byte-string value (< 64 KiB). */
+static size_t cbor_kv(uint8_t *o, const char *k, const uint8_t *v, size_t vl) {
+  size_t n = 0, kl = strlen(k);
+  o[n++] = (uint8_t)(0x60 | kl); /* keys here are < 24 bytes */
+  memcpy(o + n, k, kl);
+  n += kl;
+  o[n++] = 0x59;
+  o[n++] = (uint8_t)(vl >> 8);
+  o[n++] = (uint8_t)vl;
+  memcpy(o + n, v, vl);
+  return n + vl;
+}
+
+/* The signature the verification cache keys on (verify.c cache_extra) is taken from a
+ * bundle's encoding, not from libcbor's decoded copy, which is freed before the cache reads
+ * it (a use after free ASan found on the server's path): a bundle verified twice with a
+ * cache, the second time a hit. */
+static void cached_twice(const uint8_t *ev, size_t n, sh_attest_tee tee, const char *what) {
+  sh_attest_cache *c = sh_attest_cache_new(8);
+  sh_attest_options o = {0};
+  o.at = T("2025-06-01T00:00:00Z");
+  o.cache = c;
+  for (int i = 0; i < 2; i++) {
+    sh_attest_result *r = NULL;
+    CHECK(sh_attest_verify_fetching(ev, n, tee, &o, NULL, NULL, o.at, &r) == 0 && r &&
+              r->verified && r->cache_hit == i,
+          "%s bundle, cached, pass %d: %s", what, i + 1, r ? r->message : "none");
+    sh_attest_result_free(r);
+  }
+  CHECK(sh_attest_cache_size(c) == 1, "%s: one cache entry", what);
+  sh_attest_cache_free(c);
 }
 
 static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
@@ -164,6 +205,23 @@ static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   o.nonce = nonce;
   o.nonce_len = 32;
   CHECK(!strcmp(run(empty, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"), "binding first");
+  /* bundles through the cache: {"report", "certs": {"vcek"}}, {"hcl_report", "vcek"} */
+  uint8_t *b = malloc(rl + vl + hl + gl + 64);
+  size_t bn = 0;
+  b[bn++] = 0xA2;
+  bn += cbor_kv(b + bn, "report", rep, rl);
+  b[bn++] = 0x65;
+  memcpy(b + bn, "certs", 5);
+  bn += 5;
+  b[bn++] = 0xA1;
+  bn += cbor_kv(b + bn, "vcek", vcek, vl);
+  cached_twice(b, bn, SH_ATTEST_TEE_SEV_SNP, "sev-snp");
+  bn = 0;
+  b[bn++] = 0xA2;
+  bn += cbor_kv(b + bn, "hcl_report", hcl, hl);
+  bn += cbor_kv(b + bn, "vcek", gder, gl);
+  cached_twice(b, bn, SH_ATTEST_TEE_AZURE_SNP, "azure-snp");
+  free(b);
   json_decref(ev);
   free(rep);
   free(vcek);
@@ -216,6 +274,82 @@ static void test_maa(void) {
   free(tok);
 }
 
+/* Key rotation (verify_fetch.c retry_rotated, fetch.c sh_attest_fetch_jwks_refresh), offline:
+ * the cache dir's JWKS first lacks the token's kid (the issuer has not published it yet), then
+ * the operator drops in the new one.  One re-read per issuer per 60 s of the fetch clock. */
+static void test_maa_rotation(void) {
+  static const char *iss = "https://sharedwus.wus.attest.azure.net",
+                    *file = "jwks-https___sharedwus.wus.attest.azure.net.json";
+  size_t jl, tl;
+  uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", &jl);
+  uint8_t *tok = slurp("maa/simpleattest-sgx.jwt", &tl);
+  while (tl && (tok[tl - 1] == '\n' || tok[tl - 1] == '\r')) tl--;
+  json_error_t je;
+  json_t *old = json_loadb((const char *)jw, jl, 0, &je);
+  json_array_remove(json_object_get(old, "keys"), 0); /* the token's key (kid XxRc2v...) */
+  char *olds = json_dumps(old, JSON_COMPACT);
+  CHECK(olds && json_array_size(json_object_get(old, "keys")) == 2, "JWKS without the token's key");
+  put(file, olds, strlen(olds));
+  sh_attest_fetch_issuer fi = {.issuer = iss};
+  sh_attest_fetcher *f = offline(dir, &fi, 1);
+  sh_attest_options o = {0};
+  o.at = T("2022-05-31T23:00:00Z");
+  o.issuer = iss;
+  o.allow_debug = 1;
+  int64_t t0 = 1900000000; /* the fetch clock, apart from the verification time */
+  char msg[256];
+  const char *why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0, msg, sizeof msg);
+  CHECK(!strcmp(why, "root_untrusted") && strstr(msg, "is not in the configured JWKS") &&
+            strstr(msg, "refetched just now"),
+        "unknown kid, refetched, still unknown: %s %s", why, msg);
+  put(file, jw, jl); /* the issuer now publishes the key */
+  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 10, msg, sizeof msg);
+  CHECK(!strcmp(why, "root_untrusted") && strstr(msg, "refetched 10s ago") &&
+            strstr(msg, "at most once per 60s"),
+        "within the window: not refetched: %s %s", why, msg);
+  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 60, msg, sizeof msg);
+  CHECK(!strcmp(why, "ok"), "after the window: refetched, verified: %s %s", why, msg);
+  /* the refreshed copy is the cached one now: no refetch needed */
+  put(file, olds, strlen(olds));
+  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 61, msg, sizeof msg);
+  CHECK(!strcmp(why, "ok"), "the new keys stay cached: %s %s", why, msg);
+  /* the API itself: bounded per issuer, configured issuers only */
+  sh_attest_fetched out;
+  sh_attest_fetch_error e;
+  memset(&e, 0, sizeof e);
+  CHECK(sh_attest_fetch_jwks_refresh(f, iss, t0 + 70, &out, &e) == -1 &&
+            e.reason == SH_ATTEST_COLLATERAL_MISSING && strstr(e.message, "10s ago") && !out.data,
+        "refresh within the window: %s", e.message);
+  CHECK(sh_attest_fetch_jwks_refresh(f, "https://other.example", t0 + 500, &out, &e) == -1 &&
+            e.reason == SH_ATTEST_POLICY_DENIED,
+        "refresh of an issuer not configured: %s", e.message);
+  CHECK(sh_attest_fetch_jwks_refresh(f, iss, t0 + 500, &out, &e) == 0 && out.data,
+        "refresh after the window");
+  sh_attest_fetched_free(&out);
+  sh_attest_fetcher_free(f);
+  /* a configurable interval */
+  sh_attest_fetch_config fc;
+  memset(&fc, 0, sizeof fc);
+  fc.cache_dir = dir;
+  fc.offline = 1;
+  fc.issuers = &fi;
+  fc.nissuers = 1;
+  fc.jwks_refresh_interval = 5;
+  char err[256];
+  f = sh_attest_fetcher_new(&fc, err, sizeof err);
+  CHECK(f && sh_attest_fetch_jwks_refresh(f, iss, t0, &out, &e) == 0, "interval 5: first");
+  sh_attest_fetched_free(&out);
+  CHECK(f && sh_attest_fetch_jwks_refresh(f, iss, t0 + 4, &out, &e) == -1, "interval 5: 4 s later");
+  CHECK(f && sh_attest_fetch_jwks_refresh(f, iss, t0 + 5, &out, &e) == 0, "interval 5: 5 s later");
+  sh_attest_fetched_free(&out);
+  sh_attest_fetcher_free(f);
+  put(file, jw, jl);
+  free(olds);
+  json_decref(old);
+  free(jw);
+  free(tok);
+}
+
 int main(void) {
   vdir = getenv("SHIELD_VECTORS");
   char p[1024];
@@ -232,6 +366,7 @@ int main(void) {
   test_snp(f, empty);
   test_dcap(f);
   test_maa();
+  test_maa_rotation();
   sh_attest_fetcher_free(f);
   sh_attest_fetcher_free(empty);
   char cmd[700];

@@ -325,6 +325,85 @@ def test_gcp_oidc_discovery(fresh_server, tmp_path, iss):
                                 "X-Attestation-Nonce": b64e(n)}), "gcp")
 
 
+# ---- gcp OIDC: key rotation at the issuer (attest/verify_fetch.c retry_rotated) -------------
+
+def test_gcp_oidc_key_rotation(fresh_server, tmp_path, iss):
+    """The issuer publishes key B next to A and signs with B while the server still caches the
+    JWKS with A only: a token whose kid is not in the cached JWKS makes the server refetch that
+    issuer's JWKS (never a token-supplied URL), at most once per issuer per 60 s (attest.h
+    SH_ATTEST_JWKS_REFRESH_INTERVAL), so a flood of random kids costs the issuer one request.
+    A kid still unknown is refused like any (401 root_untrusted, as `shield verify` says)."""
+    import datetime as dt
+    import secrets
+
+    import token_gen as tg
+
+    keys = tg.Keys.get()
+    iss.jwks = tg.jwks(tg.jwk(keys.rsa, "A"))
+    iss.issuer = GCP_ISS
+    aud = "https://shield.test"
+
+    def headers(c, key, kid):
+        n = get_nonce(c)
+        claims = tg.gcp_claims(dt.datetime.now(dt.timezone.utc), aud=aud,
+                               eat_nonce=[b64e(_digest(n))])
+        return {"X-Attestation-Token": tg.token(claims, key=key, kid=kid),
+                "X-Attestation-Type": "gcp", "X-Attestation-Nonce": b64e(n)}
+
+    def jwks_gets():
+        return iss.paths.count("/certs")
+
+    def start(cache):
+        return serve(fresh_server, "gcp", policy(tmp_path), None, "--attest-gcp-audience", aud,
+                     *fetch_args(iss, cache, "--attest-gcp-discovery-url", iss.base))
+
+    srv = start(tmp_path / "a")
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        ok(c.get("/x", headers=headers(c, keys.rsa, "A")), "gcp")
+        assert jwks_gets() == 1
+        # the issuer rotates; the next token with B is verified, no restart
+        iss.jwks = tg.jwks(tg.jwk(keys.rsa, "A"), tg.jwk(keys.rsa2, "B"))
+        ok(c.get("/x", headers=headers(c, keys.rsa2, "B")), "gcp")
+        assert jwks_gets() == 2
+        assert iss.paths.count("/.well-known/openid-configuration") == 1  # keys only
+        # both keys now come from the cache
+        ok(c.get("/x", headers=headers(c, keys.rsa2, "B")), "gcp")
+        ok(c.get("/x", headers=headers(c, keys.rsa, "A")), "gcp")
+        # a kid the issuer does not publish, within 60 s of that refetch: refused, not fetched
+        r = c.get("/x", headers=headers(c, keys.rsa2, secrets.token_hex(8)))
+        assert error(r) == (401, "attestation_failed", "root_untrusted"), r.text
+        assert "not in the configured JWKS" in r.json()["message"]
+        assert "at most once per 60s" in r.json()["message"], r.text
+        assert jwks_gets() == 2
+    srv.stop()
+
+    # a fresh server (fresh window) and a flood of random kids, concurrent: one refetch
+    iss.jwks = tg.jwks(tg.jwk(keys.rsa, "A"))
+    iss.paths.clear()
+    srv = start(tmp_path / "b")
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        ok(c.get("/x", headers=headers(c, keys.rsa, "A")), "gcp")
+        flood = [headers(c, keys.rsa2, secrets.token_hex(8)) for _ in range(8)]
+
+    def send(h):
+        with httpx.Client(base_url=srv.url, timeout=60) as cc:
+            return cc.get("/x", headers=h)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        answers = list(ex.map(send, flood))
+    for r in answers:
+        assert error(r) == (401, "attestation_failed", "root_untrusted"), r.text
+    msgs = [r.json()["message"] for r in answers]
+    assert sum("refetched just now" in m for m in msgs) == 1, msgs
+    assert sum("at most once per 60s" in m for m in msgs) == len(flood) - 1, msgs
+    assert jwks_gets() == 2, iss.paths  # the first fetch and one refetch
+    # the bound holds for a genuine rotation too, until the window has passed
+    iss.jwks = tg.jwks(tg.jwk(keys.rsa, "A"), tg.jwk(keys.rsa2, "B"))
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        assert error(c.get("/x", headers=headers(c, keys.rsa2, "B")))[2] == "root_untrusted"
+    assert jwks_gets() == 2
+
+
 # ---- tdx / sgx: collateral from a file and fetched from a local PCS -------------------------
 
 def test_dcap_vectors(fresh_server, tmp_path, iss):

@@ -274,6 +274,42 @@ def test_maa_jwks_fetch_then_offline(srv, tmp_path):
     assert reason(out) == "collateral_missing"
 
 
+def test_maa_jwks_rotation(srv, tmp_path):
+    """Key rotation (attest/verify_fetch.c retry_rotated, shared with the server): the cached
+    JWKS lacks the token's kid -> the issuer's JWKS is refetched once, past the cache; a kid
+    still unknown is root_untrusted, as with a --jwks file that lacks it."""
+    full = (VECTORS / "maa" / "sharedwus-certs-2022-05-31.json").read_bytes()
+    old = json.loads(full)
+    old["keys"] = old["keys"][1:]  # the first key is the token's
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    tok = VECTORS / "maa" / "simpleattest-sgx.jwt"
+    base = ["--type", "maa", tok, "--at", MAA_AT, "--allow-debug", "--issuer", MAA_ISS]
+
+    def message(*args):  # the human output carries the message (--json does not)
+        p = subprocess.run(CMD + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=60, check=False)
+        assert p.returncode == 1, (p.stdout, p.stderr)
+        return p.stdout
+
+    assert reason(run(*base, "--jwks", tmp_path / "old.json")[0]) == "root_untrusted"
+    assert "not in the configured JWKS" in message(*base, "--jwks", tmp_path / "old.json")
+    fetch = [*base, "--fetch", "--jwks-url", srv.base + "/certs", "--fetch-ca", srv.ca_file,
+             "--cache-dir", tmp_path / "cache"]
+    srv.jwks = json.dumps(old).encode()
+    out, _ = run(*fetch)
+    assert reason(out) == "root_untrusted"
+    assert srv.paths.count("/certs") == 1  # just fetched: no refetch
+    msg = message(*fetch)  # a new process: the (fresh) disk copy, then one refetch
+    assert "not in the configured JWKS" in msg and "refetched just now" in msg, msg
+    assert srv.paths.count("/certs") == 2
+    # the issuer publishes the key: the cached (fresh, on disk) JWKS lacks it, one refetch
+    srv.jwks = full
+    out, _ = run(*fetch)
+    assert out["verified"] and srv.paths.count("/certs") == 3
+    out, _ = run(*fetch)  # the new JWKS is the cached one now
+    assert out["verified"] and srv.paths.count("/certs") == 3
+
+
 def test_default_cache_dir_and_usage(srv, tmp_path):
     rep = VECTORS / "sev-snp" / "test-report.bin"
     srv.vceks[("Milan", rep.read_bytes()[0x1A0:0x1E0].hex())] = (VECTORS / "sev-snp" / "test-vcek.der").read_bytes()
