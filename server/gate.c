@@ -327,6 +327,16 @@ static void session_check(gate_req *j);
 static void after_verify(gate_req *j);
 static int replayed_before_verifying(gate_req *j);
 
+/* Append a job to one of the pool's queues and wake a thread (I/O thread). */
+static void push_job(gate_req **head, gate_req **tail, gate_req *gr) {
+  pthread_mutex_lock(&G.mu);
+  if (*tail) (*tail)->next = gr;
+  else *head = gr;
+  *tail = gr;
+  pthread_cond_signal(&G.cv);
+  pthread_mutex_unlock(&G.mu);
+}
+
 /* The next job (G.mu held): the state queue first — its jobs are one Redis round trip each and
  * a request waits on them, while the verification queue's are milliseconds of crypto. */
 static gate_req *take_job(void) {
@@ -635,12 +645,7 @@ static int enqueue(sh_request *req, gate_req *gr) {
   snprintf(gr->client, sizeof gr->client, "%s", req->client_host);
   G.pending++;
   client_add(gr->client, 1);
-  pthread_mutex_lock(&G.mu);
-  if (G.qtail) G.qtail->next = gr;
-  else G.qhead = gr;
-  G.qtail = gr;
-  pthread_cond_signal(&G.cv);
-  pthread_mutex_unlock(&G.mu);
+  push_job(&G.qhead, &G.qtail, gr);
   return 0;
 }
 
@@ -1233,12 +1238,7 @@ static void enqueue_state(sh_request *req, gate_req *gr) {
   }
   gr->pending = 1;
   G.state_pending++;
-  pthread_mutex_lock(&G.mu);
-  if (G.sqtail) G.sqtail->next = gr;
-  else G.sqhead = gr;
-  G.sqtail = gr;
-  pthread_cond_signal(&G.cv);
-  pthread_mutex_unlock(&G.mu);
+  push_job(&G.sqhead, &G.sqtail, gr);
 }
 
 /* A session request (§1.4, 2): the cheap checks of the proof here; the session record, the

@@ -17,6 +17,12 @@
  * advanced past a separate value), 0 when it is not, or a negative code with err set. */
 int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int argc,
                        char **argv, int *i, sh_error *err);
+/* Shared by the --attest-* parsers: a boolean flag must not carry "=value"; a valued one takes
+ * "--name=value" (*value already set) or the next argument (consumed), never empty.  0, or
+ * SH_EINVAL with err set. */
+int sh_gate_flag_bool(const char *name, const char *value, sh_error *err);
+int sh_gate_flag_value(const char *name, const char **value, int argc, char **argv, int *i,
+                       sh_error *err);
 /* After parsing: --attest-clock needs --dev; the 64 KiB header default when the gate is on.
  * Returns 0 or a negative code with err set. */
 int sh_gate_check_flags(sh_config *cfg, sh_error *err);

@@ -69,6 +69,28 @@ int64_t sh_gate_parse_rfc3339(const char *s) {
   return days_from_civil(Y, (unsigned)M, (unsigned)D) * 86400 + h * 3600 + m * 60 + sec;
 }
 
+int sh_gate_flag_bool(const char *name, const char *value, sh_error *err) {
+  if (!value) return 0;
+  SH_ERR(err, SH_EINVAL, "%s takes no value", name);
+  return SH_EINVAL;
+}
+
+int sh_gate_flag_value(const char *name, const char **value, int argc, char **argv, int *i,
+                       sh_error *err) {
+  if (!*value) {
+    if (*i + 1 >= argc) {
+      SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+      return SH_EINVAL;
+    }
+    *value = argv[++*i];
+  }
+  if (!**value) {
+    SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
+    return SH_EINVAL;
+  }
+  return 0;
+}
+
 int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int argc,
                        char **argv, int *i, sh_error *err) {
   static const char *const bools[] = {"--attest-required", "--trust-simulated", "--dev", NULL};
@@ -83,26 +105,13 @@ int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int 
     if (strcmp(name, *b) == 0) is_valued = 1;
   if (!is_bool && !is_valued) return 0;
   if (is_bool) {
-    if (value) {
-      SH_ERR(err, SH_EINVAL, "%s takes no value", name);
-      return SH_EINVAL;
-    }
+    if (sh_gate_flag_bool(name, value, err) < 0) return SH_EINVAL;
     if (name[2] == 'a') cfg->attest_required = 1;
     else if (name[2] == 't') cfg->trust_simulated = 1;
     else cfg->dev = 1;
     return 1;
   }
-  if (!value) {
-    if (*i + 1 >= argc) {
-      SH_ERR(err, SH_EINVAL, "%s needs a value", name);
-      return SH_EINVAL;
-    }
-    value = argv[++*i];
-  }
-  if (!*value) {
-    SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
-    return SH_EINVAL;
-  }
+  if (sh_gate_flag_value(name, &value, argc, argv, i, err) < 0) return SH_EINVAL;
   if (strcmp(name, "--attest-types") == 0) {
     char bad[48];
     if (!types_ok(value, bad, sizeof bad)) {

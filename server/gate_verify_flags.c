@@ -87,24 +87,11 @@ int sh_gate_verify_parse_flag(sh_config *cfg, const char *name, const char *valu
   if (!f) return 0;
   char *field = (char *)cfg + f->off;
   if (f->kind == V_BOOL) {
-    if (value) {
-      SH_ERR(err, SH_EINVAL, "%s takes no value", name);
-      return SH_EINVAL;
-    }
+    if (sh_gate_flag_bool(name, value, err) < 0) return SH_EINVAL;
     *(int *)(void *)field = 1;
     return 1;
   }
-  if (!value) {
-    if (*i + 1 >= argc) {
-      SH_ERR(err, SH_EINVAL, "%s needs a value", name);
-      return SH_EINVAL;
-    }
-    value = argv[++*i];
-  }
-  if (!*value) {
-    SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
-    return SH_EINVAL;
-  }
+  if (sh_gate_flag_value(name, &value, argc, argv, i, err) < 0) return SH_EINVAL;
   const char **dst = (const char **)(void *)field;
   if (*dst) {
     SH_ERR(err, SH_EINVAL, "%s given twice", name);

@@ -101,6 +101,20 @@ void sh_req_check_writable(sh_req *req) {
  * for it until the client gives up.  Answer as sh_request_fail would: 500 when nothing was
  * sent, otherwise cut the response short and close.
  */
+/* 500 when nothing was sent yet; else the response is cut short (abort or close). */
+static void fail_response(sh_req *req, int abort) {
+  if (!req->head_sent) {
+    free(req->start_op);
+    req->start_op = NULL;
+    static const char body[] = "Internal Server Error";
+    sh_http_respond_fixed(req, 500, "text/plain; charset=utf-8", body, sizeof body - 1);
+  } else if (abort) {
+    sh_conn_abort(req->conn);
+  } else {
+    sh_conn_close(req->conn, 1);
+  }
+}
+
 static void finish_abandoned(sh_req *req) {
   sh_conn *c = req->conn;
   if (!c || req->resp_done) return;
@@ -108,14 +122,7 @@ static void finish_abandoned(sh_req *req) {
   sh_request_id(req, rid);
   sh_log(SH_LOG_ERROR, "request %s released without a complete response: %s", rid,
          req->head_sent ? "closing the connection" : "answering 500");
-  if (!req->head_sent) {
-    free(req->start_op);
-    req->start_op = NULL;
-    static const char body[] = "Internal Server Error";
-    sh_http_respond_fixed(req, 500, "text/plain; charset=utf-8", body, sizeof body - 1);
-  } else {
-    sh_conn_close(c, 1);
-  }
+  fail_response(req, 0);
 }
 
 static void apply(sh_server *srv, sh_op *op) {
@@ -166,14 +173,7 @@ static void apply(sh_server *srv, sh_op *op) {
     break;
   case SH_OP_FAIL:
     if (!c || req->resp_done) break;
-    if (!req->head_sent) {
-      free(req->start_op);
-      req->start_op = NULL;
-      static const char body[] = "Internal Server Error";
-      sh_http_respond_fixed(req, 500, "text/plain; charset=utf-8", body, sizeof body - 1);
-    } else {
-      sh_conn_abort(c);
-    }
+    fail_response(req, 1);
     break;
   case SH_OP_ABORT:
     /* What was queued still goes out (the client sees a truncated response, not a reset),
