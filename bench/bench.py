@@ -23,10 +23,12 @@ import base64
 import datetime
 import http.client
 import json
+import math
 import os
 import platform
 import re
 import resource
+import select
 import shlex
 import signal
 import socket
@@ -89,16 +91,27 @@ class Case:
     env: dict = field(default_factory=dict)
     description: str = ""
     verify_only: bool = False  # smoke mode: start and check the answer, no wrk
+    smoke_servers: list | None = None  # "smoke": [servers]: only these are driven in smoke mode
     order: int = 100  # cases run and print in (order, name) order; the native ceiling is last
     lua: str | None = None  # wrk script path, generated when the request is not a plain GET
+    apps: dict = field(default_factory=dict)  # per-server ASGI attribute (overrides `attr`)
+    setup: str | None = None  # module function run once before the case: setup(work_dir)
+    work: Path | None = None  # the case's work directory ({work} in server_args and env)
+    client: str | None = None  # module class preparing the requests (bench_client.py)
+    rate_hint: dict = field(default_factory=dict)  # server (or "*") -> expected req/s
+    baseline: str | None = None  # case whose req/s (same server) this case is divided by
+    connections: int | None = None  # wrk connections for this case (default --connections)
+    expect_plain_status: int | None = None  # status of the request without the client's part
 
     @property
     def native(self) -> bool:
         return self.module is None
 
-    @property
-    def target(self) -> str:
-        return f"{self.module}:{self.attr}"
+    def target(self, server: str) -> str:
+        return f"{self.module}:{self.apps.get(server, self.attr)}"
+
+    def rate_for(self, server: str) -> float:
+        return float(self.rate_hint.get(server, self.rate_hint.get("*", 20000)))
 
     def request_line(self) -> str:
         extra = f", {len(self.body)}-byte body" if self.body else ""
@@ -109,7 +122,8 @@ CASE_KEYS = {
     "name", "app", "method", "path", "headers", "body", "body_size", "body_file",
     "expect_status", "expect_body", "expect_body_contains", "expect_json", "expect_json_subset",
     "expect_echo", "expect_headers", "smoke", "memory", "servers", "requires", "server_args",
-    "env", "description", "request_factory", "order",
+    "env", "description", "request_factory", "order", "setup", "client", "rate_hint",
+    "baseline", "connections", "expect_plain_status",
 }
 
 
@@ -167,10 +181,19 @@ def make_case(path: Path, d: dict) -> Case:
         body = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" * (n // 62 + 1))[:n]
     else:
         body = b""
+    name = d.get("name", module)
+    work = OUT / "work" / name
+
+    def expand(v) -> str:  # "{work}" -> the case's work directory
+        return str(v).replace("{work}", str(work))
+
+    app = d.get("app", "app")
+    rate = d.get("rate_hint", {})
     return Case(
-        name=d.get("name", module),
+        name=name,
         module=module,
-        attr=d.get("app", "app"),
+        attr=app if isinstance(app, str) else "app",
+        apps=dict(app) if isinstance(app, dict) else {},
         method=d.get("method", "GET").upper(),
         path=d.get("path", "/"),
         headers={str(k).lower(): str(v) for k, v in d.get("headers", {}).items()},
@@ -178,13 +201,21 @@ def make_case(path: Path, d: dict) -> Case:
         expect_status=int(d.get("expect_status", 200)),
         expect={k: v for k, v in d.items() if k.startswith("expect_") and k != "expect_status"},
         smoke=bool(d.get("smoke", False)),
+        smoke_servers=list(d["smoke"]) if isinstance(d.get("smoke"), list) else None,
         memory=bool(d.get("memory", False)),
         servers=d.get("servers"),
         requires=list(d.get("requires", [])),
-        server_args=dict(d.get("server_args", {})),
-        env={str(k): str(v) for k, v in d.get("env", {}).items()},
+        server_args={s: [expand(a) for a in args] for s, args in d.get("server_args", {}).items()},
+        env={str(k): expand(v) for k, v in d.get("env", {}).items()},
         description=d.get("description", ""),
         order=int(d.get("order", 100)),
+        setup=d.get("setup"),
+        work=work,
+        client=d.get("client"),
+        rate_hint=dict(rate) if isinstance(rate, dict) else {"*": float(rate)},
+        baseline=d.get("baseline"),
+        connections=int(d["connections"]) if d.get("connections") else None,
+        expect_plain_status=int(d["expect_plain_status"]) if d.get("expect_plain_status") else None,
     )
 
 
@@ -234,8 +265,73 @@ def lua_string(data: bytes) -> str:
     return '"' + "".join(out) + '"'
 
 
+# wrk script of the cases with a "client": replays the requests bench_client.py prepared, in
+# order (thread k reads FILE.k), and reports how many it used.  When they run out it starts
+# over (the server then refuses the replays: non-2xx) and notes when that first happened, so
+# the harness can tell "ran out" from "answered wrongly" and size the next batch.
+REPLAY_LUA = r"""-- generated by bench/bench.py: replays prepared raw requests (cases with a "client")
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clk, bench_timespec *ts);
+]]
+local ts = ffi.new("bench_timespec")
+local function now()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+end
+
+local threads, counter = {}, 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local f = assert(io.open(args[1] .. "." .. tid, "rb"))
+  local data = f:read("*a")
+  f:close()
+  reqs, n, i, wrapped, t_first, t_wrap = {}, 0, 0, 0, -1, -1
+  local pos, len = 1, #data
+  while pos <= len do
+    local nl = string.find(data, "\n", pos, true)
+    local size = tonumber(string.sub(data, pos, nl - 1))
+    n = n + 1
+    reqs[n] = string.sub(data, nl + 1, nl + size)
+    pos = nl + 1 + size
+  end
+  assert(n > 0, "no prepared requests in " .. args[1] .. "." .. tid)
+end
+
+function request()
+  i = i + 1
+  if i == 1 then t_first = now() end
+  if i > n then
+    i = 1
+    wrapped = wrapped + 1
+    if wrapped == 1 then t_wrap = now() - t_first end
+  end
+  return reqs[i]
+end
+
+function done(summary, latency, requests)
+  for _, t in ipairs(threads) do
+    io.write(string.format("bench-client: thread %d prepared %d wrapped %d after %.3f s\n",
+      t:get("tid"), t:get("n"), t:get("wrapped"), t:get("t_wrap")))
+  end
+end
+"""
+
+
 def write_lua(case: Case) -> None:
     """wrk script for anything but a plain GET (method, headers, body from a file)."""
+    if case.client:
+        (OUT / "lua").mkdir(parents=True, exist_ok=True)
+        lua = OUT / "lua" / "replay.lua"
+        lua.write_text(REPLAY_LUA)
+        case.lua = str(lua)
+        return
     if case.method == "GET" and not case.headers and not case.body:
         return
     (OUT / "lua").mkdir(parents=True, exist_ok=True)
@@ -253,6 +349,84 @@ def write_lua(case: Case) -> None:
     lua = OUT / "lua" / f"{case.name}.lua"
     lua.write_text("\n".join(lines) + "\n")
     case.lua = str(lua)
+
+
+def run_setup(case: Case) -> None:
+    """The case's setup(work_dir) in the venv, with the case's environment (once per run)."""
+    case.work.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import importlib, sys\n"
+        f"sys.path.insert(0, {str(APPS)!r})\n"
+        f"getattr(importlib.import_module({case.module!r}), {case.setup!r})({str(case.work)!r})\n"
+    )
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=APPS, timeout=120,
+                       env=case_env(case), check=False)
+    if r.returncode != 0:
+        raise Failure(f"{case.module}.{case.setup}() failed:\n{r.stderr[-2000:]}")
+
+
+def case_env(case: Case) -> dict:
+    env = dict(os.environ)
+    env.update(case.env)
+    env["PYTHONPATH"] = str(APPS) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+class ClientDriver:
+    """bench_client.py for one server start: the case's client class in the venv."""
+
+    def __init__(self, case: Case, server: str, port: int, connections: int, threads: int):
+        self.case = case
+        self.logfile = OUT / "logs" / f"{case.name}-{server}-client.log"
+        cmd = [PY, str(BENCH_DIR / "bench_client.py"), case.module, case.client,
+               f"http://{HOST}:{port}", server, str(connections), str(threads)]
+        with open(self.logfile, "wb") as logf:
+            logf.write(("$ " + shlex.join(cmd) + "\n").encode())
+            logf.flush()
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=logf, cwd=APPS, env=case_env(case), text=True)
+        try:
+            self._reply(120)  # the client is made (sessions established, ...)
+        except BaseException:
+            self.close()
+            raise
+
+    def _reply(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            raise Failure(f"{self.case.client} ({self.case.module}) did not answer within {timeout:.0f} s "
+                          f"(log {self.logfile})")
+        d = json.loads(line)
+        if "error" in d:
+            raise Failure(f"{self.case.client}: {d['error']}\n{d.get('traceback', '')[-1500:]}")
+        return d
+
+    def _call(self, cmd: dict, timeout: float) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._reply(timeout)
+
+    def requests(self, n: int) -> list[dict]:
+        reqs = self._call({"op": "requests", "n": n}, 120)["requests"]
+        for r in reqs:
+            r["body"] = base64.b64decode(r.get("body") or "")
+        return reqs
+
+    def prepare_file(self, n: int, path: Path, threads: int) -> dict:
+        return self._call({"op": "file", "n": n, "path": str(path), "threads": threads}, 600)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # the driver exits at the end of its input
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,9 +485,9 @@ def server_command(server: str, case: Case, port: int, shield_bin: str) -> list[
                   "--timeout-keep-alive", str(KEEPALIVE_S)]
         if case.native:
             return [shield_bin, "--native-hello", *common]
-        return [shield_bin, case.target, "--app-dir", str(APPS), *common]
+        return [shield_bin, case.target(server), "--app-dir", str(APPS), *common]
     if server == "uvicorn":
-        return [PY, "-m", "uvicorn", case.target, "--app-dir", str(APPS), "--host", HOST, "--port", p,
+        return [PY, "-m", "uvicorn", case.target(server), "--app-dir", str(APPS), "--host", HOST, "--port", p,
                 "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
                 "--log-level", LOG_LEVEL, "--timeout-keep-alive", str(KEEPALIVE_S)]
     if server == "granian":
@@ -329,7 +503,7 @@ def server_command(server: str, case: Case, port: int, shield_bin: str) -> list[
                 "--http", "1", "--host", HOST, "--port", p, "--log-level", LOG_LEVEL,
                 "--no-access-log", "--http1-header-read-timeout", "60000",
                 "--backpressure", str(GRANIAN_BACKPRESSURE),
-                "--working-dir", str(APPS), case.target]
+                "--working-dir", str(APPS), case.target(server)]
     if server == "nginx":
         nginx = shutil_which("nginx")
         if not nginx:
@@ -351,8 +525,11 @@ def label(server: str, case: Case) -> str:
 
 
 class Server:
-    def __init__(self, server: str, case: Case, cores: str | None, shield_bin: str):
+    def __init__(self, server: str, case: Case, cores: str | None, shield_bin: str,
+                 connections: int = 64, threads: int = 1):
         self.server, self.case = server, case
+        self.connections, self.threads = connections, threads
+        self.client: ClientDriver | None = None
         self.port = free_port()
         cmd = server_command(server, case, self.port, shield_bin)
         cmd += [str(a) for a in case.server_args.get(server, [])]
@@ -363,10 +540,7 @@ class Server:
         self.body_len = 0
 
     def start(self, deadline_s: float = 60.0) -> None:
-        env = dict(os.environ)
-        env.update(self.case.env)
-        env["PYTHONPATH"] = str(APPS) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = case_env(self.case)
         with open(self.logfile, "wb") as logf:
             logf.write(("$ " + shlex.join(self.cmd) + "\n").encode())
             logf.flush()
@@ -375,6 +549,10 @@ class Server:
                                          start_new_session=True)
         RUNNING.add(self)
         self.wait_ready(deadline_s)
+        if self.case.client:  # the server is up: the client may prepare (e.g. sessions)
+            self.client = ClientDriver(self.case, self.server, self.port, self.connections,
+                                       self.threads)
+            self.body_len = verify(self.port, self.case, self.client)
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -392,7 +570,10 @@ class Server:
                 raise Failure(f"{self.server} exited with status {self.proc.returncode} during start-up "
                               f"(log {self.logfile}):\n{self.log_tail()}")
             try:
-                self.body_len = verify(self.port, self.case)
+                if self.case.client:  # any answer will do; verify() with the client follows
+                    plain_request(self.port, self.case)
+                else:
+                    self.body_len = verify(self.port, self.case)
                 return
             except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as e:
                 last = repr(e)
@@ -405,6 +586,9 @@ class Server:
         return tree_rss(self.proc.pid)
 
     def stop(self) -> None:
+        if self.client:
+            self.client.close()
+            self.client = None
         if self.proc is None:
             return
         try:
@@ -433,6 +617,40 @@ class Server:
 def stop_all() -> None:
     for s in list(RUNNING):
         s.stop()
+
+
+def tree_pids(root: int) -> list[int]:
+    """root and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by root and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
 
 
 def tree_rss(root: int) -> int:
@@ -485,12 +703,34 @@ def check_response(case: Case, status: int, body: bytes) -> None:
                     raise Failure(f"JSON {k}={got.get(k)!r}, expected {v!r}")
 
 
-def verify(port: int, case: Case) -> int:
-    """Check the case's request twice on one connection; returns the response body length."""
+def plain_request(port: int, case: Case) -> tuple[int, bytes]:
+    """The case's own request (without what a client adds) on a new connection."""
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        for _ in range(2):  # two requests on one connection: keep-alive must work
-            conn.request(case.method, case.path, body=case.body or None, headers=case.headers)
+        conn.request(case.method, case.path, body=case.body or None, headers=case.headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def verify(port: int, case: Case, client: ClientDriver | None = None) -> int:
+    """Check the case's request twice on one connection; returns the response body length.
+    With a client, the two requests come from it, and the plain request must get
+    expect_plain_status (e.g. 401 without evidence)."""
+    if case.expect_plain_status is not None:
+        status, body = plain_request(port, case)
+        if status != case.expect_plain_status:
+            raise Failure(f"without the client's headers: status {status}, expected "
+                          f"{case.expect_plain_status}; body {body[:200]!r}")
+    reqs = client.requests(2) if client else [None, None]
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        for r in reqs:  # two requests on one connection: keep-alive must work
+            if r is None:
+                conn.request(case.method, case.path, body=case.body or None, headers=case.headers)
+            else:
+                conn.request(r["method"], r["path"], body=r["body"] or None, headers=r["headers"])
             resp = conn.getresponse()
             body = resp.read()
             check_response(case, resp.status, body)
@@ -519,14 +759,19 @@ def parse_latency_ms(s: str) -> float:
 
 
 def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
-            wrk_cores: str | None) -> dict:
+            wrk_cores: str | None, script_args: list[str] | None = None,
+            server_pid: int | None = None) -> dict:
     url = f"http://{HOST}:{port}{case.path}"
     cmd = (["taskset", "-c", wrk_cores] if wrk_cores else []) + [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
     if case.lua:
         cmd += ["-s", case.lua]
     cmd.append(url)
+    if script_args:
+        cmd += ["--", *script_args]
+    cpu0 = tree_cpu(server_pid) if server_pid else None
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    cpu1 = tree_cpu(server_pid) if server_pid else None
     out = r.stdout
     if r.returncode != 0:
         raise Failure(f"wrk failed ({r.returncode}): {r.stderr.strip() or out.strip()}")
@@ -551,7 +796,53 @@ def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
     res["errors"] = errs + res["non2xx"]
     if res["requests"] == 0:
         raise Failure("wrk completed no requests")
+    # the server's CPU time per request: unlike req/s, hardly moved by other load on the machine
+    res["cpu_us"] = (cpu1 - cpu0) / res["requests"] * 1e6 if server_pid else float("nan")
+    # the replay script's report (cases with a client): per thread, how many requests were
+    # prepared, and after how many seconds they ran out (if they did)
+    rep = re.findall(r"^bench-client: thread \d+ prepared (\d+) wrapped (\d+) after (\S+) s$", out, re.MULTILINE)
+    if rep:
+        res["prepared"] = sum(int(p) for p, _, _ in rep)
+        res["wrapped"] = sum(int(w) for _, w, _ in rep)
+        # req/s sustained until the first thread ran out (a lower bound of the true rate)
+        res["rate_until_wrap"] = sum(int(p) / max(float(t), 1e-3) for p, w, t in rep if int(w))
     return res
+
+
+def drive(case: Case, srv: Server, seconds: int, connections: int, threads: int,
+          wrk_cores: str | None, rate: float, measured: bool) -> dict:
+    """One wrk run.  For a case with a client, first has it prepare enough requests for
+    `seconds` at `rate` req/s (x1.5); if a measured run uses them all up, it is repeated once
+    with twice as many (a warm-up that runs out is only a warm-up)."""
+    pid = srv.proc.pid if srv.proc else None
+    if not case.client:
+        return run_wrk(case, srv.port, seconds, connections, threads, wrk_cores, server_pid=pid)
+    count = int(rate * seconds * 1.5) + 2 * connections + 16
+    for attempt in (1, 2):
+        base = OUT / "lua" / f"{case.name}-{srv.server}.reqs"
+        info = srv.client.prepare_file(count, base, threads)
+        valid = info.get("valid_for")
+        if valid and info["seconds"] + seconds + 2 > valid:
+            raise Failure(f"preparing {count} requests took {info['seconds']:.0f} s: they would not "
+                          f"last a {seconds} s run (they are valid for {valid} s); use a shorter --duration")
+        try:
+            r = run_wrk(case, srv.port, seconds, connections, threads, wrk_cores, [str(base)], pid)
+        finally:
+            for t in range(threads):
+                Path(f"{base}.{t + 1}").unlink(missing_ok=True)
+        r["prepare_s"] = info["seconds"]
+        if "prepared" not in r:
+            raise Failure("the replay script did not report (wrk output changed?)")
+        if not r["wrapped"] or not measured:
+            return r
+        if attempt == 1:
+            # the rate until the run-out is a lower bound of the server's: size from it
+            new = max(2 * count, int(r["rate_until_wrap"] * seconds * 1.5) + 2 * connections + 16)
+            log(f"    the {count} prepared requests ran out after "
+                f"{r['prepared'] / r['rate_until_wrap']:.1f} s; again with {new}")
+            count = new
+    raise Failure(f"the server answered faster than the {count} requests prepared could last "
+                  f"({r['rate_until_wrap']:,.0f} req/s until they ran out)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,6 +917,10 @@ def fmt_ms(x: float) -> str:
     return f"{x * 1000:.0f} µs" if x < 1 else f"{x:.2f} ms"
 
 
+def fmt_us(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:,.1f} µs"
+
+
 def fmt_bytes(x: float) -> str:
     if x != x:
         return "n/a"
@@ -647,32 +942,44 @@ def md_table(header: list[str], rows: list[list[str]], align: str) -> str:
     return "\n".join(out)
 
 
-def perf_table(case: Case, results: dict, pass_label: str, args) -> str:
-    """results: server -> {"runs": [...], "error": str|None}"""
+def perf_table(case: Case, results: dict, pass_label: str, args, connections: int | None = None,
+               medians: dict | None = None) -> str:
+    """results: server -> {"runs": [...], "error": str|None}.  With a baseline case, one more
+    column: the server's median req/s divided by its median in the baseline (same pass)."""
+    base = case.baseline
+    extra = 4 if base else 2
     def med(server, key):
         runs = results.get(server, {}).get("runs") or []
         return statistics.median(r[key] for r in runs) if runs else None
 
-    ref_rps, ref_p99 = med("shield", "rps"), med("shield", "p99")
+    ref_rps, ref_p99, ref_cpu = med("shield", "rps"), med("shield", "p99"), med("shield", "cpu_us")
     rows = []
     for server, res in results.items():
         runs = res.get("runs") or []
         if not runs:
-            rows.append([label(server, case), res.get("error", "failed"), "", "", "", "", "", ""])
+            rows.append([label(server, case), res.get("error", "failed"), "", "", "", "", "", ""] + [""] * extra)
             continue
         rps, p50, p99 = med(server, "rps"), med(server, "p50"), med(server, "p99")
         lo, hi = min(r["rps"] for r in runs), max(r["rps"] for r in runs)
         errors = sum(r["errors"] for r in runs)
+        cpu = med(server, "cpu_us")
         rows.append([
             label(server, case), fmt_rps(rps), f"{fmt_rps(lo)}–{fmt_rps(hi)}", fmt_ms(p50), fmt_ms(p99),
             fmt_ratio(rps / ref_rps if ref_rps else None), fmt_ratio(p99 / ref_p99 if ref_p99 else None),
-            str(errors)])
-    title = f"### {case.name} — {case.request_line()} ({pass_label})"
+            str(errors), fmt_us(cpu), fmt_ratio(cpu / ref_cpu if ref_cpu else None)])
+        if base:
+            b = (medians or {}).get((base, pass_label, server))
+            bc = (medians or {}).get((base, pass_label, server, "cpu_us"))
+            rows[-1] += [fmt_ratio(rps / b if b else None), fmt_ratio(cpu / bc if bc else None)]
+    conns = f", {connections} connections" if connections and connections != args.connections else ""
+    title = f"### {case.name} — {case.request_line()} ({pass_label}{conns})"
     if case.description:
         title += f"\n\n{case.description}"
     return title + "\n\n" + md_table(
-        ["server", "req/s (median)", "req/s min–max", "p50", "p99", "req/s ÷ shield", "p99 ÷ shield", "errors"],
-        rows, "lrrrrrrr")
+        ["server", "req/s (median)", "req/s min–max", "p50", "p99", "req/s ÷ shield", "p99 ÷ shield", "errors",
+         "CPU/req", "CPU/req ÷ shield"]
+        + ([f"req/s ÷ {base}", f"CPU/req ÷ {base}"] if base else []),
+        rows, "lrrrrrrr" + "r" * extra)
 
 
 def memory_table(mem: dict, cases: dict, n: int) -> str:
@@ -826,8 +1133,12 @@ def main(argv: list[str]) -> int:
     cases = discover_cases()
     if args.list:
         for c in cases:
-            print(f"{c.name:16} {c.request_line():28} servers={','.join(case_servers(c, ALL_SERVERS))}"
-                  f"{'  [smoke]' if c.smoke else ''}{'  [memory]' if c.memory else ''}")
+            print(f"{c.name:24} {c.request_line():28} servers={','.join(case_servers(c, ALL_SERVERS))}"
+                  f"{('  [smoke: ' + ','.join(c.smoke_servers) + ']') if c.smoke_servers else '  [smoke]' if c.smoke else ''}"
+                  f"{'  [memory]' if c.memory else ''}"
+                  f"{f'  [client {c.client}]' if c.client else ''}"
+                  f"{f'  [-c{c.connections}]' if c.connections else ''}"
+                  f"{f'  [÷ {c.baseline}]' if c.baseline else ''}")
         return 0
     if args.cases:
         wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
@@ -858,6 +1169,8 @@ def main(argv: list[str]) -> int:
     failures: list[str] = []
     sections: list[str] = []
     mem: dict = {}
+    rate_est: dict = {}  # (case, server, cores) -> req/s: sizes the batches of client cases
+    medians: dict = {}  # (case, pass, server) -> median req/s, for the "÷ baseline" column
     # servers that are not installed: reported once per case, a failure only in smoke mode
     try:
         for case in cases:
@@ -872,7 +1185,16 @@ def main(argv: list[str]) -> int:
                 if args.smoke:
                     failures.append(f"{case.name}: {msg}")
                 continue
+            if case.setup:
+                try:
+                    run_setup(case)
+                except (Failure, OSError, subprocess.TimeoutExpired) as e:
+                    log(f"[{case.name}] setup FAILED: {e}")
+                    failures.append(f"{case.name}: setup: {str(e).splitlines()[0]}")
+                    sections.append(f"### {case.name}\n\nFAILED: setup {case.setup}()")
+                    continue
             write_lua(case)
+            conns = case.connections or args.connections
             for cores, pass_label in passes:
                 results = {s: {"runs": []} for s in servers}
                 for rep in range(args.repeat):
@@ -882,17 +1204,29 @@ def main(argv: list[str]) -> int:
                             continue
                         tag = f"[{case.name} {label(s, case)} cores={cores} run {rep + 1}/{args.repeat}]"
                         srv = None
+                        # smoke: only these servers are driven by wrk; the others only answer
+                        verify_only = case.verify_only or (
+                            args.smoke and case.smoke_servers is not None and s not in case.smoke_servers)
                         try:
-                            srv = Server(s, case, cores, args.shield)
+                            # a client made for a start without load prepares for 1 connection
+                            srv = Server(s, case, cores, args.shield, 1 if verify_only else conns, args.threads)
                             t0 = time.monotonic()
                             srv.start()
                             log(f"{tag} up on :{srv.port} in {time.monotonic() - t0:.1f} s, answers correctly")
-                            if case.verify_only:
+                            if verify_only:
                                 res["error"] = "answers correctly (not measured in smoke mode)"
                                 continue
+                            key = (case.name, s, cores)
+                            rate = rate_est.get(key, case.rate_for(s))
                             if args.warmup:
-                                run_wrk(case, srv.port, args.warmup, args.connections, args.threads, wrk_core)
-                            r = run_wrk(case, srv.port, args.duration, args.connections, args.threads, wrk_core)
+                                w = drive(case, srv, args.warmup, conns, args.threads, wrk_core, rate, False)
+                                if case.client:  # size the measured run's batch from the warm-up
+                                    # (or from this server's last measured run, if faster: a load
+                                    # spike during the warm-up must not starve the measured run)
+                                    w_rate = 1.2 * w["rate_until_wrap"] if w["wrapped"] else w["rps"]
+                                    rate = max(w_rate, rate_est.get(key, 0))
+                            r = drive(case, srv, args.duration, conns, args.threads, wrk_core, rate, True)
+                            rate_est[key] = r["rps"]
                             if srv.proc.poll() is not None:
                                 raise Failure(f"{s} died during the run:\n{srv.log_tail()}")
                             if r["non2xx"]:
@@ -900,10 +1234,12 @@ def main(argv: list[str]) -> int:
                             if "bytes_read" in r and r["bytes_read"] / r["requests"] < 0.98 * srv.body_len:
                                 raise Failure(f"wrk read {r['bytes_read'] / r['requests']:.0f} bytes per response, "
                                               f"less than the {srv.body_len}-byte body checked before the run")
-                            verify(srv.port, case)  # still correct after the load
+                            verify(srv.port, case, srv.client)  # still correct after the load
                             res["runs"].append(r)
                             log(f"{tag} {fmt_rps(r['rps'])} req/s, p50 {fmt_ms(r['p50'])}, "
-                                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}")
+                                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}, server CPU {fmt_us(r['cpu_us'])}/req"
+                                + (f" ({r['prepared']} requests prepared in {r['prepare_s']:.1f} s)"
+                                   if case.client else ""))
                         except NotInstalled as e:
                             res["error"] = "not installed"
                             log(f"{tag} not installed: {e}")
@@ -917,7 +1253,13 @@ def main(argv: list[str]) -> int:
                         finally:
                             if srv:
                                 srv.stop()
-                table = perf_table(case, results, pass_label, args)
+                for srv_name, res in results.items():
+                    if res.get("runs"):
+                        medians[(case.name, pass_label, srv_name)] = statistics.median(
+                            x["rps"] for x in res["runs"])
+                        medians[(case.name, pass_label, srv_name, "cpu_us")] = statistics.median(
+                            x["cpu_us"] for x in res["runs"])
+                table = perf_table(case, results, pass_label, args, conns, medians)
                 print("\n" + table + "\n", flush=True)
                 sections.append(table)
 

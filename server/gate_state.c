@@ -12,9 +12,9 @@
  *     thread-safe); calls block for a round trip, so the gate makes them only on its pool
  *     threads, never on the libuv I/O thread.
  * Atomicity is the store's: consuming is SET NX (Redis) or put-if-absent (table); advancing a
- * session's proof time is one Lua script in Redis (compare and set) and, in the table, a
- * put-if-absent of (session, t) — two workers racing with the same t cannot both win, which is
- * the property the protocol needs (a proof is usable once).
+ * session's proof time is a compare and set — one Lua script in Redis, an update under the
+ * lock in the table — so two workers racing with the same t cannot both win (a proof is usable
+ * once), and an accepted proof stores nothing of its own (the table cannot fill with them).
  *
  * Why expired sessions are kept a while: a client whose session just ran out should hear
  * session_expired (re-attest) rather than session_unknown (a wrong id), so records outlive their
@@ -469,6 +469,25 @@ int sh_gate_state_session_get(sh_shm_table *t, const char *sid, sh_gate_session 
   return rc;
 }
 
+typedef struct advance_ctx {
+  int64_t t_ms, now;
+} advance_ctx;
+
+/* Under the table's lock: last_t := t when t is after it and the session is live. */
+static int advance_in_place(void *value, size_t len, void *ctx) {
+  const advance_ctx *a = ctx;
+  shm_sess rec;
+  if (len != sizeof rec) return SH_GATE_SESSION_EXPIRED;
+  memcpy(&rec, value, sizeof rec);
+  int rc = rec.expires <= a->now ? SH_GATE_SESSION_EXPIRED : a->t_ms > rec.last_t;
+  if (rc == 1) {
+    rec.last_t = a->t_ms;
+    memcpy(value, &rec, sizeof rec);
+  }
+  OPENSSL_cleanse(&rec, sizeof rec);
+  return rc;
+}
+
 /* Redis: last_t := t only if t > last_t and the session is live, atomically.
  * Returns 1 advanced, 0 not after the last one, -2 gone/expired. */
 static const char ADVANCE_LUA[] =
@@ -494,26 +513,11 @@ int sh_gate_state_session_advance(sh_shm_table *t, const char *sid, int64_t t_ms
     freeReplyObject(r);
     return v == 1 ? 1 : v == 0 ? 0 : SH_GATE_SESSION_EXPIRED;
   }
-  /* The table: a put-if-absent of (sid, t) makes each t usable once even when two workers
-   * race; last_t (not atomic with it) then keeps t increasing. */
-  char pm[96];
-  int pn = snprintf(pm, sizeof pm, "shield-proof-v1%c%s%c%lld", 0, sid, 0, (long long)t_ms);
-  uint8_t pk[SH_SHM_KEY_LEN], k[SH_SHM_KEY_LEN];
-  SHA256((const uint8_t *)pm, (size_t)pn, pk);
+  /* The table: compare and set under its lock (two workers racing with the same t: one wins),
+   * in place, so accepted proofs cost no entries of their own. */
+  uint8_t k[SH_SHM_KEY_LEN];
   shm_sess_key(sid, k);
-  shm_sess rec;
-  size_t rlen = sizeof rec;
-  double until = 0;
-  int rc = 0;
-  if (sh_shm_table_get(t, k, &rec, &rlen, &until, (double)now) < 0 || rlen != sizeof rec ||
-      rec.expires <= now) {
-    rc = SH_GATE_SESSION_EXPIRED;
-  } else if (t_ms > rec.last_t &&
-             sh_shm_table_put(t, pk, "t", 1, (double)(now + 130), (double)now, 1) == 0) {
-    rec.last_t = t_ms;
-    sh_shm_table_put(t, k, &rec, sizeof rec, until, (double)now, 0);
-    rc = 1;
-  }
-  OPENSSL_cleanse(&rec, sizeof rec);
-  return rc;
+  advance_ctx a = {t_ms, now};
+  int rc = sh_shm_table_update(t, k, advance_in_place, &a, (double)now);
+  return rc == SH_SHM_NOTFOUND ? SH_GATE_SESSION_EXPIRED : rc;
 }

@@ -289,6 +289,17 @@ int sh_shm_table_get(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], void *v
   return rc;
 }
 
+int sh_shm_table_update(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN],
+                        int (*fn)(void *value, size_t value_len, void *ctx), void *ctx,
+                        double now) {
+  lock(t);
+  slot *s = find(t, key);
+  int rc = SH_SHM_NOTFOUND;
+  if (s != NULL && live(s, now)) rc = fn(s->value, s->value_len, ctx);
+  unlock(t);
+  return rc;
+}
+
 int sh_shm_table_del(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN]) {
   lock(t);
   slot *s = find(t, key);

@@ -30,6 +30,12 @@ int sh_shm_table_put(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], const v
 /* Copy up to *value_len bytes of a live entry; *value_len becomes its full length. */
 int sh_shm_table_get(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], void *value,
                      size_t *value_len, double *expires_at, double now);
+/* Read-modify-write a live entry atomically: fn runs under the table's lock with the value in
+ * place (it may change the bytes, not the length) and its return value is returned.  fn must
+ * be short and must not call the table.  SH_SHM_NOTFOUND when there is no live entry. */
+int sh_shm_table_update(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN],
+                        int (*fn)(void *value, size_t value_len, void *ctx), void *ctx,
+                        double now);
 int sh_shm_table_del(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN]);
 size_t sh_shm_table_count(sh_shm_table *t, double now);
 

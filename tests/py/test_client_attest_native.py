@@ -438,3 +438,15 @@ def test_real_nitro_vector_at_its_time(fresh_server):
         r = c.get("/x", headers=_nitro_headers(ev))
         assert error(r) == (401, "attestation_failed", "expired")
 
+
+
+def test_session_proofs_do_not_fill_the_state_table(fresh_server):
+    """Accepted proofs advance the session record in place: a small shared table serves many
+    more proofs than it has entries (they once each took an entry for 130 s)."""
+    srv = fresh_server(APP, *BASE, "--attest-required", "--state-table-size", "64", env=ENV)
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        s = Session(c)
+        assert s.response.status_code == 200, s.response.text
+        for _ in range(300):
+            r = c.get("/whoami", headers=s.headers("GET", "/whoami"))
+            assert r.status_code == 200, r.text
