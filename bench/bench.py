@@ -367,6 +367,9 @@ def run_setup(case: Case) -> None:
 
 def case_env(case: Case) -> dict:
     env = dict(os.environ)
+    # A shield binary outside .venv (--shield build/.../shield) finds the venv it embeds through
+    # VIRTUAL_ENV; without it, it would run without the venv's packages (uvloop, FastAPI).
+    env.setdefault("VIRTUAL_ENV", str(VENV_BIN.parent))
     env.update(case.env)
     env["PYTHONPATH"] = str(APPS) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,10 @@ static struct {
   int io_result;
   sh_pyreq live; /* sentinel of the live list */
   PyObject *state; /* lifespan state dict or NULL (owned) */
-  PyObject *asgi_template; /* {"version": "3.0", "spec_version": "2.3"} */
+  PyObject *asgi_template; /* {"version": "3.0", "spec_version": "2.3"}: shared by all scopes */
+  PyObject *scope_template; /* every scope key, constant values set (build_scope_template) */
+  PyObject *client_host;    /* str of the last client host (build_client) */
+  char client_host_c[64];
   PyObject *server_addr;   /* (host, port) tuple or None */
   PyObject *root_path;     /* str */
   PyObject *root_path_b;   /* bytes */
@@ -295,13 +299,56 @@ static PyObject *build_headers(const sh_request *r) {
   return list;
 }
 
+/* scope["client"]: (host, port).  The host string of the previous request is kept, since
+ * consecutive requests mostly come from the same few peers (a load balancer, a sidecar). */
 static PyObject *build_client(const sh_request *r) {
   if (r->addr_kind != SH_ADDR_INET) Py_RETURN_NONE;
-  return Py_BuildValue("(si)", r->client_host, r->client_port);
+  if (B.client_host == NULL || strcmp(B.client_host_c, r->client_host) != 0) {
+    PyObject *host = PyUnicode_FromString(r->client_host);
+    if (host == NULL) return NULL;
+    Py_XSETREF(B.client_host, host);
+    snprintf(B.client_host_c, sizeof B.client_host_c, "%s", r->client_host);
+  }
+  PyObject *port = PyLong_FromLong(r->client_port);
+  if (port == NULL) return NULL;
+  PyObject *t = PyTuple_New(2);
+  if (t == NULL) {
+    Py_DECREF(port);
+    return NULL;
+  }
+  PyTuple_SET_ITEM(t, 0, Py_NewRef(B.client_host));
+  PyTuple_SET_ITEM(t, 1, port);
+  return t;
+}
+
+/*
+ * Why a template: every scope has the same dozen keys.  Filling a new dict key by key costs
+ * a dozen insertions and two resizes of its hash table; copying a dict that already holds
+ * every key (values that never change set, the others None) is one allocation and a memcpy
+ * of the table (CPython's fast path for copying a compact dict), after which each per-request
+ * value replaces a None in place.  scope["asgi"] is one shared dict: {"version": "3.0",
+ * "spec_version": "2.3"} is read by apps, never written.
+ */
+static PyObject *build_scope_template(void) {
+  PyObject *t = PyDict_New();
+  if (t == NULL) return NULL;
+  PyObject *const keys[] = {K.type,   K.asgi,      K.http_version, K.server,
+                            K.client, K.scheme,    K.method,       K.root_path,
+                            K.path,   K.raw_path,  K.query_string, K.headers};
+  PyObject *const values[] = {K.http,   B.asgi_template, K.v11,     B.server_addr,
+                              Py_None,  K.http,          Py_None,   B.root_path,
+                              Py_None,  Py_None,         Py_None,   Py_None};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    if (PyDict_SetItem(t, keys[i], values[i]) < 0) {
+      Py_DECREF(t);
+      return NULL;
+    }
+  }
+  return t;
 }
 
 static PyObject *build_scope(const sh_request *r) {
-  PyObject *s = PyDict_New();
+  PyObject *s = PyDict_Copy(B.scope_template);
   if (s == NULL) return NULL;
   PyObject *path = decode_path(r->path.base, r->path.len);
   if (path != NULL && PyUnicode_GET_LENGTH(B.root_path) > 0) {
@@ -309,17 +356,11 @@ static PyObject *build_scope(const sh_request *r) {
     Py_DECREF(path);
     path = full;
   }
-  if (PyDict_SetItem(s, K.type, K.http) < 0 ||
-      set_steal(s, K.asgi, PyDict_Copy(B.asgi_template)) < 0 ||
-      PyDict_SetItem(s, K.http_version,
-                     (r->http_major == 1 && r->http_minor == 0) ? K.v10 : K.v11) < 0 ||
-      PyDict_SetItem(s, K.server, B.server_addr) < 0 ||
+  int https = r->forwarded_proto ? r->forwarded_proto == 2 : r->tls;
+  if ((r->http_major == 1 && r->http_minor == 0 && PyDict_SetItem(s, K.http_version, K.v10) < 0) ||
       set_steal(s, K.client, build_client(r)) < 0 ||
-      PyDict_SetItem(s, K.scheme,
-                     (r->forwarded_proto ? r->forwarded_proto == 2 : r->tls) ? K.https
-                                                                             : K.http) < 0 ||
-      set_steal(s, K.method, method_str(r->method)) < 0 ||
-      PyDict_SetItem(s, K.root_path, B.root_path) < 0 || set_steal(s, K.path, path) < 0 ||
+      (https && PyDict_SetItem(s, K.scheme, K.https) < 0) ||
+      set_steal(s, K.method, method_str(r->method)) < 0 || set_steal(s, K.path, path) < 0 ||
       set_steal(s, K.raw_path, bytes_prefixed(B.root_path_b, r->path)) < 0 ||
       set_steal(s, K.query_string,
                 PyBytes_FromStringAndSize(r->query.base, (Py_ssize_t)r->query.len)) < 0 ||
@@ -419,6 +460,18 @@ static int dispatch_one(ev *e) {
   return 0;
 }
 
+/* Does the loop have a task factory (loop.set_task_factory, e.g. from the app's lifespan)?
+ * Then Tasks must come from loop.create_task; otherwise asyncio.Task is built directly
+ * (sh_asgi_start_task).  Asked once per batch: it costs a call, a Task's creation is cheaper
+ * by far without uvloop's create_task wrapper. */
+static void check_task_factory(void) {
+  if (G.get_task_factory == NULL) return;
+  PyObject *f = PyObject_CallNoArgs(G.get_task_factory);
+  if (f == NULL) PyErr_WriteUnraisable(G.get_task_factory);
+  G.task_factory = f != Py_None;
+  Py_XDECREF(f);
+}
+
 /* dispatch(): take the queued batch and handle every event (the eventfd's reader callback). */
 static PyObject *mod_dispatch(PyObject *m, PyObject *unused) {
   (void)m;
@@ -433,6 +486,7 @@ static PyObject *mod_dispatch(PyObject *m, PyObject *unused) {
   B.q.n = B.q.cap = 0;
   B.q.woken = 0;
   pthread_mutex_unlock(&B.q.mu);
+  check_task_factory();
   for (size_t i = 0; i < n; i++) {
     /* An error in one event (memory) must not strand the rest: report it and go on. */
     if (dispatch_one(&items[i]) < 0) PyErr_WriteUnraisable(NULL);
@@ -452,15 +506,32 @@ static PyObject *mod_setup(PyObject *m, PyObject *const *args, Py_ssize_t nargs)
   }
   size_t hw = PyLong_AsSize_t(args[5]);
   if (hw == (size_t)-1 && PyErr_Occurred()) return NULL;
-  PyObject *cf = PyObject_GetAttrString(args[1], "create_future");
-  PyObject *ct = cf ? PyObject_GetAttrString(args[1], "create_task") : NULL;
-  if (ct == NULL) {
+  PyObject *loop = args[1];
+  PyObject *asyncio = PyImport_ImportModule("asyncio");
+  PyObject *task_type = asyncio ? PyObject_GetAttrString(asyncio, "Task") : NULL;
+  Py_XDECREF(asyncio);
+  PyObject *cf = task_type ? PyObject_GetAttrString(loop, "create_future") : NULL;
+  PyObject *ct = cf ? PyObject_GetAttrString(loop, "create_task") : NULL;
+  PyObject *gtf = ct ? PyObject_GetAttrString(loop, "get_task_factory") : NULL;
+  PyObject *kwnames = gtf ? Py_BuildValue("(ss)", "loop", "name") : NULL;
+  PyObject *name = kwnames ? PyUnicode_InternFromString("shield.request") : NULL;
+  if (name == NULL) {
+    Py_XDECREF(task_type);
     Py_XDECREF(cf);
+    Py_XDECREF(ct);
+    Py_XDECREF(gtf);
+    Py_XDECREF(kwnames);
     return NULL;
   }
   Py_XSETREF(G.app, Py_NewRef(args[0]));
+  Py_XSETREF(G.loop, Py_NewRef(loop));
+  Py_XSETREF(G.task_type, task_type);
   Py_XSETREF(G.create_future, cf);
   Py_XSETREF(G.create_task, ct);
+  Py_XSETREF(G.get_task_factory, gtf);
+  Py_XSETREF(G.task_kwnames, kwnames);
+  Py_XSETREF(G.task_name, name);
+  G.task_factory = 1; /* until the first batch has looked */
   Py_XSETREF(G.receive_slow, Py_NewRef(args[2]));
   Py_XSETREF(G.log_exception, Py_NewRef(args[3]));
   Py_XSETREF(B.on_stopped, Py_NewRef(args[4]));
@@ -474,10 +545,33 @@ static PyObject *mod_eventfd(PyObject *m, PyObject *unused) {
   return PyLong_FromLong(B.efd);
 }
 
+/*
+ * One CPU: SCHED_BATCH for the Python thread and the I/O thread (created right after this, so
+ * it inherits the policy).  Why: on a single CPU the two threads take turns.  With the default
+ * policy a thread woken by the other (the eventfd when requests are queued, uv_async_send when
+ * a response is) preempts it in the middle of its batch, so batches are cut short: about 0.07
+ * context switches per small request.  A SCHED_BATCH thread that wakes up waits until the
+ * running one blocks or uses up its time slice (sched(7)), so each side finishes its batch:
+ * 0.05 switches per request and a few per cent less CPU per request (bench/RESULTS.md).  The
+ * price, on one CPU only: while the app computes without awaiting, queued responses and new
+ * connections wait for the end of the Python thread's time slice (milliseconds) instead of
+ * preempting it at once; each thread's share of the CPU is unchanged.  With more CPUs the
+ * threads run side by side and a wake-up goes to an idle CPU, so nothing is changed there.
+ */
+static void batch_policy_on_one_cpu(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) != 1) return;
+  struct sched_param sp = {0};
+  int rc = pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+  if (rc != 0) sh_log(SH_LOG_DEBUG, "SCHED_BATCH not set: %s", strerror(rc));
+}
+
 static PyObject *mod_serve(PyObject *m, PyObject *unused) {
   (void)m;
   (void)unused;
   if (B.io_started) Py_RETURN_NONE;
+  batch_policy_on_one_cpu();
   /* The I/O thread must not receive process signals: Python's main thread handles them. */
   sigset_t all, old;
   sigfillset(&all);
@@ -642,6 +736,7 @@ static PyObject *mod_init(void) {
   B.root_path = PyUnicode_FromString(B.cfg->root_path ? B.cfg->root_path : "");
   B.root_path_b = PyUnicode_AsUTF8String(B.root_path ? B.root_path : Py_None);
   if (!B.asgi_template || !B.server_addr || !B.root_path || !B.root_path_b) goto fail;
+  if ((B.scope_template = build_scope_template()) == NULL) goto fail;
   return m;
 fail:
   Py_DECREF(m);
@@ -672,6 +767,8 @@ void sh_bridge_cleanup(void) {
   Py_CLEAR(B.state);
   sh_tls_scope_cleanup();
   Py_CLEAR(B.asgi_template);
+  Py_CLEAR(B.scope_template);
+  Py_CLEAR(B.client_host);
   Py_CLEAR(B.server_addr);
   Py_CLEAR(B.root_path);
   Py_CLEAR(B.root_path_b);
@@ -679,6 +776,11 @@ void sh_bridge_cleanup(void) {
   Py_CLEAR(G.app);
   Py_CLEAR(G.create_future);
   Py_CLEAR(G.create_task);
+  Py_CLEAR(G.loop);
+  Py_CLEAR(G.task_type);
+  Py_CLEAR(G.get_task_factory);
+  Py_CLEAR(G.task_kwnames);
+  Py_CLEAR(G.task_name);
   Py_CLEAR(G.receive_slow);
   Py_CLEAR(G.log_exception);
   pthread_mutex_lock(&B.q.mu);

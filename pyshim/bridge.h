@@ -36,6 +36,7 @@ struct RequestObject {
   PyObject *chunks;       /* list of body bytes not yet received by the app, or NULL */
   PyObject *waiter;       /* Future a waiting receive() sleeps on, or NULL */
   PyObject *write_waiter; /* Future a send() over the high-water mark sleeps on, or NULL */
+  PyObject *task;         /* the Task running the app (borrowed: held by G.tasks), or NULL */
   unsigned body_done : 1, final_given : 1, disconnected : 1, started : 1, complete : 1,
       read_asked : 1;
 };
@@ -43,13 +44,15 @@ struct RequestObject {
 typedef struct sh_asgi_globals {
   PyObject *k_type, *k_body, *k_more_body, *k_status, *k_headers;
   PyObject *v_http_request, *v_http_disconnect, *v_response_start, *v_response_body;
-  PyObject *s_done, *s_set_result, *s_cancelled, *s_exception, *s_add_done_callback,
-      *s_receive, *s_send, *s_done_cb, *s_join;
+  PyObject *s_done, *s_set_result, *s_throw, *s_close, *s_join;
+  PyObject *cancelled_error; /* asyncio.CancelledError */
   PyObject *empty_bytes, *empty_tuple;
   PyObject *tasks;         /* set of running request Tasks */
   PyTypeObject *request_type;
   /* set by _shield_server.setup(): */
   PyObject *app, *create_future, *create_task, *receive_slow, *log_exception;
+  PyObject *loop, *task_type, *get_task_factory, *task_kwnames, *task_name;
+  int task_factory; /* the loop has a task factory: use loop.create_task (checked per batch) */
   size_t high_water;
 } sh_asgi_globals;
 
