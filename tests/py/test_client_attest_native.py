@@ -450,3 +450,15 @@ def test_session_proofs_do_not_fill_the_state_table(fresh_server):
         for _ in range(300):
             r = c.get("/whoami", headers=s.headers("GET", "/whoami"))
             assert r.status_code == 200, r.text
+
+
+def test_session_results_are_per_request(client):
+    """The native server builds a session's Python result once and gives each request its own
+    copy: what one request's code changes in its result no other request sees."""
+    s = Session(client)
+    assert s.response.status_code == 200, s.response.text
+    before = client.get("/whoami", headers=s.headers("GET", "/whoami")).json()["attestation"]
+    assert client.get("/scribble", headers=s.headers("GET", "/scribble")).status_code == 200
+    after = client.get("/whoami", headers=s.headers("GET", "/whoami")).json()["attestation"]
+    assert after == before and after["pcr0"] == DEFAULT_PCR0 and after["tee_type"] == "simulated"
+    assert after["session"] == s.id and after["mode"] == "session"

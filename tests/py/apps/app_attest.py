@@ -54,6 +54,17 @@ def whoami(request: Request):
             "pid": os.getpid()}
 
 
+@app.get("/scribble")
+def scribble(request: Request):
+    """Mutates this request's result (tests: no other request may see it)."""
+    a = request.state.attestation
+    a.measurements["PCR0"] = "scribbled"
+    a.claims["scribbled"] = True
+    a.advisories.append("scribbled")
+    a.tee_type = "scribbled"
+    return {"id": id(a)}
+
+
 @app.post("/echo")
 async def echo(request: Request):
     body = await request.body()
