@@ -606,6 +606,16 @@ static const sh_attest_fetch_issuer *find_issuer(sh_attest_fetcher *f, const cha
     return NULL;
 }
 
+/* The configured issuer `issuer`, or NULL with e set (keys come only from configured ones). */
+static const sh_attest_fetch_issuer *configured_issuer(sh_attest_fetcher *f, const char *issuer,
+                                                       sh_attest_fetch_error *e)
+{
+    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    if (!ci)
+        ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+    return ci;
+}
+
 static int trim_slash(char *dst, size_t n, const char *url)
 {
     size_t l = strlen(url);
@@ -623,9 +633,9 @@ int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int6
 {
     char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64], name[300], san[256];
     memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    const sh_attest_fetch_issuer *ci = configured_issuer(f, issuer, e);
     if (!ci)
-        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+        return -1;
     /* discovery_url: the configured place to reach the issuer (a forwarder, a test server);
      * the document must still name `issuer` itself */
     int override = ci->discovery_url != NULL;
@@ -689,9 +699,9 @@ int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
                          sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
     memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    const sh_attest_fetch_issuer *ci = configured_issuer(f, issuer, e);
     if (!ci)
-        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+        return -1;
     return jwks_get(f, ci, now, 0, out, e);
 }
 
@@ -704,9 +714,9 @@ int sh_attest_fetch_jwks_refresh(sh_attest_fetcher *f, const char *issuer, int64
                                  sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
     memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = find_issuer(f, issuer);
+    const sh_attest_fetch_issuer *ci = configured_issuer(f, issuer, e);
     if (!ci)
-        return ferr(e, SH_ATTEST_POLICY_DENIED, "issuer %.100s is not configured", issuer ? issuer : "(null)");
+        return -1;
     jwks_refresh *r = &f->refresh[ci - f->c.issuers];
     pthread_mutex_lock(&f->lock);
     int64_t ago = now - r->at;

@@ -123,7 +123,7 @@ CASE_KEYS = {
     "expect_status", "expect_body", "expect_body_contains", "expect_json", "expect_json_subset",
     "expect_echo", "expect_headers", "smoke", "memory", "servers", "requires", "server_args",
     "env", "description", "request_factory", "order", "setup", "client", "rate_hint",
-    "baseline", "connections", "expect_plain_status",
+    "baseline", "connections", "expect_plain_status", "like",
 }
 
 
@@ -138,8 +138,26 @@ def read_bench_dicts(path: Path) -> list[dict]:
                 value = ast.literal_eval(node.value)
             except ValueError as e:
                 raise SystemExit(f"{path}: BENCH must be a literal dict (or list of dicts): {e}")
-            return value if isinstance(value, list) else [value]
+            return inherit(value if isinstance(value, list) else [value], path)
     return []
+
+
+def inherit(cases: list[dict], path: Path) -> list[dict]:
+    """``"like": "<name>"``: the entry starts as a copy of an earlier entry of the same BENCH
+    list (its own keys win), so variants of one case state only what differs."""
+    by_name: dict[str, dict] = {}
+    out = []
+    for d in cases:
+        if isinstance(d, dict) and "like" in d:
+            base = by_name.get(d["like"])
+            if base is None:
+                raise SystemExit(f"{path}: {d.get('name')}: \"like\": {d['like']!r} is not an "
+                                 "earlier case of this BENCH list")
+            d = {**base, **{k: v for k, v in d.items() if k != "like"}}
+        if isinstance(d, dict) and isinstance(d.get("name"), str):
+            by_name[d["name"]] = d
+        out.append(d)
+    return out
 
 
 def run_request_factory(module: str, func: str) -> dict:
@@ -626,14 +644,9 @@ def tree_pids(root: int) -> list[int]:
     """root and all its descendants."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(d))
+        fields = stat_fields(d) if d.isdigit() else None
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(d))
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -647,13 +660,21 @@ def tree_cpu(root: int) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in tree_pids(root):
+        fields = stat_fields(pid)
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
-        except (OSError, IndexError, ValueError):
+        except (TypeError, IndexError, ValueError):
             pass
     return total / tick
+
+
+def stat_fields(pid) -> list[str] | None:
+    """/proc/PID/stat after the command name (field 3 onwards), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def tree_rss(root: int) -> int:

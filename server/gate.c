@@ -176,7 +176,8 @@ static const sh_iovec *header(const sh_request *r, const char *name) {
   return NULL;
 }
 
-/* base64 or base64url, padding optional, whitespace ignored (like confidential._b64d). */
+/* base64 or base64url, padding optional, whitespace ignored (like confidential._b64d, which
+ * clients rely on; crypto/b64.c's decoder is stricter: canonical, no whitespace). */
 static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len) {
   uint8_t *out = malloc(len / 4 * 3 + 3);
   if (!out) return NULL;
@@ -212,26 +213,7 @@ bad:
 }
 
 static void b64url(const uint8_t *in, size_t len, char *out) {
-  static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  size_t o = 0, i = 0;
-  for (; i + 2 < len; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = a[v >> 18];
-    out[o++] = a[(v >> 12) & 63];
-    out[o++] = a[(v >> 6) & 63];
-    out[o++] = a[v & 63];
-  }
-  if (len - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = a[v >> 18];
-    out[o++] = a[(v >> 12) & 63];
-  } else if (len - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = a[v >> 18];
-    out[o++] = a[(v >> 12) & 63];
-    out[o++] = a[(v >> 6) & 63];
-  }
-  out[o] = '\0';
+  sh_crypto_b64url_encode(in, len, out); /* crypto/b64.c */
 }
 
 static void send_json(sh_request *req, int status, json_t *body, const char *reason) {

@@ -41,7 +41,8 @@ from pydantic import BaseModel
 
 PATH = "/items/42"
 
-# BENCH must be a literal (the harness reads it with ast.literal_eval), hence the repetition.
+# BENCH must be a literal (the harness reads it with ast.literal_eval); "like" starts an entry
+# as a copy of an earlier one (bench/bench.py inherit).
 # "{work}" is the case's work directory (bench/out/work/<case>), filled by bench_setup(): the
 # state secret the shield gate, the middleware and the client share, and the dev root
 # (XDG_DATA_HOME) that signs the simulated evidence.
@@ -66,32 +67,17 @@ BENCH = [
         "the baseline of fastapi_attest_session.",
     },
     {
+        "like": "fastapi_attest_none",
         "name": "fastapi_attest_none_c16",
-        "order": 40,
-        "app": "app",
-        "method": "GET",
-        "path": "/items/42",
-        "requires": ["fastapi", "pydantic", "cryptography"],
         "connections": 16,
-        "expect_status": 200,
-        "expect_json": {
-            "id": 42,
-            "name": "item-42",
-            "price": 4.2,
-            "tags": ["bench", "shield"],
-            "tee": None,
-            "mode": None,
-        },
         "description": "fastapi_attest_none with 16 connections: the baseline of "
         "fastapi_attest_header.",
     },
     {
+        "like": "fastapi_attest_none",
         "name": "fastapi_attest_header",
         "order": 41,
         "app": {"shield": "app", "uvicorn": "app_mw", "granian": "app_mw"},
-        "method": "GET",
-        "path": "/items/42",
-        "requires": ["fastapi", "pydantic", "cryptography"],
         "setup": "bench_setup",
         "env": {"XDG_DATA_HOME": "{work}/xdg", "SHIELD_STATE_SECRET_FILE": "{work}/state-secret"},
         "server_args": {
@@ -111,7 +97,6 @@ BENCH = [
         "connections": 16,
         "rate_hint": 500,
         "smoke": ["shield"],  # smoke: wrk on shield only; the others answer 2 requests
-        "expect_status": 200,
         "expect_json": {
             "id": 42,
             "name": "item-42",
@@ -127,28 +112,12 @@ BENCH = [
         "AttestationMiddleware). 16 connections (the gate's per-address cap).",
     },
     {
+        "like": "fastapi_attest_header",
         "name": "fastapi_attest_session",
         "order": 42,
-        "app": {"shield": "app", "uvicorn": "app_mw", "granian": "app_mw"},
-        "method": "GET",
-        "path": "/items/42",
-        "requires": ["fastapi", "pydantic", "cryptography"],
-        "setup": "bench_setup",
-        "env": {"XDG_DATA_HOME": "{work}/xdg", "SHIELD_STATE_SECRET_FILE": "{work}/state-secret"},
-        "server_args": {
-            "shield": [
-                "--attest-types",
-                "simulated",
-                "--trust-simulated",
-                "--attest-required",
-                "--state-secret-file",
-                "{work}/state-secret",
-            ]
-        },
         "client": "SessionClient",
+        "connections": None,  # the run's --connections (not the header case's 16)
         "rate_hint": 15000,
-        "smoke": ["shield"],
-        "expect_status": 200,
         "expect_json": {
             "id": 42,
             "name": "item-42",
@@ -157,7 +126,6 @@ BENCH = [
             "tee": "simulated",
             "mode": "session",
         },
-        "expect_plain_status": 401,
         "baseline": "fastapi_attest_none",
         "description": "Session mode: 5 sessions per connection, established before the run; "
         "each request carries a session id and a proof (HMAC-SHA256, t strictly "

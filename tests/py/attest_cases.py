@@ -9,7 +9,7 @@ import os
 import time
 
 
-from attest_client import Session, error, evidence, get_nonce, header_mode
+from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
 
 
 def fresh(client, **kw):
@@ -106,3 +106,37 @@ def test_session_body_digest(client):
     # the connection and the session still work afterwards
     r = client.post("/echo", content=b"abc", headers=s.headers("POST", "/echo", b"abc"))
     assert r.status_code == 200 and r.json()["len"] == 3
+
+
+def test_session_valid_and_forged(client):
+    from test_client_attest import DEFAULT_PCR0
+
+    s = Session(client)
+    assert s.response.status_code == 200, s.response.text
+    r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))
+    assert r.status_code == 200, r.text
+    a = r.json()["attestation"]
+    assert a["mode"] == "session" and a["session"] == s.id and a["tee_type"] == "simulated"
+    assert a["pcr0"] == DEFAULT_PCR0
+    h = s.headers("GET", "/whoami")
+    p = h["X-Attestation-Proof"]
+    h["X-Attestation-Proof"] = p[:-2] + ("BB" if p.endswith("AA") else "AA")
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+    h = s.headers("GET", "/other")  # proof for another target
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+    h = s.headers("GET", "/whoami")
+    del h["X-Attestation-Proof"]
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
+
+
+def test_session_unknown_and_bad_establishment(client):
+    h = {"X-Attestation-Session": b64e(os.urandom(24)), "X-Attestation-Proof": "t=1, mac=AA"}
+    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "session_unknown")
+    n = get_nonce(client)
+    ev = evidence(n)  # bound to no key: establishing a session with a key must fail
+    r = client.post("/.well-known/shield/attest", json={
+        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n),
+        "public_key": b64e(b"\x30\x03\x01\x02\x03")})
+    assert error(r) == (401, "attestation_failed", "binding_mismatch")
+    r = client.post("/.well-known/shield/attest", content=b"[")
+    assert error(r) == (401, "attestation_invalid", "malformed")

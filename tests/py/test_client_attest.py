@@ -20,9 +20,10 @@ import pytest
 
 from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh, test_debug, test_decorator_and_dependency, test_excluded_route, test_expired,
-    test_missing, test_session_body_digest, test_session_replayed_proof, test_tampered_payload,
+    test_missing, test_session_body_digest, test_session_replayed_proof,
+    test_session_unknown_and_bad_establishment, test_session_valid_and_forged, test_tampered_payload,
     test_tampered_signature, test_wrong_binding, test_wrong_binding_key)
-from attest_client import Session, b64e, error, evidence, evidence_cli, get_nonce, header_mode
+from attest_client import Session, error, evidence, evidence_cli, get_nonce, header_mode
 from conftest import shield_bin
 
 DATA_HOME = tempfile.mkdtemp(prefix="shield-attest-home-")
@@ -104,35 +105,6 @@ def test_openapi_shows_attestation_headers(client):
 
 
 # ---- session mode --------------------------------------------------------------------------
-
-def test_session_valid_and_forged(client):
-    s = Session(client)
-    assert s.response.status_code == 200, s.response.text
-    r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))
-    assert r.status_code == 200, r.text
-    a = r.json()["attestation"]
-    assert a["mode"] == "session" and a["session"] == s.id and a["tee_type"] == "simulated"
-    h = s.headers("GET", "/whoami")
-    p = h["X-Attestation-Proof"]
-    h["X-Attestation-Proof"] = p[:-2] + ("BB" if p.endswith("AA") else "AA")
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-    # proof for another target
-    h = s.headers("GET", "/other")
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-
-
-def test_session_unknown_and_bad_establishment(client):
-    h = {"X-Attestation-Session": b64e(os.urandom(24)), "X-Attestation-Proof": "t=1, mac=AA"}
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "session_unknown")
-    n = get_nonce(client)
-    ev = evidence(n)  # bound to no key: establishing a session with a key must fail
-    r = client.post("/.well-known/shield/attest", json={
-        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n),
-        "public_key": b64e(b"\x30\x03\x01\x02\x03")})
-    assert error(r) == (401, "attestation_failed", "binding_mismatch")
-    r = client.post("/.well-known/shield/attest", content=b"[")
-    assert error(r) == (401, "attestation_invalid", "malformed")
-
 
 def test_session_expired_is_not_session_unknown():
     """An ended session is session_expired (attest again), a wrong id session_unknown — the

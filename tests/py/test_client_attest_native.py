@@ -21,7 +21,8 @@ import pytest
 
 from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh, test_debug, test_decorator_and_dependency, test_excluded_route, test_expired,
-    test_missing, test_session_body_digest, test_session_replayed_proof, test_tampered_payload,
+    test_missing, test_session_body_digest, test_session_replayed_proof,
+    test_session_unknown_and_bad_establishment, test_session_valid_and_forged, test_tampered_payload,
     test_tampered_signature, test_wrong_binding, test_wrong_binding_key)
 from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
 from conftest import SERVER_KIND, shield_bin
@@ -185,37 +186,12 @@ def test_body_after_verification(client):
 
 # ---- session mode --------------------------------------------------------------------------
 
-def test_session_valid_and_forged(client):
+def test_session_establishment_headers_and_limits(client):
+    """Beyond the shared cases: the sealed key is never cached, an oversized establishment
+    body is malformed, and the endpoint is POST only."""
     s = Session(client)
     assert s.response.status_code == 200, s.response.text
     assert s.response.headers["cache-control"] == "no-store"
-    r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))
-    assert r.status_code == 200, r.text
-    a = r.json()["attestation"]
-    assert a["mode"] == "session" and a["session"] == s.id and a["tee_type"] == "simulated"
-    assert a["pcr0"] == DEFAULT_PCR0
-    h = s.headers("GET", "/whoami")
-    p = h["X-Attestation-Proof"]
-    h["X-Attestation-Proof"] = p[:-2] + ("BB" if p.endswith("AA") else "AA")
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-    h = s.headers("GET", "/other")  # proof for another target
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-    h = s.headers("GET", "/whoami")
-    del h["X-Attestation-Proof"]
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "proof_invalid")
-
-
-def test_session_unknown_and_bad_establishment(client):
-    h = {"X-Attestation-Session": b64e(os.urandom(24)), "X-Attestation-Proof": "t=1, mac=AA"}
-    assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "session_unknown")
-    n = get_nonce(client)
-    ev = evidence(n)  # bound to no key: establishing a session with a key must fail
-    r = client.post("/.well-known/shield/attest", json={
-        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n),
-        "public_key": b64e(b"\x30\x03\x01\x02\x03")})
-    assert error(r) == (401, "attestation_failed", "binding_mismatch")
-    r = client.post("/.well-known/shield/attest", content=b"[")
-    assert error(r) == (401, "attestation_invalid", "malformed")
     r = client.post("/.well-known/shield/attest", content=b"x" * (300 * 1024))
     assert error(r) == (401, "attestation_invalid", "malformed")
     assert client.get("/.well-known/shield/attest").status_code == 405
