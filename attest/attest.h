@@ -347,6 +347,9 @@ sh_attest_reason sh_attest_nonce_check(const uint8_t *secret, size_t secret_len,
 int sh_attest_proof_mac(const uint8_t key[32], int64_t t_ms, const char *method, size_t mlen,
                         const char *target, size_t tlen, const char *digest, size_t dlen,
                         uint8_t out[32]);
+/* SHA-256 of data with a digest fetched once per process (SHA256() fetches on every call);
+ * for the callers' replay and table keys.  Returns 0 or -1. */
+int sh_attest_sha256(const void *data, size_t len, uint8_t out[32]);
 
 /* ---- Simulated TEE (simulated.c), for development and tests only ----
  * The dev root (EC P-384 key + self-signed certificate) lives in one PEM file,

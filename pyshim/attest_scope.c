@@ -72,60 +72,98 @@ static PyObject *clone_result(PyObject *proto) {
   return o;
 }
 
-/* This request's AttestationResult: from the session's prototype when there is one. */
-static PyObject *request_result(const void *result, const char *session) {
-  if (!session) return sh_py_attest_result(result);
+/* Interned once (NGINX Unit style): the keys and attribute names every attested request
+ * sets, so no per-request string is built to name them. */
+static struct {
+  PyObject *extensions, *state, *attestation, *marker, *policy_sha256, *mode, *session;
+} AK;
+static PyObject *marker_proto; /* {"policy_sha256": hex} of marker_hex, copied per request */
+static char marker_hex[65];
+
+static int intern_keys(void) {
+  if (AK.session) return 0;
+#define I(field, s) \
+  if ((AK.field = PyUnicode_InternFromString(s)) == NULL) return -1
+  I(extensions, "extensions");
+  I(state, "state");
+  I(attestation, "attestation");
+  I(marker, "shield.attestation");
+  I(policy_sha256, "policy_sha256");
+  I(mode, "mode");
+  I(session, "session");
+#undef I
+  return 0;
+}
+
+/* scope["extensions"]["shield.attestation"] for this request: a copy of the policy's marker. */
+static PyObject *new_marker(const char *policy_sha256) {
+  if (!marker_proto || strcmp(marker_hex, policy_sha256) != 0) {
+    PyObject *hex = PyUnicode_FromString(policy_sha256);
+    PyObject *d = hex ? PyDict_New() : NULL;
+    if (!d || PyDict_SetItem(d, AK.policy_sha256, hex) < 0) {
+      Py_XDECREF(hex);
+      Py_XDECREF(d);
+      return NULL;
+    }
+    Py_DECREF(hex);
+    Py_XSETREF(marker_proto, d);
+    snprintf(marker_hex, sizeof marker_hex, "%s", policy_sha256);
+  }
+  return PyDict_Copy(marker_proto);
+}
+
+/* scope[key] as a dict, made when missing.  Borrowed, or NULL with an exception. */
+static PyObject *scope_dict(PyObject *scope, PyObject *key) {
+  PyObject *d = PyDict_GetItemWithError(scope, key);
+  if (d || PyErr_Occurred()) return d;
+  if (!(d = PyDict_New())) return NULL;
+  int rc = PyDict_SetItem(scope, key, d);
+  Py_DECREF(d); /* the scope holds it */
+  return rc < 0 ? NULL : d;
+}
+
+/* A new result with its mode and session attributes set (session NULL: None). */
+static PyObject *new_result(const void *result, const char *mode, PyObject *session) {
+  PyObject *r = sh_py_attest_result(result);
+  PyObject *m = r ? PyUnicode_InternFromString(mode) : NULL;
+  int rc = m && PyObject_SetAttr(r, AK.mode, m) == 0 &&
+           PyObject_SetAttr(r, AK.session, session ? session : Py_None) == 0;
+  Py_XDECREF(m);
+  if (!rc) Py_CLEAR(r);
+  return r;
+}
+
+/* This request's AttestationResult: for a session, a copy of the session's prototype. */
+static PyObject *request_result(const void *result, const char *mode, const char *session) {
+  if (!session) return new_result(result, mode, NULL);
   if (!session_cache && !(session_cache = PyDict_New())) return NULL;
-  PyObject *proto = PyDict_GetItemString(session_cache, session); /* borrowed */
-  if (proto) return clone_result(proto);
-  proto = sh_py_attest_result(result);
-  if (!proto) return NULL;
-  if (PyDict_GET_SIZE(session_cache) >= SESSION_CACHE_MAX) PyDict_Clear(session_cache);
+  PyObject *sid = PyUnicode_FromString(session);
+  PyObject *proto = sid ? PyDict_GetItemWithError(session_cache, sid) : NULL; /* borrowed */
+  if (proto) {
+    Py_DECREF(sid);
+    return clone_result(proto);
+  }
   PyObject *r = NULL;
-  if (PyDict_SetItemString(session_cache, session, proto) == 0) r = clone_result(proto);
-  Py_DECREF(proto);
+  if (sid && !PyErr_Occurred() && (proto = new_result(result, mode, sid))) {
+    if (PyDict_GET_SIZE(session_cache) >= SESSION_CACHE_MAX) PyDict_Clear(session_cache);
+    if (PyDict_SetItem(session_cache, sid, proto) == 0) r = clone_result(proto);
+    Py_DECREF(proto);
+  }
+  Py_XDECREF(sid);
   return r;
 }
 
 int sh_py_attest_scope(PyObject *scope, const void *result, const char *mode,
-                       const char *session, const char *policy_sha256)
-{
-    PyObject *ext = PyDict_GetItemString(scope, "extensions"); /* borrowed */
-    if (ext == NULL) {
-        ext = PyDict_New();
-        if (ext == NULL || PyDict_SetItemString(scope, "extensions", ext) < 0) {
-            Py_XDECREF(ext);
-            return -1;
-        }
-        Py_DECREF(ext); /* the scope holds it */
-    }
-    PyObject *mark = Py_BuildValue("{s:s}", "policy_sha256", policy_sha256);
-    if (mark == NULL || PyDict_SetItemString(ext, "shield.attestation", mark) < 0) {
-        Py_XDECREF(mark);
-        return -1;
-    }
-    Py_DECREF(mark);
-    if (result == NULL)
-        return 0;
-    PyObject *state = PyDict_GetItemString(scope, "state"); /* borrowed */
-    if (state == NULL) {
-        state = PyDict_New();
-        if (state == NULL || PyDict_SetItemString(scope, "state", state) < 0) {
-            Py_XDECREF(state);
-            return -1;
-        }
-        Py_DECREF(state);
-    }
-    PyObject *r = request_result(result, session);
-    if (r == NULL)
-        return -1;
-    PyObject *m = mode ? PyUnicode_FromString(mode) : Py_NewRef(Py_None);
-    PyObject *sid = session ? PyUnicode_FromString(session) : Py_NewRef(Py_None);
-    int rc = (m == NULL || sid == NULL || PyObject_SetAttrString(r, "mode", m) < 0 ||
-              PyObject_SetAttrString(r, "session", sid) < 0 ||
-              PyDict_SetItemString(state, "attestation", r) < 0) ? -1 : 0;
-    Py_XDECREF(m);
-    Py_XDECREF(sid);
-    Py_DECREF(r);
-    return rc;
+                       const char *session, const char *policy_sha256) {
+  if (intern_keys() < 0) return -1;
+  PyObject *ext = scope_dict(scope, AK.extensions);
+  PyObject *mark = ext ? new_marker(policy_sha256) : NULL;
+  int rc = mark ? PyDict_SetItem(ext, AK.marker, mark) : -1;
+  Py_XDECREF(mark);
+  if (rc < 0 || result == NULL) return rc;
+  PyObject *state = scope_dict(scope, AK.state);
+  PyObject *r = state ? request_result(result, mode, session) : NULL;
+  rc = r ? PyDict_SetItem(state, AK.attestation, r) : -1;
+  Py_XDECREF(r);
+  return rc;
 }

@@ -10,6 +10,7 @@ does with asyncio (cancellation, contextvars, task groups).  Everything per-byte
 """
 
 import asyncio
+import gc
 import importlib
 import inspect
 import os
@@ -185,6 +186,8 @@ class Server:
             if not await lifespan.startup():
                 return 3
         S.set_state(state)
+        if self.cfg["gc_freeze"]:
+            freeze_startup_objects()
         loop = self.loop
         efd = S.eventfd()
         loop.add_reader(efd, S.dispatch)
@@ -210,6 +213,19 @@ class Server:
         S.dispatch()
         log(INFO, f"Finished server process [{os.getpid()}]")
         return 0 if rc >= 0 else 1
+
+
+def freeze_startup_objects():
+    """Why: the app's modules, routes and models (tens of thousands of objects for a FastAPI
+    app) live as long as the process, yet every full collection walks them all.  Under load,
+    requests in flight keep enough young objects alive that collections cascade into the old
+    generation: a full walk every few thousand requests, which showed as the p99 of a FastAPI
+    route going from 7.7 to 14 ms.  gc.freeze() moves what start-up made into the permanent
+    generation, which collections skip (and, in a forked worker, no longer touch, so those
+    pages stay shared).  Garbage is collected first so it is not kept forever.  What requests
+    allocate is collected as usual.  --no-gc-freeze turns this off."""
+    gc.collect()
+    gc.freeze()
 
 
 def load_env_file(path):

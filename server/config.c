@@ -39,6 +39,7 @@ void sh_config_init(sh_config *cfg) {
   cfg->loop = "auto";
   cfg->log_level = "info";
   cfg->access_log = 1;
+  cfg->gc_freeze = 1;
   cfg->root_path = "";
   cfg->max_header_size = 16 * 1024;
   cfg->max_body_size = 0;
@@ -85,6 +86,8 @@ void sh_config_usage(FILE *out) {
       "  --loop auto|asyncio|uvloop   event loop for the app (default auto)\n"
       "  --log-level LEVEL            critical|error|warning|info|debug|trace (default info)\n"
       "  --access-log/--no-access-log one line per response (default on)\n"
+      "  --gc-freeze/--no-gc-freeze   after start-up, move the app's objects out of the\n"
+      "                               garbage collector's reach (gc.freeze; default on)\n"
       "  --env-file FILE              load environment variables from FILE\n"
       "  --root-path PATH             ASGI root_path for apps behind a path prefix\n"
       "  --max-header-size N          request head limit in bytes (default 16384; 431 beyond)\n"
@@ -506,6 +509,8 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
         {"--factory", offsetof(sh_config, factory), 1},
         {"--access-log", offsetof(sh_config, access_log), 1},
         {"--no-access-log", offsetof(sh_config, access_log), 0},
+        {"--gc-freeze", offsetof(sh_config, gc_freeze), 1},
+        {"--no-gc-freeze", offsetof(sh_config, gc_freeze), 0},
         {"--server-header", offsetof(sh_config, server_header), 1},
         {"--no-server-header", offsetof(sh_config, server_header), 0},
         {"--date-header", offsetof(sh_config, date_header), 1},

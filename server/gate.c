@@ -41,7 +41,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,10 +176,9 @@ static const sh_iovec *header(const sh_request *r, const char *name) {
 }
 
 /* base64 or base64url, padding optional, whitespace ignored (like confidential._b64d, which
- * clients rely on; crypto/b64.c's decoder is stricter: canonical, no whitespace). */
-static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len) {
-  uint8_t *out = malloc(len / 4 * 3 + 3);
-  if (!out) return NULL;
+ * clients rely on; crypto/b64.c's decoder is stricter: canonical, no whitespace), into out.
+ * Returns the decoded length, of which at most cap bytes were written, or -1 (bad input). */
+static long b64_decode_into(const char *s, size_t len, uint8_t *out, size_t cap) {
   uint32_t acc = 0;
   int bits = 0, n = 0, pad = 0;
   size_t o = 0;
@@ -194,22 +192,32 @@ static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len) {
     else if (c == '/' || c == '_') v = 63;
     else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
     else if (c == '=') { pad++; continue; }
-    else goto bad;
-    if (pad) goto bad; /* data after padding */
+    else return -1;
+    if (pad) return -1; /* data after padding */
     acc = acc << 6 | (uint32_t)v;
     bits += 6;
     n++;
     if (bits >= 8) {
       bits -= 8;
-      out[o++] = (uint8_t)(acc >> bits);
+      if (o < cap) out[o] = (uint8_t)(acc >> bits);
+      o++;
     }
   }
-  if (n == 0 || n % 4 == 1 || pad > 2) goto bad;
-  *out_len = o;
+  if (n == 0 || n % 4 == 1 || pad > 2) return -1;
+  return (long)o;
+}
+
+/* The same, malloc'd (caller frees); NULL on bad input. */
+static uint8_t *b64_decode(const char *s, size_t len, size_t *out_len) {
+  size_t cap = len / 4 * 3 + 3;
+  uint8_t *out = malloc(cap);
+  long n = out ? b64_decode_into(s, len, out, cap) : -1; /* cap is never reached */
+  if (n < 0) {
+    free(out);
+    return NULL;
+  }
+  *out_len = (size_t)n;
   return out;
-bad:
-  free(out);
-  return NULL;
 }
 
 static void b64url(const uint8_t *in, size_t len, char *out) {
@@ -288,7 +296,7 @@ static int method_is(const sh_request *r, const char *m) {
 }
 
 static void nonce_key(const uint8_t *nonce, uint8_t key[SH_SHM_KEY_LEN]) {
-  SHA256(nonce, SH_ATTEST_NONCE_LEN, key);
+  sh_gate_table_key(nonce, SH_ATTEST_NONCE_LEN, key);
 }
 
 static sh_shm_table *table(void) {
@@ -918,7 +926,7 @@ static void after_verify(gate_req *j) {
     uint8_t m[18 + 32];
     memcpy(m, "shield-evidence-v1", 18);
     memcpy(m + 18, r->evidence_sha256, 32);
-    SHA256(m, sizeof m, key);
+    sh_gate_table_key(m, sizeof m, key);
     expires = j->at + G.max_age + 10;
   } else {
     nonce_key(j->nonce, key);
@@ -1133,8 +1141,7 @@ static const char *parse_proof(sh_request *req, gate_req *gr) {
   const sh_iovec *proof = header(req, "x-attestation-proof");
   if (!proof || proof->len == 0) return "X-Attestation-Proof is missing";
   int64_t t = -1;
-  uint8_t *mac = NULL;
-  size_t mac_len = 0;
+  long mac_len = -2; /* -2: no mac=, -1: not base64 */
   int have_t = 0, bad = 0;
   for (size_t i = 0; i < proof->len;) {
     size_t e = i;
@@ -1156,21 +1163,14 @@ static const char *parse_proof(sh_request *req, gate_req *gr) {
           else t = t * 10 + (*c - '0');
         }
       } else if (ke - p == 3 && memcmp(p, "mac", 3) == 0) {
-        free(mac);
-        mac = b64_decode(a, (size_t)(q - a), &mac_len);
-        if (!mac) bad = 1;
+        mac_len = b64_decode_into(a, (size_t)(q - a), gr->proof_mac, sizeof gr->proof_mac);
+        if (mac_len < 0) bad = 1;
       }
     }
     i = e + 1;
   }
-  if (!have_t || !mac || bad) {
-    free(mac);
-    return "X-Attestation-Proof is malformed";
-  }
-  int ok = mac_len == 32;
-  if (ok) memcpy(gr->proof_mac, mac, 32);
-  free(mac);
-  if (!ok) return "the proof MAC does not verify";
+  if (!have_t || mac_len == -2 || bad) return "X-Attestation-Proof is malformed";
+  if (mac_len != 32) return "the proof MAC does not verify";
   gr->proof_t = t;
   int64_t nm = now_ms();
   if (t > nm + PROOF_WINDOW_MS || t < nm - PROOF_WINDOW_MS)
@@ -1196,8 +1196,8 @@ static int copy_mac_input(sh_request *req, gate_req *gr, const sh_iovec *digest)
 static int expect_digest(sh_request *req, gate_req *gr) {
   if (!req->has_body) {
     uint8_t d[32];
-    SHA256((const uint8_t *)"", 0, d);
-    if (gr->want_len != 32 || CRYPTO_memcmp(d, gr->want_digest, 32) != 0) {
+    if (sh_attest_sha256("", 0, d) < 0 || gr->want_len != 32 ||
+        CRYPTO_memcmp(d, gr->want_digest, 32) != 0) {
       send_error(req, "proof_invalid", "the body does not match Content-Digest");
       return -1;
     }

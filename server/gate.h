@@ -56,6 +56,9 @@ typedef struct sh_gate_session {
  * parsed and PINGed so a bad URL or an unreachable Redis stops start-up with a message. */
 int sh_gate_state_init(const char *url, sh_error *err);
 int sh_gate_state_remote(void);     /* 1 when the state is in Redis */
+/* The table key of a nonce, evidence or session name: SHA-256 of data (all zeros, which
+ * refuses the request, should the digest fail). */
+void sh_gate_table_key(const void *data, size_t len, uint8_t key[32]);
 void sh_gate_state_thread_done(void); /* a pool thread exits: close its connection */
 /* 1 consumed now, 0 already consumed (replay), -1 store failure. */
 int sh_gate_state_consume(struct sh_shm_table *t, const uint8_t key[32], int64_t expires,

@@ -26,11 +26,11 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "attest.h"
 #include "gate.h"
 #include "server_internal.h"
 #include "shmtable.h"
@@ -255,16 +255,40 @@ static void once_key(const uint8_t key[32], char out[ONCE_KEY_LEN]) {
   hex(key, 32, out + sizeof ONCE_PREFIX - 1);
 }
 
+/* A table key is a SHA-256.  Should the digest fail (out of memory), the key is all zeros:
+ * every such request then meets the same slot and is refused as replayed or unknown (its MAC
+ * cannot verify under another session's key) — never let through. */
+void sh_gate_table_key(const void *data, size_t len, uint8_t key[SH_SHM_KEY_LEN]) {
+  if (sh_attest_sha256(data, len, key) < 0) memset(key, 0, SH_SHM_KEY_LEN);
+}
+
+/* The key of a name formatted into m (n from snprintf): a name that did not fit (never from
+ * the gate, whose ids are shorter) gets the all-zero key, which no session has. */
+static void named_key(const char *m, int n, size_t cap, uint8_t key[SH_SHM_KEY_LEN]) {
+  if (n < 0 || (size_t)n >= cap) memset(key, 0, SH_SHM_KEY_LEN);
+  else sh_gate_table_key(m, (size_t)n, key);
+}
+
+/* A session request looks its record up, then advances it: the key of the last session id
+ * is kept per thread so it is hashed once per request. */
 static void shm_sess_key(const char *sid, uint8_t key[SH_SHM_KEY_LEN]) {
-  char m[96];
-  int n = snprintf(m, sizeof m, "shield-session-v1%c%s", 0, sid);
-  SHA256((const uint8_t *)m, (size_t)n, key);
+  static _Thread_local char last_sid[72];
+  static _Thread_local uint8_t last_key[SH_SHM_KEY_LEN];
+  if (!last_sid[0] || strcmp(sid, last_sid) != 0) {
+    char m[96];
+    int n = snprintf(m, sizeof m, "shield-session-v1%c%s", 0, sid);
+    named_key(m, n, sizeof m, last_key);
+    /* an id too long to keep whole is not kept: a prefix must never match another id */
+    if ((size_t)snprintf(last_sid, sizeof last_sid, "%s", sid) >= sizeof last_sid)
+      last_sid[0] = '\0';
+  }
+  memcpy(key, last_key, SH_SHM_KEY_LEN);
 }
 
 static void shm_chunk_key(const char *sid, unsigned i, uint8_t key[SH_SHM_KEY_LEN]) {
   char m[96];
   int n = snprintf(m, sizeof m, "shield-session-result-v1%c%s%c%u", 0, sid, 0, i);
-  SHA256((const uint8_t *)m, (size_t)n, key);
+  named_key(m, n, sizeof m, key);
 }
 
 /* ---------------------------------------------------------------- consume (§1.1, §1.3) */

@@ -198,6 +198,7 @@ typedef struct sh_config {
   const char *loop;           /* auto|asyncio|uvloop */
   const char *log_level;      /* critical|error|warning|info|debug|trace; default info */
   int access_log;             /* default 1 */
+  int gc_freeze;              /* gc.freeze() after lifespan start-up; default 1 */
   const char *env_file;
   const char *root_path;      /* default "" */
   size_t max_header_size;     /* default 16 KiB -> 431 beyond */

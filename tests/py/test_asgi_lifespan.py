@@ -63,6 +63,15 @@ def test_lifespan_state_is_shallow_copied_per_request(server):
     assert second["counter"] == first["counter"] + 1
 
 
+def test_gc_freeze_after_startup_by_default(fresh_server):
+    # The app's start-up objects go to the permanent generation (gc.freeze) unless
+    # --no-gc-freeze: full collections under load then skip them (bench/RESULTS.md).
+    frozen = fresh_server("app_raw:app")
+    assert int(httpx.get(frozen.url + "/gc", timeout=scaled(10)).text) > 1000
+    plain = fresh_server("app_raw:app", "--no-gc-freeze")
+    assert httpx.get(plain.url + "/gc", timeout=scaled(10)).text == "0"
+
+
 def test_app_without_lifespan_tolerated_in_auto_mode(fresh_server):
     srv = fresh_server("app_nolifespan:app", "--lifespan", "auto")
     r = httpx.get(srv.url + "/", timeout=scaled(10))

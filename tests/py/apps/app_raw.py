@@ -164,6 +164,11 @@ async def app(scope, receive, send):
     if path == "/text":
         return await respond(send, 200, b"hello world\n")
 
+    if path == "/gc":  # --gc-freeze: what start-up made is out of the collector's reach
+        import gc
+
+        return await respond(send, 200, str(gc.get_freeze_count()).encode())
+
     if path == "/stream":
         n = int(q.get("n", "5"))
         await send(
