@@ -966,10 +966,25 @@ def md_table(header: list[str], rows: list[list[str]], align: str) -> str:
     return "\n".join(out)
 
 
+def baseline_ratios(runs: list, base_runs: list) -> tuple:
+    """(req/s ratio, CPU/req ratio) of a case's runs to its baseline's: the median of the
+    ratios of runs made in the same repetition (they ran back to back: paired_groups), else
+    the ratio of the medians.  None when the baseline has no runs."""
+    if not base_runs:
+        return None, None
+    by_rep = {b.get("rep"): b for b in base_runs}
+    pairs = [(r, by_rep[r["rep"]]) for r in runs if r.get("rep") in by_rep]
+    if pairs:
+        return (statistics.median(r["rps"] / b["rps"] for r, b in pairs),
+                statistics.median(r["cpu_us"] / b["cpu_us"] for r, b in pairs))
+    med = lambda rs, k: statistics.median(x[k] for x in rs)
+    return med(runs, "rps") / med(base_runs, "rps"), med(runs, "cpu_us") / med(base_runs, "cpu_us")
+
+
 def perf_table(case: Case, results: dict, pass_label: str, args, connections: int | None = None,
-               medians: dict | None = None) -> str:
-    """results: server -> {"runs": [...], "error": str|None}.  With a baseline case, one more
-    column: the server's median req/s divided by its median in the baseline (same pass)."""
+               base_runs: dict | None = None) -> str:
+    """results: server -> {"runs": [...], "error": str|None}.  With a baseline case, two more
+    columns: req/s and CPU/req against the baseline (baseline_ratios)."""
     base = case.baseline
     extra = 4 if base else 2
     def med(server, key):
@@ -992,9 +1007,8 @@ def perf_table(case: Case, results: dict, pass_label: str, args, connections: in
             fmt_ratio(rps / ref_rps if ref_rps else None), fmt_ratio(p99 / ref_p99 if ref_p99 else None),
             str(errors), fmt_us(cpu), fmt_ratio(cpu / ref_cpu if ref_cpu else None)])
         if base:
-            b = (medians or {}).get((base, pass_label, server))
-            bc = (medians or {}).get((base, pass_label, server, "cpu_us"))
-            rows[-1] += [fmt_ratio(rps / b if b else None), fmt_ratio(cpu / bc if bc else None)]
+            rows[-1] += [fmt_ratio(x) for x in baseline_ratios(runs, (base_runs or {}).get(
+                (base, pass_label, server)) or [])]
     conns = f", {connections} connections" if connections and connections != args.connections else ""
     title = f"### {case.name} — {case.request_line()} ({pass_label}{conns})"
     if case.description:
@@ -1144,6 +1158,103 @@ def on_signal(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def paired_groups(cases: list) -> list[list]:
+    """The run order: each case alone, except that a case whose baseline is also in the run
+    joins the baseline's group (baseline first), whose cases take turns per repetition."""
+    names = {c.name for c in cases}
+    groups: dict = {}  # the group's first case (the baseline) -> its cases
+    for c in cases:
+        groups.setdefault(c.baseline if c.baseline in names else c.name, []).append(c)
+    return [sorted(g, key=lambda c: c.name != root) for root, g in groups.items()]
+
+
+def prepare_case(case, args, failures: list, sections: list) -> bool:
+    """Requirements, setup() and the wrk script of a case; False (reported) when it cannot run."""
+    missing = missing_requirements(case)
+    if missing:
+        msg = f"skipped: missing Python modules {missing}"
+        log(f"[{case.name}] {msg}")
+        sections.append(f"### {case.name}\n\n{msg}")
+        if args.smoke:
+            failures.append(f"{case.name}: {msg}")
+        return False
+    if case.setup:
+        try:
+            run_setup(case)
+        except (Failure, OSError, subprocess.TimeoutExpired) as e:
+            log(f"[{case.name}] setup FAILED: {e}")
+            failures.append(f"{case.name}: setup: {str(e).splitlines()[0]}")
+            sections.append(f"### {case.name}\n\nFAILED: setup {case.setup}()")
+            return False
+    write_lua(case)
+    return True
+
+
+class Runner:
+    """One measured run of one case on one server: start, check, warm up, measure, stop."""
+
+    def __init__(self, args, wrk_core, rate_est: dict, failures: list) -> None:
+        self.args, self.wrk_core, self.rate_est, self.failures = args, wrk_core, rate_est, failures
+
+    def one(self, case, s: str, cores, rep: int, res: dict) -> None:
+        args, wrk_core = self.args, self.wrk_core
+        if res.get("error"):
+            return
+        conns = case.connections or args.connections
+        tag = f"[{case.name} {label(s, case)} cores={cores} run {rep + 1}/{args.repeat}]"
+        srv = None
+        # smoke: only these servers are driven by wrk; the others only answer
+        verify_only = case.verify_only or (
+            args.smoke and case.smoke_servers is not None and s not in case.smoke_servers)
+        try:
+            # a client made for a start without load prepares for 1 connection
+            srv = Server(s, case, cores, args.shield, 1 if verify_only else conns, args.threads)
+            t0 = time.monotonic()
+            srv.start()
+            log(f"{tag} up on :{srv.port} in {time.monotonic() - t0:.1f} s, answers correctly")
+            if verify_only:
+                res["error"] = "answers correctly (not measured in smoke mode)"
+                return
+            key = (case.name, s, cores)
+            rate = self.rate_est.get(key, case.rate_for(s))
+            if args.warmup:
+                w = drive(case, srv, args.warmup, conns, args.threads, wrk_core, rate, False)
+                if case.client:  # size the measured run's batch from the warm-up
+                    # (or from this server's last measured run, if faster: a load
+                    # spike during the warm-up must not starve the measured run)
+                    w_rate = 1.2 * w["rate_until_wrap"] if w["wrapped"] else w["rps"]
+                    rate = max(w_rate, self.rate_est.get(key, 0))
+            r = drive(case, srv, args.duration, conns, args.threads, wrk_core, rate, True)
+            r["rep"] = rep
+            self.rate_est[key] = r["rps"]
+            if srv.proc.poll() is not None:
+                raise Failure(f"{s} died during the run:\n{srv.log_tail()}")
+            if r["non2xx"]:
+                raise Failure(f"{r['non2xx']} non-2xx responses under load")
+            if "bytes_read" in r and r["bytes_read"] / r["requests"] < 0.98 * srv.body_len:
+                raise Failure(f"wrk read {r['bytes_read'] / r['requests']:.0f} bytes per response, "
+                              f"less than the {srv.body_len}-byte body checked before the run")
+            verify(srv.port, case, srv.client)  # still correct after the load
+            res["runs"].append(r)
+            log(f"{tag} {fmt_rps(r['rps'])} req/s, p50 {fmt_ms(r['p50'])}, "
+                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}, server CPU {fmt_us(r['cpu_us'])}/req"
+                + (f" ({r['prepared']} requests prepared in {r['prepare_s']:.1f} s)"
+                   if case.client else ""))
+        except NotInstalled as e:
+            res["error"] = "not installed"
+            log(f"{tag} not installed: {e}")
+            if args.smoke:
+                self.failures.append(f"{case.name}/{s}: not installed ({e})")
+        except (Failure, OSError, subprocess.TimeoutExpired) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            res["error"] = "FAILED: " + (first[:80] + "…" if len(first) > 80 else first).replace("|", "/")
+            log(f"{tag} FAILED: {e}")
+            self.failures.append(f"{case.name}/{s}: {first}")
+        finally:
+            if srv:
+                srv.stop()
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
@@ -1194,98 +1305,31 @@ def main(argv: list[str]) -> int:
     sections: list[str] = []
     mem: dict = {}
     rate_est: dict = {}  # (case, server, cores) -> req/s: sizes the batches of client cases
-    medians: dict = {}  # (case, pass, server) -> median req/s, for the "÷ baseline" column
+    base_runs: dict = {}  # (case, pass, server) -> its runs, for the "÷ baseline" columns
     # servers that are not installed: reported once per case, a failure only in smoke mode
+    run = Runner(args, wrk_core, rate_est, failures)
     try:
-        for case in cases:
-            servers = case_servers(case, args.servers)
-            if not servers:
-                continue
-            missing = missing_requirements(case)
-            if missing:
-                msg = f"skipped: missing Python modules {missing}"
-                log(f"[{case.name}] {msg}")
-                sections.append(f"### {case.name}\n\n{msg}")
-                if args.smoke:
-                    failures.append(f"{case.name}: {msg}")
-                continue
-            if case.setup:
-                try:
-                    run_setup(case)
-                except (Failure, OSError, subprocess.TimeoutExpired) as e:
-                    log(f"[{case.name}] setup FAILED: {e}")
-                    failures.append(f"{case.name}: setup: {str(e).splitlines()[0]}")
-                    sections.append(f"### {case.name}\n\nFAILED: setup {case.setup}()")
-                    continue
-            write_lua(case)
-            conns = case.connections or args.connections
+        for group in paired_groups(cases):
+            ready = []
+            for case in group:
+                servers = case_servers(case, args.servers)
+                if servers and prepare_case(case, args, failures, sections):
+                    ready.append((case, servers))
             for cores, pass_label in passes:
-                results = {s: {"runs": []} for s in servers}
+                # a case and its baseline take turns, repetition by repetition, so that drift
+                # in the machine's speed lands on both sides of their ratio alike
+                results = {c.name: {s: {"runs": []} for s in servers} for c, servers in ready}
                 for rep in range(args.repeat):
-                    for s in servers:
-                        res = results[s]
-                        if res.get("error"):
-                            continue
-                        tag = f"[{case.name} {label(s, case)} cores={cores} run {rep + 1}/{args.repeat}]"
-                        srv = None
-                        # smoke: only these servers are driven by wrk; the others only answer
-                        verify_only = case.verify_only or (
-                            args.smoke and case.smoke_servers is not None and s not in case.smoke_servers)
-                        try:
-                            # a client made for a start without load prepares for 1 connection
-                            srv = Server(s, case, cores, args.shield, 1 if verify_only else conns, args.threads)
-                            t0 = time.monotonic()
-                            srv.start()
-                            log(f"{tag} up on :{srv.port} in {time.monotonic() - t0:.1f} s, answers correctly")
-                            if verify_only:
-                                res["error"] = "answers correctly (not measured in smoke mode)"
-                                continue
-                            key = (case.name, s, cores)
-                            rate = rate_est.get(key, case.rate_for(s))
-                            if args.warmup:
-                                w = drive(case, srv, args.warmup, conns, args.threads, wrk_core, rate, False)
-                                if case.client:  # size the measured run's batch from the warm-up
-                                    # (or from this server's last measured run, if faster: a load
-                                    # spike during the warm-up must not starve the measured run)
-                                    w_rate = 1.2 * w["rate_until_wrap"] if w["wrapped"] else w["rps"]
-                                    rate = max(w_rate, rate_est.get(key, 0))
-                            r = drive(case, srv, args.duration, conns, args.threads, wrk_core, rate, True)
-                            rate_est[key] = r["rps"]
-                            if srv.proc.poll() is not None:
-                                raise Failure(f"{s} died during the run:\n{srv.log_tail()}")
-                            if r["non2xx"]:
-                                raise Failure(f"{r['non2xx']} non-2xx responses under load")
-                            if "bytes_read" in r and r["bytes_read"] / r["requests"] < 0.98 * srv.body_len:
-                                raise Failure(f"wrk read {r['bytes_read'] / r['requests']:.0f} bytes per response, "
-                                              f"less than the {srv.body_len}-byte body checked before the run")
-                            verify(srv.port, case, srv.client)  # still correct after the load
-                            res["runs"].append(r)
-                            log(f"{tag} {fmt_rps(r['rps'])} req/s, p50 {fmt_ms(r['p50'])}, "
-                                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}, server CPU {fmt_us(r['cpu_us'])}/req"
-                                + (f" ({r['prepared']} requests prepared in {r['prepare_s']:.1f} s)"
-                                   if case.client else ""))
-                        except NotInstalled as e:
-                            res["error"] = "not installed"
-                            log(f"{tag} not installed: {e}")
-                            if args.smoke:
-                                failures.append(f"{case.name}/{s}: not installed ({e})")
-                        except (Failure, OSError, subprocess.TimeoutExpired) as e:
-                            first = (str(e).splitlines() or [type(e).__name__])[0]
-                            res["error"] = "FAILED: " + (first[:80] + "…" if len(first) > 80 else first).replace("|", "/")
-                            log(f"{tag} FAILED: {e}")
-                            failures.append(f"{case.name}/{s}: {first}")
-                        finally:
-                            if srv:
-                                srv.stop()
-                for srv_name, res in results.items():
-                    if res.get("runs"):
-                        medians[(case.name, pass_label, srv_name)] = statistics.median(
-                            x["rps"] for x in res["runs"])
-                        medians[(case.name, pass_label, srv_name, "cpu_us")] = statistics.median(
-                            x["cpu_us"] for x in res["runs"])
-                table = perf_table(case, results, pass_label, args, conns, medians)
-                print("\n" + table + "\n", flush=True)
-                sections.append(table)
+                    for case, servers in ready:
+                        for s in servers:
+                            run.one(case, s, cores, rep, results[case.name][s])
+                for case, servers in ready:
+                    for srv_name, res in results[case.name].items():
+                        base_runs[(case.name, pass_label, srv_name)] = res["runs"]
+                    conns = case.connections or args.connections
+                    table = perf_table(case, results[case.name], pass_label, args, conns, base_runs)
+                    print("\n" + table + "\n", flush=True)
+                    sections.append(table)
 
         if args.memory_connections > 0:
             for case in [c for c in cases if c.memory]:

@@ -63,8 +63,10 @@ BENCH = [
             "tee": None,
             "mode": None,
         },
+        "client": "PlainClient",
         "description": "The attestation route with no attestation (no gate, no middleware): "
-        "the baseline of fastapi_attest_session.",
+        "the baseline of fastapi_attest_session. Its requests go through the same replay "
+        "client as the attested cases.",
     },
     {
         "like": "fastapi_attest_none",
@@ -205,6 +207,23 @@ def _evidence(secret: bytes, public_key: bytes | None = None) -> tuple[bytes, by
     now = time.time()
     nonce = _native.nonce_issue(secret, now)
     return nonce, _native.simulated_evidence(nonce, public_key, at=now)
+
+
+class PlainClient:
+    """The baselines' requests, replayed by the same wrk script as the attested cases', minus
+    the attestation headers.  Why: a wrk `request()` function costs wrk more per request than
+    a static request and changes how requests reach the server (seen as CPU per request that
+    drifted with the machine's load for the attested cases only), so a baseline sent as a
+    static request would credit the server with the client's difference."""
+
+    valid_for = None  # plain requests never expire
+
+    def __init__(self, base_url: str, server: str, connections: int, threads: int) -> None:
+        pass
+
+    def requests(self, n: int):
+        for _ in range(n):
+            yield {"method": "GET", "path": PATH, "headers": {}}
 
 
 class HeaderClient:
