@@ -23,6 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,6 +381,53 @@ const char sh_simulated_kid[] = SIM_KID;
 
 /* The anchor for simulated evidence: options.simulated_root, or the local dev root (never
  * created here: verifying must not mint a root).  Returns a new X509 or NULL. */
+/*
+ * Why a cache: every simulated evidence needs the dev root's certificate, and loading it
+ * meant opening the PEM file and decoding its P-384 private key and certificate on every
+ * verification: a large share of a header-mode request.  The parsed certificate is kept with
+ * the file's identity (device, inode, size, mtime) and read again when the file changes, so a
+ * dev root that is replaced is still picked up; a file that is gone or unreadable is no anchor.
+ */
+static struct {
+  pthread_mutex_t mu;
+  char path[4200];
+  struct stat st;
+  X509 *cert; /* owned */
+} anchor_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int same_file(const struct stat *a, const struct stat *b) {
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+         a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The default dev root's certificate (a new reference), or NULL. */
+static X509 *default_anchor(void) {
+  char dir[4096], path[4200];
+  struct stat st;
+  if (default_dir(dir, sizeof dir) < 0 ||
+      snprintf(path, sizeof path, "%s/" SIM_ROOT_FILE, dir) >= (int)sizeof path ||
+      stat(path, &st) < 0)
+    return NULL;
+  X509 *out = NULL;
+  pthread_mutex_lock(&anchor_cache.mu);
+  if (!anchor_cache.cert || strcmp(anchor_cache.path, path) != 0 ||
+      !same_file(&anchor_cache.st, &st)) {
+    EVP_PKEY *k = NULL;
+    X509 *c = NULL;
+    X509_free(anchor_cache.cert);
+    anchor_cache.cert = NULL;
+    if (read_root(path, &k, &c) == 0) {
+      anchor_cache.cert = c;
+      anchor_cache.st = st;
+      snprintf(anchor_cache.path, sizeof anchor_cache.path, "%s", path);
+    }
+    EVP_PKEY_free(k);
+  }
+  if (anchor_cache.cert && X509_up_ref(anchor_cache.cert)) out = anchor_cache.cert;
+  pthread_mutex_unlock(&anchor_cache.mu);
+  return out;
+}
+
 X509 *sh_simulated_anchor(const sh_attest_options *o) {
   if (o->simulated_root) {
     STACK_OF(X509) *sk = sh_x509_parse_many(o->simulated_root, 1);
@@ -387,10 +435,5 @@ X509 *sh_simulated_anchor(const sh_attest_options *o) {
     sk_X509_pop_free(sk, X509_free);
     return x;
   }
-  EVP_PKEY *k;
-  X509 *c;
-  char eb[256];
-  if (load_root(NULL, 0, &k, &c, eb, sizeof eb) < 0) return NULL;
-  EVP_PKEY_free(k);
-  return c;
+  return default_anchor();
 }

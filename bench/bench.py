@@ -1395,7 +1395,8 @@ def append_results(args, argv, started_at, elapsed, sections, failures) -> None:
                                     "uvloop", "httptools", "fastapi", "pydantic") if k in v),
         f"- method: wrk -t{args.threads} -c{args.connections}, keep-alive, {args.warmup} s warm-up then "
         f"{args.duration} s measured, {args.repeat} repetitions round-robin over the servers "
-        f"(fresh server process each), median shown; access logs off, log level {LOG_LEVEL}, 1 worker",
+        f"(fresh server process each; a case and its baseline take turns, and \"÷ baseline\" is the "
+        f"median of back-to-back pairs), median shown; access logs off, log level {LOG_LEVEL}, 1 worker",
         f"- duration of the whole run: {elapsed:.0f} s",
         "",
         *[s + "\n" for s in sections],

@@ -167,11 +167,44 @@ int main(void) {
             memcmp(m1, m2, 32),
         "target bound");
 
+  /* the default dev root ($XDG_DATA_HOME/shield) is read once and again only when the file
+   * changes: a replaced root is trusted at once, the old one no longer, a removed one never */
+  char d3[] = "/tmp/shield-sim-XXXXXX", def[300];
+  uint8_t *ev2 = NULL, *droot = NULL;
+  size_t ev2l = 0, drl = 0;
+  CHECK(mkdtemp(d3) != NULL, "mkdtemp");
+  setenv("XDG_DATA_HOME", d3, 1);
+  snprintf(def, sizeof def, "%s/shield/simulated-root.pem", d3);
+  CHECK(sh_attest_simulated_root(NULL, 1, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
+  p.dir = NULL;
+  p.debug = 0;
+  CHECK(sh_attest_simulated_evidence(&p, &ev, &evl, eb, sizeof eb) == 0, "%s", eb);
+  for (int i = 0; i < 2; i++)
+    CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
+              SH_ATTEST_OK,
+          "default root, verification %d", i + 1);
+  CHECK(unlink(def) == 0, "unlink the default root");
+  CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
+            SH_ATTEST_ROOT_UNTRUSTED,
+        "a removed default root still trusted");
+  free(droot);
+  CHECK(sh_attest_simulated_root(NULL, 1, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_evidence(&p, &ev2, &ev2l, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(verify(ev2, ev2l, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
+            SH_ATTEST_OK,
+        "the replacing root is not trusted");
+  CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
+            SH_ATTEST_ROOT_UNTRUSTED,
+        "the replaced root is still trusted");
+  free(ev);
+  free(ev2);
+  free(droot);
+
   free(root);
   free(root2);
   free(other);
   char rm[128];
-  snprintf(rm, sizeof rm, "rm -rf '%s' '%s'", d1, d2); /* test-owned temp dirs */
+  snprintf(rm, sizeof rm, "rm -rf '%s' '%s' '%s'", d1, d2, d3); /* test-owned temp dirs */
   if (system(rm) != 0) fprintf(stderr, "warning: could not remove %s, %s\n", d1, d2);
   return test_summary();
 }
