@@ -695,14 +695,19 @@ static int jwks_get(sh_attest_fetcher *f, const sh_attest_fetch_issuer *ci, int6
     return 0;
 }
 
+/* Both JWKS calls: *out emptied, and the issuer's configuration (NULL, e set: not configured). */
+static const sh_attest_fetch_issuer *jwks_start(sh_attest_fetcher *f, const char *issuer,
+                                                sh_attest_fetched *out, sh_attest_fetch_error *e)
+{
+    memset(out, 0, sizeof *out);
+    return configured_issuer(f, issuer, e);
+}
+
 int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
                          sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
-    memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = configured_issuer(f, issuer, e);
-    if (!ci)
-        return -1;
-    return jwks_get(f, ci, now, 0, out, e);
+    const sh_attest_fetch_issuer *ci = jwks_start(f, issuer, out, e);
+    return ci ? jwks_get(f, ci, now, 0, out, e) : -1;
 }
 
 /* Key rotation: an issuer publishes a new key and signs with it before our cached JWKS (ttl
@@ -713,8 +718,7 @@ int sh_attest_fetch_jwks(sh_attest_fetcher *f, const char *issuer, int64_t now,
 int sh_attest_fetch_jwks_refresh(sh_attest_fetcher *f, const char *issuer, int64_t now,
                                  sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
-    memset(out, 0, sizeof *out);
-    const sh_attest_fetch_issuer *ci = configured_issuer(f, issuer, e);
+    const sh_attest_fetch_issuer *ci = jwks_start(f, issuer, out, e);
     if (!ci)
         return -1;
     jwks_refresh *r = &f->refresh[ci - f->c.issuers];

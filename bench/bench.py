@@ -144,7 +144,8 @@ def read_bench_dicts(path: Path) -> list[dict]:
 
 def inherit(cases: list[dict], path: Path) -> list[dict]:
     """``"like": "<name>"``: the entry starts as a copy of an earlier entry of the same BENCH
-    list (its own keys win), so variants of one case state only what differs."""
+    list (its own keys win; a dict it gives where the earlier entry has a dict too, such as
+    "expect_json", is merged one level deep), so variants of one case state only what differs."""
     by_name: dict[str, dict] = {}
     out = []
     for d in cases:
@@ -153,7 +154,9 @@ def inherit(cases: list[dict], path: Path) -> list[dict]:
             if base is None:
                 raise SystemExit(f"{path}: {d.get('name')}: \"like\": {d['like']!r} is not an "
                                  "earlier case of this BENCH list")
-            d = {**base, **{k: v for k, v in d.items() if k != "like"}}
+            own = {k: v for k, v in d.items() if k != "like"}
+            d = {**base, **{k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict)
+                            else v for k, v in own.items()}}
         if isinstance(d, dict) and isinstance(d.get("name"), str):
             by_name[d["name"]] = d
         out.append(d)

@@ -248,21 +248,33 @@ static void test_dcap(sh_attest_fetcher *f) {
   free(q);
 }
 
+/* The MAA vector: its issuer's JWKS (*jl bytes, returned) and the token (*tok, trailing
+ * newline cut), with options that verify it at the vector's time. */
+#define MAA_ISSUER "https://sharedwus.wus.attest.azure.net"
+#define MAA_JWKS_FILE "jwks-https___sharedwus.wus.attest.azure.net.json"
+static uint8_t *maa_vector(size_t *jl, uint8_t **tok, size_t *tl, sh_attest_options *o) {
+  uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", jl);
+  *tok = slurp("maa/simpleattest-sgx.jwt", tl);
+  while (*tl && ((*tok)[*tl - 1] == '\n' || (*tok)[*tl - 1] == '\r')) (*tl)--;
+  memset(o, 0, sizeof *o);
+  o->at = T("2022-05-31T23:00:00Z");
+  o->issuer = MAA_ISSUER;
+  o->allow_debug = 1;
+  return jw;
+}
+
 static void test_maa(void) {
-  static const char *iss = "https://sharedwus.wus.attest.azure.net";
+  static const char *iss = MAA_ISSUER;
   size_t jl, tl;
-  uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", &jl), *tok = slurp("maa/simpleattest-sgx.jwt", &tl);
-  while (tl && (tok[tl - 1] == '\n' || tok[tl - 1] == '\r')) tl--;
-  put("jwks-https___sharedwus.wus.attest.azure.net.json", jw, jl);
+  uint8_t *tok;
+  sh_attest_options o;
+  uint8_t *jw = maa_vector(&jl, &tok, &tl, &o);
+  put(MAA_JWKS_FILE, jw, jl);
   static const char oc[] = "{\"issuer\": \"https://sharedwus.wus.attest.azure.net\", "
                            "\"jwks_uri\": \"https://sharedwus.wus.attest.azure.net/certs\"}";
   put("openid-https___sharedwus.wus.attest.azure.net.json", oc, strlen(oc));
   sh_attest_fetch_issuer fi = {.issuer = iss};
   sh_attest_fetcher *f = offline(dir, &fi, 1);
-  sh_attest_options o = {0};
-  o.at = T("2022-05-31T23:00:00Z");
-  o.issuer = iss;
-  o.allow_debug = 1;
   char msg[256];
   const char *why = run(f, tok, tl, SH_ATTEST_TEE_MAA, &o, msg, sizeof msg);
   CHECK(!strcmp(why, "ok"), "maa, JWKS from the cache: %s %s", why, msg);
@@ -278,12 +290,11 @@ static void test_maa(void) {
  * the cache dir's JWKS first lacks the token's kid (the issuer has not published it yet), then
  * the operator drops in the new one.  One re-read per issuer per 60 s of the fetch clock. */
 static void test_maa_rotation(void) {
-  static const char *iss = "https://sharedwus.wus.attest.azure.net",
-                    *file = "jwks-https___sharedwus.wus.attest.azure.net.json";
+  static const char *iss = MAA_ISSUER, *file = MAA_JWKS_FILE;
   size_t jl, tl;
-  uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", &jl);
-  uint8_t *tok = slurp("maa/simpleattest-sgx.jwt", &tl);
-  while (tl && (tok[tl - 1] == '\n' || tok[tl - 1] == '\r')) tl--;
+  uint8_t *tok;
+  sh_attest_options o;
+  uint8_t *jw = maa_vector(&jl, &tok, &tl, &o);
   json_error_t je;
   json_t *old = json_loadb((const char *)jw, jl, 0, &je);
   json_array_remove(json_object_get(old, "keys"), 0); /* the token's key (kid XxRc2v...) */
@@ -292,10 +303,6 @@ static void test_maa_rotation(void) {
   put(file, olds, strlen(olds));
   sh_attest_fetch_issuer fi = {.issuer = iss};
   sh_attest_fetcher *f = offline(dir, &fi, 1);
-  sh_attest_options o = {0};
-  o.at = T("2022-05-31T23:00:00Z");
-  o.issuer = iss;
-  o.allow_debug = 1;
   int64_t t0 = 1900000000; /* the fetch clock, apart from the verification time */
   char msg[256];
   const char *why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0, msg, sizeof msg);
