@@ -174,6 +174,16 @@ int sh_attest_policy_load(const char *json_text, size_t len, sh_attest_policy **
 int sh_attest_policy_load_file(const char *path, sh_attest_policy **out, char *errbuf,
                                size_t errlen);
 sh_attest_policy *sh_attest_policy_production(void); /* new copy of the built-in default */
+/* The policy step on its own: `policy` applied to the facts of a verified result (measurements,
+ * claims, debug, TCB status, advisories) by the same per-type evaluator sh_attest_verify ends
+ * with — for a result verified elsewhere (the server verified natively; the app re-checks its
+ * own or a route's policy).  The evidence is never re-verified and nothing is consumed; parts
+ * of a policy that exist only at verification time (freshness, max_age, JWS algorithms) are not
+ * re-checked.  A result lacking a fact the policy constrains is refused (fail closed).  Returns
+ * SH_ATTEST_OK, or the §3 reason with msg (may be NULL) set; an unverified result returns its
+ * own reason. */
+sh_attest_reason sh_attest_policy_check(const sh_attest_policy *policy,
+                                        const sh_attest_result *result, char *msg, size_t msglen);
 const uint8_t *sh_attest_policy_sha256(const sh_attest_policy *p);
 void sh_attest_policy_free(sh_attest_policy *p);
 

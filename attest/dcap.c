@@ -267,23 +267,36 @@ static const struct sh_dcap_policy *policy_of(sh_vctx *v, int tdx)
     return p ? p : &default_policy;
 }
 
-static int allow_debug(sh_vctx *v, const struct sh_dcap_policy *p)
+static int debug_allowed(const sh_attest_policy *pol, const struct sh_dcap_policy *p, int opt)
 {
-    return v->o->allow_debug || (p->allow_debug >= 0 ? p->allow_debug : v->policy->allow_debug);
+    return opt || (p->allow_debug >= 0 ? p->allow_debug : pol->allow_debug);
 }
 
-static int check_policy(sh_vctx *v, const sh_dcap_quote *q, const struct sh_dcap_policy *p)
+static int allow_debug(sh_vctx *v, const struct sh_dcap_policy *p)
 {
-    sh_attest_result *r = v->r;
-    const uint8_t *b = q->body;
+    return debug_allowed(v->policy, p, v->o->allow_debug);
+}
+
+/* The "tdx" / "sgx" policy sections on the result: debug, TCB status and advisories, then
+ * the measurement allow-lists (TDX: MRTD, RTMR0-3, MRCONFIGID, MROWNER; SGX: MRENCLAVE,
+ * MRSIGNER) and claims ISVPRODID / ISVSVN. */
+int sh_dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_debug)
+{
+    int tdx = r->tee != SH_ATTEST_TEE_SGX;
+    const struct sh_dcap_policy *p = tdx ? pol->tdx : pol->sgx;
+    if (!p)
+        p = &default_policy;
+    if (r->debug && !debug_allowed(pol, p, allow_debug))
+        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug %s", tdx ? "TD" : "enclave");
     int f = -1;
-    for (int i = 0; status_names[i] && f < 0; i++)
+    for (int i = 0; r->tcb_status && status_names[i] && f < 0; i++)
         if (!strcmp(r->tcb_status, status_names[i]))
             f = i;
-    if (!strcmp(r->tcb_status, "Revoked"))
+    if (r->tcb_status && !strcmp(r->tcb_status, "Revoked"))
         return sh_fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
     if (f < 0 || !(p->statuses & (1u << f)))
-        return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy", r->tcb_status);
+        return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy",
+                       r->tcb_status ? r->tcb_status : "(none)");
     if (f != 0 && !p->any_advisory) {
         size_t i, j;
         json_t *a, *x;
@@ -295,28 +308,31 @@ static int check_policy(sh_vctx *v, const sh_dcap_quote *q, const struct sh_dcap
                                json_string_value(a));
         }
     }
-    if (q->tee_type == DQ_TEE_TDX) {
-        static const size_t offs[7] = {TD_MRTD, TD_RTMR0, TD_RTMR0 + 48, TD_RTMR0 + 96, TD_RTMR0 + 144,
-                                       TD_MRCONFIGID, TD_MROWNER};
+    if (tdx) {
+        static const char *const names[7] = {"MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3",
+                                             "MRCONFIGID", "MROWNER"};
         for (int i = 0; i < 7; i++)
-            if (!sh_hexlist_allows(&p->m[i], b + offs[i], 48))
+            if (!sh_hexlist_allows_json(&p->m[i], r->measurements, names[i]))
                 return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "%s not allowed by policy", tdx_keys[i]);
-    } else {
-        if (!sh_hexlist_allows(&p->m[0], b + RB_MRENCLAVE, 32))
-            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRENCLAVE not allowed by policy");
-        if (!sh_hexlist_allows(&p->m[1], b + RB_MRSIGNER, 32))
-            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRSIGNER not allowed by policy");
-        if (p->isvprodid) {
-            size_t i;
-            json_t *x;
-            int ok = 0;
-            json_array_foreach(p->isvprodid, i, x) ok |= json_integer_value(x) == le16(b + RB_ISVPRODID);
-            if (!ok)
-                return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "ISVPRODID not allowed by policy");
-        }
-        if (le16(b + RB_ISVSVN) < p->min_isvsvn)
-            return sh_fail(r, SH_ATTEST_POLICY_DENIED, "ISVSVN below the policy's minimum");
+        return 0;
     }
+    if (!sh_hexlist_allows_json(&p->m[0], r->measurements, "MRENCLAVE"))
+        return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRENCLAVE not allowed by policy");
+    if (!sh_hexlist_allows_json(&p->m[1], r->measurements, "MRSIGNER"))
+        return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRSIGNER not allowed by policy");
+    json_t *prodid = json_object_get(r->claims, "ISVPRODID"), *svn = json_object_get(r->claims, "ISVSVN");
+    if (!json_is_integer(prodid) || !json_is_integer(svn))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "the result lacks ISVPRODID or ISVSVN");
+    if (p->isvprodid) {
+        size_t i;
+        json_t *x;
+        int ok = 0;
+        json_array_foreach(p->isvprodid, i, x) ok |= json_integer_value(x) == json_integer_value(prodid);
+        if (!ok)
+            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "ISVPRODID not allowed by policy");
+    }
+    if (json_integer_value(svn) < p->min_isvsvn)
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "ISVSVN below the policy's minimum");
     return 0;
 }
 
@@ -577,7 +593,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
         st = strstr(st, "Configuration") ? "OutOfDateConfigurationNeeded" : "OutOfDate";
     r->tcb_status = st;
     /* 7. policy */
-    if (check_policy(v, &q, pol) < 0)
+    if (sh_dcap_policy(v->policy, r, v->o->allow_debug) < 0)
         goto fail;
     rc = 0;
 fail:

@@ -26,13 +26,9 @@ static const uint8_t gcp_cs_root[1][32] = {{
     0x14, 0x8b, 0x29, 0x38, 0x21, 0xbb, 0x0c, 0x6a, 0x31, 0x7f, 0x41, 0x3c, 0x8b, 0xa4, 0x75, 0x81,
     0x40, 0x91, 0xcb, 0x22, 0xd4, 0x9b, 0x9e, 0x3c, 0x94, 0x19, 0x8d, 0xb8, 0xe8, 0xf8, 0x6c, 0x39}};
 
-typedef struct gcp_info {
-    const char *dbgstat, *swname, *hwmodel, *image_digest;
-    json_t *support_attributes;
-    int secboot;
-} gcp_info;
-
-static int claims(sh_vctx *v, const sh_jwt *j, gcp_info *g)
+/* The token's claims checked for type (the policy reads them from the result: sh_gcp_policy),
+ * debug state and the image digest measurement. */
+static int claims(sh_vctx *v, const sh_jwt *j)
 {
     json_t *p = j->payload;
     json_t *sb = json_object_get(p, "secboot"), *sa = json_object_get(p, "support_attributes");
@@ -42,18 +38,13 @@ static int claims(sh_vctx *v, const sh_jwt *j, gcp_info *g)
     if (!json_is_string(dbg) || !json_is_string(sw) || (hw && !json_is_string(hw)) ||
         (sb && !json_is_boolean(sb)) || (sa && !json_is_array(sa)) || (dig && !json_is_string(dig)))
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "Confidential Space claims missing or mistyped");
-    g->dbgstat = json_string_value(dbg);
-    g->swname = json_string_value(sw);
-    g->hwmodel = json_string_value(hw);
-    g->secboot = json_is_true(sb);
-    g->support_attributes = sa;
-    g->image_digest = json_string_value(dig);
     /* Only "disabled-since-boot" is a production state ("enabled", "disabled", anything new:
      * debug).  Confidential Space: a debug image can be inspected by the operator. */
-    v->r->debug = strcmp(g->dbgstat, "disabled-since-boot") != 0;
-    if (g->image_digest) {
-        json_t *hx = json_string(g->image_digest + (strncmp(g->image_digest, "sha256:", 7) ? 0 : 7));
-        int bad = strncmp(g->image_digest, "sha256:", 7) ||
+    v->r->debug = strcmp(json_string_value(dbg), "disabled-since-boot") != 0;
+    const char *image_digest = json_string_value(dig);
+    if (image_digest) {
+        json_t *hx = json_string(image_digest + (strncmp(image_digest, "sha256:", 7) ? 0 : 7));
+        int bad = strncmp(image_digest, "sha256:", 7) ||
                   sh_jwt_hex_claim(v->r->measurements, "image_digest", hx, 32, NULL) < 0;
         json_decref(hx);
         if (bad)
@@ -145,29 +136,40 @@ fail:
     return NULL;
 }
 
-static int check_policy(sh_vctx *v, const struct sh_token_policy *t, const gcp_info *g)
+/* The "gcp" policy section on the result's claims (the token payload): dbgstat (r->debug),
+ * swname, hwmodel, secboot, support_attributes, submods.container.image_digest. */
+int sh_gcp_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug)
 {
-    sh_attest_result *r = v->r;
-    if (r->debug && !sh_token_policy_allow_debug(v->policy, t, v->o))
-        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "dbgstat is %.40s, not disabled-since-boot", g->dbgstat);
-    if (t->n_swname && !sh_token_strlist_has(t->swname, t->n_swname, g->swname))
-        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "swname %.40s not allowed by policy", g->swname);
-    if (t->n_hwmodel && !sh_token_strlist_has(t->hwmodel, t->n_hwmodel, g->hwmodel))
+    const struct sh_token_policy *t = sh_token_policy_for(p, SH_ATTEST_TEE_GCP);
+    json_t *c = r->claims;
+    const char *dbgstat = json_string_value(json_object_get(c, "dbgstat"));
+    const char *swname = json_string_value(json_object_get(c, "swname"));
+    const char *hwmodel = json_string_value(json_object_get(c, "hwmodel"));
+    const char *digest = json_string_value(json_object_get(
+        json_object_get(json_object_get(c, "submods"), "container"), "image_digest"));
+    json_t *sa = json_object_get(c, "support_attributes");
+    if (r->debug && !sh_token_policy_allow_debug(p, t, allow_debug))
+        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "dbgstat is %.40s, not disabled-since-boot",
+                       dbgstat ? dbgstat : "(none)");
+    if (t->n_swname && !sh_token_strlist_has(t->swname, t->n_swname, swname))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "swname %.40s not allowed by policy",
+                       swname ? swname : "(none)");
+    if (t->n_hwmodel && !sh_token_strlist_has(t->hwmodel, t->n_hwmodel, hwmodel))
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "hwmodel %.40s not allowed by policy",
-                       g->hwmodel ? g->hwmodel : "(none)");
-    if (t->require_secboot && !g->secboot)
+                       hwmodel ? hwmodel : "(none)");
+    if (t->require_secboot && !json_is_true(json_object_get(c, "secboot")))
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "secboot is not true");
     for (size_t i = 0; i < t->n_support_attributes; i++) {
         int found = 0;
         size_t k;
         json_t *e;
-        json_array_foreach(g->support_attributes, k, e)
+        json_array_foreach(sa, k, e)
             found |= json_is_string(e) && !strcmp(json_string_value(e), t->support_attributes[i]);
         if (!found)
             return sh_fail(r, SH_ATTEST_POLICY_DENIED, "support_attributes lacks %.40s",
                            t->support_attributes[i]);
     }
-    if (t->n_image_digest && !sh_token_strlist_has(t->image_digest, t->n_image_digest, g->image_digest))
+    if (t->n_image_digest && !sh_token_strlist_has(t->image_digest, t->n_image_digest, digest))
         return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "container image digest not allowed by policy");
     return 0;
 }
@@ -179,12 +181,10 @@ int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     sh_jwt j;
     sh_jwks *keys = NULL;
     X509 *leaf = NULL;
-    gcp_info g;
     int rc = -1;
-    memset(&g, 0, sizeof g);
     if (sh_jwt_open(v, ev, len, t->algorithms, &j) < 0)
         goto fail;
-    if (claims(v, &j, &g) < 0)
+    if (claims(v, &j) < 0)
         goto fail;
     if (v->o->nonce && check_nonce(v, &j) < 0)
         goto fail;
@@ -203,7 +203,7 @@ int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     }
     if (!pk || sh_jwt_verify_signature(r, &j, t->algorithms, pk) < 0)
         goto fail;
-    if (check_policy(v, t, &g) < 0)
+    if (sh_gcp_policy(v->policy, r, v->o->allow_debug) < 0)
         goto fail;
     if (sh_jwt_record_binding(v) < 0) {
         sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");

@@ -77,9 +77,19 @@ int sh_ecdsa_raw_to_der(const uint8_t *r, const uint8_t *s, size_t n, int little
 
 /* policy.c */
 const sh_policy_tee *sh_policy_for(const sh_attest_policy *p, sh_attest_tee tee);
-int sh_policy_allow_debug(const sh_attest_policy *p, const sh_policy_tee *t,
-                          const sh_attest_options *o);
+int sh_policy_allow_debug(const sh_attest_policy *p, const sh_policy_tee *t, int allow_debug);
 int sh_hexlist_allows(const sh_hexlist *l, const uint8_t *v, size_t len);
+/* The lower-case hex string obj[key] is allowed by l (n == 0: any value, even none). */
+int sh_hexlist_allows_json(const sh_hexlist *l, json_t *obj, const char *key);
+
+/* The policy step of each type, on the result's facts only (measurements, claims, debug, TCB
+ * status, advisories): the verifiers call them last, and sh_attest_policy_check calls them on
+ * a result verified elsewhere, so one evaluator decides both.  0, or -1 with r failed. */
+int sh_nitro_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug);
+int sh_snp_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug);
+int sh_dcap_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug);
+int sh_maa_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug);
+int sh_gcp_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug);
 
 /* cache.c: key = SHA-256 of the signed content; extra = the rest of the verdict's inputs */
 int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,

@@ -19,11 +19,6 @@
 typedef struct maa_info {
     const char *type;         /* the TEE's attestation type: sgx or sevsnpvm */
     json_t *tee;              /* object holding the TEE claims (payload or x-ms-isolation-tee) */
-    uint8_t mrenclave[32], mrsigner[32], measurement[48], host_data[32];
-    int has_mrenclave, has_mrsigner, has_measurement, has_host_data;
-    int64_t product_id, svn;
-    int has_product_id, has_svn;
-    const char *compliance;
 } maa_info;
 
 static int sgx_claims(sh_vctx *v, maa_info *m)
@@ -35,19 +30,10 @@ static int sgx_claims(sh_vctx *v, maa_info *m)
     uint8_t report_data[64];
     if (!json_is_boolean(dbg) || (pid && !json_is_integer(pid)) || (svn && !json_is_integer(svn)))
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "SGX claims: is-debuggable, product-id or svn missing or mistyped");
-    if (sh_jwt_hex_claim(meas, "MRENCLAVE", json_object_get(p, "x-ms-sgx-mrenclave"), 32, m->mrenclave) < 0 ||
-        sh_jwt_hex_claim(meas, "MRSIGNER", json_object_get(p, "x-ms-sgx-mrsigner"), 32, m->mrsigner) < 0)
+    if (sh_jwt_hex_claim(meas, "MRENCLAVE", json_object_get(p, "x-ms-sgx-mrenclave"), 32, NULL) < 0 ||
+        sh_jwt_hex_claim(meas, "MRSIGNER", json_object_get(p, "x-ms-sgx-mrsigner"), 32, NULL) < 0)
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "SGX claims: mrenclave/mrsigner are not 32-byte hex");
-    m->has_mrenclave = m->has_mrsigner = 1;
     v->r->debug = json_is_true(dbg);
-    if (pid) {
-        m->product_id = json_integer_value(pid);
-        m->has_product_id = 1;
-    }
-    if (svn) {
-        m->svn = json_integer_value(svn);
-        m->has_svn = 1;
-    }
     if (rd && sh_jwt_hex_claim(meas, "report_data", rd, 64, report_data) < 0)
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sgx-report-data is not 64-byte hex");
     if (ehd) {
@@ -74,13 +60,11 @@ static int snp_claims(sh_vctx *v, maa_info *m)
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "SNP claims: x-ms-sevsnpvm-is-debuggable missing");
     v->r->debug = json_is_true(dbg);
     if (sh_jwt_hex_claim(meas, "measurement", json_object_get(p, "x-ms-sevsnpvm-launchmeasurement"), 48,
-                         m->measurement) < 0)
+                         NULL) < 0)
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-launchmeasurement is not 48-byte hex");
-    m->has_measurement = 1;
     if ((x = json_object_get(p, "x-ms-sevsnpvm-hostdata"))) {
-        if (sh_jwt_hex_claim(meas, "host_data", x, 32, m->host_data) < 0)
+        if (sh_jwt_hex_claim(meas, "host_data", x, 32, NULL) < 0)
             return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-sevsnpvm-hostdata is not 32-byte hex");
-        m->has_host_data = 1;
     }
     if ((x = json_object_get(p, "x-ms-sevsnpvm-idkeydigest")) &&
         sh_jwt_hex_claim(meas, "id_key_digest", x, 48, NULL) < 0)
@@ -91,7 +75,6 @@ static int snp_claims(sh_vctx *v, maa_info *m)
     x = json_object_get(p, "x-ms-compliance-status");
     if (x && !json_is_string(x))
         return sh_fail(v->r, SH_ATTEST_MALFORMED, "x-ms-compliance-status is not a string");
-    m->compliance = json_string_value(x);
     return 0;
 }
 
@@ -117,32 +100,45 @@ static int claims(sh_vctx *v, const sh_jwt *j, maa_info *m)
                    m->type);
 }
 
-static int check_policy(sh_vctx *v, const struct sh_token_policy *t, const maa_info *m)
+/* The "maa" policy section on the result: claims (the token payload; an azurevm token's
+ * isolation-TEE claims are nested) and measurements (MRENCLAVE, MRSIGNER, measurement,
+ * host_data).  An allow-list whose value the token lacks refuses it. */
+int sh_maa_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug)
 {
-    sh_attest_result *r = v->r;
-    if (r->debug && !sh_token_policy_allow_debug(v->policy, t, v->o))
-        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debuggable %s TEE", m->type);
-    if (t->n_attestation_type && !sh_token_strlist_has(t->attestation_type, t->n_attestation_type, m->type))
-        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "attestation type %s not allowed by policy", m->type);
-    if ((t->mrenclave.n && (!m->has_mrenclave || !sh_hexlist_allows(&t->mrenclave, m->mrenclave, 32))) ||
-        (t->mrsigner.n && (!m->has_mrsigner || !sh_hexlist_allows(&t->mrsigner, m->mrsigner, 32))) ||
-        (t->measurement.n &&
-         (!m->has_measurement || !sh_hexlist_allows(&t->measurement, m->measurement, 48))) ||
-        (t->host_data.n && (!m->has_host_data || !sh_hexlist_allows(&t->host_data, m->host_data, 32))))
+    const struct sh_token_policy *t = sh_token_policy_for(p, SH_ATTEST_TEE_MAA);
+    json_t *tee = r->claims;
+    const char *type = json_string_value(json_object_get(tee, "x-ms-attestation-type"));
+    if (type && !strcmp(type, "azurevm")) {
+        tee = json_object_get(tee, "x-ms-isolation-tee");
+        type = json_string_value(json_object_get(tee, "x-ms-attestation-type"));
+    }
+    if (!type)
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "the result lacks x-ms-attestation-type");
+    if (r->debug && !sh_token_policy_allow_debug(p, t, allow_debug))
+        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debuggable %s TEE", type);
+    if (t->n_attestation_type && !sh_token_strlist_has(t->attestation_type, t->n_attestation_type, type))
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "attestation type %s not allowed by policy", type);
+    json_t *m = r->measurements;
+    if (!sh_hexlist_allows_json(&t->mrenclave, m, "MRENCLAVE") ||
+        !sh_hexlist_allows_json(&t->mrsigner, m, "MRSIGNER") ||
+        !sh_hexlist_allows_json(&t->measurement, m, "measurement") ||
+        !sh_hexlist_allows_json(&t->host_data, m, "host_data"))
         return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "measurement not allowed by policy");
+    json_t *pid = json_object_get(tee, "x-ms-sgx-product-id"), *svn = json_object_get(tee, "x-ms-sgx-svn");
     if (t->n_product_id) {
         int ok = 0;
-        for (size_t i = 0; i < t->n_product_id && m->has_product_id; i++)
-            ok |= t->product_id[i] == m->product_id;
+        for (size_t i = 0; i < t->n_product_id && json_is_integer(pid); i++)
+            ok |= t->product_id[i] == json_integer_value(pid);
         if (!ok)
             return sh_fail(r, SH_ATTEST_POLICY_DENIED, "SGX product id not allowed by policy");
     }
-    if (t->min_svn && (!m->has_svn || m->svn < t->min_svn))
+    if (t->min_svn && (!json_is_integer(svn) || json_integer_value(svn) < t->min_svn))
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "SGX svn below the policy's min_svn");
+    const char *compliance = json_string_value(json_object_get(tee, "x-ms-compliance-status"));
     if (t->n_compliance_status &&
-        !sh_token_strlist_has(t->compliance_status, t->n_compliance_status, m->compliance))
+        !sh_token_strlist_has(t->compliance_status, t->n_compliance_status, compliance))
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "compliance status %.40s not allowed by policy",
-                       m->compliance ? m->compliance : "(none)");
+                       compliance ? compliance : "(none)");
     return 0;
 }
 
@@ -178,7 +174,7 @@ int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     if (!pk || sh_jwt_verify_signature(r, &j, t->algorithms, pk) < 0)
         goto fail;
     /* 5. policy */
-    if (check_policy(v, t, &m) < 0)
+    if (sh_maa_policy(v->policy, r, v->o->allow_debug) < 0)
         goto fail;
     if (sh_jwt_record_binding(v) < 0) {
         sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");

@@ -283,17 +283,28 @@ static X509 *der_cert(const cbor_item_t *b)
     return x;
 }
 
-static int check_policy(sh_vctx *v, const nitro_doc *d)
+/* The "nitro" policy section (also the simulated TEE's) on the result: debug, PCR allow-lists
+ * against measurements["PCR<i>"]. */
+int sh_nitro_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug)
 {
-    const sh_policy_tee *t = sh_policy_for(v->policy, SH_ATTEST_TEE_NITRO);
-    if (v->r->debug && !sh_policy_allow_debug(v->policy, t, v->o))
-        return sh_fail(v->r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug enclave (PCR0 is zero)");
+    const sh_policy_tee *t = sh_policy_for(p, SH_ATTEST_TEE_NITRO);
+    if (r->debug && !sh_policy_allow_debug(p, t, allow_debug))
+        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug enclave (PCR0 is zero)");
+    char name[8];
     for (int i = 0; i < 32; i++) {
         if (!t->pcrs[i].n)
             continue;
-        if (!d->pcr[i] || !sh_hexlist_allows(&t->pcrs[i], d->pcr[i], NITRO_PCR_LEN))
-            return sh_fail(v->r, SH_ATTEST_MEASUREMENT_MISMATCH, "PCR%d not allowed by policy", i);
+        snprintf(name, sizeof name, "PCR%d", i);
+        if (!sh_hexlist_allows_json(&t->pcrs[i], r->measurements, name))
+            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "PCR%d not allowed by policy", i);
     }
+    return 0;
+}
+
+static int check_policy(sh_vctx *v, const nitro_doc *d)
+{
+    if (sh_nitro_policy(v->policy, v->r, v->o->allow_debug) < 0)
+        return -1;
     if (v->policy->freshness == SH_FRESH_TIMESTAMP) {
         int64_t ts = (int64_t)(d->ts_ms / 1000);
         if (v->o->at - ts > v->policy->max_age)

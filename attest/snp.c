@@ -291,34 +291,56 @@ static int push_shared(STACK_OF(X509) *sk, X509 *x)
     return 0;
 }
 
-static int check_policy(sh_vctx *v, const uint8_t *rp, const product *pr)
+/* A boolean / integer claim the policy needs; absent means the result is not one of ours,
+ * which the policy refuses (fail closed). */
+static int claim_int(const sh_attest_result *r, const char *k, json_int_t *out)
 {
-    sh_attest_result *r = v->r;
-    const sh_policy_tee *t = sh_policy_for(v->policy, r->tee);
-    uint64_t pol = le64(rp + R_POLICY);
-    if ((pol & POL_DEBUG) && !sh_policy_allow_debug(v->policy, t, v->o))
+    json_t *x = json_object_get(r->claims, k);
+    if (!json_is_integer(x))
+        return -1;
+    *out = json_integer_value(x);
+    return 0;
+}
+
+/* The "sev-snp" / "azure-snp" policy sections on the result: guest policy bits (claims
+ * "policy", ABI Table 9), VMPL, measurement / host_data / id_key_digest allow-lists, guest SVN
+ * and the REPORTED_TCB minimum (claims "reported_tcb"; "fmc" only in Turin's layout). */
+int sh_snp_policy(const sh_attest_policy *p, sh_attest_result *r, int allow_debug)
+{
+    const sh_policy_tee *t = sh_policy_for(p, r->tee);
+    json_int_t pol, vmpl, svn;
+    if (claim_int(r, "policy", &pol) < 0 || claim_int(r, "vmpl", &vmpl) < 0 ||
+        claim_int(r, "guest_svn", &svn) < 0)
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "the result lacks the SNP policy, VMPL or SVN");
+    uint64_t bits = (uint64_t)pol;
+    if ((bits & POL_DEBUG) && !sh_policy_allow_debug(p, t, allow_debug))
         return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "guest policy allows debugging");
-    if ((pol & POL_MIGRATE_MA) && !t->allow_migrate_ma)
+    if ((bits & POL_MIGRATE_MA) && !t->allow_migrate_ma)
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "guest policy allows a migration agent");
-    if ((pol & POL_SMT) && !t->allow_smt)
+    if ((bits & POL_SMT) && !t->allow_smt)
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "guest policy allows SMT");
-    if (!(pol & POL_SINGLE_SOCKET) && t->require_single_socket)
+    if (!(bits & POL_SINGLE_SOCKET) && t->require_single_socket)
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "guest policy is not single-socket");
-    if (le32(rp + R_VMPL) > t->max_vmpl)
-        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "VMPL %u above the policy's %u",
-                       le32(rp + R_VMPL), t->max_vmpl);
-    if (!sh_hexlist_allows(&t->measurement, rp + R_MEASUREMENT, 48))
+    if (vmpl < 0 || (uint64_t)vmpl > t->max_vmpl)
+        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "VMPL %lld above the policy's %u",
+                       (long long)vmpl, t->max_vmpl);
+    if (!sh_hexlist_allows_json(&t->measurement, r->measurements, "measurement"))
         return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "measurement not allowed by policy");
-    if (!sh_hexlist_allows(&t->host_data, rp + R_HOST_DATA, 32))
+    if (!sh_hexlist_allows_json(&t->host_data, r->measurements, "host_data"))
         return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "host_data not allowed by policy");
-    if (!sh_hexlist_allows(&t->id_key_digest, rp + R_ID_KEY_DIGEST, 48))
+    if (!sh_hexlist_allows_json(&t->id_key_digest, r->measurements, "id_key_digest"))
         return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "id_key_digest not allowed by policy");
-    if (le32(rp + R_GUEST_SVN) < t->min_guest_svn)
+    if (svn < t->min_guest_svn)
         return sh_fail(r, SH_ATTEST_POLICY_DENIED, "guest SVN below the policy's minimum");
     if (t->has_min_tcb) {
-        tcb c = tcb_decode(rp + R_REPORTED_TCB, pr->turin_layout);
-        if (c.bl < t->min_tcb_bl || c.tee < t->min_tcb_tee || c.snp < t->min_tcb_snp ||
-            c.ucode < t->min_tcb_ucode || (pr->turin_layout && c.fmc < t->min_tcb_fmc))
+        json_t *c = json_object_get(r->claims, "reported_tcb"), *fmc = json_object_get(c, "fmc");
+        json_t *f[4] = {json_object_get(c, "bl"), json_object_get(c, "tee"),
+                        json_object_get(c, "snp"), json_object_get(c, "ucode")};
+        const uint8_t min[4] = {t->min_tcb_bl, t->min_tcb_tee, t->min_tcb_snp, t->min_tcb_ucode};
+        int low = fmc && json_integer_value(fmc) < t->min_tcb_fmc;
+        for (int i = 0; i < 4; i++)
+            low |= !json_is_integer(f[i]) || json_integer_value(f[i]) < min[i];
+        if (low)
             return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "REPORTED_TCB below the policy's minimum");
     }
     return 0;
@@ -442,7 +464,7 @@ int sh_snp_verify_report(sh_vctx *v, const uint8_t *rp, STACK_OF(X509) *given)
     json_object_set_new(r->claims, "current_tcb", tcb_json(rp + R_CURRENT_TCB, pr->turin_layout));
     json_object_set_new(r->claims, "committed_tcb", tcb_json(rp + R_COMMITTED_TCB, pr->turin_layout));
     json_object_set_new(r->claims, "launch_tcb", tcb_json(rp + R_LAUNCH_TCB, pr->turin_layout));
-    if (check_policy(v, rp, pr) < 0)
+    if (sh_snp_policy(v->policy, r, v->o->allow_debug) < 0)
         goto fail;
     rc = 0;
 fail:

@@ -96,7 +96,7 @@ struct sh_token_policy {
 /* The policy's section for tee (maa or gcp), or the built-in defaults when it has none. */
 const struct sh_token_policy *sh_token_policy_for(const sh_attest_policy *p, sh_attest_tee tee);
 int sh_token_policy_allow_debug(const sh_attest_policy *p, const struct sh_token_policy *t,
-                                const sh_attest_options *o);
+                                int allow_debug);
 int sh_token_strlist_has(char *const *l, size_t n, const char *s);
 
 #endif

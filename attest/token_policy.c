@@ -187,9 +187,9 @@ const struct sh_token_policy *sh_token_policy_for(const sh_attest_policy *p, sh_
 }
 
 int sh_token_policy_allow_debug(const sh_attest_policy *p, const struct sh_token_policy *t,
-                                const sh_attest_options *o)
+                                int allow_debug)
 {
-    if (o->allow_debug)
+    if (allow_debug)
         return 1;
     return t->allow_debug >= 0 ? t->allow_debug : p->allow_debug;
 }

@@ -18,7 +18,6 @@
 #include "bridge.h"
 #include "bridge_py.h"
 #include "pyshim.h"
-#include "state.h"
 #ifdef SHIELD_HAVE_GATE
 #include "gate.h"
 #else
@@ -129,11 +128,7 @@ int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
     sh_server_free(srv);
     return 1;
   }
-  if (sh_state_module_prepare(srv, &err) < 0) { /* _shield_state: shared table, secret */
-    fprintf(stderr, "shield: %s\n", err.message);
-    sh_server_free(srv);
-    return 1;
-  }
+
   if (start_python(argc, argv) < 0) {
     sh_server_free(srv);
     return 1;

@@ -349,12 +349,63 @@ static PyObject *py_binding_digest(PyObject *self, PyObject *args)
     return PyBytes_FromStringAndSize((const char *)D, 64);
 }
 
+/* policy_check(policy, tee_type, measurements_json, claims_json, *, debug=False,
+ *              tcb_status=None, advisories_json=None) -> None | (reason, message)
+ * The policy step of sh_attest_verify on the facts of a result verified elsewhere
+ * (sh_attest_policy_check): the Python API re-checks an app's or a route's policy against what
+ * the server verified, with the same evaluator, never re-verifying the evidence. */
+static PyObject *py_policy_check(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"policy", "tee_type", "measurements", "claims", "debug",
+                             "tcb_status", "advisories", NULL};
+    const char *ptext, *tee_name, *mtext, *ctext, *tcb = NULL, *atext = NULL;
+    int debug = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssss|$pzz", kwlist, &ptext, &tee_name, &mtext,
+                                     &ctext, &debug, &tcb, &atext))
+        return NULL;
+    size_t plen = strlen(ptext);
+    sh_attest_policy *pol = NULL;
+    char eb[256] = "";
+    if (sh_attest_policy_load(ptext, plen, &pol, eb, sizeof eb) < 0) {
+        PyErr_Format(PyExc_ValueError, "bad policy: %s", eb);
+        return NULL;
+    }
+    sh_attest_result r;
+    memset(&r, 0, sizeof r);
+    r.verified = 1;
+    r.tee = sh_attest_tee_from_name(tee_name);
+    r.debug = debug;
+    r.tcb_status = tcb; /* borrowed for the call */
+    r.measurements = json_loads(mtext, 0, NULL);
+    r.claims = json_loads(ctext, 0, NULL);
+    r.advisories = atext ? json_loads(atext, 0, NULL) : json_array();
+    PyObject *ret = NULL;
+    if (!json_is_object(r.measurements) || !json_is_object(r.claims) || !json_is_array(r.advisories)) {
+        PyErr_SetString(PyExc_ValueError, "measurements and claims must be JSON objects, "
+                                          "advisories a JSON array");
+    } else {
+        char msg[256];
+        sh_attest_reason rs = sh_attest_policy_check(pol, &r, msg, sizeof msg);
+        ret = rs == SH_ATTEST_OK ? Py_NewRef(Py_None)
+                                 : Py_BuildValue("(ss)", sh_attest_reason_name(rs), msg);
+    }
+    json_decref(r.measurements);
+    json_decref(r.claims);
+    json_decref(r.advisories);
+    sh_attest_policy_free(pol);
+    return ret;
+}
+
 static PyMethodDef attest_methods[] = {
     {"verify", (PyCFunction)(void (*)(void))py_verify, METH_VARARGS | METH_KEYWORDS,
      "verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None, "
      "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None, "
      "trust_simulated=False, simulated_root=None) "
      "-> shield.AttestationResult"},
+    {"policy_check", (PyCFunction)(void (*)(void))py_policy_check, METH_VARARGS | METH_KEYWORDS,
+     "policy_check(policy, tee_type, measurements_json, claims_json, *, debug=False, "
+     "tcb_status=None, advisories_json=None) -> None | (reason, message)"},
     {"binding_digest", py_binding_digest, METH_VARARGS,
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};

@@ -224,7 +224,22 @@ static void b64url(const uint8_t *in, size_t len, char *out) {
   sh_crypto_b64url_encode(in, len, out); /* crypto/b64.c */
 }
 
+static void send_json_allow(sh_request *req, int status, json_t *body, const char *reason,
+                            const char *allow);
+
 static void send_json(sh_request *req, int status, json_t *body, const char *reason) {
+  send_json_allow(req, status, body, reason, NULL);
+}
+
+/* RFC 9110 §15.5.6: a 405 carries Allow with the methods the resource supports. */
+static void send_405(sh_request *req, const char *allow) {
+  send_json_allow(req, 405, json_pack("{s:s}", "error", "method_not_allowed"), NULL, allow);
+}
+
+/* The JSON answer (reason: a §3 code, or NULL for a success, which must not be cached) and an
+ * optional Allow header, then drop the request. */
+static void send_json_allow(sh_request *req, int status, json_t *body, const char *reason,
+                            const char *allow) {
   gate_req *gr = req->gate_data;
   if (gr) gr->answered = 1;
   char *text = body ? json_dumps(body, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
@@ -237,6 +252,7 @@ static void send_json(sh_request *req, int status, json_t *body, const char *rea
   sh_header h[4];
   size_t n = 0;
   h[n++] = (sh_header){{"content-type", 12}, {"application/json", 16}};
+  if (allow) h[n++] = (sh_header){{"allow", 5}, {allow, strlen(allow)}};
   if (reason == NULL) {
     h[n++] = (sh_header){{"cache-control", 13}, {"no-store", 8}};
   } else {
@@ -1401,7 +1417,7 @@ static void g_on_request(sh_handler *h, sh_request *req) {
   }
   if (path_is(req, NONCE_PATH)) {
     if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
-      send_json(req, 405, json_pack("{s:s}", "error", "method_not_allowed"), NULL);
+      send_405(req, "GET, HEAD");
       return;
     }
     uint8_t n[SH_ATTEST_NONCE_LEN];
@@ -1420,7 +1436,7 @@ static void g_on_request(sh_handler *h, sh_request *req) {
   }
   if (path_is(req, ATTEST_PATH)) {
     if (!method_is(req, "POST")) {
-      send_json(req, 405, json_pack("{s:s}", "error", "method_not_allowed"), NULL);
+      send_405(req, "POST");
       return;
     }
     gate_req *gr = attach(req);
@@ -1478,7 +1494,12 @@ static void g_on_disconnect(sh_handler *h, sh_request *req) {
   (void)h;
   gate_req *gr = req->gate_data;
   if (!handed_on(req)) {
+    /* The gate still holds the request: a job on the pool releases it when it comes back
+     * (complete); otherwise (an establishment body being read when the client aborted or
+     * --timeout-body cut it) nobody else will, so release it now — on_release frees gr and
+     * the body read so far, and the request leaves the in-flight count. */
     if (gr) gr->disconnected = 1;
+    if (!gr || !gr->pending) sh_request_release(req);
     return;
   }
   if (gr) {

@@ -8,9 +8,11 @@ and fail-closed: ``verified`` is true only when every check, the policy included
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterable, Optional
+import json
+import os
+from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["AttestationResult", "verify", "ERROR_CLASSES"]
+__all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES"]
 
 #: reason code -> error class (protocol.md §3)
 ERROR_CLASSES = {
@@ -138,3 +140,41 @@ def verify(
         evidence, tee_type, at=at, policy=policy, certs=tuple(certs), nonce=nonce,
         public_key=public_key, allow_debug=allow_debug,
     )
+
+
+def policy_text(policy) -> Optional[str]:
+    """A policy given as a dict, JSON text/bytes or a path -> the JSON text for the verifier."""
+    if policy is None:
+        return None
+    if isinstance(policy, Mapping):
+        return json.dumps(policy)
+    if isinstance(policy, (bytes, bytearray)):
+        return bytes(policy).decode()
+    s = str(policy)
+    if not s.lstrip().startswith("{") and os.path.exists(s):
+        with open(s, encoding="utf-8") as f:
+            return f.read()
+    return s
+
+
+def check_policy(policy, result: Optional[AttestationResult]) -> Optional[tuple[str, str]]:
+    """Apply a verification policy (dict, JSON text/bytes or a path; the format of
+    ``--attest-policy``) to a result verified earlier, natively and with the same evaluator the
+    verifier ends with, without re-verifying the evidence (so nothing is consumed).  Returns
+    None when the result satisfies it, else ``(reason, message)`` with a §3 reason.  Fails
+    closed: no result, an unverified one, or one lacking a fact the policy constrains is
+    refused.  Freshness, ``max_age`` and JWS algorithms exist only at verification time and
+    are not re-checked.  Raises ValueError for a policy that does not load."""
+    from shield import _native
+
+    if result is None:
+        return "missing", "client attestation is required"
+    if not result.verified:
+        return result.reason or "malformed", result.message or ""
+    text = policy if isinstance(policy, str) and policy.lstrip().startswith("{") else policy_text(policy)
+    if text is None:
+        return None
+    return _native.policy_check(
+        text, result.tee_type or "", json.dumps(result.measurements or {}),
+        json.dumps(result.claims or {}), debug=bool(result.debug), tcb_status=result.tcb_status,
+        advisories=json.dumps(list(result.advisories or ())))

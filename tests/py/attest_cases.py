@@ -140,3 +140,11 @@ def test_session_unknown_and_bad_establishment(client):
     assert error(r) == (401, "attestation_failed", "binding_mismatch")
     r = client.post("/.well-known/shield/attest", content=b"[")
     assert error(r) == (401, "attestation_invalid", "malformed")
+
+
+def test_well_known_405_has_allow(client):
+    """RFC 9110 §15.5.6: a 405 from the well-known endpoints says which methods they allow."""
+    r = client.post("/.well-known/shield/nonce")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", r.headers
+    r = client.get("/.well-known/shield/attest")
+    assert r.status_code == 405 and r.headers["allow"] == "POST", r.headers

@@ -22,7 +22,8 @@ from attest_cases import (  # noqa: F401  (shared cases, collected here with thi
     fresh, test_debug, test_decorator_and_dependency, test_excluded_route, test_expired,
     test_missing, test_session_body_digest, test_session_replayed_proof,
     test_session_unknown_and_bad_establishment, test_session_valid_and_forged, test_tampered_payload,
-    test_tampered_signature, test_wrong_binding, test_wrong_binding_key)
+    test_tampered_signature, test_well_known_405_has_allow, test_wrong_binding,
+    test_wrong_binding_key)
 from attest_client import Session, error, evidence, evidence_cli, get_nonce, header_mode
 from conftest import shield_bin
 

@@ -1,5 +1,6 @@
 """Process model: --workers, the supervisor (crash restart, SIGTERM graceful stop, SIGHUP
-rolling restart, --limit-max-requests), and state shared across workers (shm table, secret).
+rolling restart, --limit-max-requests), and state shared across workers (shm table, secret),
+seen through the attestation gate that uses it.
 
 Every test runs the real binary; load is driven by client threads over real sockets.
 """
@@ -99,53 +100,105 @@ def test_workers_serve_from_distinct_processes(fresh_server):
     assert "Started parent process" in srv.stderr_text()
 
 
+# ---- state shared by the workers, seen through the attestation gate (no back door: the
+# production binary has no test-only module; the gate's nonces and sessions are the state) ---
+
+GATE_APP = "app_attest:app"
+
+
+def _gate_args(secret_file=None):
+    from test_client_attest import SECRET
+
+    return ("--attest-types", "simulated", "--trust-simulated", "--attest-required",
+            "--state-secret-file", secret_file or SECRET)
+
+
+def _gate_env():
+    from test_client_attest import DATA_HOME, SECRET
+
+    return {"SHIELD_TEST_ATTEST_SECRET": SECRET, "XDG_DATA_HOME": DATA_HOME}
+
+
+def _gate_client(srv):
+    import httpx
+
+    # a new connection per request, so the kernel may hand each to any worker
+    return httpx.Client(base_url=srv.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
-    srv = fresh_server(APP, "--workers", "2")
-    put = get_json(srv, "/state/put?k=alpha&v=one&ttl=60")
-    assert put["stored"] is True
-    writer = put["pid"]
-    # atomic check-and-set: a second insert-if-absent from any worker is refused
-    assert get_json(srv, "/state/put?k=alpha&v=two&absent=1")["stored"] is False
+    """A session lives in the shared table: established once, it is served by every worker,
+    and by a worker that replaces a killed one; a consumed nonce is refused by all of them."""
+    from attest_client import Session, error, evidence, get_nonce, header_mode
 
-    def read_from_other():
-        r = get_json(srv, "/state/get?k=alpha")
-        return r if r["pid"] != writer else None
+    srv = fresh_server(GATE_APP, "--workers", "2", *_gate_args(), env=_gate_env())
+    with _gate_client(srv) as c:
+        s = Session(c)
+        assert s.response.status_code == 200, s.response.text
 
-    other = wait_for(read_from_other, timeout=20, interval=0.01, what="a read from the other worker")
-    assert other["value"] == "one"
+        def whoami():
+            r = c.get("/whoami", headers=s.headers("GET", "/whoami"))
+            assert r.status_code == 200, r.text
+            assert r.json()["attestation"]["session"] == s.id
+            return r.json()["pid"]
 
-    # kill the worker that wrote it: the supervisor replaces it, the entry is still there
-    os.kill(writer, signal.SIGKILL)
-    old = {writer, other["pid"]}
-
-    def new_pid():
-        r = get_json(srv, "/state/get?k=alpha")
-        return r if r["pid"] not in old else None
-
-    fresh = wait_for(new_pid, timeout=30, interval=0.02, what="the replacement worker")
-    assert fresh["value"] == "one"
+        pids = set()
+        deadline = time.monotonic() + scaled(20)
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(whoami())
+        assert len(pids) == 2, f"one session served by both workers: {pids}"
+        # a nonce consumed on one worker is consumed for all
+        n = get_nonce(c)
+        ev = evidence(n)
+        assert c.get("/whoami", headers=header_mode(n, ev)).status_code == 200
+        for _ in range(6):
+            assert error(c.get("/whoami", headers=header_mode(n, ev)))[2] == "nonce_replayed"
+        # kill one worker: its replacement serves the session from the table
+        victim = pids.pop()
+        os.kill(victim, signal.SIGKILL)
+        old = {victim} | pids
+        fresh = wait_for(lambda: (p := whoami()) not in old and p, timeout=30, interval=0.02,
+                         what="the replacement worker serving the session")
+        assert fresh not in old
     assert "died unexpectedly" in srv.stderr_text()
 
 
 def test_state_secret_same_in_every_worker(fresh_server):
-    srv = fresh_server(APP, "--workers", "2")
-    seen = {}
-    deadline = time.monotonic() + scaled(20)
-    while len(seen) < 2 and time.monotonic() < deadline:
-        r = get_json(srv, "/state/secret")
-        seen[r["pid"]] = (r["sha256"], r["len"])
-    assert len(seen) == 2
-    assert len(set(seen.values())) == 1
-    assert next(iter(seen.values()))[1] == 32
+    """Without --state-secret-file the supervisor makes one secret before forking: a nonce
+    issued by any worker verifies on every worker."""
+    from attest_client import evidence, get_nonce, header_mode
+
+    from test_client_attest import DATA_HOME
+
+    srv = fresh_server(GATE_APP, "--workers", "2", "--attest-types", "simulated",
+                       "--trust-simulated", "--attest-required",
+                       env={"XDG_DATA_HOME": DATA_HOME})
+    pids = set()
+    with _gate_client(srv) as c:
+        deadline = time.monotonic() + scaled(20)
+        while len(pids) < 2 and time.monotonic() < deadline:
+            n = get_nonce(c)
+            r = c.get("/whoami", headers=header_mode(n, evidence(n)))
+            assert r.status_code == 200, r.text  # issued by one worker, accepted by another
+            pids.add(r.json()["pid"])
+    assert len(pids) == 2, f"nonces were checked by both workers: {pids}"
 
 
 def test_state_secret_file(fresh_server, tmp_path):
+    """The nonces carry HMAC-SHA256(secret, first 16 bytes)[0:16] (protocol.md §1.1) with the
+    secret from --state-secret-file, in every worker."""
+    import hmac
+
+    from attest_client import get_nonce
+
     secret = os.urandom(48)
     f = tmp_path / "secret"
     f.write_bytes(secret)
-    srv = fresh_server(APP, "--workers", "2", "--state-secret-file", str(f))
-    r = get_json(srv, "/state/secret")
-    assert r["sha256"] == hashlib.sha256(secret).hexdigest() and r["len"] == 48
+    srv = fresh_server(GATE_APP, "--workers", "2", *_gate_args(str(f)), env=_gate_env())
+    with _gate_client(srv) as c:
+        for _ in range(8):
+            n = get_nonce(c)
+            assert n[16:] == hmac.new(secret, n[:16], hashlib.sha256).digest()[:16]
 
 
 @pytest.mark.parametrize("content", [b"short", None])

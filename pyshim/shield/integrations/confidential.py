@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from shield.attestation import ERROR_CLASSES, AttestationResult
+from shield.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
 from shield.integrations.providers import (
     AttestationProvider, canonical_tee_type, provider_for,
 )
@@ -77,21 +77,6 @@ class AttestationError(Exception):
         return {"error": self.error, "reason": self.reason, "message": self.message}
 
 
-def policy_text(policy) -> Optional[str]:
-    """A policy given as a dict, JSON text/bytes or a path -> the JSON text for the verifier."""
-    if policy is None:
-        return None
-    if isinstance(policy, Mapping):
-        return json.dumps(policy)
-    if isinstance(policy, (bytes, bytearray)):
-        return bytes(policy).decode()
-    s = str(policy)
-    if not s.lstrip().startswith("{") and os.path.exists(s):
-        with open(s, encoding="utf-8") as f:
-            return f.read()
-    return s
-
-
 def _b64d(s: str | bytes) -> bytes:
     if isinstance(s, bytes):
         s = s.decode("ascii")
@@ -117,11 +102,13 @@ async def _send_error(send, err: AttestationError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_json(send, status: int, obj: dict) -> None:
+async def _send_json(send, status: int, obj: dict, allow: Optional[bytes] = None) -> None:
     body = json.dumps(obj).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store")]})
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
+    if allow is not None:  # RFC 9110 §15.5.6: a 405 says which methods the resource allows
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -507,6 +494,7 @@ class AttestationMiddleware:
         self.exclude = tuple(exclude_routes or ())
         self.header = attestation_header.lower().encode("latin-1")
         self.policy = policy
+        self._policy = _RoutePolicy.of(policy)
         types = {canonical_tee_type(t) for t in (tee_types or ())} - {None}
         self._proto_args = dict(
             provider=self.provider, tee_types=types, policy=policy, nonce_secret=nonce_secret,
@@ -550,6 +538,8 @@ class AttestationMiddleware:
             failure = self.provider.check(r)
             if failure:
                 raise AttestationError(*failure)
+        if self._policy is not None:  # our own policy, whatever the server's was
+            self._policy.enforce(r)
         return await self._call_app(scope, receive, send)
 
     # -- under any other server: the whole protocol -------------------------------------------
@@ -558,12 +548,12 @@ class AttestationMiddleware:
         proto = self.protocol
         if path == NONCE_PATH and scope["type"] == "http":
             if method not in ("GET", "HEAD"):
-                return await _send_json(send, 405, {"error": "method_not_allowed"})
+                return await _send_json(send, 405, {"error": "method_not_allowed"}, b"GET, HEAD")
             return await _send_json(send, 200, {"nonce": _b64e(proto.new_nonce()),
                                                 "expires_in": NONCE_TTL})
         if path == ATTEST_PATH and scope["type"] == "http":
             if method != "POST":
-                return await _send_json(send, 405, {"error": "method_not_allowed"})
+                return await _send_json(send, 405, {"error": "method_not_allowed"}, b"POST")
             body = await _read_body(receive, MAX_ATTEST_BODY)
             return await _send_json(send, 200, await proto.establish(body))
         excluded = self._excluded(path)
@@ -673,8 +663,34 @@ def attestation_security(header_name: str = "X-Attestation-Token"):
     )
 
 
+class _RoutePolicy:
+    """A verification policy re-applied to results verified elsewhere (protocol.md §2): the
+    JSON text is read once; a result whose policy_sha256 is this policy's own was decided by
+    this very document (same bytes, same evaluator) and is not evaluated twice."""
+
+    __slots__ = ("text", "sha256")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha256 = hashlib.sha256(text.encode()).hexdigest()
+        check_policy(text, AttestationResult(verified=True, tee_type="nitro"))  # loads, or raises
+
+    @classmethod
+    def of(cls, policy) -> Optional["_RoutePolicy"]:
+        text = policy_text(policy)
+        return None if text is None else cls(text)
+
+    def enforce(self, result: AttestationResult) -> None:
+        if result.policy_sha256 == self.sha256:
+            return
+        failure = check_policy(self.text, result)
+        if failure:
+            raise AttestationError(*failure)
+
+
 def _check(result: Optional[AttestationResult], provider: Optional[AttestationProvider],
-           required_tee_types, required_measurements) -> AttestationResult:
+           required_tee_types, required_measurements,
+           policy: Optional[_RoutePolicy] = None) -> AttestationResult:
     if result is None:
         raise AttestationError("missing", "client attestation is required")
     if not result.verified:
@@ -692,6 +708,8 @@ def _check(result: Optional[AttestationResult], provider: Optional[AttestationPr
         got = (result.measurements or {}).get(name)
         if got is None or got.lower() not in vals:
             raise AttestationError("measurement_mismatch", f"{name} is not an expected value")
+    if policy is not None:
+        policy.enforce(result)
     return result
 
 
@@ -711,12 +729,14 @@ def attestation_required(provider=None, tee_type: Optional[str] = None,
     from fastapi import Request, Security
 
     prov = provider_for(provider, tee_type) if (provider or tee_type) else None
+    route_policy = _RoutePolicy.of(policy)  # a bad policy fails at decoration, not per request
     token_scheme, session_scheme = attestation_security(header_name)
 
     async def dependency(request: Request, _t: Optional[str] = Security(token_scheme),
                          _s: Optional[str] = Security(session_scheme)) -> AttestationResult:
         _ensure_handler(request)
-        return _check(_state_result(request), prov, required_tee_types, required_measurements)
+        return _check(_state_result(request), prov, required_tee_types, required_measurements,
+                      route_policy)
 
     return dependency
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Mapping, Optional
 
-from shield.attestation import AttestationResult
+from shield.attestation import AttestationResult, check_policy, policy_text
 
 __all__ = [
     "AttestationProvider", "NitroAttestationProvider", "SEVAttestationProvider",
@@ -50,6 +50,7 @@ class AttestationProvider:
                  allow_debug: bool = False, trust_simulated: bool = False) -> None:
         self.expected = {k: self._allowed(v) for k, v in (expected or {}).items()}
         self.policy = policy
+        self._policy_text = policy_text(policy)  # read once (a path is read at start-up)
         self.allow_debug = allow_debug
         self.trust_simulated = trust_simulated
 
@@ -70,23 +71,31 @@ class AttestationProvider:
                public_key: Optional[bytes] = None, at: Optional[float] = None,
                tee_type: Optional[str] = None) -> AttestationResult:
         from shield import _native
-        from shield.integrations.confidential import policy_text
 
         r = _native.verify(
             evidence, tee_type or self.tee_type, at=at if at is not None else time.time(),
-            policy=policy_text(self.policy), nonce=nonce, public_key=public_key,
+            policy=self._policy_text, nonce=nonce, public_key=public_key,
             allow_debug=self.allow_debug, trust_simulated=self.trust_simulated,
             **self.verify_kwargs(),
         )
         if r.verified:
-            failure = self.check(r)
+            failure = self._expectations(r)  # the policy was applied by the verifier itself
             if failure:
                 return _failed(r, *failure)
         return r
 
     def check(self, result: AttestationResult) -> Optional[tuple[str, str]]:
-        """(reason, message) when a verified result does not meet this provider's
-        expectations, else None."""
+        """(reason, message) when a result someone else verified (the shield server, natively)
+        does not meet this provider's expectations or its policy, else None.  The policy is
+        applied to the result's facts by the verifier's own evaluator (never re-verifying)."""
+        failure = self._expectations(result)
+        if failure is None and self._policy_text is not None:
+            failure = check_policy(self._policy_text, result)
+        return failure
+
+    def _expectations(self, result: AttestationResult) -> Optional[tuple[str, str]]:
+        if not result.verified:
+            return result.reason or "malformed", result.message or ""
         if not self.accepts(result.tee_type):
             return "policy_denied", f"TEE type {result.tee_type} is not {self.tee_type}"
         if result.debug and not self.allow_debug:

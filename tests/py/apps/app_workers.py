@@ -1,19 +1,13 @@
-"""A raw ASGI app for the workers/flags tests: which process answered, the shared state
-table and secret (`_shield_state`, built into shield), slow and body-reading routes.
+"""A raw ASGI app for the workers/flags tests: which process answered, slow and body-reading
+routes.
 
 Environment: SHIELD_TEST_LIFESPAN_LOG (append "startup PID"/"shutdown PID" lines).
 """
 
 import asyncio
-import hashlib
 import json
 import os
 import urllib.parse
-
-try:
-    import _shield_state as STATE
-except ImportError:  # under uvicorn
-    STATE = None
 
 
 def _log(line):
@@ -29,10 +23,6 @@ async def _json(send, obj, status=200):
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _key(k):
-    return hashlib.sha256(k.encode()).digest()
 
 
 async def app(scope, receive, send):
@@ -68,17 +58,6 @@ async def app(scope, receive, send):
             if not msg.get("more_body"):
                 break
         return await _json(send, {"pid": pid, "received": n})
-    if path == "/state/put":
-        ok = STATE.put(_key(q["k"]), q["v"].encode(), float(q.get("ttl", "60")),
-                       q.get("absent") == "1")
-        return await _json(send, {"pid": pid, "stored": ok})
-    if path == "/state/get":
-        v = STATE.get(_key(q["k"]))
-        return await _json(send, {"pid": pid, "value": None if v is None else v.decode()})
-    if path == "/state/secret":
-        s = STATE.secret()
-        return await _json(send, {"pid": pid, "sha256": hashlib.sha256(s).hexdigest(),
-                                  "len": len(s)})
     if path == "/version":
         return await _json(send, {"pid": pid, "version": "v1"})
     await _json(send, {"error": "not found"}, 404)
