@@ -329,37 +329,3 @@ int sh_policy_allow_debug(const sh_attest_policy *p, const sh_policy_tee *t, int
         return 1;
     return t->allow_debug >= 0 ? t->allow_debug : p->allow_debug;
 }
-
-/* One evaluator for both uses: a scratch copy of the result's header (sh_fail writes verdict
- * fields only; the JSON it reads is shared, never modified) goes through the type's policy
- * step, so a re-check can never disagree with what verification would have decided. */
-sh_attest_reason sh_attest_policy_check(const sh_attest_policy *policy,
-                                        const sh_attest_result *result, char *msg, size_t msglen)
-{
-    sh_attest_result r = *result;
-    int rc;
-    if (msg && msglen)
-        msg[0] = '\0';
-    if (!result->verified) {
-        if (msg && msglen)
-            snprintf(msg, msglen, "%s", result->message);
-        return result->reason != SH_ATTEST_OK ? result->reason : SH_ATTEST_POLICY_DENIED;
-    }
-    r.message[0] = '\0';
-    switch (r.tee) {
-    case SH_ATTEST_TEE_NITRO:
-    case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_SEV_SNP:
-    case SH_ATTEST_TEE_AZURE_SNP: rc = sh_snp_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_TDX:
-    case SH_ATTEST_TEE_SGX: rc = sh_dcap_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_MAA: rc = sh_maa_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_GCP: rc = sh_gcp_policy(policy, &r, 0); break;
-    default: rc = sh_fail(&r, SH_ATTEST_POLICY_DENIED, "no policy applies to this TEE type");
-    }
-    if (rc == 0)
-        return SH_ATTEST_OK;
-    if (msg && msglen)
-        snprintf(msg, msglen, "%s", r.message);
-    return r.reason;
-}
