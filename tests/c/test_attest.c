@@ -1,6 +1,7 @@
 /* tests/c/test_attest.c — attest/: real vectors (read in place from $SHIELD_VECTORS), a test CA
- * with generated Nitro documents and SNP reports for what the vectors lack, mutations, cache,
- * policy.  Prints "N passed, N failed"; exits non-zero on failure. */
+ * with generated Nitro documents, SNP reports and Azure HCL reports for what the vectors lack,
+ * mutations, cache, policy.  Prints "N passed, N failed"; exits non-zero on failure, 77 (skip)
+ * when the vectors folder is absent and the generated cases passed. */
 #include "testutil.h"
 #include "attest.h"
 
