@@ -1,4 +1,4 @@
-/* attest/azure.c — Azure confidential VM HCL reports (azure-snp).
+/* attest/azure.c — Azure confidential VM HCL reports: azure-snp and azure-tdx.
  *
  * Layout of the "HCL report" (the vTPM's NV index 0x01400001; OpenHCL's IgvmAttestRequestBase,
  * openhcl_attestation_protocol igvm_attest/get.rs, read the same way by Microsoft's az-cvm-vtpm
@@ -23,11 +23,15 @@
  *
  * azure-snp: the raw HCL report (VCEK via --cert) or CBOR {"hcl_report", "vcek", "ask"?, "ark"?}
  *   (protocol.md §1.5); the SNP report is verified as sev-snp (policy key "azure-snp").
+ * azure-tdx: CBOR {"hcl_report", "td_quote"}.  A TDREPORT is MAC'd for its own platform only,
+ *   so the TD quote the platform's quoting enclave made from it is what is verified, as tdx
+ *   (dcap.c: DCAP collateral; policy key "azure-tdx", the tdx keys).  The TDREPORT in the HCL
+ *   report must be the quoted one: REPORT_DATA, TD info and TEE TCB info equal to the quote's.
  * Binding (§1.2): the runtime JSON's "user-data" = hex of D.  Hex digits of either case are
  * accepted: the HCL renders the bytes the guest wrote to the vTPM, and the pre-OpenHCL HCL
  * wrote upper case (trustee's evidence-v2.json), OpenHCL writes lower case.
  */
-#include "internal.h"
+#include "dcap.h"
 
 #include <cbor.h>
 #include <stdio.h>
@@ -40,6 +44,17 @@
 #define HCL_MAX_RUNTIME 8192
 #define HCL_TYPE_SNP 2
 #define HCL_TYPE_TDX 4
+
+/* TDREPORT_STRUCT (Intel TDX Module ABI): REPORTMACSTRUCT (256 bytes: REPORTTYPE at 0,
+ * REPORTDATA at 0x80), TEE_TCB_INFO (239 bytes at 0x100: VALID 8, TEE_TCB_SVN 16, MRSEAM 48,
+ * MRSIGNERSEAM 48, ATTRIBUTES 8, ...), 17 reserved, TDINFO (512 bytes at 0x200: ATTRIBUTES,
+ * XFAM, MRTD, MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0-3, ...).  A TD quote body (dcap.h)
+ * holds TEE_TCB_SVN..SEAM ATTRIBUTES (120 bytes), TDINFO's first 400 bytes and REPORTDATA. */
+#define TDR_LEN 1024
+#define TDR_REPORTDATA 0x80
+#define TDR_TEE_TCB_SVN 0x108
+#define TDR_TDINFO 0x200
+#define TDR_TYPE_TDX 0x81
 
 int sh_snp_check_structure(sh_vctx *v, const uint8_t *rp);
 
@@ -99,6 +114,8 @@ static int hcl_layout(const uint8_t *h, size_t len, uint32_t want, hcl_view *out
                         "runtime data %u, given %zu bytes)", rsize, dsize, vsize, len), -1;
     if (!zero(h + rsize, len - rsize))
         return snprintf(why, wl, "non-zero bytes after the HCL report"), -1;
+    if (rtype == HCL_TYPE_TDX && !zero(h + HCL_REPORT + TDR_LEN, HCL_IGVM - HCL_REPORT - TDR_LEN))
+        return snprintf(why, wl, "non-zero bytes after the TD report in the HCL report"), -1;
     out->hw = h + HCL_REPORT;
     out->rt = h + HCL_RUNTIME;
     out->rt_len = vsize;
@@ -138,6 +155,7 @@ static int find_bundle(const uint8_t *ev, size_t len, const char *const *names, 
 }
 
 static const char *const snp_names[] = {"hcl_report", "vcek", "ask", "ark"};
+static const char *const tdx_names[] = {"hcl_report", "td_quote"};
 
 /* azure-snp: the raw HCL report, or the bundle (its certificates added to certs when given). */
 static int find_hcl(const uint8_t *ev, size_t len, cbor_item_t **item, sh_attest_bytes *hcl,
@@ -226,6 +244,23 @@ static int runtime_bound(const hcl_view *h, const uint8_t *report_data)
            !CRYPTO_memcmp(d, report_data, 32) && zero(report_data + 32, 32);
 }
 
+/* azure-tdx: the HCL report's TDREPORT is the one the quote was made from, and the runtime data
+ * is bound by the quote's REPORT_DATA.  0; -1 (malformed) or -2 (not bound) with why. */
+static int td_matches(const hcl_view *h, const uint8_t *body, char *why, size_t wl)
+{
+    const uint8_t *t = h->hw;
+    if (t[0] != TDR_TYPE_TDX)
+        return snprintf(why, wl, "HCL report: the TD report's type is 0x%02x, not TDX", t[0]), -1;
+    if (memcmp(t + TDR_REPORTDATA, body + TD_REPORTDATA, 64) ||
+        memcmp(t + TDR_TDINFO, body + TD_TDATTRIBUTES, TD_REPORTDATA - TD_TDATTRIBUTES) ||
+        memcmp(t + TDR_TEE_TCB_SVN, body + TD_TEE_TCB_SVN, TD_TDATTRIBUTES - TD_TEE_TCB_SVN))
+        return snprintf(why, wl, "the HCL report's TD report is not the one the TD quote was made "
+                        "from"), -1;
+    if (!runtime_bound(h, body + TD_REPORTDATA))
+        return snprintf(why, wl, "runtime data does not match the TD quote's REPORT_DATA"), -2;
+    return 0;
+}
+
 int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig)
 {
     cbor_item_t *item = NULL;
@@ -242,6 +277,37 @@ int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_at
         EVP_DigestUpdate(md, h.hw, SH_SNP_SIGNED_LEN) && EVP_DigestUpdate(md, h.rt, h.rt_len)) {
         sig->ptr = h.hw + SH_SNP_SIGNED_LEN;
         sig->len = SH_SNP_REPORT_SIZE - SH_SNP_SIGNED_LEN;
+        rc = 0;
+    }
+    if (item)
+        cbor_decref(&item);
+    return rc;
+}
+
+/* azure-tdx: the quote's signed part ‖ the runtime data, once every byte outside them is known
+ * to be checked (the layout, the TDREPORT equal to the quote body): a cache hit then stands for
+ * the same verdict. */
+int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
+                                sh_attest_bytes *sig)
+{
+    cbor_item_t *item = NULL;
+    sh_attest_bytes b[2];
+    sh_attest_result tmp;
+    sh_dcap_quote q;
+    hcl_view h;
+    char why[192];
+    const uint8_t *qe;
+    int rc = -1;
+    memset(&tmp, 0, sizeof tmp);
+    if (find_bundle(ev, len, tdx_names, 2, &item, b) == 0 && b[0].ptr && b[1].ptr &&
+        hcl_layout(b[0].ptr, b[0].len, HCL_TYPE_TDX, &h, why, sizeof why) == 0 &&
+        sh_dcap_parse_quote(&tmp, b[1].ptr, b[1].len, &q) == 0 && q.tee_type == DQ_TEE_TDX &&
+        td_matches(&h, q.body, why, sizeof why) == 0 &&
+        (qe = memmem(ev, len, b[1].ptr, b[1].len)) != NULL && /* see sh_azure_signed_content */
+        EVP_DigestUpdate(md, q.signed_part.ptr, q.signed_part.len) &&
+        EVP_DigestUpdate(md, h.rt, h.rt_len)) {
+        sig->ptr = qe + (q.sig - b[1].ptr);
+        sig->len = 64;
         rc = 0;
     }
     if (item)
@@ -286,6 +352,36 @@ int sh_azure_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     rc = 0;
 fail:
     sk_X509_pop_free(certs, X509_free);
+    if (item)
+        cbor_decref(&item);
+    return rc;
+}
+
+static int tdx_bind(sh_vctx *v, const sh_dcap_quote *q, void *arg)
+{
+    char why[192];
+    int m = td_matches(arg, q->body, why, sizeof why);
+    if (m < 0)
+        return sh_fail(v->r, m == -1 ? SH_ATTEST_MALFORMED : SH_ATTEST_SIGNATURE_INVALID, "%s",
+                       why);
+    return runtime_claims(v, ((const hcl_view *)arg)->rt, ((const hcl_view *)arg)->rt_len);
+}
+
+int sh_azure_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+{
+    sh_attest_result *r = v->r;
+    cbor_item_t *item = NULL;
+    sh_attest_bytes b[2];
+    hcl_view h;
+    char why[192];
+    int rc = -1;
+    if (find_bundle(ev, len, tdx_names, 2, &item, b) < 0 || !b[0].ptr || !b[1].ptr)
+        sh_fail(r, SH_ATTEST_MALFORMED,
+                "azure-tdx evidence is CBOR {\"hcl_report\": bstr, \"td_quote\": bstr}");
+    else if (hcl_layout(b[0].ptr, b[0].len, HCL_TYPE_TDX, &h, why, sizeof why) < 0)
+        sh_fail(r, SH_ATTEST_MALFORMED, "%s", why);
+    else
+        rc = sh_dcap_verify_td(v, b[1].ptr, b[1].len, v->policy->azure_tdx, tdx_bind, &h);
     if (item)
         cbor_decref(&item);
     return rc;

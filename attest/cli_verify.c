@@ -4,6 +4,8 @@
  *                 [--policy FILE] [--nonce HEX] [--public-key FILE] [--allow-debug] [--json]
  *   shield verify --type maa|gcp TOKEN [--jwks FILE] [--issuer URL] [--audience VALUE] ...
  *   shield verify --type tdx|sgx QUOTE --collateral FILE|DIR ...   (see collateral.c)
+ *   shield verify --type azure-tdx BUNDLE --collateral FILE|DIR ... (CBOR {"hcl_report",
+ *                 "td_quote"}, azure.c; the collateral is the TD quote's)
  *
  * maa/gcp: --jwks is the issuer's JWKS document (MAA: the instance's /certs; GCP: OIDC tokens
  * only, PKI tokens chain to the pinned root).  --issuer and --audience are optional here: when
@@ -18,12 +20,13 @@
  *   --fetch      when the first verification says collateral_missing, fetch what was missing
  *                and verify again: sev-snp without a VCEK (by CHIP_ID and REPORTED_TCB from
  *                the AMD KDS, product from the report's CPUID or tried Milan, Genoa, Turin,
- *                plus the product's cert_chain); tdx/sgx without --collateral (TCB info by the
- *                PCK certificate's FMSPC, QE identity, PCK CRL, root CA CRL from Intel PCS or a
- *                PCCS); maa/gcp without --jwks (from --jwks-url, else --issuer's OpenID
- *                configuration; gcp's fixed issuer by default), and once more past the cache
- *                when the token's kid is not in the cached JWKS (key rotation).  Only the
- *                configured bases are contacted, never a URL from the evidence.
+ *                plus the product's cert_chain); tdx/sgx/azure-tdx without --collateral (TCB
+ *                info by the PCK certificate's FMSPC, QE identity, PCK CRL, root CA CRL from
+ *                Intel PCS or a PCCS); maa/gcp without --jwks (from --jwks-url, else
+ *                --issuer's OpenID configuration; gcp's fixed issuer by default), and once
+ *                more past the cache when the token's kid is not in the cached JWKS (key
+ *                rotation).  Only the configured bases are contacted, never a URL from the
+ *                evidence.
  *   --offline    the same, from --cache-dir files only (never the network).
  *   --kds-url URL, --pcs-url URL, --jwks-url URL, --fetch-ca FILE (extra TLS anchors, e.g. a
  *   PCCS with a private CA), --cache-dir DIR (default $XDG_CACHE_HOME/shield/collateral).
@@ -49,12 +52,13 @@
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: shield verify --type nitro|sev-snp|azure-snp|tdx|sgx|maa|gcp|simulated FILE [--at RFC3339]\n"
-            "                     [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
+            "usage: shield verify --type nitro|sev-snp|azure-snp|azure-tdx|tdx|sgx|maa|gcp|\n"
+            "                            simulated FILE\n"
+            "                     [--at RFC3339] [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
             "                     [--public-key FILE] [--allow-debug] [--json]\n"
             "                     [--trust-simulated]   (simulated: the local dev root)\n"
             "                     [--jwks FILE] [--issuer URL] [--audience VALUE]   (maa, gcp)\n"
-            "                     [--collateral FILE|DIR]   (tdx, sgx)\n"
+            "                     [--collateral FILE|DIR]   (tdx, sgx, azure-tdx)\n"
             "                     [--fetch | --offline] [--cache-dir DIR] [--fetch-ca FILE]\n"
             "                     [--kds-url URL] [--pcs-url URL] [--jwks-url URL]\n");
 }
