@@ -44,6 +44,10 @@ typedef enum sh_attest_tee {
     SH_ATTEST_TEE_TDX,          /* Intel TDX DCAP quote (v4, v5) */
     SH_ATTEST_TEE_SGX,          /* Intel SGX DCAP quote (v3) */
     SH_ATTEST_TEE_SIMULATED,    /* Nitro-format COSE from a local dev root (protocol.md §1.7) */
+    /* Azure TDX CVM: CBOR {"hcl_report", "td_quote"} (protocol.md §1.5).  Last, so the values
+     * above (stored in session records) keep their meaning. */
+    SH_ATTEST_TEE_AZURE_TDX,
+    SH_ATTEST_TEE_COUNT_        /* number of values, for tables indexed by type */
 } sh_attest_tee;
 
 /* Reason codes of protocol.md §3 (SH_ATTEST_OK: verified). */
@@ -109,8 +113,9 @@ typedef struct sh_attest_options {
     size_t jwks_len;
     const char *issuer;
     const char *audience;
-    /* DCAP types (tdx, sgx): the collateral as JSON (format in collateral.c; read a file or a
-     * directory of Intel PCS responses with sh_attest_collateral_read).  NULL: collateral_missing. */
+    /* DCAP types (tdx, sgx, azure-tdx): the collateral as JSON (format in collateral.c; read a
+     * file or a directory of Intel PCS responses with sh_attest_collateral_read).  NULL:
+     * collateral_missing. */
     const uint8_t *collateral;
     size_t collateral_len;
     /* Simulated TEE (protocol.md §1.7): Nitro-format evidence whose protected header carries
@@ -119,9 +124,9 @@ typedef struct sh_attest_options {
      * user's data directory, see simulated.c).  Such results are never cached. */
     int trust_simulated;
     const sh_attest_bytes *simulated_root;
-    /* DCAP types: preloaded collateral (sh_attest_collateral_new), used instead of
-     * collateral/collateral_len when not NULL: its SHA-256 is computed once and its verified
-     * form kept in it, so neither is recomputed per quote. */
+    /* DCAP types (tdx, sgx, azure-tdx): preloaded collateral (sh_attest_collateral_new), used
+     * instead of collateral/collateral_len when not NULL: its SHA-256 is computed once and its
+     * verified form kept in it, so neither is recomputed per quote. */
     const sh_attest_collateral *dcap_collateral;
 } sh_attest_options;
 
@@ -157,7 +162,8 @@ int sh_attest_verify(const uint8_t *evidence, size_t len, sh_attest_tee tee,
                      const sh_attest_options *opts, sh_attest_result **out);
 void sh_attest_result_free(sh_attest_result *r);
 
-/* "nitro", "sev-snp", "azure-snp" (and the aliases of protocol.md §0) -> tee, or UNKNOWN. */
+/* "nitro", "sev-snp", "azure-snp", "azure-tdx", ... (and the aliases of protocol.md §0) -> tee,
+ * or UNKNOWN. */
 sh_attest_tee sh_attest_tee_from_name(const char *name);
 const char *sh_attest_tee_name(sh_attest_tee tee);
 const char *sh_attest_reason_name(sh_attest_reason r);   /* "signature_invalid", NULL for OK */
@@ -320,8 +326,9 @@ int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_
  *   sev-snp, azure-snp: the VCEK (by CHIP_ID and REPORTED_TCB of the SNP report; azure-snp: the
  *     one embedded in the HCL report) and the product's cert_chain from the AMD KDS, added to
  *     opts->certs;
- *   tdx, sgx (only when opts carries no collateral): TCB info (the PCK's FMSPC), QE identity,
- *     PCK CRL and root CA CRL from Intel PCS / a PCCS;
+ *   tdx, sgx, azure-tdx (only when opts carries no collateral): TCB info (the PCK's FMSPC; for
+ *     azure-tdx that of the bundle's TD quote), QE identity, PCK CRL and root CA CRL from
+ *     Intel PCS / a PCCS;
  *   maa, gcp (only when opts->jwks is NULL): the JWKS of `jwks_issuer` (NULL: opts->issuer, else
  *     for gcp Google's fixed issuer), which must be one of the fetcher's configured issuers.
  *     When the token's kid is not in that JWKS (root_untrusted) and the JWKS came from the

@@ -4,25 +4,29 @@
  *                 [--policy FILE] [--nonce HEX] [--public-key FILE] [--allow-debug] [--json]
  *   shield verify --type maa|gcp TOKEN [--jwks FILE] [--issuer URL] [--audience VALUE] ...
  *   shield verify --type tdx|sgx QUOTE --collateral FILE|DIR ...   (see collateral.c)
+ *   shield verify --type azure-tdx BUNDLE --collateral FILE|DIR ... (CBOR {"hcl_report",
+ *                 "td_quote"}, azure.c; the collateral is the TD quote's)
  *
  * maa/gcp: --jwks is the issuer's JWKS document (MAA: the instance's /certs; GCP: OIDC tokens
  * only, PKI tokens chain to the pinned root).  --issuer and --audience are optional here: when
  * absent iss and aud are reported in the claims, not checked (GCP's fixed issuer is always
  * checked).  The server always requires configured ones.
  *
- * FILE: raw bytes, base64 or hex text.  --cert: PEM or DER, bundles too.  --at defaults to
- * the current time (the CLI is where the clock is read; the library never reads it).
+ * FILE: raw bytes, base64 or hex text, at most 4 MiB (larger evidence is rejected, exit 1,
+ * saying its size).  --cert: PEM or DER, bundles too.  --at defaults to the current time (the
+ * CLI is where the clock is read; the library never reads it).
  *
  * Fetching (fetch.c; off by default, so verification stays offline and deterministic):
  *   --fetch      when the first verification says collateral_missing, fetch what was missing
  *                and verify again: sev-snp without a VCEK (by CHIP_ID and REPORTED_TCB from
  *                the AMD KDS, product from the report's CPUID or tried Milan, Genoa, Turin,
- *                plus the product's cert_chain); tdx/sgx without --collateral (TCB info by the
- *                PCK certificate's FMSPC, QE identity, PCK CRL, root CA CRL from Intel PCS or a
- *                PCCS); maa/gcp without --jwks (from --jwks-url, else --issuer's OpenID
- *                configuration; gcp's fixed issuer by default), and once more past the cache
- *                when the token's kid is not in the cached JWKS (key rotation).  Only the
- *                configured bases are contacted, never a URL from the evidence.
+ *                plus the product's cert_chain); tdx/sgx/azure-tdx without --collateral (TCB
+ *                info by the PCK certificate's FMSPC, QE identity, PCK CRL, root CA CRL from
+ *                Intel PCS or a PCCS); maa/gcp without --jwks (from --jwks-url, else
+ *                --issuer's OpenID configuration; gcp's fixed issuer by default), and once
+ *                more past the cache when the token's kid is not in the cached JWKS (key
+ *                rotation).  Only the configured bases are contacted, never a URL from the
+ *                evidence.
  *   --offline    the same, from --cache-dir files only (never the network).
  *   --kds-url URL, --pcs-url URL, --jwks-url URL, --fetch-ca FILE (extra TLS anchors, e.g. a
  *   PCCS with a private CA), --cache-dir DIR (default $XDG_CACHE_HOME/shield/collateral).
@@ -32,6 +36,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <stdio.h>
@@ -47,32 +52,56 @@
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: shield verify --type nitro|sev-snp|azure-snp|tdx|sgx|maa|gcp|simulated FILE [--at RFC3339]\n"
-            "                     [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
+            "usage: shield verify --type nitro|sev-snp|azure-snp|azure-tdx|tdx|sgx|maa|gcp|\n"
+            "                            simulated FILE\n"
+            "                     [--at RFC3339] [--cert FILE]... [--policy FILE] [--nonce HEX]\n"
             "                     [--public-key FILE] [--allow-debug] [--json]\n"
             "                     [--trust-simulated]   (simulated: the local dev root)\n"
             "                     [--jwks FILE] [--issuer URL] [--audience VALUE]   (maa, gcp)\n"
-            "                     [--collateral FILE|DIR]   (tdx, sgx)\n"
+            "                     [--collateral FILE|DIR]   (tdx, sgx, azure-tdx)\n"
             "                     [--fetch | --offline] [--cache-dir DIR] [--fetch-ca FILE]\n"
             "                     [--kds-url URL] [--pcs-url URL] [--jwks-url URL]\n");
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
+/* A file ("-": stdin) of at most CLI_MAX_FILE bytes (malloc'd), or NULL: then *over (when
+ * given) is the file's size when it is larger than that (0: larger, size unknown, e.g. a pipe),
+ * else -1 and errno says why it could not be read. */
+static uint8_t *read_file(const char *path, size_t *len, int64_t *over)
 {
+    if (over)
+        *over = -1;
     FILE *f = !strcmp(path, "-") ? stdin : fopen(path, "rb");
     if (!f)
         return NULL;
     uint8_t *buf = malloc(CLI_MAX_FILE + 1);
     size_t n = buf ? fread(buf, 1, CLI_MAX_FILE + 1, f) : 0;
-    int bad = !buf || ferror(f) || n > CLI_MAX_FILE;
+    int err = !buf ? ENOMEM : ferror(f) ? errno : 0;
+    if (!err && n > CLI_MAX_FILE && over) {
+        struct stat st;
+        *over = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (int64_t)st.st_size : 0;
+    }
     if (f != stdin)
         fclose(f);
-    if (bad) {
+    if (err || n > CLI_MAX_FILE) {
         free(buf);
+        errno = err;
         return NULL;
     }
     *len = n;
     return buf;
+}
+
+/* Why read_file failed, on stderr. */
+static void read_error(const char *path, int64_t over)
+{
+    if (over > 0)
+        fprintf(stderr, "shield verify: %s is %lld bytes, over the 4 MiB limit\n", path,
+                (long long)over);
+    else if (over == 0)
+        fprintf(stderr, "shield verify: %s is over the 4 MiB limit\n", path);
+    else
+        fprintf(stderr, "shield verify: cannot read %s: %s\n", path,
+                errno ? strerror(errno) : "error");
 }
 
 /* RFC 3339: 2022-10-13T08:58:02Z, fractions and numeric offsets accepted; or Unix seconds. */
@@ -115,7 +144,7 @@ int sh_cli_parse_time(const char *s, int64_t *out)
 uint8_t *sh_cli_load_spki(const char *path, size_t *len)
 {
     size_t n = 0;
-    uint8_t *raw = read_file(path, &n), *der = NULL;
+    uint8_t *raw = read_file(path, &n, NULL), *der = NULL;
     if (!raw)
         return NULL;
     BIO *b = BIO_new_mem_buf(raw, (int)n);
@@ -285,14 +314,18 @@ int sh_attest_cli_verify(int argc, char **argv)
     sh_attest_result *r = NULL;
     size_t rawlen = 0, evlen = 0;
     char eb[256];
-    if (!(raw = read_file(file, &rawlen))) {
-        fprintf(stderr, "shield verify: cannot read %s\n", file);
+    /* evidence over the size limit is rejected (exit 1) like any evidence that cannot verify;
+     * a file that cannot be read at all is a usage error (exit 2) */
+    int64_t ev_over = -1;
+    if (!(raw = read_file(file, &rawlen, &ev_over)) && ev_over < 0) {
+        read_error(file, ev_over);
         goto out;
     }
     for (size_t i = 0; i < ncert; i++) {
         size_t n = 0;
-        if (!(certbuf[i] = read_file(cert_paths[i], &n))) {
-            fprintf(stderr, "shield verify: cannot read %s\n", cert_paths[i]);
+        int64_t over;
+        if (!(certbuf[i] = read_file(cert_paths[i], &n, &over))) {
+            read_error(cert_paths[i], over);
             goto out;
         }
         STACK_OF(X509) *sk = sk_X509_new_null();
@@ -313,8 +346,9 @@ int sh_attest_cli_verify(int argc, char **argv)
     o.policy = pol;
     o.issuer = issuer;
     o.audience = audience;
-    if (jwks_path && !(jwks = read_file(jwks_path, &o.jwks_len))) {
-        fprintf(stderr, "shield verify: cannot read %s\n", jwks_path);
+    int64_t jwks_over;
+    if (jwks_path && !(jwks = read_file(jwks_path, &o.jwks_len, &jwks_over))) {
+        read_error(jwks_path, jwks_over);
         goto out;
     }
     o.jwks = jwks;
@@ -375,8 +409,25 @@ int sh_attest_cli_verify(int argc, char **argv)
     }
     /* --fetch / --offline: verify; what was missing is fetched and verified once more
      * (verify_fetch.c).  The fetch cache's freshness runs on the real clock, not --at. */
-    if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||
-        sh_attest_verify_fetching(ev, evlen, tee, &o, fetcher, fiss.issuer, (int64_t)time(NULL), &r) < 0) {
+    if (!raw) { /* over the evidence size limit: never decoded, rejected */
+        char why[sizeof r->message];
+        if (ev_over > 0)
+            snprintf(why, sizeof why, "%s is %lld bytes, over the 4 MiB evidence limit", file,
+                     (long long)ev_over);
+        else
+            snprintf(why, sizeof why, "%s is over the 4 MiB evidence limit", file);
+        if (!(r = sh_result_new())) {
+            fprintf(stderr, "shield verify: out of memory\n");
+            goto out;
+        }
+        r->tee = tee;
+        r->timestamp = (double)o.at;
+        sh_fail(r, SH_ATTEST_MALFORMED, "%s", why);
+        if (as_json) /* the JSON result has no message */
+            fprintf(stderr, "shield verify: %s\n", why);
+    } else if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||
+               sh_attest_verify_fetching(ev, evlen, tee, &o, fetcher, fiss.issuer,
+                                         (int64_t)time(NULL), &r) < 0) {
         fprintf(stderr, "shield verify: out of memory\n");
         goto out;
     }

@@ -10,7 +10,10 @@
  * as soon as the signatures and chain are known good, before the collateral: it is refused
  * whatever the collateral says.
  *
- * Policy keys "tdx" / "sgx" (policy.c delegates here):
+ * azure-tdx (azure.c) runs the same verification on its TD quote with its own binding check
+ * (the HCL runtime data, sh_dcap_verify_td) and its own policy key, "azure-tdx" (tdx keys).
+ *
+ * Policy keys "tdx" / "sgx" / "azure-tdx" (policy.c delegates here):
  *   {"allow_debug": false,
  *    "tcb_statuses": ["UpToDate"],            // default; e.g. add "SWHardeningNeeded"
  *    "allowed_advisories": ["INTEL-SA-00615"], // every advisory of an accepted non-UpToDate
@@ -96,8 +99,9 @@ static int hexlist(json_t *j, size_t want, sh_hexlist *l, char *eb, size_t en, c
 int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **out, char *eb, size_t en)
 {
     struct sh_dcap_policy *p = calloc(1, sizeof *p);
-    const char *const *mk = tee == SH_ATTEST_TEE_TDX ? tdx_keys : sgx_keys;
-    size_t mlen = tee == SH_ATTEST_TEE_TDX ? 48 : 32;
+    int td = tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_AZURE_TDX; /* TD quote keys */
+    const char *const *mk = td ? tdx_keys : sgx_keys;
+    size_t mlen = td ? 48 : 32;
     const char *k;
     json_t *v;
     *out = NULL;
@@ -261,12 +265,6 @@ static void fill_result(sh_vctx *v, const sh_dcap_quote *q)
     }
 }
 
-static const struct sh_dcap_policy *policy_of(sh_vctx *v, int tdx)
-{
-    const struct sh_dcap_policy *p = tdx ? v->policy->tdx : v->policy->sgx;
-    return p ? p : &default_policy;
-}
-
 static int debug_allowed(const sh_attest_policy *pol, const struct sh_dcap_policy *p, int opt)
 {
     return opt || (p->allow_debug >= 0 ? p->allow_debug : pol->allow_debug);
@@ -283,7 +281,9 @@ static int allow_debug(sh_vctx *v, const struct sh_dcap_policy *p)
 int sh_dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_debug)
 {
     int tdx = r->tee != SH_ATTEST_TEE_SGX;
-    const struct sh_dcap_policy *p = tdx ? pol->tdx : pol->sgx;
+    const struct sh_dcap_policy *p = r->tee == SH_ATTEST_TEE_SGX         ? pol->sgx
+                                     : r->tee == SH_ATTEST_TEE_AZURE_TDX ? pol->azure_tdx
+                                                                         : pol->tdx;
     if (!p)
         p = &default_policy;
     if (r->debug && !debug_allowed(pol, p, allow_debug))
@@ -447,7 +447,9 @@ static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_attest_bytes *pem, p
     return sh_x509_parse_many(pem, 1);
 }
 
-static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
+/* `bind` NULL: REPORT_DATA = D (tdx, sgx); else the caller's check in its place (azure-tdx). */
+static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
+                        const struct sh_dcap_policy *given, sh_dcap_bind_fn bind, void *arg)
 {
     sh_attest_result *r = v->r;
     sh_dcap_quote q;
@@ -455,7 +457,7 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
     X509 *leaf = NULL;
     EVP_PKEY *ak = NULL;
     sh_dcap_collateral *col = NULL;
-    const struct sh_dcap_policy *pol = policy_of(v, tdx);
+    const struct sh_dcap_policy *pol = given ? given : &default_policy;
     pck_parse pp = {0, {{0}}, {0}, NULL};
     int rc = -1;
     /* 1. structure */
@@ -467,7 +469,8 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx)
     }
     fill_result(v, &q);
     /* 2. binding */
-    if (check_binding(v, q.body + (tdx ? TD_REPORTDATA : RB_REPORTDATA)) < 0)
+    const uint8_t *report_data = q.body + (tdx ? TD_REPORTDATA : RB_REPORTDATA);
+    if ((bind ? bind(v, &q, arg) : check_binding(v, report_data)) < 0)
         goto fail;
     /* 3. root fingerprint: the chain's self-signed certificate must be the pinned root */
     if (!(certs = parse_pck_chain(v, &q.pck_chain, &pp)) || !(untrusted = sk_X509_new_null()) ||
@@ -609,5 +612,18 @@ fail:
     return rc;
 }
 
-int sh_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len) { return verify_quote(v, ev, len, 1); }
-int sh_sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len) { return verify_quote(v, ev, len, 0); }
+int sh_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+{
+    return verify_quote(v, ev, len, 1, v->policy->tdx, NULL, NULL);
+}
+
+int sh_sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+{
+    return verify_quote(v, ev, len, 0, v->policy->sgx, NULL, NULL);
+}
+
+int sh_dcap_verify_td(sh_vctx *v, const uint8_t *quote, size_t len,
+                      const struct sh_dcap_policy *pol, sh_dcap_bind_fn bind, void *arg)
+{
+    return verify_quote(v, quote, len, 1, pol, bind, arg);
+}

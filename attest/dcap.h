@@ -63,6 +63,14 @@ typedef struct sh_dcap_quote {
  * zero padding.  Returns 0, or fails r with malformed. */
 int sh_dcap_parse_quote(sh_attest_result *r, const uint8_t *q, size_t len, sh_dcap_quote *out);
 
+/* dcap.c: a TD quote verified as tdx, with `bind` run where tdx checks REPORT_DATA = D (step 2
+ * of dcap.c's order: after the structure, before the chain, signatures and collateral); `bind`
+ * fails v->r and returns -1 to refuse.  pol NULL: the built-in defaults.  azure-tdx uses it. */
+typedef int (*sh_dcap_bind_fn)(sh_vctx *v, const sh_dcap_quote *q, void *arg);
+struct sh_dcap_policy;
+int sh_dcap_verify_td(sh_vctx *v, const uint8_t *quote, size_t len,
+                      const struct sh_dcap_policy *pol, sh_dcap_bind_fn bind, void *arg);
+
 /* collateral.c */
 typedef struct sh_dcap_collateral sh_dcap_collateral;
 void sh_dcap_collateral_free(sh_dcap_collateral *c);

@@ -39,7 +39,7 @@ struct sh_attest_policy {
     int64_t max_age;
     sh_policy_tee nitro, snp, azure;
     struct sh_token_policy *maa, *gcp; /* token_policy.c; NULL: built-in defaults */
-    struct sh_dcap_policy *tdx, *sgx;  /* dcap.c; NULL: built-in defaults */
+    struct sh_dcap_policy *tdx, *sgx, *azure_tdx; /* dcap.c; NULL: built-in defaults */
 };
 
 enum { SH_FRESH_NONCE = 0, SH_FRESH_TIMESTAMP = 1, SH_FRESH_NONE = 2 };
@@ -130,6 +130,7 @@ int sh_nitro_cache_key(const uint8_t *ev, size_t len, uint8_t content_sha[32], u
 int sh_snp_verify(sh_vctx *v, const uint8_t *ev, size_t len);
 int sh_snp_verify_report(sh_vctx *v, const uint8_t *report, STACK_OF(X509) *certs);
 int sh_azure_verify(sh_vctx *v, const uint8_t *ev, size_t len);
+int sh_azure_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len);
 /* JWT types (token.h, jwt.c, jwks.c, token_policy.c) */
 int sh_maa_verify(sh_vctx *v, const uint8_t *ev, size_t len);
 int sh_gcp_verify(sh_vctx *v, const uint8_t *ev, size_t len);

@@ -23,7 +23,8 @@
  *     }
  *   }
  *
- * "maa" and "gcp" (token types): see token_policy.c.
+ * "maa" and "gcp" (token types): see token_policy.c.  "tdx", "sgx" and "azure-tdx" (DCAP
+ * quotes; azure-tdx takes the tdx keys, applied to its TD quote): see dcap.c.
  * An empty allow-list means "any value".  policy_sha256 is SHA-256 of the document's bytes as
  * given.  The built-in "production" policy is the document PRODUCTION below.  With
  * "freshness": "nonce" the caller (the server) must pass the nonce it issued; the library
@@ -66,6 +67,7 @@ void sh_attest_policy_free(sh_attest_policy *p)
     sh_token_policy_free(p->gcp);
     sh_dcap_policy_free(p->tdx);
     sh_dcap_policy_free(p->sgx);
+    sh_dcap_policy_free(p->azure_tdx);
     free(p);
 }
 
@@ -276,6 +278,8 @@ int sh_attest_policy_load(const char *text, size_t len, sh_attest_policy **out, 
             rc = sh_dcap_policy_load(v, SH_ATTEST_TEE_TDX, &p->tdx, eb, en);
         else if (!strcmp(k, "sgx") && !p->sgx)
             rc = sh_dcap_policy_load(v, SH_ATTEST_TEE_SGX, &p->sgx, eb, en);
+        else if (!strcmp(k, "azure-tdx") && !p->azure_tdx)
+            rc = sh_dcap_policy_load(v, SH_ATTEST_TEE_AZURE_TDX, &p->azure_tdx, eb, en);
         else
             rc = err(eb, en, "unknown key", k);
         if (rc < 0) {

@@ -27,6 +27,7 @@ sh_attest_reason sh_attest_policy_check(const sh_attest_policy *policy,
     case SH_ATTEST_TEE_SEV_SNP:
     case SH_ATTEST_TEE_AZURE_SNP: rc = sh_snp_policy(policy, &r, 0); break;
     case SH_ATTEST_TEE_TDX:
+    case SH_ATTEST_TEE_AZURE_TDX:
     case SH_ATTEST_TEE_SGX: rc = sh_dcap_policy(policy, &r, 0); break;
     case SH_ATTEST_TEE_MAA: rc = sh_maa_policy(policy, &r, 0); break;
     case SH_ATTEST_TEE_GCP: rc = sh_gcp_policy(policy, &r, 0); break;

@@ -56,6 +56,8 @@ sh_attest_tee sh_attest_tee_from_name(const char *n)
         return SH_ATTEST_TEE_SEV_SNP;
     if (!strcmp(n, "azure-snp"))
         return SH_ATTEST_TEE_AZURE_SNP;
+    if (!strcmp(n, "azure-tdx"))
+        return SH_ATTEST_TEE_AZURE_TDX;
     if (!strcmp(n, "maa") || !strcmp(n, "azure_maa"))
         return SH_ATTEST_TEE_MAA;
     if (!strcmp(n, "gcp"))
@@ -75,6 +77,7 @@ const char *sh_attest_tee_name(sh_attest_tee t)
     case SH_ATTEST_TEE_NITRO: return "nitro";
     case SH_ATTEST_TEE_SEV_SNP: return "sev-snp";
     case SH_ATTEST_TEE_AZURE_SNP: return "azure-snp";
+    case SH_ATTEST_TEE_AZURE_TDX: return "azure-tdx";
     case SH_ATTEST_TEE_MAA: return "maa";
     case SH_ATTEST_TEE_GCP: return "gcp";
     case SH_ATTEST_TEE_TDX: return "tdx";

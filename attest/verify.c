@@ -8,6 +8,8 @@
 int sh_nitro_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
 int sh_snp_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
 int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
+int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
+                                sh_attest_bytes *sig);
 
 /* SHA-256 of the signed content (evidence_sha256) and the signature bytes, without a full
  * parse: this is the whole cost of a cache hit beyond the lookup. */
@@ -22,6 +24,7 @@ static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint
         case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_signed_content(ev, len, md, sig); break;
         case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_signed_content(ev, len, md, sig); break;
         case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_signed_content(ev, len, md, sig); break;
+        case SH_ATTEST_TEE_AZURE_TDX: rc = sh_azure_tdx_signed_content(ev, len, md, sig); break;
         case SH_ATTEST_TEE_TDX:
         case SH_ATTEST_TEE_SGX: rc = sh_dcap_signed_content(ev, len, md, sig); break;
         default: break;
@@ -36,9 +39,9 @@ static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint
 /* The cache entry is found by the content hash; everything else that changes the verdict is
  * compared byte for byte (cache.c), so a hit costs one hash.  Layout: "shield-cache-v2" ‖
  * tee ‖ allow_debug ‖ policy_sha256 ‖ u64 len ‖ signature ‖ u64 len ‖ nonce (len ~0: none) ‖
- * u64 len ‖ key (len ~0: none) ‖ for tdx/sgx SHA-256 of the collateral (a quote's verdict
- * depends on it: another CRL may revoke its PCK).  Returns the length, or 0 when it does not
- * fit (not cached). */
+ * u64 len ‖ key (len ~0: none) ‖ for tdx/sgx/azure-tdx SHA-256 of the collateral (a quote's
+ * verdict depends on it: another CRL may revoke its PCK).  Returns the length, or 0 when it
+ * does not fit (not cached). */
 #define CACHE_EXTRA_MAX 4096
 static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
                           const sh_attest_options *o, const uint8_t pol[32],
@@ -65,10 +68,12 @@ static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
             n += lens[k];
         }
     }
-    if ((tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) && o->dcap_collateral) {
+    int dcap =
+        tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX || tee == SH_ATTEST_TEE_AZURE_TDX;
+    if (dcap && o->dcap_collateral) {
         memcpy(out + n, sh_attest_collateral_sha256(o->dcap_collateral), 32); /* the same digest */
         n += 32;
-    } else if (tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX) {
+    } else if (dcap) {
         if (!EVP_Digest(o->collateral ? o->collateral : (const uint8_t *)"", o->collateral_len,
                         out + n, NULL, sh_md_sha256(), NULL))
             return 0;
@@ -131,6 +136,7 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
         case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_verify(&v, ev, len); break; /* same format */
         case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_verify(&v, ev, len); break;
         case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_verify(&v, ev, len); break;
+        case SH_ATTEST_TEE_AZURE_TDX: rc = sh_azure_tdx_verify(&v, ev, len); break;
         case SH_ATTEST_TEE_MAA: rc = sh_maa_verify(&v, ev, len); break;
         case SH_ATTEST_TEE_GCP: rc = sh_gcp_verify(&v, ev, len); break;
         case SH_ATTEST_TEE_TDX: rc = sh_tdx_verify(&v, ev, len); break;

@@ -15,9 +15,10 @@
  *                       from CPUID_FAM_ID/CPUID_MOD_ID (report v3+, SNP ABI table 23, 0x188)
  *                       or, for older reports, Milan, Genoa and Turin in turn; then the
  *                       product's cert_chain (optional: the ASK/ARK are embedded in attest/).
- *   tdx, sgx            TCB info by the PCK certificate's FMSPC, QE identity, the PCK CRL of
- *                       the PCK's issuing CA, the root CA CRL (Intel PCS v4 or a PCCS), turned
- *                       into the JSON collateral form in memory (exact signed bytes kept).
+ *   tdx, sgx,           TCB info by the PCK certificate's FMSPC, QE identity, the PCK CRL of
+ *   azure-tdx           the PCK's issuing CA, the root CA CRL (Intel PCS v4 or a PCCS), turned
+ *                       into the JSON collateral form in memory (exact signed bytes kept);
+ *                       azure-tdx: for the bundle's "td_quote", as tdx.
  *   maa, gcp            the JWKS of the issuer (OpenID discovery or a configured jwks_url);
  *                       and when the token's kid is not in it, the JWKS once more past the
  *                       cache (key rotation, see retry_rotated).
@@ -136,11 +137,20 @@ static int fetch_snp(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev,
     return 0;
 }
 
-/* tdx / sgx: the four PCS documents for this quote's PCK -> JSON collateral (malloc'd). */
+/* tdx / sgx / azure-tdx: the four PCS documents for this quote's PCK -> JSON collateral
+ * (malloc'd).  azure-tdx evidence is CBOR {"hcl_report", "td_quote"}: its TD quote's. */
 static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev, size_t len,
                       int64_t now, uint8_t **col, size_t *col_len, char *msg, size_t ml)
 {
-    const char *tn = tee == SH_ATTEST_TEE_TDX ? "tdx" : "sgx";
+    const char *tn = tee == SH_ATTEST_TEE_SGX ? "sgx" : "tdx";
+    cbor_item_t *bundle = NULL;
+    if (tee == SH_ATTEST_TEE_AZURE_TDX) {
+        struct cbor_load_result res;
+        const cbor_item_t *b = len <= SH_BUNDLE_MAX_EVIDENCE && (bundle = cbor_load(ev, len, &res))
+                                   ? cbor_bstr_at(bundle, "td_quote") : NULL;
+        ev = b ? cbor_bytestring_handle(b) : NULL;
+        len = b ? cbor_bytestring_length(b) : 0;
+    }
     sh_attest_result *tmp = sh_result_new();
     sh_dcap_quote q;
     X509 *pck = NULL;
@@ -154,7 +164,7 @@ static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev
     memset(&pc, 0, sizeof pc);
     memset(&root, 0, sizeof root);
     memset(&e, 0, sizeof e);
-    if (!tmp || sh_dcap_parse_quote(tmp, ev, len, &q) < 0 || !q.pck_chain.len) {
+    if (!tmp || !ev || sh_dcap_parse_quote(tmp, ev, len, &q) < 0 || !q.pck_chain.len) {
         snprintf(msg, ml, "no PCK certificate chain in the quote");
         goto out;
     }
@@ -189,6 +199,8 @@ static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev
 out:
     X509_free(pck);
     sh_attest_result_free(tmp);
+    if (bundle)
+        cbor_decref(&bundle);
     sh_attest_fetched_free(&t);
     sh_attest_fetched_free(&qe);
     sh_attest_fetched_free(&pc);
@@ -282,7 +294,10 @@ static int retry_rotated(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_at
 }
 
 static int is_snp(sh_attest_tee t) { return t == SH_ATTEST_TEE_SEV_SNP || t == SH_ATTEST_TEE_AZURE_SNP; }
-static int is_dcap(sh_attest_tee t) { return t == SH_ATTEST_TEE_TDX || t == SH_ATTEST_TEE_SGX; }
+static int is_dcap(sh_attest_tee t)
+{
+    return t == SH_ATTEST_TEE_TDX || t == SH_ATTEST_TEE_SGX || t == SH_ATTEST_TEE_AZURE_TDX;
+}
 static int is_token(sh_attest_tee t) { return t == SH_ATTEST_TEE_MAA || t == SH_ATTEST_TEE_GCP; }
 
 int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,

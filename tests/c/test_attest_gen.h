@@ -387,6 +387,11 @@ static sh_attest_reason nitro_case(ngen g, int64_t at, int trust, const uint8_t 
 typedef struct sgen {
     int version, turin, debug, bad_tcb_ext, bad_hwid, r_ext_nonzero, reserved_nonzero;
     uint8_t report_data[64];
+    /* hcl > 0: the report inside an Azure HCL report of that header version (azure-snp), its
+     * runtime JSON's user-data the hex (upper case when `upper`) of user_data, REPORT_DATA =
+     * SHA-256(runtime) ‖ 0; hcl_type: the IGVM report type (0: 2, SNP) */
+    int hcl, hcl_type, upper;
+    uint8_t user_data[64];
 } sgen;
 
 typedef struct vcek_arg { const uint8_t *tcb; int turin; const uint8_t *chip; int bad_tcb, bad_hwid; } vcek_arg;
@@ -440,6 +445,21 @@ static sh_attest_reason snp_case(const sgen *g, int trust, const uint8_t *nonce,
     memcpy(rep + 0x38, tcb, 8);
     memcpy(rep + 0x180, tcb, 8);
     memcpy(rep + 0x50, g->report_data, 64);
+    char rt[256];
+    int rtl = 0;
+    if (g->hcl) {
+        static const char dig[2][17] = {"0123456789abcdef", "0123456789ABCDEF"};
+        char hx[129];
+        for (int i = 0; i < 64; i++) {
+            hx[2 * i] = dig[g->upper][g->user_data[i] >> 4];
+            hx[2 * i + 1] = dig[g->upper][g->user_data[i] & 15];
+        }
+        hx[128] = 0;
+        rtl = snprintf(rt, sizeof rt, "{\"keys\":[],\"vm-configuration\":{\"secure-boot\":true},"
+                       "\"user-data\":\"%s\"}", hx);
+        memset(rep + 0x50, 0, 64);
+        EVP_Digest(rt, (size_t)rtl, rep + 0x50, NULL, EVP_sha256(), NULL);
+    }
     memset(rep + 0x90, 0xAB, 48);
     uint8_t chip[64];
     for (int i = 0; i < 64; i++)
@@ -466,7 +486,26 @@ static sh_attest_reason snp_case(const sgen *g, int trust, const uint8_t *nonce,
         o.extra_roots = roots;
         o.nextra_roots = 1;
     }
-    sh_attest_reason rs = run(rep, sizeof rep, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+    sh_attest_reason rs;
+    if (g->hcl) { /* azure.c's layout: header, report, IGVM request data, runtime, padding */
+        uint8_t hcl[0x4D4 + sizeof rt + 64];
+        size_t rsize = 0x4D4 + (size_t)rtl;
+        memset(hcl, 0, sizeof hcl);
+        memcpy(hcl, "HCLA", 4);
+        put32(hcl + 4, (uint32_t)g->hcl);
+        put32(hcl + 8, (uint32_t)rsize);
+        put32(hcl + 12, 2);
+        memcpy(hcl + 0x20, rep, sizeof rep);
+        put32(hcl + 0x4C0, 20 + (uint32_t)rtl);
+        put32(hcl + 0x4C4, 1);
+        put32(hcl + 0x4C8, g->hcl_type ? (uint32_t)g->hcl_type : 2);
+        put32(hcl + 0x4CC, 1);
+        put32(hcl + 0x4D0, (uint32_t)rtl);
+        memcpy(hcl + 0x4D4, rt, (size_t)rtl);
+        rs = run(hcl, rsize + 64, SH_ATTEST_TEE_AZURE_SNP, &o, NULL);
+    } else {
+        rs = run(rep, sizeof rep, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+    }
     if (trust == 2) { /* also present the untrusted root as a certificate: refused early */
         sh_attest_bytes c3[3] = {{d1, l1}, {d2, l2}, {d3, l3}};
         o.certs = c3;
@@ -634,6 +673,36 @@ static void test_generated(void)
     CHECK(snp_case(&s, 1, n, 32, at) == SH_ATTEST_OK, "gen snp binding");
     CHECK(snp_case(&s, 1, n2, 32, at) == SH_ATTEST_BINDING_MISMATCH, "gen snp wrong nonce");
     CHECK(snp_case(&s, 1, NULL, 0, T("2031-01-01T00:00:00Z")) == SH_ATTEST_EXPIRED, "gen snp expired");
+    /* Azure HCL reports (azure-snp) as Azure writes them: header version 1 (the HCL before
+     * OpenHCL) and 2 (OpenHCL), user-data hex in either case (the old HCL wrote upper case) */
+    memset(&s, 0, sizeof s);
+    s.version = 2;
+    sh_attest_binding_digest(n, 32, NULL, 0, s.user_data);
+    for (int hv = 1; hv <= 2; hv++)
+        for (int up = 0; up <= 1; up++) {
+            s.hcl = hv;
+            s.upper = up;
+            rs = snp_case(&s, 1, n, 32, at);
+            CHECK(rs == SH_ATTEST_OK, "gen azure hcl v%d, %s-case user-data: %s", hv,
+                  up ? "upper" : "lower", RN(rs));
+            rs = snp_case(&s, 1, n2, 32, at);
+            CHECK(rs == SH_ATTEST_BINDING_MISMATCH, "gen azure hcl v%d, wrong nonce: %s", hv,
+                  RN(rs));
+            CHECK(snp_case(&s, 1, NULL, 0, at) == SH_ATTEST_OK, "gen azure hcl v%d, no nonce", hv);
+        }
+    s.hcl = 3;
+    CHECK(snp_case(&s, 1, NULL, 0, at) == SH_ATTEST_MALFORMED, "gen azure hcl v3 (unknown)");
+    s.hcl = 0xFFFF;
+    CHECK(snp_case(&s, 1, NULL, 0, at) == SH_ATTEST_MALFORMED, "gen azure hcl v65535");
+    s.hcl = 2;
+    s.hcl_type = 4; /* a TDX report type with an SNP report: azure-tdx's, refused here */
+    CHECK(snp_case(&s, 1, NULL, 0, at) == SH_ATTEST_MALFORMED, "gen azure hcl report type 4");
+    s.hcl_type = 3;
+    CHECK(snp_case(&s, 1, NULL, 0, at) == SH_ATTEST_MALFORMED, "gen azure hcl report type 3");
+    s.hcl_type = 0;
+    s.user_data[0] ^= 1; /* user-data other than D */
+    CHECK(snp_case(&s, 1, n, 32, at) == SH_ATTEST_BINDING_MISMATCH,
+          "gen azure hcl user-data not D");
     X509_free(root); X509_free(inter); X509_free(leaf); X509_free(inter_exp);
     X509_free(inter_noku); X509_free(leaf_noku); X509_free(inter_notca);
     EVP_PKEY_free(rk); EVP_PKEY_free(ik); EVP_PKEY_free(lk);

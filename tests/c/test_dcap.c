@@ -2,7 +2,8 @@
  * today, the PCS directory collateral form, decoded-byte mutations of quotes and collateral,
  * and negatives built at test time with a test Intel-like PKI (root CA, PCK Platform CA, PCK
  * certificate carrying the real SGX extensions, TCB signing certificate, CRLs, quotes signed
- * with test keys).  Prints "N passed, N failed"; exits non-zero on failure. */
+ * with test keys).  Prints "N passed, N failed"; exits non-zero on failure, 77 (skip) without
+ * the shared vectors folder. */
 #include "testutil.h"
 #include "attest.h"
 
@@ -467,22 +468,13 @@ static void test_mutations(int n)
 
 int main(void)
 {
-    vdir = getenv("SHIELD_VECTORS");
+    char why[512];
     NOW = T("2026-11-24T12:00:00Z");
-    char p[1024];
-    FILE *probe = NULL;
-    if (vdir) {
-        snprintf(p, sizeof p, "%s/attestation/tdx/tdx_quote", vdir);
-        probe = fopen(p, "rb");
-    }
-    if (probe) {
-        fclose(probe);
-        test_vectors();
-        test_pcs_dir();
-        test_mutations(getenv("SHIELD_MUTATIONS") ? atoi(getenv("SHIELD_MUTATIONS")) : 1000);
-        test_generated();
-    } else {
-        printf("SKIP: DCAP vectors not found (set SHIELD_VECTORS to ../shared/vectors)\n");
-    }
+    if (!vectors_init(why, sizeof why)) /* every case here reads a vector */
+        return test_summary_skip(why);
+    test_vectors();
+    test_pcs_dir();
+    test_mutations(getenv("SHIELD_MUTATIONS") ? atoi(getenv("SHIELD_MUTATIONS")) : 1000);
+    test_generated();
     return test_summary();
 }

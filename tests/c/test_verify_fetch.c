@@ -358,13 +358,8 @@ static void test_maa_rotation(void) {
 }
 
 int main(void) {
-  vdir = getenv("SHIELD_VECTORS");
-  char p[1024];
-  snprintf(p, sizeof p, "%s/attestation/MANIFEST.md", vdir ? vdir : "");
-  if (!vdir || access(p, R_OK) < 0) {
-    printf("SKIP: $SHIELD_VECTORS/attestation not found (%s)\n", vdir ? vdir : "unset");
-    return test_summary();
-  }
+  char why[512];
+  if (!vectors_init(why, sizeof why)) return test_summary_skip(why); /* every case reads vectors */
   if (!mkdtemp(dir)) return 1;
   char empty_dir[600];
   snprintf(empty_dir, sizeof empty_dir, "%s/empty", dir);

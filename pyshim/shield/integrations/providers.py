@@ -24,7 +24,7 @@ _ALIASES = {
     "aws_nitro": "nitro", "sev": "sev-snp", "gcp_sev": "sev-snp", "azure_maa": "maa",
     "intel_sgx": "sgx",
 }
-TEE_TYPES = ("nitro", "sev-snp", "azure-snp", "tdx", "sgx", "maa", "gcp", "simulated")
+TEE_TYPES = ("nitro", "sev-snp", "azure-snp", "azure-tdx", "tdx", "sgx", "maa", "gcp", "simulated")
 
 
 def canonical_tee_type(name: Optional[str]) -> Optional[str]:
