@@ -233,6 +233,7 @@ typedef struct sh_config {
   int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
   unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
   int uds_mode;                     /* --uds-perms octal mode (default 0666) */
+  const char *interface;            /* --interface auto|asgi3|asgi2 (pyshim; default auto) */
   int reload;                       /* --reload */
   const char *reload_dirs[16];      /* --reload-dir DIR, NULL-terminated */
   int num_reload_dirs;
