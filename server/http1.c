@@ -396,16 +396,30 @@ static char *put_status(char *p, int status) {
 /* date, server and connection lines shared by every response. */
 static size_t common_max(void) { return 64 + 18 + 26; }
 
-static char *put_common(char *p, sh_req *req, int app_flags, int close) {
-  sh_server *srv = req ? req->srv : NULL;
-  if (srv->cfg.date_header && !(app_flags & SH_APPHDR_DATE)) {
-    size_t dl;
-    const char *d = sh_server_date(srv, &dl);
-    p = put(p, d, dl);
+/* Date and Server, then the other --header lines.  A Date or Server from --header replaces
+ * the default one; one the app set itself (app_flags) replaces both. */
+static char *put_server_date(char *p, sh_server *srv, int app_flags) {
+  const char *x = srv->extra_hdrs;
+  size_t sl = srv->extra_server_len, dl = srv->extra_date_len;
+  if (!(app_flags & SH_APPHDR_DATE)) {
+    if (dl) {
+      p = put(p, x + sl, dl);
+    } else if (srv->cfg.date_header) {
+      size_t n;
+      const char *d = sh_server_date(srv, &n);
+      p = put(p, d, n);
+    }
   }
-  if (srv->cfg.server_header && !(app_flags & SH_APPHDR_SERVER))
-    p = PUTLIT(p, "server: shield\r\n");
-  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len); /* --header */
+  if (!(app_flags & SH_APPHDR_SERVER)) {
+    if (sl) p = put(p, x, sl);
+    else if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
+  }
+  if (srv->extra_hdrs_len > sl + dl) p = put(p, x + sl + dl, srv->extra_hdrs_len - sl - dl);
+  return p;
+}
+
+static char *put_common(char *p, sh_req *req, int app_flags, int close) {
+  p = put_server_date(p, req->srv, app_flags);
   if (close) p = PUTLIT(p, "connection: close\r\n");
   else if (req->pub.http_minor == 0) p = PUTLIT(p, "connection: keep-alive\r\n");
   return p;
@@ -566,13 +580,7 @@ void sh_http_error_response(sh_conn *c, int status) {
   p = PUTLIT(p, "content-type: text/plain; charset=utf-8\r\ncontent-length: ");
   p = put_u64(p, rl + 1);
   p = PUTLIT(p, "\r\nconnection: close\r\n");
-  if (srv->cfg.date_header) {
-    size_t dl;
-    const char *d = sh_server_date(srv, &dl);
-    p = put(p, d, dl);
-  }
-  if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
-  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len);
+  p = put_server_date(p, srv, 0);
   p = PUTLIT(p, "\r\n");
   p = put(p, reason, rl);
   sh_metrics_response(status, rl + 1, 0.0);

@@ -292,8 +292,9 @@ struct sh_server {
   int inflight;                /* requests handed out and not yet released */
   uint64_t max_requests;       /* --limit-max-requests + this worker's jitter (0 = off) */
   int max_requests_hit;
-  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL */
-  size_t extra_hdrs_len;
+  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL: the Server */
+  size_t extra_hdrs_len;       /*   lines, then the Date lines, then the others (worker.c) */
+  size_t extra_server_len, extra_date_len;
   uint32_t id_prefix;          /* random per process: request ids unique across workers */
   uv_check_t ready_check;      /* worker.c: 'R' to the supervisor after the first poll */
   uv_idle_t ready_poll;        /* keeps that first poll from blocking */

@@ -515,7 +515,6 @@ static int roundtrip(int port, const char *raw, resp *r) {
 /* ------------------------------------------------------------------------------- tests */
 
 static resp R; /* big: keep off the stack */
-
 static void test_hello(int port) {
   client *c = connect_client(port);
   send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -757,6 +756,42 @@ static void test_app(int port) {
             !strcmp(hdr(&R, "connection") ? hdr(&R, "connection") : "", "close"),
         "noread big body -> close");
   client_free(c);
+}
+
+/* --header replaces the default Server and Date headers, on app and error responses. */
+static int count_lines(const char *head, const char *name) {
+  int n = 0;
+  size_t nl = strlen(name);
+  for (const char *p = strstr(head, "\r\n"); p; p = strstr(p + 2, "\r\n"))
+    if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') n++;
+  return n;
+}
+
+static void test_header_flags(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  cfg.extra_headers[0] = "Server: edge-1";
+  cfg.extra_headers[1] = "date:Thu, 01 Jan 2026 00:00:00 GMT";
+  cfg.extra_headers[2] = "X-A: 1";
+  cfg.num_extra_headers = 3;
+  running r;
+  if (start(&r, &cfg, sh_hello_handler()) < 0) {
+    CHECK(0, "start --header server");
+    return;
+  }
+  CHECK(roundtrip(r.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200,
+        "--header hello");
+  CHECK(count_lines(R.head, "server") == 1 && !strcmp(hdr(&R, "server"), "edge-1"),
+        "one server header, the flag's: %s", R.head);
+  CHECK(
+      count_lines(R.head, "date") == 1 && !strcmp(hdr(&R, "date"), "Thu, 01 Jan 2026 00:00:00 GMT"),
+      "one date header, the flag's: %s", R.head);
+  CHECK(count_lines(R.head, "x-a") == 1, "other --header kept");
+  CHECK(roundtrip(r.port, "GARBAGE\r\n\r\n", &R) == 0 && R.status == 400 &&
+            count_lines(R.head, "server") == 1 && !strcmp(hdr(&R, "server"), "edge-1") &&
+            count_lines(R.head, "date") == 1,
+        "server's own 400 uses the flag's headers: %s", R.head);
+  stop(&r);
 }
 
 typedef struct sender {
@@ -1223,6 +1258,7 @@ int main(void) {
   pthread_join(app_th, NULL);
   test_uds();
   test_inline();
+  test_header_flags();
 
   sh_log_flush();
   printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);
