@@ -403,7 +403,8 @@ int64_t sh_request_write(sh_request *req, const void *data, size_t len, int more
 
 /*
  * Abort: if nothing was sent yet, answer 500 (with a small text body) and keep the connection
- * if possible; if the response had started, close the connection.
+ * if possible -- also after sh_request_start, as long as no body byte was written (the head
+ * goes out with the first body bytes); once bytes were sent, close the connection.
  */
 int sh_request_fail(sh_request *req);
 

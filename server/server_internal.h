@@ -45,7 +45,8 @@ enum { /* cross-thread operations */
   SH_OP_READ,
   SH_OP_CONSUMED,
   SH_OP_FAIL,    /* answer 500 (nothing was started) */
-  SH_OP_ABORT,   /* close the connection (app broke its framing or failed mid-response) */
+  SH_OP_ABORT,   /* close the connection (app broke its framing or failed mid-response);
+                    500 instead when nothing reached the wire yet */
   SH_OP_RELEASE
 };
 

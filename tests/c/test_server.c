@@ -226,6 +226,11 @@ static void app_request(sh_request *req, app_req *ar) {
     sh_request_write(req, "dropped", 7, 0);
   } else if (!strcmp(p, "/hold")) {
     return; /* answered never: waits for the disconnect */
+  } else if (!strcmp(p, "/start-fail")) {
+    /* the app fails after its start, before any body byte: nothing reached the wire */
+    sh_header hs[] = {H("x-started", "1")};
+    sh_request_start(req, 200, hs, 1);
+    sh_request_fail(req);
   } else {
     respond_text(req, 404, "not found");
   }
@@ -515,6 +520,8 @@ static int roundtrip(int port, const char *raw, resp *r) {
 /* ------------------------------------------------------------------------------- tests */
 
 static resp R; /* big: keep off the stack */
+static int next_body_is(client *c, const char *want);
+
 static void test_hello(int port) {
   client *c = connect_client(port);
   send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -755,6 +762,14 @@ static void test_app(int port) {
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
             !strcmp(hdr(&R, "connection") ? hdr(&R, "connection") : "", "close"),
         "noread big body -> close");
+  client_free(c);
+  /* the app fails after its start, before any body: 500, and the connection is reused */
+  c = connect_client(port);
+  send_str(c->fd, "GET /start-fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 500 && !hdr(&R, "x-started"),
+        "fail after start, before the body: 500 (%d)", R.status);
+  send_str(c->fd, "GET /path?after-start-fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-start-fail"), "reuse after the 500");
   client_free(c);
 }
 
