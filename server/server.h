@@ -108,7 +108,9 @@ typedef enum sh_addr_kind { SH_ADDR_NONE = 0, SH_ADDR_INET = 1, SH_ADDR_UNIX = 2
 struct sh_request {
   sh_iovec method;       /* "GET" */
   sh_iovec target;       /* request-target exactly as sent: "/a%20b?x=1" */
-  sh_iovec path;         /* target up to '?', still percent-encoded ("raw_path") */
+  sh_iovec path;         /* target up to '?', still percent-encoded ("raw_path"); for an
+                            absolute-form target ("http://host/a?x") the URI's path ("/" when
+                            empty), and the Host header holds its authority (RFC 9112 §3.2.2) */
   sh_iovec query;        /* after '?', without it; len 0 when absent */
   int http_major, http_minor;
   sh_header *headers;    /* in arrival order, names lower-cased */

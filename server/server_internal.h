@@ -175,6 +175,8 @@ typedef struct sh_conn {
   uint32_t method_off, method_len, url_off, url_len;
   size_t head_bytes;      /* request line + headers so far (for max_header_size) */
   size_t trailer_bytes;
+  uint32_t chunk_ext;       /* chunk extension bytes of the current chunk (http1.c budgets) */
+  uint32_t chunk_ext_total; /*   and of the whole message */
 
   /* body accumulated during one llhttp_execute, delivered after it returns */
   char *acc;

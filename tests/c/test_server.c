@@ -226,6 +226,17 @@ static void app_request(sh_request *req, app_req *ar) {
     sh_request_write(req, "dropped", 7, 0);
   } else if (!strcmp(p, "/hold")) {
     return; /* answered never: waits for the disconnect */
+  } else if (!strcmp(p, "/info") || !strcmp(p, "/")) {
+    /* what routing sees: "path|query|host" (absolute-form targets, RFC 9112 §3.2.2) */
+    const sh_iovec *host = NULL;
+    for (size_t i = 0; i < req->num_headers; i++)
+      if (req->headers[i].name.len == 4 && !memcmp(req->headers[i].name.base, "host", 4))
+        host = &req->headers[i].value;
+    char buf[600];
+    snprintf(buf, sizeof buf, "%.*s|%.*s|%.*s", (int)req->path.len, req->path.base,
+             (int)req->query.len, req->query.base, host ? (int)host->len : 0,
+             host ? host->base : "");
+    respond_text(req, 200, buf);
   } else if (!strcmp(p, "/start-fail")) {
     /* the app fails after its start, before any body byte: nothing reached the wire */
     sh_header hs[] = {H("x-started", "1")};
@@ -773,6 +784,101 @@ static void test_app(int port) {
   client_free(c);
 }
 
+/* The server answered with `want` and then closed, with nothing after that response. */
+static int refused(int port, const char *raw, int want) {
+  client *c = connect_client(port);
+  send_str(c->fd, raw);
+  int ok = read_resp(c, &R, 0) == 0 && R.status == want;
+  if (ok) {
+    int more = c->len > 0 || fill(c) == 0; /* bytes after the response */
+    ok = !more && c->eof;
+  }
+  client_free(c);
+  return ok;
+}
+
+/* Request framing and targets (RFC 9112 §3.2, §6.3, §7.1.1), on the cross-thread app. */
+static void test_framing(int port) {
+  static const char *const bad_te[] = {
+      "Transfer-Encoding:\r\nContent-Length: 0\r\n",
+      "Content-Length: 0\r\nTransfer-Encoding:\r\n",
+      "Transfer-Encoding:   \r\n",
+      "Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding:\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked, gzip\r\n",
+      "Transfer-Encoding: identity\r\n",
+      "Transfer-Encoding: xchunked\r\n",
+      "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+  };
+  char buf[1024];
+  for (size_t i = 0; i < sizeof bad_te / sizeof bad_te[0]; i++) {
+    snprintf(buf, sizeof buf,
+             "POST /echo HTTP/1.1\r\nHost: x\r\n%s\r\n0\r\n\r\nGET /path HTTP/1.1\r\n"
+             "Host: x\r\n\r\n",
+             bad_te[i]);
+    CHECK(refused(port, buf, 400), "TE case %zu: 400 and close (%d)", i, R.status);
+  }
+  CHECK(roundtrip(port,
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n"
+                  "3\r\nabc\r\n0\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 200 && R.body_len == 3,
+        "'Chunked ' is chunked (%d)", R.status);
+
+  /* chunk extensions: per chunk and per request budgets (CVE-2024-22019's class) */
+  static char big[128 * 1024];
+  int n = snprintf(big, sizeof big,
+                   "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=");
+  memset(big + n, 'e', 64 * 1024);
+  n += 64 * 1024;
+  n += snprintf(big + n, sizeof big - (size_t)n, "\r\nz\r\n0\r\n\r\n");
+  CHECK(refused(port, big, 400), "64 KiB chunk extension: 400 and close (%d)", R.status);
+  n = snprintf(big, sizeof big,
+               "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 100; i++) {
+    n += snprintf(big + n, sizeof big - (size_t)n, "1;");
+    memset(big + n, 'e', 300);
+    n += 300;
+    n += snprintf(big + n, sizeof big - (size_t)n, "\r\nz\r\n");
+  }
+  n += snprintf(big + n, sizeof big - (size_t)n, "0\r\n\r\n");
+  CHECK(refused(port, big, 400), "100 chunks x 300-byte extensions: 400 and close (%d)", R.status);
+
+  /* request targets */
+  CHECK(roundtrip(port, "GET http://example.com:8080/info?q=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info|q=1|example.com:8080"),
+        "absolute-form: path, query, authority as Host (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/||example.com"),
+        "absolute-form without a path is / (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "GET HTTPS://Example.COM/info?a HTTP/1.0\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info|a|Example.COM"),
+        "absolute-form on HTTP/1.0 without Host (%d %s)", R.status, R.body);
+  static const char *const bad_targets[] = {
+      "GET /info#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /info?a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET http://u@example.com/info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET http:///info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET ftp://example.com/info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: x/y@z\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: [::1\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: a b\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: x:8o\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad_targets / sizeof bad_targets[0]; i++)
+    CHECK(refused(port, bad_targets[i], 400), "bad target/Host %zu: 400 and close (%d)", i,
+          R.status);
+  CHECK(roundtrip(port, "GET /info HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info||[::1]:80"),
+        "IPv6 literal Host (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 404,
+        "OPTIONS * reaches the app (%d)", R.status);
+}
+
 /* --header replaces the default Server and Date headers, on app and error responses. */
 static int count_lines(const char *head, const char *name) {
   int n = 0;
@@ -1261,6 +1367,7 @@ int main(void) {
   if (start(&tr, &cfg, &test_handler) == 0) {
     test_app(tr.port);
     test_errors(tr.port);
+    test_framing(tr.port);
     stop(&tr);
   } else {
     CHECK(0, "start test server");
