@@ -496,8 +496,6 @@ static int cb_chunk_header(llhttp_t *p) {
   return 0;
 }
 
-#define SH_DRAIN_MAX (256 * 1024)
-
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   sh_conn *c = CONN(p);
   if (c->state == CS_DRAIN || !c->req) {
@@ -610,8 +608,9 @@ static char *put_common(char *p, sh_req *req, int app_flags, int close) {
 /* Should this response close the connection?  (Decided when the head is written.) */
 static int must_close(sh_req *req) {
   sh_conn *c = req->conn;
+  /* After the client's FIN (a half-close) only requests it already sent can follow. */
   return req->close_after || !req->keep_alive || req->srv->stopping || c->no_reuse ||
-         c->read_eof || req->srv->cfg.timeout_keep_alive <= 0 ||
+         (c->read_eof && c->in_len == 0) || req->srv->cfg.timeout_keep_alive <= 0 ||
          (!req->msg_complete && !sh_conn_drain_ok(req));
 }
 

@@ -169,11 +169,15 @@ struct sh_request {
  * one's, with no need to defer to a later loop iteration.
  * After a response finished before the whole request body was read (in on_request, or in an
  * on_body with last=0) no more on_body is delivered: the rest of the body is read and
- * discarded (up to 256 KiB, so the connection carries the next request), or, when it is
- * larger or the client waits for "100 Continue", the response says "connection: close" and
- * the connection closes after it (RFC 9112 §9.3, §9.6).  The rest is never parsed as a
- * request.  After on_release the request must not be touched, even inside the callback that
- * released it.
+ * discarded (up to SH_DRAIN_MAX = 1 MiB within 5 s, so the connection carries the next
+ * request), or, when it is larger or the client waits for "100 Continue", the response says
+ * "connection: close" and the connection ends with a lingering close: the server shuts its
+ * write side and discards what the client still sends until its FIN (at most 30 s, 5 s
+ * without a byte), so the client reads the response rather than a reset (RFC 9112 §9.3,
+ * §9.6).  The rest is never parsed as a request.  A client's FIN (half-close) after complete
+ * requests is not a disconnect: they are answered, then the connection closes; on_disconnect
+ * comes when a request can no longer complete or a write fails.  After on_release the request
+ * must not be touched, even inside the callback that released it.
  */
 struct sh_handler {
   void *data;

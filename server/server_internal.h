@@ -117,6 +117,12 @@ void sh_req_check_writable(sh_req *req);
 
 /* ---- conn.c ---- */
 
+/* An unread body after a keep-alive response is drained (read and discarded) so the
+ * connection can carry the next request, if at most this much of it remains: about a second
+ * at 10 Mbit/s.  Beyond it the response says "connection: close" and a lingering close lets
+ * the client finish sending and read it (conn.c). */
+#define SH_DRAIN_MAX (1024 * 1024)
+
 enum { /* connection state */
   CS_HEAD = 0,   /* reading a request head (or idle between requests) */
   CS_BODY_WAIT,  /* head dispatched, parser paused until sh_request_read */
@@ -182,7 +188,7 @@ typedef struct sh_conn {
   char *acc;
   size_t acc_len, acc_cap;
   uint64_t drain_bytes;
-  uint64_t linger_bytes;
+  uint64_t linger_until;  /* uv_now() ms: the lingering close ends by then at the latest */
   uint64_t t_start;       /* uv_hrtime() at the first byte of the current request */
 
   uint64_t deadline;      /* uv_now() ms, 0 = none */

@@ -533,6 +533,38 @@ static int roundtrip(int port, const char *raw, resp *r) {
 static resp R; /* big: keep off the stack */
 static int next_body_is(client *c, const char *want);
 
+typedef struct sender {
+  int fd;
+  size_t bytes;
+  size_t sent; /* how much went out before an error (a reset) stopped it */
+} sender;
+
+static void *send_junk(void *arg) {
+  sender *s = arg;
+  static char junk[16384];
+  memset(junk, 'j', sizeof junk);
+  s->sent = 0;
+  while (s->sent < s->bytes) {
+    size_t n = s->bytes - s->sent < sizeof junk ? s->bytes - s->sent : sizeof junk;
+    ssize_t w = send(s->fd, junk, n, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    s->sent += (size_t)w;
+  }
+  return NULL;
+}
+
+/* The client sends a `bytes` body in a thread while the server answers early; it must be
+ * able to send all of it (no reset: the server reads and discards) and then read the
+ * answer.  Returns the status, or -1. */
+static int early_answer(client *c, size_t bytes, sender *s) {
+  s->fd = c->fd;
+  s->bytes = bytes;
+  pthread_t th;
+  pthread_create(&th, NULL, send_junk, s);
+  pthread_join(th, NULL); /* the whole body first, as http.client does */
+  return read_resp(c, &R, 0) == 0 ? R.status : -1;
+}
+
 static void test_hello(int port) {
   client *c = connect_client(port);
   send_str(c->fd, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -756,12 +788,14 @@ static void test_app(int port) {
   double t0 = now_s();
   while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
   CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect mid-body");
-  /* client disconnect while the app holds the request */
+  /* client reset while the app holds the request (a FIN alone is a half-close: the request
+   * is still answered, see test_half_close) */
   before = atomic_load(&app.disconnects);
   c = connect_client(port);
   send_str(c->fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
   usleep(100 * 1000);
-  shutdown(c->fd, SHUT_RDWR);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   client_free(c);
   t0 = now_s();
   while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
@@ -773,6 +807,27 @@ static void test_app(int port) {
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
             !strcmp(hdr(&R, "connection") ? hdr(&R, "connection") : "", "close"),
         "noread big body -> close");
+  client_free(c);
+  /* ... and the client that sends that body anyway can, then reads the answer */
+  c = connect_client(port);
+  set_timeout(c->fd, 30);
+  send_str(c->fd, "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+  sender s;
+  int st = early_answer(c, 10000000, &s);
+  CHECK(s.sent == 10000000 && st == 200, "noread 10 MB sent (%zu), answer read (%d)", s.sent, st);
+  CHECK(closed_within(c, 5), "noread 10 MB: closed after the answer");
+  client_free(c);
+  /* a small unread body is drained: the connection carries the next request */
+  c = connect_client(port);
+  static char mid[100 * 1024 + 128];
+  int n = snprintf(mid, sizeof mid,
+                   "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 100 * 1024);
+  memset(mid + n, 'm', 100 * 1024);
+  send_all(c->fd, mid, (size_t)n + 100 * 1024);
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && !hdr(&R, "connection"),
+        "noread 100 KiB: drained, kept");
+  send_str(c->fd, "GET /path?after-drain HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-drain"), "request after a drained body");
   client_free(c);
   /* the app fails after its start, before any body: 500, and the connection is reused */
   c = connect_client(port);
@@ -879,6 +934,38 @@ static void test_framing(int port) {
         "OPTIONS * reaches the app (%d)", R.status);
 }
 
+/* A client that shuts down its write side after complete requests gets every answer. */
+static void test_half_close(int port) {
+  for (int i = 0; i < 20; i++) {
+    client *c = connect_client(port);
+    send_str(c->fd,
+             "GET /path?hc HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\n"
+             "Host: x\r\nContent-Length: 3\r\n\r\nabc");
+    shutdown(c->fd, SHUT_WR);
+    int a = next_body_is(c, "/path?hc");
+    int b = next_body_is(c, "abc");
+    int closed = closed_within(c, 3);
+    client_free(c);
+    if (!(a && b && closed)) {
+      CHECK(0, "half-close round %d: %d %d %d", i, a, b, closed);
+      return;
+    }
+  }
+  CHECK(1, "half-close: 20/20 answered");
+  /* a body cut short by the FIN can never complete: the app sees a disconnect */
+  int before = atomic_load(&app.disconnects);
+  client *c = connect_client(port);
+  send_str(c->fd, "POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
+  usleep(100 * 1000);
+  shutdown(c->fd, SHUT_WR);
+  double t0 = now_s();
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3)
+    usleep(10000);
+  CHECK(atomic_load(&app.disconnects) == before + 1, "truncated body + FIN: on_disconnect");
+  CHECK(closed_within(c, 3), "truncated body + FIN: closed");
+  client_free(c);
+}
+
 /* --header replaces the default Server and Date headers, on app and error responses. */
 static int count_lines(const char *head, const char *name) {
   int n = 0;
@@ -915,24 +1002,6 @@ static void test_header_flags(void) {
   stop(&r);
 }
 
-typedef struct sender {
-  int fd;
-  size_t bytes;
-} sender;
-
-static void *send_junk(void *arg) {
-  sender *s = arg;
-  static char junk[16384];
-  memset(junk, 'j', sizeof junk);
-  size_t sent = 0;
-  while (sent < s->bytes) {
-    ssize_t w = send(s->fd, junk, sizeof junk, MSG_NOSIGNAL);
-    if (w <= 0) break;
-    sent += (size_t)w;
-  }
-  return NULL;
-}
-
 static void test_limits(void) {
   sh_config cfg;
   base_cfg(&cfg);
@@ -948,12 +1017,22 @@ static void test_limits(void) {
    * (lingering close, no RST) */
   client *c = connect_client(r.port);
   send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n");
-  sender s = {c->fd, 200000};
+  sender s = {c->fd, 200000, 0};
   pthread_t th;
   pthread_create(&th, NULL, send_junk, &s);
   usleep(100 * 1000);
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 413, "413 CL with lingering (%d)", R.status);
   pthread_join(th, NULL);
+  client_free(c);
+  /* the same with 10 MB: the lingering close discards until the client's FIN (bounded by
+   * time, not bytes), so the client sends everything and then reads the 413 */
+  c = connect_client(r.port);
+  set_timeout(c->fd, 30);
+  send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+  int st = early_answer(c, 10000000, &s);
+  CHECK(s.sent == 10000000, "413: the client could send its whole 10 MB body (%zu)", s.sent);
+  CHECK(st == 413, "413 read after sending 10 MB (%d)", st);
+  CHECK(closed_within(c, 5), "closed after the 413");
   client_free(c);
   /* 413 counted on a chunked body, sent in one go (client still sending) */
   c = connect_client(r.port);
@@ -1368,6 +1447,7 @@ int main(void) {
     test_app(tr.port);
     test_errors(tr.port);
     test_framing(tr.port);
+    test_half_close(tr.port);
     stop(&tr);
   } else {
     CHECK(0, "start test server");
