@@ -646,11 +646,12 @@ static PyObject *mod_config(PyObject *m, PyObject *unused) {
       str_or_none(c->root_path), "fd", c->fd, "write_high_water", (int)c->write_high_water,
       "version", str_or_none("0.1.0"));
   /* production serving: workers, graceful timeout, vsock */
-  PyObject *extra = d ? Py_BuildValue("{s:d,s:i,s:i,s:i,s:i}", "timeout_graceful_shutdown",
-                                      c->timeout_graceful_shutdown, "vsock_port", c->vsock_port,
-                                      "workers", c->workers, "worker_index", c->worker_index,
-                                      "gc_freeze", c->gc_freeze)
-                      : NULL;
+  PyObject *extra =
+      d ? Py_BuildValue("{s:d,s:i,s:i,s:i,s:i,s:N}", "timeout_graceful_shutdown",
+                        c->timeout_graceful_shutdown, "vsock_port", c->vsock_port, "workers",
+                        c->workers, "worker_index", c->worker_index, "gc_freeze", c->gc_freeze,
+                        "interface", str_or_none(c->interface ? c->interface : "auto"))
+        : NULL;
   if (extra == NULL || PyDict_Update(d, extra) < 0) Py_CLEAR(d);
   Py_XDECREF(extra);
   return d;

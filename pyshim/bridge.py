@@ -281,15 +281,40 @@ def import_app(spec, factory):
     return obj
 
 
-def asgi3(app):
+def _takes(sig, n):
+    """Can a callable with signature `sig` be called with n positional arguments?"""
+    try:
+        sig.bind(*range(n))
+    except TypeError:
+        return False
+    return True
+
+
+def is_asgi3(app):
+    """uvicorn's detection (a class is ASGI 3 when its instances are awaitable, a callable when
+    it or its __call__ is a coroutine function), plus what uvicorn misses: a functools.partial
+    of an async function (inspect looks through partials), and a plain callable that takes
+    exactly (scope, receive, send) and returns a coroutine.  A callable that can also be
+    called with the scope alone stays ASGI 2, as under uvicorn."""
     if inspect.isclass(app):
-        use3 = hasattr(app, "__await__")
-    elif inspect.isfunction(app):
-        use3 = asyncio.iscoroutinefunction(app)
-    else:
-        call = getattr(app, "__call__", None)
-        use3 = asyncio.iscoroutinefunction(call)
-    return app if use3 else ASGI2Middleware(app)
+        return hasattr(app, "__await__")
+    if inspect.iscoroutinefunction(app):
+        return True
+    if not inspect.isfunction(app) and inspect.iscoroutinefunction(getattr(app, "__call__", None)):
+        return True
+    try:
+        sig = inspect.signature(app)
+    except (TypeError, ValueError):  # no signature to read (some builtins): as uvicorn
+        return False
+    return _takes(sig, 3) and not _takes(sig, 1)
+
+
+def asgi_app(app, interface="auto"):
+    """The app as an ASGI 3 callable: --interface asgi3 takes it as it is, asgi2 wraps it
+    (app(scope) returns an instance awaited with (receive, send)), auto detects which."""
+    if interface == "asgi3" or (interface == "auto" and is_asgi3(app)):
+        return app
+    return ASGI2Middleware(app)
 
 
 def new_loop(kind):
@@ -314,7 +339,7 @@ def main():
             raise SystemExit(f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}") \
                 from None
     sys.path.insert(0, os.path.abspath(cfg["app_dir"] or "."))
-    app = asgi3(import_app(cfg["app"], cfg["factory"]))
+    app = asgi_app(import_app(cfg["app"], cfg["factory"]), cfg.get("interface", "auto"))
     loop = new_loop(cfg["loop"])
     asyncio.set_event_loop(loop)
     try:

@@ -64,6 +64,7 @@ void sh_config_init(sh_config *cfg) {
   cfg->vsock_port = -1;
   cfg->vsock_cid = 0xFFFFFFFFu; /* VMADDR_CID_ANY */
   cfg->uds_mode = 0666;
+  cfg->interface = "auto";
   cfg->listen_fd_inherited = -1;
   cfg->notify_fd = -1;
 }
@@ -83,6 +84,7 @@ void sh_config_usage(FILE *out) {
       "  --fd N                       serve an inherited listening socket\n"
       "  --backlog N                  listen backlog (default 2048)\n"
       "  --lifespan auto|on|off       ASGI lifespan protocol (default auto)\n"
+      "  --interface auto|asgi3|asgi2 how the app is called (default auto: detected)\n"
       "  --loop auto|asyncio|uvloop   event loop for the app (default auto)\n"
       "  --log-level LEVEL            critical|error|warning|info|debug|trace (default info)\n"
       "  --access-log/--no-access-log one line per response (default on)\n"
@@ -220,7 +222,6 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
    * line keeps working, with a note (README: the uvicorn flag table says why). */
   static const struct { const char *n; int has_value; const char *why; } compat[] = {
       {"--http", 1, "shield has one HTTP/1.1 implementation (llhttp)"},
-      {"--interface", 1, "ASGI 2/3 is detected from the app"},
       {"--use-colors", 0, "log lines are plain text"},
       {"--no-use-colors", 0, NULL},
       {"--timeout-notify", 1, "the supervisor watches workers through their exit and pipe"},
@@ -241,10 +242,6 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
       SH_ERR(err, SH_EINVAL, "%s takes no value", name);
       return SH_EINVAL;
     }
-    if (strcmp(name, "--interface") == 0 && strcmp(value, "wsgi") == 0) {
-      SH_ERR(err, SH_EINVAL, "--interface wsgi: shield serves ASGI apps only");
-      return SH_EINVAL;
-    }
     if (compat[b].why) fprintf(stderr, "WARNING:  %s is ignored: %s\n", name, compat[b].why);
     return 1;
   }
@@ -261,6 +258,27 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
       return SH_EINVAL;
     }
     return 1; /* auto: there is no WebSocket implementation to pick, as with none */
+  }
+  if (strcmp(name, "--interface") == 0) {
+    /* uvicorn's: how the app is called (pyshim/bridge.py, asgi_app) */
+    static const char *const kinds[] = {"auto", "asgi3", "asgi2", NULL};
+    if (!value) {
+      if (*i + 1 >= argc) {
+        SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+        return SH_EINVAL;
+      }
+      value = argv[++*i];
+    }
+    if (strcmp(value, "wsgi") == 0) {
+      SH_ERR(err, SH_EINVAL, "--interface wsgi: shield serves ASGI apps only");
+      return SH_EINVAL;
+    }
+    if (!one_of(value, kinds)) {
+      SH_ERR(err, SH_EINVAL, "--interface: '%s' is not one of auto, asgi3, asgi2", value);
+      return SH_EINVAL;
+    }
+    cfg->interface = value;
+    return 1;
   }
   static const char *const valued[] = {
       "--workers", "--timeout-graceful-shutdown", "--limit-max-requests",

@@ -15,9 +15,16 @@
  * traffic costs no timer-heap work per request.
  *
  * Closing.  sh_conn_abort closes now.  sh_conn_close shuts the write side after queued
- * writes (sh_conn_close); when request bytes may still be in flight it then *lingers* — reads and discards
- * for up to 2 s / 256 KiB — so the client reads our (error) response instead of a TCP RST
- * that would destroy it (the close-with-unread-data problem, RFC 9112 §9.6).
+ * writes; when request bytes may still be in flight it then *lingers* (nginx's lingering
+ * close): it reads and discards until the client's FIN, so the client reads our response (an
+ * early 401/413, an error) instead of a TCP RST that would destroy it (the close-with-unread-
+ * data problem, RFC 9112 §9.6).  A client such as Python's http.client sends its whole body
+ * before it reads anything, so lingering is bounded by time, never by bytes.
+ *
+ * Half-close.  A FIN from the client ends its input, not the exchange: complete requests
+ * (the one in flight and pipelined ones already received) are answered, then the connection
+ * closes.  Only a request whose message can no longer complete is given up (on_disconnect);
+ * a client that went away altogether shows when a write fails.
  */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -29,10 +36,17 @@
 #include "server_internal.h"
 
 #define IB_MIN (16 * 1024)
-#define LINGER_MS 2000
-#define LINGER_MAX (256 * 1024)
+/* Lingering close, as nginx's lingering_time / lingering_timeout: at most LINGER_MS in all,
+ * and LINGER_IDLE_MS without a byte from the client (1 s once the server is stopping). */
+#define LINGER_MS 30000
+#define LINGER_IDLE_MS 5000
+#define LINGER_STOP_MS 1000
+/* Bound on flushing our queued writes before the shutdown: a client that never reads. */
 #define SHUTDOWN_MS 10000
-#define DRAIN_MAX (256 * 1024)
+/* An unread body after a keep-alive response is drained for at most DRAIN_MS (and
+ * SH_DRAIN_MAX bytes, server_internal.h); past either, a new connection is cheaper than the
+ * rest of the body, and the connection ends with a lingering close. */
+#define DRAIN_MS 5000
 
 static size_t ib_max(const sh_server *srv) { return srv->cfg.max_header_size + 64 * 1024; }
 
@@ -89,6 +103,12 @@ static void on_timer(uv_timer_t *t) {
     return;
   }
   if (kind == DL_BODY) return;
+  if (kind == DL_DRAIN && c->state == CS_DRAIN && !c->shutting) {
+    /* The unread body did not arrive within DRAIN_MS: give up on reusing the connection, but
+     * gently (the client may still be sending, and must read the response it was sent). */
+    sh_conn_close(c, 1);
+    return;
+  }
   sh_conn_abort(c); /* idle keep-alive, header timeout on an idle socket, linger over */
 }
 
@@ -138,6 +158,19 @@ void sh_conn_abort(sh_conn *c) {
   uv_close((uv_handle_t *)&c->timer, on_close);
 }
 
+/* Bytes arrived while lingering (or it began): wait LINGER_IDLE_MS more for the next ones,
+ * never past linger_until. */
+static void linger_touch(sh_conn *c) {
+  uint64_t now = uv_now(&c->srv->loop);
+  uint64_t until = now + LINGER_IDLE_MS;
+  if (until > c->linger_until) until = c->linger_until;
+  if (until <= now) {
+    sh_conn_abort(c);
+    return;
+  }
+  sh_conn_set_deadline(c, DL_LINGER, (double)(until - now) / 1000.0);
+}
+
 static void on_shutdown(uv_shutdown_t *s, int status) {
   sh_conn *c = s->handle->data;
   if (c->closing) return;
@@ -146,9 +179,9 @@ static void on_shutdown(uv_shutdown_t *s, int status) {
     return;
   }
   c->state = CS_LINGER;
-  c->linger_bytes = 0;
-  sh_conn_set_deadline(c, DL_LINGER, LINGER_MS / 1000.0);
-  sh_conn_update_reading(c);
+  c->linger_until = uv_now(&c->srv->loop) + (c->srv->stopping ? LINGER_STOP_MS : LINGER_MS);
+  linger_touch(c);
+  if (!c->closing) sh_conn_update_reading(c);
 }
 
 void sh_conn_close(sh_conn *c, int linger) {
@@ -182,7 +215,16 @@ void sh_conn_error(sh_conn *c, int status) {
 }
 
 void sh_conn_stop(sh_conn *c) {
-  if (c->closing || c->shutting) return;
+  if (c->closing) return;
+  if (c->shutting) {
+    /* Lingering only helps the client read what it was sent: not for long on a stop. */
+    uint64_t limit = uv_now(&c->srv->loop) + LINGER_STOP_MS;
+    if (c->state == CS_LINGER && c->linger_until > limit) {
+      c->linger_until = limit;
+      linger_touch(c);
+    }
+    return;
+  }
   if (!c->req && c->state == CS_HEAD && c->in_len == 0 && !c->in_message) {
     /* Idle (keep-alive, or accepted from the shared queue just before the stop): a request
      * may already be on its way.  Give it a moment (at most 1 s, never past the deadline it
@@ -262,25 +304,21 @@ void sh_conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       return;
     }
     if (nread == UV_EOF && c->state != CS_LINGER) {
+      /* A half-close (see the top of this file): what was received is still answered.  The
+       * request in flight goes on when its message is complete (or may still complete from
+       * buffered bytes); sh_conn_process gives up a body cut short and closes once the
+       * input runs out, after the responses. */
       c->read_eof = 1;
       uv_read_stop(&c->h.stream);
       c->reading = 0;
-      /* As uvicorn: a client that closes its side while its request is being answered has
-       * gone away (on_disconnect), rather than half-closed; long polls and streams to gone
-       * clients end at once instead of at the next failed write. */
-      if (c->req) {
-        sh_conn_abort(c);
-        return;
-      }
-      sh_conn_process(c); /* answer what was received; closes when input runs out */
+      sh_conn_process(c);
       return;
     }
     sh_conn_abort(c); /* reset, ENOBUFS, or EOF while lingering/closing */
     return;
   }
-  if (c->state == CS_LINGER || c->shutting) {
-    c->linger_bytes += (size_t)nread;
-    if (c->linger_bytes > LINGER_MAX) sh_conn_abort(c);
+  if (c->state == CS_LINGER || c->shutting) { /* discarded: lingering close */
+    if (c->state == CS_LINGER) linger_touch(c);
     return;
   }
   if (c->tls) { /* decrypts into ib, runs the parser, updates reading */
@@ -421,8 +459,8 @@ int sh_conn_drain_ok(const sh_req *req) {
    * the body, or send it later: do not try to resynchronise, close. */
   if (req->pub.expect_continue && !req->cont_sent) return 0;
   if (req->pub.content_length >= 0)
-    return (uint64_t)req->pub.content_length - req->body_received <= DRAIN_MAX;
-  return 1; /* chunked: drained up to DRAIN_MAX at run time (http1.c cb_body) */
+    return (uint64_t)req->pub.content_length - req->body_received <= SH_DRAIN_MAX;
+  return 1; /* chunked: drained up to SH_DRAIN_MAX at run time (http1.c cb_body) */
 }
 
 /*
@@ -501,8 +539,10 @@ static int parse_some(sh_conn *c) {
     const char *why = c->err_reason ? c->err_reason : llhttp_get_error_reason(&c->parser);
     c->acc_len = 0;
     c->in_len = 0;
-    if (status < 0) { /* could not drain an unread body: just close */
-      sh_conn_abort(c);
+    if (status < 0) {
+      /* An unread body too large to drain, after a complete response: close, lingering so
+       * the client that is still sending reads that response. */
+      sh_conn_close(c, 1);
       return 0;
     }
     if (status == 400)
@@ -541,10 +581,6 @@ static int parse_some(sh_conn *c) {
   if (c->state == CS_HEAD) {
     c->state = req->msg_complete ? CS_DONE : CS_BODY_WAIT;
     dispatch(c, req); /* may answer at once (hello): req may be gone after this */
-    if (c->read_eof && c->req && !c->closing) { /* see read_cb: EOF means gone */
-      sh_conn_abort(c);
-      return 0;
-    }
     return !(c->closing || c->shutting);
   }
   return 1;
@@ -563,9 +599,12 @@ void sh_conn_process(sh_conn *c) {
     if (st == CS_HEAD || st == CS_BODY || st == CS_DRAIN) {
       if (c->in_len == 0) {
         if (c->read_eof) {
-          /* The client is done sending: an idle or half-received request ends here.  A
-           * request still being answered (CS_DONE) keeps going; see response_done. */
-          sh_conn_abort(c);
+          /* The client is done sending.  A request whose body was cut short can never
+           * complete: the client is gone.  Otherwise everything complete was answered (a
+           * request still being answered is in CS_DONE or CS_BODY_WAIT, not here): close
+           * after the queued writes.  A half-received head is dropped. */
+          if (c->req) sh_conn_abort(c);
+          else sh_conn_close(c, 0);
           break;
         }
         if (!c->reprocess) break;
@@ -632,7 +671,7 @@ void sh_conn_response_done(sh_conn *c) {
     llhttp_resume(&c->parser);
     c->state = CS_HEAD;
   }
-  if (c->state == CS_DRAIN) sh_conn_set_deadline(c, DL_DRAIN, srv->cfg.timeout_header);
+  if (c->state == CS_DRAIN) sh_conn_set_deadline(c, DL_DRAIN, DRAIN_MS / 1000.0);
   else if (c->in_len) sh_conn_set_deadline(c, DL_HEADER, srv->cfg.timeout_header);
   else sh_conn_set_deadline(c, DL_KEEPALIVE, srv->cfg.timeout_keep_alive);
   sh_conn_process(c);

@@ -6,11 +6,19 @@
  * returned (the parser pauses at the end of a head that has a body, and at the end of every
  * message), so a handler can never re-enter llhttp.
  */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "server_internal.h"
+
+/* Chunk extensions (RFC 9112 §7.1.1) carry nothing we use, yet each byte is read and parsed:
+ * without a cap a client streams megabytes of them around --max-body-size (the class of
+ * Node's CVE-2024-22019).  Budgets in bytes (names and values, plus one per ';' and '='),
+ * per chunk and per request; beyond them, 400 and close. */
+#define SH_CHUNK_EXT_MAX 1024
+#define SH_CHUNK_EXT_TOTAL (16 * 1024)
 
 /* ---- small tables ---- */
 
@@ -131,6 +139,7 @@ static int cb_message_begin(llhttp_t *p) {
   c->hp_n = 0;
   c->head_bytes = 12; /* two spaces, "HTTP/1.1", CRLF */
   c->trailer_bytes = 0;
+  c->chunk_ext = c->chunk_ext_total = 0;
   c->method_len = c->url_len = 0;
   c->hdr_field_open = 0;
   c->err_status = 0;
@@ -209,6 +218,104 @@ static int ieq(const char *a, size_t al, const char *lit) {
 
 static int is_ows(char ch) { return ch == ' ' || ch == '\t'; }
 
+static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+static int is_hex(char ch) {
+  return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* RFC 3986 §2.3, §2.2: unreserved / sub-delims, the bytes of a reg-name besides %XX. */
+static int reg_name_char(unsigned char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || is_digit((char)ch)) return 1;
+  return ch && strchr("-._~!$&'()*+,;=", ch) != NULL;
+}
+
+/*
+ * RFC 9112 §3.2 (Host = uri-host [ ":" port ]) with RFC 3986 §3.2.2-3: uri-host is an
+ * IP-literal ("[" IPv6address / IPvFuture "]"), or a reg-name (IPv4 addresses are reg-names
+ * lexically), possibly empty; port = *DIGIT.  Anything else (a '/', '@', space, backslash, a
+ * bad %XX) is an invalid field value: 400.  A few compares per byte, no allocation.
+ */
+static int authority_ok(const char *s, size_t n) {
+  size_t i = 0;
+  if (n && s[0] == '[') {
+    const char *end = memchr(s, ']', n);
+    if (!end) return 0;
+    const char *ip = s + 1;
+    size_t il = (size_t)(end - ip);
+    if (il && (ip[0] == 'v' || ip[0] == 'V')) {
+      /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+      size_t k = 1;
+      while (k < il && is_hex(ip[k])) k++;
+      if (k == 1 || k >= il - 1 || ip[k] != '.') return 0;
+      for (k++; k < il; k++)
+        if (!reg_name_char((unsigned char)ip[k]) && ip[k] != ':') return 0;
+    } else {
+      char tmp[INET6_ADDRSTRLEN];
+      struct in6_addr a;
+      if (il == 0 || il >= sizeof tmp) return 0;
+      memcpy(tmp, ip, il);
+      tmp[il] = '\0';
+      if (inet_pton(AF_INET6, tmp, &a) != 1) return 0;
+    }
+    i = il + 2;
+  } else {
+    while (i < n && s[i] != ':') {
+      if (s[i] == '%') {
+        if (n - i < 3 || !is_hex(s[i + 1]) || !is_hex(s[i + 2])) return 0;
+        i += 3;
+        continue;
+      }
+      if (!reg_name_char((unsigned char)s[i])) return 0;
+      i++;
+    }
+  }
+  if (i == n) return 1;
+  if (s[i] != ':') return 0;
+  for (i++; i < n; i++)
+    if (!is_digit(s[i])) return 0;
+  return 1;
+}
+
+/* The transfer codings in one Transfer-Encoding field line (a list, RFC 9110 §5.6.1: empty
+ * elements are skipped): how many there are, or -1 when one is not "chunked" (coding names
+ * are case-insensitive, RFC 9112 §7) or the line names none at all (an empty field). */
+static int te_line(const char *v, size_t n) {
+  int count = 0;
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ',' || is_ows(v[i]))) i++;
+    size_t s = i;
+    while (i < n && v[i] != ',') i++;
+    size_t e = i;
+    while (e > s && is_ows(v[e - 1])) e--;
+    if (e == s) continue;
+    if (!ieq(v + s, e - s, "chunked")) return -1;
+    count++;
+  }
+  return count ? count : -1;
+}
+
+/*
+ * RFC 9112 §3.2.2: absolute-form ("http" / "https" "://" authority path-abempty ["?" query]).
+ * On success the authority is [*ao, *ao + *al) and the path (possibly empty: "/") starts at
+ * *po.  An empty host (RFC 9110 §4.2.1) and userinfo (§4.2.4: an error) are refused; other
+ * schemes too, since this server only serves http(s) resources.
+ */
+static int absolute_form(const char *u, size_t n, size_t *ao, size_t *al, size_t *po) {
+  size_t i;
+  if (n >= 7 && strncasecmp(u, "http://", 7) == 0) i = 7;
+  else if (n >= 8 && strncasecmp(u, "https://", 8) == 0) i = 8;
+  else return -1;
+  size_t a = i;
+  while (i < n && u[i] != '/' && u[i] != '?') i++;
+  if (i == a || u[a] == ':' || !authority_ok(u + a, i - a)) return -1;
+  *ao = a;
+  *al = i - a;
+  *po = i;
+  return 0;
+}
+
 static int cb_headers_complete(llhttp_t *p) {
   sh_conn *c = CONN(p);
   sh_server *srv = c->srv;
@@ -222,18 +329,58 @@ static int cb_headers_complete(llhttp_t *p) {
   if (srv->cfg.max_body_size && cl > 0 && (uint64_t)cl > srv->cfg.max_body_size)
     return fail_with(c, 413, "Content-Length over --max-body-size");
 
-  /* RFC 9112 §3.2: a 1.1 request needs exactly one Host; more than one is always invalid. */
-  int hosts = 0;
-  for (size_t i = 0; i < c->hp_n; i++)
-    if (ieq(c->hb + c->hp[i].no, c->hp[i].nl, "host")) hosts++;
+  /* One pass over the field names (compared by length first): Host and Transfer-Encoding. */
+  int hosts = 0, codings = 0;
+  size_t host_i = 0;
+  for (size_t i = 0; i < c->hp_n; i++) {
+    const sh_hdr_pos *h = &c->hp[i];
+    if (h->nl == 4 && ieq(c->hb + h->no, 4, "host")) {
+      hosts++;
+      host_i = i;
+    } else if (h->nl == 17 && ieq(c->hb + h->no, 17, "transfer-encoding")) {
+      /* RFC 9112 §6.3: a Transfer-Encoding that is not exactly one final "chunked" leaves
+       * the body length unknown (and llhttp lets an empty field through, which would make a
+       * smuggled body the next request): 400 and close, whatever the order of the fields. */
+      int k = te_line(c->hb + h->vo, h->vl);
+      if (k < 0) return fail_with(c, 400, "Transfer-Encoding other than chunked");
+      codings += k;
+    }
+  }
+  if (codings) {
+    /* RFC 9112 §6.3: Transfer-Encoding and Content-Length together are refused; chunked
+     * applied twice is invalid (§7).  llhttp must agree that the body is chunked. */
+    if (codings != 1 || cl >= 0 || !chunked)
+      return fail_with(c, 400, "Transfer-Encoding other than one chunked, or with Content-Length");
+  }
+  /* RFC 9112 §3.2: a 1.1 request needs exactly one Host; more than one is always invalid, and
+   * so is a Host that is not an authority (RFC 3986 §3.2). */
   if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
     return fail_with(c, 400, hosts ? "more than one Host header" : "missing Host header");
+  if (hosts) {
+    const char *v = c->hb + c->hp[host_i].vo;
+    size_t vl = c->hp[host_i].vl;
+    while (vl && is_ows(*v)) v++, vl--;
+    while (vl && is_ows(v[vl - 1])) vl--;
+    if (!authority_ok(v, vl)) return fail_with(c, 400, "invalid Host header");
+  }
+
+  /* Request targets (RFC 9112 §3.2).  The server is not a proxy: CONNECT's authority-form
+   * never reaches the app.  A fragment is not part of any form of request-target. */
+  if (p->method == HTTP_CONNECT) return fail_with(c, 400, "CONNECT is not supported");
+  const char *url = c->hb + c->url_off;
+  if (memchr(url, '#', c->url_len)) return fail_with(c, 400, "fragment in the request-target");
+  size_t auth_off = 0, auth_len = 0, path_off = 0;
+  int absolute = c->url_len && url[0] != '/' && !(c->url_len == 1 && url[0] == '*');
+  if (absolute && absolute_form(url, c->url_len, &auth_off, &auth_len, &path_off) < 0)
+    return fail_with(c, 400, "invalid absolute-form request-target");
+  /* absolute-form without a Host field (HTTP/1.0): the authority becomes one */
+  size_t nh = c->hp_n + (absolute && !hosts);
 
   sh_req *req = sh_req_new(srv);
   if (!req) return fail_with(c, 503, "out of memory");
   char *base = sh_arena_alloc(&req->arena, c->hb_len + 1);
-  sh_header *hdrs = c->hp_n ? sh_arena_alloc(&req->arena, c->hp_n * sizeof(sh_header)) : NULL;
-  if (!base || (c->hp_n && !hdrs)) {
+  sh_header *hdrs = nh ? sh_arena_alloc(&req->arena, nh * sizeof(sh_header)) : NULL;
+  if (!base || (nh && !hdrs)) {
     sh_req_unref(req);
     return fail_with(c, 503, "out of memory");
   }
@@ -256,18 +403,28 @@ static int cb_headers_complete(llhttp_t *p) {
   }
   r->method = (sh_iovec){base + c->method_off, c->method_len};
   r->target = (sh_iovec){base + c->url_off, c->url_len};
-  const char *q = memchr(r->target.base, '?', r->target.len);
-  if (q) {
-    r->path = (sh_iovec){r->target.base, (size_t)(q - r->target.base)};
-    r->query = (sh_iovec){q + 1, r->target.len - (size_t)(q - r->target.base) - 1};
-  } else {
-    r->path = r->target;
-    r->query = (sh_iovec){r->target.base + r->target.len, 0};
+  /* Routing uses the path and query; for absolute-form they come from the URI and its
+   * authority replaces the Host field (RFC 9112 §3.2.2), while target stays as sent. */
+  sh_iovec pq = r->target;
+  if (absolute) {
+    pq = (sh_iovec){r->target.base + path_off, r->target.len - path_off};
+    sh_iovec authority = {r->target.base + auth_off, auth_len};
+    if (hosts) hdrs[host_i].value = authority;
+    else hdrs[c->hp_n] = (sh_header){{"host", 4}, authority};
   }
+  const char *q = memchr(pq.base, '?', pq.len);
+  if (q) {
+    r->path = (sh_iovec){pq.base, (size_t)(q - pq.base)};
+    r->query = (sh_iovec){q + 1, pq.len - (size_t)(q - pq.base) - 1};
+  } else {
+    r->path = pq;
+    r->query = (sh_iovec){pq.base + pq.len, 0};
+  }
+  if (r->path.len == 0) r->path = (sh_iovec){"/", 1}; /* RFC 9110 §4.2.3: empty path is "/" */
   r->http_major = p->http_major;
   r->http_minor = p->http_minor;
   r->headers = hdrs;
-  r->num_headers = c->hp_n;
+  r->num_headers = nh;
   r->content_length = chunked ? -1 : cl;
   r->chunked = chunked;
   /* RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request. */
@@ -293,6 +450,9 @@ static int cb_headers_complete(llhttp_t *p) {
   /* RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
   if (p->http_minor >= 1) req->keep_alive = !(p->flags & F_CONNECTION_CLOSE);
   else req->keep_alive = (p->flags & F_CONNECTION_KEEP_ALIVE) && !(p->flags & F_CONNECTION_CLOSE);
+  /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing: answer it,
+   * then close. */
+  if (codings && p->http_minor == 0) req->keep_alive = 0;
   if (p->upgrade) {
     /* Upgrade/CONNECT are not supported: answer like any request, then close, since the
      * bytes after this head are not HTTP/1.1. */
@@ -308,17 +468,33 @@ static int cb_headers_complete(llhttp_t *p) {
   return r->has_body ? HPE_PAUSED : 0;
 }
 
+/* Chunk extension bytes against their budgets (SH_CHUNK_EXT_*); `n` includes the ';' or '='
+ * before a name or value, so even empty ones count. */
+static int chunk_ext_add(sh_conn *c, size_t n) {
+  c->chunk_ext += n;
+  c->chunk_ext_total += n;
+  if (c->chunk_ext > SH_CHUNK_EXT_MAX || c->chunk_ext_total > SH_CHUNK_EXT_TOTAL)
+    return fail_with(c, 400, "chunk extensions over their size budget");
+  return 0;
+}
+
+static int cb_chunk_ext_data(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  return chunk_ext_add(CONN(p), len);
+}
+
+static int cb_chunk_ext_complete(llhttp_t *p) { return chunk_ext_add(CONN(p), 1); }
+
 static int cb_chunk_header(llhttp_t *p) {
   sh_conn *c = CONN(p);
   sh_server *srv = c->srv;
+  c->chunk_ext = 0; /* the size line (and its extensions) ends here */
   /* Refuse a chunk that would cross the limit before receiving it. */
   if (c->state != CS_DRAIN && c->req && srv->cfg.max_body_size &&
       c->req->body_received + p->content_length > srv->cfg.max_body_size)
     return fail_with(c, 413, "chunked body over --max-body-size");
   return 0;
 }
-
-#define SH_DRAIN_MAX (256 * 1024)
 
 static int cb_body(llhttp_t *p, const char *at, size_t len) {
   sh_conn *c = CONN(p);
@@ -360,6 +536,10 @@ const llhttp_settings_t sh_http1_settings = {
     .on_header_field_complete = cb_header_field_complete,
     .on_header_value = cb_header_value,
     .on_headers_complete = cb_headers_complete,
+    .on_chunk_extension_name = cb_chunk_ext_data,
+    .on_chunk_extension_value = cb_chunk_ext_data,
+    .on_chunk_extension_name_complete = cb_chunk_ext_complete,
+    .on_chunk_extension_value_complete = cb_chunk_ext_complete,
     .on_chunk_header = cb_chunk_header,
     .on_body = cb_body,
     .on_message_complete = cb_message_complete,
@@ -396,16 +576,30 @@ static char *put_status(char *p, int status) {
 /* date, server and connection lines shared by every response. */
 static size_t common_max(void) { return 64 + 18 + 26; }
 
-static char *put_common(char *p, sh_req *req, int app_flags, int close) {
-  sh_server *srv = req ? req->srv : NULL;
-  if (srv->cfg.date_header && !(app_flags & SH_APPHDR_DATE)) {
-    size_t dl;
-    const char *d = sh_server_date(srv, &dl);
-    p = put(p, d, dl);
+/* Date and Server, then the other --header lines.  A Date or Server from --header replaces
+ * the default one; one the app set itself (app_flags) replaces both. */
+static char *put_server_date(char *p, sh_server *srv, int app_flags) {
+  const char *x = srv->extra_hdrs;
+  size_t sl = srv->extra_server_len, dl = srv->extra_date_len;
+  if (!(app_flags & SH_APPHDR_DATE)) {
+    if (dl) {
+      p = put(p, x + sl, dl);
+    } else if (srv->cfg.date_header) {
+      size_t n;
+      const char *d = sh_server_date(srv, &n);
+      p = put(p, d, n);
+    }
   }
-  if (srv->cfg.server_header && !(app_flags & SH_APPHDR_SERVER))
-    p = PUTLIT(p, "server: shield\r\n");
-  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len); /* --header */
+  if (!(app_flags & SH_APPHDR_SERVER)) {
+    if (sl) p = put(p, x, sl);
+    else if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
+  }
+  if (srv->extra_hdrs_len > sl + dl) p = put(p, x + sl + dl, srv->extra_hdrs_len - sl - dl);
+  return p;
+}
+
+static char *put_common(char *p, sh_req *req, int app_flags, int close) {
+  p = put_server_date(p, req->srv, app_flags);
   if (close) p = PUTLIT(p, "connection: close\r\n");
   else if (req->pub.http_minor == 0) p = PUTLIT(p, "connection: keep-alive\r\n");
   return p;
@@ -414,8 +608,9 @@ static char *put_common(char *p, sh_req *req, int app_flags, int close) {
 /* Should this response close the connection?  (Decided when the head is written.) */
 static int must_close(sh_req *req) {
   sh_conn *c = req->conn;
+  /* After the client's FIN (a half-close) only requests it already sent can follow. */
   return req->close_after || !req->keep_alive || req->srv->stopping || c->no_reuse ||
-         c->read_eof || req->srv->cfg.timeout_keep_alive <= 0 ||
+         (c->read_eof && c->in_len == 0) || req->srv->cfg.timeout_keep_alive <= 0 ||
          (!req->msg_complete && !sh_conn_drain_ok(req));
 }
 
@@ -566,13 +761,7 @@ void sh_http_error_response(sh_conn *c, int status) {
   p = PUTLIT(p, "content-type: text/plain; charset=utf-8\r\ncontent-length: ");
   p = put_u64(p, rl + 1);
   p = PUTLIT(p, "\r\nconnection: close\r\n");
-  if (srv->cfg.date_header) {
-    size_t dl;
-    const char *d = sh_server_date(srv, &dl);
-    p = put(p, d, dl);
-  }
-  if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
-  if (srv->extra_hdrs_len) p = put(p, srv->extra_hdrs, srv->extra_hdrs_len);
+  p = put_server_date(p, srv, 0);
   p = PUTLIT(p, "\r\n");
   p = put(p, reason, rl);
   sh_metrics_response(status, rl + 1, 0.0);

@@ -176,9 +176,17 @@ static void apply(sh_server *srv, sh_op *op) {
     fail_response(req, 1);
     break;
   case SH_OP_ABORT:
+    if (!c || req->resp_done) break;
+    /* The app failed after its start but before any body byte: the head waits for the first
+     * body bytes (http1.c), so nothing reached the wire and the client can still get a
+     * proper 500 instead of a closed connection. */
+    if (!req->head_sent) {
+      fail_response(req, 1);
+      break;
+    }
     /* What was queued still goes out (the client sees a truncated response, not a reset),
      * then the connection closes: its framing can no longer be trusted. */
-    if (c && !req->resp_done) sh_conn_close(c, 1);
+    sh_conn_close(c, 1);
     break;
   }
   free(op);

@@ -108,7 +108,9 @@ typedef enum sh_addr_kind { SH_ADDR_NONE = 0, SH_ADDR_INET = 1, SH_ADDR_UNIX = 2
 struct sh_request {
   sh_iovec method;       /* "GET" */
   sh_iovec target;       /* request-target exactly as sent: "/a%20b?x=1" */
-  sh_iovec path;         /* target up to '?', still percent-encoded ("raw_path") */
+  sh_iovec path;         /* target up to '?', still percent-encoded ("raw_path"); for an
+                            absolute-form target ("http://host/a?x") the URI's path ("/" when
+                            empty), and the Host header holds its authority (RFC 9112 §3.2.2) */
   sh_iovec query;        /* after '?', without it; len 0 when absent */
   int http_major, http_minor;
   sh_header *headers;    /* in arrival order, names lower-cased */
@@ -167,11 +169,15 @@ struct sh_request {
  * one's, with no need to defer to a later loop iteration.
  * After a response finished before the whole request body was read (in on_request, or in an
  * on_body with last=0) no more on_body is delivered: the rest of the body is read and
- * discarded (up to 256 KiB, so the connection carries the next request), or, when it is
- * larger or the client waits for "100 Continue", the response says "connection: close" and
- * the connection closes after it (RFC 9112 §9.3, §9.6).  The rest is never parsed as a
- * request.  After on_release the request must not be touched, even inside the callback that
- * released it.
+ * discarded (up to SH_DRAIN_MAX = 1 MiB within 5 s, so the connection carries the next
+ * request), or, when it is larger or the client waits for "100 Continue", the response says
+ * "connection: close" and the connection ends with a lingering close: the server shuts its
+ * write side and discards what the client still sends until its FIN (at most 30 s, 5 s
+ * without a byte), so the client reads the response rather than a reset (RFC 9112 §9.3,
+ * §9.6).  The rest is never parsed as a request.  A client's FIN (half-close) after complete
+ * requests is not a disconnect: they are answered, then the connection closes; on_disconnect
+ * comes when a request can no longer complete or a write fails.  After on_release the request
+ * must not be touched, even inside the callback that released it.
  */
 struct sh_handler {
   void *data;
@@ -233,6 +239,7 @@ typedef struct sh_config {
   int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
   unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
   int uds_mode;                     /* --uds-perms octal mode (default 0666) */
+  const char *interface;            /* --interface auto|asgi3|asgi2 (pyshim; default auto) */
   int reload;                       /* --reload */
   const char *reload_dirs[16];      /* --reload-dir DIR, NULL-terminated */
   int num_reload_dirs;
@@ -402,7 +409,8 @@ int64_t sh_request_write(sh_request *req, const void *data, size_t len, int more
 
 /*
  * Abort: if nothing was sent yet, answer 500 (with a small text body) and keep the connection
- * if possible; if the response had started, close the connection.
+ * if possible -- also after sh_request_start, as long as no body byte was written (the head
+ * goes out with the first body bytes); once bytes were sent, close the connection.
  */
 int sh_request_fail(sh_request *req);
 

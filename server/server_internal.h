@@ -45,7 +45,8 @@ enum { /* cross-thread operations */
   SH_OP_READ,
   SH_OP_CONSUMED,
   SH_OP_FAIL,    /* answer 500 (nothing was started) */
-  SH_OP_ABORT,   /* close the connection (app broke its framing or failed mid-response) */
+  SH_OP_ABORT,   /* close the connection (app broke its framing or failed mid-response);
+                    500 instead when nothing reached the wire yet */
   SH_OP_RELEASE
 };
 
@@ -116,6 +117,12 @@ void sh_req_check_writable(sh_req *req);
 
 /* ---- conn.c ---- */
 
+/* An unread body after a keep-alive response is drained (read and discarded) so the
+ * connection can carry the next request, if at most this much of it remains: about a second
+ * at 10 Mbit/s.  Beyond it the response says "connection: close" and a lingering close lets
+ * the client finish sending and read it (conn.c). */
+#define SH_DRAIN_MAX (1024 * 1024)
+
 enum { /* connection state */
   CS_HEAD = 0,   /* reading a request head (or idle between requests) */
   CS_BODY_WAIT,  /* head dispatched, parser paused until sh_request_read */
@@ -174,12 +181,14 @@ typedef struct sh_conn {
   uint32_t method_off, method_len, url_off, url_len;
   size_t head_bytes;      /* request line + headers so far (for max_header_size) */
   size_t trailer_bytes;
+  uint32_t chunk_ext;       /* chunk extension bytes of the current chunk (http1.c budgets) */
+  uint32_t chunk_ext_total; /*   and of the whole message */
 
   /* body accumulated during one llhttp_execute, delivered after it returns */
   char *acc;
   size_t acc_len, acc_cap;
   uint64_t drain_bytes;
-  uint64_t linger_bytes;
+  uint64_t linger_until;  /* uv_now() ms: the lingering close ends by then at the latest */
   uint64_t t_start;       /* uv_hrtime() at the first byte of the current request */
 
   uint64_t deadline;      /* uv_now() ms, 0 = none */
@@ -292,8 +301,9 @@ struct sh_server {
   int inflight;                /* requests handed out and not yet released */
   uint64_t max_requests;       /* --limit-max-requests + this worker's jitter (0 = off) */
   int max_requests_hit;
-  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL */
-  size_t extra_hdrs_len;
+  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL: the Server */
+  size_t extra_hdrs_len;       /*   lines, then the Date lines, then the others (worker.c) */
+  size_t extra_server_len, extra_date_len;
   uint32_t id_prefix;          /* random per process: request ids unique across workers */
   uv_check_t ready_check;      /* worker.c: 'R' to the supervisor after the first poll */
   uv_idle_t ready_poll;        /* keeps that first poll from blocking */

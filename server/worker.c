@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -53,23 +54,35 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
       SH_ERR(err, SH_ENOMEM, "out of memory");
       return SH_ENOMEM;
     }
+    /* Three passes, three segments: the Server lines, the Date lines, then the others.  A
+     * --header Server or Date replaces the server's default one rather than adding a second
+     * (http1.c put_server_date); the rest go on every response as given. */
     char *p = srv->extra_hdrs;
-    for (int i = 0; i < cfg->num_extra_headers; i++) {
-      /* "Name:Value" or "Name: Value" -> "Name: Value\r\n" (config.c checked the bytes) */
-      const char *h = cfg->extra_headers[i];
-      const char *colon = strchr(h, ':');
-      const char *v = colon + 1;
-      while (*v == ' ' || *v == '\t')
-        v++;
-      size_t nl = (size_t)(colon - h), vl = strlen(v);
-      memcpy(p, h, nl);
-      p += nl;
-      memcpy(p, ": ", 2);
-      p += 2;
-      memcpy(p, v, vl);
-      p += vl;
-      memcpy(p, "\r\n", 2);
-      p += 2;
+    for (int pass = 0; pass < 3; pass++) {
+      char *seg = p;
+      for (int i = 0; i < cfg->num_extra_headers; i++) {
+        /* "Name:Value" or "Name: Value" -> "Name: Value\r\n" (config.c checked the bytes) */
+        const char *h = cfg->extra_headers[i];
+        const char *colon = strchr(h, ':');
+        const char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+          v++;
+        size_t nl = (size_t)(colon - h), vl = strlen(v);
+        int kind = nl == 6 && strncasecmp(h, "server", 6) == 0 ? 0
+                   : nl == 4 && strncasecmp(h, "date", 4) == 0 ? 1
+                                                                : 2;
+        if (kind != pass) continue;
+        memcpy(p, h, nl);
+        p += nl;
+        memcpy(p, ": ", 2);
+        p += 2;
+        memcpy(p, v, vl);
+        p += vl;
+        memcpy(p, "\r\n", 2);
+        p += 2;
+      }
+      if (pass == 0) srv->extra_server_len = (size_t)(p - seg);
+      else if (pass == 1) srv->extra_date_len = (size_t)(p - seg);
     }
     srv->extra_hdrs_len = (size_t)(p - srv->extra_hdrs);
   }

@@ -226,6 +226,22 @@ static void app_request(sh_request *req, app_req *ar) {
     sh_request_write(req, "dropped", 7, 0);
   } else if (!strcmp(p, "/hold")) {
     return; /* answered never: waits for the disconnect */
+  } else if (!strcmp(p, "/info") || !strcmp(p, "/")) {
+    /* what routing sees: "path|query|host" (absolute-form targets, RFC 9112 §3.2.2) */
+    const sh_iovec *host = NULL;
+    for (size_t i = 0; i < req->num_headers; i++)
+      if (req->headers[i].name.len == 4 && !memcmp(req->headers[i].name.base, "host", 4))
+        host = &req->headers[i].value;
+    char buf[600];
+    snprintf(buf, sizeof buf, "%.*s|%.*s|%.*s", (int)req->path.len, req->path.base,
+             (int)req->query.len, req->query.base, host ? (int)host->len : 0,
+             host ? host->base : "");
+    respond_text(req, 200, buf);
+  } else if (!strcmp(p, "/start-fail")) {
+    /* the app fails after its start, before any body byte: nothing reached the wire */
+    sh_header hs[] = {H("x-started", "1")};
+    sh_request_start(req, 200, hs, 1);
+    sh_request_fail(req);
   } else {
     respond_text(req, 404, "not found");
   }
@@ -515,6 +531,39 @@ static int roundtrip(int port, const char *raw, resp *r) {
 /* ------------------------------------------------------------------------------- tests */
 
 static resp R; /* big: keep off the stack */
+static int next_body_is(client *c, const char *want);
+
+typedef struct sender {
+  int fd;
+  size_t bytes;
+  size_t sent; /* how much went out before an error (a reset) stopped it */
+} sender;
+
+static void *send_junk(void *arg) {
+  sender *s = arg;
+  static char junk[16384];
+  memset(junk, 'j', sizeof junk);
+  s->sent = 0;
+  while (s->sent < s->bytes) {
+    size_t n = s->bytes - s->sent < sizeof junk ? s->bytes - s->sent : sizeof junk;
+    ssize_t w = send(s->fd, junk, n, MSG_NOSIGNAL);
+    if (w <= 0) break;
+    s->sent += (size_t)w;
+  }
+  return NULL;
+}
+
+/* The client sends a `bytes` body in a thread while the server answers early; it must be
+ * able to send all of it (no reset: the server reads and discards) and then read the
+ * answer.  Returns the status, or -1. */
+static int early_answer(client *c, size_t bytes, sender *s) {
+  s->fd = c->fd;
+  s->bytes = bytes;
+  pthread_t th;
+  pthread_create(&th, NULL, send_junk, s);
+  pthread_join(th, NULL); /* the whole body first, as http.client does */
+  return read_resp(c, &R, 0) == 0 ? R.status : -1;
+}
 
 static void test_hello(int port) {
   client *c = connect_client(port);
@@ -739,12 +788,14 @@ static void test_app(int port) {
   double t0 = now_s();
   while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
   CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect mid-body");
-  /* client disconnect while the app holds the request */
+  /* client reset while the app holds the request (a FIN alone is a half-close: the request
+   * is still answered, see test_half_close) */
   before = atomic_load(&app.disconnects);
   c = connect_client(port);
   send_str(c->fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
   usleep(100 * 1000);
-  shutdown(c->fd, SHUT_RDWR);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   client_free(c);
   t0 = now_s();
   while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
@@ -757,24 +808,198 @@ static void test_app(int port) {
             !strcmp(hdr(&R, "connection") ? hdr(&R, "connection") : "", "close"),
         "noread big body -> close");
   client_free(c);
+  /* ... and the client that sends that body anyway can, then reads the answer */
+  c = connect_client(port);
+  set_timeout(c->fd, 30);
+  send_str(c->fd, "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+  sender s;
+  int st = early_answer(c, 10000000, &s);
+  CHECK(s.sent == 10000000 && st == 200, "noread 10 MB sent (%zu), answer read (%d)", s.sent, st);
+  CHECK(closed_within(c, 5), "noread 10 MB: closed after the answer");
+  client_free(c);
+  /* a small unread body is drained: the connection carries the next request */
+  c = connect_client(port);
+  static char mid[100 * 1024 + 128];
+  int n = snprintf(mid, sizeof mid,
+                   "POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 100 * 1024);
+  memset(mid + n, 'm', 100 * 1024);
+  send_all(c->fd, mid, (size_t)n + 100 * 1024);
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && !hdr(&R, "connection"),
+        "noread 100 KiB: drained, kept");
+  send_str(c->fd, "GET /path?after-drain HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-drain"), "request after a drained body");
+  client_free(c);
+  /* the app fails after its start, before any body: 500, and the connection is reused */
+  c = connect_client(port);
+  send_str(c->fd, "GET /start-fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 500 && !hdr(&R, "x-started"),
+        "fail after start, before the body: 500 (%d)", R.status);
+  send_str(c->fd, "GET /path?after-start-fail HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "/path?after-start-fail"), "reuse after the 500");
+  client_free(c);
 }
 
-typedef struct sender {
-  int fd;
-  size_t bytes;
-} sender;
-
-static void *send_junk(void *arg) {
-  sender *s = arg;
-  static char junk[16384];
-  memset(junk, 'j', sizeof junk);
-  size_t sent = 0;
-  while (sent < s->bytes) {
-    ssize_t w = send(s->fd, junk, sizeof junk, MSG_NOSIGNAL);
-    if (w <= 0) break;
-    sent += (size_t)w;
+/* The server answered with `want` and then closed, with nothing after that response. */
+static int refused(int port, const char *raw, int want) {
+  client *c = connect_client(port);
+  send_str(c->fd, raw);
+  int ok = read_resp(c, &R, 0) == 0 && R.status == want;
+  if (ok) {
+    int more = c->len > 0 || fill(c) == 0; /* bytes after the response */
+    ok = !more && c->eof;
   }
-  return NULL;
+  client_free(c);
+  return ok;
+}
+
+/* Request framing and targets (RFC 9112 §3.2, §6.3, §7.1.1), on the cross-thread app. */
+static void test_framing(int port) {
+  static const char *const bad_te[] = {
+      "Transfer-Encoding:\r\nContent-Length: 0\r\n",
+      "Content-Length: 0\r\nTransfer-Encoding:\r\n",
+      "Transfer-Encoding:   \r\n",
+      "Transfer-Encoding:\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked\r\nTransfer-Encoding:\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: chunked, gzip\r\n",
+      "Transfer-Encoding: identity\r\n",
+      "Transfer-Encoding: xchunked\r\n",
+      "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+  };
+  char buf[1024];
+  for (size_t i = 0; i < sizeof bad_te / sizeof bad_te[0]; i++) {
+    snprintf(buf, sizeof buf,
+             "POST /echo HTTP/1.1\r\nHost: x\r\n%s\r\n0\r\n\r\nGET /path HTTP/1.1\r\n"
+             "Host: x\r\n\r\n",
+             bad_te[i]);
+    CHECK(refused(port, buf, 400), "TE case %zu: 400 and close (%d)", i, R.status);
+  }
+  CHECK(roundtrip(port,
+                  "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked \r\n\r\n"
+                  "3\r\nabc\r\n0\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 200 && R.body_len == 3,
+        "'Chunked ' is chunked (%d)", R.status);
+
+  /* chunk extensions: per chunk and per request budgets (CVE-2024-22019's class) */
+  static char big[128 * 1024];
+  int n = snprintf(big, sizeof big,
+                   "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;x=");
+  memset(big + n, 'e', 64 * 1024);
+  n += 64 * 1024;
+  n += snprintf(big + n, sizeof big - (size_t)n, "\r\nz\r\n0\r\n\r\n");
+  CHECK(refused(port, big, 400), "64 KiB chunk extension: 400 and close (%d)", R.status);
+  n = snprintf(big, sizeof big,
+               "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 100; i++) {
+    n += snprintf(big + n, sizeof big - (size_t)n, "1;");
+    memset(big + n, 'e', 300);
+    n += 300;
+    n += snprintf(big + n, sizeof big - (size_t)n, "\r\nz\r\n");
+  }
+  n += snprintf(big + n, sizeof big - (size_t)n, "0\r\n\r\n");
+  CHECK(refused(port, big, 400), "100 chunks x 300-byte extensions: 400 and close (%d)", R.status);
+
+  /* request targets */
+  CHECK(roundtrip(port, "GET http://example.com:8080/info?q=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+                  &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info|q=1|example.com:8080"),
+        "absolute-form: path, query, authority as Host (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/||example.com"),
+        "absolute-form without a path is / (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "GET HTTPS://Example.COM/info?a HTTP/1.0\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info|a|Example.COM"),
+        "absolute-form on HTTP/1.0 without Host (%d %s)", R.status, R.body);
+  static const char *const bad_targets[] = {
+      "GET /info#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /info?a#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET http://u@example.com/info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET http:///info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET ftp://example.com/info HTTP/1.1\r\nHost: x\r\n\r\n",
+      "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: x/y@z\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: [::1\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: a b\r\n\r\n",
+      "GET /info HTTP/1.1\r\nHost: x:8o\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof bad_targets / sizeof bad_targets[0]; i++)
+    CHECK(refused(port, bad_targets[i], 400), "bad target/Host %zu: 400 and close (%d)", i,
+          R.status);
+  CHECK(roundtrip(port, "GET /info HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", &R) == 0 &&
+            R.status == 200 && !strcmp(R.body, "/info||[::1]:80"),
+        "IPv6 literal Host (%d %s)", R.status, R.body);
+  CHECK(roundtrip(port, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 404,
+        "OPTIONS * reaches the app (%d)", R.status);
+}
+
+/* A client that shuts down its write side after complete requests gets every answer. */
+static void test_half_close(int port) {
+  for (int i = 0; i < 20; i++) {
+    client *c = connect_client(port);
+    send_str(c->fd,
+             "GET /path?hc HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\n"
+             "Host: x\r\nContent-Length: 3\r\n\r\nabc");
+    shutdown(c->fd, SHUT_WR);
+    int a = next_body_is(c, "/path?hc");
+    int b = next_body_is(c, "abc");
+    int closed = closed_within(c, 3);
+    client_free(c);
+    if (!(a && b && closed)) {
+      CHECK(0, "half-close round %d: %d %d %d", i, a, b, closed);
+      return;
+    }
+  }
+  CHECK(1, "half-close: 20/20 answered");
+  /* a body cut short by the FIN can never complete: the app sees a disconnect */
+  int before = atomic_load(&app.disconnects);
+  client *c = connect_client(port);
+  send_str(c->fd, "POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc");
+  usleep(100 * 1000);
+  shutdown(c->fd, SHUT_WR);
+  double t0 = now_s();
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3)
+    usleep(10000);
+  CHECK(atomic_load(&app.disconnects) == before + 1, "truncated body + FIN: on_disconnect");
+  CHECK(closed_within(c, 3), "truncated body + FIN: closed");
+  client_free(c);
+}
+
+/* --header replaces the default Server and Date headers, on app and error responses. */
+static int count_lines(const char *head, const char *name) {
+  int n = 0;
+  size_t nl = strlen(name);
+  for (const char *p = strstr(head, "\r\n"); p; p = strstr(p + 2, "\r\n"))
+    if (strncasecmp(p + 2, name, nl) == 0 && p[2 + nl] == ':') n++;
+  return n;
+}
+
+static void test_header_flags(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  cfg.extra_headers[0] = "Server: edge-1";
+  cfg.extra_headers[1] = "date:Thu, 01 Jan 2026 00:00:00 GMT";
+  cfg.extra_headers[2] = "X-A: 1";
+  cfg.num_extra_headers = 3;
+  running r;
+  if (start(&r, &cfg, sh_hello_handler()) < 0) {
+    CHECK(0, "start --header server");
+    return;
+  }
+  CHECK(roundtrip(r.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200,
+        "--header hello");
+  CHECK(count_lines(R.head, "server") == 1 && !strcmp(hdr(&R, "server"), "edge-1"),
+        "one server header, the flag's: %s", R.head);
+  CHECK(
+      count_lines(R.head, "date") == 1 && !strcmp(hdr(&R, "date"), "Thu, 01 Jan 2026 00:00:00 GMT"),
+      "one date header, the flag's: %s", R.head);
+  CHECK(count_lines(R.head, "x-a") == 1, "other --header kept");
+  CHECK(roundtrip(r.port, "GARBAGE\r\n\r\n", &R) == 0 && R.status == 400 &&
+            count_lines(R.head, "server") == 1 && !strcmp(hdr(&R, "server"), "edge-1") &&
+            count_lines(R.head, "date") == 1,
+        "server's own 400 uses the flag's headers: %s", R.head);
+  stop(&r);
 }
 
 static void test_limits(void) {
@@ -792,12 +1017,22 @@ static void test_limits(void) {
    * (lingering close, no RST) */
   client *c = connect_client(r.port);
   send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n");
-  sender s = {c->fd, 200000};
+  sender s = {c->fd, 200000, 0};
   pthread_t th;
   pthread_create(&th, NULL, send_junk, &s);
   usleep(100 * 1000);
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 413, "413 CL with lingering (%d)", R.status);
   pthread_join(th, NULL);
+  client_free(c);
+  /* the same with 10 MB: the lingering close discards until the client's FIN (bounded by
+   * time, not bytes), so the client sends everything and then reads the 413 */
+  c = connect_client(r.port);
+  set_timeout(c->fd, 30);
+  send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n");
+  int st = early_answer(c, 10000000, &s);
+  CHECK(s.sent == 10000000, "413: the client could send its whole 10 MB body (%zu)", s.sent);
+  CHECK(st == 413, "413 read after sending 10 MB (%d)", st);
+  CHECK(closed_within(c, 5), "closed after the 413");
   client_free(c);
   /* 413 counted on a chunked body, sent in one go (client still sending) */
   c = connect_client(r.port);
@@ -1211,6 +1446,8 @@ int main(void) {
   if (start(&tr, &cfg, &test_handler) == 0) {
     test_app(tr.port);
     test_errors(tr.port);
+    test_framing(tr.port);
+    test_half_close(tr.port);
     stop(&tr);
   } else {
     CHECK(0, "start test server");
@@ -1223,6 +1460,7 @@ int main(void) {
   pthread_join(app_th, NULL);
   test_uds();
   test_inline();
+  test_header_flags();
 
   sh_log_flush();
   printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);

@@ -213,6 +213,17 @@ async def app(scope, receive, send):
         await asyncio.sleep(0.05)
         raise RuntimeError("raw-fail-after-marker")
 
+    if path == "/fail-after-start":
+        # raises after http.response.start, before any body: nothing has reached the wire
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"x-started", b"1")]}
+        )
+        raise RuntimeError("raw-fail-after-start-marker")
+
+    if path == "/return-after-start":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        return
+
     if path == "/fail-after-cl":
         await send(
             {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
