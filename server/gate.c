@@ -435,7 +435,7 @@ static void establish_done(sh_request *req, gate_req *gr, sh_attest_result *r);
 
 /* Metrics (summed over workers by the supervisor): verifications by evidence type, mode and
  * outcome, and their duration.  Ids are looked up once per label set (I/O thread only). */
-#define TEE_SLOTS (SH_ATTEST_TEE_SIMULATED + 1)
+#define TEE_SLOTS SH_ATTEST_TEE_COUNT_
 
 static void count_verification(const gate_req *gr) {
   static int ids[TEE_SLOTS][2][SH_ATTEST_REASON_COUNT_], hist = -2, init;

@@ -21,7 +21,7 @@
 #include "gate.h"
 #include "server_internal.h"
 
-static const char *const tee_names[] = {"nitro", "sev-snp", "azure-snp", "tdx", "sgx", "maa",
+static const char *const tee_names[] = {"nitro", "sev-snp", "azure-snp", "azure-tdx", "tdx", "sgx", "maa",
                                         "gcp", "simulated", "aws_nitro", "sev", "gcp_sev",
                                         "azure_maa", "intel_sgx", NULL};
 
@@ -116,7 +116,7 @@ int sh_gate_parse_flag(sh_config *cfg, const char *name, const char *value, int 
     char bad[48];
     if (!types_ok(value, bad, sizeof bad)) {
       SH_ERR(err, SH_EINVAL,
-             "--attest-types: '%s' is not a TEE type (nitro, sev-snp, azure-snp, tdx, sgx, "
+             "--attest-types: '%s' is not a TEE type (nitro, sev-snp, azure-snp, azure-tdx, tdx, sgx, "
              "maa, gcp, simulated)",
              bad);
       return SH_EINVAL;

@@ -187,6 +187,7 @@ int sh_gate_verify(const sh_gate_verifier *v, const uint8_t *ev, size_t len, int
       o->audience = v->gcp_audience;
       break;
     case SH_ATTEST_TEE_TDX:
+    case SH_ATTEST_TEE_AZURE_TDX:
     case SH_ATTEST_TEE_SGX:
       o->dcap_collateral = v->dcap;
       break;

@@ -106,7 +106,7 @@ int sh_gate_verify_parse_flag(sh_config *cfg, const char *name, const char *valu
 /* Which TEE types --attest-types names (protocol.md §0 names and aliases). */
 typedef struct types_on {
   int maa, gcp, dcap, snp;
-  char dcap_name[8], snp_name[12];
+  char dcap_name[12], snp_name[12];
 } types_on;
 
 static int listed(const char *list, const char *name) {
@@ -126,6 +126,8 @@ static void types_of(const char *list, types_on *t) {
   t->gcp = listed(list, "gcp");
   if (listed(list, "tdx"))
     snprintf(t->dcap_name, sizeof t->dcap_name, "tdx");
+  else if (listed(list, "azure-tdx"))
+    snprintf(t->dcap_name, sizeof t->dcap_name, "azure-tdx");
   else if (listed(list, "sgx") || listed(list, "intel_sgx"))
     snprintf(t->dcap_name, sizeof t->dcap_name, "sgx");
   t->dcap = t->dcap_name[0] != 0;
