@@ -13,7 +13,8 @@ type="pytest.skip" message="reason">; xfail is not a skip).
 
 Usage: skip_summary.py --vectors DIR --c-vectors DIR [--meson-log FILE]... [--junit FILE]...
     --vectors    the folder pytest reads ($SHIELD_VECTORS)
-    --c-vectors  the folder meson hands the C suites (<source root>/../shared/vectors)
+    --c-vectors  the folder the C suites read ($SHIELD_VECTORS, else the <source
+                 root>/../shared/vectors that tests/c/meson.build passes)
 Exit status: 0, or 1 when a folder exists and tests that need it skipped.
 """
 
