@@ -393,8 +393,9 @@ static void test_tee(void) {
 }
 
 static void test_version(void) {
-  const char *v = sh_version();
+  const char *v = sh_version(), *want = getenv("SHIELD_PROJECT_VERSION"); /* meson.build */
   CHECK(v && *v && strchr(v, '.') && strspn(v, "0123456789.") > 0, "version %s", v ? v : "NULL");
+  CHECK(!want || !strcmp(v, want), "version %s, meson.project_version() %s", v, want);
 }
 
 static void test_iovec(void) {
