@@ -56,8 +56,6 @@
 #define TDR_TDINFO 0x200
 #define TDR_TYPE_TDX 0x81
 
-int sh_snp_check_structure(sh_vctx *v, const uint8_t *rp);
-
 static uint32_t le32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
 
 typedef struct hcl_view {
@@ -126,13 +124,13 @@ static int hcl_layout(const uint8_t *h, size_t len, uint32_t want, hcl_view *out
  * nothing else) with definite byte string values: out[i] for names[i] ({NULL, 0} when absent).
  * *item (decref'd by the caller) owns the bytes.  0 or -1. */
 static int find_bundle(const uint8_t *ev, size_t len, const char *const *names, int n,
-                       cbor_item_t **item, sh_attest_bytes *out)
+                       cbor_item_t **item, sh_iovec *out)
 {
     sh_cbor_top top;
     struct cbor_load_result res;
     for (int q = 0; q < n; q++)
-        out[q] = (sh_attest_bytes){NULL, 0};
-    if (len > SH_BUNDLE_MAX_EVIDENCE || sh_cbor_scan(ev, len, &top) < 0 || top.tagged ||
+        out[q] = (sh_iovec){NULL, 0};
+    if (len > SH_BUNDLE_MAX_EVIDENCE || sh_attest__cbor_scan(ev, len, &top) < 0 || top.tagged ||
         !(*item = cbor_load(ev, len, &res)) || res.read != len || !cbor_isa_map(*item))
         return -1;
     struct cbor_pair *p = cbor_map_handle(*item);
@@ -158,7 +156,7 @@ static const char *const snp_names[] = {"hcl_report", "vcek", "ask", "ark"};
 static const char *const tdx_names[] = {"hcl_report", "td_quote"};
 
 /* azure-snp: the raw HCL report, or the bundle (its certificates added to certs when given). */
-static int find_hcl(const uint8_t *ev, size_t len, cbor_item_t **item, sh_attest_bytes *hcl,
+static int find_hcl(const uint8_t *ev, size_t len, cbor_item_t **item, sh_iovec *hcl,
                     STACK_OF(X509) *certs)
 {
     if (len >= 4 && !memcmp(ev, "HCLA", 4)) {
@@ -166,11 +164,11 @@ static int find_hcl(const uint8_t *ev, size_t len, cbor_item_t **item, sh_attest
         hcl->len = len;
         return 0;
     }
-    sh_attest_bytes b[4];
+    sh_iovec b[4];
     if (find_bundle(ev, len, snp_names, 4, item, b) < 0 || !b[0].ptr)
         return -1;
     for (int i = 1; i < 4 && certs; i++)
-        if (b[i].ptr && sh_x509_add_blob(certs, b[i].ptr, b[i].len) < 0)
+        if (b[i].ptr && sh_attest__x509_add_blob(certs, b[i].ptr, b[i].len) < 0)
             return -1;
     *hcl = b[0];
     return 0;
@@ -193,7 +191,7 @@ static int runtime_claims(sh_vctx *v, const uint8_t *rt, size_t rt_len)
     json_t *ud = j ? json_object_get(j, "user-data") : NULL;
     int rc = -1;
     if (!json_is_object(j) || (ud && !json_is_string(ud))) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "runtime data is not a JSON object");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "runtime data is not a JSON object");
         goto out;
     }
     json_object_set(r->claims, "runtime", j);
@@ -206,7 +204,7 @@ static int runtime_claims(sh_vctx *v, const uint8_t *rt, size_t rt_len)
     for (size_t i = 0; is_hex && i < hl; i++)
         is_hex = hexval(hx[i]) >= 0;
     if (is_hex && hl && !(r->user_data = malloc(hl / 2))) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "out of memory");
         goto out;
     }
     if (is_hex && hl) {
@@ -216,17 +214,16 @@ static int runtime_claims(sh_vctx *v, const uint8_t *rt, size_t rt_len)
     }
     if (v->o->nonce) {
         uint8_t D[64];
-        if (sh_attest_binding_digest(v->o->nonce, v->o->nonce_len, v->o->public_key,
-                                     v->o->public_key ? v->o->public_key_len : 0, D) < 0) {
-            sh_fail(r, SH_ATTEST_BINDING_MISMATCH, "nonce or public key longer than 65535 bytes");
+        if (sh_attest__binding_of(v->o, D) < 0) {
+            sh_attest__fail(r, SH_ATTEST_BINDING_MISMATCH, "nonce or public key longer than 65535 bytes");
             goto out;
         }
         if (!ud) {
-            sh_fail(r, SH_ATTEST_BINDING_MISMATCH, "runtime data has no user-data");
+            sh_attest__fail(r, SH_ATTEST_BINDING_MISMATCH, "runtime data has no user-data");
             goto out;
         }
         if (r->user_data_len != 64 || CRYPTO_memcmp(r->user_data, D, 64)) {
-            sh_fail(r, SH_ATTEST_BINDING_MISMATCH, "user-data is not the binding digest");
+            sh_attest__fail(r, SH_ATTEST_BINDING_MISMATCH, "user-data is not the binding digest");
             goto out;
         }
     }
@@ -240,7 +237,7 @@ out:
 static int runtime_bound(const hcl_view *h, const uint8_t *report_data)
 {
     uint8_t d[32];
-    return EVP_Digest(h->rt, h->rt_len, d, NULL, sh_md_sha256(), NULL) &&
+    return EVP_Digest(h->rt, h->rt_len, d, NULL, sh_attest__md_sha256(), NULL) &&
            !CRYPTO_memcmp(d, report_data, 32) && zero(report_data + 32, 32);
 }
 
@@ -261,10 +258,10 @@ static int td_matches(const hcl_view *h, const uint8_t *body, char *why, size_t 
     return 0;
 }
 
-int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig)
+int sh_attest__azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_iovec *sig)
 {
     cbor_item_t *item = NULL;
-    sh_attest_bytes hcl;
+    sh_iovec hcl;
     hcl_view h;
     char why[192];
     int rc = -1;
@@ -287,11 +284,11 @@ int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_at
 /* azure-tdx: the quote's signed part ‖ the runtime data, once every byte outside them is known
  * to be checked (the layout, the TDREPORT equal to the quote body): a cache hit then stands for
  * the same verdict. */
-int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
-                                sh_attest_bytes *sig)
+int sh_attest__azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
+                                sh_iovec *sig)
 {
     cbor_item_t *item = NULL;
-    sh_attest_bytes b[2];
+    sh_iovec b[2];
     sh_attest_result tmp;
     sh_dcap_quote q;
     hcl_view h;
@@ -301,9 +298,9 @@ int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
     memset(&tmp, 0, sizeof tmp);
     if (find_bundle(ev, len, tdx_names, 2, &item, b) == 0 && b[0].ptr && b[1].ptr &&
         hcl_layout(b[0].ptr, b[0].len, HCL_TYPE_TDX, &h, why, sizeof why) == 0 &&
-        sh_dcap_parse_quote(&tmp, b[1].ptr, b[1].len, &q) == 0 && q.tee_type == DQ_TEE_TDX &&
+        sh_attest__dcap_parse_quote(&tmp, b[1].ptr, b[1].len, &q) == 0 && q.tee_type == DQ_TEE_TDX &&
         td_matches(&h, q.body, why, sizeof why) == 0 &&
-        (qe = memmem(ev, len, b[1].ptr, b[1].len)) != NULL && /* see sh_azure_signed_content */
+        (qe = memmem(ev, len, b[1].ptr, b[1].len)) != NULL && /* see sh_attest__azure_signed_content */
         EVP_DigestUpdate(md, q.signed_part.ptr, q.signed_part.len) &&
         EVP_DigestUpdate(md, h.rt, h.rt_len)) {
         sig->ptr = qe + (q.sig - b[1].ptr);
@@ -315,39 +312,39 @@ int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
     return rc;
 }
 
-int sh_azure_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+int sh_attest__azure_verify(sh_vctx *v, const uint8_t *ev, size_t len)
 {
     sh_attest_result *r = v->r;
     cbor_item_t *item = NULL;
-    sh_attest_bytes hcl;
+    sh_iovec hcl;
     hcl_view h;
     char why[192];
     int rc = -1;
     STACK_OF(X509) *certs = sk_X509_new_null();
     if (!certs) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "out of memory");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "out of memory");
         goto fail;
     }
     if (find_hcl(ev, len, &item, &hcl, certs) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "not an HCL report or an azure-snp CBOR bundle");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "not an HCL report or an azure-snp CBOR bundle");
         goto fail;
     }
     if (hcl_layout(hcl.ptr, hcl.len, HCL_TYPE_SNP, &h, why, sizeof why) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "%s", why);
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "%s", why);
         goto fail;
     }
     for (size_t i = 0; i < v->o->ncerts; i++)
-        if (sh_x509_add_blob(certs, v->o->certs[i].ptr, v->o->certs[i].len) < 0) {
-            sh_fail(r, SH_ATTEST_MALFORMED, "a given certificate cannot be parsed");
+        if (sh_attest__x509_add_blob(certs, v->o->certs[i].ptr, v->o->certs[i].len) < 0) {
+            sh_attest__fail(r, SH_ATTEST_MALFORMED, "a given certificate cannot be parsed");
             goto fail;
         }
-    if (sh_snp_check_structure(v, h.hw) < 0)
+    if (sh_attest__snp_check_structure(v, h.hw) < 0)
         goto fail;
     if (!runtime_bound(&h, h.hw + 0x50)) { /* SNP REPORT_DATA: SNP ABI table 23, offset 0x50 */
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "runtime data does not match REPORT_DATA");
+        sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "runtime data does not match REPORT_DATA");
         goto fail;
     }
-    if (runtime_claims(v, h.rt, h.rt_len) < 0 || sh_snp_verify_report(v, h.hw, certs) < 0)
+    if (runtime_claims(v, h.rt, h.rt_len) < 0 || sh_attest__snp_verify_report(v, h.hw, certs) < 0)
         goto fail;
     rc = 0;
 fail:
@@ -362,26 +359,26 @@ static int tdx_bind(sh_vctx *v, const sh_dcap_quote *q, void *arg)
     char why[192];
     int m = td_matches(arg, q->body, why, sizeof why);
     if (m < 0)
-        return sh_fail(v->r, m == -1 ? SH_ATTEST_MALFORMED : SH_ATTEST_SIGNATURE_INVALID, "%s",
+        return sh_attest__fail(v->r, m == -1 ? SH_ATTEST_MALFORMED : SH_ATTEST_SIGNATURE_INVALID, "%s",
                        why);
     return runtime_claims(v, ((const hcl_view *)arg)->rt, ((const hcl_view *)arg)->rt_len);
 }
 
-int sh_azure_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+int sh_attest__azure_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
 {
     sh_attest_result *r = v->r;
     cbor_item_t *item = NULL;
-    sh_attest_bytes b[2];
+    sh_iovec b[2];
     hcl_view h;
     char why[192];
     int rc = -1;
     if (find_bundle(ev, len, tdx_names, 2, &item, b) < 0 || !b[0].ptr || !b[1].ptr)
-        sh_fail(r, SH_ATTEST_MALFORMED,
+        sh_attest__fail(r, SH_ATTEST_MALFORMED,
                 "azure-tdx evidence is CBOR {\"hcl_report\": bstr, \"td_quote\": bstr}");
     else if (hcl_layout(b[0].ptr, b[0].len, HCL_TYPE_TDX, &h, why, sizeof why) < 0)
-        sh_fail(r, SH_ATTEST_MALFORMED, "%s", why);
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "%s", why);
     else
-        rc = sh_dcap_verify_td(v, b[1].ptr, b[1].len, v->policy->azure_tdx, tdx_bind, &h);
+        rc = sh_attest__dcap_verify_td(v, b[1].ptr, b[1].len, v->policy->azure_tdx, tdx_bind, &h);
     if (item)
         cbor_decref(&item);
     return rc;

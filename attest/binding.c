@@ -1,7 +1,6 @@
 /* attest/binding.c — the binding digest (protocol.md §1.2) and evidence text decoding. */
 #include "internal.h"
 
-#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,72 +25,38 @@ int sh_attest_binding_digest(const uint8_t *nonce, size_t nonce_len, const uint8
     return ok ? 0 : -1;
 }
 
-static int is_ws(uint8_t c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
-
-static int is_hex(uint8_t c)
+int sh_attest__binding_of(const sh_attest_options *o, uint8_t D[64])
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+    if (!o->nonce)
+        return -1;
+    return sh_attest_binding_digest(o->nonce, o->nonce_len, o->public_key,
+                                    o->public_key ? o->public_key_len : 0, D);
 }
 
-static int is_b64(uint8_t c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/' || c == '-' || c == '_';
-}
-
-/* Raw evidence (CBOR, reports) always contains bytes outside these alphabets in practice; a
- * text form is taken only when the whole input fits one alphabet.  Hex is tried first (hex
- * digits are also base64 characters), then base64 (both alphabets, '=' padding optional).
- * Decoding itself is OpenSSL's (OPENSSL_hexstr2buf_ex, EVP_DecodeBlock). */
+/* Raw evidence (CBOR, reports) always contains bytes outside the text alphabets in practice;
+ * a text form is taken only when the whole input decodes as one.  Whitespace is dropped first
+ * (a file's final newline, a wrapped base64 body); hex is tried before base64, since hex
+ * digits are base64 characters too; both decoders are common.h's (exact-length hex; base64
+ * under SH_B64_LENIENT: either alphabet, padding optional, canonical). */
 uint8_t *sh_attest_decode_input(const uint8_t *in, size_t len, size_t *out_len)
 {
-    size_t n = 0, pad = 0;
-    int hex = 1, b64 = 1;
-    char *t = malloc(len + 4);
+    char *t = malloc(len ? len : 1);
     uint8_t *out = malloc(len ? len : 1);
+    size_t n = 0;
     if (!t || !out) {
         free(t);
         free(out);
         return NULL;
     }
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = in[i];
-        if (is_ws(c))
-            continue;
-        if (c == '=') {
-            pad++;
-            hex = 0;
-            continue;
-        }
-        if (pad)
-            b64 = 0;
-        hex &= is_hex(c);
-        b64 &= is_b64(c);
-        t[n++] = (char)(c == '-' ? '+' : c == '_' ? '/' : c);
-    }
-    *out_len = len;
-    if (n && hex && n % 2 == 0) {
-        t[n] = 0;
-        size_t l = 0;
-        if (OPENSSL_hexstr2buf_ex(out, len, &l, t, '\0') == 1) {
-            *out_len = l;
-            free(t);
-            return out;
-        }
-    }
-    if (n && b64 && pad <= 2 && n % 4 != 1 && (!pad || (n + pad) % 4 == 0)) {
-        size_t p = (4 - n % 4) % 4;
-        for (size_t i = 0; i < p; i++)
-            t[n + i] = '=';
-        int l = EVP_DecodeBlock(out, (const unsigned char *)t, (int)(n + p));
-        if (l >= 0 && (size_t)l >= p) {
-            *out_len = (size_t)l - p;
-            free(t);
-            return out;
-        }
+    for (size_t i = 0; i < len; i++)
+        if (in[i] != ' ' && in[i] != '\t' && in[i] != '\r' && in[i] != '\n')
+            t[n++] = (char)in[i];
+    if (n && sh_hex_decode(t, n, out, n / 2) == 0) {
+        *out_len = n / 2;
+    } else if (!n || sh_b64_decode(t, n, SH_B64_LENIENT, out, len, out_len) < 0) {
+        memcpy(out, in, len); /* not text: the bytes as given */
+        *out_len = len;
     }
     free(t);
-    memcpy(out, in, len);
-    *out_len = len;
     return out;
 }

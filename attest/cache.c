@@ -120,7 +120,7 @@ static int same(const entry *e, const uint8_t key[32], const uint8_t *extra, siz
            !memcmp(e->extra, extra, extra_len);
 }
 
-int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
+int sh_attest__cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
                  size_t extra_len, int64_t at, sh_attest_result **out)
 {
     *out = NULL;
@@ -129,7 +129,7 @@ int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra
     for (int i = 0; s && i < WAYS; i++) {
         if (same(&s[i], key, extra, extra_len)) {
             if (at >= s[i].valid_from && at < s[i].valid_until) {
-                *out = sh_result_clone(s[i].r);
+                *out = sh_attest__result_clone(s[i].r);
                 s[i].stamp = ++c->clock;
             }
             break;
@@ -139,13 +139,13 @@ int sh_cache_get(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra
     return *out ? 0 : -1;
 }
 
-void sh_cache_put(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
+void sh_attest__cache_put(sh_attest_cache *c, const uint8_t key[32], const uint8_t *extra,
                   size_t extra_len, const sh_attest_result *r, int64_t valid_from,
                   int64_t valid_until)
 {
     if (valid_until <= valid_from || !c->nsets)
         return;
-    sh_attest_result *copy = sh_result_clone(r);
+    sh_attest_result *copy = sh_attest__result_clone(r);
     uint8_t *xc = malloc(extra_len ? extra_len : 1);
     if (!copy || !xc) {
         sh_attest_result_free(copy);
@@ -197,7 +197,7 @@ static STACK_OF(X509) *chain_dup(STACK_OF(X509) *sk)
     return d;
 }
 
-STACK_OF(X509) *sh_cache_chain_get(sh_attest_cache *c, const uint8_t key[32], int64_t *not_before,
+STACK_OF(X509) *sh_attest__cache_chain_get(sh_attest_cache *c, const uint8_t key[32], int64_t *not_before,
                                    int64_t *not_after)
 {
     STACK_OF(X509) *out = NULL;
@@ -216,7 +216,7 @@ STACK_OF(X509) *sh_cache_chain_get(sh_attest_cache *c, const uint8_t key[32], in
     return out;
 }
 
-void sh_cache_chain_put(sh_attest_cache *c, const uint8_t key[32], STACK_OF(X509) *upper,
+void sh_attest__cache_chain_put(sh_attest_cache *c, const uint8_t key[32], STACK_OF(X509) *upper,
                         int64_t not_before, int64_t not_after)
 {
     STACK_OF(X509) *copy = chain_dup(upper), *old = NULL;
@@ -243,7 +243,7 @@ void sh_cache_chain_put(sh_attest_cache *c, const uint8_t key[32], STACK_OF(X509
     sk_X509_pop_free(old, X509_free);
 }
 
-void *sh_cache_obj_get(sh_attest_cache *c, const uint8_t key[32], int64_t at, int64_t *not_before,
+void *sh_attest__cache_obj_get(sh_attest_cache *c, const uint8_t key[32], int64_t at, int64_t *not_before,
                        int64_t *not_after)
 {
     void *out = NULL;
@@ -264,7 +264,7 @@ void *sh_cache_obj_get(sh_attest_cache *c, const uint8_t key[32], int64_t at, in
     return out;
 }
 
-void sh_cache_obj_put(sh_attest_cache *c, const uint8_t key[32], void *obj, void *(*ref)(void *),
+void sh_attest__cache_obj_put(sh_attest_cache *c, const uint8_t key[32], void *obj, void *(*ref)(void *),
                       void (*unref)(void *), int64_t not_before, int64_t not_after)
 {
     if (not_after <= not_before)

@@ -103,7 +103,7 @@ static const struct cbor_callbacks scan_cb = {
     .indef_break = on_indef,
 };
 
-int sh_cbor_scan(const uint8_t *p, size_t len, sh_cbor_top *top)
+int sh_attest__cbor_scan(const uint8_t *p, size_t len, sh_cbor_top *top)
 {
     scan s;
     memset(&s, 0, sizeof s);

@@ -105,13 +105,13 @@ int sh_attest_cli_attest(int argc, char **argv) {
   }
   p.nonce = nonce;
   p.nonce_len = (size_t)nl;
-  if (pk_path && !(spki = sh_cli_load_spki(pk_path, &p.public_key_len))) {
+  if (pk_path && !(spki = sh_attest__cli_load_spki(pk_path, &p.public_key_len))) {
     fprintf(stderr, "shield attest: %s: not a PEM or DER public key\n", pk_path);
     goto out;
   }
   p.public_key = spki;
   p.at = (int64_t)time(NULL);
-  if (at_s && sh_cli_parse_time(at_s, &p.at) < 0) {
+  if (at_s && (sh_rfc3339_parse(at_s, strlen(at_s), SH_RFC3339_UNIX, &p.at) < 0 || p.at <= 0)) {
     fprintf(stderr, "shield attest: --at: not RFC 3339 (UTC) or Unix seconds\n");
     goto out;
   }

@@ -104,44 +104,8 @@ static void read_error(const char *path, int64_t over)
                 errno ? strerror(errno) : "error");
 }
 
-/* RFC 3339: 2022-10-13T08:58:02Z, fractions and numeric offsets accepted; or Unix seconds. */
-int sh_cli_parse_time(const char *s, int64_t *out)
-{
-    char *end;
-    long long secs = strtoll(s, &end, 10);
-    if (*s && !*end) {
-        *out = secs;
-        return secs > 0 ? 0 : -1;
-    }
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
-    if (!p)
-        return -1;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
-    int64_t t = (int64_t)timegm(&tm);
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-        int hh = atoi(p + 1), mm = atoi(p + 4);
-        int64_t off = hh * 3600 + mm * 60;
-        t += *p == '+' ? -off : off;
-        p += 6;
-    } else {
-        return -1;
-    }
-    if (*p)
-        return -1;
-    *out = t;
-    return t > 0 ? 0 : -1;
-}
-
 /* A public key file: PEM (PUBLIC KEY) or DER SubjectPublicKeyInfo -> DER SPKI. */
-uint8_t *sh_cli_load_spki(const char *path, size_t *len)
+uint8_t *sh_attest__cli_load_spki(const char *path, size_t *len)
 {
     size_t n = 0;
     uint8_t *raw = read_file(path, &n, NULL), *der = NULL;
@@ -175,7 +139,7 @@ uint8_t *sh_cli_load_spki(const char *path, size_t *len)
 static void print_human(const sh_attest_result *r)
 {
     if (r->verified)
-        printf("verified: %s\n", sh_attest_tee_name(r->tee));
+        printf("verified: %s\n", sh_tee_name(r->tee));
     else
         printf("rejected: %s (%s)\n", sh_attest_reason_name(r->reason), r->message);
     const char *k;
@@ -188,19 +152,6 @@ static void print_human(const sh_attest_result *r)
 /* ---- --fetch / --offline (fetch.c) ---- */
 
 #define GCP_ISSUER "https://confidentialcomputing.googleapis.com"
-
-/* A base URL flag: https://, or http:// (fetch.c allows it only towards loopback), no spaces
- * or control bytes, bounded. */
-static int url_ok(const char *u)
-{
-    size_t n = strlen(u);
-    if (n > 1800 || (strncmp(u, "https://", 8) && strncmp(u, "http://", 7)) || n <= 8)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)u[i] <= 0x20 || u[i] == 0x7f)
-            return 0;
-    return 1;
-}
 
 /* $XDG_CACHE_HOME/shield/collateral, else ~/.cache/shield/collateral; parents made 0700. */
 static char *default_cache_dir(void)
@@ -269,9 +220,9 @@ int sh_attest_cli_verify(int argc, char **argv)
         if (i + 1 >= argc || *dst) { usage(); return 2; }
         *dst = argv[++i];
     }
-    sh_attest_tee tee = sh_attest_tee_from_name(type);
+    sh_tee tee = sh_tee_from_name(type);
     if (!type || !file) { usage(); return 2; }
-    if (tee == SH_ATTEST_TEE_UNKNOWN) {
+    if (tee == SH_TEE_UNKNOWN) {
         fprintf(stderr, "shield verify: unsupported --type %s\n", type);
         return 2;
     }
@@ -286,7 +237,7 @@ int sh_attest_cli_verify(int argc, char **argv)
     }
     const char *urls[3] = {kds_url, pcs_url, jwks_url}, *url_flags[3] = {"--kds-url", "--pcs-url", "--jwks-url"};
     for (int i = 0; i < 3; i++)
-        if (urls[i] && !url_ok(urls[i])) {
+        if (urls[i] && !sh_attest_url_ok(urls[i], 1)) { /* an override: loopback http:// too */
             fprintf(stderr, "shield verify: %s: not an https:// (or loopback http://) URL: %s\n", url_flags[i], urls[i]);
             return 2;
         }
@@ -298,7 +249,8 @@ int sh_attest_cli_verify(int argc, char **argv)
     memset(&o, 0, sizeof o);
     o.allow_debug = allow_debug;
     if (at_s) {
-        if (sh_cli_parse_time(at_s, &o.at) < 0) {
+        /* RFC 3339 (fractions, Z or a numeric offset) or Unix seconds, after 1970 */
+        if (sh_rfc3339_parse(at_s, strlen(at_s), SH_RFC3339_UNIX, &o.at) < 0 || o.at <= 0) {
             fprintf(stderr, "shield verify: --at: not an RFC 3339 time: %s\n", at_s);
             return 2;
         }
@@ -307,7 +259,7 @@ int sh_attest_cli_verify(int argc, char **argv)
     }
     uint8_t *raw = NULL, *ev = NULL, *nonce = NULL, *spki = NULL, *certbuf[CLI_MAX_CERTS] = {0},
             *jwks = NULL, *collateral = NULL;
-    sh_attest_bytes certs[CLI_MAX_CERTS];
+    sh_iovec certs[CLI_MAX_CERTS];
     sh_attest_fetcher *fetcher = NULL;
     char *cache_owned = NULL;
     sh_attest_policy *pol = NULL;
@@ -329,13 +281,13 @@ int sh_attest_cli_verify(int argc, char **argv)
             goto out;
         }
         STACK_OF(X509) *sk = sk_X509_new_null();
-        int ok = sk && sh_x509_add_blob(sk, certbuf[i], n) == 0;
+        int ok = sk && sh_attest__x509_add_blob(sk, certbuf[i], n) == 0;
         sk_X509_pop_free(sk, X509_free);
         if (!ok) {
             fprintf(stderr, "shield verify: %s: not a PEM or DER certificate\n", cert_paths[i]);
             goto out;
         }
-        certs[i] = (sh_attest_bytes){certbuf[i], n};
+        certs[i] = (sh_iovec){.ptr = certbuf[i], .len = n};
     }
     o.certs = certs;
     o.ncerts = ncert;
@@ -358,7 +310,7 @@ int sh_attest_cli_verify(int argc, char **argv)
         goto out;
     }
     o.collateral = collateral;
-    if (tee == SH_ATTEST_TEE_MAA || tee == SH_ATTEST_TEE_GCP) { /* a token file's final newline */
+    if (tee == SH_TEE_MAA || tee == SH_TEE_GCP) { /* a token file's final newline */
         while (rawlen && (raw[rawlen - 1] == '\n' || raw[rawlen - 1] == '\r' || raw[rawlen - 1] == ' '))
             rawlen--;
     }
@@ -376,7 +328,7 @@ int sh_attest_cli_verify(int argc, char **argv)
             fprintf(stderr, "shield verify: --public-key needs --nonce\n");
             goto out;
         }
-        if (!(spki = sh_cli_load_spki(pk_path, &o.public_key_len))) {
+        if (!(spki = sh_attest__cli_load_spki(pk_path, &o.public_key_len))) {
             fprintf(stderr, "shield verify: %s: not a PEM or DER public key\n", pk_path);
             goto out;
         }
@@ -398,7 +350,7 @@ int sh_attest_cli_verify(int argc, char **argv)
         fc.intel_pcs_url = pcs_url;
         /* the one issuer whose JWKS may be fetched: --jwks-url (keyed by --issuer when given),
          * else --issuer's OpenID configuration, else (gcp) Google's fixed issuer */
-        fiss.issuer = issuer ? issuer : jwks_url ? jwks_url : tee == SH_ATTEST_TEE_GCP ? GCP_ISSUER : NULL;
+        fiss.issuer = issuer ? issuer : jwks_url ? jwks_url : tee == SH_TEE_GCP ? GCP_ISSUER : NULL;
         fiss.jwks_url = jwks_url;
         fc.issuers = &fiss;
         fc.nissuers = fiss.issuer ? 1 : 0;
@@ -416,13 +368,13 @@ int sh_attest_cli_verify(int argc, char **argv)
                      (long long)ev_over);
         else
             snprintf(why, sizeof why, "%s is over the 4 MiB evidence limit", file);
-        if (!(r = sh_result_new())) {
+        if (!(r = sh_attest__result_new())) {
             fprintf(stderr, "shield verify: out of memory\n");
             goto out;
         }
         r->tee = tee;
         r->timestamp = (double)o.at;
-        sh_fail(r, SH_ATTEST_MALFORMED, "%s", why);
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "%s", why);
         if (as_json) /* the JSON result has no message */
             fprintf(stderr, "shield verify: %s\n", why);
     } else if (!(ev = sh_attest_decode_input(raw, rawlen, &evlen)) ||

@@ -8,14 +8,15 @@
  * — or a directory of raw Intel PCS v4 responses turned into that form by
  * sh_attest_collateral_read() (below).  The TCB info and QE identity signatures (ECDSA P-256,
  * SHA-256, raw r‖s) cover the exact bytes Intel signed: the string fields' bytes, never a
- * re-serialisation.  Chains are checked by OpenSSL (X509_verify_cert at the verification
- * time, through the verified-chain cache of x509.c), then every certificate of the chain, the
- * root included, against the collateral's CRLs (check_revocation: a CRL of its issuer, signed
- * by the issuer's key, thisUpdate <= at < nextUpdate, serial not listed).  A CRL's signature
- * is verified once per collateral object and issuer certificate; validity and revocation are
- * checked at every verification.  Only plain complete CRLs are accepted (no critical, delta
- * or issuing-distribution-point extensions).  sh_dcap_verify_chain (OpenSSL's own CRL check)
- * remains for the quote-only path without collateral.
+ * re-serialisation.  Chains are checked by x509.c's one verifier (OpenSSL's X509_verify_cert at
+ * the verification time, through the verified-chain cache; depth 4; every given certificate
+ * part of the chain), then every certificate of the chain, the root included, against the
+ * collateral's CRLs (check_revocation: a CRL of its issuer, signed by the issuer's key,
+ * thisUpdate <= at < nextUpdate, serial not listed).  A CRL's signature is verified once per
+ * collateral object and issuer certificate; validity and revocation are checked at every
+ * verification.  Only plain complete CRLs are accepted (no critical, delta or
+ * issuing-distribution-point extensions).  Without collateral (dcap.c's debug check before it
+ * is known) the same chain check runs without the CRLs.
  */
 #include "dcap.h"
 
@@ -47,7 +48,7 @@ struct sh_dcap_collateral {
     X509 *crl_signer[NCRL][CRL_SIGNERS];
 };
 
-void sh_dcap_collateral_free(sh_dcap_collateral *c)
+void sh_attest__dcap_collateral_free(sh_dcap_collateral *c)
 {
     if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
@@ -67,12 +68,12 @@ static void *col_ref(void *p)
     __atomic_add_fetch(&((sh_dcap_collateral *)p)->refs, 1, __ATOMIC_RELAXED);
     return p;
 }
-static void col_unref(void *p) { sh_dcap_collateral_free(p); }
+static void col_unref(void *p) { sh_attest__dcap_collateral_free(p); }
 
-json_t *sh_dcap_tcb_info(const sh_dcap_collateral *c) { return c->tcb_info; }
-json_t *sh_dcap_qe_identity(const sh_dcap_collateral *c) { return c->qe_identity; }
-STACK_OF(X509_CRL) *sh_dcap_crls(const sh_dcap_collateral *c) { return c->crls; }
-STACK_OF(X509) *sh_dcap_pck_crl_chain(const sh_dcap_collateral *c) { return c->pck_crl_chain; }
+json_t *sh_attest__dcap_tcb_info(const sh_dcap_collateral *c) { return c->tcb_info; }
+json_t *sh_attest__dcap_qe_identity(const sh_dcap_collateral *c) { return c->qe_identity; }
+STACK_OF(X509_CRL) *sh_attest__dcap_crls(const sh_dcap_collateral *c) { return c->crls; }
+STACK_OF(X509) *sh_attest__dcap_pck_crl_chain(const sh_dcap_collateral *c) { return c->pck_crl_chain; }
 
 static int in_stack(X509 *x, STACK_OF(X509) *sk)
 {
@@ -82,73 +83,42 @@ static int in_stack(X509 *x, STACK_OF(X509) *sk)
     return 0;
 }
 
-int sh_dcap_hex(json_t *o, const char *key, uint8_t *out, size_t n)
+int sh_attest__dcap_hex(json_t *o, const char *key, uint8_t *out, size_t n)
 {
-    const char *s = json_string_value(json_object_get(o, key));
-    size_t got = 0;
-    if (!s || strlen(s) != 2 * n || OPENSSL_hexstr2buf_ex(out, n, &got, s, '\0') != 1 || got != n)
-        return -1;
-    return 0;
+    return sh_attest__json_unhex(json_object_get(o, key), out, n);
 }
 
-/* "2025-06-19T10:16:03Z" (Intel always uses UTC with Z; fractions accepted) */
-int sh_dcap_time(json_t *o, const char *key, int64_t *out)
+/* An RFC 3339 field ("2025-06-19T10:16:03Z": Intel writes UTC with Z, sometimes fractions) */
+static int dcap_time(json_t *o, const char *key, int64_t *out)
 {
-    const char *s = json_string_value(json_object_get(o, key));
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *p = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-    if (!p)
-        return -1;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
-    if (strcmp(p, "Z"))
-        return -1;
-    *out = (int64_t)timegm(&tm);
-    return 0;
+    json_t *v = json_object_get(o, key);
+    const char *s = json_string_value(v);
+    return s ? sh_rfc3339_parse(s, json_string_length(v), 0, out) : -1;
 }
 
-static X509_CRL *crl_from_hex(const char *hex)
+/* Hex of the DER of exactly one CRL (no trailing bytes), or NULL. */
+static X509_CRL *crl_from_hex(json_t *v)
 {
-    long n = 0;
-    unsigned char *der = hex && *hex ? OPENSSL_hexstr2buf(hex, &n) : NULL;
+    const char *hex = json_string_value(v);
+    size_t hl = json_string_length(v), n = hl / 2;
+    uint8_t *der = hex && hl && n <= LONG_MAX ? malloc(n) : NULL;
     const unsigned char *p = der;
-    X509_CRL *c = der ? d2i_X509_CRL(NULL, &p, n) : NULL;
+    X509_CRL *c = der && sh_hex_decode(hex, hl, der, n) == 0 ? d2i_X509_CRL(NULL, &p, (long)n) : NULL;
     if (c && p != der + n) {
         X509_CRL_free(c);
         c = NULL;
     }
-    OPENSSL_free(der);
+    free(der);
     return c;
-}
-
-static sh_attest_reason map_err(int err)
-{
-    switch (err) {
-    case X509_V_ERR_CERT_HAS_EXPIRED: return SH_ATTEST_EXPIRED;
-    case X509_V_ERR_CERT_NOT_YET_VALID: return SH_ATTEST_NOT_YET_VALID;
-    case X509_V_ERR_CERT_REVOKED: return SH_ATTEST_REVOKED;
-    case X509_V_ERR_CRL_HAS_EXPIRED:
-    case X509_V_ERR_CRL_NOT_YET_VALID: return SH_ATTEST_COLLATERAL_STALE;
-    case X509_V_ERR_UNABLE_TO_GET_CRL:
-    case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER: return SH_ATTEST_COLLATERAL_MISSING;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_CERT_UNTRUSTED: return SH_ATTEST_ROOT_UNTRUSTED;
-    default: return SH_ATTEST_CHAIN_INVALID;
-    }
 }
 
 /* PEM certificates, strictly: the text must be exactly what PEM_write_bio_X509 writes for
  * the certificates it holds (trailing whitespace or NULs aside).  PEM readers skip text around
  * the armour and stop quietly at a certificate they cannot parse; nothing may vary unseen. */
-STACK_OF(X509) *sh_dcap_pem_strict(const char *pem, size_t len)
+STACK_OF(X509) *sh_attest__dcap_pem_strict(const char *pem, size_t len)
 {
-    sh_attest_bytes b = {(const uint8_t *)pem, len};
-    STACK_OF(X509) *sk = sh_x509_parse_many(&b, 1);
+    sh_iovec b = {pem, len};
+    STACK_OF(X509) *sk = sh_attest__x509_parse_many(&b, 1);
     BIO *out = sk ? BIO_new(BIO_s_mem()) : NULL;
     int ok = out != NULL;
     for (int i = 0; ok && i < sk_X509_num(sk); i++)
@@ -167,80 +137,6 @@ STACK_OF(X509) *sh_dcap_pem_strict(const char *pem, size_t len)
     }
     ERR_clear_error();
     return sk;
-}
-
-/* leaf -> untrusted -> anchors at v->o->at, every certificate checked against `crls`. */
-int sh_dcap_verify_chain(sh_vctx *v, X509 *leaf, STACK_OF(X509) *untrusted,
-                         STACK_OF(X509) *anchors, STACK_OF(X509_CRL) *crls, const char *what)
-{
-    int rc = -1;
-    X509_STORE *store = X509_STORE_new();
-    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
-    if (!store || !ctx) {
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < sk_X509_num(anchors); i++)
-        X509_STORE_add_cert(store, sk_X509_value(anchors, i));
-    if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "cannot initialise chain verification");
-        goto fail;
-    }
-    X509_STORE_CTX_set0_crls(ctx, crls);
-    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
-    X509_VERIFY_PARAM_set_time(param, (time_t)v->o->at);
-    X509_VERIFY_PARAM_set_depth(param, 4);
-    if (crls) /* NULL only before the collateral is known (the debug check of dcap.c) */
-        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-    if (X509_verify_cert(ctx) != 1) {
-        int err = X509_STORE_CTX_get_error(ctx);
-        sh_fail(v->r, map_err(err), "%s: %s (depth %d)", what, X509_verify_cert_error_string(err),
-                X509_STORE_CTX_get_error_depth(ctx));
-        goto fail;
-    }
-    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
-    X509 *top = sk_X509_value(chain, sk_X509_num(chain) - 1);
-    int anchored = 0;
-    for (int i = 0; i < sk_X509_num(anchors) && !anchored; i++)
-        anchored = !X509_cmp(top, sk_X509_value(anchors, i));
-    for (int i = 1; i < sk_X509_num(chain) && anchored; i++) {
-        X509 *c = sk_X509_value(chain, i);
-        if (X509_check_ca(c) != 1 || !(X509_get_extension_flags(c) & EXFLAG_KUSAGE) ||
-            !(X509_get_key_usage(c) & KU_KEY_CERT_SIGN)) {
-            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: issuer at depth %d lacks CA keyUsage", what, i);
-            goto fail;
-        }
-    }
-    if (!anchored) {
-        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "%s: chain does not end at the Intel root", what);
-        goto fail;
-    }
-    /* every given certificate must be part of the verified chain: an extra one (a second
-     * root copy, an altered intermediate OpenSSL skipped) is refused, not ignored */
-    for (int i = 0; i < sk_X509_num(untrusted); i++) {
-        X509 *u = sk_X509_value(untrusted, i);
-        int used = 0;
-        for (int j = 0; j < sk_X509_num(chain) && !used; j++)
-            used = !X509_cmp(u, sk_X509_value(chain, j));
-        if (!used) {
-            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate %d is not part of the chain", what, i + 1);
-            goto fail;
-        }
-    }
-    for (int i = 0; i < sk_X509_num(chain); i++) {
-        X509 *c = sk_X509_value(chain, i);
-        struct tm tm;
-        if (ASN1_TIME_to_tm(X509_get0_notAfter(c), &tm) && (int64_t)timegm(&tm) < v->valid_until)
-            v->valid_until = (int64_t)timegm(&tm);
-        if (ASN1_TIME_to_tm(X509_get0_notBefore(c), &tm) && (int64_t)timegm(&tm) > v->valid_from)
-            v->valid_from = (int64_t)timegm(&tm);
-    }
-    rc = 0;
-fail:
-    X509_STORE_CTX_free(ctx);
-    X509_STORE_free(store);
-    ERR_clear_error();
-    return rc;
 }
 
 /* CRL k of the collateral signed by `iss`: verified once per (collateral, issuer). */
@@ -294,47 +190,33 @@ static int check_revocation(sh_vctx *v, sh_dcap_collateral *c, STACK_OF(X509) *c
                 continue;
             found = 1;
             if ((X509_get_extension_flags(iss) & EXFLAG_KUSAGE) && !(X509_get_key_usage(iss) & KU_CRL_SIGN))
-                return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL issuer lacks cRLSign (depth %d)", what, i);
+                return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL issuer lacks cRLSign (depth %d)", what, i);
             if (v->o->at < c->crl_this[k])
-                return sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL is not yet valid (depth %d)", what, i);
+                return sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL is not yet valid (depth %d)", what, i);
             if (v->o->at >= c->crl_next[k])
-                return sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL has expired (depth %d)", what, i);
+                return sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_STALE, "%s: CRL has expired (depth %d)", what, i);
             if (crl_signed_by(c, k, iss) < 0)
-                return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL signature failure (depth %d)", what, i);
+                return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: CRL signature failure (depth %d)", what, i);
             X509_REVOKED *rv = NULL;
             if (X509_CRL_get0_by_cert(crl, &rv, x))
-                return sh_fail(v->r, SH_ATTEST_REVOKED, "%s: certificate revoked (depth %d)", what, i);
+                return sh_attest__fail(v->r, SH_ATTEST_REVOKED, "%s: certificate revoked (depth %d)", what, i);
         }
         if (!found)
-            return sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s: unable to get certificate CRL (depth %d)", what, i);
+            return sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s: unable to get certificate CRL (depth %d)", what, i);
     }
     return 0;
 }
 
-int sh_dcap_verify_chain_col(sh_vctx *v, sh_dcap_collateral *c, X509 *leaf, STACK_OF(X509) *untrusted,
-                             STACK_OF(X509) *anchors, const char *what)
+int sh_attest__dcap_verify_chain(sh_vctx *v, sh_dcap_collateral *c, X509 *leaf,
+                                     STACK_OF(X509) *untrusted, STACK_OF(X509) *anchors,
+                                     const char *what)
 {
+    /* depth 4 (PCK: leaf, Platform/Processor CA, root), and every certificate given used */
+    const sh_x509_check chk = {what, 4, 0};
     STACK_OF(X509) *chain = NULL;
-    int rc = -1;
-    if (sh_x509_verify_chain(v, leaf, untrusted, anchors, &chain) < 0) {
-        char m[sizeof v->r->message];
-        snprintf(m, sizeof m, "%.40s: %.200s", what, v->r->message);
-        memcpy(v->r->message, m, sizeof m);
-        goto done;
-    }
-    if (sk_X509_num(chain) > 6) { /* depth 4, as sh_dcap_verify_chain */
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate chain too long", what);
-        goto done;
-    }
-    /* every given certificate must be part of the verified chain (as sh_dcap_verify_chain) */
-    for (int i = 0; i < sk_X509_num(untrusted); i++) {
-        if (!in_stack(sk_X509_value(untrusted, i), chain)) {
-            sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "%s: certificate %d is not part of the chain", what, i + 1);
-            goto done;
-        }
-    }
-    rc = check_revocation(v, c, chain, what);
-done:
+    int rc = sh_attest__x509_verify_chain(v, leaf, untrusted, anchors, &chk, &chain);
+    if (rc == 0 && c)
+        rc = check_revocation(v, c, chain, what);
     sk_X509_pop_free(chain, X509_free);
     ERR_clear_error();
     return rc;
@@ -344,11 +226,10 @@ done:
 static int verify_json_sig(EVP_PKEY *key, const char *msg, size_t len, const char *sighex)
 {
     uint8_t rs[64], *der = NULL;
-    size_t got = 0, der_len = 0;
+    size_t der_len = 0;
     int ok = 0;
-    if (!sighex || strlen(sighex) != 128 ||
-        OPENSSL_hexstr2buf_ex(rs, 64, &got, sighex, '\0') != 1 || got != 64 ||
-        sh_ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &der_len) < 0)
+    if (!sighex || sh_hex_decode(sighex, strlen(sighex), rs, 64) < 0 ||
+        sh_attest__ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &der_len) < 0)
         return 0;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
@@ -389,7 +270,7 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
     json_t *doc = NULL;
     STACK_OF(X509) *chain = NULL;
     if (!json_is_string(s) || !chain_pem || !sig) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: %s, its signature or issuer chain missing", field);
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: %s, its signature or issuer chain missing", field);
         return NULL;
     }
     int verified = m->pem && !strcmp(m->pem, chain_pem);
@@ -399,10 +280,10 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
             if (X509_up_ref(sk_X509_value(m->chain, i)))
                 sk_X509_push(chain, sk_X509_value(m->chain, i));
     } else {
-        chain = sh_dcap_pem_strict(chain_pem, strlen(chain_pem));
+        chain = sh_attest__dcap_pem_strict(chain_pem, strlen(chain_pem));
     }
     if (!chain || sk_X509_num(chain) < 1 || (verified && sk_X509_num(chain) != sk_X509_num(m->chain))) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s issuer chain is not PEM", field);
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s issuer chain is not PEM", field);
         goto fail;
     }
     X509 *signer = sk_X509_value(chain, 0);
@@ -410,19 +291,19 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
     for (int i = 1; i < sk_X509_num(chain); i++) {
         X509 *x = sk_X509_value(chain, i);
         if (X509_check_issued(x, x) == X509_V_OK && !in_stack(x, anchors)) {
-            sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "collateral: %s issuer chain has another root", field);
+            sh_attest__fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "collateral: %s issuer chain has another root", field);
             goto fail;
         }
     }
     if (!is_p256(X509_get0_pubkey(signer))) {
-        sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "collateral: %s signer key is not P-256", field);
+        sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "collateral: %s signer key is not P-256", field);
         goto fail;
     }
     /* structure and freshness first (cheap), then the signature, then the chain */
     json_error_t je;
     if (!(doc = json_loadb(json_string_value(s), json_string_length(s), JSON_REJECT_DUPLICATES, &je)) ||
         !json_is_object(doc)) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not a JSON object", field);
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not a JSON object", field);
         goto fail;
     }
     const char *id = json_string_value(json_object_get(doc, "id"));
@@ -432,24 +313,24 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
     json_int_t ver = json_integer_value(json_object_get(doc, "version"));
     int64_t issued, next;
     if (!id_ok || (ver != 2 && ver != 3)) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has id %s version %lld", field,
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has id %s version %lld", field,
                 id ? id : "(none)", (long long)ver);
         goto fail;
     }
-    if (sh_dcap_time(doc, "issueDate", &issued) < 0 || sh_dcap_time(doc, "nextUpdate", &next) < 0) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s dates", field);
+    if (dcap_time(doc, "issueDate", &issued) < 0 || dcap_time(doc, "nextUpdate", &next) < 0) {
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s dates", field);
         goto fail;
     }
     if (!verify_json_sig(X509_get0_pubkey(signer), json_string_value(s), json_string_length(s), sig)) {
-        sh_fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "collateral: %s signature does not verify", field);
+        sh_attest__fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "collateral: %s signature does not verify", field);
         goto fail;
     }
     if (v->o->at < issued) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s issued after the verification time", field);
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s issued after the verification time", field);
         goto fail;
     }
     if (v->o->at >= next) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s past its nextUpdate", field);
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_STALE, "collateral: %s past its nextUpdate", field);
         goto fail;
     }
     if (issued > v->valid_from)
@@ -466,7 +347,7 @@ static json_t *signed_doc(sh_vctx *v, json_t *col, const char *field, const char
             if (X509_up_ref(sk_X509_value(chain, i)))
                 sk_X509_push(m->chain, sk_X509_value(chain, i));
     X509 *leaf = sk_X509_shift(chain);
-    int crc = sh_dcap_verify_chain_col(v, c, leaf, chain, anchors, field);
+    int crc = sh_attest__dcap_verify_chain(v, c, leaf, chain, anchors, field);
     if (crc == 0 && !m->pem && m->chain && sk_X509_num(m->chain) == n0)
         m->pem = chain_pem;
     X509_free(leaf);
@@ -503,7 +384,7 @@ sh_attest_collateral *sh_attest_collateral_new(const uint8_t *json, size_t len)
     sh_attest_collateral *h = json && len && len <= SH_DCAP_MAX_COLLATERAL ? calloc(1, sizeof *h) : NULL;
     if (!h)
         return NULL;
-    if (!(h->bytes = malloc(len)) || !EVP_Digest(json, len, h->sha256, NULL, sh_md_sha256(), NULL) ||
+    if (!(h->bytes = malloc(len)) || !EVP_Digest(json, len, h->sha256, NULL, sh_attest__md_sha256(), NULL) ||
         pthread_mutex_init(&h->mu, NULL)) {
         free(h->bytes);
         free(h);
@@ -518,7 +399,7 @@ void sh_attest_collateral_free(sh_attest_collateral *h)
 {
     if (!h)
         return;
-    sh_dcap_collateral_free(h->verified);
+    sh_attest__dcap_collateral_free(h->verified);
     pthread_mutex_destroy(&h->mu);
     free(h->bytes);
     free(h);
@@ -526,7 +407,7 @@ void sh_attest_collateral_free(sh_attest_collateral *h)
 
 const uint8_t *sh_attest_collateral_sha256(const sh_attest_collateral *h) { return h->sha256; }
 
-int sh_dcap_collateral_given(const sh_attest_options *o)
+int sh_attest__dcap_collateral_given(const sh_attest_options *o)
 {
     return o->dcap_collateral ? 1 : o->collateral && o->collateral_len;
 }
@@ -539,7 +420,7 @@ static void narrow(sh_vctx *v, int64_t nb, int64_t na)
         v->valid_until = na;
 }
 
-sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
+sh_dcap_collateral *sh_attest__dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, size_t len,
                                               STACK_OF(X509) *anchors)
 {
     /* a preloaded handle keeps its own verified form (options borrow it const; its memo is
@@ -573,19 +454,19 @@ sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, si
             h->nb = w.valid_from;
             h->na = w.valid_until;
             pthread_mutex_unlock(&h->mu);
-            sh_dcap_collateral_free(old);
+            sh_attest__dcap_collateral_free(old);
         }
         return c;
     }
     if (!buf || !len) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no collateral given");
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no collateral given");
         return NULL;
     }
     sh_attest_cache *cc = v->o->cache && !v->o->nextra_roots ? v->o->cache : NULL;
     uint8_t key[32];
     int64_t nb = 0, na = 0;
-    if (cc && EVP_Digest(buf, len, key, NULL, sh_md_sha256(), NULL)) {
-        sh_dcap_collateral *hit = sh_cache_obj_get(cc, key, v->o->at, &nb, &na);
+    if (cc && EVP_Digest(buf, len, key, NULL, sh_attest__md_sha256(), NULL)) {
+        sh_dcap_collateral *hit = sh_attest__cache_obj_get(cc, key, v->o->at, &nb, &na);
         if (hit) {
             if (nb > v->valid_from)
                 v->valid_from = nb;
@@ -605,7 +486,7 @@ sh_dcap_collateral *sh_dcap_collateral_verify(sh_vctx *v, const uint8_t *buf, si
     if (w.valid_until < v->valid_until)
         v->valid_until = w.valid_until;
     if (c && cc)
-        sh_cache_obj_put(cc, key, c, col_ref, col_unref, w.valid_from, w.valid_until);
+        sh_attest__cache_obj_put(cc, key, c, col_ref, col_unref, w.valid_from, w.valid_until);
     return c;
 }
 
@@ -617,7 +498,7 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
     json_error_t je;
     if (len > SH_DCAP_MAX_COLLATERAL ||
         !(col = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &je)) || !json_is_object(col)) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral is not a JSON object");
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral is not a JSON object");
         goto fail;
     }
     if ((c = calloc(1, sizeof *c)) != NULL) {
@@ -628,39 +509,36 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
         }
     }
     if (!c || !(c->crls = sk_X509_CRL_new_null())) {
-        sh_fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
+        sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
         goto fail;
     }
     static const char *const crl_keys[] = {"root_ca_crl", "pck_crl"};
     for (int i = 0; i < 2; i++) {
         json_t *h = json_object_get(col, crl_keys[i]);
         if (!h) {
-            sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: no %s", crl_keys[i]);
+            sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "collateral: no %s", crl_keys[i]);
             goto fail;
         }
-        X509_CRL *crl = crl_from_hex(json_string_value(h));
+        X509_CRL *crl = crl_from_hex(h);
         if (!crl || !sk_X509_CRL_push(c->crls, crl)) {
             X509_CRL_free(crl);
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not hex DER of a CRL", crl_keys[i]);
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s is not hex DER of a CRL", crl_keys[i]);
             goto fail;
         }
         /* a result or cached collateral never outlives a CRL (OpenSSL checks it at `at`) */
-        struct tm tm;
         const ASN1_TIME *lu = X509_CRL_get0_lastUpdate(crl), *nu = X509_CRL_get0_nextUpdate(crl);
         if (!nu) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s without nextUpdate", crl_keys[i]);
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s without nextUpdate", crl_keys[i]);
             goto fail;
         }
-        if (!lu || !ASN1_TIME_to_tm(lu, &tm)) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s thisUpdate", crl_keys[i]);
+        if (!lu || !(c->crl_this[i] = sh_attest__asn1_unix(lu))) {
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s thisUpdate", crl_keys[i]);
             goto fail;
         }
-        c->crl_this[i] = (int64_t)timegm(&tm);
-        if (!ASN1_TIME_to_tm(nu, &tm)) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s nextUpdate", crl_keys[i]);
+        if (!(c->crl_next[i] = sh_attest__asn1_unix(nu))) {
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s nextUpdate", crl_keys[i]);
             goto fail;
         }
-        c->crl_next[i] = (int64_t)timegm(&tm);
         if (c->crl_this[i] > v->valid_from)
             v->valid_from = c->crl_this[i];
         if (c->crl_next[i] < v->valid_until)
@@ -675,15 +553,15 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
         for (int j = 0; plain && j < sk_X509_REVOKED_num(rvk); j++)
             plain = X509_REVOKED_get_ext_by_critical(sk_X509_REVOKED_value(rvk, j), 1, -1) < 0;
         if (!plain) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has critical, delta or scope extensions", crl_keys[i]);
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: %s has critical, delta or scope extensions", crl_keys[i]);
             goto fail;
         }
     }
     json_t *pc = json_object_get(col, "pck_crl_issuer_chain");
     if (pc) {
         if (!json_is_string(pc) ||
-            !(c->pck_crl_chain = sh_dcap_pem_strict(json_string_value(pc), json_string_length(pc)))) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: pck_crl_issuer_chain is not PEM");
+            !(c->pck_crl_chain = sh_attest__dcap_pem_strict(json_string_value(pc), json_string_length(pc)))) {
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: pck_crl_issuer_chain is not PEM");
             goto fail;
         }
     }
@@ -700,7 +578,7 @@ static sh_dcap_collateral *collateral_verify(sh_vctx *v, const uint8_t *buf, siz
     return c;
 fail:
     json_decref(col);
-    sh_dcap_collateral_free(c);
+    sh_attest__dcap_collateral_free(c);
     ERR_clear_error();
     return NULL;
 }
@@ -810,7 +688,7 @@ static int add_crl(json_t *out, const uint8_t *b, size_t n, const char *field, c
     char *hex = dl > 0 ? malloc(2 * (size_t)dl + 1) : NULL;
     int rc = -1;
     if (hex) {
-        sh_hex(der, (size_t)dl, hex);
+        sh_hex_encode(der, (size_t)dl, hex);
         json_object_set_new(out, field, json_string(hex));
         rc = 0;
     } else {
@@ -823,7 +701,7 @@ static int add_crl(json_t *out, const uint8_t *b, size_t n, const char *field, c
     return rc;
 }
 
-int sh_dcap_collateral_from_pcs(const sh_dcap_pcs *p, uint8_t **out, size_t *len, char *eb, size_t en)
+int sh_attest__dcap_collateral_from_pcs(const sh_dcap_pcs *p, uint8_t **out, size_t *len, char *eb, size_t en)
 {
     *out = NULL;
     *len = 0;
@@ -877,7 +755,7 @@ int sh_attest_collateral_read(const char *path, uint8_t **out, size_t *len, char
         b[i] = slurp(path, names[i], &n[i]);
     sh_dcap_pcs p = {b[0], n[0], b[1], n[1], b[2], n[2], b[3], n[3],
                      (const uint8_t *)b[4], n[4], (const uint8_t *)b[5], n[5], NULL};
-    int rc = sh_dcap_collateral_from_pcs(&p, out, len, eb, en);
+    int rc = sh_attest__dcap_collateral_from_pcs(&p, out, len, eb, en);
     for (int i = 0; i < 6; i++)
         free(b[i]);
     if (rc < 0 && en) { /* name the directory the file was looked for in */

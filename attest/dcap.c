@@ -11,7 +11,7 @@
  * whatever the collateral says.
  *
  * azure-tdx (azure.c) runs the same verification on its TD quote with its own binding check
- * (the HCL runtime data, sh_dcap_verify_td) and its own policy key, "azure-tdx" (tdx keys).
+ * (the HCL runtime data, sh_attest__dcap_verify_td) and its own policy key, "azure-tdx" (tdx keys).
  *
  * Policy keys "tdx" / "sgx" / "azure-tdx" (policy.c delegates here):
  *   {"allow_debug": false,
@@ -54,64 +54,34 @@ struct sh_dcap_policy {
 static const char *const tdx_keys[] = {"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", NULL};
 static const char *const sgx_keys[] = {"mrenclave", "mrsigner", NULL};
 
-void sh_dcap_policy_free(struct sh_dcap_policy *p)
+void sh_attest__dcap_policy_free(struct sh_dcap_policy *p)
 {
     if (!p)
         return;
-    for (int i = 0; i < 8; i++) {
-        free(p->m[i].v);
-        free(p->m[i].lens);
-    }
+    for (int i = 0; i < 8; i++)
+        sh_attest__hexlist_free(&p->m[i]);
     json_decref(p->advisories);
     json_decref(p->isvprodid);
     free(p);
 }
 
-static int perr(char *eb, size_t en, const char *msg, const char *k)
-{
-    snprintf(eb, en, "policy: %s: %s", k, msg);
-    return -1;
-}
 
-static int hexlist(json_t *j, size_t want, sh_hexlist *l, char *eb, size_t en, const char *k)
-{
-    json_t *arr = json_is_string(j) ? json_pack("[O]", j) : json_incref(j);
-    size_t n = json_array_size(arr);
-    if (!json_is_array(arr) || !n || !(l->v = calloc(n, sizeof *l->v)) ||
-        !(l->lens = calloc(n, sizeof *l->lens))) {
-        json_decref(arr);
-        return perr(eb, en, "expected a hex string or a non-empty list of them", k);
-    }
-    for (size_t i = 0; i < n; i++) {
-        const char *s = json_string_value(json_array_get(arr, i));
-        size_t got = 0;
-        if (!s || strlen(s) != 2 * want || OPENSSL_hexstr2buf_ex(l->v[i], 64, &got, s, '\0') != 1) {
-            json_decref(arr);
-            return perr(eb, en, "bad hex value (wrong length or characters)", k);
-        }
-        l->lens[i] = got;
-    }
-    l->n = n;
-    json_decref(arr);
-    return 0;
-}
-
-int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **out, char *eb, size_t en)
+int sh_attest__dcap_policy_load(json_t *o, sh_tee tee, struct sh_dcap_policy **out, char *eb, size_t en)
 {
     struct sh_dcap_policy *p = calloc(1, sizeof *p);
-    int td = tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_AZURE_TDX; /* TD quote keys */
+    int td = tee == SH_TEE_TDX || tee == SH_TEE_AZURE_TDX; /* TD quote keys */
     const char *const *mk = td ? tdx_keys : sgx_keys;
     size_t mlen = td ? 48 : 32;
     const char *k;
     json_t *v;
     *out = NULL;
     if (!p)
-        return perr(eb, en, "out of memory", sh_attest_tee_name(tee));
+        return sh_attest__policy_err(eb, en, "out of memory", sh_tee_name(tee));
     p->allow_debug = -1;
     p->statuses = 1;
     if (!json_is_object(o)) {
-        sh_dcap_policy_free(p);
-        return perr(eb, en, "expected an object", sh_attest_tee_name(tee));
+        sh_attest__dcap_policy_free(p);
+        return sh_attest__policy_err(eb, en, "expected an object", sh_tee_name(tee));
     }
     json_object_foreach(o, k, v) {
         int rc = 0, mi = -1;
@@ -119,22 +89,22 @@ int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **ou
             if (!strcmp(k, mk[i]))
                 mi = i;
         if (mi >= 0) {
-            rc = hexlist(v, mlen, &p->m[mi], eb, en, k);
+            rc = sh_attest__hexlist_load(v, mlen, &p->m[mi], eb, en, k);
         } else if (!strcmp(k, "allow_debug")) {
-            rc = json_is_boolean(v) ? (p->allow_debug = json_is_true(v), 0) : perr(eb, en, "expected true or false", k);
+            rc = json_is_boolean(v) ? (p->allow_debug = json_is_true(v), 0) : sh_attest__policy_err(eb, en, "expected true or false", k);
         } else if (!strcmp(k, "tcb_statuses")) {
             size_t i;
             json_t *s;
             p->statuses = 0;
             if (!json_is_array(v) || !json_array_size(v))
-                rc = perr(eb, en, "expected a non-empty list of TCB statuses", k);
+                rc = sh_attest__policy_err(eb, en, "expected a non-empty list of TCB statuses", k);
             json_array_foreach(v, i, s) {
                 int f = -1;
                 for (int j = 0; status_names[j] && f < 0; j++)
                     if (json_is_string(s) && !strcmp(json_string_value(s), status_names[j]))
                         f = j;
                 if (f < 0 || !strcmp(status_names[f], "Revoked"))
-                    rc = perr(eb, en, "unknown (or never acceptable) TCB status", k);
+                    rc = sh_attest__policy_err(eb, en, "unknown (or never acceptable) TCB status", k);
                 else
                     p->statuses |= 1u << f;
             }
@@ -142,35 +112,35 @@ int sh_dcap_policy_load(json_t *o, sh_attest_tee tee, struct sh_dcap_policy **ou
             size_t i;
             json_t *s;
             if (!json_is_array(v))
-                rc = perr(eb, en, "expected a list of advisory IDs", k);
+                rc = sh_attest__policy_err(eb, en, "expected a list of advisory IDs", k);
             json_array_foreach(v, i, s) {
                 if (!json_is_string(s))
-                    rc = perr(eb, en, "expected a list of advisory IDs", k);
+                    rc = sh_attest__policy_err(eb, en, "expected a list of advisory IDs", k);
                 else if (!strcmp(json_string_value(s), "*"))
                     p->any_advisory = 1;
             }
             json_decref(p->advisories);
             p->advisories = json_incref(v);
-        } else if (tee == SH_ATTEST_TEE_SGX && !strcmp(k, "isvprodid")) {
+        } else if (tee == SH_TEE_SGX && !strcmp(k, "isvprodid")) {
             size_t i;
             json_t *s;
             if (!json_is_array(v) || !json_array_size(v))
-                rc = perr(eb, en, "expected a non-empty list of integers", k);
+                rc = sh_attest__policy_err(eb, en, "expected a non-empty list of integers", k);
             json_array_foreach(v, i, s) if (!json_is_integer(s) || json_integer_value(s) < 0 ||
                                              json_integer_value(s) > 65535)
-                rc = perr(eb, en, "expected integers 0..65535", k);
+                rc = sh_attest__policy_err(eb, en, "expected integers 0..65535", k);
             json_decref(p->isvprodid);
             p->isvprodid = json_incref(v);
-        } else if (tee == SH_ATTEST_TEE_SGX && !strcmp(k, "min_isvsvn")) {
+        } else if (tee == SH_TEE_SGX && !strcmp(k, "min_isvsvn")) {
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 65535)
-                rc = perr(eb, en, "expected an integer 0..65535", k);
+                rc = sh_attest__policy_err(eb, en, "expected an integer 0..65535", k);
             else
                 p->min_isvsvn = (long)json_integer_value(v);
         } else {
-            rc = perr(eb, en, "unknown key", k);
+            rc = sh_attest__policy_err(eb, en, "unknown key", k);
         }
         if (rc < 0) {
-            sh_dcap_policy_free(p);
+            sh_attest__dcap_policy_free(p);
             return -1;
         }
     }
@@ -208,7 +178,7 @@ static int ecdsa_p256_ok(EVP_PKEY *pk, const uint8_t rs[64], const uint8_t *msg,
     uint8_t *der = NULL;
     size_t dl = 0;
     EVP_MD_CTX *md = NULL;
-    int ok = sh_ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &dl) == 0 && (md = EVP_MD_CTX_new()) &&
+    int ok = sh_attest__ecdsa_raw_to_der(rs, rs + 32, 32, 0, &der, &dl) == 0 && (md = EVP_MD_CTX_new()) &&
              EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, pk) == 1 &&
              EVP_DigestVerify(md, der, dl, msg, len) == 1;
     EVP_MD_CTX_free(md);
@@ -216,12 +186,12 @@ static int ecdsa_p256_ok(EVP_PKEY *pk, const uint8_t rs[64], const uint8_t *msg,
     return ok;
 }
 
-int sh_dcap_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig)
+int sh_attest__dcap_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_iovec *sig)
 {
     sh_attest_result tmp;
     sh_dcap_quote q;
     memset(&tmp, 0, sizeof tmp);
-    if (sh_dcap_parse_quote(&tmp, ev, len, &q) < 0 ||
+    if (sh_attest__dcap_parse_quote(&tmp, ev, len, &q) < 0 ||
         !EVP_DigestUpdate(md, q.signed_part.ptr, q.signed_part.len))
         return -1;
     sig->ptr = q.sig;
@@ -237,65 +207,60 @@ static void fill_result(sh_vctx *v, const sh_dcap_quote *q)
     json_object_set_new(c, "version", json_integer(q->version));
     if (q->tee_type == DQ_TEE_TDX) {
         static const char *const rt[4] = {"RTMR0", "RTMR1", "RTMR2", "RTMR3"};
-        sh_json_hex(m, "MRTD", b + TD_MRTD, 48);
+        sh_attest__json_hex(m, "MRTD", b + TD_MRTD, 48);
         for (int i = 0; i < 4; i++)
-            sh_json_hex(m, rt[i], b + TD_RTMR0 + 48 * i, 48);
-        sh_json_hex(m, "MRCONFIGID", b + TD_MRCONFIGID, 48);
-        sh_json_hex(m, "MROWNER", b + TD_MROWNER, 48);
-        sh_json_hex(c, "MROWNERCONFIG", b + TD_MROWNERCONFIG, 48);
-        sh_json_hex(c, "MRSEAM", b + TD_MRSEAM, 48);
-        sh_json_hex(c, "TEE_TCB_SVN", b + TD_TEE_TCB_SVN, 16);
-        sh_json_hex(c, "TD_ATTRIBUTES", b + TD_TDATTRIBUTES, 8);
-        sh_json_hex(c, "XFAM", b + TD_XFAM, 8);
-        sh_json_hex(c, "REPORT_DATA", b + TD_REPORTDATA, 64);
+            sh_attest__json_hex(m, rt[i], b + TD_RTMR0 + 48 * i, 48);
+        sh_attest__json_hex(m, "MRCONFIGID", b + TD_MRCONFIGID, 48);
+        sh_attest__json_hex(m, "MROWNER", b + TD_MROWNER, 48);
+        sh_attest__json_hex(c, "MROWNERCONFIG", b + TD_MROWNERCONFIG, 48);
+        sh_attest__json_hex(c, "MRSEAM", b + TD_MRSEAM, 48);
+        sh_attest__json_hex(c, "TEE_TCB_SVN", b + TD_TEE_TCB_SVN, 16);
+        sh_attest__json_hex(c, "TD_ATTRIBUTES", b + TD_TDATTRIBUTES, 8);
+        sh_attest__json_hex(c, "XFAM", b + TD_XFAM, 8);
+        sh_attest__json_hex(c, "REPORT_DATA", b + TD_REPORTDATA, 64);
         if (q->body_type == 3) {
-            sh_json_hex(c, "TEE_TCB_SVN2", b + TD_TEE_TCB_SVN2, 16);
-            sh_json_hex(c, "MRSERVICETD", b + TD_MRSERVICETD, 48);
+            sh_attest__json_hex(c, "TEE_TCB_SVN2", b + TD_TEE_TCB_SVN2, 16);
+            sh_attest__json_hex(c, "MRSERVICETD", b + TD_MRSERVICETD, 48);
         }
         r->debug = (b[TD_TDATTRIBUTES] & 1) != 0; /* TD_ATTRIBUTES.DEBUG, bit 0 */
     } else {
-        sh_json_hex(m, "MRENCLAVE", b + RB_MRENCLAVE, 32);
-        sh_json_hex(m, "MRSIGNER", b + RB_MRSIGNER, 32);
+        sh_attest__json_hex(m, "MRENCLAVE", b + RB_MRENCLAVE, 32);
+        sh_attest__json_hex(m, "MRSIGNER", b + RB_MRSIGNER, 32);
         json_object_set_new(c, "ISVPRODID", json_integer(le16(b + RB_ISVPRODID)));
         json_object_set_new(c, "ISVSVN", json_integer(le16(b + RB_ISVSVN)));
-        sh_json_hex(c, "ATTRIBUTES", b + RB_ATTRIBUTES, 16);
-        sh_json_hex(c, "MRCONFIGID", b + RB_CONFIGID, 64);
-        sh_json_hex(c, "REPORT_DATA", b + RB_REPORTDATA, 64);
+        sh_attest__json_hex(c, "ATTRIBUTES", b + RB_ATTRIBUTES, 16);
+        sh_attest__json_hex(c, "MRCONFIGID", b + RB_CONFIGID, 64);
+        sh_attest__json_hex(c, "REPORT_DATA", b + RB_REPORTDATA, 64);
         r->debug = (b[RB_ATTRIBUTES] & 2) != 0; /* SECS ATTRIBUTES.DEBUG, bit 1 */
     }
 }
 
-static int debug_allowed(const sh_attest_policy *pol, const struct sh_dcap_policy *p, int opt)
-{
-    return opt || (p->allow_debug >= 0 ? p->allow_debug : pol->allow_debug);
-}
-
 static int allow_debug(sh_vctx *v, const struct sh_dcap_policy *p)
 {
-    return debug_allowed(v->policy, p, v->o->allow_debug);
+    return sh_attest__allow_debug(v->policy, p->allow_debug, v->o->allow_debug);
 }
 
 /* The "tdx" / "sgx" policy sections on the result: debug, TCB status and advisories, then
  * the measurement allow-lists (TDX: MRTD, RTMR0-3, MRCONFIGID, MROWNER; SGX: MRENCLAVE,
  * MRSIGNER) and claims ISVPRODID / ISVSVN. */
-int sh_dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_debug)
+int sh_attest__dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_debug)
 {
-    int tdx = r->tee != SH_ATTEST_TEE_SGX;
-    const struct sh_dcap_policy *p = r->tee == SH_ATTEST_TEE_SGX         ? pol->sgx
-                                     : r->tee == SH_ATTEST_TEE_AZURE_TDX ? pol->azure_tdx
+    int tdx = r->tee != SH_TEE_SGX;
+    const struct sh_dcap_policy *p = r->tee == SH_TEE_SGX         ? pol->sgx
+                                     : r->tee == SH_TEE_AZURE_TDX ? pol->azure_tdx
                                                                          : pol->tdx;
     if (!p)
         p = &default_policy;
-    if (r->debug && !debug_allowed(pol, p, allow_debug))
-        return sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug %s", tdx ? "TD" : "enclave");
+    if (r->debug && !sh_attest__allow_debug(pol, p->allow_debug, allow_debug))
+        return sh_attest__fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug %s", tdx ? "TD" : "enclave");
     int f = -1;
     for (int i = 0; r->tcb_status && status_names[i] && f < 0; i++)
         if (!strcmp(r->tcb_status, status_names[i]))
             f = i;
     if (r->tcb_status && !strcmp(r->tcb_status, "Revoked"))
-        return sh_fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
+        return sh_attest__fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
     if (f < 0 || !(p->statuses & (1u << f)))
-        return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy",
+        return sh_attest__fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy",
                        r->tcb_status ? r->tcb_status : "(none)");
     if (f != 0 && !p->any_advisory) {
         size_t i, j;
@@ -304,7 +269,7 @@ int sh_dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_d
             int ok = 0;
             json_array_foreach(p->advisories, j, x) ok |= json_equal(a, x);
             if (!ok)
-                return sh_fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "advisory %s not allowed by policy",
+                return sh_attest__fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "advisory %s not allowed by policy",
                                json_string_value(a));
         }
     }
@@ -312,27 +277,27 @@ int sh_dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int allow_d
         static const char *const names[7] = {"MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3",
                                              "MRCONFIGID", "MROWNER"};
         for (int i = 0; i < 7; i++)
-            if (!sh_hexlist_allows_json(&p->m[i], r->measurements, names[i]))
-                return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "%s not allowed by policy", tdx_keys[i]);
+            if (!sh_attest__hexlist_allows_json(&p->m[i], r->measurements, names[i]))
+                return sh_attest__fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "%s not allowed by policy", tdx_keys[i]);
         return 0;
     }
-    if (!sh_hexlist_allows_json(&p->m[0], r->measurements, "MRENCLAVE"))
-        return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRENCLAVE not allowed by policy");
-    if (!sh_hexlist_allows_json(&p->m[1], r->measurements, "MRSIGNER"))
-        return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRSIGNER not allowed by policy");
+    if (!sh_attest__hexlist_allows_json(&p->m[0], r->measurements, "MRENCLAVE"))
+        return sh_attest__fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRENCLAVE not allowed by policy");
+    if (!sh_attest__hexlist_allows_json(&p->m[1], r->measurements, "MRSIGNER"))
+        return sh_attest__fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "MRSIGNER not allowed by policy");
     json_t *prodid = json_object_get(r->claims, "ISVPRODID"), *svn = json_object_get(r->claims, "ISVSVN");
     if (!json_is_integer(prodid) || !json_is_integer(svn))
-        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "the result lacks ISVPRODID or ISVSVN");
+        return sh_attest__fail(r, SH_ATTEST_POLICY_DENIED, "the result lacks ISVPRODID or ISVSVN");
     if (p->isvprodid) {
         size_t i;
         json_t *x;
         int ok = 0;
         json_array_foreach(p->isvprodid, i, x) ok |= json_integer_value(x) == json_integer_value(prodid);
         if (!ok)
-            return sh_fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "ISVPRODID not allowed by policy");
+            return sh_attest__fail(r, SH_ATTEST_MEASUREMENT_MISMATCH, "ISVPRODID not allowed by policy");
     }
     if (json_integer_value(svn) < p->min_isvsvn)
-        return sh_fail(r, SH_ATTEST_POLICY_DENIED, "ISVSVN below the policy's minimum");
+        return sh_attest__fail(r, SH_ATTEST_POLICY_DENIED, "ISVSVN below the policy's minimum");
     return 0;
 }
 
@@ -343,10 +308,8 @@ static int check_binding(sh_vctx *v, const uint8_t *report_data)
     uint8_t D[64];
     if (!o->nonce)
         return 0;
-    if (sh_attest_binding_digest(o->nonce, o->nonce_len, o->public_key,
-                                 o->public_key ? o->public_key_len : 0, D) < 0 ||
-        CRYPTO_memcmp(report_data, D, 64))
-        return sh_fail(v->r, SH_ATTEST_BINDING_MISMATCH, "REPORT_DATA is not the binding digest");
+    if (sh_attest__binding_of(o, D) < 0 || CRYPTO_memcmp(report_data, D, 64))
+        return sh_attest__fail(v->r, SH_ATTEST_BINDING_MISMATCH, "REPORT_DATA is not the binding digest");
     return 0;
 }
 
@@ -354,7 +317,7 @@ static int check_binding(sh_vctx *v, const uint8_t *report_data)
  * (as Intel's PCS and QE produce it), optionally NUL-terminated: PEM readers skip text
  * around and inside the armour, and nothing unauthenticated may vary in an accepted quote. */
 static int canonical_pem(STACK_OF(X509) *anchors, STACK_OF(X509) *mid, X509 *leaf,
-                         const sh_attest_bytes *given)
+                         const sh_iovec *given)
 {
     BIO *b = BIO_new(BIO_s_mem());
     int ok = b && leaf && sk_X509_num(anchors) == 1 && PEM_write_bio_X509(b, leaf);
@@ -395,11 +358,11 @@ static void remember_pck_chain(sh_vctx *v, pck_parse *pp)
     for (int i = 1; i < pp->n && i < sk_X509_num(pp->order); i++) {
         X509 *x = sk_X509_value(pp->order, i);
         if (pp->miss[i] && X509_check_ca(x) != 0)
-            sh_cache_obj_put(v->o->cache, pp->key[i], x, x509_ref, x509_unref, INT64_MIN, INT64_MAX);
+            sh_attest__cache_obj_put(v->o->cache, pp->key[i], x, x509_ref, x509_unref, INT64_MIN, INT64_MAX);
     }
 }
 
-static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_attest_bytes *pem, pck_parse *pp)
+static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_iovec *pem, pck_parse *pp)
 {
     static const char B[] = "-----BEGIN CERTIFICATE-----\n", E[] = "-----END CERTIFICATE-----\n";
     sh_attest_cache *cc = v->o->cache && !v->o->nextra_roots ? v->o->cache : NULL;
@@ -417,14 +380,14 @@ static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_attest_bytes *pem, p
         uint8_t key[32];
         int64_t nb, na;
         EVP_MD_CTX *md = EVP_MD_CTX_new();
-        int hok = md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL) &&
+        int hok = md && EVP_DigestInit_ex(md, sh_attest__md_sha256(), NULL) &&
                   EVP_DigestUpdate(md, "shield-dcap-pem-cert", 21) &&
                   EVP_DigestUpdate(md, p, (size_t)(e - p)) && EVP_DigestFinal_ex(md, key, NULL);
         EVP_MD_CTX_free(md);
         if (!hok)
             break;
         int i = sk_X509_num(sk);
-        X509 *x = i ? sh_cache_obj_get(cc, key, v->o->at, &nb, &na) : NULL;
+        X509 *x = i ? sh_attest__cache_obj_get(cc, key, v->o->at, &nb, &na) : NULL;
         memcpy(pp->key[i], key, 32);
         pp->miss[i] = !x;
         if (!x) {
@@ -444,7 +407,7 @@ static STACK_OF(X509) *parse_pck_chain(sh_vctx *v, const sh_attest_bytes *pem, p
         return sk;
     }
     sk_X509_pop_free(sk, X509_free);
-    return sh_x509_parse_many(pem, 1);
+    return sh_attest__x509_parse_many(pem, 1);
 }
 
 /* `bind` NULL: REPORT_DATA = D (tdx, sgx); else the caller's check in its place (azure-tdx). */
@@ -461,10 +424,10 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
     pck_parse pp = {0, {{0}}, {0}, NULL};
     int rc = -1;
     /* 1. structure */
-    if (sh_dcap_parse_quote(r, ev, len, &q) < 0)
+    if (sh_attest__dcap_parse_quote(r, ev, len, &q) < 0)
         goto fail;
     if ((q.tee_type == DQ_TEE_TDX) != tdx) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "quote is %s, not %s", tdx ? "SGX" : "TDX", tdx ? "TDX" : "SGX");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "quote is %s, not %s", tdx ? "SGX" : "TDX", tdx ? "TDX" : "SGX");
         goto fail;
     }
     fill_result(v, &q);
@@ -475,16 +438,16 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
     /* 3. root fingerprint: the chain's self-signed certificate must be the pinned root */
     if (!(certs = parse_pck_chain(v, &q.pck_chain, &pp)) || !(untrusted = sk_X509_new_null()) ||
         !(anchors = sk_X509_new_null())) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "quote: PCK certificate chain is not PEM");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "quote: PCK certificate chain is not PEM");
         goto fail;
     }
     while (sk_X509_num(certs)) {
         X509 *x = sk_X509_shift(certs);
         int ok;
         if (X509_check_issued(x, x) == X509_V_OK) {
-            if (!sh_x509_is_pinned(x, intel_sgx_root, 1) && !sh_x509_is_extra_root(x, v->o)) {
+            if (!sh_attest__x509_is_pinned(x, intel_sgx_root, 1) && !sh_attest__x509_is_extra_root(x, v->o)) {
                 X509_free(x);
-                sh_fail(r, SH_ATTEST_ROOT_UNTRUSTED, "PCK chain root is not the Intel SGX Root CA");
+                sh_attest__fail(r, SH_ATTEST_ROOT_UNTRUSTED, "PCK chain root is not the Intel SGX Root CA");
                 goto fail;
             }
             ok = sk_X509_push(anchors, x) > 0;
@@ -500,54 +463,54 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
         }
     }
     if (canonical_pem(anchors, untrusted, leaf, &q.pck_chain) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "quote: PCK chain is not canonical PEM (leaf, CA, root)");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "quote: PCK chain is not canonical PEM (leaf, CA, root)");
         goto fail;
     }
     if (!leaf || !sk_X509_num(anchors)) {
-        sh_fail(r, SH_ATTEST_CHAIN_INVALID, "quote: PCK chain without %s", leaf ? "root" : "PCK certificate");
+        sh_attest__fail(r, SH_ATTEST_CHAIN_INVALID, "quote: PCK chain without %s", leaf ? "root" : "PCK certificate");
         goto fail;
     }
-    if (v->o->nextra_roots && (extra = sh_x509_parse_many(v->o->extra_roots, v->o->nextra_roots)))
+    if (v->o->nextra_roots && (extra = sh_attest__x509_parse_many(v->o->extra_roots, v->o->nextra_roots)))
         while (sk_X509_num(extra))
             sk_X509_push(anchors, sk_X509_shift(extra));
     /* 4. signatures: quote by the attestation key, QE report by the PCK key */
     if (!(ak = p256_key(q.att_key)) || !ecdsa_p256_ok(ak, q.sig, q.signed_part.ptr, q.signed_part.len)) {
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "quote signature does not verify");
+        sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "quote signature does not verify");
         goto fail;
     }
     EVP_PKEY *pck = X509_get0_pubkey(leaf);
     if (!pck || !ecdsa_p256_ok(pck, q.qe_report_sig, q.qe_report, DQ_SGX_BODY_LEN)) {
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report signature does not verify with the PCK key");
+        sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report signature does not verify with the PCK key");
         goto fail;
     }
     uint8_t h[32];
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int hok = md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL) && EVP_DigestUpdate(md, q.att_key, 64) &&
+    int hok = md && EVP_DigestInit_ex(md, sh_attest__md_sha256(), NULL) && EVP_DigestUpdate(md, q.att_key, 64) &&
               EVP_DigestUpdate(md, q.qe_auth.ptr, q.qe_auth.len) && EVP_DigestFinal_ex(md, h, NULL);
     EVP_MD_CTX_free(md);
     static const uint8_t zero[32];
     if (!hok || CRYPTO_memcmp(h, q.qe_report + RB_REPORTDATA, 32) ||
         CRYPTO_memcmp(zero, q.qe_report + RB_REPORTDATA + 32, 32)) {
-        sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report data does not bind the attestation key");
+        sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "QE report data does not bind the attestation key");
         goto fail;
     }
     /* 5. without collateral: chain without CRLs, a debug TEE is refused, else collateral_missing */
-    if (!sh_dcap_collateral_given(v->o)) {
-        if (sh_dcap_verify_chain(v, leaf, untrusted, anchors, NULL, "PCK chain") < 0)
+    if (!sh_attest__dcap_collateral_given(v->o)) {
+        if (sh_attest__dcap_verify_chain(v, NULL, leaf, untrusted, anchors, "PCK chain") < 0)
             goto fail;
     }
     if (r->debug && !allow_debug(v, pol)) {
-        sh_fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, tdx ? "debug TD (TD_ATTRIBUTES.DEBUG)" : "debug enclave (ATTRIBUTES.DEBUG)");
+        sh_attest__fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, tdx ? "debug TD (TD_ATTRIBUTES.DEBUG)" : "debug enclave (ATTRIBUTES.DEBUG)");
         goto fail;
     }
     /* 6. collateral, the PCK chain with CRLs */
-    if (!(col = sh_dcap_collateral_verify(v, v->o->collateral, v->o->collateral_len, anchors)) ||
-        sh_dcap_verify_chain_col(v, col, leaf, untrusted, anchors, "PCK chain") < 0)
+    if (!(col = sh_attest__dcap_collateral_verify(v, v->o->collateral, v->o->collateral_len, anchors)) ||
+        sh_attest__dcap_verify_chain(v, col, leaf, untrusted, anchors, "PCK chain") < 0)
         goto fail;
     remember_pck_chain(v, &pp);
     /* the PCK CRL's issuer is authenticated by the quote's own chain: a given
      * pck_crl_issuer_chain must consist of certificates of that chain */
-    STACK_OF(X509) *pcc = sh_dcap_pck_crl_chain(col);
+    STACK_OF(X509) *pcc = sh_attest__dcap_pck_crl_chain(col);
     for (int i = 0; pcc && i < sk_X509_num(pcc); i++) {
         X509 *x = sk_X509_value(pcc, i);
         int found = 0;
@@ -556,37 +519,37 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
         for (int j = 0; j < sk_X509_num(anchors) && !found; j++)
             found = !X509_cmp(x, sk_X509_value(anchors, j));
         if (!found) {
-            sh_fail(r, SH_ATTEST_CHAIN_INVALID, "collateral: pck_crl_issuer_chain differs from the PCK chain");
+            sh_attest__fail(r, SH_ATTEST_CHAIN_INVALID, "collateral: pck_crl_issuer_chain differs from the PCK chain");
             goto fail;
         }
     }
-    json_t *ti = sh_dcap_tcb_info(col), *qi = sh_dcap_qe_identity(col);
+    json_t *ti = sh_attest__dcap_tcb_info(col), *qi = sh_attest__dcap_qe_identity(col);
     const char *tid = json_string_value(json_object_get(ti, "id"));
     const char *qid = json_string_value(json_object_get(qi, "id"));
     if (strcmp(tid, tdx ? "TDX" : "SGX") || strcmp(qid, tdx ? "TD_QE" : "QE") ||
         (tdx && json_integer_value(json_object_get(ti, "version")) != 3)) {
-        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "collateral is for %s/%s, not %s", tid, qid, tdx ? "TDX" : "SGX");
+        sh_attest__fail(r, SH_ATTEST_COLLATERAL_MISSING, "collateral is for %s/%s, not %s", tid, qid, tdx ? "TDX" : "SGX");
         goto fail;
     }
     sh_pck_ext ext;
     uint8_t fmspc[6], pceid[2];
-    if (sh_pck_ext_parse(leaf, &ext) < 0) {
-        sh_fail(r, SH_ATTEST_CHAIN_INVALID, "PCK certificate SGX extensions");
+    if (sh_attest__pck_ext_parse(leaf, &ext) < 0) {
+        sh_attest__fail(r, SH_ATTEST_CHAIN_INVALID, "PCK certificate SGX extensions");
         goto fail;
     }
-    if (sh_dcap_hex(ti, "fmspc", fmspc, 6) < 0 || sh_dcap_hex(ti, "pceId", pceid, 2) < 0) {
-        sh_fail(r, SH_ATTEST_MALFORMED, "collateral: TCB info fmspc/pceId");
+    if (sh_attest__dcap_hex(ti, "fmspc", fmspc, 6) < 0 || sh_attest__dcap_hex(ti, "pceId", pceid, 2) < 0) {
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "collateral: TCB info fmspc/pceId");
         goto fail;
     }
-    sh_json_hex(r->claims, "fmspc", ext.fmspc, 6);
-    sh_json_hex(r->claims, "pce_id", ext.pceid, 2);
+    sh_attest__json_hex(r->claims, "fmspc", ext.fmspc, 6);
+    sh_attest__json_hex(r->claims, "pce_id", ext.pceid, 2);
     if (memcmp(fmspc, ext.fmspc, 6) || memcmp(pceid, ext.pceid, 2)) {
-        sh_fail(r, SH_ATTEST_COLLATERAL_MISSING, "TCB info is for another platform (FMSPC/PCE-ID)");
+        sh_attest__fail(r, SH_ATTEST_COLLATERAL_MISSING, "TCB info is for another platform (FMSPC/PCE-ID)");
         goto fail;
     }
     const char *st = NULL, *qst = NULL;
-    if (sh_dcap_qe_match(v, qi, q.qe_report, &qst) < 0 ||
-        sh_dcap_tcb_match(v, ti, &ext, tdx ? q.body + TD_TEE_TCB_SVN : NULL, tdx ? q.body : NULL,
+    if (sh_attest__dcap_qe_match(v, qi, q.qe_report, &qst) < 0 ||
+        sh_attest__dcap_tcb_match(v, ti, &ext, tdx ? q.body + TD_TEE_TCB_SVN : NULL, tdx ? q.body : NULL,
                           &st, r->advisories) < 0)
         goto fail;
     json_object_set_new(r->claims, "qe_tcb_status", json_string(qst));
@@ -596,12 +559,12 @@ static int verify_quote(sh_vctx *v, const uint8_t *ev, size_t len, int tdx,
         st = strstr(st, "Configuration") ? "OutOfDateConfigurationNeeded" : "OutOfDate";
     r->tcb_status = st;
     /* 7. policy */
-    if (sh_dcap_policy(v->policy, r, v->o->allow_debug) < 0)
+    if (sh_attest__dcap_policy(v->policy, r, v->o->allow_debug) < 0)
         goto fail;
     rc = 0;
 fail:
     sk_X509_free(pp.order);
-    sh_dcap_collateral_free(col);
+    sh_attest__dcap_collateral_free(col);
     EVP_PKEY_free(ak);
     X509_free(leaf);
     sk_X509_pop_free(certs, X509_free);
@@ -612,17 +575,17 @@ fail:
     return rc;
 }
 
-int sh_tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+int sh_attest__tdx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
 {
     return verify_quote(v, ev, len, 1, v->policy->tdx, NULL, NULL);
 }
 
-int sh_sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
+int sh_attest__sgx_verify(sh_vctx *v, const uint8_t *ev, size_t len)
 {
     return verify_quote(v, ev, len, 0, v->policy->sgx, NULL, NULL);
 }
 
-int sh_dcap_verify_td(sh_vctx *v, const uint8_t *quote, size_t len,
+int sh_attest__dcap_verify_td(sh_vctx *v, const uint8_t *quote, size_t len,
                       const struct sh_dcap_policy *pol, sh_dcap_bind_fn bind, void *arg)
 {
     return verify_quote(v, quote, len, 1, pol, bind, arg);

@@ -37,10 +37,10 @@ static const uint8_t *take(cur *c, size_t n)
     return p;
 }
 
-#define MAL(...) sh_fail(r, SH_ATTEST_MALFORMED, __VA_ARGS__)
+#define MAL(...) sh_attest__fail(r, SH_ATTEST_MALFORMED, __VA_ARGS__)
 
 /* certification data type 5: the PCK chain as PEM, printable, non-empty */
-static int cert5(sh_attest_result *r, cur *c, sh_attest_bytes *chain)
+static int cert5(sh_attest_result *r, cur *c, sh_iovec *chain)
 {
     const uint8_t *h = take(c, 6);
     if (!h || le16(h) != 5)
@@ -66,7 +66,7 @@ static int qe_part(sh_attest_result *r, cur *c, sh_dcap_quote *q)
     return cert5(r, c, &q->pck_chain);
 }
 
-int sh_dcap_parse_quote(sh_attest_result *r, const uint8_t *qb, size_t len, sh_dcap_quote *q)
+int sh_attest__dcap_parse_quote(sh_attest_result *r, const uint8_t *qb, size_t len, sh_dcap_quote *q)
 {
     memset(q, 0, sizeof *q);
     if (len > SH_DCAP_MAX_QUOTE)

@@ -24,9 +24,11 @@
  */
 #include "internal.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <pthread.h>
@@ -123,7 +125,7 @@ sh_attest_fetcher *sh_attest_fetcher_new(const sh_attest_fetch_config *cfg, char
     return f;
 }
 
-int sh_fetch_is_offline(const sh_attest_fetcher *f) { return f && f->c.offline; }
+int sh_attest__fetch_is_offline(const sh_attest_fetcher *f) { return f && f->c.offline; }
 
 static void slot_clear(slot *s)
 {
@@ -156,20 +158,78 @@ void sh_attest_fetched_free(sh_attest_fetched *o)
 
 /* ---- URL policy ---- */
 
-/* http:// only towards loopback: a proxy on this host (or the enclave's vsock forwarder). */
-static int loopback_http(const char *url)
+/* A loopback host: "localhost", an IPv4 literal in 127.0.0.0/8 (inet_pton: four decimal
+ * parts, nothing else), or the IPv6 literal [::1]. */
+static int loopback_host(const char *h, size_t n)
 {
-    if (strncasecmp(url, "http://", 7))
+    char buf[INET6_ADDRSTRLEN + 2];
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (n == 9 && !strncasecmp(h, "localhost", 9))
+        return 1;
+    if (n == 0 || n >= sizeof buf)
         return 0;
-    const char *h = url + 7, *end = h + strcspn(h, ":/?#");
-    size_t n = (size_t)(end - h);
-    if (memchr(h, '@', strcspn(h, "/?#")))
-        return 0; /* userinfo: refuse rather than parse */
-    return (n == 9 && !strncasecmp(h, "localhost", 9)) || (n >= 9 && !strncmp(h, "127.", 4)) ||
-           (n == 5 && !strncmp(h, "[::1]", 5));
+    if (h[0] == '[') {
+        if (n < 3 || h[n - 1] != ']')
+            return 0;
+        memcpy(buf, h + 1, n - 2);
+        buf[n - 2] = 0;
+        return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    }
+    memcpy(buf, h, n);
+    buf[n] = 0;
+    return inet_pton(AF_INET, buf, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
-static int is_https(const char *url) { return !strncasecmp(url, "https://", 8); }
+int sh_attest_url_ok(const char *url, int allow_loopback_http)
+{
+    size_t n = url ? strlen(url) : 0;
+    if (n == 0 || n >= FETCH_MAX_URL)
+        return 0;
+    for (size_t i = 0; i < n; i++) /* printable ASCII: no spaces, controls or raw UTF-8 */
+        if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f)
+            return 0;
+    int https = !strncasecmp(url, "https://", 8);
+    if (!https && !(allow_loopback_http && !strncasecmp(url, "http://", 7)))
+        return 0;
+    /* authority (RFC 3986 §3.2) up to the path, query or fragment */
+    const char *h = url + (https ? 8 : 7);
+    size_t alen = strcspn(h, "/?#");
+    if (memchr(h, '@', alen))
+        return 0; /* userinfo: refused rather than parsed (it can disguise the host) */
+    size_t hlen = alen;
+    const char *port = NULL;
+    if (h[0] == '[') { /* IP literal: the port follows "]" */
+        const char *close = memchr(h, ']', alen);
+        if (!close)
+            return 0;
+        hlen = (size_t)(close + 1 - h);
+        if (hlen < alen) {
+            if (h[hlen] != ':')
+                return 0;
+            port = h + hlen + 1;
+        }
+    } else {
+        const char *colon = memchr(h, ':', alen);
+        if (colon) {
+            hlen = (size_t)(colon - h);
+            port = colon + 1;
+        }
+    }
+    if (hlen == 0)
+        return 0;
+    if (port) { /* 1 to 5 digits, 1..65535 */
+        size_t plen = (size_t)(h + alen - port);
+        long v = 0;
+        if (plen == 0 || plen > 5 || strspn(port, "0123456789") < plen)
+            return 0;
+        for (size_t i = 0; i < plen; i++)
+            v = v * 10 + (port[i] - '0');
+        if (v < 1 || v > 65535)
+            return 0;
+    }
+    return https || loopback_host(h, hlen);
+}
 
 /* ---- one HTTPS request ---- */
 
@@ -254,7 +314,7 @@ static int content_ok(enum kind k, const uint8_t *p, size_t n)
         X509_free(x);
     } else if (k == K_PEM_CERTS) {
         STACK_OF(X509) *sk = sk_X509_new_null();
-        ok = sk && n > 10 && memmem(p, n, "-----BEGIN", 10) && sh_x509_add_blob(sk, p, n) == 0;
+        ok = sk && n > 10 && memmem(p, n, "-----BEGIN", 10) && sh_attest__x509_add_blob(sk, p, n) == 0;
         sk_X509_pop_free(sk, X509_free);
     } else {
         const unsigned char *q = p;
@@ -269,9 +329,10 @@ static int content_ok(enum kind k, const uint8_t *p, size_t n)
 static int http_get(sh_attest_fetcher *f, const char *url, int override, enum kind k,
                     const char *chain_header, body *b, sh_attest_fetch_error *e)
 {
-    int plain = override && loopback_http(url);
+    /* plain http only for an explicitly configured override on loopback (sh_attest_url_ok) */
+    int plain = strncasecmp(url, "https://", 8) != 0;
     memset(b, 0, sizeof *b);
-    if (!is_https(url) && !plain)
+    if (!sh_attest_url_ok(url, override))
         return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "refusing non-https URL %.120s", url);
     b->cap = f->c.max_bytes;
     b->chain_header = chain_header;
@@ -650,7 +711,7 @@ int sh_attest_fetch_openid_config(sh_attest_fetcher *f, const char *issuer, int6
     json_t *j = json_loadb((const char *)out->data, out->len, JSON_REJECT_DUPLICATES, &je);
     const char *iss = json_string_value(json_object_get(j, "issuer"));
     const char *ju = json_string_value(json_object_get(j, "jwks_uri"));
-    int ok = iss && !strcmp(iss, issuer) && ju && is_https(ju) && strlen(ju) < FETCH_MAX_URL;
+    int ok = iss && !strcmp(iss, issuer) && ju && sh_attest_url_ok(ju, 0);
     json_decref(j);
     if (!ok) {
         sh_attest_fetched_free(out);
@@ -771,7 +832,7 @@ int sh_attest_fetch_amd_vcek(sh_attest_fetcher *f, const char *product, const ui
     if (trim_slash(base, sizeof base, f->c.amd_kds_url) < 0)
         return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "KDS URL too long");
     int turin = !strcmp(product, "Turin");
-    sh_hex(chip_id, turin ? 8 : 64, hw);
+    sh_hex_encode(chip_id, turin ? 8 : 64, hw);
     unsigned b[8];
     for (int i = 0; i < 8; i++)
         b[i] = (unsigned)(tcb >> (8 * i)) & 0xFF;
@@ -818,49 +879,55 @@ int sh_attest_fetch_amd_crl(sh_attest_fetcher *f, const char *product, const cha
 
 static int tee_ok(const char *t) { return t && (!strcmp(t, "sgx") || !strcmp(t, "tdx")); }
 
+/* GET {intel_pcs_url}{path} (path formatted by the caller) into the cache entry `name`. */
+static int intel_get(sh_attest_fetcher *f, const char *path, const char *name, enum kind k,
+                     const char *chain_header, int64_t now, sh_attest_fetched *out,
+                     sh_attest_fetch_error *e)
+{
+    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64];
+    if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
+        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
+    snprintf(url, sizeof url, "%s%s", base, path);
+    return fetch_named(f, name, url, user_url(f, 0), k, chain_header, now, out, e);
+}
+
 int sh_attest_fetch_intel_tcb(sh_attest_fetcher *f, const char *tee, const char *fmspc,
                               int64_t now, sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
-    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64], name[64], fm[13];
+    char path[64], name[64], fm[13];
     memset(out, 0, sizeof *out);
     if (!tee_ok(tee) || !fmspc || strlen(fmspc) != 12 || strspn(fmspc, "0123456789abcdefABCDEF") != 12)
         return ferr(e, SH_ATTEST_POLICY_DENIED, "tee must be sgx|tdx and fmspc 12 hex digits");
     for (int i = 0; i < 12; i++)
         fm[i] = (char)(fmspc[i] | 0x20); /* lower case */
     fm[12] = 0;
-    if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
-        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
-    snprintf(url, sizeof url, "%s/%s/certification/v4/tcb?fmspc=%s", base, tee, fm);
+    snprintf(path, sizeof path, "/%s/certification/v4/tcb?fmspc=%s", tee, fm);
     snprintf(name, sizeof name, "intel-%s-tcb-%s.json", tee, fm);
-    return fetch_named(f, name, url, user_url(f, 0), K_JSON, "TCB-Info-Issuer-Chain", now, out, e);
+    return intel_get(f, path, name, K_JSON, "TCB-Info-Issuer-Chain", now, out, e);
 }
 
 int sh_attest_fetch_intel_qe_identity(sh_attest_fetcher *f, const char *tee, int64_t now,
                                       sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
-    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64], name[64];
+    char path[64], name[64];
     memset(out, 0, sizeof *out);
     if (!tee_ok(tee))
         return ferr(e, SH_ATTEST_POLICY_DENIED, "tee must be sgx or tdx");
-    if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
-        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
-    snprintf(url, sizeof url, "%s/%s/certification/v4/qe/identity", base, tee);
+    snprintf(path, sizeof path, "/%s/certification/v4/qe/identity", tee);
     snprintf(name, sizeof name, "intel-%s-qe.json", tee);
-    return fetch_named(f, name, url, user_url(f, 0), K_JSON, "SGX-Enclave-Identity-Issuer-Chain", now, out, e);
+    return intel_get(f, path, name, K_JSON, "SGX-Enclave-Identity-Issuer-Chain", now, out, e);
 }
 
 int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t now,
                                   sh_attest_fetched *out, sh_attest_fetch_error *e)
 {
-    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64], name[64];
+    char path[64], name[64];
     memset(out, 0, sizeof *out);
     if (!ca || (strcmp(ca, "processor") && strcmp(ca, "platform")))
         return ferr(e, SH_ATTEST_POLICY_DENIED, "ca must be processor or platform");
-    if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
-        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
-    snprintf(url, sizeof url, "%s/sgx/certification/v4/pckcrl?ca=%s&encoding=der", base, ca);
+    snprintf(path, sizeof path, "/sgx/certification/v4/pckcrl?ca=%s&encoding=der", ca);
     snprintf(name, sizeof name, "intel-pckcrl-%s.der", ca);
-    return fetch_named(f, name, url, user_url(f, 0), K_DER_CRL, "SGX-PCK-CRL-Issuer-Chain", now, out, e);
+    return intel_get(f, path, name, K_DER_CRL, "SGX-PCK-CRL-Issuer-Chain", now, out, e);
 }
 
 /* The Intel SGX Root CA CRL (DER): Intel publishes it on its certificates host, not on the PCS
@@ -869,14 +936,11 @@ int sh_attest_fetch_intel_pck_crl(sh_attest_fetcher *f, const char *ca, int64_t 
 int sh_attest_fetch_intel_root_crl(sh_attest_fetcher *f, int64_t now, sh_attest_fetched *out,
                                    sh_attest_fetch_error *e)
 {
-    char base[FETCH_MAX_URL], url[FETCH_MAX_URL + 64];
     memset(out, 0, sizeof *out);
-    int pccs = user_url(f, 0);
-    if (!pccs)
-        snprintf(url, sizeof url, "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der");
-    else if (trim_slash(base, sizeof base, f->c.intel_pcs_url) < 0)
-        return ferr(e, SH_ATTEST_COLLATERAL_MISSING, "PCS URL too long");
-    else
-        snprintf(url, sizeof url, "%s/sgx/certification/v4/rootcacrl", base);
-    return fetch_named(f, "intel-rootcacrl.der", url, pccs, K_DER_CRL, NULL, now, out, e);
+    if (user_url(f, 0)) /* a PCCS */
+        return intel_get(f, "/sgx/certification/v4/rootcacrl", "intel-rootcacrl.der", K_DER_CRL,
+                         NULL, now, out, e);
+    return fetch_named(f, "intel-rootcacrl.der",
+                       "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der", 0,
+                       K_DER_CRL, NULL, now, out, e);
 }

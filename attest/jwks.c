@@ -32,7 +32,7 @@ struct sh_jwks {
     size_t n;
 };
 
-void sh_jwks_free(sh_jwks *s)
+void sh_attest__jwks_free(sh_jwks *s)
 {
     if (!s)
         return;
@@ -49,7 +49,7 @@ static BIGNUM *b64_bn(json_t *v)
 {
     size_t l = 0;
     const char *s = json_string_value(v);
-    uint8_t *b = s ? sh_b64_decode_strict(s, strlen(s), 0, &l) : NULL;
+    uint8_t *b = s ? sh_b64_decode_alloc(s, strlen(s), SH_JWT_B64, &l) : NULL;
     BIGNUM *bn = b && l ? BN_bin2bn(b, (int)l, NULL) : NULL;
     free(b);
     return bn;
@@ -83,8 +83,8 @@ static EVP_PKEY *ec_key(json_t *e)
     size_t fl = crv && !strcmp(crv, "P-384") ? 48 : 32, xl = 0, yl = 0;
     const char *xs = json_string_value(json_object_get(e, "x"));
     const char *ys = json_string_value(json_object_get(e, "y"));
-    uint8_t *x = xs ? sh_b64_decode_strict(xs, strlen(xs), 0, &xl) : NULL;
-    uint8_t *y = ys ? sh_b64_decode_strict(ys, strlen(ys), 0, &yl) : NULL;
+    uint8_t *x = xs ? sh_b64_decode_alloc(xs, strlen(xs), SH_JWT_B64, &xl) : NULL;
+    uint8_t *y = ys ? sh_b64_decode_alloc(ys, strlen(ys), SH_JWT_B64, &yl) : NULL;
     uint8_t pt[1 + 96];
     EVP_PKEY *pk = NULL;
     EVP_PKEY_CTX *ctx = NULL;
@@ -115,17 +115,13 @@ static EVP_PKEY *ec_key(json_t *e)
     return pk;
 }
 
-static X509 *x5c_leaf(json_t *x5c)
+/* An x5c entry (RFC 7517 §4.7: standard base64 of one DER certificate, padded), or NULL. */
+X509 *sh_attest__jwt_x5c_cert(json_t *e)
 {
-    const char *s = json_string_value(json_array_get(x5c, 0));
+    const char *s = json_string_value(e);
     size_t l = 0;
-    uint8_t *der = s ? sh_b64_decode_strict(s, strlen(s), 1, &l) : NULL;
-    const unsigned char *p = der;
-    X509 *x = der ? d2i_X509(NULL, &p, (long)l) : NULL;
-    if (x && p != der + l) {
-        X509_free(x);
-        x = NULL;
-    }
+    uint8_t *der = s ? sh_b64_decode_alloc(s, strlen(s), SH_JWT_B64_X5C, &l) : NULL;
+    X509 *x = der ? sh_attest__x509_from_der(der, l) : NULL;
     free(der);
     return x;
 }
@@ -137,7 +133,7 @@ static int err(char *eb, size_t en, const char *m, const char *kid)
     return -1;
 }
 
-int sh_jwks_parse(const uint8_t *doc, size_t len, sh_jwks **out, char *eb, size_t en)
+int sh_attest__jwks_parse(const uint8_t *doc, size_t len, sh_jwks **out, char *eb, size_t en)
 {
     *out = NULL;
     if (len > SH_JWT_MAX_JWKS)
@@ -181,7 +177,7 @@ int sh_jwks_parse(const uint8_t *doc, size_t len, sh_jwks **out, char *eb, size_
             goto done;
         }
         if (x5c) {
-            if (!(k->cert = x5c_leaf(x5c))) {
+            if (!(k->cert = sh_attest__jwt_x5c_cert(json_array_get(x5c, 0)))) {
                 EVP_PKEY_free(raw);
                 err(eb, en, "x5c[0] is not a base64 DER certificate", kid);
                 goto done;
@@ -216,28 +212,20 @@ done:
     json_decref(root);
     ERR_clear_error();
     if (rc < 0)
-        sh_jwks_free(s);
+        sh_attest__jwks_free(s);
     else
         *out = s;
     return rc;
 }
 
-static int64_t asn1_unix(const ASN1_TIME *t)
-{
-    struct tm tm;
-    if (!t || !ASN1_TIME_to_tm(t, &tm))
-        return 0;
-    return (int64_t)timegm(&tm);
-}
-
-EVP_PKEY *sh_jwks_key(sh_vctx *v, const sh_jwks *s, const sh_jwt *j)
+EVP_PKEY *sh_attest__jwks_key(sh_vctx *v, const sh_jwks *s, const sh_jwt *j)
 {
     if (!s) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no JWKS configured for this issuer");
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "no JWKS configured for this issuer");
         return NULL;
     }
     if (!j->kid) {
-        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "token names no key (kid)");
+        sh_attest__fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "token names no key (kid)");
         return NULL;
     }
     const jwk *found = NULL;
@@ -245,29 +233,29 @@ EVP_PKEY *sh_jwks_key(sh_vctx *v, const sh_jwks *s, const sh_jwt *j)
         if (strcmp(s->k[i].kid, j->kid))
             continue;
         if (found) {
-            sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "kid matches several JWKS entries");
+            sh_attest__fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "kid matches several JWKS entries");
             return NULL;
         }
         found = &s->k[i];
     }
     if (!found) {
-        sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "kid %.64s is not in the configured JWKS", j->kid);
+        sh_attest__fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "kid %.64s is not in the configured JWKS", j->kid);
         return NULL;
     }
     if (found->alg && (!j->alg_name || strcmp(found->alg, j->alg_name))) {
-        sh_fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "JWKS key is for alg %.16s, token says %.16s",
+        sh_attest__fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "JWKS key is for alg %.16s, token says %.16s",
                 found->alg, j->alg_name ? j->alg_name : "?");
         return NULL;
     }
     if (found->cert) {
-        int64_t nb = asn1_unix(X509_get0_notBefore(found->cert));
-        int64_t na = asn1_unix(X509_get0_notAfter(found->cert));
+        int64_t nb = sh_attest__asn1_unix(X509_get0_notBefore(found->cert));
+        int64_t na = sh_attest__asn1_unix(X509_get0_notAfter(found->cert));
         if (v->o->at < nb) {
-            sh_fail(v->r, SH_ATTEST_NOT_YET_VALID, "signing certificate not yet valid");
+            sh_attest__fail(v->r, SH_ATTEST_NOT_YET_VALID, "signing certificate not yet valid");
             return NULL;
         }
         if (v->o->at > na) {
-            sh_fail(v->r, SH_ATTEST_EXPIRED, "signing certificate expired");
+            sh_attest__fail(v->r, SH_ATTEST_EXPIRED, "signing certificate expired");
             return NULL;
         }
         if (nb > v->valid_from)
@@ -278,12 +266,12 @@ EVP_PKEY *sh_jwks_key(sh_vctx *v, const sh_jwks *s, const sh_jwt *j)
     return found->pk; /* borrowed */
 }
 
-EVP_PKEY *sh_jwks_configured_key(sh_vctx *v, const sh_jwt *j, sh_jwks **keys)
+EVP_PKEY *sh_attest__jwks_configured_key(sh_vctx *v, const sh_jwt *j, sh_jwks **keys)
 {
     char eb[160];
-    if (v->o->jwks && sh_jwks_parse(v->o->jwks, v->o->jwks_len, keys, eb, sizeof eb) < 0) {
-        sh_fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
+    if (v->o->jwks && sh_attest__jwks_parse(v->o->jwks, v->o->jwks_len, keys, eb, sizeof eb) < 0) {
+        sh_attest__fail(v->r, SH_ATTEST_COLLATERAL_MISSING, "%s", eb);
         return NULL;
     }
-    return sh_jwks_key(v, *keys, j);
+    return sh_attest__jwks_key(v, *keys, j);
 }

@@ -4,8 +4,8 @@
  * §2, RFC 4648 §5), header and payload JSON objects without duplicate member names (RFC 7515
  * §5.2 lets a parser reject them; we do, so two parsers can never disagree on a claim), no
  * "crit" header (we implement no extension, RFC 7515 §4.1.11), "typ" absent or "JWT".
- * Decoding is OpenSSL's (EVP_DecodeBlock); the alphabet, padding and trailing-bit checks that
- * make base64url canonical (RFC 4648 §3.5) are ours, because EVP_DecodeBlock accepts all three.
+ * Segments are decoded by common.h's sh_b64_decode (SH_B64_PROTOCOL: base64url, no padding,
+ * canonical, no whitespace), which is OpenSSL's EVP_DecodeBlock with those checks on top.
  */
 #include "token.h"
 
@@ -16,75 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
-static int b64_val(unsigned char c, int std)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == (std ? '+' : '-')) return 62;
-    if (c == (std ? '/' : '_')) return 63;
-    return -1;
-}
-
-uint8_t *sh_b64_decode_strict(const char *s, size_t n, int std, size_t *out_len)
-{
-    size_t pad = 0;
-    if (std) {
-        /* standard base64 with mandatory padding: length multiple of 4, at most two '=' */
-        if (n % 4)
-            return NULL;
-        while (pad < 2 && n > pad && s[n - 1 - pad] == '=')
-            pad++;
-        n -= pad;
-    }
-    if (n % 4 == 1 || n > (1u << 26))
-        return NULL;
-    if (std && pad != (4 - n % 4) % 4)
-        return NULL;
-    for (size_t i = 0; i < n; i++)
-        if (b64_val((unsigned char)s[i], std) < 0)
-            return NULL;
-    /* canonical: the bits below the last full byte must be zero (RFC 4648 §3.5) */
-    if (n % 4 == 2 && (b64_val((unsigned char)s[n - 1], std) & 0x0F))
-        return NULL;
-    if (n % 4 == 3 && (b64_val((unsigned char)s[n - 1], std) & 0x03))
-        return NULL;
-    size_t p = (4 - n % 4) % 4;
-    char *t = malloc(n + p + 1);
-    uint8_t *out = malloc((n + p) / 4 * 3 + 1);
-    if (!t || !out) {
-        free(t);
-        free(out);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++)
-        t[i] = std ? s[i] : s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
-    memset(t + n, '=', p);
-    int l = n ? EVP_DecodeBlock(out, (const unsigned char *)t, (int)(n + p)) : 0;
-    free(t);
-    if (l < 0 || (size_t)l < p) {
-        free(out);
-        return NULL;
-    }
-    *out_len = (size_t)l - p; /* EVP_DecodeBlock counts the padding as zero bytes */
-    return out;
-}
-
-char *sh_b64url_encode(const uint8_t *in, size_t n)
-{
-    char *out = malloc(4 * ((n + 2) / 3) + 1);
-    if (!out)
-        return NULL;
-    int l = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-    while (l > 0 && out[l - 1] == '=')
-        l--;
-    out[l] = 0;
-    for (int i = 0; i < l; i++)
-        out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-    return out;
-}
-
-unsigned sh_jwt_alg_from_name(const char *s)
+unsigned sh_attest__jwt_alg_from_name(const char *s)
 {
     if (!s) return 0;
     if (!strcmp(s, "RS256")) return SH_JWT_RS256;
@@ -94,7 +26,7 @@ unsigned sh_jwt_alg_from_name(const char *s)
     return 0;
 }
 
-void sh_jwt_free(sh_jwt *j)
+void sh_attest__jwt_free(sh_jwt *j)
 {
     json_decref(j->header);
     json_decref(j->payload);
@@ -105,7 +37,7 @@ void sh_jwt_free(sh_jwt *j)
 static json_t *segment_json(const char *s, size_t n)
 {
     size_t l = 0;
-    uint8_t *b = sh_b64_decode_strict(s, n, 0, &l);
+    uint8_t *b = sh_b64_decode_alloc(s, n, SH_B64_PROTOCOL, &l);
     if (!b)
         return NULL;
     json_error_t e;
@@ -118,36 +50,36 @@ static json_t *segment_json(const char *s, size_t n)
     return j;
 }
 
-int sh_jwt_parse(sh_attest_result *r, const uint8_t *tok, size_t len, sh_jwt *j)
+int sh_attest__jwt_parse(sh_attest_result *r, const uint8_t *tok, size_t len, sh_jwt *j)
 {
     memset(j, 0, sizeof *j);
     if (len > SH_JWT_MAX_TOKEN)
-        return sh_fail(r, SH_ATTEST_MALFORMED, "token larger than %u bytes", SH_JWT_MAX_TOKEN);
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "token larger than %u bytes", SH_JWT_MAX_TOKEN);
     const char *s = (const char *)tok;
     const char *d1 = memchr(s, '.', len);
     const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - s)) : NULL;
     if (!d1 || !d2 || memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - s)))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "not a compact JWS (three segments)");
-    j->signing_input = (sh_attest_bytes){tok, (size_t)(d2 - s)};
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "not a compact JWS (three segments)");
+    j->signing_input = (sh_iovec){.ptr = tok, .len = (size_t)(d2 - s)};
     if (!(j->header = segment_json(s, (size_t)(d1 - s))))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS header is not base64url of a JSON object");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS header is not base64url of a JSON object");
     if (!(j->payload = segment_json(d1 + 1, (size_t)(d2 - d1 - 1))))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWT payload is not base64url of a JSON object");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWT payload is not base64url of a JSON object");
     size_t sl = len - (size_t)(d2 + 1 - s);
-    if (!sl || !(j->sig = sh_b64_decode_strict(d2 + 1, sl, 0, &j->sig_len)))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS signature is empty or not base64url");
+    if (!sl || !(j->sig = sh_b64_decode_alloc(d2 + 1, sl, SH_B64_PROTOCOL, &j->sig_len)))
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS signature is empty or not base64url");
     json_t *alg = json_object_get(j->header, "alg"), *kid = json_object_get(j->header, "kid");
     json_t *typ = json_object_get(j->header, "typ");
     if (!json_is_string(alg))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS header has no alg");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS header has no alg");
     if (json_object_get(j->header, "crit"))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS header has crit (no extension is supported)");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS header has crit (no extension is supported)");
     if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT")))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS typ is not JWT");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS typ is not JWT");
     if (kid && !json_is_string(kid))
-        return sh_fail(r, SH_ATTEST_MALFORMED, "JWS kid is not a string");
+        return sh_attest__fail(r, SH_ATTEST_MALFORMED, "JWS kid is not a string");
     j->alg_name = json_string_value(alg);
-    j->alg = sh_jwt_alg_from_name(j->alg_name);
+    j->alg = sh_attest__jwt_alg_from_name(j->alg_name);
     j->kid = kid ? json_string_value(kid) : NULL;
     /* jku, x5u: never fetched, never trusted (keys come from configuration only). */
     return 0;
@@ -172,13 +104,13 @@ static int key_fits(unsigned alg, EVP_PKEY *pk)
     }
 }
 
-int sh_jwt_verify_signature(sh_attest_result *r, const sh_jwt *j, unsigned allowed, EVP_PKEY *pk)
+int sh_attest__jwt_verify_signature(sh_attest_result *r, const sh_jwt *j, unsigned allowed, EVP_PKEY *pk)
 {
     if (!j->alg || !(j->alg & allowed))
-        return sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm",
+        return sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm",
                        j->alg_name ? j->alg_name : "?");
     if (!pk || !key_fits(j->alg, pk))
-        return sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "key type does not fit JWS alg %s",
+        return sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "key type does not fit JWS alg %s",
                        j->alg_name);
     const EVP_MD *md = j->alg == SH_JWT_ES384 ? EVP_sha384() : EVP_sha256();
     const uint8_t *sig = j->sig;
@@ -188,8 +120,8 @@ int sh_jwt_verify_signature(sh_attest_result *r, const sh_jwt *j, unsigned allow
         /* RFC 7518 §3.4: the JWS signature is R ‖ S, each exactly the curve size. */
         size_t half = j->alg == SH_JWT_ES256 ? 32 : 48;
         if (j->sig_len != 2 * half ||
-            sh_ecdsa_raw_to_der(j->sig, j->sig + half, half, 0, &der, &sig_len) < 0)
-            return sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "ECDSA signature is not R||S");
+            sh_attest__ecdsa_raw_to_der(j->sig, j->sig + half, half, 0, &der, &sig_len) < 0)
+            return sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "ECDSA signature is not R||S");
         sig = der;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -206,7 +138,7 @@ int sh_jwt_verify_signature(sh_attest_result *r, const sh_jwt *j, unsigned allow
     OPENSSL_free(der);
     ERR_clear_error();
     if (!ok)
-        return sh_fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS signature does not verify");
+        return sh_attest__fail(r, SH_ATTEST_SIGNATURE_INVALID, "JWS signature does not verify");
     return 0;
 }
 
@@ -226,27 +158,27 @@ static int numeric_date(json_t *p, const char *k, int64_t *out)
     return 1;
 }
 
-int sh_jwt_check_times(sh_vctx *v, const sh_jwt *j)
+int sh_attest__jwt_check_times(sh_vctx *v, const sh_jwt *j)
 {
     int64_t exp = 0, nbf = 0, iat = 0, at = v->o->at;
     int he = numeric_date(j->payload, "exp", &exp), hn = numeric_date(j->payload, "nbf", &nbf);
     int hi = numeric_date(j->payload, "iat", &iat);
     if (he < 0 || hn < 0 || hi < 0)
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "exp, nbf or iat is not a NumericDate");
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "exp, nbf or iat is not a NumericDate");
     if (!he)
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "token has no exp claim");
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "token has no exp claim");
     if (at >= exp + SH_JWT_CLOCK_SKEW)
-        return sh_fail(v->r, SH_ATTEST_EXPIRED, "token expired (exp %lld)", (long long)exp);
+        return sh_attest__fail(v->r, SH_ATTEST_EXPIRED, "token expired (exp %lld)", (long long)exp);
     if (hn && at + SH_JWT_CLOCK_SKEW < nbf)
-        return sh_fail(v->r, SH_ATTEST_NOT_YET_VALID, "token not valid before %lld", (long long)nbf);
+        return sh_attest__fail(v->r, SH_ATTEST_NOT_YET_VALID, "token not valid before %lld", (long long)nbf);
     if (hi && at + SH_JWT_CLOCK_SKEW < iat)
-        return sh_fail(v->r, SH_ATTEST_NOT_YET_VALID, "token issued in the future (iat %lld)",
+        return sh_attest__fail(v->r, SH_ATTEST_NOT_YET_VALID, "token issued in the future (iat %lld)",
                        (long long)iat);
     if (v->policy->freshness == SH_FRESH_TIMESTAMP) { /* protocol.md §1.3 */
         if (!hi)
-            return sh_fail(v->r, SH_ATTEST_MALFORMED, "timestamp freshness needs an iat claim");
+            return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "timestamp freshness needs an iat claim");
         if (at - iat > v->policy->max_age)
-            return sh_fail(v->r, SH_ATTEST_EXPIRED, "token older than the policy's max_age");
+            return sh_attest__fail(v->r, SH_ATTEST_EXPIRED, "token older than the policy's max_age");
         if (iat + v->policy->max_age < v->valid_until)
             v->valid_until = iat + v->policy->max_age;
     }
@@ -257,23 +189,23 @@ int sh_jwt_check_times(sh_vctx *v, const sh_jwt *j)
     return 0;
 }
 
-int sh_jwt_check_issuer(sh_vctx *v, const sh_jwt *j, const char *want)
+int sh_attest__jwt_check_issuer(sh_vctx *v, const sh_jwt *j, const char *want)
 {
     json_t *iss = json_object_get(j->payload, "iss");
     if (!json_is_string(iss))
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "token has no iss claim");
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "token has no iss claim");
     /* RFC 7519 §4.1.1: StringOrURI, compared as a case-sensitive string (no normalisation). */
     if (want && strcmp(json_string_value(iss), want))
-        return sh_fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "iss %.100s is not the configured issuer",
+        return sh_attest__fail(v->r, SH_ATTEST_ROOT_UNTRUSTED, "iss %.100s is not the configured issuer",
                        json_string_value(iss));
     return 0;
 }
 
-int sh_jwt_check_audience(sh_vctx *v, const sh_jwt *j, const char *want)
+int sh_attest__jwt_check_audience(sh_vctx *v, const sh_jwt *j, const char *want)
 {
     json_t *aud = json_object_get(j->payload, "aud");
     if (aud && !json_is_string(aud) && !json_is_array(aud))
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "aud is neither a string nor an array");
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "aud is neither a string nor an array");
     if (!want)
         return 0;
     int found = 0;
@@ -286,23 +218,23 @@ int sh_jwt_check_audience(sh_vctx *v, const sh_jwt *j, const char *want)
     }
     /* A token minted for another relying party is not bound to us: binding_mismatch (§3). */
     if (!found)
-        return sh_fail(v->r, SH_ATTEST_BINDING_MISMATCH, "aud does not include the configured audience");
+        return sh_attest__fail(v->r, SH_ATTEST_BINDING_MISMATCH, "aud does not include the configured audience");
     return 0;
 }
 
-int sh_jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned algorithms, sh_jwt *j)
+int sh_attest__jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned algorithms, sh_jwt *j)
 {
-    if (sh_jwt_parse(v->r, tok, len, j) < 0)
+    if (sh_attest__jwt_parse(v->r, tok, len, j) < 0)
         return -1;
-    if (sh_jwt_fill_result(v, j) < 0)
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
+    if (sh_attest__jwt_fill_result(v, j) < 0)
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
     if (!j->alg || !(j->alg & algorithms))
-        return sh_fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm",
+        return sh_attest__fail(v->r, SH_ATTEST_SIGNATURE_INVALID, "JWS alg %.32s is not a configured algorithm",
                        j->alg_name);
     return 0;
 }
 
-int sh_jwt_fill_result(sh_vctx *v, const sh_jwt *j)
+int sh_attest__jwt_fill_result(sh_vctx *v, const sh_jwt *j)
 {
     sh_attest_result *r = v->r;
     /* evidence_sha256 is SHA-256 of the JWS signing input (protocol.md §1.3), never of the
@@ -319,44 +251,47 @@ int sh_jwt_fill_result(sh_vctx *v, const sh_jwt *j)
     return 0;
 }
 
-char *sh_jwt_expected_nonce(sh_vctx *v)
+char *sh_attest__jwt_expected_nonce(sh_vctx *v)
 {
     const sh_attest_options *o = v->o;
     uint8_t D[64];
-    if (!o->nonce ||
-        sh_attest_binding_digest(o->nonce, o->nonce_len, o->public_key,
-                                 o->public_key ? o->public_key_len : 0, D) < 0)
+    if (sh_attest__binding_of(o, D) < 0)
         return NULL;
-    return sh_b64url_encode(D, 64);
+    return sh_b64_encode_alloc(D, 64, SH_B64_PROTOCOL);
 }
 
-int sh_jwt_record_binding(sh_vctx *v)
+int sh_attest__jwt_finish(sh_vctx *v, const sh_jwt *j, unsigned algorithms, EVP_PKEY *pk,
+                          int (*policy)(const sh_attest_policy *, sh_attest_result *, int))
+{
+    if (!pk || sh_attest__jwt_verify_signature(v->r, j, algorithms, pk) < 0 ||
+        policy(v->policy, v->r, v->o->allow_debug) < 0)
+        return -1;
+    if (sh_attest__jwt_record_binding(v) < 0)
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "out of memory");
+    return 0;
+}
+
+int sh_attest__jwt_record_binding(sh_vctx *v)
 {
     const sh_attest_options *o = v->o;
     uint8_t D[64];
     if (!o->nonce)
         return 0;
-    if (sh_attest_binding_digest(o->nonce, o->nonce_len, o->public_key,
-                                 o->public_key ? o->public_key_len : 0, D) < 0 ||
-        sh_set_bytes(&v->r->nonce, &v->r->nonce_len, o->nonce, o->nonce_len) < 0 ||
-        sh_set_bytes(&v->r->user_data, &v->r->user_data_len, D, 64) < 0 ||
+    if (sh_attest__binding_of(o, D) < 0 ||
+        sh_attest__set_bytes(&v->r->nonce, &v->r->nonce_len, o->nonce, o->nonce_len) < 0 ||
+        sh_attest__set_bytes(&v->r->user_data, &v->r->user_data_len, D, 64) < 0 ||
         (o->public_key &&
-         sh_set_bytes(&v->r->public_key, &v->r->public_key_len, o->public_key, o->public_key_len) < 0))
+         sh_attest__set_bytes(&v->r->public_key, &v->r->public_key_len, o->public_key, o->public_key_len) < 0))
         return -1;
     return 0;
 }
 
-int sh_jwt_hex_claim(json_t *meas, const char *name, json_t *v, size_t n, uint8_t *out)
+int sh_attest__jwt_hex_claim(json_t *meas, const char *name, json_t *v, size_t n, uint8_t *out)
 {
-    const char *s = json_string_value(v);
     uint8_t buf[128];
-    size_t got = 0;
-    if (!s || n > sizeof buf || strlen(s) != 2 * n ||
-        OPENSSL_hexstr2buf_ex(buf, sizeof buf, &got, s, '\0') != 1 || got != n) {
-        ERR_clear_error();
+    if (n > sizeof buf || sh_attest__json_unhex(v, buf, n) < 0)
         return -1;
-    }
     if (out)
         memcpy(out, buf, n);
-    return meas && name ? sh_json_hex(meas, name, buf, n) : 0;
+    return meas && name ? sh_attest__json_hex(meas, name, buf, n) : 0;
 }

@@ -121,5 +121,5 @@ int sh_attest_proof_mac(const uint8_t key[32], int64_t t_ms, const char *method,
 
 int sh_attest_sha256(const void *data, size_t len, uint8_t out[32]) {
   unsigned int n = 0;
-  return EVP_Digest(data, len, out, &n, sh_md_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
+  return EVP_Digest(data, len, out, &n, sh_attest__md_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
 }

@@ -1,11 +1,11 @@
 /* attest/policy_check.c — the policy step on its own (sh_attest_policy_check, attest.h): a
  * policy applied to a result verified earlier, by the per-type evaluators the verifiers end
- * with (sh_nitro_policy, sh_snp_policy, sh_dcap_policy, sh_maa_policy, sh_gcp_policy). */
+ * with (sh_attest__nitro_policy, sh_attest__snp_policy, sh_attest__dcap_policy, sh_attest__maa_policy, sh_attest__gcp_policy). */
 #include "internal.h"
 
 #include <stdio.h>
 
-/* One evaluator for both uses: a scratch copy of the result's header (sh_fail writes verdict
+/* One evaluator for both uses: a scratch copy of the result's header (sh_attest__fail writes verdict
  * fields only; the JSON it reads is shared, never modified) goes through the type's policy
  * step, so a re-check can never disagree with what verification would have decided. */
 sh_attest_reason sh_attest_policy_check(const sh_attest_policy *policy,
@@ -22,16 +22,16 @@ sh_attest_reason sh_attest_policy_check(const sh_attest_policy *policy,
     }
     r.message[0] = '\0';
     switch (r.tee) {
-    case SH_ATTEST_TEE_NITRO:
-    case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_SEV_SNP:
-    case SH_ATTEST_TEE_AZURE_SNP: rc = sh_snp_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_TDX:
-    case SH_ATTEST_TEE_AZURE_TDX:
-    case SH_ATTEST_TEE_SGX: rc = sh_dcap_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_MAA: rc = sh_maa_policy(policy, &r, 0); break;
-    case SH_ATTEST_TEE_GCP: rc = sh_gcp_policy(policy, &r, 0); break;
-    default: rc = sh_fail(&r, SH_ATTEST_POLICY_DENIED, "no policy applies to this TEE type");
+    case SH_TEE_NITRO:
+    case SH_TEE_SIMULATED: rc = sh_attest__nitro_policy(policy, &r, 0); break;
+    case SH_TEE_SEV_SNP:
+    case SH_TEE_AZURE_SNP: rc = sh_attest__snp_policy(policy, &r, 0); break;
+    case SH_TEE_TDX:
+    case SH_TEE_AZURE_TDX:
+    case SH_TEE_SGX: rc = sh_attest__dcap_policy(policy, &r, 0); break;
+    case SH_TEE_MAA: rc = sh_attest__maa_policy(policy, &r, 0); break;
+    case SH_TEE_GCP: rc = sh_attest__gcp_policy(policy, &r, 0); break;
+    default: rc = sh_attest__fail(&r, SH_ATTEST_POLICY_DENIED, "no policy applies to this TEE type");
     }
     if (rc == 0)
         return SH_ATTEST_OK;

@@ -46,49 +46,8 @@ const char *sh_attest_reason_class(sh_attest_reason r)
     return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
 }
 
-sh_attest_tee sh_attest_tee_from_name(const char *n)
-{
-    if (!n)
-        return SH_ATTEST_TEE_UNKNOWN;
-    if (!strcmp(n, "nitro") || !strcmp(n, "aws_nitro"))
-        return SH_ATTEST_TEE_NITRO;
-    if (!strcmp(n, "sev-snp") || !strcmp(n, "sev") || !strcmp(n, "gcp_sev"))
-        return SH_ATTEST_TEE_SEV_SNP;
-    if (!strcmp(n, "azure-snp"))
-        return SH_ATTEST_TEE_AZURE_SNP;
-    if (!strcmp(n, "azure-tdx"))
-        return SH_ATTEST_TEE_AZURE_TDX;
-    if (!strcmp(n, "maa") || !strcmp(n, "azure_maa"))
-        return SH_ATTEST_TEE_MAA;
-    if (!strcmp(n, "gcp"))
-        return SH_ATTEST_TEE_GCP;
-    if (!strcmp(n, "tdx"))
-        return SH_ATTEST_TEE_TDX;
-    if (!strcmp(n, "sgx") || !strcmp(n, "intel_sgx"))
-        return SH_ATTEST_TEE_SGX;
-    if (!strcmp(n, "simulated"))
-        return SH_ATTEST_TEE_SIMULATED;
-    return SH_ATTEST_TEE_UNKNOWN;
-}
-
-const char *sh_attest_tee_name(sh_attest_tee t)
-{
-    switch (t) {
-    case SH_ATTEST_TEE_NITRO: return "nitro";
-    case SH_ATTEST_TEE_SEV_SNP: return "sev-snp";
-    case SH_ATTEST_TEE_AZURE_SNP: return "azure-snp";
-    case SH_ATTEST_TEE_AZURE_TDX: return "azure-tdx";
-    case SH_ATTEST_TEE_MAA: return "maa";
-    case SH_ATTEST_TEE_GCP: return "gcp";
-    case SH_ATTEST_TEE_TDX: return "tdx";
-    case SH_ATTEST_TEE_SGX: return "sgx";
-    case SH_ATTEST_TEE_SIMULATED: return "simulated";
-    default: return "unknown";
-    }
-}
-
 /* Record the first failure only: the earliest (cheapest) check decides the reason. */
-int sh_fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
+int sh_attest__fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
 {
     if (r->reason == SH_ATTEST_OK) {
         va_list ap;
@@ -101,7 +60,7 @@ int sh_fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
     return -1;
 }
 
-sh_attest_result *sh_result_new(void)
+sh_attest_result *sh_attest__result_new(void)
 {
     sh_attest_result *r = calloc(1, sizeof *r);
     if (!r)
@@ -130,7 +89,7 @@ void sh_attest_result_free(sh_attest_result *r)
     free(r);
 }
 
-int sh_set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len)
+int sh_attest__set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len)
 {
     free(*dst);
     *dst = malloc(len ? len : 1);
@@ -146,7 +105,7 @@ int sh_set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len)
 
 /* Cached results are immutable: the clone shares the JSON members (jansson's reference
  * counts are atomic) and copies the small byte fields.  raw_evidence is set by the caller. */
-sh_attest_result *sh_result_clone(const sh_attest_result *s)
+sh_attest_result *sh_attest__result_clone(const sh_attest_result *s)
 {
     sh_attest_result *r = calloc(1, sizeof *r);
     if (!r)
@@ -157,38 +116,18 @@ sh_attest_result *sh_result_clone(const sh_attest_result *s)
     json_incref(r->measurements);
     json_incref(r->claims);
     json_incref(r->advisories);
-    if ((s->public_key && sh_set_bytes(&r->public_key, &r->public_key_len, s->public_key,
+    if ((s->public_key && sh_attest__set_bytes(&r->public_key, &r->public_key_len, s->public_key,
                                        s->public_key_len)) ||
         (s->user_data &&
-         sh_set_bytes(&r->user_data, &r->user_data_len, s->user_data, s->user_data_len)) ||
-        (s->nonce && sh_set_bytes(&r->nonce, &r->nonce_len, s->nonce, s->nonce_len))) {
+         sh_attest__set_bytes(&r->user_data, &r->user_data_len, s->user_data, s->user_data_len)) ||
+        (s->nonce && sh_attest__set_bytes(&r->nonce, &r->nonce_len, s->nonce, s->nonce_len))) {
         sh_attest_result_free(r);
         return NULL;
     }
     return r;
 }
 
-void sh_hex(const uint8_t *in, size_t len, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = d[in[i] >> 4];
-        out[2 * i + 1] = d[in[i] & 15];
-    }
-    out[2 * len] = 0;
-}
-
-int sh_json_hex(json_t *obj, const char *key, const uint8_t *in, size_t len)
-{
-    char *h = malloc(2 * len + 1);
-    if (!h)
-        return -1;
-    sh_hex(in, len, h);
-    int rc = json_object_set_new(obj, key, json_stringn(h, 2 * len));
-    free(h);
-    return rc;
-}
-
+/* A new JSON string: lower-case hex of p; json null when p is NULL (absent). */
 static json_t *hex_or_null(const uint8_t *p, size_t len)
 {
     if (!p)
@@ -196,10 +135,21 @@ static json_t *hex_or_null(const uint8_t *p, size_t len)
     char *h = malloc(2 * len + 1);
     if (!h)
         return NULL;
-    sh_hex(p, len, h);
-    json_t *j = json_stringn(h, 2 * len);
+    json_t *j = json_stringn(h, sh_hex_encode(p, len, h));
     free(h);
     return j;
+}
+
+int sh_attest__json_unhex(json_t *v, uint8_t *out, size_t n)
+{
+    const char *s = json_string_value(v);
+    return s ? sh_hex_decode(s, json_string_length(v), out, n) : -1;
+}
+
+int sh_attest__json_hex(json_t *obj, const char *key, const uint8_t *in, size_t len)
+{
+    json_t *j = hex_or_null(in, len);
+    return j ? json_object_set_new(obj, key, j) : -1;
 }
 
 json_t *sh_attest_result_to_json(const sh_attest_result *r, int full)
@@ -207,7 +157,7 @@ json_t *sh_attest_result_to_json(const sh_attest_result *r, int full)
     const char *reason = sh_attest_reason_name(r->reason);
     json_t *o = json_pack("{s:b, s:o, s:s, s:O, s:O, s:b, s:o, s:O}", "verified", r->verified,
                           "reason", reason ? json_string(reason) : json_null(), "tee_type",
-                          sh_attest_tee_name(r->tee), "measurements", r->measurements, "claims",
+                          sh_tee_name(r->tee), "measurements", r->measurements, "claims",
                           r->claims, "debug", r->debug, "tcb_status",
                           r->tcb_status ? json_string(r->tcb_status) : json_null(),
                           "advisories", r->advisories);

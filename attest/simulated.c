@@ -377,7 +377,7 @@ out:
 /* ---- verification support (nitro.c) ---- */
 
 /* kid of a simulated document's protected header. */
-const char sh_simulated_kid[] = SIM_KID;
+const char sh_attest__simulated_kid[] = SIM_KID;
 
 /* The anchor for simulated evidence: options.simulated_root, or the local dev root (never
  * created here: verifying must not mint a root).  Returns a new X509 or NULL. */
@@ -428,9 +428,9 @@ static X509 *default_anchor(void) {
   return out;
 }
 
-X509 *sh_simulated_anchor(const sh_attest_options *o) {
+X509 *sh_attest__simulated_anchor(const sh_attest_options *o) {
   if (o->simulated_root) {
-    STACK_OF(X509) *sk = sh_x509_parse_many(o->simulated_root, 1);
+    STACK_OF(X509) *sk = sh_attest__x509_parse_many(o->simulated_root, 1);
     X509 *x = sk && sk_X509_num(sk) == 1 ? sk_X509_shift(sk) : NULL;
     sk_X509_pop_free(sk, X509_free);
     return x;

@@ -105,7 +105,7 @@ static int parse_tcb(ASN1_TYPE *t, sh_pck_ext *e)
     return rc == 0 && seen == 0x7FFFEu ? 0 : -1; /* all of .2.1 - .2.18 */
 }
 
-int sh_pck_ext_parse(X509 *pck, sh_pck_ext *e)
+int sh_attest__pck_ext_parse(X509 *pck, sh_pck_ext *e)
 {
     memset(e, 0, sizeof *e);
     int idx = -1;
@@ -197,18 +197,18 @@ static const char *module_status(sh_vctx *v, json_t *ti, const uint8_t *td, json
         if (!id || strcmp(id, want))
             continue;
         uint8_t mrs[48], attr[8], mask[8];
-        if (sh_dcap_hex(m, "mrsigner", mrs, 48) < 0 || sh_dcap_hex(m, "attributes", attr, 8) < 0 ||
-            sh_dcap_hex(m, "attributesMask", mask, 8) < 0) {
-            sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TDX module identity %s", want);
+        if (sh_attest__dcap_hex(m, "mrsigner", mrs, 48) < 0 || sh_attest__dcap_hex(m, "attributes", attr, 8) < 0 ||
+            sh_attest__dcap_hex(m, "attributesMask", mask, 8) < 0) {
+            sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TDX module identity %s", want);
             return NULL;
         }
         if (memcmp(mrs, td + TD_MRSIGNERSEAM, 48)) {
-            sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "MRSIGNERSEAM differs from module identity %s", want);
+            sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "MRSIGNERSEAM differs from module identity %s", want);
             return NULL;
         }
         for (int b = 0; b < 8; b++)
             if ((td[TD_SEAMATTRIBUTES + b] & mask[b]) != attr[b]) {
-                sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "SEAMATTRIBUTES differ from module identity %s", want);
+                sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "SEAMATTRIBUTES differ from module identity %s", want);
                 return NULL;
             }
         json_t *lv;
@@ -217,21 +217,21 @@ static const char *module_status(sh_vctx *v, json_t *ti, const uint8_t *td, json
             json_t *isv = json_object_get(json_object_get(lv, "tcb"), "isvsvn");
             const char *st = status_of(lv);
             if (!json_is_integer(isv) || !st) {
-                sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TDX module TCB level");
+                sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TDX module TCB level");
                 return NULL;
             }
             if (json_integer_value(isv) <= svn[0]) {
                 if (add_advisories(adv, lv) < 0) {
-                    sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: advisoryIDs");
+                    sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: advisoryIDs");
                     return NULL;
                 }
                 return st;
             }
         }
-        sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "TDX module SVN %u below every level of %s", svn[0], want);
+        sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "TDX module SVN %u below every level of %s", svn[0], want);
         return NULL;
     }
-    sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "no TDX module identity %s in the TCB info", want);
+    sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "no TDX module identity %s in the TCB info", want);
     return NULL;
 }
 
@@ -255,13 +255,13 @@ static const char *converge(const char *platform, const char *comp)
     return platform;
 }
 
-int sh_dcap_tcb_match(sh_vctx *v, json_t *ti, const sh_pck_ext *pck, const uint8_t *tee_tcb_svn,
+int sh_attest__dcap_tcb_match(sh_vctx *v, json_t *ti, const sh_pck_ext *pck, const uint8_t *tee_tcb_svn,
                       const uint8_t *td, const char **status, json_t *advisories)
 {
     json_t *levels = json_object_get(ti, "tcbLevels"), *lvl;
     size_t i;
     if (!json_is_array(levels))
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB info without tcbLevels");
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB info without tcbLevels");
     int off = tee_tcb_svn && tee_tcb_svn[1] ? 2 : 0;
     json_array_foreach(levels, i, lvl) {
         json_t *tcb = json_object_get(lvl, "tcb");
@@ -271,16 +271,16 @@ int sh_dcap_tcb_match(sh_vctx *v, json_t *ti, const sh_pck_ext *pck, const uint8
         const char *st = status_of(lvl);
         if (!json_is_array(sgx) || json_array_size(sgx) != 16 || !json_is_integer(pce) || !st ||
             (tee_tcb_svn && (!json_is_array(tdx) || json_array_size(tdx) != 16)))
-            return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu", i);
+            return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu", i);
         int match = json_integer_value(pce) <= pck->pcesvn;
         for (size_t k = 0; k < 16; k++) {
             long s = 0;
             if (svn_of(sgx, k, &s) < 0)
-                return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu SVN", i);
+                return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu SVN", i);
             match &= s <= pck->comp[k];
             if (tee_tcb_svn) {
                 if (svn_of(tdx, k, &s) < 0)
-                    return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu TDX SVN", i);
+                    return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: TCB level %zu TDX SVN", i);
                 if ((int)k >= off)
                     match &= s <= tee_tcb_svn[k];
             }
@@ -288,7 +288,7 @@ int sh_dcap_tcb_match(sh_vctx *v, json_t *ti, const sh_pck_ext *pck, const uint8
         if (!match)
             continue;
         if (add_advisories(advisories, lvl) < 0)
-            return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: advisoryIDs");
+            return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: advisoryIDs");
         *status = st;
         if (td) {
             const char *ms = module_status(v, ti, td, advisories);
@@ -299,30 +299,30 @@ int sh_dcap_tcb_match(sh_vctx *v, json_t *ti, const sh_pck_ext *pck, const uint8
         }
         return 0;
     }
-    return sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "no TCB level matches the platform");
+    return sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "no TCB level matches the platform");
 }
 
 /* QE identity (Intel "Enclave Identity" v2): MRSIGNER, ISVPRODID, masked MISCSELECT and
  * ATTRIBUTES must match; the first level with isvsvn <= the QE's ISVSVN gives its status. */
-int sh_dcap_qe_match(sh_vctx *v, json_t *qi, const uint8_t *qe, const char **status)
+int sh_attest__dcap_qe_match(sh_vctx *v, json_t *qi, const uint8_t *qe, const char **status)
 {
     uint8_t mrs[32], misc[4], miscm[4], attr[16], attrm[16];
     json_t *prod = json_object_get(qi, "isvprodid");
-    if (sh_dcap_hex(qi, "mrsigner", mrs, 32) < 0 || sh_dcap_hex(qi, "miscselect", misc, 4) < 0 ||
-        sh_dcap_hex(qi, "miscselectMask", miscm, 4) < 0 || sh_dcap_hex(qi, "attributes", attr, 16) < 0 ||
-        sh_dcap_hex(qi, "attributesMask", attrm, 16) < 0 || !json_is_integer(prod))
-        return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: QE identity fields");
+    if (sh_attest__dcap_hex(qi, "mrsigner", mrs, 32) < 0 || sh_attest__dcap_hex(qi, "miscselect", misc, 4) < 0 ||
+        sh_attest__dcap_hex(qi, "miscselectMask", miscm, 4) < 0 || sh_attest__dcap_hex(qi, "attributes", attr, 16) < 0 ||
+        sh_attest__dcap_hex(qi, "attributesMask", attrm, 16) < 0 || !json_is_integer(prod))
+        return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: QE identity fields");
     if (memcmp(mrs, qe + RB_MRSIGNER, 32))
-        return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE MRSIGNER differs from the QE identity");
+        return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE MRSIGNER differs from the QE identity");
     if (json_integer_value(prod) != (qe[RB_ISVPRODID] | qe[RB_ISVPRODID + 1] << 8))
-        return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE ISVPRODID differs from the QE identity");
+        return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE ISVPRODID differs from the QE identity");
     /* MISCSELECT is a little-endian u32 in the report and big-endian hex in the identity */
     for (int b = 0; b < 4; b++)
         if ((qe[RB_MISCSELECT + b] & miscm[3 - b]) != misc[3 - b])
-            return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE MISCSELECT differs from the QE identity");
+            return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE MISCSELECT differs from the QE identity");
     for (int b = 0; b < 16; b++)
         if ((qe[RB_ATTRIBUTES + b] & attrm[b]) != attr[b])
-            return sh_fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE ATTRIBUTES differ from the QE identity");
+            return sh_attest__fail(v->r, SH_ATTEST_CHAIN_INVALID, "QE ATTRIBUTES differ from the QE identity");
     unsigned isvsvn = qe[RB_ISVSVN] | qe[RB_ISVSVN + 1] << 8;
     json_t *lv;
     size_t j;
@@ -330,11 +330,11 @@ int sh_dcap_qe_match(sh_vctx *v, json_t *qi, const uint8_t *qe, const char **sta
         json_t *isv = json_object_get(json_object_get(lv, "tcb"), "isvsvn");
         const char *st = status_of(lv);
         if (!json_is_integer(isv) || !st)
-            return sh_fail(v->r, SH_ATTEST_MALFORMED, "collateral: QE identity TCB level");
+            return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "collateral: QE identity TCB level");
         if (json_integer_value(isv) <= isvsvn) {
             *status = st;
             return 0;
         }
     }
-    return sh_fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "QE ISVSVN %u below every QE identity level", isvsvn);
+    return sh_attest__fail(v->r, SH_ATTEST_TCB_UNSUPPORTED, "QE ISVSVN %u below every QE identity level", isvsvn);
 }

@@ -20,6 +20,7 @@
  *   }
  *
  * Empty or absent lists mean "any value" (except the defaults noted).  Unknown keys are errors.
+ * A hex allow-list may also be one string instead of a list (policy.c's one loader).
  */
 #include "token.h"
 
@@ -40,7 +41,7 @@ static void strlist_free(char **l, size_t n)
     free(l);
 }
 
-void sh_token_policy_free(struct sh_token_policy *t)
+void sh_attest__token_policy_free(struct sh_token_policy *t)
 {
     if (!t)
         return;
@@ -51,84 +52,58 @@ void sh_token_policy_free(struct sh_token_policy *t)
     strlist_free(t->support_attributes, t->n_support_attributes);
     if (t->swname != (char **)CS_SWNAME)
         strlist_free(t->swname, t->n_swname);
-    for (sh_hexlist *h = &t->mrenclave; h <= &t->host_data; h++) {
-        free(h->v);
-        free(h->lens);
-    }
+    for (sh_hexlist *h = &t->mrenclave; h <= &t->host_data; h++)
+        sh_attest__hexlist_free(h);
     free(t->product_id);
     free(t);
 }
 
-static int err(char *eb, size_t en, const char *m, const char *k)
-{
-    if (eb && en)
-        snprintf(eb, en, "policy: %s%s%s", m, k ? ": " : "", k ? k : "");
-    return -1;
-}
 
 static int strlist(json_t *v, char ***out, size_t *n, char *eb, size_t en, const char *k)
 {
     if (!json_is_array(v))
-        return err(eb, en, "expected a list of strings", k);
+        return sh_attest__policy_err(eb, en, "expected a list of strings", k);
     *out = calloc(json_array_size(v) + 1, sizeof **out);
     if (!*out)
-        return err(eb, en, "out of memory", NULL);
+        return sh_attest__policy_err(eb, en, "out of memory", NULL);
     size_t i;
     json_t *e;
     json_array_foreach(v, i, e) {
         if (!json_is_string(e) || !((*out)[i] = strdup(json_string_value(e))))
-            return err(eb, en, "expected a list of strings", k);
+            return sh_attest__policy_err(eb, en, "expected a list of strings", k);
         *n = i + 1;
     }
     return 0;
 }
 
-static int hexlist(json_t *v, size_t want, sh_hexlist *l, char *eb, size_t en, const char *k)
-{
-    if (!json_is_array(v) || !json_array_size(v))
-        return err(eb, en, "expected a non-empty list of hex strings", k);
-    size_t n = json_array_size(v);
-    l->v = calloc(n, sizeof *l->v);
-    l->lens = calloc(n, sizeof *l->lens);
-    if (!l->v || !l->lens)
-        return err(eb, en, "out of memory", NULL);
-    for (size_t i = 0; i < n; i++) {
-        if (sh_jwt_hex_claim(NULL, NULL, json_array_get(v, i), want, l->v[i]) < 0)
-            return err(eb, en, "bad hex value (wrong length or characters)", k);
-        l->lens[i] = want;
-        l->n = i + 1;
-    }
-    return 0;
-}
-
-int sh_token_policy_load(json_t *o, sh_attest_tee tee, struct sh_token_policy **out, char *eb,
+int sh_attest__token_policy_load(json_t *o, sh_tee tee, struct sh_token_policy **out, char *eb,
                          size_t en)
 {
-    int is_maa = tee == SH_ATTEST_TEE_MAA;
+    int is_maa = tee == SH_TEE_MAA;
     struct sh_token_policy *t = calloc(1, sizeof *t);
     if (!t)
-        return err(eb, en, "out of memory", NULL);
+        return sh_attest__policy_err(eb, en, "out of memory", NULL);
     *t = is_maa ? MAA_DEFAULT : GCP_DEFAULT;
     *out = t;
     if (!json_is_object(o))
-        return err(eb, en, "expected an object", sh_attest_tee_name(tee));
+        return sh_attest__policy_err(eb, en, "expected an object", sh_tee_name(tee));
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
         int rc = 0;
         if (!strcmp(k, "allow_debug")) {
             rc = json_is_boolean(v) ? (t->allow_debug = json_is_true(v), 0)
-                                    : err(eb, en, "expected true or false", k);
+                                    : sh_attest__policy_err(eb, en, "expected true or false", k);
         } else if (!strcmp(k, "algorithms")) {
             size_t i;
             json_t *e;
             t->algorithms = 0;
             if (!json_is_array(v) || !json_array_size(v))
-                return err(eb, en, "expected a non-empty list", k);
+                return sh_attest__policy_err(eb, en, "expected a non-empty list", k);
             json_array_foreach(v, i, e) {
-                unsigned a = sh_jwt_alg_from_name(json_string_value(e));
+                unsigned a = sh_attest__jwt_alg_from_name(json_string_value(e));
                 if (!a)
-                    return err(eb, en, "algorithms: only RS256, PS256, ES256, ES384", json_string_value(e));
+                    return sh_attest__policy_err(eb, en, "algorithms: only RS256, PS256, ES256, ES384", json_string_value(e));
                 t->algorithms |= a;
             }
         } else if (is_maa && !strcmp(k, "attestation_type")) {
@@ -136,27 +111,27 @@ int sh_token_policy_load(json_t *o, sh_attest_tee tee, struct sh_token_policy **
         } else if (is_maa && !strcmp(k, "compliance_status")) {
             rc = strlist(v, &t->compliance_status, &t->n_compliance_status, eb, en, k);
         } else if (is_maa && !strcmp(k, "mrenclave")) {
-            rc = hexlist(v, 32, &t->mrenclave, eb, en, k);
+            rc = sh_attest__hexlist_load(v, 32, &t->mrenclave, eb, en, k);
         } else if (is_maa && !strcmp(k, "mrsigner")) {
-            rc = hexlist(v, 32, &t->mrsigner, eb, en, k);
+            rc = sh_attest__hexlist_load(v, 32, &t->mrsigner, eb, en, k);
         } else if (is_maa && !strcmp(k, "measurement")) {
-            rc = hexlist(v, 48, &t->measurement, eb, en, k);
+            rc = sh_attest__hexlist_load(v, 48, &t->measurement, eb, en, k);
         } else if (is_maa && !strcmp(k, "host_data")) {
-            rc = hexlist(v, 32, &t->host_data, eb, en, k);
+            rc = sh_attest__hexlist_load(v, 32, &t->host_data, eb, en, k);
         } else if (is_maa && !strcmp(k, "product_id")) {
             size_t i;
             json_t *e;
             if (!json_is_array(v) || !(t->product_id = calloc(json_array_size(v) + 1, sizeof *t->product_id)))
-                return err(eb, en, "expected a list of integers", k);
+                return sh_attest__policy_err(eb, en, "expected a list of integers", k);
             json_array_foreach(v, i, e) {
                 if (!json_is_integer(e))
-                    return err(eb, en, "expected a list of integers", k);
+                    return sh_attest__policy_err(eb, en, "expected a list of integers", k);
                 t->product_id[t->n_product_id++] = json_integer_value(e);
             }
         } else if (is_maa && !strcmp(k, "min_svn")) {
             rc = json_is_integer(v) && json_integer_value(v) >= 0
                      ? (t->min_svn = json_integer_value(v), 0)
-                     : err(eb, en, "expected a non-negative integer", k);
+                     : sh_attest__policy_err(eb, en, "expected a non-negative integer", k);
         } else if (!is_maa && !strcmp(k, "swname")) {
             t->swname = NULL;
             t->n_swname = 0;
@@ -169,9 +144,9 @@ int sh_token_policy_load(json_t *o, sh_attest_tee tee, struct sh_token_policy **
             rc = strlist(v, &t->support_attributes, &t->n_support_attributes, eb, en, k);
         } else if (!is_maa && !strcmp(k, "require_secboot")) {
             rc = json_is_boolean(v) ? (t->require_secboot = json_is_true(v), 0)
-                                    : err(eb, en, "expected true or false", k);
+                                    : sh_attest__policy_err(eb, en, "expected true or false", k);
         } else {
-            rc = err(eb, en, "unknown key", k);
+            rc = sh_attest__policy_err(eb, en, "unknown key", k);
         }
         if (rc < 0)
             return -1;
@@ -179,22 +154,14 @@ int sh_token_policy_load(json_t *o, sh_attest_tee tee, struct sh_token_policy **
     return 0;
 }
 
-const struct sh_token_policy *sh_token_policy_for(const sh_attest_policy *p, sh_attest_tee tee)
+const struct sh_token_policy *sh_attest__token_policy_for(const sh_attest_policy *p, sh_tee tee)
 {
-    if (tee == SH_ATTEST_TEE_MAA)
+    if (tee == SH_TEE_MAA)
         return p->maa ? p->maa : &MAA_DEFAULT;
     return p->gcp ? p->gcp : &GCP_DEFAULT;
 }
 
-int sh_token_policy_allow_debug(const sh_attest_policy *p, const struct sh_token_policy *t,
-                                int allow_debug)
-{
-    if (allow_debug)
-        return 1;
-    return t->allow_debug >= 0 ? t->allow_debug : p->allow_debug;
-}
-
-int sh_token_strlist_has(char *const *l, size_t n, const char *s)
+int sh_attest__token_strlist_has(char *const *l, size_t n, const char *s)
 {
     for (size_t i = 0; s && i < n; i++)
         if (!strcmp(l[i], s))

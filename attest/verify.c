@@ -5,28 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sh_nitro_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
-int sh_snp_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
-int sh_azure_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md, sh_attest_bytes *sig);
-int sh_azure_tdx_signed_content(const uint8_t *ev, size_t len, EVP_MD_CTX *md,
-                                sh_attest_bytes *sig);
-
 /* SHA-256 of the signed content (evidence_sha256) and the signature bytes, without a full
  * parse: this is the whole cost of a cache hit beyond the lookup. */
-static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint8_t sha[32],
-                          sh_attest_bytes *sig)
+static int signed_content(sh_tee tee, const uint8_t *ev, size_t len, uint8_t sha[32],
+                          sh_iovec *sig)
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int rc = -1;
-    if (md && EVP_DigestInit_ex(md, sh_md_sha256(), NULL)) {
+    if (md && EVP_DigestInit_ex(md, sh_attest__md_sha256(), NULL)) {
         switch (tee) {
-        case SH_ATTEST_TEE_NITRO:
-        case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_signed_content(ev, len, md, sig); break;
-        case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_signed_content(ev, len, md, sig); break;
-        case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_signed_content(ev, len, md, sig); break;
-        case SH_ATTEST_TEE_AZURE_TDX: rc = sh_azure_tdx_signed_content(ev, len, md, sig); break;
-        case SH_ATTEST_TEE_TDX:
-        case SH_ATTEST_TEE_SGX: rc = sh_dcap_signed_content(ev, len, md, sig); break;
+        case SH_TEE_NITRO:
+        case SH_TEE_SIMULATED: rc = sh_attest__nitro_signed_content(ev, len, md, sig); break;
+        case SH_TEE_SEV_SNP: rc = sh_attest__snp_signed_content(ev, len, md, sig); break;
+        case SH_TEE_AZURE_SNP: rc = sh_attest__azure_signed_content(ev, len, md, sig); break;
+        case SH_TEE_AZURE_TDX: rc = sh_attest__azure_tdx_signed_content(ev, len, md, sig); break;
+        case SH_TEE_TDX:
+        case SH_TEE_SGX: rc = sh_attest__dcap_signed_content(ev, len, md, sig); break;
         default: break;
         }
         if (rc == 0 && !EVP_DigestFinal_ex(md, sha, NULL))
@@ -43,7 +37,7 @@ static int signed_content(sh_attest_tee tee, const uint8_t *ev, size_t len, uint
  * verdict depends on it: another CRL may revoke its PCK).  Returns the length, or 0 when it
  * does not fit (not cached). */
 #define CACHE_EXTRA_MAX 4096
-static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
+static size_t cache_extra(sh_tee tee, const sh_iovec *sig,
                           const sh_attest_options *o, const uint8_t pol[32],
                           uint8_t out[CACHE_EXTRA_MAX])
 {
@@ -69,20 +63,20 @@ static size_t cache_extra(sh_attest_tee tee, const sh_attest_bytes *sig,
         }
     }
     int dcap =
-        tee == SH_ATTEST_TEE_TDX || tee == SH_ATTEST_TEE_SGX || tee == SH_ATTEST_TEE_AZURE_TDX;
+        tee == SH_TEE_TDX || tee == SH_TEE_SGX || tee == SH_TEE_AZURE_TDX;
     if (dcap && o->dcap_collateral) {
         memcpy(out + n, sh_attest_collateral_sha256(o->dcap_collateral), 32); /* the same digest */
         n += 32;
     } else if (dcap) {
         if (!EVP_Digest(o->collateral ? o->collateral : (const uint8_t *)"", o->collateral_len,
-                        out + n, NULL, sh_md_sha256(), NULL))
+                        out + n, NULL, sh_attest__md_sha256(), NULL))
             return 0;
         n += 32;
     }
     return n;
 }
 
-int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
+int sh_attest_verify(const uint8_t *ev, size_t len, sh_tee tee,
                      const sh_attest_options *o, sh_attest_result **out)
 {
     *out = NULL;
@@ -94,17 +88,17 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
         return -1;
     uint8_t sha[32], extra[CACHE_EXTRA_MAX];
     size_t extra_len = 0;
-    sh_attest_bytes sig = {NULL, 0};
+    sh_iovec sig = {NULL, 0};
     int located = ev && len && signed_content(tee, ev, len, sha, &sig) == 0;
     /* Results that depend on explicit extra roots are never cached (fail-closed). */
     int cacheable = o->cache && located && !o->nextra_roots && !o->trust_simulated &&
                     (extra_len = cache_extra(tee, &sig, o, pol->sha256, extra)) > 0;
     sh_attest_result *r = NULL;
     if (cacheable) {
-        if (sh_cache_get(o->cache, sha, extra, extra_len, o->at, &r) == 0) {
+        if (sh_attest__cache_get(o->cache, sha, extra, extra_len, o->at, &r) == 0) {
             r->cache_hit = 1;
             r->timestamp = (double)o->at;
-            if (sh_set_bytes(&r->raw_evidence, &r->raw_evidence_len, ev, len) < 0) {
+            if (sh_attest__set_bytes(&r->raw_evidence, &r->raw_evidence_len, ev, len) < 0) {
                 sh_attest_result_free(r);
                 r = NULL;
                 goto done;
@@ -112,7 +106,7 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
             goto done;
         }
     }
-    if (!(r = sh_result_new()))
+    if (!(r = sh_attest__result_new()))
         goto done;
     r->tee = tee;
     r->timestamp = (double)o->at;
@@ -121,7 +115,7 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
         memcpy(r->evidence_sha256, sha, 32);
         r->has_evidence_sha256 = 1;
     }
-    if (ev && len && sh_set_bytes(&r->raw_evidence, &r->raw_evidence_len, ev, len) < 0) {
+    if (ev && len && sh_attest__set_bytes(&r->raw_evidence, &r->raw_evidence_len, ev, len) < 0) {
         sh_attest_result_free(r);
         r = NULL;
         goto done;
@@ -129,29 +123,29 @@ int sh_attest_verify(const uint8_t *ev, size_t len, sh_attest_tee tee,
     sh_vctx v = {o, pol, r, INT64_MIN, INT64_MAX};
     int rc;
     if (!ev || !len) {
-        rc = sh_fail(r, SH_ATTEST_MISSING, "no evidence");
+        rc = sh_attest__fail(r, SH_ATTEST_MISSING, "no evidence");
     } else {
         switch (tee) {
-        case SH_ATTEST_TEE_NITRO:
-        case SH_ATTEST_TEE_SIMULATED: rc = sh_nitro_verify(&v, ev, len); break; /* same format */
-        case SH_ATTEST_TEE_SEV_SNP: rc = sh_snp_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_AZURE_SNP: rc = sh_azure_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_AZURE_TDX: rc = sh_azure_tdx_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_MAA: rc = sh_maa_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_GCP: rc = sh_gcp_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_TDX: rc = sh_tdx_verify(&v, ev, len); break;
-        case SH_ATTEST_TEE_SGX: rc = sh_sgx_verify(&v, ev, len); break;
-        default: rc = sh_fail(r, SH_ATTEST_UNSUPPORTED_TYPE, "unsupported evidence type"); break;
+        case SH_TEE_NITRO:
+        case SH_TEE_SIMULATED: rc = sh_attest__nitro_verify(&v, ev, len); break; /* same format */
+        case SH_TEE_SEV_SNP: rc = sh_attest__snp_verify(&v, ev, len); break;
+        case SH_TEE_AZURE_SNP: rc = sh_attest__azure_verify(&v, ev, len); break;
+        case SH_TEE_AZURE_TDX: rc = sh_attest__azure_tdx_verify(&v, ev, len); break;
+        case SH_TEE_MAA: rc = sh_attest__maa_verify(&v, ev, len); break;
+        case SH_TEE_GCP: rc = sh_attest__gcp_verify(&v, ev, len); break;
+        case SH_TEE_TDX: rc = sh_attest__tdx_verify(&v, ev, len); break;
+        case SH_TEE_SGX: rc = sh_attest__sgx_verify(&v, ev, len); break;
+        default: rc = sh_attest__fail(r, SH_ATTEST_UNSUPPORTED_TYPE, "unsupported evidence type"); break;
         }
     }
     /* fail-closed: verified only when the type's verifier returned success and set no reason */
     r->verified = rc == 0 && r->reason == SH_ATTEST_OK;
     if (!r->verified && r->reason == SH_ATTEST_OK)
-        sh_fail(r, SH_ATTEST_MALFORMED, "verification failed");
+        sh_attest__fail(r, SH_ATTEST_MALFORMED, "verification failed");
     if (r->verified) {
         r->message[0] = 0;
         if (cacheable)
-            sh_cache_put(o->cache, sha, extra, extra_len, r, v.valid_from, v.valid_until);
+            sh_attest__cache_put(o->cache, sha, extra, extra_len, r, v.valid_from, v.valid_until);
     }
 done:
     ERR_clear_error();

@@ -63,10 +63,10 @@ static const cbor_item_t *cbor_bstr_at(const cbor_item_t *m, const char *key)
  * azure-snp evidence (a raw HCL report "HCLA…", or CBOR {"hcl_report": bstr, ...}; the SNP
  * report sits at HCL offset 0x20, see azure.c).  Evidence reaches here only after
  * sh_attest_verify parsed it (collateral_missing comes after the structural checks). */
-static int snp_report(sh_attest_tee tee, const uint8_t *ev, size_t len,
+static int snp_report(sh_tee tee, const uint8_t *ev, size_t len,
                       uint8_t rep[SH_SNP_REPORT_SIZE])
 {
-    int azure = tee == SH_ATTEST_TEE_AZURE_SNP;
+    int azure = tee == SH_TEE_AZURE_SNP;
     size_t off = azure ? HCL_REPORT_OFF : 0;
     if (!azure && len == SH_SNP_REPORT_SIZE) {
         memcpy(rep, ev, len);
@@ -99,7 +99,7 @@ typedef struct fetched_certs {
 } fetched_certs;
 
 /* sev-snp / azure-snp: the VCEK (required) and the product's cert_chain (optional). */
-static int fetch_snp(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev, size_t len,
+static int fetch_snp(sh_attest_fetcher *f, sh_tee tee, const uint8_t *ev, size_t len,
                      int64_t now, fetched_certs *fc, char *msg, size_t ml)
 {
     uint8_t rp[SH_SNP_REPORT_SIZE];
@@ -139,19 +139,19 @@ static int fetch_snp(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev,
 
 /* tdx / sgx / azure-tdx: the four PCS documents for this quote's PCK -> JSON collateral
  * (malloc'd).  azure-tdx evidence is CBOR {"hcl_report", "td_quote"}: its TD quote's. */
-static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev, size_t len,
+static int fetch_dcap(sh_attest_fetcher *f, sh_tee tee, const uint8_t *ev, size_t len,
                       int64_t now, uint8_t **col, size_t *col_len, char *msg, size_t ml)
 {
-    const char *tn = tee == SH_ATTEST_TEE_SGX ? "sgx" : "tdx";
+    const char *tn = tee == SH_TEE_SGX ? "sgx" : "tdx";
     cbor_item_t *bundle = NULL;
-    if (tee == SH_ATTEST_TEE_AZURE_TDX) {
+    if (tee == SH_TEE_AZURE_TDX) {
         struct cbor_load_result res;
         const cbor_item_t *b = len <= SH_BUNDLE_MAX_EVIDENCE && (bundle = cbor_load(ev, len, &res))
                                    ? cbor_bstr_at(bundle, "td_quote") : NULL;
         ev = b ? cbor_bytestring_handle(b) : NULL;
         len = b ? cbor_bytestring_length(b) : 0;
     }
-    sh_attest_result *tmp = sh_result_new();
+    sh_attest_result *tmp = sh_attest__result_new();
     sh_dcap_quote q;
     X509 *pck = NULL;
     sh_pck_ext ext;
@@ -164,18 +164,18 @@ static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev
     memset(&pc, 0, sizeof pc);
     memset(&root, 0, sizeof root);
     memset(&e, 0, sizeof e);
-    if (!tmp || !ev || sh_dcap_parse_quote(tmp, ev, len, &q) < 0 || !q.pck_chain.len) {
+    if (!tmp || !ev || sh_attest__dcap_parse_quote(tmp, ev, len, &q) < 0 || !q.pck_chain.len) {
         snprintf(msg, ml, "no PCK certificate chain in the quote");
         goto out;
     }
     BIO *b = BIO_new_mem_buf(q.pck_chain.ptr, (int)q.pck_chain.len);
     pck = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
     BIO_free(b);
-    if (!pck || sh_pck_ext_parse(pck, &ext) < 0) {
+    if (!pck || sh_attest__pck_ext_parse(pck, &ext) < 0) {
         snprintf(msg, ml, "the PCK certificate has no readable SGX extensions (FMSPC)");
         goto out;
     }
-    sh_hex(ext.fmspc, 6, fmspc);
+    sh_hex_encode(ext.fmspc, 6, fmspc);
     /* the PCK CRL of the CA that issued this PCK: "Intel SGX PCK Platform CA" or "... Processor CA" */
     X509_NAME_oneline(X509_get_issuer_name(pck), iss, sizeof iss);
     const char *ca = strstr(iss, "Platform") ? "platform" : "processor";
@@ -191,7 +191,7 @@ static int fetch_dcap(sh_attest_fetcher *f, sh_attest_tee tee, const uint8_t *ev
                      qe.issuer_chain ? strlen(qe.issuer_chain) : 0, root.data, root.len, pc.data, pc.len,
                      pc.issuer_chain};
     char eb[256];
-    if (sh_dcap_collateral_from_pcs(&p, col, col_len, eb, sizeof eb) < 0) {
+    if (sh_attest__dcap_collateral_from_pcs(&p, col, col_len, eb, sizeof eb) < 0) {
         snprintf(msg, ml, "%.180s", eb);
         goto out;
     }
@@ -212,13 +212,13 @@ out:
 /* The token's kid (malloc'd), or NULL when it has none or does not parse. */
 static char *token_kid(const uint8_t *ev, size_t len)
 {
-    sh_attest_result *tmp = sh_result_new();
+    sh_attest_result *tmp = sh_attest__result_new();
     sh_jwt j;
     char *kid = NULL;
     memset(&j, 0, sizeof j);
-    if (tmp && sh_jwt_parse(tmp, ev, len, &j) == 0 && j.kid)
+    if (tmp && sh_attest__jwt_parse(tmp, ev, len, &j) == 0 && j.kid)
         kid = strdup(j.kid);
-    sh_jwt_free(&j);
+    sh_attest__jwt_free(&j);
     sh_attest_result_free(tmp);
     return kid;
 }
@@ -256,7 +256,7 @@ static void note(sh_attest_result *r, const char *what, const char *detail)
  * per jwks_refresh_interval (60 s) and refuses the rest at once, which then keep
  * root_untrusted, the same refusal as a kid missing from a JWKS file (`shield verify
  * --jwks`), with a note saying when the keys were last refetched. */
-static int retry_rotated(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options o,
+static int retry_rotated(const uint8_t *ev, size_t len, sh_tee tee, sh_attest_options o,
                          sh_attest_fetcher *f, const char *iss, int64_t now, sh_attest_result **res)
 {
     char *kid = token_kid(ev, len);
@@ -293,14 +293,14 @@ static int retry_rotated(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_at
     return rc;
 }
 
-static int is_snp(sh_attest_tee t) { return t == SH_ATTEST_TEE_SEV_SNP || t == SH_ATTEST_TEE_AZURE_SNP; }
-static int is_dcap(sh_attest_tee t)
+static int is_snp(sh_tee t) { return t == SH_TEE_SEV_SNP || t == SH_TEE_AZURE_SNP; }
+static int is_dcap(sh_tee t)
 {
-    return t == SH_ATTEST_TEE_TDX || t == SH_ATTEST_TEE_SGX || t == SH_ATTEST_TEE_AZURE_TDX;
+    return t == SH_TEE_TDX || t == SH_TEE_SGX || t == SH_TEE_AZURE_TDX;
 }
-static int is_token(sh_attest_tee t) { return t == SH_ATTEST_TEE_MAA || t == SH_ATTEST_TEE_GCP; }
+static int is_token(sh_tee t) { return t == SH_TEE_MAA || t == SH_TEE_GCP; }
 
-int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
+int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_tee tee,
                               const sh_attest_options *opts, sh_attest_fetcher *fetcher,
                               const char *jwks_issuer, int64_t now, sh_attest_result **out)
 {
@@ -310,14 +310,14 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
     /* only what the caller did not configure is fetched: a configured JWKS or collateral that
      * lacks something is the operator's to fix, not the network's */
     int want = fetcher && !r->verified && r->reason == SH_ATTEST_COLLATERAL_MISSING &&
-               (is_snp(tee) || (is_dcap(tee) && !sh_dcap_collateral_given(opts)) ||
+               (is_snp(tee) || (is_dcap(tee) && !sh_attest__dcap_collateral_given(opts)) ||
                 (is_token(tee) && !opts->jwks));
     if (!want)
         return 0;
     sh_attest_options o = *opts;
     fetched_certs fc;
     memset(&fc, 0, sizeof fc);
-    sh_attest_bytes certs[64 + MAX_FETCHED];
+    sh_iovec certs[64 + MAX_FETCHED];
     uint8_t *col = NULL;
     sh_attest_fetched jf;
     memset(&jf, 0, sizeof jf);
@@ -331,7 +331,7 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
             for (size_t i = 0; i < opts->ncerts; i++)
                 certs[i] = opts->certs[i];
             for (size_t i = 0; i < fc.n; i++)
-                certs[opts->ncerts + i] = (sh_attest_bytes){fc.f[i].data, fc.f[i].len};
+                certs[opts->ncerts + i] = (sh_iovec){.ptr = fc.f[i].data, .len = fc.f[i].len};
             o.certs = certs;
             o.ncerts = opts->ncerts + fc.n;
         }
@@ -340,7 +340,7 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
             o.collateral = col;
     } else {
         const char *iss = iss_used = jwks_issuer ? jwks_issuer : opts->issuer ? opts->issuer
-                                     : tee == SH_ATTEST_TEE_GCP ? GCP_ISSUER : NULL;
+                                     : tee == SH_TEE_GCP ? GCP_ISSUER : NULL;
         sh_attest_fetch_error fe;
         memset(&fe, 0, sizeof fe);
         if (!iss) {
@@ -369,7 +369,7 @@ int sh_attest_verify_fetching(const uint8_t *ev, size_t len, sh_attest_tee tee,
         }
     } else {
         snprintf(r->message, sizeof r->message, "%s failed: %.199s",
-                 sh_fetch_is_offline(fetcher) ? "offline lookup" : "fetch", why);
+                 sh_attest__fetch_is_offline(fetcher) ? "offline lookup" : "fetch", why);
     }
     for (size_t i = 0; i < fc.n; i++)
         sh_attest_fetched_free(&fc.f[i]);

@@ -1,7 +1,7 @@
 /* crypto/hpke.c — HPKE base mode (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and
  * AES-GCM, composed from OpenSSL 3.0 EVP: X25519 (EVP_PKEY_derive), HKDF (EVP_KDF "HKDF" in
  * EXTRACT_ONLY / EXPAND_ONLY modes) and AES-GCM (EVP_CIPHER).  OpenSSL 3.2 has OSSL_HPKE_*,
- * Debian 12 ships 3.0, hence this file; known answers in tests/c/test_crypto.c (RFC 9180 A.1)
+ * Debian 12 ships 3.0, hence this file; known answers in tests/c/crypto/test_crypto.c (RFC 9180 A.1)
  * and round trips against the Python `cryptography` package's HPKE in tests/py.
  */
 #include "crypto.h"

@@ -78,12 +78,9 @@ static PyObject *hex_or_none(const uint8_t *p, size_t n)
     if (!p)
         Py_RETURN_NONE;
     char h[129];
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n && i < 64; i++) {
-        h[2 * i] = d[p[i] >> 4];
-        h[2 * i + 1] = d[p[i] & 15];
-    }
-    return PyUnicode_FromStringAndSize(h, (Py_ssize_t)(2 * n));
+    if (n > 64)
+        n = 64; /* digests only (32 bytes) */
+    return PyUnicode_FromStringAndSize(h, (Py_ssize_t)sh_hex_encode(p, n, h));
 }
 
 static PyObject *to_python(const sh_attest_result *r)
@@ -99,7 +96,7 @@ static PyObject *to_python(const sh_attest_result *r)
     const char *cls_name = sh_attest_reason_class(r->reason);
     PyObject *kw = Py_BuildValue(
         "{s:O, s:s, s:N, s:N, s:d, s:z, s:z, s:z, s:O, s:z, s:N, s:N, s:N, s:N, s:N, s:N, s:N}",
-        "verified", r->verified ? Py_True : Py_False, "tee_type", sh_attest_tee_name(r->tee),
+        "verified", r->verified ? Py_True : Py_False, "tee_type", sh_tee_name(r->tee),
         "measurements", from_json(r->measurements), "claims", from_json(r->claims),
         "timestamp", r->timestamp, "error", cls_name, "reason", reason, "message",
         reason ? r->message : NULL, "debug", r->debug ? Py_True : Py_False, "tcb_status",
@@ -153,7 +150,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
                                      &pol_o, &certs_o, &nonce_o, &pk_o, &allow_debug, &jwks_o,
                                      &issuer, &audience, &col_o, &trust_sim, &simroot_o))
         return NULL;
-    sh_attest_tee tee = sh_attest_tee_from_name(type);
+    sh_tee tee = sh_tee_from_name(type);
     if (at_o == Py_None) {
         PyErr_SetString(PyExc_TypeError, "verify() needs at= (the verification time is explicit)");
         return NULL;
@@ -168,7 +165,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
     PyObject *ret = NULL, *certs_seq = NULL;
     Py_buffer ev = {0}, nonce = {0}, pk = {0}, jwks = {0}, colb = {0}, simroot = {0},
               certb[MAX_CERTS];
-    sh_attest_bytes simroot_b;
+    sh_iovec simroot_b;
     int nb = 0, have_ev = 0, have_nonce = 0, have_pk = 0, have_jwks = 0, have_col = 0;
     uint8_t *col_file = NULL;
     size_t col_file_len = 0;
@@ -176,7 +173,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
     size_t dlen = 0;
     sh_attest_policy *pol = NULL;
     sh_attest_result *r = NULL;
-    sh_attest_bytes certs[MAX_CERTS];
+    sh_iovec certs[MAX_CERTS];
     memset(certb, 0, sizeof certb);
     if (PyUnicode_Check(ev_o)) {
         Py_ssize_t n;
@@ -223,7 +220,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
             if (get_buffer(PySequence_Fast_GET_ITEM(certs_seq, i), &certb[i], "certs[i]") < 0)
                 goto out;
             nb++;
-            certs[i] = (sh_attest_bytes){certb[i].buf, (size_t)certb[i].len};
+            certs[i] = (sh_iovec){certb[i].buf, (size_t)certb[i].len};
         }
     }
     if (nonce_o != Py_None) {
@@ -281,7 +278,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
     if (simroot_o != Py_None) {
         if (get_buffer(simroot_o, &simroot, "simulated_root") < 0)
             goto out;
-        simroot_b = (sh_attest_bytes){simroot.buf, (size_t)simroot.len};
+        simroot_b = (sh_iovec){simroot.buf, (size_t)simroot.len};
         o.simulated_root = &simroot_b;
     }
     if (have_nonce) {
@@ -374,7 +371,7 @@ static PyObject *py_policy_check(PyObject *self, PyObject *args, PyObject *kw)
     sh_attest_result r;
     memset(&r, 0, sizeof r);
     r.verified = 1;
-    r.tee = sh_attest_tee_from_name(tee_name);
+    r.tee = sh_tee_from_name(tee_name);
     r.debug = debug;
     r.tcb_status = tcb; /* borrowed for the call */
     r.measurements = json_loads(mtext, 0, NULL);

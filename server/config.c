@@ -13,10 +13,6 @@
 #include "gate.h"
 #include "server_internal.h"
 
-#ifndef SHIELD_VERSION
-#define SHIELD_VERSION "0.1.0"
-#endif
-
 static int parse_ll_env(const char *s, long long *out) {
   char *end = NULL;
   errno = 0;
@@ -553,7 +549,7 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
       return 1;
     }
     if (strcmp(name, "--version") == 0) {
-      printf("shield %s\n", SHIELD_VERSION);
+      printf("shield %s\n", sh_version()); /* common.h: meson.project_version() */
       return 1;
     }
 

@@ -39,15 +39,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common.h" /* sh_iovec: a view of bytes that are not NUL-terminated (wire data) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* A view of bytes that are not NUL-terminated (wire data). */
-typedef struct sh_iovec {
-  const char *base;
-  size_t len;
-} sh_iovec;
 
 typedef struct sh_header {
   sh_iovec name;  /* lower-cased (request headers); as given (response headers) */

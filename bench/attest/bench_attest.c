@@ -103,7 +103,7 @@ static double hash_cost(const uint8_t *a, size_t al, const uint8_t *b2, size_t b
     return MIN_OVER_ROUNDS(hash_cost1(a, al, b2, bl, iters / ROUNDS + 1));
 }
 
-static double verify_cost1(const uint8_t *ev, size_t len, sh_attest_tee tee,
+static double verify_cost1(const uint8_t *ev, size_t len, sh_tee tee,
                            sh_attest_options *o, int iters, int *ok)
 {
     sh_attest_result *r = NULL;
@@ -118,7 +118,7 @@ static double verify_cost1(const uint8_t *ev, size_t len, sh_attest_tee tee,
     return (now_us() - t0) / iters;
 }
 
-static double verify_cost(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
+static double verify_cost(const uint8_t *ev, size_t len, sh_tee tee, sh_attest_options *o,
                           int iters, int *ok)
 {
     return MIN_OVER_ROUNDS(verify_cost1(ev, len, tee, o, iters / ROUNDS + 1, ok));
@@ -191,7 +191,7 @@ static X509_CRL *crl_hex(const char *h)
 }
 
 static void bench_dcap(const char *name, const char *dir, const char *qf, const char *cf, int64_t at,
-                       sh_attest_tee tee, const sh_attest_policy *pol, sh_attest_cache *cache,
+                       sh_tee tee, const sh_attest_policy *pol, sh_attest_cache *cache,
                        sh_attest_cache *chains, int iters)
 {
     size_t ql, cl;
@@ -295,7 +295,7 @@ int main(int argc, char **argv)
         int ok = 1;
         for (int i = 0; i < iters; i++) {
             sh_attest_result *r = NULL;
-            sh_attest_verify(q, ql, SH_ATTEST_TEE_TDX, &o, &r);
+            sh_attest_verify(q, ql, SH_TEE_TDX, &o, &r);
             ok &= r && r->verified;
             sh_attest_result_free(r);
         }
@@ -316,16 +316,16 @@ int main(int argc, char **argv)
     {
         sh_attest_options o = {.at = at, .policy = pol};
         int ok;
-        cold_us = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters, &ok);
+        cold_us = verify_cost(doc, len, SH_TEE_NITRO, &o, iters, &ok);
         o.cache = chains;
-        double fresh = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters, &ok);
+        double fresh = verify_cost(doc, len, SH_TEE_NITRO, &o, iters, &ok);
         o.cache = cache;
-        double hit = verify_cost(doc, len, SH_ATTEST_TEE_NITRO, &o, iters * 10, &ok);
+        double hit = verify_cost(doc, len, SH_TEE_NITRO, &o, iters * 10, &ok);
         /* bare: parse once with libcbor-free offsets from a first verification's knowledge:
          * rebuild Sig_structure with the same code path the Python baseline uses (cbor) is
          * not available in C here, so take it from the document: protected, payload, sig. */
         sh_attest_result *r = NULL;
-        sh_attest_verify(doc, len, SH_ATTEST_TEE_NITRO, &(sh_attest_options){.at = at}, &r);
+        sh_attest_verify(doc, len, SH_TEE_NITRO, &(sh_attest_options){.at = at}, &r);
         sh_attest_result_free(r);
         /* locate the fields: [bstr(prot) {} bstr(payload) bstr(sig)] with 2-byte/3-byte heads */
         const uint8_t *p = doc + 1;
@@ -408,16 +408,16 @@ int main(int argc, char **argv)
             X509_free(all[i]);
     }
     /* SNP: report signature + VCEK<-ASK + ASK<-ARK */
-    const struct { const char *name, *rep, *vcek, *ask, *ark; int64_t at; sh_attest_tee tee; } snp[] = {
-        {"sev-snp (Milan VCEK)", "sev-snp/test-report.bin", "sev-snp/test-vcek.der", "roots/amd-milan-ask.pem", "roots/amd-milan-ark.pem", 1748736000, SH_ATTEST_TEE_SEV_SNP},
-        {"sev-snp (Genoa VCEK)", "sev-snp/azure-genoa-snp-report.bin", "sev-snp/vcek-genoa.pem", "roots/amd-genoa-ask.pem", "roots/amd-genoa-ark.pem", 1748736000, SH_ATTEST_TEE_SEV_SNP},
-        {"sev-snp (Milan VLEK)", "sev-snp/test-vlek-report.bin", "sev-snp/test-vlek.der", "roots/amd-milan-asvk-ark.pem", "roots/amd-milan-ark.pem", 1748736000, SH_ATTEST_TEE_SEV_SNP},
+    const struct { const char *name, *rep, *vcek, *ask, *ark; int64_t at; sh_tee tee; } snp[] = {
+        {"sev-snp (Milan VCEK)", "sev-snp/test-report.bin", "sev-snp/test-vcek.der", "roots/amd-milan-ask.pem", "roots/amd-milan-ark.pem", 1748736000, SH_TEE_SEV_SNP},
+        {"sev-snp (Genoa VCEK)", "sev-snp/azure-genoa-snp-report.bin", "sev-snp/vcek-genoa.pem", "roots/amd-genoa-ask.pem", "roots/amd-genoa-ark.pem", 1748736000, SH_TEE_SEV_SNP},
+        {"sev-snp (Milan VLEK)", "sev-snp/test-vlek-report.bin", "sev-snp/test-vlek.der", "roots/amd-milan-asvk-ark.pem", "roots/amd-milan-ark.pem", 1748736000, SH_TEE_SEV_SNP},
     };
     for (size_t k = 0; k < sizeof snp / sizeof *snp; k++) {
         size_t rl = 0, vl = 0, al = 0, kl = 0;
         uint8_t *rep = slurp(dir, snp[k].rep, &rl), *vc = slurp(dir, snp[k].vcek, &vl);
         uint8_t *ask = slurp(dir, snp[k].ask, &al), *ark = slurp(dir, snp[k].ark, &kl);
-        sh_attest_bytes certs[1] = {{vc, vl}};
+        sh_iovec certs[1] = {{.ptr = vc, .len = vl}};
         sh_attest_options o = {.at = snp[k].at, .policy = pol, .certs = certs, .ncerts = 1};
         int ok;
         cold_us = verify_cost(rep, rl, snp[k].tee, &o, iters, &ok);
@@ -452,9 +452,9 @@ int main(int argc, char **argv)
         char eb[256];
         sh_attest_policy_load(sgx_pol, strlen(sgx_pol), &sp, eb, sizeof eb);
         bench_dcap("tdx (v4, JSON collat.)", dir, "tdx/tdx_quote", "tdx/tdx_quote_collateral.json",
-                   1750377600, SH_ATTEST_TEE_TDX, pol, cache, chains, iters);
+                   1750377600, SH_TEE_TDX, pol, cache, chains, iters);
         bench_dcap("sgx (v3, JSON collat.)", dir, "sgx/sgx_quote", "sgx/sgx_quote_collateral.json",
-                   1750377600, SH_ATTEST_TEE_SGX, sp, cache, chains, iters);
+                   1750377600, SH_TEE_SGX, sp, cache, chains, iters);
         sh_attest_policy_free(sp);
     }
     printf("targets: fresh <= 1.3x bare signature cost; cache hit <= 1.2x hashing the signed content\n");

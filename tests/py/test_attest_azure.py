@@ -2,7 +2,7 @@
 shield._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
 version 1) and az-tdx-vtpm report and TD quote (azure-tdx), read in place from a trustee clone
 (trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps are in
-tests/c/test_azure.c; this is the command line and the Python binding on the same data."""
+tests/c/attest/test_azure.c; this is the command line and the Python binding on the same data."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Intel TDX / SGX DCAP: `shield verify --type tdx|sgx --collateral ...` (CLI, subprocess) and
 shield._native.verify(..., collateral=...) on the shared vectors, read in place from
 $SHIELD_VECTORS or <repo>/../shared/vectors.  The mutation sweeps and the generated test-PKI
-negatives live in tests/c/test_dcap.c (speed, and they need the test-only extra roots)."""
+negatives live in tests/c/attest/test_dcap.c (speed, and they need the test-only extra roots)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`shield verify` (CLI, as a subprocess) and shield._native.verify on the real attestation
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) and on generated
-evidence.  The ≥1000-mutations-per-vector sweep lives in tests/c/test_attest.c (speed)."""
+evidence.  The ≥1000-mutations-per-vector sweep lives in tests/c/attest/test_attest.c (speed)."""
 
 from __future__ import annotations
 

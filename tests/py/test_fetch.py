@@ -1,7 +1,8 @@
-"""attest/fetch.c (through the test-only tests/c/fetch-tool) against a local HTTPS server started
-here on loopback, with a test CA generated here: OpenID discovery + JWKS, AMD KDS (VCEK, cert
-chain, CRL), Intel PCS/PCCS (TCB info, QE identity, PCK CRL with their issuer-chain headers);
-memory and disk caches, offline mode, negative caching, the rate limit, the allow-lists, and
+"""attest/fetch.c (through the test-only tests/c/fetch-tool, built from
+tests/c/attest/fetch_tool.c) against a local HTTPS server started here on loopback, with a test
+CA generated here: OpenID discovery + JWKS, AMD KDS (VCEK, cert chain, CRL), Intel PCS/PCCS
+(TCB info, QE identity, PCK CRL with their issuer-chain headers); memory and disk caches,
+offline mode, negative caching, the rate limit, the allow-lists, and
 hostile responses (slow, huge with and without Content-Length, wrong Content-Type, bad body,
 errors, redirects, an untrusted certificate, plain http)."""
 

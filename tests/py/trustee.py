@@ -3,8 +3,8 @@ real Azure CVM reports as Azure wrote them.  Never copied into this repository.
 
 `SHIELD_TRUSTEE_GIT` names a trustee clone: its git directory (e.g. a bare clone; files are read
 with `git show HEAD:…`) or a checkout.  Default, when it exists:
-/work/.mirror/confidential-containers+trustee/repo (tests/c/test_azure.c: the same variable and
-default).  Absent: the tests
+/work/.mirror/confidential-containers+trustee/repo (tests/c/attest/test_azure.c: the same
+variable and default).  Absent: the tests
 that need it skip, naming the variable; named but unusable: they fail.
 """
 

@@ -1,11 +1,11 @@
-/* tests/c/test_dcap.c — attest/ Intel TDX and SGX DCAP: the shared vectors at their times and
+/* tests/c/attest/test_dcap.c — attest/ Intel TDX and SGX DCAP: the shared vectors at their times and
  * today, the PCS directory collateral form, decoded-byte mutations of quotes and collateral,
  * and negatives built at test time with a test Intel-like PKI (root CA, PCK Platform CA, PCK
  * certificate carrying the real SGX extensions, TCB signing certificate, CRLs, quotes signed
  * with test keys).  Prints "N passed, N failed"; exits non-zero on failure, 77 (skip) without
  * the shared vectors folder. */
 #include "testutil.h"
-#include "attest.h"
+#include "attest_util.h" /* run(), add_ext() */
 
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -26,21 +26,6 @@ static int64_t NOW;
 
 
 
-static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
-                            sh_attest_result **keep)
-{
-    sh_attest_result *r = NULL;
-    if (sh_attest_verify(ev, len, tee, o, &r) < 0 || !r)
-        return SH_ATTEST_REASON_COUNT_;
-    sh_attest_reason rs = r->verified ? SH_ATTEST_OK : r->reason;
-    if (r->verified && r->reason != SH_ATTEST_OK)
-        rs = SH_ATTEST_REASON_COUNT_;
-    if (keep)
-        *keep = r;
-    else
-        sh_attest_result_free(r);
-    return rs;
-}
 
 static sh_attest_policy *policy(const char *text)
 {
@@ -59,36 +44,36 @@ static const char SGX_OPT_IN[] =
 /* ---------- the shared vectors ---------- */
 typedef struct dvec {
     const char *quote, *col, *at;
-    sh_attest_tee tee;
+    sh_tee tee;
     sh_attest_reason want;
     const char *status;
     const char *pol;
 } dvec;
 
 static const dvec vecs[] = {
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-19T10:32:27Z", SH_ATTEST_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-07-19T10:00:34Z", SH_ATTEST_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-19T10:32:26Z", SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-07-19T10:16:03Z", SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", NULL, SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
-    {"tdx/tdx_quote", NULL, "2025-06-20T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_MISSING, NULL, NULL},
-    {"tdx/tdx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_MISSING, NULL, NULL},
-    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_MALFORMED, NULL, NULL},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_OK, "ConfigurationAndSWHardeningNeeded", SGX_OPT_IN},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_TCB_OUT_OF_DATE, "ConfigurationAndSWHardeningNeeded", NULL},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_TCB_OUT_OF_DATE, "ConfigurationAndSWHardeningNeeded",
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-19T10:32:27Z", SH_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-07-19T10:00:34Z", SH_TEE_TDX, SH_ATTEST_OK, "UpToDate", NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-19T10:32:26Z", SH_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-07-19T10:16:03Z", SH_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", NULL, SH_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
+    {"tdx/tdx_quote", NULL, "2025-06-20T00:00:00Z", SH_TEE_TDX, SH_ATTEST_COLLATERAL_MISSING, NULL, NULL},
+    {"tdx/tdx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_TDX, SH_ATTEST_COLLATERAL_MISSING, NULL, NULL},
+    {"tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_MALFORMED, NULL, NULL},
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_OK, "ConfigurationAndSWHardeningNeeded", SGX_OPT_IN},
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_TCB_OUT_OF_DATE, "ConfigurationAndSWHardeningNeeded", NULL},
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_TCB_OUT_OF_DATE, "ConfigurationAndSWHardeningNeeded",
      "{\"version\": 1, \"sgx\": {\"tcb_statuses\": [\"UpToDate\", \"ConfigurationAndSWHardeningNeeded\"], \"allowed_advisories\": [\"INTEL-SA-00615\"]}}"},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_MEASUREMENT_MISMATCH, "ConfigurationAndSWHardeningNeeded",
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_MEASUREMENT_MISMATCH, "ConfigurationAndSWHardeningNeeded",
      "{\"version\": 1, \"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], \"allowed_advisories\": [\"*\"], \"mrenclave\": [\"0000000000000000000000000000000000000000000000000000000000000000\"]}}"},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_SGX, SH_ATTEST_OK, "ConfigurationAndSWHardeningNeeded",
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_SGX, SH_ATTEST_OK, "ConfigurationAndSWHardeningNeeded",
      "{\"version\": 1, \"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], \"allowed_advisories\": [\"*\"], \"mrenclave\": [\"33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb\"], \"mrsigner\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"isvprodid\": [0], \"min_isvsvn\": 0}}"},
-    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", NULL, SH_ATTEST_TEE_SGX, SH_ATTEST_COLLATERAL_STALE, NULL, SGX_OPT_IN},
-    {"tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", "2026-03-01T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_TCB_UNSUPPORTED, NULL, NULL},
-    {"tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", NULL, SH_ATTEST_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
-    {"tdx/tdx_quote_4.dat", NULL, "2025-01-01T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
-    {"tdx/tdx_quote_4.dat", NULL, NULL, SH_ATTEST_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
-    {"tdx/tdx_quote_4.dat", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_ATTEST_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
+    {"sgx/sgx_quote", "sgx/sgx_quote_collateral.json", NULL, SH_TEE_SGX, SH_ATTEST_COLLATERAL_STALE, NULL, SGX_OPT_IN},
+    {"tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", "2026-03-01T00:00:00Z", SH_TEE_TDX, SH_ATTEST_TCB_UNSUPPORTED, NULL, NULL},
+    {"tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", NULL, SH_TEE_TDX, SH_ATTEST_COLLATERAL_STALE, NULL, NULL},
+    {"tdx/tdx_quote_4.dat", NULL, "2025-01-01T00:00:00Z", SH_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
+    {"tdx/tdx_quote_4.dat", NULL, NULL, SH_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
+    {"tdx/tdx_quote_4.dat", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", SH_TEE_TDX, SH_ATTEST_DEBUG_NOT_ALLOWED, NULL, NULL},
 };
 
 /* Preloaded collateral handles, one per file, shared by every vector (in table order, so a
@@ -169,7 +154,7 @@ static void test_vectors(void)
             CHECK(a && !strcmp(a, "[\"INTEL-SA-00289\",\"INTEL-SA-00615\"]"), "advisories %s", a);
             free(a);
         }
-        if (r && d->want == SH_ATTEST_OK && d->tee == SH_ATTEST_TEE_TDX) {
+        if (r && d->want == SH_ATTEST_OK && d->tee == SH_TEE_TDX) {
             const char *mrtd = json_string_value(json_object_get(r->measurements, "MRTD"));
             CHECK(mrtd && !strncmp(mrtd, "91eb2b44d141d4ec", 16) && !r->debug, "MRTD %s", mrtd);
         }
@@ -182,7 +167,7 @@ static void test_vectors(void)
     size_t ql;
     uint8_t *q = slurp("tdx/tdx_quote_4.dat", &ql);
     sh_attest_options o = {.at = T("2025-01-01T00:00:00Z"), .allow_debug = 1};
-    CHECK(run(q, ql, SH_ATTEST_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING, "debug allowed");
+    CHECK(run(q, ql, SH_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING, "debug allowed");
     free(q);
     /* binding: a presented nonce the quote does not bind */
     size_t cl;
@@ -191,12 +176,12 @@ static void test_vectors(void)
     uint8_t nonce[32] = {1};
     sh_attest_options ob = {.at = T("2025-06-20T00:00:00Z"), .collateral = c, .collateral_len = cl,
                             .nonce = nonce, .nonce_len = 32};
-    CHECK(run(q, ql, SH_ATTEST_TEE_TDX, &ob, NULL) == SH_ATTEST_BINDING_MISMATCH, "binding");
+    CHECK(run(q, ql, SH_TEE_TDX, &ob, NULL) == SH_ATTEST_BINDING_MISMATCH, "binding");
     /* cache: a second verification is a hit and says the same */
     sh_attest_cache *cache = sh_attest_cache_new(16);
     sh_attest_options oc = {.at = T("2025-06-20T00:00:00Z"), .collateral = c, .collateral_len = cl, .cache = cache};
     sh_attest_result *r1 = NULL, *r2 = NULL;
-    CHECK(run(q, ql, SH_ATTEST_TEE_TDX, &oc, &r1) == SH_ATTEST_OK && run(q, ql, SH_ATTEST_TEE_TDX, &oc, &r2) == SH_ATTEST_OK &&
+    CHECK(run(q, ql, SH_TEE_TDX, &oc, &r1) == SH_ATTEST_OK && run(q, ql, SH_TEE_TDX, &oc, &r2) == SH_ATTEST_OK &&
               r2->cache_hit && r2->tcb_status && !strcmp(r2->tcb_status, "UpToDate"), "cache hit");
     sh_attest_result_free(r1);
     sh_attest_result_free(r2);
@@ -205,10 +190,10 @@ static void test_vectors(void)
     sh_attest_options os = oc; /* the same quote with other collateral: never the cached verdict */
     os.collateral = sc;
     os.collateral_len = sl;
-    CHECK(run(q, ql, SH_ATTEST_TEE_TDX, &os, NULL) == SH_ATTEST_COLLATERAL_MISSING, "cache keyed by collateral");
+    CHECK(run(q, ql, SH_TEE_TDX, &os, NULL) == SH_ATTEST_COLLATERAL_MISSING, "cache keyed by collateral");
     free(sc);
     oc.at = NOW; /* past nextUpdate: the cached result must not be served */
-    CHECK(run(q, ql, SH_ATTEST_TEE_TDX, &oc, NULL) == SH_ATTEST_COLLATERAL_STALE, "cache window");
+    CHECK(run(q, ql, SH_TEE_TDX, &oc, NULL) == SH_ATTEST_COLLATERAL_STALE, "cache window");
     sh_attest_cache_free(cache);
     free(c);
     free(q);
@@ -226,10 +211,11 @@ static void write_file(const char *dir, const char *name, const char *data, size
 
 static void write_hex_der(const char *dir, const char *name, const char *hex)
 {
-    long n = 0;
-    unsigned char *b = OPENSSL_hexstr2buf(hex, &n);
-    write_file(dir, name, (const char *)b, (size_t)n);
-    OPENSSL_free(b);
+    size_t n = strlen(hex) / 2;
+    uint8_t *b = malloc(n + 1);
+    CHECK(b && sh_hex_decode(hex, strlen(hex), b, n) == 0, "hex of %s", name);
+    write_file(dir, name, (const char *)b, n);
+    free(b);
 }
 
 static void test_pcs_dir(void)
@@ -264,7 +250,7 @@ static void test_pcs_dir(void)
     int rc = sh_attest_collateral_read(dir, &col, &coll, eb, sizeof eb);
     CHECK(rc == 0, "collateral_read(dir): %s", eb);
     sh_attest_options o = {.at = T("2025-06-20T00:00:00Z"), .collateral = col, .collateral_len = coll};
-    sh_attest_reason got = rc == 0 ? run(q, ql, SH_ATTEST_TEE_TDX, &o, NULL) : SH_ATTEST_MALFORMED;
+    sh_attest_reason got = rc == 0 ? run(q, ql, SH_TEE_TDX, &o, NULL) : SH_ATTEST_MALFORMED;
     CHECK(got == SH_ATTEST_OK, "PCS directory form: %s", RN(got));
     free(col);
     /* a tcbInfo whose signature no longer matches (one byte of the signed span changed) */
@@ -278,7 +264,7 @@ static void test_pcs_dir(void)
     rc = sh_attest_collateral_read(dir, &col, &coll, eb, sizeof eb);
     o.collateral = col;
     o.collateral_len = coll;
-    got = rc == 0 ? run(q, ql, SH_ATTEST_TEE_TDX, &o, NULL) : SH_ATTEST_MALFORMED;
+    got = rc == 0 ? run(q, ql, SH_TEE_TDX, &o, NULL) : SH_ATTEST_MALFORMED;
     CHECK(got != SH_ATTEST_OK, "PCS form, altered tcbInfo accepted");
     free(col);
     unlink(dir); /* files first */
@@ -318,13 +304,8 @@ static uint8_t *mutate(const uint8_t *in, size_t len, size_t *out_len)
 
 static char *hex_of(const uint8_t *b, size_t n)
 {
-    static const char d[] = "0123456789abcdef";
     char *h = malloc(2 * n + 1);
-    for (size_t i = 0; i < n; i++) {
-        h[2 * i] = d[b[i] >> 4];
-        h[2 * i + 1] = d[b[i] & 15];
-    }
-    h[2 * n] = 0;
+    sh_hex_encode(b, n, h);
     return h;
 }
 

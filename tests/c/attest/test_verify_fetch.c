@@ -1,12 +1,12 @@
-/* tests/c/test_verify_fetch.c — sh_attest_verify_fetching (attest/verify_fetch.c) without a
+/* tests/c/attest/test_verify_fetch.c — sh_attest_verify_fetching (attest/verify_fetch.c) without a
  * network: an offline fetcher whose cache dir this test fills with the shared vectors' own
  * VCEKs, DCAP collateral (as Intel PCS responses) and MAA JWKS under fetch.c's file names, so
  * every per-type path (sev-snp, azure-snp, tdx, sgx, maa) is driven end to end; plus no
  * fetcher (= sh_attest_verify), an empty cache (collateral_missing, "offline lookup failed"),
  * evidence that fails before collateral matters (nothing looked up), the options left
  * untouched, and key rotation (a JWKS that lacks the token's kid re-read once per issuer per
- * 60 s of the fetch clock).  The HTTPS side is tests/py/test_verify_fetch.py and
- * test_client_attest_fetch.py. */
+ * 60 s of the fetch clock); and the fetcher's URL rule (sh_attest_url_ok), without vectors.
+ * The HTTPS side is tests/py/test_verify_fetch.py and test_client_attest_fetch.py. */
 #include <attest.h>
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -28,16 +28,12 @@ static void put(const char *name, const void *p, size_t n) {
   if (f) fclose(f);
 }
 
-static void hex(const uint8_t *p, size_t n, char *out) {
-  for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
-
 /* fetch.c's VCEK file name for a report (Milan/Genoa layout: the full 64-byte chip id). */
 static void put_vcek(const char *product, const uint8_t *rep, const uint8_t *der, size_t dl) {
   char hw[129], name[300];
   uint64_t tcb = 0;
   for (int i = 7; i >= 0; i--) tcb = tcb << 8 | rep[0x180 + i];
-  hex(rep + 0x1A0, 64, hw);
+  sh_hex_encode(rep + 0x1A0, 64, hw);
   snprintf(name, sizeof name, "amd-vcek-%s-%s-%016llx.der", product, hw, (unsigned long long)tcb);
   put(name, der, dl);
 }
@@ -46,17 +42,8 @@ static void put_vcek(const char *product, const uint8_t *rep, const uint8_t *der
 static uint8_t *pem_body(const uint8_t *pem, size_t *len) {
   const char *b = strstr((const char *)pem, "-----\n"), *e = strstr((const char *)pem, "\n-----END");
   if (!b || !e) return NULL;
-  b += 6;
-  char *clean = malloc((size_t)(e - b) + 1);
-  size_t n = 0;
-  for (const char *p = b; p < e; p++)
-    if (*p != '\n' && *p != '\r') clean[n++] = *p;
-  uint8_t *out = malloc(n + 1);
-  int l = EVP_DecodeBlock(out, (const unsigned char *)clean, (int)n);
-  size_t pad = (n >= 1 && clean[n - 1] == '=') + (n >= 2 && clean[n - 2] == '=');
-  free(clean);
-  *len = l > 0 ? (size_t)l - pad : 0; /* EVP_DecodeBlock counts the padding as zero bytes */
-  return out;
+  b += 6; /* the body: standard base64 in lines */
+  return sh_b64_decode_alloc(b, (size_t)(e - b), SH_B64_STD | SH_B64_PAD | SH_B64_WS, len);
 }
 
 /* The JSON-form DCAP collateral -> the PCS responses fetch.c would have cached. */
@@ -126,7 +113,7 @@ static sh_attest_fetcher *offline(const char *cache, const sh_attest_fetch_issue
 }
 
 /* verify the given bytes with fetcher f (its clock at `now`); the reason name or "ok". */
-static const char *run_at(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
+static const char *run_at(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_tee tee,
                           const sh_attest_options *o, int64_t now, char *msg, size_t ml) {
   static char why[64];
   sh_attest_result *r = NULL;
@@ -139,7 +126,7 @@ static const char *run_at(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_
 }
 
 /* ... with the fetch clock at the verification time (what a server does) */
-static const char *run(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_attest_tee tee,
+static const char *run(sh_attest_fetcher *f, const uint8_t *ev, size_t n, sh_tee tee,
                        const sh_attest_options *o, char *msg, size_t ml) {
   return run_at(f, ev, n, tee, o, o->at, msg, ml);
 }
@@ -161,7 +148,7 @@ static size_t cbor_kv(uint8_t *o, const char *k, const uint8_t *v, size_t vl) {
  * bundle's encoding, not from libcbor's decoded copy, which is freed before the cache reads
  * it (a use after free ASan found on the server's path): a bundle verified twice with a
  * cache, the second time a hit. */
-static void cached_twice(const uint8_t *ev, size_t n, sh_attest_tee tee, const char *what) {
+static void cached_twice(const uint8_t *ev, size_t n, sh_tee tee, const char *what) {
   sh_attest_cache *c = sh_attest_cache_new(8);
   sh_attest_options o = {0};
   o.at = T("2025-06-01T00:00:00Z");
@@ -193,18 +180,18 @@ static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   sh_attest_options o = {0};
   o.at = T("2025-06-01T00:00:00Z");
   char msg[256];
-  CHECK(!strcmp(run(NULL, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "collateral_missing"), "no fetcher");
-  CHECK(!strcmp(run(f, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "ok"), "sev-snp, VCEK from the cache");
-  CHECK(!strcmp(run(f, hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL, 0), "ok"), "azure-snp, VCEK from the cache");
+  CHECK(!strcmp(run(NULL, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "collateral_missing"), "no fetcher");
+  CHECK(!strcmp(run(f, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "ok"), "sev-snp, VCEK from the cache");
+  CHECK(!strcmp(run(f, hcl, hl, SH_TEE_AZURE_SNP, &o, NULL, 0), "ok"), "azure-snp, VCEK from the cache");
   CHECK(o.certs == NULL && o.ncerts == 0, "the options are not modified");
-  CHECK(!strcmp(run(empty, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, msg, sizeof msg), "collateral_missing") &&
+  CHECK(!strcmp(run(empty, rep, rl, SH_TEE_SEV_SNP, &o, msg, sizeof msg), "collateral_missing") &&
             strstr(msg, "offline lookup failed") && strstr(msg, "Milan"),
         "empty cache: %s", msg);
   /* the report is bound to a nonce it does not carry: refused before any lookup */
   uint8_t nonce[32] = {1};
   o.nonce = nonce;
   o.nonce_len = 32;
-  CHECK(!strcmp(run(empty, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"), "binding first");
+  CHECK(!strcmp(run(empty, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"), "binding first");
   /* bundles through the cache: {"report", "certs": {"vcek"}}, {"hcl_report", "vcek"} */
   uint8_t *b = malloc(rl + vl + hl + gl + 64);
   size_t bn = 0;
@@ -215,12 +202,12 @@ static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   bn += 5;
   b[bn++] = 0xA1;
   bn += cbor_kv(b + bn, "vcek", vcek, vl);
-  cached_twice(b, bn, SH_ATTEST_TEE_SEV_SNP, "sev-snp");
+  cached_twice(b, bn, SH_TEE_SEV_SNP, "sev-snp");
   bn = 0;
   b[bn++] = 0xA2;
   bn += cbor_kv(b + bn, "hcl_report", hcl, hl);
   bn += cbor_kv(b + bn, "vcek", gder, gl);
-  cached_twice(b, bn, SH_ATTEST_TEE_AZURE_SNP, "azure-snp");
+  cached_twice(b, bn, SH_TEE_AZURE_SNP, "azure-snp");
   free(b);
   json_decref(ev);
   free(rep);
@@ -238,12 +225,12 @@ static void test_dcap(sh_attest_fetcher *f) {
   sh_attest_options o = {0};
   o.at = T("2025-06-20T00:00:00Z");
   char msg[256];
-  const char *why = run(f, q, ql, SH_ATTEST_TEE_TDX, &o, msg, sizeof msg);
+  const char *why = run(f, q, ql, SH_TEE_TDX, &o, msg, sizeof msg);
   CHECK(!strcmp(why, "ok"), "tdx, collateral from the cache: %s %s", why, msg);
   /* a caller's own collateral is never replaced by a fetch */
   o.collateral = (const uint8_t *)"{}";
   o.collateral_len = 2;
-  why = run(f, q, ql, SH_ATTEST_TEE_TDX, &o, msg, sizeof msg);
+  why = run(f, q, ql, SH_TEE_TDX, &o, msg, sizeof msg);
   CHECK(strcmp(why, "ok") && !strstr(msg, "offline"), "given collateral kept: %s %s", why, msg);
   free(q);
 }
@@ -276,10 +263,10 @@ static void test_maa(void) {
   sh_attest_fetch_issuer fi = {.issuer = iss};
   sh_attest_fetcher *f = offline(dir, &fi, 1);
   char msg[256];
-  const char *why = run(f, tok, tl, SH_ATTEST_TEE_MAA, &o, msg, sizeof msg);
+  const char *why = run(f, tok, tl, SH_TEE_MAA, &o, msg, sizeof msg);
   CHECK(!strcmp(why, "ok"), "maa, JWKS from the cache: %s %s", why, msg);
   o.issuer = "https://other.example"; /* not a configured issuer: nothing looked up */
-  why = run(f, tok, tl, SH_ATTEST_TEE_MAA, &o, msg, sizeof msg);
+  why = run(f, tok, tl, SH_TEE_MAA, &o, msg, sizeof msg);
   CHECK(strcmp(why, "ok"), "another issuer: %s %s", why, msg);
   sh_attest_fetcher_free(f);
   free(jw);
@@ -305,20 +292,20 @@ static void test_maa_rotation(void) {
   sh_attest_fetcher *f = offline(dir, &fi, 1);
   int64_t t0 = 1900000000; /* the fetch clock, apart from the verification time */
   char msg[256];
-  const char *why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0, msg, sizeof msg);
+  const char *why = run_at(f, tok, tl, SH_TEE_MAA, &o, t0, msg, sizeof msg);
   CHECK(!strcmp(why, "root_untrusted") && strstr(msg, "is not in the configured JWKS") &&
             strstr(msg, "refetched just now"),
         "unknown kid, refetched, still unknown: %s %s", why, msg);
   put(file, jw, jl); /* the issuer now publishes the key */
-  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 10, msg, sizeof msg);
+  why = run_at(f, tok, tl, SH_TEE_MAA, &o, t0 + 10, msg, sizeof msg);
   CHECK(!strcmp(why, "root_untrusted") && strstr(msg, "refetched 10s ago") &&
             strstr(msg, "at most once per 60s"),
         "within the window: not refetched: %s %s", why, msg);
-  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 60, msg, sizeof msg);
+  why = run_at(f, tok, tl, SH_TEE_MAA, &o, t0 + 60, msg, sizeof msg);
   CHECK(!strcmp(why, "ok"), "after the window: refetched, verified: %s %s", why, msg);
   /* the refreshed copy is the cached one now: no refetch needed */
   put(file, olds, strlen(olds));
-  why = run_at(f, tok, tl, SH_ATTEST_TEE_MAA, &o, t0 + 61, msg, sizeof msg);
+  why = run_at(f, tok, tl, SH_TEE_MAA, &o, t0 + 61, msg, sizeof msg);
   CHECK(!strcmp(why, "ok"), "the new keys stay cached: %s %s", why, msg);
   /* the API itself: bounded per issuer, configured issuers only */
   sh_attest_fetched out;
@@ -357,8 +344,49 @@ static void test_maa_rotation(void) {
   free(tok);
 }
 
+/* sh_attest_url_ok: the fetcher's URL rule (attest.h), which needs no vectors. */
+static void test_url_ok(void) {
+  static const char *const https_ok[] = {
+      "https://kdsintf.amd.com", "https://api.trustedservices.intel.com/", "HTTPS://Example.COM",
+      "https://h:443/p?q=1#f", "https://[2001:db8::1]:8443/p", "https://a", "https://h:1",
+      "https://h:65535"};
+  for (size_t i = 0; i < sizeof https_ok / sizeof https_ok[0]; i++) {
+    CHECK(sh_attest_url_ok(https_ok[i], 0) == 1, "%s", https_ok[i]);
+    CHECK(sh_attest_url_ok(https_ok[i], 1) == 1, "%s (loopback http allowed)", https_ok[i]);
+  }
+  static const char *const loopback[] = {
+      "http://127.0.0.1:8080/x", "http://127.0.0.1", "http://localhost/", "http://LOCALHOST:1",
+      "http://127.1.2.3/p", "http://[::1]:9/p", "http://[::1]", "http://127.255.255.255?x"};
+  for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
+    CHECK(sh_attest_url_ok(loopback[i], 1) == 1, "%s", loopback[i]);
+    CHECK(sh_attest_url_ok(loopback[i], 0) == 0, "%s without the override", loopback[i]);
+  }
+  static const char *const bad[] = {
+      "http://localhost.evil.example/", /* server/gate_verify_flags.c's url_ok took these four */
+      "http://127.evil.example/", "http://localhost@evil.example/", "http://127.0.0.1@evil.example",
+      "http://192.0.2.1/", "http://128.0.0.1/", "http://0x7f.0.0.1/", "http://127.1/",
+      "http://2130706433/", "http://127.0.0.1.nip.io/", "http://[::2]/", "http://[::1", "http://[::1]x/",
+      "http://localhost:0/", "https://user@h/", "https://user:pw@h/", "https://", "http://",
+      "https:///path", "https://:443/", "ftp://h/", "file:///etc/passwd", "h/path", "",
+      "https://h:65536/", "https://h:80a/", "https://h:/", "https://h:123456/", "https:// h",
+      "https://h p", "https://h\tp", "https://h\x7f", "https://h\xc3\xa9", "https://h\n"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    CHECK(sh_attest_url_ok(bad[i], 1) == 0, "accepted %s", bad[i]);
+  CHECK(sh_attest_url_ok(NULL, 1) == 0, "NULL");
+  char longu[2100];
+  memset(longu, 'a', sizeof longu - 1);
+  longu[sizeof longu - 1] = 0;
+  memcpy(longu, "https://h/", 10);
+  longu[2047] = 0;
+  CHECK(sh_attest_url_ok(longu, 0) == 1, "2047 bytes");
+  longu[2047] = 'a';
+  longu[2048] = 0;
+  CHECK(sh_attest_url_ok(longu, 0) == 0, "2048 bytes");
+}
+
 int main(void) {
   char why[512];
+  test_url_ok();
   if (!vectors_init(why, sizeof why)) return test_summary_skip(why); /* every case reads vectors */
   if (!mkdtemp(dir)) return 1;
   char empty_dir[600];

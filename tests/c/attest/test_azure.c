@@ -1,4 +1,4 @@
-/* tests/c/test_azure.c — attest/azure.c on Azure CVM HCL reports as Azure produces them: the
+/* tests/c/attest/test_azure.c — attest/azure.c on Azure CVM HCL reports as Azure produces them: the
  * real reports of confidential-containers/trustee's verifier test data
  * (deps/verifier/test_data/az-snp-vtpm, az-tdx-vtpm), read in place from a trustee clone given
  * by $SHIELD_TRUSTEE_GIT (its git directory, e.g. a bare clone, read with `git show HEAD:…`;
@@ -140,25 +140,7 @@ static int trustee_init(char *why, size_t wl) {
 
 /* base64url (or standard) text, padding optional -> bytes (malloc'd), or NULL */
 static uint8_t *b64(const char *s, size_t *len) {
-  size_t n = strlen(s), pad = (4 - n % 4) % 4;
-  char *t = malloc(n + pad + 1);
-  uint8_t *out = malloc(n + 3);
-  for (size_t i = 0; i < n; i++)
-    t[i] = s[i] == '-' ? '+' : s[i] == '_' ? '/' : s[i];
-  for (size_t i = 0; i < pad; i++)
-    t[n + i] = '=';
-  t[n + pad] = 0;
-  int l = EVP_DecodeBlock(out, (const unsigned char *)t, (int)(n + pad));
-  size_t eq = 0;
-  for (size_t i = n + pad; i > 0 && t[i - 1] == '='; i--)
-    eq++;
-  free(t);
-  if (l < 0) {
-    free(out);
-    return NULL;
-  }
-  *len = (size_t)l - eq;
-  return out;
+  return sh_b64_decode_alloc(s, strlen(s), SH_B64_STD | SH_B64_URL, len);
 }
 
 /* A JSON member that is a base64url string or an array of byte values -> bytes (malloc'd). */
@@ -214,7 +196,7 @@ static uint32_t le32(const uint8_t *p) {
   return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
+static sh_attest_reason run(const uint8_t *ev, size_t len, sh_tee tee, sh_attest_options *o,
                             sh_attest_result **keep) {
   sh_attest_result *r = NULL;
   if (sh_attest_verify(ev, len, tee, o, &r) < 0 || !r) return SH_ATTEST_REASON_COUNT_;
@@ -225,11 +207,6 @@ static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh
   else
     sh_attest_result_free(r);
   return rs;
-}
-
-static void hex(const uint8_t *p, size_t n, char *out) {
-  for (size_t i = 0; i < n; i++)
-    snprintf(out + 2 * i, 3, "%02x", p[i]);
 }
 
 /* ---------- azure-snp: header version 1 ---------- */
@@ -268,10 +245,10 @@ static void test_snp(void) {
     /* what makes these reports matter here: the header version the verifier used to refuse */
     CHECK(hl > 0x4D4 && !memcmp(hcl, "HCLA", 4) && le32(hcl + 4) == 1 && le32(hcl + 0x4C8) == 2,
           "%s: an HCL report with header version 1 and an SNP report", cases[i].name);
-    sh_attest_bytes certs[1] = {{vcek, vl}};
+    sh_iovec certs[1] = {{.ptr = vcek, .len = vl}};
     sh_attest_options o = {.at = NOW, .certs = certs, .ncerts = 1};
     sh_attest_result *r = NULL;
-    sh_attest_reason rs = run(hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, &r);
+    sh_attest_reason rs = run(hcl, hl, SH_TEE_AZURE_SNP, &o, &r);
     CHECK(rs == SH_ATTEST_OK, "%s: azure-snp %s (%s)", cases[i].name, RN(rs), r ? r->message : "");
     CHECK(r && json_object_get(json_object_get(r->claims, "runtime"), "vm-configuration") &&
               json_object_get(r->measurements, "measurement") && r->user_data_len == 64,
@@ -298,17 +275,17 @@ static void test_snp(void) {
     size_t l[2] = {hl, dl}, bl;
     uint8_t *bb = bundle(k, v, l, 2, &bl);
     sh_attest_options ob = {.at = NOW};
-    rs = run(bb, bl, SH_ATTEST_TEE_AZURE_SNP, &ob, NULL);
+    rs = run(bb, bl, SH_TEE_AZURE_SNP, &ob, NULL);
     CHECK(rs == SH_ATTEST_OK, "%s: azure-snp bundle %s", cases[i].name, RN(rs));
     /* a presented nonce the report does not bind; the HCL report is not azure-tdx evidence */
     uint8_t nonce[32] = {1};
     o.nonce = nonce;
     o.nonce_len = 32;
-    CHECK(run(hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH,
+    CHECK(run(hcl, hl, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH,
           "%s: nonce", cases[i].name);
     o.nonce = NULL;
     o.nonce_len = 0;
-    CHECK(run(hcl, hl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED,
+    CHECK(run(hcl, hl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED,
           "%s: as azure-tdx", cases[i].name);
     OPENSSL_free(pder);
     free(bb);
@@ -337,7 +314,7 @@ static sh_attest_reason tdx_run(const uint8_t *hcl, size_t hl, const uint8_t *q,
   size_t bl;
   uint8_t *b = tdx_bundle(hcl, hl, q, ql, &bl);
   sh_attest_options o = {.at = NOW};
-  sh_attest_reason rs = run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, keep);
+  sh_attest_reason rs = run(b, bl, SH_TEE_AZURE_TDX, &o, keep);
   free(b);
   return rs;
 }
@@ -362,11 +339,11 @@ static void test_tdx_pair(const tdx_pair *p) {
         "%s: azure-tdx without collateral: %s (%s)", p->name, RN(rs), r ? r->message : "");
   if (r) {
     char mrtd[97], rd[129];
-    hex(q + 48 + 136, 48, mrtd);
-    hex(q + 48 + 520, 64, rd);
+    sh_hex_encode(q + 48 + 136, 48, mrtd);
+    sh_hex_encode(q + 48 + 520, 64, rd);
     const char *m = json_string_value(json_object_get(r->measurements, "MRTD"));
     json_t *vm = json_object_get(json_object_get(r->claims, "runtime"), "vm-configuration");
-    CHECK(r->tee == SH_ATTEST_TEE_AZURE_TDX && m && !strcmp(m, mrtd) &&
+    CHECK(r->tee == SH_TEE_AZURE_TDX && m && !strcmp(m, mrtd) &&
               json_object_get(r->measurements, "RTMR3") && !r->debug,
           "%s: measurements", p->name);
     CHECK(json_is_object(vm) && json_is_string(json_object_get(vm, "vmUniqueId")) &&
@@ -389,7 +366,7 @@ static void test_tdx_pair(const tdx_pair *p) {
   }
   /* the same quote alone, as tdx, says the same */
   sh_attest_options o = {.at = NOW};
-  CHECK(run(q, p->ql, SH_ATTEST_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING,
+  CHECK(run(q, p->ql, SH_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING,
         "%s: quote as tdx", p->name);
 }
 
@@ -477,25 +454,25 @@ static void test_tdx_negative(const tdx_pair *p) {
   size_t l3[3] = {p->hl, p->ql, 16}, bl;
   sh_attest_options o = {.at = NOW};
   uint8_t *b = bundle(k3, v3, l3, 3, &bl);
-  CHECK(run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: extra key",
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: extra key",
         p->name);
   free(b);
   b = bundle(k1, v3, l3, 1, &bl);
-  CHECK(run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: no td_quote",
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: no td_quote",
         p->name);
   free(b);
   const uint8_t *vd[2] = {p->q, p->q};
   size_t ld[2] = {p->ql, p->ql};
   b = bundle(kd, vd, ld, 2, &bl);
-  CHECK(run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: duplicate key",
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: duplicate key",
         p->name);
   free(b);
-  CHECK(run(p->hcl, p->hl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: raw HCL",
+  CHECK(run(p->hcl, p->hl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: raw HCL",
         p->name);
   b = tdx_bundle(p->hcl, p->hl, p->q, p->ql, &bl);
   sh_attest_result *r = NULL;
   /* the HCL report as azure-snp: the report type says which type it is */
-  CHECK(run(p->hcl, p->hl, SH_ATTEST_TEE_AZURE_SNP, &o, &r) == SH_ATTEST_MALFORMED &&
+  CHECK(run(p->hcl, p->hl, SH_TEE_AZURE_SNP, &o, &r) == SH_ATTEST_MALFORMED &&
             strstr(r->message, "TDX (azure-tdx)"),
         "%s: as azure-snp: %s", p->name, r ? r->message : "");
   sh_attest_result_free(r);
@@ -505,8 +482,8 @@ static void test_tdx_negative(const tdx_pair *p) {
   size_t lr[2] = {p->ql, p->hl}, rbl;
   uint8_t *rb = bundle(kr, vr, lr, 2, &rbl);
   sh_attest_result *r1 = NULL, *r2 = NULL;
-  run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, &r1);
-  run(rb, rbl, SH_ATTEST_TEE_AZURE_TDX, &o, &r2);
+  run(b, bl, SH_TEE_AZURE_TDX, &o, &r1);
+  run(rb, rbl, SH_TEE_AZURE_TDX, &o, &r2);
   CHECK(r1 && r2 && r2->reason == SH_ATTEST_COLLATERAL_MISSING && r1->has_evidence_sha256 &&
             r2->has_evidence_sha256 && !memcmp(r1->evidence_sha256, r2->evidence_sha256, 32),
         "%s: key order", p->name);
@@ -517,7 +494,7 @@ static void test_tdx_negative(const tdx_pair *p) {
   uint8_t nonce[32] = {7};
   o.nonce = nonce;
   o.nonce_len = 32;
-  CHECK(run(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "%s: nonce",
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "%s: nonce",
         p->name);
   free(b);
 }
@@ -574,7 +551,7 @@ static void test_tdx_fetch(const tdx_pair *p) {
   uint8_t *b = tdx_bundle(p->hcl, p->hl, p->q, p->ql, &bl);
   sh_attest_options o = {.at = NOW};
   sh_attest_result *r = NULL;
-  CHECK(f && sh_attest_verify_fetching(b, bl, SH_ATTEST_TEE_AZURE_TDX, &o, f, NULL, NOW, &r) == 0 &&
+  CHECK(f && sh_attest_verify_fetching(b, bl, SH_TEE_AZURE_TDX, &o, f, NULL, NOW, &r) == 0 &&
             r && r->reason == SH_ATTEST_COLLATERAL_MISSING &&
             strstr(r->message, "offline lookup failed") && strstr(r->message, "intel-tdx-tcb-"),
         "azure-tdx fetch: %s", r ? r->message : "");
@@ -621,8 +598,8 @@ static void test_tdx(int n) {
 int main(void) {
   char why[512];
   NOW = T("2026-11-24T12:00:00Z"); /* within every VCEK's and the PCK's validity */
-  CHECK(sh_attest_tee_from_name("azure-tdx") == SH_ATTEST_TEE_AZURE_TDX &&
-            !strcmp(sh_attest_tee_name(SH_ATTEST_TEE_AZURE_TDX), "azure-tdx"),
+  CHECK(sh_tee_from_name("azure-tdx") == SH_TEE_AZURE_TDX &&
+            !strcmp(sh_tee_name(SH_TEE_AZURE_TDX), "azure-tdx"),
         "azure-tdx name");
   if (!trustee_init(why, sizeof why)) return test_summary_skip(why);
   test_snp();

@@ -1,4 +1,4 @@
-/* tests/c/test_attest_gen.h — included by test_attest.c only: policy and cache tests on the
+/* tests/c/attest/test_attest_gen.h — included by test_attest.c only: policy and cache tests on the
  * real vectors, and a test CA (OpenSSL) with generators of Nitro COSE documents (libcbor) and
  * SNP reports for the negative cases the vectors lack.  Nothing here is trusted by default:
  * the generated roots are passed explicitly through sh_attest_options.extra_roots. */
@@ -17,7 +17,7 @@ static void test_policy_and_cache(void)
     CHECK(sh_attest_policy_load(good, strlen(good), &p, eb, sizeof eb) == 0, "%s", eb);
     sh_attest_options o = {.at = at, .policy = p};
     sh_attest_result *r = NULL;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, &r) == SH_ATTEST_OK, "pcr0 allowed");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, &r) == SH_ATTEST_OK, "pcr0 allowed");
     uint8_t sha[32];
     EVP_Digest(good, strlen(good), sha, NULL, EVP_sha256(), NULL);
     CHECK(r && !memcmp(r->policy_sha256, sha, 32), "policy_sha256");
@@ -26,49 +26,49 @@ static void test_policy_and_cache(void)
     const char *bad = "{\"nitro\":{\"pcrs\":{\"8\":\"000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\"}}}";
     CHECK(sh_attest_policy_load(bad, strlen(bad), &p, eb, sizeof eb) == 0, "%s", eb);
     o.policy = p;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_MEASUREMENT_MISMATCH, "pcr8 mismatch");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_MEASUREMENT_MISMATCH, "pcr8 mismatch");
     sh_attest_policy_free(p);
     /* timestamp freshness */
     const char *fresh = "{\"freshness\":\"timestamp\",\"max_age\":300}";
     sh_attest_policy_load(fresh, strlen(fresh), &p, eb, sizeof eb);
     o.policy = p;
     o.at = at + 200;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "fresh");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "fresh");
     o.at = at + 400;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_EXPIRED, "too old");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_EXPIRED, "too old");
     /* cache: hit, same verdict, tagged hits the same entry, expiry by max_age */
     sh_attest_cache *c = sh_attest_cache_new(64);
     o.cache = c;
     o.at = at;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "cache fill");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "cache fill");
     CHECK(sh_attest_cache_size(c) == 1, "cache size");
     r = NULL;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, &r) == SH_ATTEST_OK && r->cache_hit, "cache hit");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, &r) == SH_ATTEST_OK && r->cache_hit, "cache hit");
     CHECK(r && json_object_get(r->measurements, "PCR0") && r->raw_evidence_len == len, "hit fields");
     sh_attest_result_free(r);
     uint8_t *t = malloc(len + 1);
     t[0] = 0xD2;
     memcpy(t + 1, d, len);
     r = NULL;
-    CHECK(run(t, len + 1, SH_ATTEST_TEE_NITRO, &o, &r) == SH_ATTEST_OK && r->cache_hit, "tagged hit");
+    CHECK(run(t, len + 1, SH_TEE_NITRO, &o, &r) == SH_ATTEST_OK && r->cache_hit, "tagged hit");
     sh_attest_result_free(r);
     free(t);
     o.at = at + 400; /* past max_age: the entry no longer applies */
     r = NULL;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, &r) == SH_ATTEST_EXPIRED && !r->cache_hit, "cache expiry");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, &r) == SH_ATTEST_EXPIRED && !r->cache_hit, "cache expiry");
     sh_attest_result_free(r);
     o.at = NOW; /* past the certificates: expired, never a hit */
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_EXPIRED, "cache cert expiry");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_EXPIRED, "cache cert expiry");
     /* a different nonce is a different key */
     o.at = at;
     o.nonce = (const uint8_t *)"x";
     o.nonce_len = 1;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "cache nonce");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "cache nonce");
     o.nonce = NULL;
     o.nonce_len = 0;
     /* a signature mutation with the same content must not hit */
     d[len - 1] ^= 1;
-    CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_SIGNATURE_INVALID, "cache sig");
+    CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_SIGNATURE_INVALID, "cache sig");
     d[len - 1] ^= 1;
     /* bounded */
     sh_attest_cache *small = sh_attest_cache_new(4);
@@ -78,7 +78,7 @@ static void test_policy_and_cache(void)
         o.nonce_len = 0;
         o.nonce = NULL;
         o.at = at + i;
-        run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+        run(d, len, SH_TEE_NITRO, &o, NULL);
     }
     CHECK(sh_attest_cache_size(small) <= 4, "bounded");
     sh_attest_cache_free(small);
@@ -100,7 +100,7 @@ static void test_policy_and_cache(void)
     size_t rl, cl;
     uint8_t *rep = slurp("sev-snp/test-report.bin", &rl), *cert = slurp("sev-snp/test-vcek.der", &cl);
     if (rep && cert) {
-        sh_attest_bytes certs[1] = {{cert, cl}};
+        sh_iovec certs[1] = {{.ptr = cert, .len = cl}};
         const struct { const char *pol; sh_attest_reason want; } cases[] = {
             {"{\"sev-snp\":{\"measurement\":\"a1f3930413247bb3" "00000000000000000000000000000000000000000000000000000000000000000000000000000000\"}}", SH_ATTEST_MEASUREMENT_MISMATCH},
             {"{\"sev-snp\":{\"min_tcb\":{\"ucode\":200}}}", SH_ATTEST_TCB_OUT_OF_DATE},
@@ -117,7 +117,7 @@ static void test_policy_and_cache(void)
             int lr = sh_attest_policy_load(cases[i].pol, strlen(cases[i].pol), &p, eb, sizeof eb);
             CHECK(lr == 0, "load %s: %s", cases[i].pol, eb);
             sh_attest_options so = {.at = NOW, .certs = certs, .ncerts = 1, .policy = p};
-            sh_attest_reason rs = run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &so, NULL);
+            sh_attest_reason rs = run(rep, rl, SH_TEE_SEV_SNP, &so, NULL);
             CHECK(rs == cases[i].want, "snp policy %s: %s", cases[i].pol, RN(rs));
             sh_attest_policy_free(p);
         }
@@ -127,15 +127,15 @@ static void test_policy_and_cache(void)
         uint8_t *asvk = slurp("roots/amd-milan-asvk-ark.pem", &al);
         const char *v0 = "{\"sev-snp\":{\"max_vmpl\":0}}";
         sh_attest_policy_load(v0, strlen(v0), &p, eb, sizeof eb);
-        sh_attest_bytes vc[2] = {{vk, kl}, {asvk, al}};
+        sh_iovec vc[2] = {{.ptr = vk, .len = kl}, {.ptr = asvk, .len = al}};
         sh_attest_options so = {.at = T("2025-06-01T00:00:00Z"), .certs = vc, .ncerts = 2, .policy = p};
-        CHECK(run(vr, vl, SH_ATTEST_TEE_SEV_SNP, &so, NULL) == SH_ATTEST_POLICY_DENIED, "vmpl");
+        CHECK(run(vr, vl, SH_TEE_SEV_SNP, &so, NULL) == SH_ATTEST_POLICY_DENIED, "vmpl");
         /* a VCEK given for a VLEK report: wrong key */
-        sh_attest_bytes wrong[1] = {{cert, cl}};
+        sh_iovec wrong[1] = {{.ptr = cert, .len = cl}};
         so.certs = wrong;
         so.ncerts = 1;
         so.policy = NULL;
-        CHECK(run(vr, vl, SH_ATTEST_TEE_SEV_SNP, &so, NULL) == SH_ATTEST_SIGNATURE_INVALID, "vcek for vlek");
+        CHECK(run(vr, vl, SH_TEE_SEV_SNP, &so, NULL) == SH_ATTEST_SIGNATURE_INVALID, "vcek for vlek");
         sh_attest_policy_free(p);
         free(vr);
         free(vk);
@@ -143,13 +143,13 @@ static void test_policy_and_cache(void)
         /* SNP cache: hit, and the same content in a bundle hits too */
         sh_attest_cache *sc = sh_attest_cache_new(16);
         sh_attest_options co = {.at = NOW, .certs = certs, .ncerts = 1, .cache = sc};
-        run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &co, NULL);
+        run(rep, rl, SH_TEE_SEV_SNP, &co, NULL);
         r = NULL;
-        CHECK(run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &co, &r) == SH_ATTEST_OK && r->cache_hit, "snp hit");
+        CHECK(run(rep, rl, SH_TEE_SEV_SNP, &co, &r) == SH_ATTEST_OK && r->cache_hit, "snp hit");
         sh_attest_result_free(r);
         co.at = T("2031-01-01T00:00:00Z"); /* after the VCEK expiry: no hit */
         r = NULL;
-        CHECK(run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &co, &r) == SH_ATTEST_EXPIRED && !r->cache_hit, "snp expiry");
+        CHECK(run(rep, rl, SH_TEE_SEV_SNP, &co, &r) == SH_ATTEST_EXPIRED && !r->cache_hit, "snp expiry");
         sh_attest_result_free(r);
         sh_attest_cache_free(sc);
     }
@@ -167,16 +167,6 @@ typedef struct certopt {
     int64_t nb, na;
 } certopt;
 
-static void add_ext(X509 *x, X509 *issuer, int nid, const char *val)
-{
-    X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, val);
-    if (e) {
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-}
 
 static void add_raw_ext(X509 *x, const char *oid, const uint8_t *der, int len)
 {
@@ -371,13 +361,13 @@ static sh_attest_reason nitro_case(ngen g, int64_t at, int trust, const uint8_t 
     uint8_t *ev = gen_nitro(&g, &len);
     size_t rl;
     uint8_t *rd = der_of(g.root, &rl);
-    sh_attest_bytes roots[1] = {{rd, rl}};
+    sh_iovec roots[1] = {{.ptr = rd, .len = rl}};
     sh_attest_options o = {.at = at, .nonce = nonce, .nonce_len = nl, .public_key = pk, .public_key_len = pkl};
     if (trust) {
         o.extra_roots = roots;
         o.nextra_roots = 1;
     }
-    sh_attest_reason rs = run(ev, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+    sh_attest_reason rs = run(ev, len, SH_TEE_NITRO, &o, NULL);
     free(ev);
     OPENSSL_free(rd);
     return rs;
@@ -480,7 +470,7 @@ static sh_attest_reason snp_case(const sgen *g, int trust, const uint8_t *nonce,
         rep[0x2A0 + 50] = 1;
     size_t l1, l2, l3;
     uint8_t *d1 = der_of(vcek, &l1), *d2 = der_of(ask, &l2), *d3 = der_of(ark, &l3);
-    sh_attest_bytes certs[2] = {{d1, l1}, {d2, l2}}, roots[1] = {{d3, l3}};
+    sh_iovec certs[2] = {{.ptr = d1, .len = l1}, {.ptr = d2, .len = l2}}, roots[1] = {{.ptr = d3, .len = l3}};
     sh_attest_options o = {.at = at, .certs = certs, .ncerts = 2, .nonce = nonce, .nonce_len = nl};
     if (trust) {
         o.extra_roots = roots;
@@ -502,17 +492,17 @@ static sh_attest_reason snp_case(const sgen *g, int trust, const uint8_t *nonce,
         put32(hcl + 0x4CC, 1);
         put32(hcl + 0x4D0, (uint32_t)rtl);
         memcpy(hcl + 0x4D4, rt, (size_t)rtl);
-        rs = run(hcl, rsize + 64, SH_ATTEST_TEE_AZURE_SNP, &o, NULL);
+        rs = run(hcl, rsize + 64, SH_TEE_AZURE_SNP, &o, NULL);
     } else {
-        rs = run(rep, sizeof rep, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        rs = run(rep, sizeof rep, SH_TEE_SEV_SNP, &o, NULL);
     }
     if (trust == 2) { /* also present the untrusted root as a certificate: refused early */
-        sh_attest_bytes c3[3] = {{d1, l1}, {d2, l2}, {d3, l3}};
+        sh_iovec c3[3] = {{.ptr = d1, .len = l1}, {.ptr = d2, .len = l2}, {.ptr = d3, .len = l3}};
         o.certs = c3;
         o.ncerts = 3;
         o.extra_roots = NULL;
         o.nextra_roots = 0;
-        rs = run(rep, sizeof rep, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        rs = run(rep, sizeof rep, SH_TEE_SEV_SNP, &o, NULL);
     }
     OPENSSL_free(d1);
     OPENSSL_free(d2);
@@ -604,26 +594,26 @@ static void test_generated(void)
     uint8_t *ev = gen_nitro(&g, &len);
     size_t rl;
     uint8_t *rd = der_of(root, &rl);
-    sh_attest_bytes roots[1] = {{rd, rl}};
+    sh_iovec roots[1] = {{.ptr = rd, .len = rl}};
     sh_attest_options o = {.at = at, .extra_roots = roots, .nextra_roots = 1};
     int bad = 0;
     for (size_t cut = 0; cut < len; cut += 1 + cut / 16)
-        bad += run(ev, cut, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_OK;
+        bad += run(ev, cut, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_OK;
     CHECK(bad == 0, "truncations accepted: %d", bad);
     uint8_t *big = calloc(1, 40000);
     memcpy(big, ev, len);
-    CHECK(run(big, 40000, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "oversized");
-    CHECK(run(ev, len, SH_ATTEST_TEE_UNKNOWN, &o, NULL) == SH_ATTEST_UNSUPPORTED_TYPE, "type");
-    CHECK(run(NULL, 0, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_MISSING, "missing");
+    CHECK(run(big, 40000, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "oversized");
+    CHECK(run(ev, len, SH_TEE_UNKNOWN, &o, NULL) == SH_ATTEST_UNSUPPORTED_TYPE, "type");
+    CHECK(run(NULL, 0, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_MISSING, "missing");
     /* forged huge CBOR counts never allocate: array of 2^32 items, map of 2^60 */
     const uint8_t huge1[] = {0x9A, 0xFF, 0xFF, 0xFF, 0xFF, 0x00};
     const uint8_t huge2[] = {0x84, 0x40, 0xBB, 0x0F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
-    CHECK(run(huge1, sizeof huge1, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "huge array");
-    CHECK(run(huge2, sizeof huge2, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "huge map");
+    CHECK(run(huge1, sizeof huge1, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "huge array");
+    CHECK(run(huge2, sizeof huge2, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_MALFORMED, "huge map");
     /* not cached when extra roots are used */
     sh_attest_cache *c = sh_attest_cache_new(8);
     o.cache = c;
-    run(ev, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+    run(ev, len, SH_TEE_NITRO, &o, NULL);
     CHECK(sh_attest_cache_size(c) == 0, "extra-root results are not cached");
     sh_attest_cache_free(c);
     free(big);

@@ -1,4 +1,4 @@
-/* tests/c/test_simulated.c — attest/simulated.c and attest/nonce.c: the dev root (created once,
+/* tests/c/attest/test_simulated.c — attest/simulated.c and attest/nonce.c: the dev root (created once,
  * modes), simulated evidence accepted only with trust_simulated and only under the local root,
  * tampering, debug, expiry, binding; nonces (MAC, age, tampering) and the proof MAC.
  * Prints "N passed, N failed"; exits non-zero on failure. */
@@ -16,8 +16,8 @@
 static const int64_t AT = 1750000000; /* 2025-06-15 */
 
 static sh_attest_reason verify(const uint8_t *ev, size_t n, const char *type, int trust,
-                               sh_attest_bytes *root, const uint8_t *nonce, const uint8_t *pk,
-                               size_t pkl, int64_t at, const char *policy, sh_attest_tee *tee) {
+                               sh_iovec *root, const uint8_t *nonce, const uint8_t *pk,
+                               size_t pkl, int64_t at, const char *policy, sh_tee *tee) {
   sh_attest_options o;
   sh_attest_policy *pol = NULL;
   sh_attest_result *r = NULL;
@@ -33,7 +33,7 @@ static sh_attest_reason verify(const uint8_t *ev, size_t n, const char *type, in
   if (policy && sh_attest_policy_load(policy, strlen(policy), &pol, eb, sizeof eb) < 0)
     return SH_ATTEST_REASON_COUNT_;
   o.policy = pol;
-  if (sh_attest_verify(ev, n, sh_attest_tee_from_name(type), &o, &r) < 0)
+  if (sh_attest_verify(ev, n, sh_tee_from_name(type), &o, &r) < 0)
     return SH_ATTEST_REASON_COUNT_;
   sh_attest_reason rc = r->verified ? SH_ATTEST_OK : r->reason;
   if (tee) *tee = r->tee;
@@ -60,7 +60,7 @@ int main(void) {
   CHECK(stat(sub, &st) == 0 && (st.st_mode & 0777) == 0700, "dir mode %o", st.st_mode & 0777);
   CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "file mode %o", st.st_mode & 0777);
   CHECK(sh_attest_simulated_root(d2, 1, &other, &ol, eb, sizeof eb) == 0, "%s", eb);
-  sh_attest_bytes anchor = {root, rl}, wrong = {other, ol};
+  sh_iovec anchor = {.ptr = root, .len = rl}, wrong = {.ptr = other, .len = ol};
 
   uint8_t secret[32], nonce[32];
   RAND_bytes(secret, sizeof secret);
@@ -76,15 +76,15 @@ int main(void) {
   p.public_key = pk;
   p.public_key_len = sizeof pk;
   CHECK(sh_attest_simulated_evidence(&p, &ev, &evl, eb, sizeof eb) == 0, "%s", eb);
-  sh_attest_tee tee = 0;
+  sh_tee tee = 0;
   CHECK(verify(ev, evl, "simulated", 1, &anchor, nonce, pk, sizeof pk, AT + 5, NULL, &tee) ==
             SH_ATTEST_OK,
         "valid simulated evidence");
-  CHECK(tee == SH_ATTEST_TEE_SIMULATED, "tee %d", tee);
+  CHECK(tee == SH_TEE_SIMULATED, "tee %d", tee);
   /* declared nitro: the anchor decides the type, not the header */
   CHECK(verify(ev, evl, "nitro", 1, &anchor, nonce, pk, sizeof pk, AT + 5, NULL, &tee) ==
                 SH_ATTEST_OK &&
-            tee == SH_ATTEST_TEE_SIMULATED,
+            tee == SH_TEE_SIMULATED,
         "declared nitro");
   CHECK(verify(ev, evl, "simulated", 0, &anchor, nonce, pk, sizeof pk, AT, NULL, NULL) ==
             SH_ATTEST_ROOT_UNTRUSTED,

@@ -1,4 +1,4 @@
-/* tests/c/test_dcap_gen.h — included by test_dcap.c: a test Intel-like PKI and quotes signed
+/* tests/c/attest/test_dcap_gen.h — included by test_dcap.c: a test Intel-like PKI and quotes signed
  * with test keys.  The PCK certificate carries the real SGX extensions of the tdx_quote
  * vector's PCK certificate and the collateral the real TCB info / QE identity bytes, re-signed
  * by a test TCB signing key, so every check downstream of the signatures runs for real. */
@@ -9,17 +9,6 @@ typedef struct gpki {
 } gpki;
 
 static long gserial = 100;
-
-static void gext(X509 *x, X509 *issuer, int nid, const char *val)
-{
-    X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, issuer ? issuer : x, x, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, nid, val);
-    if (e) {
-        X509_add_ext(x, e, -1);
-        X509_EXTENSION_free(e);
-    }
-}
 
 static X509 *gcert(const char *cn, int ca, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ik, int64_t at,
                    X509_EXTENSION *sgx)
@@ -39,14 +28,14 @@ static X509 *gcert(const char *cn, int ca, EVP_PKEY *key, X509 *issuer, EVP_PKEY
     ASN1_TIME_free(t);
     X509_set_pubkey(x, key);
     if (ca) {
-        gext(x, issuer, NID_basic_constraints, "critical,CA:TRUE");
-        gext(x, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
+        add_ext(x, issuer, NID_basic_constraints, "critical,CA:TRUE");
+        add_ext(x, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
     } else {
-        gext(x, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
+        add_ext(x, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
     }
-    gext(x, issuer, NID_subject_key_identifier, "hash");
+    add_ext(x, issuer, NID_subject_key_identifier, "hash");
     if (issuer)
-        gext(x, issuer, NID_authority_key_identifier, "keyid:always");
+        add_ext(x, issuer, NID_authority_key_identifier, "keyid:always");
     if (sgx)
         X509_add_ext(x, sgx, -1);
     X509_sign(x, ik ? ik : key, EVP_sha256());
@@ -261,11 +250,11 @@ static void test_generated(void)
         char *col = gcollateral(&g, rj, at, &cases[i].c);
         unsigned char *der = NULL;
         int dl = i2d_X509(cases[i].trust == 2 ? other.root : g.root, &der);
-        sh_attest_bytes root = {der, (size_t)dl};
+        sh_iovec root = {.ptr = der, .len = (size_t)dl};
         sh_attest_options o = {.at = at, .collateral = (const uint8_t *)col, .collateral_len = strlen(col),
                                .extra_roots = cases[i].trust ? &root : NULL, .nextra_roots = cases[i].trust ? 1 : 0};
         sh_attest_result *r = NULL;
-        sh_attest_reason got = run(q, gl, SH_ATTEST_TEE_TDX, &o, &r);
+        sh_attest_reason got = run(q, gl, SH_TEE_TDX, &o, &r);
         CHECK(got == cases[i].want, "%s: got %s (%s), want %s", cases[i].name, RN(got),
               r ? r->message : "", RN(cases[i].want));
         if (got == SH_ATTEST_OK)
@@ -278,7 +267,7 @@ static void test_generated(void)
         o.dcap_collateral = h;
         o.cache = cache;
         for (int k = 0; k < 2; k++) {
-            got = run(q, gl, SH_ATTEST_TEE_TDX, &o, &r);
+            got = run(q, gl, SH_TEE_TDX, &o, &r);
             CHECK(got == cases[i].want, "%s (handle %d): got %s (%s), want %s", cases[i].name, k, RN(got),
                   r ? r->message : "", RN(cases[i].want));
             sh_attest_result_free(r);

@@ -1,4 +1,4 @@
-/* tests/c/test_policy_check.c — sh_attest_policy_check: a policy applied to a result verified
+/* tests/c/attest/test_policy_check.c — sh_attest_policy_check: a policy applied to a result verified
  * earlier must decide exactly what sh_attest_verify decides with that policy.  Each case
  * verifies a real vector twice: once with the policy (the reference verdict), once with a
  * permissive set-up (debug allowed, any TCB status) and then re-checks the permissive result
@@ -17,7 +17,7 @@
 
 typedef struct vec {
   const char *name;
-  sh_attest_tee tee;
+  sh_tee tee;
   const char *file, *at;
   const char *cert;        /* SNP: the VCEK (DER) */
   const char *collateral;  /* DCAP */
@@ -27,43 +27,43 @@ typedef struct vec {
 } vec;
 
 static const vec VECS[] = {
-    {"nitro", SH_ATTEST_TEE_NITRO, "nitro/valid-attestation-doc-bytes", "2022-10-13T08:58:02Z",
+    {"nitro", SH_TEE_NITRO, "nitro/valid-attestation-doc-bytes", "2022-10-13T08:58:02Z",
      NULL, NULL, NULL, 0, "{\"allow_debug\": true}"},
-    {"nitro-debug", SH_ATTEST_TEE_NITRO, "nitro/debug-mode-attestation-doc-bytes",
+    {"nitro-debug", SH_TEE_NITRO, "nitro/debug-mode-attestation-doc-bytes",
      "2022-10-12T13:50:06Z", NULL, NULL, NULL, 0, "{\"allow_debug\": true}"},
-    {"sev-snp", SH_ATTEST_TEE_SEV_SNP, "sev-snp/test-report.bin", "2025-06-01T00:00:00Z",
+    {"sev-snp", SH_TEE_SEV_SNP, "sev-snp/test-report.bin", "2025-06-01T00:00:00Z",
      "sev-snp/test-vcek.der", NULL, NULL, 0, "{\"allow_debug\": true}"},
-    {"sev-snp-debug", SH_ATTEST_TEE_SEV_SNP, "sev-snp/attestation.bin", "2025-06-01T00:00:00Z",
+    {"sev-snp-debug", SH_TEE_SEV_SNP, "sev-snp/attestation.bin", "2025-06-01T00:00:00Z",
      "sev-snp/vcek.testcer", NULL, NULL, 0, "{\"allow_debug\": true}"},
-    {"sgx", SH_ATTEST_TEE_SGX, "sgx/sgx_quote", "2025-06-20T00:00:00Z", NULL,
+    {"sgx", SH_TEE_SGX, "sgx/sgx_quote", "2025-06-20T00:00:00Z", NULL,
      "sgx/sgx_quote_collateral.json", NULL, 0,
      "{\"allow_debug\": true, \"sgx\": {\"tcb_statuses\": [\"UpToDate\", "
      "\"ConfigurationAndSWHardeningNeeded\"], \"allowed_advisories\": [\"*\"]}}"},
-    {"tdx", SH_ATTEST_TEE_TDX, "tdx/tdx_quote", "2025-06-20T00:00:00Z", NULL,
+    {"tdx", SH_TEE_TDX, "tdx/tdx_quote", "2025-06-20T00:00:00Z", NULL,
      "tdx/tdx_quote_collateral.json", NULL, 0, "{\"allow_debug\": true}"},
-    {"maa", SH_ATTEST_TEE_MAA, "maa/simpleattest-sgx.jwt", "2022-05-31T23:00:00Z", NULL, NULL,
+    {"maa", SH_TEE_MAA, "maa/simpleattest-sgx.jwt", "2022-05-31T23:00:00Z", NULL, NULL,
      "maa/sharedwus-certs-2022-05-31.json", 0, "{\"allow_debug\": true}"},
-    {"gcp", SH_ATTEST_TEE_GCP, "gcp/valid.jwt", "2025-06-23T14:30:00Z", NULL, NULL, NULL, 0,
+    {"gcp", SH_TEE_GCP, "gcp/valid.jwt", "2025-06-23T14:30:00Z", NULL, NULL, NULL, 0,
      "{\"allow_debug\": true}"},
 };
 
 typedef struct loaded {
   uint8_t *ev, *cert, *col, *jwks;
   size_t ev_len, cert_len, col_len, jwks_len;
-  sh_attest_bytes certb;
+  sh_iovec certb;
 } loaded;
 
 static int load(const vec *v, loaded *l) {
   memset(l, 0, sizeof *l);
   l->ev = slurp(v->file, &l->ev_len);
-  if (v->tee == SH_ATTEST_TEE_MAA || v->tee == SH_ATTEST_TEE_GCP) {
+  if (v->tee == SH_TEE_MAA || v->tee == SH_TEE_GCP) {
     while (l->ev && l->ev_len && (l->ev[l->ev_len - 1] == '\n' || l->ev[l->ev_len - 1] == '\r'))
       l->ev_len--;
   }
   if (v->cert) l->cert = slurp(v->cert, &l->cert_len);
   if (v->collateral) l->col = slurp(v->collateral, &l->col_len);
   if (v->jwks) l->jwks = slurp(v->jwks, &l->jwks_len);
-  l->certb = (sh_attest_bytes){l->cert, l->cert_len};
+  l->certb = (sh_iovec){.ptr = l->cert, .len = l->cert_len};
   return l->ev && (!v->cert || l->cert) && (!v->collateral || l->col) && (!v->jwks || l->jwks);
 }
 
@@ -140,7 +140,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
   char pol[2048];
   sh_attest_reason debug_want = base->debug ? SH_ATTEST_DEBUG_NOT_ALLOWED : SH_ATTEST_OK;
   switch (v->tee) {
-  case SH_ATTEST_TEE_NITRO:
+  case SH_TEE_NITRO:
     same_verdict(v, l, base, "{\"version\": 1}", debug_want);
     snprintf(pol, sizeof pol, "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"0\": [\"%s\"]}}}",
              meas(base, "PCR0"));
@@ -158,7 +158,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
                  json_object_get(base->measurements, "PCR31") ? SH_ATTEST_OK
                                                                : SH_ATTEST_MEASUREMENT_MISMATCH);
     break;
-  case SH_ATTEST_TEE_SEV_SNP:
+  case SH_TEE_SEV_SNP:
     same_verdict(v, l, base, "{\"version\": 1}", debug_want);
     snprintf(pol, sizeof pol,
              "{\"allow_debug\": true, \"sev-snp\": {\"measurement\": [\"%s\"], \"host_data\": "
@@ -180,7 +180,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
                  "\"snp\": 0, \"ucode\": 0}}}",
                  SH_ATTEST_OK);
     break;
-  case SH_ATTEST_TEE_SGX:
+  case SH_TEE_SGX:
     /* production: ConfigurationAndSWHardeningNeeded is not UpToDate */
     same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_TCB_OUT_OF_DATE);
     same_verdict(v, l, base, v->permissive, SH_ATTEST_OK);
@@ -202,7 +202,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
                  "\"allowed_advisories\": [\"*\"], \"isvprodid\": [65535]}}",
                  SH_ATTEST_MEASUREMENT_MISMATCH);
     break;
-  case SH_ATTEST_TEE_TDX:
+  case SH_TEE_TDX:
     same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_OK);
     snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"], \"rtmr0\": [\"%s\"]}}",
              meas(base, "MRTD"), meas(base, "RTMR0"));
@@ -210,7 +210,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
     snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"]}}", other(base, "MRTD"));
     same_verdict(v, l, base, pol, SH_ATTEST_MEASUREMENT_MISMATCH);
     break;
-  case SH_ATTEST_TEE_MAA:
+  case SH_TEE_MAA:
     same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
     same_verdict(v, l, base, "{\"maa\": {\"allow_debug\": true, \"attestation_type\": [\"sgx\"]}}",
                  SH_ATTEST_OK);
@@ -227,7 +227,7 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
     same_verdict(v, l, base, "{\"maa\": {\"allow_debug\": true, \"min_svn\": 65535}}",
                  SH_ATTEST_POLICY_DENIED);
     break;
-  case SH_ATTEST_TEE_GCP:
+  case SH_TEE_GCP:
     same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
     same_verdict(v, l, base, "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false}}",
                  SH_ATTEST_OK);
@@ -286,21 +286,21 @@ static void test_fail_closed(void) {
   r->reason = SH_ATTEST_OK;
   r->message[0] = '\0';
   /* SNP facts missing from the claims */
-  r->tee = SH_ATTEST_TEE_SEV_SNP;
+  r->tee = SH_TEE_SEV_SNP;
   CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "snp: %s", msg);
   /* DCAP without a TCB status */
-  r->tee = SH_ATTEST_TEE_TDX;
+  r->tee = SH_TEE_TDX;
   CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_TCB_OUT_OF_DATE, "tdx: %s", msg);
   /* MAA without its attestation type */
-  r->tee = SH_ATTEST_TEE_MAA;
+  r->tee = SH_TEE_MAA;
   CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "maa: %s", msg);
   /* a debug Nitro result under production */
-  r->tee = SH_ATTEST_TEE_SIMULATED;
+  r->tee = SH_TEE_SIMULATED;
   r->debug = 1;
   CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_DEBUG_NOT_ALLOWED, "sim: %s", msg);
   /* a type no policy section covers */
   r->debug = 0;
-  r->tee = SH_ATTEST_TEE_UNKNOWN;
+  r->tee = SH_TEE_UNKNOWN;
   CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "unknown: %s", msg);
   /* the check never writes into the caller's result */
   CHECK(r->verified == 1 && r->reason == SH_ATTEST_OK && r->message[0] == '\0', "result untouched");

@@ -1,9 +1,9 @@
-/* tests/c/test_attest.c — attest/: real vectors (read in place from $SHIELD_VECTORS), a test CA
+/* tests/c/attest/test_attest.c — attest/: real vectors (read in place from $SHIELD_VECTORS), a test CA
  * with generated Nitro documents, SNP reports and Azure HCL reports for what the vectors lack,
  * mutations, cache, policy.  Prints "N passed, N failed"; exits non-zero on failure, 77 (skip)
  * when the vectors folder is absent and the generated cases passed. */
 #include "testutil.h"
-#include "attest.h"
+#include "attest_util.h" /* run(), add_ext() */
 
 #include <cbor.h>
 #include <openssl/ec.h>
@@ -21,22 +21,6 @@ static int64_t NOW;
 
 
 
-/* verify and return the reason (SH_ATTEST_OK when verified) */
-static sh_attest_reason run(const uint8_t *ev, size_t len, sh_attest_tee tee, sh_attest_options *o,
-                            sh_attest_result **keep)
-{
-    sh_attest_result *r = NULL;
-    if (sh_attest_verify(ev, len, tee, o, &r) < 0 || !r)
-        return SH_ATTEST_REASON_COUNT_;
-    sh_attest_reason rs = r->verified ? SH_ATTEST_OK : r->reason;
-    if (r->verified && r->reason != SH_ATTEST_OK)
-        rs = SH_ATTEST_REASON_COUNT_; /* inconsistent */
-    if (keep)
-        *keep = r;
-    else
-        sh_attest_result_free(r);
-    return rs;
-}
 
 #define RN(x) (sh_attest_reason_name(x) ? sh_attest_reason_name(x) : "ok")
 
@@ -70,38 +54,38 @@ static void test_nitro_vectors(void)
             continue;
         sh_attest_options o = {.at = T(v->at)};
         sh_attest_result *r = NULL;
-        sh_attest_reason rs = run(d, len, SH_ATTEST_TEE_NITRO, &o, &r);
+        sh_attest_reason rs = run(d, len, SH_TEE_NITRO, &o, &r);
         CHECK(rs == (v->debug ? SH_ATTEST_DEBUG_NOT_ALLOWED : SH_ATTEST_OK), "%s: %s", v->file, RN(rs));
         CHECK(r && r->debug == v->debug && json_object_get(r->measurements, "PCR0"), "%s fields", v->file);
         CHECK(r && r->has_evidence_sha256, "evidence_sha256");
         sh_attest_result_free(r);
         o.allow_debug = 1;
-        rs = run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(d, len, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_OK, "%s allow_debug: %s", v->file, RN(rs));
         o.at = NOW;
-        rs = run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(d, len, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_EXPIRED, "%s now: %s", v->file, RN(rs));
         /* tagged COSE (tag 18) is the same document; tag 17 is not COSE_Sign1 */
         uint8_t *t = malloc(len + 1);
         memcpy(t + 1, d, len);
         t[0] = 0xD2;
         o.at = T(v->at);
-        rs = run(t, len + 1, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(t, len + 1, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_OK, "%s tagged: %s", v->file, RN(rs));
         t[0] = 0xD1;
-        rs = run(t, len + 1, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(t, len + 1, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_MALFORMED, "%s tag 17: %s", v->file, RN(rs));
         free(t);
         /* 60 s of clock skew allowed for the document timestamp, not more */
         sh_attest_result *r2 = NULL;
-        run(d, len, SH_ATTEST_TEE_NITRO, &o, &r2);
+        run(d, len, SH_TEE_NITRO, &o, &r2);
         int64_t ts = json_integer_value(json_object_get(r2->claims, "timestamp")) / 1000;
         sh_attest_result_free(r2);
         o.at = ts - 59;
-        rs = run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(d, len, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_OK || rs == SH_ATTEST_NOT_YET_VALID, "%s skew 59: %s", v->file, RN(rs));
         o.at = ts - 61;
-        rs = run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL);
+        rs = run(d, len, SH_TEE_NITRO, &o, NULL);
         CHECK(rs == SH_ATTEST_NOT_YET_VALID, "%s skew 61: %s", v->file, RN(rs));
         free(d);
     }
@@ -112,13 +96,13 @@ static void test_nitro_vectors(void)
         sh_attest_options o = {.at = T("2024-01-24T18:14:25Z"), .allow_debug = 1};
         o.nonce = (const uint8_t *)"Nonce\n";
         o.nonce_len = 6;
-        CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "nonce ok");
+        CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_OK, "nonce ok");
         o.nonce = (const uint8_t *)"Nonce!";
-        CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "wrong nonce");
+        CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "wrong nonce");
         o.nonce = (const uint8_t *)"Nonce\n";
         o.public_key = (const uint8_t *)"k";
         o.public_key_len = 1;
-        CHECK(run(d, len, SH_ATTEST_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "user_data not D");
+        CHECK(run(d, len, SH_TEE_NITRO, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "user_data not D");
         free(d);
     }
 }
@@ -173,23 +157,23 @@ static void test_snp_vectors(void)
         size_t rl, cl, el = 0;
         uint8_t *rep = slurp(v->report, &rl), *cert = slurp(v->cert, &cl);
         uint8_t *extra = v->extra ? slurp(v->extra, &el) : NULL;
-        sh_attest_bytes certs[2] = {{cert, cl}, {extra, el}};
+        sh_iovec certs[2] = {{.ptr = cert, .len = cl}, {.ptr = extra, .len = el}};
         sh_attest_options o = {.at = T(v->at), .certs = certs, .ncerts = extra ? 2 : 1};
-        sh_attest_reason rs = run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        sh_attest_reason rs = run(rep, rl, SH_TEE_SEV_SNP, &o, NULL);
         CHECK(rs == v->want, "%s: %s", v->report, RN(rs));
         o.at = NOW;
-        rs = run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        rs = run(rep, rl, SH_TEE_SEV_SNP, &o, NULL);
         CHECK(rs == v->want_now, "%s now: %s", v->report, RN(rs));
         o.at = T(v->at);
         /* no certificate: collateral missing */
         o.ncerts = 0;
-        rs = run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        rs = run(rep, rl, SH_TEE_SEV_SNP, &o, NULL);
         CHECK(rs == SH_ATTEST_COLLATERAL_MISSING, "%s no cert: %s", v->report, RN(rs));
         /* a nonce that the report does not bind */
         o.ncerts = extra ? 2 : 1;
         o.nonce = (const uint8_t *)"0123456789abcdef0123456789abcdef";
         o.nonce_len = 32;
-        rs = run(rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+        rs = run(rep, rl, SH_TEE_SEV_SNP, &o, NULL);
         CHECK(rs == SH_ATTEST_BINDING_MISMATCH, "%s nonce: %s", v->report, RN(rs));
         o.nonce = NULL;
         o.nonce_len = 0;
@@ -206,7 +190,7 @@ static void test_snp_vectors(void)
             size_t bsz = 0, bl = cbor_serialize_alloc(m, &b, &bsz);
             cbor_decref(&m);
             o.ncerts = 0;
-            rs = run(b, bl, SH_ATTEST_TEE_SEV_SNP, &o, NULL);
+            rs = run(b, bl, SH_TEE_SEV_SNP, &o, NULL);
             CHECK(rs == SH_ATTEST_OK, "%s bundle: %s", v->report, RN(rs));
             free(b);
         }
@@ -219,24 +203,24 @@ static void test_snp_vectors(void)
     uint8_t *hcl = azure_hcl(&hl), *vcek = slurp("sev-snp/vcek-genoa.pem", &cl);
     CHECK(hl > 0x4D4, "evidence-genoa.json: no HCL report in \"report\"");
     if (hl > 0x4D4) {
-        sh_attest_bytes certs[1] = {{vcek, cl}};
+        sh_iovec certs[1] = {{.ptr = vcek, .len = cl}};
         sh_attest_options o = {.at = NOW, .certs = certs, .ncerts = 1};
         sh_attest_result *r = NULL;
-        sh_attest_reason rs = run(hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, &r);
+        sh_attest_reason rs = run(hcl, hl, SH_TEE_AZURE_SNP, &o, &r);
         CHECK(rs == SH_ATTEST_OK, "azure hcl: %s", RN(rs));
         CHECK(r && r->user_data_len == 64 && json_object_get(r->claims, "runtime"), "azure user-data");
         sh_attest_result_free(r);
         o.nonce = (const uint8_t *)"0123456789abcdef0123456789abcdef";
         o.nonce_len = 32;
-        CHECK(run(hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "azure nonce");
+        CHECK(run(hcl, hl, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "azure nonce");
         o.nonce = NULL;
         o.nonce_len = 0;
         hcl[0x4D4 + 10] ^= 1;
-        rs = run(hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL);
+        rs = run(hcl, hl, SH_TEE_AZURE_SNP, &o, NULL);
         CHECK(rs == SH_ATTEST_SIGNATURE_INVALID, "azure runtime tampered: %s", RN(rs));
         hcl[0x4D4 + 10] ^= 1;
         /* the SNP report alone (sev-snp) must not be accepted as azure-snp */
-        CHECK(run(hcl + 0x20, 1184, SH_ATTEST_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_MALFORMED, "azure bare");
+        CHECK(run(hcl + 0x20, 1184, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_MALFORMED, "azure bare");
         /* bundle */
         BIO *b = BIO_new_mem_buf(vcek, (int)cl);
         X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
@@ -249,7 +233,7 @@ static void test_snp_vectors(void)
         size_t bl;
         uint8_t *bundle = cbor_bundle(k, vals, lens, 2, NULL, &bl);
         o.ncerts = 0;
-        rs = run(bundle, bl, SH_ATTEST_TEE_AZURE_SNP, &o, NULL);
+        rs = run(bundle, bl, SH_TEE_AZURE_SNP, &o, NULL);
         CHECK(rs == SH_ATTEST_OK, "azure bundle: %s", RN(rs));
         free(bundle);
         OPENSSL_free(der);
@@ -277,7 +261,7 @@ static uint8_t *mutate(const uint8_t *in, size_t len, size_t lo, size_t hi, size
     return m;
 }
 
-static void mutate_vector(const char *name, const uint8_t *ev, size_t len, sh_attest_tee tee,
+static void mutate_vector(const char *name, const uint8_t *ev, size_t len, sh_tee tee,
                           sh_attest_options *o, const size_t *bounds, int nregions, int n,
                           uint8_t *certbuf, size_t certlen)
 {
@@ -289,13 +273,13 @@ static void mutate_vector(const char *name, const uint8_t *ev, size_t len, sh_at
         size_t ml;
         if (reg == nregions) { /* mutate the separately given certificate */
             uint8_t *mc = mutate(certbuf, certlen, 0, certlen, &ml);
-            sh_attest_bytes saved = o->certs[0];
-            ((sh_attest_bytes *)o->certs)[0] = (sh_attest_bytes){mc, ml};
+            sh_iovec saved = o->certs[0];
+            ((sh_iovec *)o->certs)[0] = (sh_iovec){.ptr = mc, .len = ml};
             if (memcmp(mc, certbuf, ml < certlen ? ml : certlen) || ml != certlen) {
                 count++;
                 accepted += run(ev, len, tee, o, NULL) == SH_ATTEST_OK;
             }
-            ((sh_attest_bytes *)o->certs)[0] = saved;
+            ((sh_iovec *)o->certs)[0] = saved;
             free(mc);
             continue;
         }
@@ -318,7 +302,7 @@ static void test_mutations(int n)
         sh_attest_options o = {.at = T(nitro_vecs[i].at), .allow_debug = 1};
         /* regions: the signature (last 96 bytes), the certificates (middle), the rest */
         size_t b[4] = {0, len / 5, len - 96, len};
-        mutate_vector(nitro_vecs[i].file, d, len, SH_ATTEST_TEE_NITRO, &o, b, 3, n, NULL, 0);
+        mutate_vector(nitro_vecs[i].file, d, len, SH_TEE_NITRO, &o, b, 3, n, NULL, 0);
         free(d);
     }
     for (size_t i = 0; i < sizeof snp_vecs / sizeof *snp_vecs; i++) {
@@ -326,10 +310,10 @@ static void test_mutations(int n)
         size_t rl, cl, el = 0;
         uint8_t *rep = slurp(v->report, &rl), *cert = slurp(v->cert, &cl);
         uint8_t *extra = v->extra ? slurp(v->extra, &el) : NULL;
-        sh_attest_bytes certs[2] = {{cert, cl}, {extra, el}};
+        sh_iovec certs[2] = {{.ptr = cert, .len = cl}, {.ptr = extra, .len = el}};
         sh_attest_options o = {.at = T(v->at), .certs = certs, .ncerts = extra ? 2 : 1, .allow_debug = 1};
         size_t b[3] = {0, 0x2A0, 1184}; /* signed region, signature area (+ the VCEK) */
-        mutate_vector(v->report, rep, rl, SH_ATTEST_TEE_SEV_SNP, &o, b, 2, n, cert, cl);
+        mutate_vector(v->report, rep, rl, SH_TEE_SEV_SNP, &o, b, 2, n, cert, cl);
         free(rep);
         free(cert);
         free(extra);
@@ -337,12 +321,12 @@ static void test_mutations(int n)
     size_t hl, cl;
     uint8_t *hcl = azure_hcl(&hl), *vcek = slurp("sev-snp/vcek-genoa.pem", &cl);
     if (hl > 0x4D4) {
-        sh_attest_bytes certs[1] = {{vcek, cl}};
+        sh_iovec certs[1] = {{.ptr = vcek, .len = cl}};
         sh_attest_options o = {.at = NOW, .certs = certs, .ncerts = 1};
         /* up to report_size (0x984): the zero padding after it is not part of the report
          * (the vTPM NV index is larger), so cutting padding is not a mutation of evidence */
         size_t b[5] = {0, 0x20, 0x2C0, 0x4C0, hl < 0x984 ? hl : 0x984};
-        mutate_vector("azure hcl (evidence-genoa.json)", hcl, hl, SH_ATTEST_TEE_AZURE_SNP, &o, b, 4, n, NULL, 0);
+        mutate_vector("azure hcl (evidence-genoa.json)", hcl, hl, SH_TEE_AZURE_SNP, &o, b, 4, n, NULL, 0);
     }
     free(hcl);
     free(vcek);

@@ -1,6 +1,7 @@
-/* tests/c/test_jwt.c — attest/ JWT types: strict base64url, the maa and gcp vectors (read in
+/* tests/c/attest/test_jwt.c — attest/ JWT types: the maa and gcp vectors (read in
  * place from $SHIELD_VECTORS), PKI tokens chained to a test CA given as an extra root (valid,
  * expired leaf, unpinned root, leaf as its own root), and a mutation sweep over the vectors.
+ * Its strict base64 checks are common/'s now (tests/c/common/test_common.c).
  * Prints "N passed, N failed"; exits non-zero on failure. */
 #include "testutil.h"
 
@@ -10,7 +11,7 @@ static uint8_t *slurp_trimmed(const char *rel, size_t *len) {
   while (b != NULL && *len > 0 && (b[*len - 1] == '\n' || b[*len - 1] == '\r')) b[--*len] = 0;
   return b;
 }
-#include "token.h"
+#include "attest.h"
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -24,7 +25,7 @@ static uint8_t *slurp_trimmed(const char *rel, size_t *len) {
 
 
 
-static sh_attest_reason run(const void *ev, size_t len, sh_attest_tee tee, sh_attest_options *o)
+static sh_attest_reason run(const void *ev, size_t len, sh_tee tee, sh_attest_options *o)
 {
     sh_attest_result *r = NULL;
     if (sh_attest_verify(ev, len, tee, o, &r) < 0 || !r)
@@ -32,41 +33,6 @@ static sh_attest_reason run(const void *ev, size_t len, sh_attest_tee tee, sh_at
     sh_attest_reason rs = r->reason;
     sh_attest_result_free(r);
     return rs;
-}
-
-static void test_base64(void)
-{
-    static const struct { const char *in; int std; const char *out; } ok[] = {
-        {"", 0, ""}, {"Zg", 0, "f"}, {"Zm8", 0, "fo"}, {"Zm9v", 0, "foo"}, {"-_8", 0, "\xfb\xff"},
-        {"Zg==", 1, "f"}, {"Zm8=", 1, "fo"}, {"Zm9v", 1, "foo"}, {"+/8=", 1, "\xfb\xff"},
-    };
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
-        size_t n = 99;
-        uint8_t *b = sh_b64_decode_strict(ok[i].in, strlen(ok[i].in), ok[i].std, &n);
-        CHECK(b && n == strlen(ok[i].out) && !memcmp(b, ok[i].out, n), "decode %s", ok[i].in);
-        free(b);
-    }
-    static const struct { const char *in; int std; } bad[] = {
-        {"Zg=", 0}, {"Zg==", 0}, {"Z", 0}, {"Zh", 0}, {"Zm9", 0}, {"+/8", 0}, {"Zm 9v", 0},
-        {"Zm9v\n", 0}, {"Zg", 1}, {"Zh==", 1}, {"Zg=A", 1}, {"Z===", 1}, {"-_8=", 1}, {"Zm9v=", 1},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        size_t n;
-        uint8_t *b = sh_b64_decode_strict(bad[i].in, strlen(bad[i].in), bad[i].std, &n);
-        CHECK(!b, "accepted bad base64 \"%s\" (std %d)", bad[i].in, bad[i].std);
-        free(b);
-    }
-    uint8_t all[256];
-    for (int i = 0; i < 256; i++)
-        all[i] = (uint8_t)i;
-    for (size_t l = 0; l < 256; l += 7) {
-        char *e = sh_b64url_encode(all, l);
-        size_t n = 0;
-        uint8_t *d = e ? sh_b64_decode_strict(e, strlen(e), 0, &n) : NULL;
-        CHECK(d && n == l && !memcmp(d, all, l), "round trip %zu", l);
-        free(e);
-        free(d);
-    }
 }
 
 static void test_vectors(void)
@@ -84,11 +50,11 @@ static void test_vectors(void)
     o.at = T("2022-05-31T23:00:00Z");
     o.jwks = jwks;
     o.jwks_len = jl;
-    CHECK(run(maa, ml, SH_ATTEST_TEE_MAA, &o) == SH_ATTEST_DEBUG_NOT_ALLOWED, "maa production");
+    CHECK(run(maa, ml, SH_TEE_MAA, &o) == SH_ATTEST_DEBUG_NOT_ALLOWED, "maa production");
     o.allow_debug = 1;
     o.issuer = "https://sharedwus.wus.attest.azure.net";
     sh_attest_result *r = NULL;
-    CHECK(sh_attest_verify(maa, ml, SH_ATTEST_TEE_MAA, &o, &r) == 0 && r && r->verified && r->debug &&
+    CHECK(sh_attest_verify(maa, ml, SH_TEE_MAA, &o, &r) == 0 && r && r->verified && r->debug &&
               r->has_evidence_sha256,
           "maa valid: %s", r ? r->message : "");
     if (r) {
@@ -102,23 +68,23 @@ static void test_vectors(void)
     }
     sh_attest_result_free(r);
     o.at = T("2026-11-24T12:00:00Z");
-    CHECK(run(maa, ml, SH_ATTEST_TEE_MAA, &o) == SH_ATTEST_EXPIRED, "maa today");
+    CHECK(run(maa, ml, SH_TEE_MAA, &o) == SH_ATTEST_EXPIRED, "maa today");
     o.at = T("2022-05-31T23:00:00Z");
-    CHECK(run(maa, ml, SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_MALFORMED, "maa token as gcp");
+    CHECK(run(maa, ml, SH_TEE_GCP, &o) == SH_ATTEST_MALFORMED, "maa token as gcp");
     o.jwks = NULL;
-    CHECK(run(maa, ml, SH_ATTEST_TEE_MAA, &o) == SH_ATTEST_COLLATERAL_MISSING, "maa without jwks");
+    CHECK(run(maa, ml, SH_TEE_MAA, &o) == SH_ATTEST_COLLATERAL_MISSING, "maa without jwks");
     o.jwks = (const uint8_t *)"{\"keys\": 1}";
     o.jwks_len = strlen((const char *)o.jwks);
-    CHECK(run(maa, ml, SH_ATTEST_TEE_MAA, &o) == SH_ATTEST_COLLATERAL_MISSING, "maa bad jwks");
+    CHECK(run(maa, ml, SH_TEE_MAA, &o) == SH_ATTEST_COLLATERAL_MISSING, "maa bad jwks");
 
     memset(&o, 0, sizeof o);
     o.at = T("2025-06-23T14:30:00Z");
-    CHECK(run(gcp, gl, SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_DEBUG_NOT_ALLOWED, "gcp production");
+    CHECK(run(gcp, gl, SH_TEE_GCP, &o) == SH_ATTEST_DEBUG_NOT_ALLOWED, "gcp production");
     o.allow_debug = 1;
     o.audience = "https://echo.oak.dev";
-    CHECK(run(gcp, gl, SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_OK, "gcp valid");
+    CHECK(run(gcp, gl, SH_TEE_GCP, &o) == SH_ATTEST_OK, "gcp valid");
     o.at = T("2026-11-24T12:00:00Z");
-    CHECK(run(gcp, gl, SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "gcp today");
+    CHECK(run(gcp, gl, SH_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "gcp today");
 
     /* mutation sweep: nothing but the original verifies, nothing crashes (ASan/UBSan) */
     uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -143,7 +109,7 @@ static void test_vectors(void)
                 c ^= 1;
             m[at] = c;
             size_t len = (rng >> 40) % 8 == 0 ? at + 1 : n; /* sometimes truncate too */
-            sh_attest_reason rs = run(m, len, pass ? SH_ATTEST_TEE_GCP : SH_ATTEST_TEE_MAA, &o);
+            sh_attest_reason rs = run(m, len, pass ? SH_TEE_GCP : SH_TEE_MAA, &o);
             if (rs == SH_ATTEST_OK || rs == SH_ATTEST_REASON_COUNT_)
                 bad++;
         }
@@ -187,8 +153,7 @@ static char *b64_der(X509 *x)
 {
     unsigned char *der = NULL;
     int l = i2d_X509(x, &der);
-    char *out = malloc(4 * ((size_t)l + 2) / 3 + 4);
-    EVP_EncodeBlock((unsigned char *)out, der, l);
+    char *out = sh_b64_encode_alloc(der, (size_t)l, SH_B64_STD | SH_B64_PAD); /* x5c */
     OPENSSL_free(der);
     return out;
 }
@@ -208,7 +173,7 @@ static char *mktoken(EVP_PKEY *key, X509 **chain, int nchain, int64_t now)
                           "disabled-since-boot", "swname", "CONFIDENTIAL_SPACE", "hwmodel", "GCP_INTEL_TDX",
                           "secboot", 1, "eat_nonce", "abcdefghijkl");
     char *hs = json_dumps(h, JSON_COMPACT), *ps = json_dumps(p, JSON_COMPACT);
-    char *he = sh_b64url_encode((uint8_t *)hs, strlen(hs)), *pe = sh_b64url_encode((uint8_t *)ps, strlen(ps));
+    char *he = sh_b64_encode_alloc(hs, strlen(hs), SH_B64_PROTOCOL), *pe = sh_b64_encode_alloc(ps, strlen(ps), SH_B64_PROTOCOL);
     size_t sil = strlen(he) + 1 + strlen(pe);
     char *si = malloc(sil + 1);
     snprintf(si, sil + 1, "%s.%s", he, pe);
@@ -219,7 +184,7 @@ static char *mktoken(EVP_PKEY *key, X509 **chain, int nchain, int64_t now)
     sl = sizeof sig;
     EVP_DigestSign(md, sig, &sl, (unsigned char *)si, sil);
     EVP_MD_CTX_free(md);
-    char *se = sh_b64url_encode(sig, sl);
+    char *se = sh_b64_encode_alloc(sig, sl, SH_B64_PROTOCOL);
     char *tok = malloc(sil + strlen(se) + 2);
     sprintf(tok, "%s.%s", si, se);
     free(hs), free(ps), free(he), free(pe), free(si), free(se);
@@ -238,36 +203,36 @@ static void test_pki(void)
     X509 *old = mkcert(lk, ik, inter, "old leaf", 0, now - 86400 * 30, now - 86400);
     unsigned char *rder = NULL;
     int rl = i2d_X509(root, &rder);
-    sh_attest_bytes extra = {rder, (size_t)rl};
+    sh_iovec extra = {.ptr = rder, .len = (size_t)rl};
     sh_attest_options o;
     memset(&o, 0, sizeof o);
     o.at = now;
 
     X509 *c1[] = {leaf, inter, root};
     char *t = mktoken(lk, c1, 3, now);
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "x5c's own root is not trusted");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "x5c's own root is not trusted");
     o.extra_roots = &extra;
     o.nextra_roots = 1;
     sh_attest_result *r = NULL;
-    CHECK(sh_attest_verify((const uint8_t *)t, strlen(t), SH_ATTEST_TEE_GCP, &o, &r) == 0 && r->verified,
+    CHECK(sh_attest_verify((const uint8_t *)t, strlen(t), SH_TEE_GCP, &o, &r) == 0 && r->verified,
           "PKI token with the test root: %s", r ? r->message : "");
     sh_attest_result_free(r);
     o.at = now + 86400 * 2; /* leaf expired (and the token too: expired either way) */
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "expired");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "expired");
     o.at = now;
     free(t);
     /* the leaf expired but the token times are fine: the leaf's validity decides */
     X509 *c2[] = {old, inter, root};
     t = mktoken(lk, c2, 3, now);
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "leaf expired");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_EXPIRED, "leaf expired");
     free(t);
     /* the root passed only via options.certs-like route is absent from x5c: still anchored */
     X509 *c3[] = {leaf, inter};
     t = mktoken(lk, c3, 2, now);
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "root absent from x5c and certs");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "root absent from x5c and certs");
     o.certs = &extra;
     o.ncerts = 1;
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_OK, "root given in certs");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_OK, "root given in certs");
     o.certs = NULL;
     o.ncerts = 0;
     free(t);
@@ -275,18 +240,18 @@ static void test_pki(void)
     X509 *c4[] = {leaf, inter, root};
     EVP_PKEY *other = EVP_RSA_gen(2048);
     t = mktoken(other, c4, 3, now);
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_SIGNATURE_INVALID, "wrong signer");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_SIGNATURE_INVALID, "wrong signer");
     free(t);
     /* a self-signed leaf that is itself the extra root: refused (a leaf is never an anchor) */
     X509 *self = mkcert(other, other, NULL, "self", 0, now - 3600, now + 3600);
     unsigned char *sder = NULL;
     int sl = i2d_X509(self, &sder);
-    sh_attest_bytes ex2[2] = {extra, {sder, (size_t)sl}};
+    sh_iovec ex2[2] = {extra, {.ptr = sder, .len = (size_t)sl}};
     o.extra_roots = ex2;
     o.nextra_roots = 2;
     X509 *c5[] = {self, root};
     t = mktoken(other, c5, 2, now);
-    CHECK(run(t, strlen(t), SH_ATTEST_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "leaf as anchor");
+    CHECK(run(t, strlen(t), SH_TEE_GCP, &o) == SH_ATTEST_ROOT_UNTRUSTED, "leaf as anchor");
     free(t);
     OPENSSL_free(sder);
     X509_free(self);
@@ -299,7 +264,6 @@ static void test_pki(void)
 int main(void)
 {
     char why[512];
-    test_base64();
     if (vectors_init(why, sizeof why))
         test_vectors();
     test_pki();
