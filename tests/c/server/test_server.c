@@ -1,5 +1,5 @@
 /*
- * tests/c/test_server.c — server/ against real sockets.
+ * tests/c/server/test_server.c — server/ against real sockets.
  *
  * Two servers run on 127.0.0.1 (port 0), each in its own thread: one with the built-in hello
  * handler, one with a test handler whose "app" runs on another thread (like pyshim's Python
@@ -27,19 +27,7 @@
 #include <unistd.h>
 
 #include "server.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                                   \
-  do {                                                                    \
-    if (cond) {                                                           \
-      g_pass++;                                                           \
-    } else {                                                              \
-      g_fail++;                                                           \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
-      fprintf(stderr, __VA_ARGS__);                                       \
-      fputc('\n', stderr);                                                \
-    }                                                                     \
-  } while (0)
+#include "testutil.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -1376,7 +1364,7 @@ static int parse_args(sh_config *cfg, sh_error *err, ...) {
   va_end(ap);
   argv[argc] = NULL;
   sh_config_init(cfg);
-  return sh_config_parse(cfg, argc, argv, err);
+  return sh_config_parse(cfg, argc, argv, NULL, err);
 }
 
 static void test_config(void) {
@@ -1463,6 +1451,6 @@ int main(void) {
   test_header_flags();
 
   sh_log_flush();
-  printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);
-  return g_fail ? 1 : 0;
+  fprintf(stderr, "(%.1fs)\n", now_s() - t0);
+  return test_summary();
 }
