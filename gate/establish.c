@@ -41,7 +41,7 @@ static int take_certs(gate_req *gr, json_t *certs) {
     size_t n = 0;
     uint8_t *der = sh_gate__b64_decode(json_string_value(v), json_string_length(v), &n);
     if (!der) return -1;
-    gr->certs[gr->ncerts++] = (sh_attest_bytes){der, n};
+    gr->certs[gr->ncerts++] = (sh_attest_bytes){.ptr = der, .len = n};
   }
   return 0;
 }

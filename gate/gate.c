@@ -355,7 +355,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
   read_freshness(g);
   sh_gate__hex(sh_attest_policy_sha256(g->policy), 32, g->policy_hex);
   g->plain.policy_sha256 = g->policy_hex;
-  g->simulated_root = (sh_attest_bytes){gc->simulated_root, gc->simulated_root_len};
+  g->simulated_root = (sh_attest_bytes){.ptr = gc->simulated_root, .len = gc->simulated_root_len};
   if (!(g->cache = sh_attest_cache_new(4096)) ||
       !(g->clients = calloc((size_t)g->cfg.max_pending, sizeof *g->clients))) {
     SH_ERR(err, SH_ENOMEM, "out of memory");
