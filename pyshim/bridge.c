@@ -26,6 +26,7 @@
 
 #include "bridge.h"
 #ifdef SHIELD_HAVE_GATE
+#include "gate.h"
 #include "native_attest.h"
 #endif
 
@@ -371,9 +372,8 @@ static PyObject *build_scope(const sh_request *r) {
       set_steal(s, K.extensions, sh_tls_scope_extensions(r->tls_info)) < 0)
     goto fail;
 #ifdef SHIELD_HAVE_GATE
-  if (r->attest_policy_sha256 != NULL && /* verified natively (server/gate.c) */
-      sh_py_attest_scope(s, r->attest_result, r->attest_mode, r->attest_session,
-                         r->attest_policy_sha256) < 0)
+  const sh_gate_attestation *a = sh_gate_request_attestation(r); /* verified natively (gate/) */
+  if (a != NULL && sh_py_attest_scope(s, a->result, a->mode, a->session, a->policy_sha256) < 0)
     goto fail;
 #endif
   return s;

@@ -20,12 +20,6 @@
 #include "pyshim.h"
 #ifdef SHIELD_HAVE_GATE
 #include "gate.h"
-#else
-#define SH_GATE_MISSING(e)                                                                \
-  do {                                                                                   \
-    snprintf((e).message, sizeof (e).message, "--attest-types: built without attest/"); \
-    handler = NULL;                                                                      \
-  } while (0)
 #endif
 
 static int file_exists(const char *dir, const char *rel) {
@@ -108,36 +102,39 @@ static int run_bridge(void) {
   return code;
 }
 
-int sh_pyshim_main(sh_config *cfg, int argc, char **argv) {
+int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, char **argv) {
   sh_error err = {0};
   sh_server *srv = NULL;
   cfg->handle_signals = 0; /* Python's main thread owns SIGINT/SIGTERM */
-#ifdef SHIELD_HAVE_GATE
-  /* client attestation verified before the app runs (server/gate.c; a no-op when off) */
-  sh_handler *handler = sh_gate_wrap(cfg, sh_bridge_handler(), &err);
-#else
   sh_handler *handler = sh_bridge_handler();
-  if (cfg->attest_types) SH_GATE_MISSING(err);
-#endif
-  if (handler == NULL || sh_server_new(cfg, handler, &srv, &err) < 0) {
+#ifdef SHIELD_HAVE_GATE
+  /* client attestation verified before the app runs (gate/) */
+  sh_gate *g = NULL;
+  if (gate && gate->types && !(g = sh_gate_new(gate, handler, &err))) {
     fprintf(stderr, "shield: %s\n", err.message);
     return 1;
   }
+  if (g) handler = sh_gate_handler(g);
+#else
+  (void)gate;
+#endif
+  if (sh_server_new(cfg, handler, &srv, &err) < 0) {
+    fprintf(stderr, "shield: %s\n", err.message);
+#ifdef SHIELD_HAVE_GATE
+    sh_gate_free(g);
+#endif
+    return 1;
+  }
+  int code = 1;
   if (sh_bridge_prepare(srv, cfg, &err) < 0) {
     fprintf(stderr, "shield: %s\n", err.message);
-    sh_server_free(srv);
-    return 1;
+  } else if (start_python(argc, argv) == 0) {
+    code = run_bridge();
+    sh_bridge_cleanup();
+    if (Py_FinalizeEx() < 0 && code == 0) code = 120;
   }
-
-  if (start_python(argc, argv) < 0) {
-    sh_server_free(srv);
-    return 1;
-  }
-  int code = run_bridge();
-  sh_bridge_cleanup();
-  if (Py_FinalizeEx() < 0 && code == 0) code = 120;
 #ifdef SHIELD_HAVE_GATE
-  sh_gate_shutdown(handler);
+  sh_gate_free(g); /* its pool posts to the server: joined before the server goes */
 #endif
   sh_server_free(srv);
   return code;

@@ -14,6 +14,9 @@
 #ifdef SHIELD_HAVE_ATTEST
 #include "attest.h"
 #endif
+#ifdef SHIELD_HAVE_GATE
+#include "gate.h"
+#endif
 
 static int serve_native_hello(sh_config *cfg) {
   sh_error err = {0};
@@ -31,12 +34,13 @@ static int serve_native_hello(sh_config *cfg) {
 typedef struct worker_args {
   int argc;
   char **argv;
+  const struct sh_gate_config *gate; /* the --attest-* flags, or NULL */
 } worker_args;
 
 /* One worker process (forked by the supervisor, before any interpreter exists). */
 static int python_worker(sh_config *cfg, void *arg) {
   worker_args *a = arg;
-  return sh_pyshim_main(cfg, a->argc, a->argv);
+  return sh_pyshim_main(cfg, a->gate, a->argc, a->argv);
 }
 
 static int hello_worker(sh_config *cfg, void *arg) {
@@ -53,7 +57,17 @@ int main(int argc, char **argv) {
   sh_config cfg;
   sh_config_init(&cfg);
   sh_error err = {0};
-  int rc = sh_config_parse(&cfg, argc, argv, &err);
+  const sh_config_hook *hook = NULL;
+  const struct sh_gate_config *gate = NULL;
+#ifdef SHIELD_HAVE_GATE
+  sh_gate_config gcfg; /* the --attest-* flags (gate/) */
+  sh_config_hook gate_hook;
+  sh_gate_config_init(&gcfg);
+  sh_gate_options(&gcfg, &gate_hook);
+  hook = &gate_hook;
+  gate = &gcfg;
+#endif
+  int rc = sh_config_parse(&cfg, argc, argv, hook, &err);
   if (rc == 1) return 0;
   if (rc < 0) {
     fprintf(stderr, "shield: %s\nTry 'shield --help' for the list of options.\n", err.message);
@@ -64,6 +78,6 @@ int main(int argc, char **argv) {
    * gives crash restarts, SIGHUP rolling restarts and shared state at the cost of one fork.
    * The native hello with one worker stays single-process (the C ceiling, benchmarked). */
   if (cfg.native_hello && cfg.workers == 1 && !cfg.reload) return serve_native_hello(&cfg);
-  worker_args wa = {argc, argv};
+  worker_args wa = {argc, argv, gate};
   return sh_supervisor_run(&cfg, cfg.native_hello ? hello_worker : python_worker, &wa);
 }

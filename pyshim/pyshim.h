@@ -29,8 +29,11 @@
 
 #include "server.h"
 
+struct sh_gate_config;
+
 /* Start CPython for the `shield` binary (program name chosen so that getpath finds the
- * venv's pyvenv.cfg), then run the app.  Returns the process exit code. */
-int sh_pyshim_main(sh_config *cfg, int argc, char **argv);
+ * venv's pyvenv.cfg), then run the app, behind the attestation gate when gate->types is set
+ * (gate may be NULL).  Returns the process exit code. */
+int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, char **argv);
 
 #endif /* SHIELD_PYSHIM_H */

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gate.h"
 #include "server_internal.h"
 
 static int parse_ll_env(const char *s, long long *out) {
@@ -65,7 +64,7 @@ void sh_config_init(sh_config *cfg) {
   cfg->notify_fd = -1;
 }
 
-void sh_config_usage(FILE *out) {
+void sh_config_usage(FILE *out, const sh_config_hook *hook) {
   fputs(
       "Usage: shield [OPTIONS] MODULE:ATTR\n"
       "\n"
@@ -125,45 +124,12 @@ void sh_config_usage(FILE *out) {
       "                               2/required (names none|optional|required accepted too)\n"
       "  --ssl-ciphers LIST           TLS 1.2 cipher list, OpenSSL syntax (default OpenSSL's)\n"
       "  --ssl-min-version 1.2|1.3    oldest TLS version accepted (default 1.2)\n"
-      "                               (SIGHUP reloads the certificate, key and CA files)\n"
-      "Client attestation (protocol.md: header, session and mutual-TLS modes, verified\n"
-      "before the app runs):\n"
-      "  --attest-types LIST          accepted TEE types: nitro,sev-snp,azure-snp,azure-tdx,\n"
-      "                               tdx,sgx,maa,gcp,simulated (turns attestation on)\n"
-      "  --attest-policy FILE         verification policy (JSON; default: production)\n"
-      "  --attest-required            401 for requests without evidence (default optional)\n"
-      "  --attest-exclude PATH        path prefix served without attestation (repeatable)\n"
-      "  --trust-simulated            accept simulated evidence (development only)\n"
-      "  --dev                        development mode (allows --attest-clock)\n"
-      "  --attest-clock RFC3339       verify evidence as of that time (needs --dev); also the\n"
-      "                               fetch clock: fetched keys and collateral, and failures,\n"
-      "                               never expire and fetch rate limits never reset (restart)\n"
-      "Keys and collateral for verification (the server refuses to start without what an\n"
-      "accepted type needs, naming the flag to add):\n"
-      "  --attest-maa-issuer URL      MAA instance whose tokens are accepted (required, maa)\n"
-      "  --attest-maa-audience VALUE  expected aud of MAA tokens (optional: MAA sets none)\n"
-      "  --attest-gcp-audience VALUE  expected aud of Confidential Space tokens (required,\n"
-      "                               gcp; the issuer is Google's, always checked)\n"
-      "  --attest-maa-jwks FILE, --attest-gcp-jwks FILE   the issuer's JWKS, read at start\n"
-      "  --attest-collateral FILE|DIR DCAP collateral for tdx/sgx (JSON or PCS responses)\n"
-      "  --attest-fetch               fetch what is missing (AMD KDS VCEKs, Intel PCS\n"
-      "                               collateral, OpenID/JWKS), cached, rate-limited\n"
-      "  --attest-offline             the same from --attest-cache-dir files only\n"
-      "  --attest-cache-dir DIR       disk cache of fetched documents (default: memory)\n"
-      "  --attest-fetch-timeout S     per fetch (default 10)\n"
-      "  --kds-url URL, --pcs-url URL AMD KDS / Intel PCS or PCCS base (with --attest-fetch)\n"
-      "  --jwks-url URL               JWKS location instead of OpenID discovery (one of\n"
-      "                               maa/gcp; else --attest-maa-jwks-url/-gcp-jwks-url)\n"
-      "  --attest-maa-discovery-url URL, --attest-gcp-discovery-url URL   OpenID discovery\n"
-      "                               base instead of the issuer (a forwarder)\n"
-      "  --fetch-ca FILE              extra TLS anchors for fetching (a private PCCS)\n"
-      "  --attest-client-vcek         sev-snp/azure-snp without fetching: clients send the\n"
-      "                               VCEK in the evidence bundle\n"
-      "  --state-url URL              nonces and sessions in Redis for several replicas:\n"
-      "                               redis://[:password@]host[:port][/db] or unix:///path\n"
-      "  --help                       show this message and exit\n"
-      "  --version                    show the version and exit\n",
+      "                               (SIGHUP reloads the certificate, key and CA files)\n",
       out);
+  if (hook && hook->usage) hook->usage(hook->data, out); /* another module's options */
+  fputs("  --help                       show this message and exit\n"
+        "  --version                    show the version and exit\n",
+        out);
 }
 
 /* Full-string integer parse within [lo, hi]. */
@@ -475,7 +441,8 @@ static int check_ssl_flags(const sh_config *cfg, sh_error *err) {
   return 0;
 }
 
-int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
+int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook *hook,
+                    sh_error *err) {
   static const char *const lifespans[] = {"auto", "on", "off", NULL};
   static const char *const loops[] = {"auto", "asyncio", "uvloop", NULL};
   static const char *const levels[] = {"critical", "error", "warning", "info",
@@ -545,7 +512,7 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
     }
     if (handled) continue;
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
-      sh_config_usage(stdout);
+      sh_config_usage(stdout, hook);
       return 1;
     }
     if (strcmp(name, "--version") == 0) {
@@ -556,9 +523,11 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
     int sr = parse_serving_flag(cfg, name, value, argc, argv, &i, err);
     if (sr < 0) return sr;
     if (sr == 1) continue;
-    sr = sh_gate_parse_flag(cfg, name, value, argc, argv, &i, err); /* --attest-* (gate.h) */
-    if (sr < 0) return sr;
-    if (sr == 1) continue;
+    if (hook && hook->parse) { /* another module's flags (the gate's --attest-*) */
+      sr = hook->parse(hook->data, cfg, name, value, argc, argv, &i, err);
+      if (sr < 0) return sr;
+      if (sr == 1) continue;
+    }
 
     if (strncmp(name, "--ssl-", 6) == 0) { /* TLS flags: parse_ssl_flag above */
       if (!value) {
@@ -690,7 +659,7 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err) {
   }
   if (check_serving_flags(cfg, err) < 0) return SH_EINVAL;
   if (check_ssl_flags(cfg, err) < 0) return SH_EINVAL;
-  if (sh_gate_check_flags(cfg, err) < 0) return SH_EINVAL;
+  if (hook && hook->check && hook->check(hook->data, cfg, err) < 0) return SH_EINVAL;
   if (!cfg->app && !cfg->native_hello) {
     SH_ERR(err, SH_EINVAL, "missing the app: shield [OPTIONS] MODULE:ATTR (see --help)");
     return SH_EINVAL;

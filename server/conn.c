@@ -141,7 +141,7 @@ void sh_conn_deliver_disconnect(sh_conn *c) {
   if (req->handed && !req->released && !req->disconnected && !req->resp_done) {
     req->disconnected = 1;
     sh_server *srv = c->srv;
-    if (srv->handler->on_disconnect) {
+    if (srv->handler->on_disconnect && !srv->freeing) {
       sh_server_fired(srv);
       srv->handler->on_disconnect(srv->handler, &req->pub);
     }
@@ -393,6 +393,9 @@ static void fill_inet(const struct sockaddr_storage *ss, char *host, size_t hl, 
   }
 }
 
+/* sh_request_conn_id: process-wide, so that two servers in one process never share one */
+static atomic_uint_fast64_t conn_ids;
+
 void sh_conn_accept(sh_server *srv, uv_stream_t *listener) {
   sh_conn *c = calloc(1, sizeof *c);
   if (!c) {
@@ -400,6 +403,7 @@ void sh_conn_accept(sh_server *srv, uv_stream_t *listener) {
     return;
   }
   c->srv = srv;
+  c->id = atomic_fetch_add(&conn_ids, 1) + 1;
   int r = listener->type == UV_TCP ? uv_tcp_init(&srv->loop, &c->h.tcp)
                                    : uv_pipe_init(&srv->loop, &c->h.pipe, 0);
   if (r < 0) {

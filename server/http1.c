@@ -378,6 +378,7 @@ static int cb_headers_complete(llhttp_t *p) {
 
   sh_req *req = sh_req_new(srv);
   if (!req) return fail_with(c, 503, "out of memory");
+  req->conn_id = c->id;
   char *base = sh_arena_alloc(&req->arena, c->hb_len + 1);
   sh_header *hdrs = nh ? sh_arena_alloc(&req->arena, nh * sizeof(sh_header)) : NULL;
   if (!base || (nh && !hdrs)) {

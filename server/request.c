@@ -83,7 +83,7 @@ void sh_req_free_all(sh_server *srv) {
 
 void sh_req_check_writable(sh_req *req) {
   sh_server *srv = req->srv;
-  if (!atomic_load(&req->want_writable)) return;
+  if (!atomic_load(&req->want_writable) || srv->freeing) return;
   long long pending = atomic_load(&req->out_pending);
   if ((size_t)pending > srv->cfg.write_high_water / 2) return;
   int one = 1;
@@ -117,7 +117,7 @@ static void fail_response(sh_req *req, int abort) {
 
 static void finish_abandoned(sh_req *req) {
   sh_conn *c = req->conn;
-  if (!c || req->resp_done) return;
+  if (!c || req->resp_done || req->cut) return; /* sh_request_cut decided the response */
   char rid[24];
   sh_request_id(req, rid);
   sh_log(SH_LOG_ERROR, "request %s released without a complete response: %s", rid,
@@ -125,9 +125,21 @@ static void finish_abandoned(sh_req *req) {
   fail_response(req, 0);
 }
 
+/* What sh_request_cut leaves of the handler's own ops: its reads, acknowledgements and its
+ * release still apply; whatever would answer (start, write, fail, abort) is dropped. */
+static int dropped_by_cut(const sh_req *req, const sh_op *op) {
+  return req->cut && op->type != SH_OP_RELEASE && op->type != SH_OP_READ &&
+         op->type != SH_OP_CONSUMED;
+}
+
 static void apply(sh_server *srv, sh_op *op) {
   sh_req *req = op->req;
   sh_conn *c = req->conn;
+  if (dropped_by_cut(req, op)) {
+    if (op->type == SH_OP_WRITE) atomic_fetch_sub(&req->out_pending, (long long)op->len);
+    free(op);
+    return;
+  }
   switch (op->type) {
   case SH_OP_RELEASE:
     free(op);
@@ -140,7 +152,7 @@ static void apply(sh_server *srv, sh_op *op) {
       req->released = 1;
       /* The last callback for this request: events the handler queued on its own thread can
        * no longer be followed by more. */
-      if (req->handed && srv->handler->on_release) {
+      if (req->handed && srv->handler->on_release && !srv->freeing) {
         sh_server_fired(srv);
         srv->handler->on_release(srv->handler, &req->pub);
       }
@@ -327,11 +339,11 @@ static int parse_cl(const sh_iovec *v, int64_t *out) {
   return 0;
 }
 
-int sh_request_start(sh_request *r, int status, const sh_header *headers, size_t n) {
-  if (!r || status < 100 || status > 999 || (n && !headers)) return SH_EINVAL;
-  sh_req *req = (sh_req *)r;
-  if (atomic_load(&req->closed)) return SH_ECLOSED;
-  if (atomic_load(&req->app_state) != 0) return SH_ESTATE;
+/* The START op of a response (headers checked and formatted), or a negative code and no op:
+ * SH_EINVAL, SH_EHEADER, SH_ENOMEM.  Runs on the caller's thread. */
+static int start_op(int status, const sh_header *headers, size_t n, sh_op **out) {
+  *out = NULL;
+  if (status < 100 || status > 999 || (n && !headers)) return SH_EINVAL;
   /* Validate everything before queuing anything: a rejected start leaves the request
    * untouched, so the app can still answer (say, with a 500). */
   size_t total = 0;
@@ -358,13 +370,8 @@ int sh_request_start(sh_request *r, int status, const sh_header *headers, size_t
     if (total > SIZE_MAX / 2 - h->name.len - h->value.len - 4) return SH_EINVAL;
     total += h->name.len + 2 + h->value.len + 2;
   }
-  int zero = 0;
-  if (!atomic_compare_exchange_strong(&req->app_state, &zero, 1)) return SH_ESTATE;
   sh_op *op = op_new(SH_OP_START, total);
-  if (!op) {
-    atomic_store(&req->app_state, 0);
-    return SH_ENOMEM;
-  }
+  if (!op) return SH_ENOMEM;
   char *p = op->data;
   int seen_cl = 0;
   for (size_t i = 0; i < n; i++) {
@@ -386,7 +393,24 @@ int sh_request_start(sh_request *r, int status, const sh_header *headers, size_t
   op->status = status;
   op->flags = flags;
   op->cl = cl;
-  req->app_cl = cl;
+  *out = op;
+  return 0;
+}
+
+int sh_request_start(sh_request *r, int status, const sh_header *headers, size_t n) {
+  if (!r) return SH_EINVAL;
+  sh_req *req = (sh_req *)r;
+  if (atomic_load(&req->closed)) return SH_ECLOSED;
+  if (atomic_load(&req->app_state) != 0) return SH_ESTATE;
+  sh_op *op;
+  int rc = start_op(status, headers, n, &op);
+  if (rc < 0) return rc;
+  int zero = 0;
+  if (!atomic_compare_exchange_strong(&req->app_state, &zero, 1)) {
+    free(op);
+    return SH_ESTATE;
+  }
+  req->app_cl = op->cl;
   req->app_written = 0;
   return submit(req, op);
 }
@@ -424,4 +448,89 @@ int64_t sh_request_write(sh_request *r, const void *data, size_t len, int more) 
   if (rc < 0) return rc;
   long long now = atomic_load(&req->out_pending);
   return now > 0 ? now : 0;
+}
+
+/* ---- for handlers that wrap another ---- */
+
+const sh_iovec *sh_request_header(const sh_request *r, const char *lower_name) {
+  size_t n = strlen(lower_name);
+  for (size_t i = 0; i < r->num_headers; i++)
+    if (r->headers[i].name.len == n && memcmp(r->headers[i].name.base, lower_name, n) == 0)
+      return &r->headers[i].value;
+  return NULL;
+}
+
+static atomic_int ext_keys; /* keys handed out, process-wide */
+
+int sh_request_ext_key(void) {
+  int k = atomic_fetch_add(&ext_keys, 1);
+  if (k >= SH_REQUEST_EXT_MAX) {
+    atomic_fetch_sub(&ext_keys, 1);
+    return SH_ENOMEM;
+  }
+  return k;
+}
+
+void *sh_request_ext(const sh_request *r, int key) {
+  if (!r || key < 0 || key >= SH_REQUEST_EXT_MAX) return NULL;
+  return ((const sh_req *)r)->ext[key];
+}
+
+void sh_request_set_ext(sh_request *r, int key, void *value) {
+  if (r && key >= 0 && key < SH_REQUEST_EXT_MAX) ((sh_req *)r)->ext[key] = value;
+}
+
+uint64_t sh_request_conn_id(const sh_request *r) { return r ? ((const sh_req *)r)->conn_id : 0; }
+
+/*
+ * Why the decision is made here, on the I/O thread, from what reached the wire: the handler's
+ * thread may be between its own checks (closed, app_state) and queuing its ops at this very
+ * moment.  Judging by app_state would race with it (an answer could be refused by a start the
+ * handler is about to make, or two answers could go out).  Instead `closed` refuses every later
+ * call, `cut` drops every op applied from now on (apply: queued before or after this call,
+ * they were not applied, so nothing of them is on the wire), and only the loop thread's own
+ * state — head_sent, resp_done — decides whether our answer can still be the response.
+ */
+int sh_request_cut(sh_request *r, int status, const sh_header *headers, size_t n,
+                   const void *body, size_t len) {
+  if (!r || (len && !body)) return SH_EINVAL;
+  sh_req *req = (sh_req *)r;
+  sh_server *srv = req->srv;
+  if (!sh_on_loop_thread(srv)) return SH_EINVAL;
+  sh_op *op, *wop;
+  int rc = start_op(status, headers, n, &op);
+  if (rc < 0) return rc;
+  if (op->cl >= 0 && (uint64_t)op->cl != len) { /* the response is exactly `body` */
+    free(op);
+    return SH_EINVAL;
+  }
+  if (!(wop = op_new(SH_OP_WRITE, len))) {
+    free(op);
+    return SH_ENOMEM;
+  }
+  atomic_store(&req->closed, 1);
+  atomic_store(&req->app_state, 2);
+  req->cut = 1;
+  sh_conn *c = req->conn;
+  if (!c || req->resp_done) {
+    free(op);
+    free(wop);
+    return SH_ECLOSED;
+  }
+  req->close_after = 1; /* the handler's exchange never ended for it: never reuse */
+  if (req->head_sent) {
+    free(op);
+    free(wop);
+    sh_conn_close(c, 1); /* what was queued goes out, then the close ends the response */
+    return SH_ESTATE;
+  }
+  free(req->start_op); /* an applied start with nothing on the wire: ours replaces it */
+  req->start_op = NULL;
+  op->flags |= SH_APPHDR_CLOSE;
+  sh_http_start_applied(req, op); /* framed by the body's length: it is all there */
+  if (len) memcpy(wop->data, body, len);
+  wop->len = len;
+  atomic_fetch_add(&req->out_pending, (long long)len);
+  sh_http_send(req, wop->data, len, 0, wop);
+  return 0;
 }

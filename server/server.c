@@ -9,11 +9,14 @@
 
 #include "server_internal.h"
 
+static void run_posts(sh_server *srv);
+
 static void finalize(sh_server *srv) {
   if (srv->finalized) return;
   srv->finalized = 1;
   sh_ops_close(srv);
   sh_ops_drain(srv); /* ops queued before the close (releases) still apply */
+  run_posts(srv);    /* and posts made before it still run */
   uv_close((uv_handle_t *)&srv->async, NULL);
   uv_close((uv_handle_t *)&srv->check, NULL);
   uv_close((uv_handle_t *)&srv->idle, NULL);
@@ -59,9 +62,30 @@ void sh_server_conn_closed(sh_server *srv) {
   if (srv->stopping && srv->nconns == 0) finalize(srv);
 }
 
+/* Run (loop thread) or, once sh_server_free has begun, drop the posted functions. */
+static void run_posts(sh_server *srv) {
+  for (;;) {
+    pthread_mutex_lock(&srv->qlock);
+    sh_post *p = srv->phead;
+    srv->phead = srv->ptail = NULL;
+    pthread_mutex_unlock(&srv->qlock);
+    if (!p) return;
+    while (p) {
+      sh_post *next = p->next;
+      if (!srv->freeing) {
+        sh_server_fired(srv); /* on_flush after it, as after a callback */
+        p->fn(p->arg);
+      }
+      free(p);
+      p = next;
+    }
+  }
+}
+
 static void on_async(uv_async_t *a) {
   sh_server *srv = a->data;
   sh_ops_drain(srv);
+  run_posts(srv);
   if (atomic_load_explicit(&srv->tls_pending, memory_order_relaxed)) sh_tls_apply_pending(srv);
   if (atomic_load(&srv->stop_requested)) begin_stop(srv);
 }
@@ -183,6 +207,10 @@ int sh_server_run(sh_server *srv) {
   }
   /* A stop requested before run (or while the loop was not running) is picked up here. */
   if (atomic_load(&srv->stop_requested)) uv_async_send(&srv->async);
+  if (srv->handler->on_start) {
+    sh_server_fired(srv);
+    srv->handler->on_start(srv->handler, srv);
+  }
   sh_worker_ready(srv);
   int r = uv_run(&srv->loop, UV_RUN_DEFAULT);
   atomic_store_explicit(&srv->running, 0, memory_order_release);
@@ -217,13 +245,17 @@ static void close_any(uv_handle_t *h, void *arg) {
 
 void sh_server_free(sh_server *srv) {
   if (!srv) return;
+  srv->freeing = 1; /* from here on, no handler callback: the handler may be gone already */
   if (srv->loop_open) {
     if (!srv->finalized && srv->handles_init) sh_ops_close(srv);
     uv_walk(&srv->loop, close_any, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&srv->loop) != 0) sh_log(SH_LOG_WARNING, "libuv loop not fully closed");
   }
-  if (srv->handles_init) sh_ops_drain(srv); /* frees queued ops */
+  if (srv->handles_init) {
+    sh_ops_drain(srv); /* frees queued ops */
+    run_posts(srv);    /* drops queued posts (freeing: not run) */
+  }
   sh_req_free_all(srv);
   sh_tls_ctx_unref(srv->tls);
   sh_tls_ctx_unref(atomic_load(&srv->tls_pending));
@@ -235,6 +267,24 @@ void sh_server_free(sh_server *srv) {
 
 int sh_server_port(const sh_server *srv) { return srv ? srv->port : -1; }
 
-const sh_config *sh_request_config(const sh_request *req) {
-  return &((const sh_req *)req)->srv->cfg;
+/* Posts have their own FIFO (under the op queue's lock) and run from the loop's wake-up, after
+ * the ops: never inside a sh_request_* call that drains ops on the loop thread, so a posted
+ * function never runs in the middle of a handler's callback. */
+int sh_server_post(sh_server *srv, void (*fn)(void *arg), void *arg) {
+  if (!srv || !fn) return SH_EINVAL;
+  sh_post *p = malloc(sizeof *p);
+  if (!p) return SH_ENOMEM;
+  *p = (sh_post){NULL, fn, arg};
+  pthread_mutex_lock(&srv->qlock);
+  if (srv->qclosed) {
+    pthread_mutex_unlock(&srv->qlock);
+    free(p);
+    return SH_ECLOSED;
+  }
+  if (srv->ptail) srv->ptail->next = p;
+  else srv->phead = p;
+  srv->ptail = p;
+  uv_async_send(&srv->async);
+  pthread_mutex_unlock(&srv->qlock);
+  return 0;
 }

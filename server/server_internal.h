@@ -50,6 +50,13 @@ enum { /* cross-thread operations */
   SH_OP_RELEASE
 };
 
+/* sh_server_post: a function to run on the loop thread (server.c). */
+typedef struct sh_post {
+  struct sh_post *next;
+  void (*fn)(void *arg);
+  void *arg;
+} sh_post;
+
 typedef struct sh_op {
   struct sh_op *next;
   int type;
@@ -96,7 +103,10 @@ typedef struct sh_req {
   unsigned close_after : 1;      /* close once this response is done */
   unsigned is_head : 1;
   unsigned counted : 1;          /* counts against --limit-concurrency until released */
+  unsigned cut : 1;              /* sh_request_cut: the handler's response ops are dropped */
   int status;
+  uint64_t conn_id;              /* sh_request_conn_id */
+  void *ext[SH_REQUEST_EXT_MAX]; /* sh_request_ext slots */
   sh_op *start_op;               /* header block from sh_request_start, until the head is sent */
   int64_t resp_cl;               /* content-length on the wire, or -1 */
   uint64_t resp_body;            /* body bytes accepted for the wire (access log, CL check) */
@@ -201,6 +211,7 @@ typedef struct sh_conn {
   char server_host[64];
   int server_port;
   struct sh_tls_conn *tls; /* NULL on a plain connection (tls.c) */
+  uint64_t id;             /* sh_request_conn_id: from a process-wide counter, never reused */
 } sh_conn;
 
 void sh_conn_accept(struct sh_server *srv, uv_stream_t *listener);
@@ -271,12 +282,14 @@ struct sh_server {
 
   pthread_mutex_t qlock;
   sh_op *qhead, *qtail;
+  sh_post *phead, *ptail; /* sh_server_post, also under qlock (run after the ops) */
   int qclosed;
   atomic_int qcount;
   atomic_int stop_requested;
   _Atomic double stop_grace;
   int stopping;
   int finalized;
+  int freeing;       /* sh_server_free: no handler callback any more, posts dropped */
 
   sh_conn *conns;
   size_t nconns;

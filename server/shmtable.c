@@ -35,7 +35,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 
-#include "shmtable.h"
+#include "server.h"
 
 enum { SLOT_EMPTY = 0, SLOT_USED = 1 };
 

@@ -59,7 +59,6 @@
 #include <unistd.h>
 
 #include "server_internal.h"
-#include "shmtable.h"
 
 #define MAX_PROCS 2100
 #define SECRET_MAX 4096

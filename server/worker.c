@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "server_internal.h"
-#include "shmtable.h"
 
 static void notify(sh_server *srv, char what) {
   if (srv->cfg.notify_fd < 0) return;
@@ -144,8 +143,8 @@ void sh_worker_cleanup(sh_server *srv) {
   srv->extra_hdrs = NULL;
 }
 
-struct sh_shm_table *sh_server_shared_table(const sh_server *srv) {
-  return srv ? (struct sh_shm_table *)srv->cfg.shared_table : NULL;
+sh_shm_table *sh_server_shared_table(const sh_server *srv) {
+  return srv ? srv->cfg.shared_table : NULL;
 }
 
 const unsigned char *sh_server_state_secret(const sh_server *srv, size_t *len) {

@@ -417,29 +417,6 @@ SH_ATTEST_API int sh_attest_cli_dev_root(int argc, char **argv);
  * 2 usage error. */
 SH_ATTEST_API int sh_attest_cli_verify(int argc, char **argv);
 
-/* ---- Transition names, for server/gate*.c only ----
- * The TEE table and the byte slice moved to common.h (sh_tee, SH_TEE_*, sh_iovec).  The gate
- * is being moved out of server/ in parallel; these old names keep it compiling until that
- * merge, which removes them.  attest/, tests/c and pyshim/ are built with SH_ATTEST_NO_COMPAT,
- * so nothing there can use them. */
-#ifndef SH_ATTEST_NO_COMPAT
-typedef sh_tee sh_attest_tee;
-typedef sh_iovec sh_attest_bytes;
-#define sh_attest_tee_from_name sh_tee_from_name
-#define sh_attest_tee_name sh_tee_name
-#define SH_ATTEST_TEE_UNKNOWN SH_TEE_UNKNOWN
-#define SH_ATTEST_TEE_NITRO SH_TEE_NITRO
-#define SH_ATTEST_TEE_SEV_SNP SH_TEE_SEV_SNP
-#define SH_ATTEST_TEE_AZURE_SNP SH_TEE_AZURE_SNP
-#define SH_ATTEST_TEE_MAA SH_TEE_MAA
-#define SH_ATTEST_TEE_GCP SH_TEE_GCP
-#define SH_ATTEST_TEE_TDX SH_TEE_TDX
-#define SH_ATTEST_TEE_SGX SH_TEE_SGX
-#define SH_ATTEST_TEE_SIMULATED SH_TEE_SIMULATED
-#define SH_ATTEST_TEE_AZURE_TDX SH_TEE_AZURE_TDX
-#define SH_ATTEST_TEE_COUNT_ SH_TEE_COUNT_
-#endif
-
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,7 @@ Three cases on one app, so their ratios compare like with like:
   target): the verification result is the one cached by the session.
 
 Under shield the app is served as is and the server's native gate (``--attest-*`` flags,
-server/gate.c) runs the protocol before Python; under uvicorn and granian the same app runs
+gate/) runs the protocol before Python; under uvicorn and granian the same app runs
 wrapped in ``shield.integrations.AttestationMiddleware`` (``app_mw``), which runs the
 protocol in-process through ``shield._native``.  The route answers the attestation's
 ``tee_type`` and ``mode``, so the harness's correctness check proves that the verified result
@@ -94,8 +94,8 @@ BENCH = [
             ]
         },
         "client": "HeaderClient",
-        # The gate verifies at most 16 requests at once per client address (server/gate.c
-        # MAX_PER_CLIENT, protocol.md §1.6: 503 overloaded beyond) and every wrk connection
+        # The gate verifies at most 16 requests at once per client address (gate/pool.c,
+        # max_per_client, protocol.md §1.6: 503 overloaded beyond) and every wrk connection
         # comes from 127.0.0.1, so header mode runs with 16 connections on every server.
         "connections": 16,
         "rate_hint": 500,

@@ -60,13 +60,6 @@ SH_CRYPTO_API int sh_crypto_seal_to_spki(const uint8_t *spki, size_t spki_len, c
                                          const char **alg, uint8_t enc[SH_HPKE_ENC_LEN],
                                          size_t *enc_len, uint8_t **ct, size_t *ct_len);
 
-/* Transition, for server/gate.c only until the merge moves it to gate/: crypto/b64.c's
- * encoder is now common.h's sh_b64_encode (base64url, no padding; same buffer size, same
- * return value).  Nothing in crypto/, attest/, common/ or tests/c uses this name. */
-#ifndef SH_CRYPTO_NO_COMPAT
-#define sh_crypto_b64url_encode(in, n, out) sh_b64_encode((in), (n), SH_B64_PROTOCOL, (out))
-#endif
-
 #ifdef __cplusplus
 }
 #endif

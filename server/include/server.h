@@ -1,5 +1,6 @@
 /*
- * server/server.h — the Shield HTTP/1.1 server core (no Python).
+ * server/include/server.h — the Shield HTTP/1.1 server core (no Python); the one public
+ * header of server/ (everything else in the folder is private).
  *
  * What this module owns
  *   Listeners (TCP v4/v6, UNIX sockets, an inherited fd), connections, HTTP/1.1 parsing with
@@ -13,7 +14,9 @@
  * What it never does
  *   Include Python.h or take the GIL.  It knows nothing of ASGI: a *handler* (pyshim's
  *   Python bridge, or a C handler such as the built-in hello) receives requests through the
- *   callbacks of sh_handler and answers through the sh_request_* calls below.
+ *   callbacks of sh_handler and answers through the sh_request_* calls below.  Nor does it
+ *   know attestation: the client-attestation gate (gate/) is a handler wrapping the app's,
+ *   built on this header alone, and adds its own flags through sh_config_hook.
  *
  * Threads
  *   One I/O thread runs the libuv loop (sh_server_run).  Every sh_handler callback is called
@@ -92,8 +95,8 @@ typedef struct sh_tls_info {
   size_t num_client_certs;
   const char *client_subject;      /* RFC 4514 DN of the client certificate, or NULL */
   const char *client_verify_error; /* NULL when verified (or no certificate) */
-  /* DER SubjectPublicKeyInfo of the client certificate's key (i2d_PUBKEY), len 0 when none:
-   * the key `k` of mutual-TLS attestation (protocol.md §1.2, §1.4). */
+  /* DER SubjectPublicKeyInfo of the client certificate's key (i2d_PUBKEY), len 0 when none
+   * (what a wrapping handler binds to the connection, e.g. the gate's mutual-TLS mode). */
   sh_iovec client_spki_der;
 } sh_tls_info;
 
@@ -126,21 +129,14 @@ struct sh_request {
   void *handler_data;     /* free for the handler's use */
   int forwarded_proto;    /* from a trusted proxy (--proxy-headers): 0 none, 1 http, 2 https;
                              client_host/port already hold the forwarded client (port 0) */
-  /* Client attestation (server/gate.c, protocol.md §1-§3): when the gate verified evidence
-   * before handing the request on, a `const sh_attest_result *` (attest/attest.h) and its mode
-   * ("header" | "session" | "mtls"); both NULL otherwise.  Valid (any thread) until the
-   * handler releases. */
-  const void *attest_result;
-  const char *attest_mode;
-  const char *attest_session; /* session mode: the session id, else NULL */
-  /* Lower-case hex SHA-256 of the gate's policy, set on every request the gate hands on
-   * (result or not): the scope marker extensions["shield.attestation"].  NULL: gate off. */
-  const char *attest_policy_sha256;
-  void *gate_data;        /* the attestation gate's own per-request state (not the handler's) */
 };
 
 /*
  * The handler's callbacks, all called on the I/O thread.
+ *   on_start      sh_server_run has started on this thread: the loop runs and no request has
+ *                 been handed out yet.  Called once per sh_server_run, first of all callbacks;
+ *                 the place to learn the server (sh_server_post, sh_server_shared_table).  A
+ *                 handler that wraps another forwards it (as every other callback).
  *   on_request    a request head is complete; the handler now holds a reference.
  *   on_body       a body chunk (malloc'd, owned by the callee; may be len 0 with last=1).
  *                 Chunks are only delivered after sh_request_read() was called once, and the
@@ -174,9 +170,17 @@ struct sh_request {
  * requests is not a disconnect: they are answered, then the connection closes; on_disconnect
  * comes when a request can no longer complete or a write fails.  After on_release the request
  * must not be touched, even inside the callback that released it.
+ *
+ * Wrapping a handler.  A handler may sit in front of another (the attestation gate in front of
+ * the app): it receives every callback, answers some requests itself and hands the others on
+ * by calling the inner handler's callbacks with the same request.  Its own per-request state
+ * goes in an extension slot (sh_request_ext), never in handler_data, which stays the inner
+ * handler's.  sh_server_free makes no callback: a handler may be freed once sh_server_run has
+ * returned (after stopping whatever threads of its own use the server).
  */
 struct sh_handler {
   void *data;
+  void (*on_start)(sh_handler *h, sh_server *srv);
   void (*on_request)(sh_handler *h, sh_request *req);
   void (*on_body)(sh_handler *h, sh_request *req, char *chunk, size_t len, int last);
   void (*on_disconnect)(sh_handler *h, sh_request *req);
@@ -230,7 +234,6 @@ typedef struct sh_config {
   const char *access_log_format;    /* "common" (default) | "json" */
   const char *metrics;              /* --metrics-port PORT or a UNIX socket path, or NULL */
   const char *state_secret_file;    /* --state-secret-file FILE (>= 32 raw bytes) */
-  const char *state_url;            /* --state-url redis://… | unix://… (gate state in Redis) */
   size_t state_table_size;          /* --state-table-size N entries (default 65536) */
   int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
   unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
@@ -244,7 +247,7 @@ typedef struct sh_config {
   int notify_fd;                    /* pipe to the supervisor: 'R' ready, 'M' max requests */
   int worker_index;                 /* 0..workers-1 */
   int metrics_shard;                /* this process's row of the shared counters */
-  void *shared_table;               /* sh_shm_table * mapped before fork, or NULL */
+  struct sh_shm_table *shared_table; /* mapped before fork (see sh_shm_table), or NULL */
   const unsigned char *state_secret; /* shared secret bytes, or NULL */
   size_t state_secret_len;
 
@@ -256,48 +259,39 @@ typedef struct sh_config {
   int ssl_cert_reqs;                /* 0 none (default), 1 optional, 2 required */
   const char *ssl_ciphers;          /* TLS <= 1.2 cipher list (OpenSSL syntax), NULL = default */
   int ssl_min_version;              /* 0x0303 (default, TLS 1.2) or 0x0304 */
-
-  /* ---- client attestation verified by the server (server/gate.c, gate_flags.c) ---- */
-  const char *attest_types;         /* --attest-types nitro,sev-snp,... (NULL: gate off) */
-  const char *attest_policy;        /* --attest-policy FILE (NULL: built-in production) */
-  int attest_required;              /* --attest-required: 401 missing without evidence */
-  const char *attest_exclude[16];   /* --attest-exclude PATH (repeatable), NULL-terminated */
-  int num_attest_exclude;
-  int trust_simulated;              /* --trust-simulated (protocol.md §1.7) */
-  int dev;                          /* --dev: allows debug-only flags */
-  int64_t attest_clock;             /* --attest-clock RFC3339 (--dev only; 0 = real clock) */
-  /* what verification needs at run time (gate_verify_flags.c checks, gate_verify.c loads) */
-  const char *attest_maa_issuer;        /* --attest-maa-issuer URL (required with maa) */
-  const char *attest_maa_audience;      /* --attest-maa-audience VALUE (optional) */
-  const char *attest_maa_jwks;          /* --attest-maa-jwks FILE */
-  const char *attest_maa_jwks_url;      /* --attest-maa-jwks-url URL (or --jwks-url) */
-  const char *attest_maa_discovery_url; /* --attest-maa-discovery-url URL */
-  const char *attest_gcp_audience;      /* --attest-gcp-audience VALUE (required with gcp) */
-  const char *attest_gcp_jwks;          /* --attest-gcp-jwks FILE (OIDC tokens) */
-  const char *attest_gcp_jwks_url;      /* --attest-gcp-jwks-url URL (or --jwks-url) */
-  const char *attest_gcp_discovery_url; /* --attest-gcp-discovery-url URL */
-  const char *attest_jwks_url;          /* --jwks-url URL: the one token type's */
-  const char *attest_collateral;        /* --attest-collateral FILE|DIR (tdx, sgx) */
-  int attest_fetch;                     /* --attest-fetch: fetch what is missing, cached */
-  int attest_offline;                   /* --attest-offline: --attest-cache-dir files only */
-  const char *attest_cache_dir;         /* --attest-cache-dir DIR (NULL: memory only) */
-  const char *attest_fetch_timeout;     /* --attest-fetch-timeout S (as given) */
-  long attest_fetch_timeout_ms;         /*   parsed (0: the fetcher's default, 10 s) */
-  const char *attest_kds_url;           /* --kds-url URL (AMD KDS) */
-  const char *attest_pcs_url;           /* --pcs-url URL (Intel PCS or a PCCS) */
-  const char *attest_fetch_ca;          /* --fetch-ca FILE (extra TLS anchors for fetching) */
-  int attest_client_vcek;               /* --attest-client-vcek (sev-snp/azure-snp) */
 } sh_config;
 
 void sh_config_init(sh_config *cfg);
 
 /*
- * Parse the `shield` command line (argv[0] is the program).  Returns 0 on success, 1 when
- * --help/--version was printed (exit 0), or a negative code with err->message set for a
- * usage error (exit 2).  Strings in cfg point into argv or static storage.
+ * Options another module adds to the `shield` command line (the attestation gate's
+ * --attest-* flags fill its own config, see gate.h).  The server's parser asks `parse` about
+ * every flag it does not know itself, runs `check` once the whole command line is read (after
+ * its own cross-flag checks), and prints `usage` (the module's section of --help) after its
+ * own options.  Any member may be NULL.  Main thread only.
+ *   parse  name is "--flag", value the text after '=' or NULL.  Returns 1 when the flag was
+ *          the module's (applied; *i advanced past a value taken from the next argument), 0
+ *          when it is not, or a negative code with err set (a usage error).
+ *   check  0, or a negative code with err set.  It may adjust the server's defaults in cfg
+ *          (e.g. a larger header limit when the module needs one).
  */
-int sh_config_parse(sh_config *cfg, int argc, char **argv, sh_error *err);
-void sh_config_usage(FILE *out);
+typedef struct sh_config_hook {
+  void *data;
+  int (*parse)(void *data, sh_config *cfg, const char *name, const char *value, int argc,
+               char **argv, int *i, sh_error *err);
+  int (*check)(void *data, sh_config *cfg, sh_error *err);
+  void (*usage)(void *data, FILE *out);
+} sh_config_hook;
+
+/*
+ * Parse the `shield` command line (argv[0] is the program); `hook` (may be NULL) adds another
+ * module's options.  Returns 0 on success, 1 when --help/--version was printed (exit 0), or a
+ * negative code with err->message set for a usage error (exit 2).  Strings in cfg point into
+ * argv or static storage.
+ */
+int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook *hook,
+                    sh_error *err);
+void sh_config_usage(FILE *out, const sh_config_hook *hook);
 
 /* ---- Server lifetime ---- */
 
@@ -312,11 +306,23 @@ int sh_server_run(sh_server *srv);
 void sh_server_stop(sh_server *srv, double grace_seconds);
 
 /* After sh_server_run returned: free everything.  Requests the handler has not released are
- * freed too; the handler must not use them afterwards. */
+ * freed too; the handler must not use them afterwards.  No handler callback is made from
+ * here, and functions posted (sh_server_post) but not run by then are dropped. */
 void sh_server_free(sh_server *srv);
 
 /* The actual bound port (useful with --port 0). */
 int sh_server_port(const sh_server *srv);
+
+/*
+ * Any thread: run fn(arg) on the I/O thread soon (in a later step of the loop, never inside
+ * this call, even when called on the I/O thread); on_flush follows at the end of that loop
+ * iteration, as after any callback, so fn may call the handler's own callbacks or answer
+ * requests.  Posts run in the order they were made.  Every post is one allocation and one
+ * wake-up: a caller with many events coalesces them itself (one post per batch).  Returns 0,
+ * SH_ECLOSED once the server is stopping for good (fn will never run: the caller keeps
+ * whatever arg owns), or SH_ENOMEM.
+ */
+int sh_server_post(sh_server *srv, void (*fn)(void *arg), void *arg);
 
 /* ---- Workers and state shared across them (supervisor.c, shmtable.c, metrics.c) ---- */
 
@@ -329,10 +335,47 @@ int sh_server_port(const sh_server *srv);
  */
 int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *cfg, void *arg), void *arg);
 
-/* The table every worker shares (NULL when serving without a supervisor).  Keys are 32-byte
- * digests; see shmtable.h for put/get/del (atomic check-and-set for nonces). */
-struct sh_shm_table *sh_server_shared_table(const sh_server *srv);
-/* The secret every worker shares (>= 32 bytes), or NULL with *len = 0. */
+/*
+ * The shared table (shmtable.c): a fixed-size, lock-protected hash table with expiring
+ * entries in shared memory, for state every worker must agree on (another module's consumed
+ * nonces, sessions...).  The supervisor maps one before it forks (--state-table-size entries)
+ * and every worker gets it from sh_server_shared_table(); a single process makes its own with
+ * sh_shm_table_create.  Calls: any thread, any process (a process-shared robust mutex guards
+ * each; each is O(cluster) and never blocks on I/O).  Times are the caller's clock in seconds
+ * (wall clock, so that every worker agrees).  Keys are 32-byte digests the caller makes.
+ */
+#define SH_SHM_KEY_LEN 32    /* keys are digests (e.g. SHA-256 of a nonce) */
+#define SH_SHM_VALUE_MAX 128 /* bytes of value per entry */
+
+enum { SH_SHM_NOTFOUND = -20, SH_SHM_EXISTS = -21, SH_SHM_FULL = -22 };
+
+typedef struct sh_shm_table sh_shm_table;
+
+/* Map a table for `capacity` live entries; call before fork() so that children share it. */
+int sh_shm_table_create(size_t capacity, sh_shm_table **out, sh_error *err);
+void sh_shm_table_free(sh_shm_table *t);
+
+/* Insert or replace.  only_if_absent: fail with SH_SHM_EXISTS when a live entry exists
+ * (atomic check-and-set: how a nonce is consumed exactly once across workers).  SH_SHM_FULL
+ * when the table is at its load limit after sweeping out expired entries. */
+int sh_shm_table_put(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], const void *value,
+                     size_t value_len, double expires_at, double now, int only_if_absent);
+/* Copy up to *value_len bytes of a live entry; *value_len becomes its full length. */
+int sh_shm_table_get(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], void *value,
+                     size_t *value_len, double *expires_at, double now);
+/* Read-modify-write a live entry atomically: fn runs under the table's lock with the value in
+ * place (it may change the bytes, not the length) and its return value is returned.  fn must
+ * be short and must not call the table.  SH_SHM_NOTFOUND when there is no live entry. */
+int sh_shm_table_update(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN],
+                        int (*fn)(void *value, size_t value_len, void *ctx), void *ctx,
+                        double now);
+int sh_shm_table_del(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN]);
+size_t sh_shm_table_count(sh_shm_table *t, double now);
+
+/* The table every worker shares, NULL when serving without a supervisor. */
+sh_shm_table *sh_server_shared_table(const sh_server *srv);
+/* The secret every worker shares (>= 32 bytes, --state-secret-file or generated by the
+ * supervisor), or NULL with *len = 0. */
 const unsigned char *sh_server_state_secret(const sh_server *srv, size_t *len);
 
 /*
@@ -418,6 +461,49 @@ void sh_request_release(sh_request *req);
 
 /* The server the request belongs to (for its config). */
 const sh_config *sh_request_config(const sh_request *req);
+
+/* ---- For handlers that wrap another (see "Wrapping a handler" above) ---- */
+
+/* The value of the first request header named `lower_name` (lower-case; names are stored
+ * lower-cased), or NULL.  Any thread, while the request is held. */
+const sh_iovec *sh_request_header(const sh_request *req, const char *lower_name);
+
+/*
+ * Extension slots: per-request pointers for modules other than the handler (which has
+ * handler_data).  A module takes a key once per process (main thread, before it serves);
+ * there are SH_REQUEST_EXT_MAX keys in all, so a module takes one key however many instances
+ * of it exist.  Every slot of a new request is NULL; the server never frees what is in one
+ * (the module does, in on_release).  Set on the I/O thread; read on any thread, while the
+ * request is held, after the handler to which it was handed got it.
+ */
+#define SH_REQUEST_EXT_MAX 4
+int sh_request_ext_key(void); /* a key >= 0, or SH_ENOMEM when all are taken */
+void *sh_request_ext(const sh_request *req, int key);
+void sh_request_set_ext(sh_request *req, int key, void *value);
+
+/* A number for the connection the request came in on, unique in this process for its whole
+ * life (connections never share one, even when a closed one's memory is reused): an identity
+ * to bind state to the connection, e.g. a mutual-TLS client key.  Never 0.  Any thread. */
+uint64_t sh_request_conn_id(const sh_request *req);
+
+/*
+ * I/O thread only: a wrapping handler takes the response over, e.g. when a streamed body
+ * fails a check after the request was handed on.  From this call on, every sh_request_start /
+ * _write / _fail for this request returns SH_ECLOSED on any thread, and whatever the inner
+ * handler queued from its own thread but the I/O thread has not applied yet is dropped; the
+ * connection is never reused.  Then:
+ *   - nothing of a response reached the wire yet (a start that was applied but whose head
+ *     waits for the first body bytes counts as nothing): status, headers and body (a complete
+ *     response, Content-Length framed, with "connection: close") are sent instead.  Returns 0;
+ *   - a response is on the wire but unfinished: it is cut short (the connection closes after
+ *     what was queued, so the client sees a truncated response).  Returns SH_ESTATE;
+ *   - the response is complete, or the client is gone: SH_ECLOSED.
+ * Headers are checked as sh_request_start does (SH_EHEADER, SH_EINVAL: nothing happens).
+ * The caller still tells the inner handler (on_disconnect) and the handler's reference is
+ * released as usual.
+ */
+int sh_request_cut(sh_request *req, int status, const sh_header *headers, size_t n,
+                   const void *body, size_t len);
 
 /* ---- Logging (any thread; level-filtered; never blocks the I/O thread on disk) ---- */
 typedef enum sh_log_level {

@@ -1,5 +1,5 @@
 /*
- * tests/c/test_server.c — server/ against real sockets.
+ * tests/c/server/test_server.c — server/ against real sockets.
  *
  * Two servers run on 127.0.0.1 (port 0), each in its own thread: one with the built-in hello
  * handler, one with a test handler whose "app" runs on another thread (like pyshim's Python
@@ -27,19 +27,7 @@
 #include <unistd.h>
 
 #include "server.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                                   \
-  do {                                                                    \
-    if (cond) {                                                           \
-      g_pass++;                                                           \
-    } else {                                                              \
-      g_fail++;                                                           \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);     \
-      fprintf(stderr, __VA_ARGS__);                                       \
-      fputc('\n', stderr);                                                \
-    }                                                                     \
-  } while (0)
+#include "testutil.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -81,6 +69,46 @@ static struct {
   atomic_llong last_write_rc;
   atomic_int writables;
 } app = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+/* What the wrapping handler (test_wrapper, below) and the app share: the wrapper's
+ * extension-slot key and the steps of the sh_request_cut tests, which the two threads take in
+ * turn (each waits for the other's step under W.lock; waits are bounded, never timed). */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int key;                    /* sh_request_ext_key of the wrapper */
+  sh_server *srv;             /* learnt in on_start */
+  pthread_t loop_thread;
+  atomic_int starts;          /* on_start calls */
+  int answer_now, app_done, cut_done, app_after, late_done, post_done; /* the steps */
+  int start_rc, write_rc, write_after_cut_rc;    /* the app's calls (/cutrace) */
+  int cut_rc, late_cut_rc, done_cut_rc;          /* sh_request_cut's returns */
+  int post_on_loop;           /* the posted function ran on the loop thread */
+  int posted;                 /* set by the posted function ... */
+  atomic_int flush_after_post; /* ... and seen by the on_flush of that iteration */
+} W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .key = -1};
+
+/* Wait until *flag is set (at most 10 s: a bound on a hang, not a timing assumption). */
+static int w_wait(int *flag) {
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 10;
+  pthread_mutex_lock(&W.lock);
+  while (!*flag)
+    if (pthread_cond_timedwait(&W.cond, &W.lock, &dl) != 0) break;
+  int ok = *flag;
+  pthread_mutex_unlock(&W.lock);
+  return ok;
+}
+
+static void w_set(int *flag) {
+  pthread_mutex_lock(&W.lock);
+  *flag = 1;
+  pthread_cond_broadcast(&W.cond);
+  pthread_mutex_unlock(&W.lock);
+}
+
+static void app_wrapped(sh_request *req, app_req *ar);
 
 static void push(int kind, sh_request *req, char *data, size_t len, int last) {
   ev *e = calloc(1, sizeof *e);
@@ -237,6 +265,9 @@ static void app_request(sh_request *req, app_req *ar) {
              (int)req->query.len, req->query.base, host ? (int)host->len : 0,
              host ? host->base : "");
     respond_text(req, 200, buf);
+  } else if (!strncmp(p, "/w/", 3)) { /* behind test_wrapper */
+    app_wrapped(req, ar);
+    return;
   } else if (!strcmp(p, "/start-fail")) {
     /* the app fails after its start, before any body byte: nothing reached the wire */
     sh_header hs[] = {H("x-started", "1")};
@@ -1365,6 +1396,241 @@ static void test_inline(void) {
   stop(&r);
 }
 
+/* ------------------------------------------ a handler wrapping another (server.h, "Wrapping")
+ * test_wrapper runs on the I/O thread in front of test_handler (whose app runs on its own
+ * thread), as the attestation gate does in front of the Python bridge.  It keeps its own
+ * per-request state in an extension slot (the request header X-Probe and the connection id),
+ * forwards every callback, and takes some responses over with sh_request_cut:
+ *   /w/probe    the app answers what it reads of the wrapper's slot and of the request
+ *   /w/cutrace  the app queues a whole answer while the I/O thread is inside the wrapper's
+ *               last on_body, which then cuts: the cut's answer must be the response, the
+ *               app's queued one dropped, and the app's later calls refused (SH_ECLOSED)
+ *   /w/cutlate  the app's response is on the wire (head and a first chunk) when the wrapper
+ *               cuts: the response is cut short and the connection closed (SH_ESTATE)
+ *   /w/cutdone  the app's response is complete; a function the app posts (sh_server_post)
+ *               cuts from the loop thread: nothing happens (SH_ECLOSED), the connection
+ *               stays usable, and on_flush follows the posted function */
+
+typedef struct wrap_state {
+  char probe[64];
+  uint64_t conn;
+} wrap_state;
+
+static sh_header cut_hdrs[] = {H("content-type", "text/plain")};
+
+static void wr_on_start(sh_handler *h, sh_server *srv) {
+  (void)h;
+  atomic_fetch_add(&W.starts, 1);
+  W.srv = srv;
+  W.loop_thread = pthread_self();
+  if (test_handler.on_start) test_handler.on_start(&test_handler, srv);
+}
+
+static void wr_on_request(sh_handler *h, sh_request *req) {
+  (void)h;
+  wrap_state *ws = calloc(1, sizeof *ws);
+  const sh_iovec *v = sh_request_header(req, "x-probe");
+  if (v) snprintf(ws->probe, sizeof ws->probe, "%.*s", (int)v->len, v->base);
+  ws->conn = sh_request_conn_id(req);
+  sh_request_set_ext(req, W.key, ws);
+  test_handler.on_request(&test_handler, req);
+}
+
+static void wr_on_body(sh_handler *h, sh_request *req, char *chunk, size_t n, int last) {
+  (void)h;
+  if (last && path_is(req, "/w/cutrace")) {
+    free(chunk);
+    w_set(&W.answer_now); /* the app answers now, while this thread is busy here */
+    w_wait(&W.app_done);
+    W.cut_rc = sh_request_cut(req, 401, cut_hdrs, 1, "cut", 3);
+    w_set(&W.cut_done);
+    test_handler.on_disconnect(&test_handler, req); /* tell the app, as the gate does */
+    return;
+  }
+  if (last && path_is(req, "/w/cutlate")) {
+    free(chunk);
+    W.late_cut_rc = sh_request_cut(req, 401, cut_hdrs, 1, "cut", 3);
+    w_set(&W.late_done);
+    test_handler.on_disconnect(&test_handler, req);
+    return;
+  }
+  test_handler.on_body(&test_handler, req, chunk, n, last);
+}
+
+static void wr_on_disconnect(sh_handler *h, sh_request *req) {
+  (void)h;
+  test_handler.on_disconnect(&test_handler, req);
+}
+
+static void wr_on_writable(sh_handler *h, sh_request *req) {
+  (void)h;
+  test_handler.on_writable(&test_handler, req);
+}
+
+static void wr_on_release(sh_handler *h, sh_request *req) {
+  (void)h;
+  test_handler.on_release(&test_handler, req);
+  free(sh_request_ext(req, W.key));
+  sh_request_set_ext(req, W.key, NULL);
+}
+
+static void wr_on_flush(sh_handler *h) {
+  (void)h;
+  if (W.posted) {
+    W.posted = 0;
+    atomic_store(&W.flush_after_post, 1);
+  }
+  test_handler.on_flush(&test_handler);
+}
+
+static sh_handler test_wrapper = {
+    .on_start = wr_on_start,
+    .on_request = wr_on_request,
+    .on_body = wr_on_body,
+    .on_disconnect = wr_on_disconnect,
+    .on_writable = wr_on_writable,
+    .on_release = wr_on_release,
+    .on_flush = wr_on_flush,
+};
+
+/* Posted by the app (its thread) once its /w/cutdone response is complete. */
+static void cut_done_response(void *arg) {
+  sh_request *req = arg;
+  W.post_on_loop = pthread_equal(pthread_self(), W.loop_thread);
+  W.done_cut_rc = sh_request_cut(req, 401, cut_hdrs, 1, "cut", 3);
+  W.posted = 1;
+  w_set(&W.post_done);
+}
+
+/* The app's side of the /w/ paths (app thread). */
+static void app_wrapped(sh_request *req, app_req *ar) {
+  const char *p = ar->path;
+  if (!strcmp(p, "/w/probe")) {
+    const wrap_state *ws = sh_request_ext(req, W.key); /* any thread, after the hand-on */
+    const sh_iovec *v = sh_request_header(req, "x-probe");
+    char buf[256];
+    snprintf(buf, sizeof buf, "slot=%s;header=%.*s;conn=%llu", ws ? ws->probe : "(none)",
+             v ? (int)v->len : 0, v ? v->base : "", ws ? (unsigned long long)ws->conn : 0ULL);
+    respond_text(req, 200, buf);
+    finish(req, ar);
+  } else if (!strcmp(p, "/w/cutrace")) {
+    sh_request_read(req);
+    w_wait(&W.answer_now);
+    sh_header hs[] = {H("content-type", "text/plain")};
+    W.start_rc = sh_request_start(req, 200, hs, 1); /* queued: the I/O thread is busy */
+    W.write_rc = (int)sh_request_write(req, "app", 3, 0);
+    w_set(&W.app_done);
+    w_wait(&W.cut_done);
+    W.write_after_cut_rc = (int)sh_request_write(req, "more", 4, 0);
+    w_set(&W.app_after);
+    finish(req, ar);
+  } else if (!strcmp(p, "/w/cutlate")) {
+    sh_request_start(req, 200, NULL, 0);
+    sh_request_write(req, "partial", 7, 1); /* chunked: the head and a chunk go out */
+    sh_request_read(req);                   /* then the body, which the wrapper cuts */
+  } else if (!strcmp(p, "/w/cutdone")) {
+    respond_text(req, 200, "done");
+    sh_server_post(W.srv, cut_done_response, req);
+    w_wait(&W.post_done);
+    finish(req, ar);
+  } else {
+    respond_text(req, 404, "not found");
+    finish(req, ar);
+  }
+}
+
+/* Everything c receives until the server closes it (at most `s` seconds). */
+static size_t read_to_close(client *c, char *out, size_t cap, double s) {
+  set_timeout(c->fd, s);
+  size_t n = c->len < cap ? c->len : cap;
+  memcpy(out, c->buf, n);
+  c->len = 0;
+  for (;;) {
+    ssize_t r = recv(c->fd, out + n, cap - n, 0);
+    if (r <= 0) break;
+    n += (size_t)r;
+  }
+  return n;
+}
+
+static void test_wrapper_api(void) {
+  W.key = sh_request_ext_key();
+  CHECK(W.key >= 0, "an extension key");
+  sh_config cfg;
+  base_cfg(&cfg);
+  running r;
+  if (start(&r, &cfg, &test_wrapper) < 0) {
+    CHECK(0, "start the wrapper server");
+    return;
+  }
+  /* on_start before the first request; header, slot and connection id on any thread */
+  client *c = connect_client(r.port);
+  send_str(c->fd, "GET /w/probe HTTP/1.1\r\nHost: x\r\nX-Probe: abc\r\n\r\n");
+  unsigned long long id1 = 0, id2 = 0, id3 = 0;
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
+            sscanf(R.body, "slot=abc;header=abc;conn=%llu", &id1) == 1 && id1 != 0,
+        "probe: %d %.*s", R.status, (int)R.body_len, R.body);
+  CHECK(atomic_load(&W.starts) == 1 && W.srv == r.srv, "on_start once, with the server");
+  send_str(c->fd, "GET /w/probe HTTP/1.1\r\nHost: x\r\nX-Probe: def\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
+            sscanf(R.body, "slot=def;header=def;conn=%llu", &id2) == 1 && id2 == id1,
+        "same connection, same id: %.*s", (int)R.body_len, R.body);
+  client_free(c);
+  c = connect_client(r.port);
+  send_str(c->fd, "GET /w/probe HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 &&
+            sscanf(R.body, "slot=;header=;conn=%llu", &id3) == 1 && id3 != id1,
+        "another connection, another id: %.*s", (int)R.body_len, R.body);
+  client_free(c);
+
+  /* /w/cutrace: the app's whole answer is queued, not applied, when the wrapper cuts */
+  c = connect_client(r.port);
+  send_str(c->fd, "POST /w/cutrace HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  static char all[65536];
+  size_t n = read_to_close(c, all, sizeof all - 1, 10);
+  all[n] = '\0';
+  CHECK(w_wait(&W.cut_done) && W.start_rc == 0 && W.write_rc >= 0, "the app's calls were queued (%d, %d)", W.start_rc,
+        W.write_rc);
+  CHECK(W.cut_rc == 0, "cut with nothing on the wire: 0 (%d)", W.cut_rc);
+  CHECK(strncmp(all, "HTTP/1.1 401 ", 13) == 0 && strstr(all, "\r\nconnection: close\r\n") &&
+            n >= 3 && !strcmp(all + n - 3, "cut") && strstr(all, "HTTP/1.1 200") == NULL,
+        "only the cut's answer, then the close: %s", all);
+  CHECK(w_wait(&W.app_after) && W.write_after_cut_rc == SH_ECLOSED,
+        "the app's calls after the cut: SH_ECLOSED (%d)", W.write_after_cut_rc);
+  client_free(c);
+
+  /* /w/cutlate: the app's response is on the wire: cut short, connection closed */
+  c = connect_client(r.port);
+  send_str(c->fd, "POST /w/cutlate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+  n = read_to_close(c, all, sizeof all - 1, 10);
+  all[n] = '\0';
+  CHECK(w_wait(&W.late_done) && W.late_cut_rc == SH_ESTATE, "cut after the head went out: SH_ESTATE (%d)", W.late_cut_rc);
+  CHECK(strncmp(all, "HTTP/1.1 200 ", 13) == 0 && strstr(all, "partial") &&
+            !strstr(all, "\r\n0\r\n\r\n") && !strstr(all, "401"),
+        "the app's response cut short, no terminating chunk: %s", all);
+  client_free(c);
+
+  /* /w/cutdone: nothing to cut; the post ran on the loop thread, on_flush after it */
+  c = connect_client(r.port);
+  send_str(c->fd, "GET /w/cutdone HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(next_body_is(c, "done"), "the complete response stands");
+  CHECK(w_wait(&W.post_done) && W.post_on_loop, "posted function ran on the loop thread");
+  CHECK(W.done_cut_rc == SH_ECLOSED, "cut after the response: SH_ECLOSED (%d)", W.done_cut_rc);
+  for (int i = 0; i < 200 && !atomic_load(&W.flush_after_post); i++) usleep(10000);
+  CHECK(atomic_load(&W.flush_after_post), "on_flush after the posted function");
+  send_str(c->fd, "GET /w/probe HTTP/1.1\r\nHost: x\r\nX-Probe: again\r\n\r\n");
+  CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && strstr(R.body, "slot=again"),
+        "the connection is still usable");
+  client_free(c);
+  stop(&r);
+  CHECK(sh_server_post(NULL, cut_done_response, NULL) == SH_EINVAL, "post without a server");
+
+  /* the keys are a process-wide, bounded resource */
+  int more = 0;
+  while (sh_request_ext_key() >= 0) more++;
+  CHECK(more == SH_REQUEST_EXT_MAX - 1, "%d keys in all", more + 1);
+}
+
 static int parse_args(sh_config *cfg, sh_error *err, ...) {
   char *argv[32];
   int argc = 0;
@@ -1376,7 +1642,7 @@ static int parse_args(sh_config *cfg, sh_error *err, ...) {
   va_end(ap);
   argv[argc] = NULL;
   sh_config_init(cfg);
-  return sh_config_parse(cfg, argc, argv, err);
+  return sh_config_parse(cfg, argc, argv, NULL, err);
 }
 
 static void test_config(void) {
@@ -1453,6 +1719,7 @@ int main(void) {
     CHECK(0, "start test server");
   }
   test_limits();
+  test_wrapper_api();
   pthread_mutex_lock(&app.lock);
   app.quit = 1;
   pthread_cond_signal(&app.cond);
@@ -1463,6 +1730,6 @@ int main(void) {
   test_header_flags();
 
   sh_log_flush();
-  printf("%d passed, %d failed (%.1fs)\n", g_pass, g_fail, now_s() - t0);
-  return g_fail ? 1 : 0;
+  fprintf(stderr, "(%.1fs)\n", now_s() - t0);
+  return test_summary();
 }

@@ -1,16 +1,17 @@
 /*
- * server/gate_verify.c — what the gate's verification needs at run time (issue #5): the
+ * gate/verifier.c — what the gate's verification needs at run time (issue #5): the
  * configured JWKS, issuers and audiences of the token types, the DCAP collateral, and the
  * fetcher of whatever is missing (AMD KDS, Intel PCS/PCCS, OpenID/JWKS), with its cache.
  *
- * Everything is read once, at sh_gate_wrap (main thread of each worker, before the pool
+ * Everything is read once, at sh_gate_new (main thread of each worker, before the pool
  * starts): the JWKS files (checked to be a JSON object with a "keys" array), the DCAP
  * collateral (a JSON-form file or a directory of Intel PCS responses, preloaded as one
  * sh_attest_collateral so its SHA-256 and verified form are computed once), and the fetcher.
- * gate_verify_flags.c already refused missing or malformed flags with exit status 2; what can
- * only be found by reading (a JWKS that is not JSON) fails sh_gate_wrap here.
+ * sh_gate_config_check (config.c) already refused missing or malformed settings (the command
+ * line exits 2 before any worker forks); what can only be found by reading fails sh_gate_new
+ * here.
  *
- * sh_gate_verify runs on the gate's pool threads only: it may block on the network (one
+ * sh_gate__verify runs on the gate's pool threads only: it may block on the network (one
  * request at a time per fetcher, each bounded by --attest-fetch-timeout), never on the libuv
  * I/O thread.  A failed fetch is collateral_missing (protocol.md §3: 503
  * attestation_unavailable), answered like any other verdict.  A maa/gcp token whose kid the
@@ -21,16 +22,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <attest.h>
 #include <jansson.h>
 
-#include "gate.h"
-#include "server_internal.h"
+#include "gate_internal.h"
 
 #define GCP_ISSUER "https://confidentialcomputing.googleapis.com"
 #define MAX_JWKS_FILE (256 * 1024)
 
-struct sh_gate_verifier {
+struct sh_gate__verifier {
   uint8_t *maa_jwks, *gcp_jwks; /* file contents, or NULL */
   size_t maa_jwks_len, gcp_jwks_len;
   const char *maa_issuer, *maa_audience, *gcp_audience; /* borrowed from the config */
@@ -92,25 +91,25 @@ static sh_attest_collateral *load_collateral(const char *path, sh_error *err) {
 
 /* The fetcher: only the configured bases, only the issuers of the token types that are on
  * and have no JWKS file. */
-static int make_fetcher(sh_gate_verifier *v, const sh_config *cfg, int maa, int gcp,
+static int make_fetcher(sh_gate__verifier *v, const sh_gate_config *gc, unsigned types,
                         sh_error *err) {
   size_t ni = 0;
-  if (maa && !v->maa_jwks)
-    v->issuers[ni++] = (sh_attest_fetch_issuer){.issuer = cfg->attest_maa_issuer,
-                                                .jwks_url = cfg->attest_maa_jwks_url,
-                                                .discovery_url = cfg->attest_maa_discovery_url};
-  if (gcp && !v->gcp_jwks)
+  if ((types & 1u << SH_TEE_MAA) && !v->maa_jwks)
+    v->issuers[ni++] = (sh_attest_fetch_issuer){.issuer = gc->maa_issuer,
+                                                .jwks_url = sh_gate__maa_jwks_url(gc, types),
+                                                .discovery_url = gc->maa_discovery_url};
+  if ((types & 1u << SH_TEE_GCP) && !v->gcp_jwks)
     v->issuers[ni++] = (sh_attest_fetch_issuer){.issuer = GCP_ISSUER,
-                                                .jwks_url = cfg->attest_gcp_jwks_url,
-                                                .discovery_url = cfg->attest_gcp_discovery_url};
+                                                .jwks_url = sh_gate__gcp_jwks_url(gc, types),
+                                                .discovery_url = gc->gcp_discovery_url};
   v->fc.issuers = v->issuers;
   v->fc.nissuers = ni;
-  v->fc.cache_dir = cfg->attest_cache_dir;
-  v->fc.offline = cfg->attest_offline;
-  v->fc.ca_file = cfg->attest_fetch_ca;
-  v->fc.timeout_ms = cfg->attest_fetch_timeout_ms;
-  v->fc.amd_kds_url = cfg->attest_kds_url;
-  v->fc.intel_pcs_url = cfg->attest_pcs_url;
+  v->fc.cache_dir = gc->cache_dir;
+  v->fc.offline = gc->offline;
+  v->fc.ca_file = gc->fetch_ca;
+  v->fc.timeout_ms = sh_gate__fetch_timeout_ms(gc);
+  v->fc.amd_kds_url = gc->kds_url;
+  v->fc.intel_pcs_url = gc->pcs_url;
   char msg[256];
   if (!(v->fetcher = sh_attest_fetcher_new(&v->fc, msg, sizeof msg))) {
     SH_ERR(err, SH_EINVAL, "--attest-cache-dir: %.200s", msg);
@@ -119,49 +118,36 @@ static int make_fetcher(sh_gate_verifier *v, const sh_config *cfg, int maa, int 
   return 0;
 }
 
-static int type_on(const char *list, const char *a, const char *b) {
-  for (const char *p = list; p && *p;) {
-    const char *e = strchr(p, ',');
-    size_t len = e ? (size_t)(e - p) : strlen(p);
-    if ((strlen(a) == len && !strncmp(p, a, len)) || (b && strlen(b) == len && !strncmp(p, b, len)))
-      return 1;
-    p = e ? e + 1 : NULL;
-  }
-  return 0;
-}
-
-sh_gate_verifier *sh_gate_verifier_new(const sh_config *cfg, sh_error *err) {
-  sh_gate_verifier *v = calloc(1, sizeof *v);
+sh_gate__verifier *sh_gate__verifier_new(const sh_gate_config *gc, unsigned types, sh_error *err) {
+  sh_gate__verifier *v = calloc(1, sizeof *v);
   if (!v) {
     SH_ERR(err, SH_ENOMEM, "out of memory");
     return NULL;
   }
-  int maa = type_on(cfg->attest_types, "maa", "azure_maa"),
-      gcp = type_on(cfg->attest_types, "gcp", NULL);
-  v->maa_issuer = cfg->attest_maa_issuer;
-  v->maa_audience = cfg->attest_maa_audience;
-  v->gcp_audience = cfg->attest_gcp_audience;
-  if ((cfg->attest_maa_jwks && !(v->maa_jwks = read_jwks("--attest-maa-jwks", cfg->attest_maa_jwks,
-                                                         &v->maa_jwks_len, err))) ||
-      (cfg->attest_gcp_jwks && !(v->gcp_jwks = read_jwks("--attest-gcp-jwks", cfg->attest_gcp_jwks,
-                                                         &v->gcp_jwks_len, err))) ||
-      (cfg->attest_collateral && !(v->dcap = load_collateral(cfg->attest_collateral, err))) ||
-      ((cfg->attest_fetch || cfg->attest_offline) && make_fetcher(v, cfg, maa, gcp, err) < 0)) {
-    sh_gate_verifier_free(v);
+  int maa = (types & 1u << SH_TEE_MAA) != 0, gcp = (types & 1u << SH_TEE_GCP) != 0;
+  v->maa_issuer = gc->maa_issuer;
+  v->maa_audience = gc->maa_audience;
+  v->gcp_audience = gc->gcp_audience;
+  if ((gc->maa_jwks &&
+       !(v->maa_jwks = read_jwks("--attest-maa-jwks", gc->maa_jwks, &v->maa_jwks_len, err))) ||
+      (gc->gcp_jwks &&
+       !(v->gcp_jwks = read_jwks("--attest-gcp-jwks", gc->gcp_jwks, &v->gcp_jwks_len, err))) ||
+      (gc->collateral && !(v->dcap = load_collateral(gc->collateral, err))) ||
+      ((gc->fetch || gc->offline) && make_fetcher(v, gc, types, err) < 0)) {
+    sh_gate__verifier_free(v);
     return NULL;
   }
   sh_log(SH_LOG_INFO, "client attestation keys and collateral:%s%s%s%s%s%s%s%s%s",
-         maa ? " maa issuer " : "", maa ? cfg->attest_maa_issuer : "",
+         maa ? " maa issuer " : "", maa ? gc->maa_issuer : "",
          maa ? (v->maa_jwks ? " (JWKS file)" : " (JWKS fetched)") : "", gcp ? " gcp audience " : "",
-         gcp ? cfg->attest_gcp_audience : "", cfg->attest_collateral ? " DCAP collateral file" : "",
-         v->fetcher ? (cfg->attest_offline ? " fetching OFFLINE (cache dir only)" : " fetching on")
-                    : "",
-         v->fetcher && cfg->attest_cache_dir ? ", cache " : "",
-         v->fetcher && cfg->attest_cache_dir ? cfg->attest_cache_dir : "");
+         gcp ? gc->gcp_audience : "", gc->collateral ? " DCAP collateral file" : "",
+         v->fetcher ? (gc->offline ? " fetching OFFLINE (cache dir only)" : " fetching on") : "",
+         v->fetcher && gc->cache_dir ? ", cache " : "",
+         v->fetcher && gc->cache_dir ? gc->cache_dir : "");
   return v;
 }
 
-void sh_gate_verifier_free(sh_gate_verifier *v) {
+void sh_gate__verifier_free(sh_gate__verifier *v) {
   if (!v) return;
   sh_attest_fetcher_free(v->fetcher);
   sh_attest_collateral_free(v->dcap);
@@ -170,31 +156,30 @@ void sh_gate_verifier_free(sh_gate_verifier *v) {
   free(v);
 }
 
-int sh_gate_verify(const sh_gate_verifier *v, const uint8_t *ev, size_t len, int tee,
-                   struct sh_attest_options *o, struct sh_attest_result **out) {
+int sh_gate__verify(const sh_gate__verifier *v, const uint8_t *ev, size_t len, sh_tee tee,
+                    sh_attest_options *o, sh_attest_result **out) {
   const char *jwks_issuer = NULL;
-  switch ((sh_attest_tee)tee) {
-    case SH_ATTEST_TEE_MAA:
+  switch (tee) {
+    case SH_TEE_MAA:
       o->jwks = v->maa_jwks;
       o->jwks_len = v->maa_jwks_len;
       o->issuer = jwks_issuer = v->maa_issuer;
       o->audience = v->maa_audience;
       break;
-    case SH_ATTEST_TEE_GCP:
+    case SH_TEE_GCP:
       o->jwks = v->gcp_jwks;
       o->jwks_len = v->gcp_jwks_len;
       o->issuer = jwks_issuer = GCP_ISSUER;
       o->audience = v->gcp_audience;
       break;
-    case SH_ATTEST_TEE_TDX:
-    case SH_ATTEST_TEE_AZURE_TDX:
-    case SH_ATTEST_TEE_SGX:
+    case SH_TEE_TDX:
+    case SH_TEE_AZURE_TDX:
+    case SH_TEE_SGX:
       o->dcap_collateral = v->dcap;
       break;
     default:
       break;
   }
   /* the verification time is the fetch cache's clock too (--dev --attest-clock pins both) */
-  return sh_attest_verify_fetching(ev, len, (sh_attest_tee)tee, o, v->fetcher, jwks_issuer, o->at,
-                                   out);
+  return sh_attest_verify_fetching(ev, len, tee, o, v->fetcher, jwks_issuer, o->at, out);
 }

@@ -1,5 +1,5 @@
 /*
- * tests/c/test_shmtable.c — the shared-memory table (server/shmtable.c) and the proxy
+ * tests/c/server/test_shmtable.c — the shared-memory table (server/shmtable.c) and the proxy
  * trust list (server/proxy.c): put/get/del, expiry, insert-if-absent, the load limit and
  * sweeping, backward-shift deletion under churn (no tombstone build-up), sharing across
  * fork(), concurrent check-and-set from several processes, and recovery when a process dies
@@ -7,7 +7,7 @@
  *
  * shmtable.c is included (not linked) so the test can reach the mutex and hash directly.
  */
-#include "../../server/shmtable.c"
+#include "../../../server/shmtable.c"
 
 #include <arpa/inet.h>
 #include <signal.h>
@@ -16,19 +16,7 @@
 #include <unistd.h>
 
 #include "server_internal.h"
-
-static int g_pass, g_fail;
-#define CHECK(cond, ...)                                              \
-  do {                                                                \
-    if (cond)                                                         \
-      g_pass++;                                                       \
-    else {                                                            \
-      g_fail++;                                                       \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      fprintf(stderr, __VA_ARGS__);                                   \
-      fputc('\n', stderr);                                            \
-    }                                                                 \
-  } while (0)
+#include "testutil.h"
 
 static void key_of(uint64_t n, uint8_t key[SH_SHM_KEY_LEN]) {
   memset(key, 0, SH_SHM_KEY_LEN);
@@ -234,6 +222,5 @@ int main(void) {
   test_fork_shared_and_cas();
   test_owner_dies_holding_lock();
   test_proxy_list();
-  printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return test_summary();
 }

@@ -1,0 +1,161 @@
+/*
+ * gate/include/gate.h — client attestation verified before the app runs (protocol.md §1-§3);
+ * the one public header of gate/.
+ *
+ * What this module owns
+ *   A handler (server.h's sh_handler) that wraps another one (pyshim's bridge, or any C
+ *   handler): it answers the well-known endpoints (GET /.well-known/shield/nonce, POST
+ *   /.well-known/shield/attest), verifies the evidence a request presents (header, session
+ *   and mutual-TLS modes) with attest/ on a bounded pool of threads of its own, keeps
+ *   consumed nonces and sessions in a state store (the server's shared-memory table, or Redis
+ *   for several replicas), answers every refusal with the §3 JSON, and hands each accepted
+ *   request on to the wrapped handler with the verified result attached
+ *   (sh_gate_request_attestation).  Also: its `--attest-*` options for the `shield` command
+ *   line (sh_gate_options).
+ *
+ * What it never does
+ *   Include Python.h, or use anything of the server but server.h (no private structure, no
+ *   libuv handle of the server's: completions come back through sh_server_post).
+ *
+ * Threads
+ *   sh_gate_config_*, sh_gate_options, sh_gate_new and sh_gate_free: main thread.  The
+ *   handler's callbacks run on the server's I/O thread, like any handler's; verification (and,
+ *   with Redis, every state-store round trip) runs on the gate's own pool threads, never on
+ *   the I/O thread.  sh_gate_request_attestation: any thread, while the request is held.
+ *
+ * Memory and ownership
+ *   sh_gate_new copies the config struct; the strings it points to (file names, URLs, the
+ *   exclude list, the simulated root) are borrowed and must outlive the gate (argv does).
+ *   A gate serves one server at a time.  Several gates may exist in one process (each with
+ *   its own pool, sessions and state), but not two on the same server.
+ *
+ * Lifetime
+ *   sh_gate_new -> sh_server_new(cfg, sh_gate_handler(g), ...) -> sh_server_run (the gate
+ *   learns the server in on_start) -> sh_server_run returns -> sh_gate_free (joins the pool:
+ *   its threads post to the server) -> sh_server_free.
+ */
+#ifndef SHIELD_GATE_H
+#define SHIELD_GATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct sh_attest_result;
+
+/*
+ * The gate's configuration: the `--attest-*` flags (the flag names in comments; error
+ * messages name the flags), plus a few fields only a program or a test sets.
+ * sh_gate_config_init fills the defaults.
+ */
+typedef struct sh_gate_config {
+  const char *types;       /* --attest-types nitro,sev-snp,... (protocol.md §0 names) */
+  const char *policy;      /* --attest-policy FILE (NULL: the built-in production policy) */
+  int required;            /* --attest-required: 401 missing without evidence */
+  const char *exclude[16]; /* --attest-exclude PATH (path prefixes), NULL-terminated */
+  int num_exclude;
+  int trust_simulated;   /* --trust-simulated (protocol.md §1.7) */
+  int dev;               /* --dev: allows the debugging aids below */
+  int64_t clock;         /* --attest-clock RFC3339 (--dev only; 0 = the real clock) */
+  const char *state_url; /* --state-url redis://… | unix://… (NULL: the shared table) */
+  /* what verification needs at run time (verifier.c; refused at start-up when missing) */
+  const char *maa_issuer;        /* --attest-maa-issuer URL (required with maa) */
+  const char *maa_audience;      /* --attest-maa-audience VALUE */
+  const char *maa_jwks;          /* --attest-maa-jwks FILE */
+  const char *maa_jwks_url;      /* --attest-maa-jwks-url URL */
+  const char *maa_discovery_url; /* --attest-maa-discovery-url URL */
+  const char *gcp_audience;      /* --attest-gcp-audience VALUE (required with gcp) */
+  const char *gcp_jwks;          /* --attest-gcp-jwks FILE */
+  const char *gcp_jwks_url;      /* --attest-gcp-jwks-url URL */
+  const char *gcp_discovery_url; /* --attest-gcp-discovery-url URL */
+  const char *jwks_url;          /* --jwks-url URL: the JWKS URL of the one token type on */
+  const char *collateral;        /* --attest-collateral FILE|DIR (tdx, sgx, azure-tdx) */
+  int fetch;                     /* --attest-fetch: fetch what is missing, cached */
+  int offline;                   /* --attest-offline: --attest-cache-dir files only */
+  const char *cache_dir;         /* --attest-cache-dir DIR (NULL: memory only) */
+  const char *fetch_timeout;     /* --attest-fetch-timeout S, as given (NULL: 10 s) */
+  const char *kds_url;           /* --kds-url URL (AMD KDS) */
+  const char *pcs_url;           /* --pcs-url URL (Intel PCS or a PCCS) */
+  const char *fetch_ca;          /* --fetch-ca FILE (extra TLS anchors for fetching) */
+  int client_vcek;               /* --attest-client-vcek (sev-snp/azure-snp) */
+
+  /* Not flags. */
+  size_t state_table_size; /* entries of the gate's own table, used when the server has no
+                              shared one (no supervisor); default 65536 */
+  int pool_threads;        /* verification threads (default 4) */
+  int max_pending;         /* verifications queued or running at once (default 64) ... */
+  int max_per_client;      /*   ... and from one client address (default 16); 503 beyond */
+  /* The dev root simulated evidence must chain to (PEM or DER, borrowed), when
+   * trust_simulated; NULL: the one in the user's data directory (attest.h, simulated.c). */
+  const uint8_t *simulated_root;
+  size_t simulated_root_len;
+  /* Tests of the caps: every verification is delayed this long (--dev only, from
+   * $SHIELD_ATTEST_VERIFY_DELAY_MS), and on_verify (if set) is called on the pool thread
+   * before each verification (it may block, holding that thread). */
+  long verify_delay_ms;
+  void (*on_verify)(void *arg);
+  void *on_verify_arg;
+} sh_gate_config;
+
+void sh_gate_config_init(sh_gate_config *gc);
+
+/*
+ * Start-up validation: refuses, naming the flag, a configuration that is malformed (a URL,
+ * an unreadable or non-JSON file, a bad timeout), inconsistent (a per-type flag without its
+ * type, --attest-clock without --dev) or that could never verify one of its accepted types
+ * (naming the flag to add).  types NULL with no other attestation setting is valid (no gate).
+ * May create --attest-cache-dir.  0, or SH_EINVAL with err set.  Main thread.
+ */
+int sh_gate_config_check(const sh_gate_config *gc, sh_error *err);
+
+/*
+ * The `--attest-*` options as a hook for sh_config_parse (server.h): they fill *gc (which
+ * must outlive the parse); check runs sh_gate_config_check, then adjusts the server's
+ * defaults the gate needs (a 64 KiB header limit, protocol.md §1.4).  The help text is the
+ * "Client attestation" and "Keys and collateral" sections of `shield --help`.
+ */
+void sh_gate_options(sh_gate_config *gc, sh_config_hook *out);
+
+typedef struct sh_gate sh_gate;
+
+/*
+ * A gate in front of `inner` (borrowed; it must outlive the gate).  Validates the config
+ * (sh_gate_config_check; gc->types is required), loads the policy, reads the keys and
+ * collateral, reaches Redis when configured, starts the pool.  NULL with err set.
+ */
+sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err);
+/* The handler to give the server (valid until sh_gate_free). */
+sh_handler *sh_gate_handler(sh_gate *g);
+/* After sh_server_run returned, before sh_server_free: stop and join the pool, free the
+ * gate and whatever it still held.  NULL is a no-op. */
+void sh_gate_free(sh_gate *g);
+
+/*
+ * What the wrapped handler reads: for a request the gate handed on, the attestation it
+ * carried; NULL for a request that did not come through a gate.  Valid (any thread) until
+ * the request is released.
+ */
+typedef struct sh_gate_attestation {
+  const struct sh_attest_result *result; /* verified result; NULL: no evidence (optional) */
+  const char *mode;                      /* "header" | "session" | "mtls", NULL without a result */
+  const char *session;                   /* session mode: the session id, else NULL */
+  const char *policy_sha256; /* lower-case hex SHA-256 of the gate's policy, always set: the
+                                scope marker extensions["shield.attestation"] */
+} sh_gate_attestation;
+
+const sh_gate_attestation *sh_gate_request_attestation(const sh_request *req);
+
+/* protocol.md §3: the HTTP status of a refusal with reason `reason` (an sh_attest_reason:
+ * 401, 403 or 503); the error class and the reason's name are attest's
+ * (sh_attest_reason_class, sh_attest_reason_name).  0 for SH_ATTEST_OK or out of range. */
+int sh_gate_reason_status(int reason);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SHIELD_GATE_H */

@@ -1,0 +1,111 @@
+/*
+ * gate/reply.c — the gate's answers: §3 refusals from one table, JSON successes, 405.
+ *
+ * protocol.md §3: {"error": <class>, "reason": <code>, "message": <text>}.  The reason codes
+ * and their classes are attest's (sh_attest_reason_name, sh_attest_reason_class): the one
+ * place their strings live.  What HTTP adds — the status of each reason — is the table below,
+ * indexed by the enum; a 401 carries WWW-Authenticate, an overloaded 503 Retry-After.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gate_internal.h"
+
+static const short status_of[SH_ATTEST_REASON_COUNT_] = {
+    [SH_ATTEST_MISSING] = 401,   /* attestation_required */
+    [SH_ATTEST_MALFORMED] = 401, /* attestation_invalid */
+    [SH_ATTEST_UNSUPPORTED_TYPE] = 401,
+    [SH_ATTEST_SIGNATURE_INVALID] = 401, /* attestation_failed */
+    [SH_ATTEST_CHAIN_INVALID] = 401,
+    [SH_ATTEST_ROOT_UNTRUSTED] = 401,
+    [SH_ATTEST_REVOKED] = 401,
+    [SH_ATTEST_EXPIRED] = 401,
+    [SH_ATTEST_NOT_YET_VALID] = 401,
+    [SH_ATTEST_BINDING_MISMATCH] = 401,
+    [SH_ATTEST_NONCE_INVALID] = 401,
+    [SH_ATTEST_NONCE_EXPIRED] = 401,
+    [SH_ATTEST_NONCE_REPLAYED] = 401,
+    [SH_ATTEST_PROOF_INVALID] = 401,
+    [SH_ATTEST_SESSION_UNKNOWN] = 401,
+    [SH_ATTEST_SESSION_EXPIRED] = 401,
+    [SH_ATTEST_DEBUG_NOT_ALLOWED] = 403, /* attestation_policy */
+    [SH_ATTEST_MEASUREMENT_MISMATCH] = 403,
+    [SH_ATTEST_TCB_OUT_OF_DATE] = 403,
+    [SH_ATTEST_TCB_UNSUPPORTED] = 403,
+    [SH_ATTEST_POLICY_DENIED] = 403,
+    [SH_ATTEST_COLLATERAL_MISSING] = 503, /* attestation_unavailable */
+    [SH_ATTEST_COLLATERAL_STALE] = 503,
+    [SH_ATTEST_OVERLOADED] = 503,
+};
+
+int sh_gate_reason_status(int reason) {
+  return reason > SH_ATTEST_OK && reason < SH_ATTEST_REASON_COUNT_ ? status_of[reason] : 0;
+}
+
+/* A reason code a refusal can carry (never OK): an out-of-range one is malformed. */
+static sh_attest_reason refusal(sh_attest_reason r) {
+  return r > SH_ATTEST_OK && r < SH_ATTEST_REASON_COUNT_ ? r : SH_ATTEST_MALFORMED;
+}
+
+char *sh_gate__error_body(sh_attest_reason reason, const char *message) {
+  reason = refusal(reason);
+  const char *name = sh_attest_reason_name(reason);
+  json_t *body = json_pack("{s:s, s:s, s:s}", "error", sh_attest_reason_class(reason), "reason",
+                           name, "message", (message && *message) ? message : name);
+  char *text = body ? json_dumps(body, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
+  json_decref(body);
+  return text;
+}
+
+/* Send status + JSON text with the headers a reply needs, then drop the request. */
+static void send_text(sh_request *req, int status, const char *text, sh_attest_reason reason,
+                      const char *allow) {
+  sh_header h[4];
+  size_t n = 0;
+  h[n++] = (sh_header){{"content-type", 12}, {"application/json", 16}};
+  if (allow) h[n++] = (sh_header){{"allow", 5}, {allow, strlen(allow)}};
+  if (reason == SH_ATTEST_OK) {
+    h[n++] = (sh_header){{"cache-control", 13}, {"no-store", 8}}; /* nonces, session keys */
+  } else {
+    if (status == 401) /* RFC 9110 §11.6.1: a 401 names its authentication scheme */
+      h[n++] = (sh_header){{"www-authenticate", 16}, {"Attestation realm=\"shield\"", 26}};
+    if (reason == SH_ATTEST_OVERLOADED) h[n++] = (sh_header){{"retry-after", 11}, {"1", 1}};
+  }
+  if (sh_request_start(req, status, h, n) == 0) sh_request_write(req, text, strlen(text), 0);
+  sh_request_release(req);
+}
+
+/* The gate answers this request itself: its state knows (establish_body drops the rest). */
+static void mark_answered(sh_gate *g, sh_request *req) {
+  gate_req *gr = sh_gate__req_of(g, req);
+  if (gr) gr->answered = 1;
+}
+
+void sh_gate__refuse(sh_gate *g, sh_request *req, sh_attest_reason reason, const char *message) {
+  reason = refusal(reason);
+  mark_answered(g, req);
+  char *text = sh_gate__error_body(reason, message);
+  sh_log(SH_LOG_INFO, "attestation refused (request %llu, %s): %s: %s", (unsigned long long)req->id,
+         req->client_host, sh_attest_reason_name(reason), message ? message : "");
+  if (!text) {
+    sh_gate__fail(req);
+    return;
+  }
+  send_text(req, status_of[reason], text, reason, NULL);
+  free(text);
+}
+
+void sh_gate__send_json(sh_gate *g, sh_request *req, int status, json_t *body, const char *allow) {
+  mark_answered(g, req);
+  char *text = body ? json_dumps(body, JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII) : NULL;
+  json_decref(body);
+  if (!text) {
+    sh_gate__fail(req);
+    return;
+  }
+  send_text(req, status, text, SH_ATTEST_OK, allow);
+  free(text);
+}
