@@ -27,13 +27,13 @@ PyMODINIT_FUNC PyInit__native(void) {
   PyObject *m = PyModule_Create(&native_def);
   if (m == NULL) return NULL;
 #ifdef SHIELD_HAVE_ATTEST
-  if (sh_py_attest_add(m) < 0) {
+  if (sh_pyshim__native_attest_add(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }
 #endif
 #ifdef SHIELD_HAVE_CLIENT_ATTEST
-  if (sh_py_client_add(m) < 0) {
+  if (sh_pyshim__native_client_add(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }

@@ -119,7 +119,7 @@ static PyObject *to_python(const sh_attest_result *r)
     return res;
 }
 
-PyObject *sh_py_attest_result(const void *result)
+PyObject *sh_pyshim__attest_result(const void *result)
 {
     return to_python((const sh_attest_result *)result);
 }
@@ -407,7 +407,7 @@ static PyMethodDef attest_methods[] = {
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};
 
-int sh_py_attest_add(PyObject *m)
+int sh_pyshim__native_attest_add(PyObject *m)
 {
     return PyModule_AddFunctions(m, attest_methods);
 }
