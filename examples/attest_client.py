@@ -23,7 +23,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from shield import _native
+from shield_asgi import _native
 
 
 def b64e(b: bytes) -> str:

@@ -1,6 +1,6 @@
 /*
  * pyshim/attest_scope.c — what the app sees of a natively verified request (protocol.md §2):
- * scope["state"]["attestation"] = shield.AttestationResult (mode set) and the marker
+ * scope["state"]["attestation"] = shield_asgi.AttestationResult (mode set) and the marker
  * scope["extensions"]["shield.attestation"] = {"policy_sha256": hex}.  Python thread, GIL held.
  *
  * sh_pyshim__scope_attestation is the only code in pyshim that reads what the attestation gate
@@ -33,7 +33,7 @@
 /* The slots' offsets, from the type's member descriptors (once). */
 static int load_slots(sh_attest_scope *as, PyTypeObject *tp) {
   if (as->result_type == tp) return 0;
-  PyObject *mod = PyImport_ImportModule("shield.attestation");
+  PyObject *mod = PyImport_ImportModule("shield_asgi.attestation");
   PyObject *f = mod ? PyObject_GetAttrString(mod, "_FIELDS") : NULL;
   Py_XDECREF(mod);
   int n = 0, ok = f && PyTuple_Check(f) && PyTuple_GET_SIZE(f) <= 32;
@@ -48,7 +48,7 @@ static int load_slots(sh_attest_scope *as, PyTypeObject *tp) {
   if (!ok) {
     if (!PyErr_Occurred())
       PyErr_SetString(PyExc_TypeError,
-                      "shield.attestation.AttestationResult: unexpected slots");
+                      "shield_asgi.attestation.AttestationResult: unexpected slots");
     return -1;
   }
   as->nslots = n;

@@ -1,9 +1,9 @@
 /*
- * pyshim/native_attest.c — shield._native.verify: attest/ exposed to Python.
+ * pyshim/native_attest.c — shield_asgi._native.verify: attest/ exposed to Python.
  *
  *   verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None,
  *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None,
- *          trust_simulated=False, simulated_root=None) -> shield.AttestationResult
+ *          trust_simulated=False, simulated_root=None) -> shield_asgi.AttestationResult
  *
  * simulated (protocol.md §1.7): refused (root_untrusted) unless trust_simulated; then the
  * chain must end at simulated_root (DER/PEM bytes) or, when None, the local dev root.
@@ -85,7 +85,7 @@ static PyObject *hex_or_none(const uint8_t *p, size_t n)
 
 static PyObject *to_python(const sh_attest_result *r)
 {
-    PyObject *mod = PyImport_ImportModule("shield.attestation"); /* new */
+    PyObject *mod = PyImport_ImportModule("shield_asgi.attestation"); /* new */
     if (!mod)
         return NULL;
     PyObject *cls = PyObject_GetAttrString(mod, "AttestationResult"); /* new */
@@ -399,7 +399,7 @@ static PyMethodDef attest_methods[] = {
      "verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None, "
      "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None, "
      "trust_simulated=False, simulated_root=None) "
-     "-> shield.AttestationResult"},
+     "-> shield_asgi.AttestationResult"},
     {"policy_check", (PyCFunction)(void (*)(void))py_policy_check, METH_VARARGS | METH_KEYWORDS,
      "policy_check(policy, tee_type, measurements_json, claims_json, *, debug=False, "
      "tcb_status=None, advisories_json=None) -> None | (reason, message)"},

@@ -1,5 +1,5 @@
 /* pyshim/native_attest.h — private to pyshim: attest/ and crypto/ exposed to Python, for the
- * extension module `shield._native` (native.c) and, for the result converter, the `shield`
+ * extension module `shield_asgi._native` (native.c) and, for the result converter, the `shield`
  * binary (attest_scope.c).  GIL held. */
 #ifndef SHIELD_PYSHIM_NATIVE_ATTEST_H
 #define SHIELD_PYSHIM_NATIVE_ATTEST_H
@@ -11,7 +11,7 @@ int sh_pyshim__native_attest_add(PyObject *m);
 /* Adds the client-attestation primitives (native_client.c).  Returns 0 or -1. */
 int sh_pyshim__native_client_add(PyObject *m);
 
-/* A `const sh_attest_result *` -> a new shield.AttestationResult, or NULL with a Python
+/* A `const sh_attest_result *` -> a new shield_asgi.AttestationResult, or NULL with a Python
  * exception set. */
 PyObject *sh_pyshim__attest_result(const void *result);
 

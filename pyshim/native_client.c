@@ -1,5 +1,5 @@
 /*
- * pyshim/native_client.c — client-attestation primitives for shield._native, so the Python
+ * pyshim/native_client.c — client-attestation primitives for shield_asgi._native, so the Python
  * middleware (under uvicorn, granian, hypercorn) runs the protocol with the same C code as
  * the server (protocol.md §1):
  *

@@ -14,8 +14,8 @@
  *       module.c    the bridge's context and the built-in module `_shield_server` that
  *                   bridge.py (the lifespan, the loop; compiled into the binary, so binary and
  *                   bridge can never disagree) drives.
- *   - The extension module `shield._native` (native*.c: attestation verification and the
- *     client-attestation primitives for any ASGI server) and the Python package `shield`.
+ *   - The extension module `shield_asgi._native` (native*.c: attestation verification and the
+ *     client-attestation primitives for any ASGI server) and the Python package `shield_asgi`.
  *
  * What it never does
  *   Parse HTTP, touch sockets, or do crypto in Python on the hot path.

@@ -1,5 +1,5 @@
 """Test-side client of the client-attestation protocol (protocol.md §1): nonces, simulated
-evidence (through `shield attest` or shield._native), header and session mode.  The proof MAC
+evidence (through `shield attest` or shield_asgi._native), header and session mode.  The proof MAC
 and Content-Digest are computed here in pure Python (hmac, hashlib), independently of the C
 code the server uses, so a shared mistake cannot hide."""
 
@@ -35,7 +35,7 @@ def get_nonce(client) -> bytes:
 
 
 def evidence(nonce: bytes, public_key: bytes | None = None, **kw) -> bytes:
-    from shield import _native
+    from shield_asgi import _native
 
     kw.setdefault("at", time.time())
     return _native.simulated_evidence(nonce, public_key, **kw)
@@ -59,7 +59,7 @@ class Session:
     def __init__(self, client, tee: str = "simulated", make_evidence=None, **ev_kw) -> None:
         """make_evidence(nonce, spki) -> bytes (sent base64url) or str (a JWT, sent as is);
         default: simulated evidence."""
-        from shield import _native
+        from shield_asgi import _native
 
         self.sk = x25519.X25519PrivateKey.generate()
         spki = self.sk.public_key().public_bytes(serialization.Encoding.DER,

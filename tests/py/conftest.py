@@ -2,7 +2,9 @@
 loopback port with an app from tests/py/apps/, talk to it over real sockets, stop it.
 
 Environment
-  SHIELD_BIN           the binary under test (default <repo>/.venv/bin/shield).  Missing
+  SHIELD_BIN           the binary under test (default <repo>/.venv/bin/shield; the same
+                       executable is installed as shield-asgi, which the Shield library's own
+                       `shield` script cannot shadow: either name works).  Missing
                        binary => the tests that need a server FAIL (never skip).
   SHIELD_TEST_SERVER   "shield" (default) or "uvicorn": run the same suite against
                        `python -m uvicorn --loop uvloop --http httptools` to validate the tests

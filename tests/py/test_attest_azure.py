@@ -1,5 +1,5 @@
 """Azure CVM evidence as Azure produces it, through `shield verify` (subprocess) and
-shield._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
+shield_asgi._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
 version 1) and az-tdx-vtpm report and TD quote (azure-tdx), read in place from a trustee clone
 (trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps are in
 tests/c/attest/test_azure.c; this is the command line and the Python binding on the same data."""
@@ -136,14 +136,14 @@ def test_cli_azure_tdx_collateral_path(tmp_path):
 
 
 def _native():
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native  # a broken build fails here: not a skip
+    from shield_asgi import _native  # a broken build fails here: not a skip
     return _native
 
 
 @pytest.mark.skipif(_native() is None,
-                    reason="the shield package is not installed in this interpreter")
+                    reason="the shield_asgi package is not installed in this interpreter")
 def test_native_azure():
     n = _native()
     hcl, q = _tdx()

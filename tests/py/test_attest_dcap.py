@@ -1,5 +1,5 @@
 """Intel TDX / SGX DCAP: `shield verify --type tdx|sgx --collateral ...` (CLI, subprocess) and
-shield._native.verify(..., collateral=...) on the shared vectors, read in place from
+shield_asgi._native.verify(..., collateral=...) on the shared vectors, read in place from
 $SHIELD_VECTORS or <repo>/../shared/vectors.  The mutation sweeps and the generated test-PKI
 negatives live in tests/c/attest/test_dcap.c (speed, and they need the test-only extra roots)."""
 
@@ -108,16 +108,16 @@ def test_cli_pcs_directory(tmp_path):
 
 
 def _native():
-    """shield._native, or None when the shield package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
     installed one that does not import, or lacks collateral=, fails the test: not a skip."""
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native
+    from shield_asgi import _native
     return _native
 
 
 needs_native = pytest.mark.skipif(_native() is None,
-                                  reason="the shield package is not installed in this interpreter")
+                                  reason="the shield_asgi package is not installed in this interpreter")
 
 
 @needs_vectors

@@ -112,8 +112,8 @@ def test_no_evidence_is_refused_everywhere(setup):
 
 
 def test_policy_check_api():
-    """shield.attestation.check_policy: the route/middleware evaluator, directly."""
-    from shield.attestation import AttestationResult, check_policy
+    """shield_asgi.attestation.check_policy: the route/middleware evaluator, directly."""
+    from shield_asgi.attestation import AttestationResult, check_policy
 
     ok = AttestationResult(verified=True, tee_type="simulated", measurements={"PCR0": DEFAULT_PCR0})
     assert check_policy(ALLOW, ok) is None

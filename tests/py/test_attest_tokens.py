@@ -1,4 +1,4 @@
-"""maa and gcp tokens through `shield verify` (subprocess) and shield._native.verify: the real
+"""maa and gcp tokens through `shield verify` (subprocess) and shield_asgi._native.verify: the real
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) at their times and
 today, tampering, and tokens generated here (token_gen.py) for algorithm confusion, alg none,
 HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
@@ -324,16 +324,16 @@ def test_maa_generated(tmp_path, keys, jw):
 
 
 def _native():
-    """shield._native, or None when the shield package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
     installed one that does not import (a broken build) fails the tests that use it."""
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native
+    from shield_asgi import _native
     return _native
 
 
 needs_native = pytest.mark.skipif(_native() is None,
-                                  reason="the shield package is not installed in this interpreter")
+                                  reason="the shield_asgi package is not installed in this interpreter")
 
 
 @needs_native

@@ -1,4 +1,4 @@
-"""`shield verify` (CLI, as a subprocess) and shield._native.verify on the real attestation
+"""`shield verify` (CLI, as a subprocess) and shield_asgi._native.verify on the real attestation
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) and on generated
 evidence.  The ≥1000-mutations-per-vector sweep lives in tests/c/attest/test_attest.c (speed)."""
 
@@ -171,22 +171,22 @@ def test_cli_generated_root_untrusted(tmp_path):
 
 
 def _native():
-    """shield._native, or None when the shield package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
     installed one that does not import (a broken build) fails the tests: not a skip."""
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native
+    from shield_asgi import _native
     return _native
 
 
 needs_native = pytest.mark.skipif(_native() is None,
-                                  reason="the shield package is not installed in this interpreter")
+                                  reason="the shield_asgi package is not installed in this interpreter")
 
 
 @needs_vectors
 @needs_native
 def test_native_verify_fields():
-    from shield.attestation import AttestationResult
+    from shield_asgi.attestation import AttestationResult
     n = _native()
     doc = (VECTORS / "nitro" / "valid-attestation-doc-bytes").read_bytes()
     at = dt.datetime(2022, 10, 13, 8, 58, 2, tzinfo=dt.timezone.utc).timestamp()

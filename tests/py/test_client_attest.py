@@ -1,6 +1,6 @@
 """Client attestation end to end (protocol.md §1–§3) with a real FastAPI app
 (apps/app_attest.py) under uvicorn, where AttestationMiddleware runs the protocol through
-shield._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
+shield_asgi._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
 the exact §3 errors, excluded routes, the decorator and the dependency.  Evidence comes from
 the simulated TEE (its dev root in a per-run XDG_DATA_HOME) and is tampered with for the
 negative cases."""
@@ -114,7 +114,7 @@ def test_session_expired_is_not_session_unknown():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from shield.integrations import AttestationMiddleware
+    from shield_asgi.integrations import AttestationMiddleware
 
     now = [time.time()]
     app = FastAPI()
@@ -147,7 +147,7 @@ def test_timestamp_freshness_without_nonce_real_nitro_vector():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from shield.integrations import AttestationMiddleware
+    from shield_asgi.integrations import AttestationMiddleware
 
     vectors = Path(os.environ.get("SHIELD_VECTORS") or
                    Path(__file__).resolve().parents[3] / "shared" / "vectors")

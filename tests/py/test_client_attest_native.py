@@ -385,7 +385,7 @@ def test_real_nitro_vector_at_its_time(fresh_server):
         assert r.status_code == 200, r.text
         body = r.json()
         a = body["attestation"]
-        assert body["type"] == "shield.attestation.AttestationResult"
+        assert body["type"] == "shield_asgi.attestation.AttestationResult"
         assert a["verified"] and a["tee_type"] == "nitro" and a["mode"] == "header"
         assert a["pcr0"].startswith("f4d48b81a460c991") and not a["debug"]
         assert a["timestamp"] == 1665651482.0  # the overridden verification time

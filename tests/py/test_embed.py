@@ -62,8 +62,8 @@ def test_shield_and_uvloop_libuv_in_one_process(fresh_server):
 
 
 def test_native_module_imports_in_the_venv():
-    r = subprocess.run([python_bin(), "-c", "import shield, shield._native as n; "
-                        "print(shield.__version__, n.versions()['shield'])"],
+    r = subprocess.run([python_bin(), "-c", "import shield_asgi, shield_asgi._native as n; "
+                        "print(shield_asgi.__version__, n.versions()['shield'])"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     a, b = r.stdout.split()

@@ -12,8 +12,8 @@ import os
 
 from fastapi import Depends, FastAPI, Request
 
-from shield.attestation import AttestationResult
-from shield.integrations import (
+from shield_asgi.attestation import AttestationResult
+from shield_asgi.integrations import (
     AttestationMiddleware, SimulatedAttestationProvider, attestation_required,
     requires_attestation,
 )

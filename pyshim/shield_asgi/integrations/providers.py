@@ -1,5 +1,5 @@
 """Attestation providers with the Shield library's names, verifying for real through
-``shield._native.verify`` (C: OpenSSL, libcbor; fail-closed).
+``shield_asgi._native.verify`` (C: OpenSSL, libcbor; fail-closed).
 
 A provider knows one TEE type, how to verify its evidence (type-specific inputs such as the
 MAA issuer's JWKS or DCAP collateral) and what this app expects of the result (measurements).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Mapping, Optional
 
-from shield.attestation import AttestationResult, check_policy, policy_text
+from shield_asgi.attestation import AttestationResult, check_policy, policy_text
 
 __all__ = [
     "AttestationProvider", "NitroAttestationProvider", "SEVAttestationProvider",
@@ -70,7 +70,7 @@ class AttestationProvider:
     def verify(self, evidence, *, nonce: Optional[bytes] = None,
                public_key: Optional[bytes] = None, at: Optional[float] = None,
                tee_type: Optional[str] = None) -> AttestationResult:
-        from shield import _native
+        from shield_asgi import _native
 
         r = _native.verify(
             evidence, tee_type or self.tee_type, at=at if at is not None else time.time(),

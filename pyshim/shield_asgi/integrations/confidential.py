@@ -6,7 +6,7 @@ evidence natively and put the result in ``scope["state"]["attestation"]`` (and m
 ``scope["extensions"]["shield.attestation"]``); the middleware then only re-checks its own
 policy against that result (never re-verifying the evidence, which would trip
 ``nonce_replayed``).  Under another ASGI server (uvicorn, granian, hypercorn) the middleware
-runs the protocol itself with the same C code through ``shield._native``: the nonce endpoint,
+runs the protocol itself with the same C code through ``shield_asgi._native``: the nonce endpoint,
 header mode and session mode (HPKE-sealed session key, proof MAC, Content-Digest checked as
 the body streams).  Nonce, replay and session state live in-process, or in Redis with
 ``state_url="redis://…"`` (needed, with a shared ``nonce_secret``, for several workers or
@@ -28,8 +28,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from shield.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
-from shield.integrations.providers import (
+from shield_asgi.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
+from shield_asgi.integrations.providers import (
     AttestationProvider, canonical_tee_type, provider_for,
 )
 
@@ -39,7 +39,7 @@ __all__ = [
     "RedisStateStore", "NONCE_PATH", "ATTEST_PATH",
 ]
 
-log = logging.getLogger("shield.attestation")
+log = logging.getLogger("shield_asgi.integrations")
 
 NONCE_PATH = "/.well-known/shield/nonce"
 ATTEST_PATH = "/.well-known/shield/attest"
@@ -252,7 +252,7 @@ class _Protocol:
     def __init__(self, *, provider: Optional[AttestationProvider], tee_types, policy,
                  nonce_secret, state_url, store, trust_simulated, session_ttl, clock,
                  max_concurrent) -> None:
-        from shield import _native  # noqa: F401 - fail early when the extension is missing
+        from shield_asgi import _native  # noqa: F401 - fail early when the extension is missing
 
         self.provider = provider
         self.tee_types = tee_types
@@ -282,7 +282,7 @@ class _Protocol:
                             "are per process otherwise)")
 
     def new_nonce(self) -> bytes:
-        from shield import _native
+        from shield_asgi import _native
 
         return _native.nonce_issue(self.secret, self.clock())
 
@@ -300,7 +300,7 @@ class _Protocol:
         return t
 
     async def _check_nonce(self, nonce_s: Optional[str]) -> bytes:
-        from shield import _native
+        from shield_asgi import _native
 
         if not nonce_s:
             raise AttestationError("nonce_invalid", "the nonce is missing")
@@ -319,7 +319,7 @@ class _Protocol:
     async def verify(self, evidence: bytes | str, tee_type: str, nonce: Optional[bytes],
                      public_key: bytes) -> AttestationResult:
         """nonce None: timestamp freshness (§1.3), replay keyed by the signed content."""
-        from shield import _native
+        from shield_asgi import _native
 
         if self._sem.locked():
             raise AttestationError("overloaded", "too many verifications in progress")
@@ -368,7 +368,7 @@ class _Protocol:
         return r
 
     async def establish(self, body: bytes) -> dict:
-        from shield import _native
+        from shield_asgi import _native
 
         try:
             req = json.loads(body)
@@ -405,7 +405,7 @@ class _Protocol:
 
     async def session_mode(self, scope, sid: str) -> tuple[AttestationResult, Optional[str], bytes]:
         """Checks the proof; returns (result, expected Content-Digest or None, key)."""
-        from shield import _native
+        from shield_asgi import _native
 
         got = await self.store.get_session(sid)
         if got is None:

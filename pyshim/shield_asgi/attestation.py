@@ -1,7 +1,7 @@
 """Attestation results (protocol.md §2) and a thin wrapper over the native verifier.
 
 ``AttestationResult`` is what an app sees in ``request.state.attestation``.  ``verify()``
-calls ``shield._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
+calls ``shield_asgi._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
 and fail-closed: ``verified`` is true only when every check, the policy included, passed.
 """
 
@@ -132,9 +132,9 @@ def verify(
     public_key: Optional[bytes] = None,
     allow_debug: bool = False,
 ) -> AttestationResult:
-    """Verify evidence natively; see ``shield._native.verify``.  ``at`` is required: the
+    """Verify evidence natively; see ``shield_asgi._native.verify``.  ``at`` is required: the
     verification time is always an explicit input."""
-    from shield import _native
+    from shield_asgi import _native
 
     return _native.verify(
         evidence, tee_type, at=at, policy=policy, certs=tuple(certs), nonce=nonce,
@@ -165,7 +165,7 @@ def check_policy(policy, result: Optional[AttestationResult]) -> Optional[tuple[
     closed: no result, an unverified one, or one lacking a fact the policy constrains is
     refused.  Freshness, ``max_age`` and JWS algorithms exist only at verification time and
     are not re-checked.  Raises ValueError for a policy that does not load."""
-    from shield import _native
+    from shield_asgi import _native
 
     if result is None:
         return "missing", "client attestation is required"
