@@ -407,7 +407,34 @@ static PyMethodDef attest_methods[] = {
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};
 
+/* REASONS: {reason: (error class, HTTP status)} in the order of protocol.md §3, from attest/'s
+ * table, so the Python package builds its errors from the same table as the native gate. */
+static PyObject *reasons_table(void)
+{
+    PyObject *d = PyDict_New(); /* new */
+    if (!d)
+        return NULL;
+    for (int r = SH_ATTEST_OK + 1; r < SH_ATTEST_REASON_COUNT_; r++) {
+        PyObject *v = Py_BuildValue("(si)", sh_attest_reason_class((sh_attest_reason)r),
+                                    sh_attest_reason_status((sh_attest_reason)r));
+        if (!v || PyDict_SetItemString(d, sh_attest_reason_name((sh_attest_reason)r), v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
 int sh_pyshim__native_attest_add(PyObject *m)
 {
-    return PyModule_AddFunctions(m, attest_methods);
+    if (PyModule_AddFunctions(m, attest_methods) < 0)
+        return -1;
+    PyObject *reasons = reasons_table();
+    if (!reasons)
+        return -1;
+    int rc = PyModule_AddObjectRef(m, "REASONS", reasons);
+    Py_DECREF(reasons);
+    return rc;
 }

@@ -5,8 +5,8 @@
 #define SHIELD_PYSHIM_NATIVE_ATTEST_H
 #include <Python.h>
 
-/* Adds verify(...), policy_check(...) and binding_digest(...) to module m.  0, or -1 with a
- * Python exception set. */
+/* Adds verify(...), policy_check(...), binding_digest(...) and the §3 table REASONS to module
+ * m.  0, or -1 with a Python exception set. */
 int sh_pyshim__native_attest_add(PyObject *m);
 /* Adds the client-attestation primitives (native_client.c).  Returns 0 or -1. */
 int sh_pyshim__native_client_add(PyObject *m);
