@@ -41,8 +41,11 @@ async def receive_slow(req):
 
 
 def log_exception(exc):
-    log(ERROR, "Exception in ASGI application\n" +
-        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    log(
+        ERROR,
+        "Exception in ASGI application\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
 
 
 class ASGI2Middleware:
@@ -94,8 +97,11 @@ class Lifespan:
             log(INFO, "Application shutdown complete.")
 
     async def main(self):
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-                 "state": self.state}
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
         try:
             await self.app(scope, self.receive, self.send)
         except BaseException as exc:
@@ -105,8 +111,11 @@ class Lifespan:
             if self.mode == "auto":
                 log(INFO, "ASGI 'lifespan' protocol appears unsupported.")
             else:
-                log(ERROR, "Exception in 'lifespan' protocol\n" +
-                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+                log(
+                    ERROR,
+                    "Exception in 'lifespan' protocol\n"
+                    + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                )
         finally:
             self.startup_event.set()
             self.shutdown_event.set()
@@ -258,8 +267,9 @@ def load_env_file(path):
 def import_app(spec, factory):
     module_name, sep, attrs = spec.partition(":")
     if not sep or not module_name or not attrs:
-        raise SystemExit(f'shield: error: import string "{spec}" must be in format '
-                         '"<module>:<attribute>".')
+        raise SystemExit(
+            f'shield: error: import string "{spec}" must be in format "<module>:<attribute>".'
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -271,8 +281,9 @@ def import_app(spec, factory):
         for attr in attrs.split("."):
             obj = getattr(obj, attr)
     except AttributeError:
-        raise SystemExit(f'shield: error: attribute "{attrs}" not found in module '
-                         f'"{module_name}".') from None
+        raise SystemExit(
+            f'shield: error: attribute "{attrs}" not found in module "{module_name}".'
+        ) from None
     if factory:
         try:
             obj = obj()
@@ -325,8 +336,9 @@ def new_loop(kind):
             return uvloop.new_event_loop()
         except ImportError:
             if kind == "uvloop":
-                raise SystemExit("shield: error: --loop uvloop but uvloop is not installed") \
-                    from None
+                raise SystemExit(
+                    "shield: error: --loop uvloop but uvloop is not installed"
+                ) from None
     return asyncio.new_event_loop()
 
 
@@ -336,8 +348,9 @@ def main():
         try:
             load_env_file(cfg["env_file"])
         except OSError as exc:
-            raise SystemExit(f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}") \
-                from None
+            raise SystemExit(
+                f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}"
+            ) from None
     sys.path.insert(0, os.path.abspath(cfg["app_dir"] or "."))
     app = asgi_app(import_app(cfg["app"], cfg["factory"]), cfg.get("interface", "auto"))
     loop = new_loop(cfg["loop"])

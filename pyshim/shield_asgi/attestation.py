@@ -14,8 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from shield_asgi import _native
 
-__all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES",
-           "REASONS"]
+__all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES", "REASONS"]
 
 #: reason code -> (error class, HTTP status), protocol.md §3: the native table (attest/), the
 #: one the shield server's gate answers from, never a copy of it
@@ -25,9 +24,25 @@ REASONS: dict[str, tuple[str, int]] = dict(_native.REASONS)
 ERROR_CLASSES = {reason: cls for reason, (cls, _status) in REASONS.items()}
 
 _FIELDS = (
-    "verified", "tee_type", "measurements", "claims", "timestamp", "error", "reason", "message",
-    "debug", "tcb_status", "advisories", "public_key", "user_data", "nonce", "evidence_sha256",
-    "raw_evidence", "mode", "session", "policy_sha256",
+    "verified",
+    "tee_type",
+    "measurements",
+    "claims",
+    "timestamp",
+    "error",
+    "reason",
+    "message",
+    "debug",
+    "tcb_status",
+    "advisories",
+    "public_key",
+    "user_data",
+    "nonce",
+    "evidence_sha256",
+    "raw_evidence",
+    "mode",
+    "session",
+    "policy_sha256",
 )
 
 
@@ -86,7 +101,9 @@ class AttestationResult:
         self.claims = dict(claims or {})
         self.timestamp = timestamp
         self.reason = reason if reason is not None or self.verified else "malformed"
-        self.error = error if error is not None else ERROR_CLASSES.get(self.reason) if self.reason else None
+        self.error = (
+            error if error is not None else ERROR_CLASSES.get(self.reason) if self.reason else None
+        )
         self.message = message
         self.debug = bool(debug)
         self.tcb_status = tcb_status
@@ -136,8 +153,14 @@ def verify(
     """Verify evidence natively; see ``shield_asgi._native.verify``.  ``at`` is required: the
     verification time is always an explicit input."""
     return _native.verify(
-        evidence, tee_type, at=at, policy=policy, certs=tuple(certs), nonce=nonce,
-        public_key=public_key, allow_debug=allow_debug,
+        evidence,
+        tee_type,
+        at=at,
+        policy=policy,
+        certs=tuple(certs),
+        nonce=nonce,
+        public_key=public_key,
+        allow_debug=allow_debug,
     )
 
 
@@ -168,10 +191,19 @@ def check_policy(policy, result: Optional[AttestationResult]) -> Optional[tuple[
         return "missing", "client attestation is required"
     if not result.verified:
         return result.reason or "malformed", result.message or ""
-    text = policy if isinstance(policy, str) and policy.lstrip().startswith("{") else policy_text(policy)
+    text = (
+        policy
+        if isinstance(policy, str) and policy.lstrip().startswith("{")
+        else policy_text(policy)
+    )
     if text is None:
         return None
     return _native.policy_check(
-        text, result.tee_type or "", json.dumps(result.measurements or {}),
-        json.dumps(result.claims or {}), debug=bool(result.debug), tcb_status=result.tcb_status,
-        advisories=json.dumps(list(result.advisories or ())))
+        text,
+        result.tee_type or "",
+        json.dumps(result.measurements or {}),
+        json.dumps(result.claims or {}),
+        debug=bool(result.debug),
+        tcb_status=result.tcb_status,
+        advisories=json.dumps(list(result.advisories or ())),
+    )

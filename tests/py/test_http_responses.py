@@ -66,9 +66,7 @@ def test_exception_after_start_before_body_gives_500(srv):
         # nothing was sent before: the connection carries the next request
         c.send(http_request("GET", "/text"))
         assert c.read_response().body == b"hello world\n"
-    wait_for(
-        lambda: "raw-fail-after-start-marker" in srv.stderr_text(), what="traceback in stderr"
-    )
+    wait_for(lambda: "raw-fail-after-start-marker" in srv.stderr_text(), what="traceback in stderr")
 
 
 @pytest.mark.shield_only

@@ -26,14 +26,27 @@ PROTOCOL_S3 = {
         "attestation_required": ["missing"],
         "attestation_invalid": ["malformed", "unsupported_type"],
         "attestation_failed": [
-            "signature_invalid", "chain_invalid", "root_untrusted", "revoked", "expired",
-            "not_yet_valid", "binding_mismatch", "nonce_invalid", "nonce_expired",
-            "nonce_replayed", "proof_invalid", "session_unknown", "session_expired",
+            "signature_invalid",
+            "chain_invalid",
+            "root_untrusted",
+            "revoked",
+            "expired",
+            "not_yet_valid",
+            "binding_mismatch",
+            "nonce_invalid",
+            "nonce_expired",
+            "nonce_replayed",
+            "proof_invalid",
+            "session_unknown",
+            "session_expired",
         ],
     },
     403: {
         "attestation_policy": [
-            "debug_not_allowed", "measurement_mismatch", "tcb_out_of_date", "tcb_unsupported",
+            "debug_not_allowed",
+            "measurement_mismatch",
+            "tcb_out_of_date",
+            "tcb_unsupported",
             "policy_denied",
         ],
     },
@@ -47,8 +60,12 @@ def test_the_s3_table_is_the_native_one():
     from shield_asgi.integrations import AttestationError
     from shield_asgi.integrations.errors import STATUS
 
-    want = {r: (cls, status) for status, classes in PROTOCOL_S3.items()
-            for cls, reasons in classes.items() for r in reasons}
+    want = {
+        r: (cls, status)
+        for status, classes in PROTOCOL_S3.items()
+        for cls, reasons in classes.items()
+        for r in reasons
+    }
     assert _native.REASONS == want
     assert REASONS == _native.REASONS
     assert ERROR_CLASSES == {r: cls for r, (cls, _s) in want.items()}
@@ -65,11 +82,22 @@ def test_the_public_names_import_from_both_paths():
     import shield_asgi.integrations.confidential as confidential
 
     before = [  # what shield.integrations exported before the split
-        "ATTEST_PATH", "NONCE_PATH", "AttestationError", "AttestationMiddleware",
-        "MemoryStateStore", "RedisStateStore", "add_attestation_exception_handler",
-        "attestation_required", "attestation_security", "requires_attestation",
-        "AttestationProvider", "MAAAttestationProvider", "NitroAttestationProvider",
-        "SEVAttestationProvider", "SGXAttestationProvider", "SimulatedAttestationProvider",
+        "ATTEST_PATH",
+        "NONCE_PATH",
+        "AttestationError",
+        "AttestationMiddleware",
+        "MemoryStateStore",
+        "RedisStateStore",
+        "add_attestation_exception_handler",
+        "attestation_required",
+        "attestation_security",
+        "requires_attestation",
+        "AttestationProvider",
+        "MAAAttestationProvider",
+        "NitroAttestationProvider",
+        "SEVAttestationProvider",
+        "SGXAttestationProvider",
+        "SimulatedAttestationProvider",
         "TDXAttestationProvider",
     ]
     for name in before:
@@ -88,9 +116,17 @@ def test_the_protocol_engine_needs_no_asgi(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # a dev root of its own (§1.7)
     engine = AttestationProtocol(
-        provider=None, tee_types={"simulated"}, policy=None, nonce_secret=b"s" * 32,
-        state_url=None, store=None, trust_simulated=True, session_ttl=60, clock=time.time,
-        max_concurrent=4)
+        provider=None,
+        tee_types={"simulated"},
+        policy=None,
+        nonce_secret=b"s" * 32,
+        state_url=None,
+        store=None,
+        trust_simulated=True,
+        session_ttl=60,
+        clock=time.time,
+        max_concurrent=4,
+    )
 
     def evidence(nonce: bytes, spki: bytes | None = None) -> bytes:
         return _native.simulated_evidence(nonce, spki, at=time.time())
@@ -111,25 +147,40 @@ def test_the_protocol_engine_needs_no_asgi(tmp_path, monkeypatch):
 
         # a session: establish with an X25519 key, then a proof over method, target and digest
         sk = x25519.X25519PrivateKey.generate()
-        spki = sk.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        spki = sk.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         nonce = engine.new_nonce()
-        out = await engine.establish(json.dumps({
-            "type": "simulated", "nonce": _b64(nonce), "public_key": _b64(spki),
-            "evidence": _b64(evidence(nonce, spki))}).encode())
-        raw_sk = sk.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                  serialization.NoEncryption())
+        out = await engine.establish(
+            json.dumps(
+                {
+                    "type": "simulated",
+                    "nonce": _b64(nonce),
+                    "public_key": _b64(spki),
+                    "evidence": _b64(evidence(nonce, spki)),
+                }
+            ).encode()
+        )
+        raw_sk = sk.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         pad = "=="
-        key = _native.hpke_open(raw_sk, base64.urlsafe_b64decode(out["enc"] + pad),
-                                base64.urlsafe_b64decode(out["sealed_key"] + pad),
-                                b"shield-session-v1")
+        key = _native.hpke_open(
+            raw_sk,
+            base64.urlsafe_b64decode(out["enc"] + pad),
+            base64.urlsafe_b64decode(out["sealed_key"] + pad),
+            b"shield-session-v1",
+        )
         body_bytes = b'{"x": 1}'
         digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body_bytes).digest()).decode() + ":"
         t_ms = int(time.time() * 1000)
         mac = _native.proof_mac(key, t_ms, "POST", "/items?a=1", digest)
         proof = f"t={t_ms}, mac={_b64(mac)}"
         r, want_digest, got_key = await engine.session_mode(
-            out["session"], proof, "POST", b"/items?a=1", digest, True)
+            out["session"], proof, "POST", b"/items?a=1", digest, True
+        )
         assert r.verified and r.mode == "session" and r.session == out["session"]
         assert want_digest == digest and got_key == key
         check = DigestCheck(want_digest)

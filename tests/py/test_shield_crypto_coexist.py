@@ -45,7 +45,9 @@ def _pin(name: str) -> str:
 
 def _run(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    assert p.returncode == 0, f"{cmd} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    assert p.returncode == 0, (
+        f"{cmd} exited {p.returncode}:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    )
     return p
 
 
@@ -67,9 +69,24 @@ def wheel(tmp_path_factory) -> Path:
     lock_path = Path(os.environ.get("TMPDIR") or "/tmp") / f"shield-install-{os.getuid()}.lock"
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _run([python_bin(), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-              "-Cbuild-dir=build/pip", "-w", str(out), str(REPO)],
-             timeout=scaled(1200), cwd=REPO, env=env)
+        _run(
+            [
+                python_bin(),
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-Cbuild-dir=build/pip",
+                "-w",
+                str(out),
+                str(REPO),
+            ],
+            timeout=scaled(1200),
+            cwd=REPO,
+            env=env,
+        )
     (whl,) = out.glob("shield_asgi-*.whl")
     return whl
 
@@ -86,8 +103,16 @@ def venv(tmp_path_factory, wheel) -> Path:
 
 
 def _install(venv: Path, *reqs: str, force: bool = False) -> None:
-    cmd = [python_bin(), "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-           "-q", "--disable-pip-version-check"]
+    cmd = [
+        python_bin(),
+        "-m",
+        "pip",
+        "--python",
+        str(venv / "bin" / "python"),
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     if force:
         cmd += ["--force-reinstall", "--no-deps"]
     _run(cmd + list(reqs), timeout=600, env=_clean_env())
@@ -145,7 +170,8 @@ def test_shield_and_shield_asgi_import_side_by_side(venv, tmp_path):
     assert "starlette.middleware.base.BaseHTTPMiddleware" in out["shield_middleware"]
     # ours: the package, its native module, a real verification
     assert out["ours_file"].startswith(site) and out["ours_file"].endswith(
-        "shield_asgi/__init__.py")
+        "shield_asgi/__init__.py"
+    )
     assert out["ours_version"] == out["ours_dist"]
     assert out["native_file"].startswith(site)
     assert out["verified"] is True and out["tee_type"] == "simulated"
@@ -153,7 +179,7 @@ def test_shield_and_shield_asgi_import_side_by_side(venv, tmp_path):
     assert out["missing_status"] == 401
 
 
-APP = '''
+APP = """
 import shield, shield_asgi
 from fastapi import FastAPI
 from shield.integrations.fastapi import ShieldMiddleware
@@ -166,7 +192,7 @@ app.add_middleware(AttestationMiddleware, require_client_attestation=False)
 @app.get("/which")
 async def which():
     return {"shield": shield.__file__, "shield_asgi": shield_asgi.__file__}
-''' % (PASSWORD, SERVICE)
+""" % (PASSWORD, SERVICE)
 
 DECRYPT = r"""
 import base64, json, sys
@@ -180,10 +206,23 @@ def _serve(binary: Path, app_dir: Path):
     port = free_port()
     log = open(app_dir / "server.log", "w+")
     proc = subprocess.Popen(
-        [str(binary), "coexist_app:app", "--app-dir", str(app_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log"],
-        stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=app_dir,
-        start_new_session=True)
+        [
+            str(binary),
+            "coexist_app:app",
+            "--app-dir",
+            str(app_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_clean_env(),
+        cwd=app_dir,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + scaled(60)
     while True:
         assert proc.poll() is None, (app_dir / "server.log").read_text()
@@ -215,12 +254,17 @@ def test_shield_asgi_serves_an_app_using_both_libraries(venv, tmp_path):
         assert r.status_code == 200
         body = r.json()
         assert body["encrypted"] is True and body["service"] == SERVICE
-        plain = _run([str(venv / "bin" / "python"), "-c", DECRYPT], timeout=120,
-                     input=r.text, env=_clean_env())
+        plain = _run(
+            [str(venv / "bin" / "python"), "-c", DECRYPT],
+            timeout=120,
+            input=r.text,
+            env=_clean_env(),
+        )
         which = json.loads(plain.stdout)
         assert which["shield"].startswith(str(venv)) and "/shield/" in which["shield"]
-        assert which["shield_asgi"].startswith(str(venv)) and "/shield_asgi/" in which[
-            "shield_asgi"]
+        assert (
+            which["shield_asgi"].startswith(str(venv)) and "/shield_asgi/" in which["shield_asgi"]
+        )
     finally:
         _stop(proc, log)
 
@@ -233,9 +277,14 @@ def test_shield_command_shadowed_then_given_back(venv, wheel, tmp_path):
     # reinstalling ours last gives the command back, and theirs still imports
     _install(venv, str(wheel), force=True)
     assert _is_our_binary(shield_cmd) and shield_cmd.read_bytes() == alias.read_bytes()
-    out = _py(venv, "import json, shield, shield_asgi; print(json.dumps("
-                    "[shield.__file__, shield_asgi.__file__]))", tmp_path)
+    out = _py(
+        venv,
+        "import json, shield, shield_asgi; print(json.dumps("
+        "[shield.__file__, shield_asgi.__file__]))",
+        tmp_path,
+    )
     assert out[0].endswith("shield/__init__.py") and out[1].endswith("shield_asgi/__init__.py")
-    help_out = subprocess.run([str(shield_cmd), "--help"], capture_output=True, text=True,
-                              timeout=60, env=_clean_env())
+    help_out = subprocess.run(
+        [str(shield_cmd), "--help"], capture_output=True, text=True, timeout=60, env=_clean_env()
+    )
     assert "MODULE:ATTR" in help_out.stdout + help_out.stderr

@@ -10,23 +10,40 @@ module path.
 
 from shield_asgi.integrations.errors import AttestationError
 from shield_asgi.integrations.fastapi import (
-    add_attestation_exception_handler, attestation_required, attestation_security,
+    add_attestation_exception_handler,
+    attestation_required,
+    attestation_security,
     requires_attestation,
 )
 from shield_asgi.integrations.middleware import AttestationMiddleware
 from shield_asgi.integrations.protocol import ATTEST_PATH, NONCE_PATH
 from shield_asgi.integrations.providers import (
-    AttestationProvider, MAAAttestationProvider, NitroAttestationProvider,
-    SEVAttestationProvider, SGXAttestationProvider, SimulatedAttestationProvider,
+    AttestationProvider,
+    MAAAttestationProvider,
+    NitroAttestationProvider,
+    SEVAttestationProvider,
+    SGXAttestationProvider,
+    SimulatedAttestationProvider,
     TDXAttestationProvider,
 )
 from shield_asgi.integrations.stores import MemoryStateStore, RedisStateStore
 
 __all__ = [
-    "ATTEST_PATH", "NONCE_PATH", "AttestationError", "AttestationMiddleware",
-    "MemoryStateStore", "RedisStateStore", "add_attestation_exception_handler",
-    "attestation_required", "attestation_security", "requires_attestation",
-    "AttestationProvider", "MAAAttestationProvider", "NitroAttestationProvider",
-    "SEVAttestationProvider", "SGXAttestationProvider", "SimulatedAttestationProvider",
+    "ATTEST_PATH",
+    "NONCE_PATH",
+    "AttestationError",
+    "AttestationMiddleware",
+    "MemoryStateStore",
+    "RedisStateStore",
+    "add_attestation_exception_handler",
+    "attestation_required",
+    "attestation_security",
+    "requires_attestation",
+    "AttestationProvider",
+    "MAAAttestationProvider",
+    "NitroAttestationProvider",
+    "SEVAttestationProvider",
+    "SGXAttestationProvider",
+    "SimulatedAttestationProvider",
     "TDXAttestationProvider",
 ]

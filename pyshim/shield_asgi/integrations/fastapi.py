@@ -19,7 +19,9 @@ from shield_asgi.integrations.protocol import RoutePolicy, check_result
 from shield_asgi.integrations.providers import provider_for
 
 __all__ = [
-    "attestation_security", "attestation_required", "requires_attestation",
+    "attestation_security",
+    "attestation_required",
+    "requires_attestation",
     "add_attestation_exception_handler",
 ]
 
@@ -29,13 +31,19 @@ def attestation_security(header_name: str = "X-Attestation-Token"):
     from fastapi.security import APIKeyHeader
 
     return (
-        APIKeyHeader(name=header_name, scheme_name="ClientAttestation", auto_error=False,
-                     description="TEE evidence (protocol.md §1.4 mode 1); with "
-                                 "X-Attestation-Type and X-Attestation-Nonce"),
-        APIKeyHeader(name="X-Attestation-Session", scheme_name="AttestationSession",
-                     auto_error=False,
-                     description="session id from POST /.well-known/shield/attest; with "
-                                 "X-Attestation-Proof"),
+        APIKeyHeader(
+            name=header_name,
+            scheme_name="ClientAttestation",
+            auto_error=False,
+            description="TEE evidence (protocol.md §1.4 mode 1); with "
+            "X-Attestation-Type and X-Attestation-Nonce",
+        ),
+        APIKeyHeader(
+            name="X-Attestation-Session",
+            scheme_name="AttestationSession",
+            auto_error=False,
+            description="session id from POST /.well-known/shield/attest; with X-Attestation-Proof",
+        ),
     )
 
 
@@ -43,10 +51,14 @@ def _state_result(request) -> Optional[AttestationResult]:
     return (request.scope.get("state") or {}).get("attestation")
 
 
-def attestation_required(provider=None, tee_type: Optional[str] = None,
-                         required_tee_types: Optional[Iterable[str]] = None,
-                         required_measurements: Optional[Mapping[str, Any]] = None,
-                         policy=None, header_name: str = "X-Attestation-Token"):
+def attestation_required(
+    provider=None,
+    tee_type: Optional[str] = None,
+    required_tee_types: Optional[Iterable[str]] = None,
+    required_measurements: Optional[Mapping[str, Any]] = None,
+    policy=None,
+    header_name: str = "X-Attestation-Token",
+):
     """``Depends(attestation_required(...))`` -> the verified AttestationResult.
 
     The evidence is verified by the shield server or by AttestationMiddleware; this checks
@@ -58,23 +70,32 @@ def attestation_required(provider=None, tee_type: Optional[str] = None,
     route_policy = RoutePolicy.of(policy)  # a bad policy fails at decoration, not per request
     token_scheme, session_scheme = attestation_security(header_name)
 
-    async def dependency(request: Request, _t: Optional[str] = Security(token_scheme),
-                         _s: Optional[str] = Security(session_scheme)) -> AttestationResult:
+    async def dependency(
+        request: Request,
+        _t: Optional[str] = Security(token_scheme),
+        _s: Optional[str] = Security(session_scheme),
+    ) -> AttestationResult:
         _ensure_handler(request)
-        return check_result(_state_result(request), prov, required_tee_types,
-                            required_measurements, route_policy)
+        return check_result(
+            _state_result(request), prov, required_tee_types, required_measurements, route_policy
+        )
 
     return dependency
 
 
-def requires_attestation(provider=None, tee_type: Optional[str] = None,
-                         required_tee_types: Optional[Iterable[str]] = None,
-                         required_measurements: Optional[Mapping[str, Any]] = None,
-                         policy=None, header_name: str = "X-Attestation-Token"):
+def requires_attestation(
+    provider=None,
+    tee_type: Optional[str] = None,
+    required_tee_types: Optional[Iterable[str]] = None,
+    required_measurements: Optional[Mapping[str, Any]] = None,
+    policy=None,
+    header_name: str = "X-Attestation-Token",
+):
     """Route decorator (put it under ``@app.get(...)``): the endpoint needs no request
     parameter; failures answer with the exact §3 JSON."""
-    dep = attestation_required(provider, tee_type, required_tee_types, required_measurements,
-                               policy, header_name)
+    dep = attestation_required(
+        provider, tee_type, required_tee_types, required_measurements, policy, header_name
+    )
 
     def deco(fn):
         from fastapi import Depends
@@ -83,17 +104,22 @@ def requires_attestation(provider=None, tee_type: Optional[str] = None,
         sig = inspect.signature(fn)
         hidden = "__shield_attestation"
         params = list(sig.parameters.values())
-        extra = inspect.Parameter(hidden, inspect.Parameter.KEYWORD_ONLY,
-                                  default=Depends(_wrap(dep)))
-        new_sig = sig.replace(parameters=[p for p in params if p.kind != p.VAR_KEYWORD] + [extra]
-                              + [p for p in params if p.kind == p.VAR_KEYWORD])
+        extra = inspect.Parameter(
+            hidden, inspect.Parameter.KEYWORD_ONLY, default=Depends(_wrap(dep))
+        )
+        new_sig = sig.replace(
+            parameters=[p for p in params if p.kind != p.VAR_KEYWORD]
+            + [extra]
+            + [p for p in params if p.kind == p.VAR_KEYWORD]
+        )
 
         @functools.wraps(fn)
         async def wrapper(*args, **kwargs):
             outcome = kwargs.pop(hidden)
             if isinstance(outcome, AttestationError):
-                return JSONResponse(outcome.body(), status_code=outcome.status_code,
-                                    headers=outcome.headers)
+                return JSONResponse(
+                    outcome.body(), status_code=outcome.status_code, headers=outcome.headers
+                )
             res = fn(*args, **kwargs)
             return await res if inspect.isawaitable(res) else res
 

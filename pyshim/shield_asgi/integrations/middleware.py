@@ -20,7 +20,12 @@ from typing import Callable, Iterable, Optional
 
 from shield_asgi.integrations.errors import AttestationError
 from shield_asgi.integrations.protocol import (
-    ATTEST_PATH, MAX_ATTEST_BODY, NONCE_PATH, AttestationProtocol, DigestCheck, RoutePolicy,
+    ATTEST_PATH,
+    MAX_ATTEST_BODY,
+    NONCE_PATH,
+    AttestationProtocol,
+    DigestCheck,
+    RoutePolicy,
 )
 from shield_asgi.integrations.providers import canonical_tee_type, provider_for
 
@@ -40,8 +45,11 @@ async def _send_error(send, err: AttestationError) -> None:
 
 async def _send_json(send, status: int, obj: dict, allow: Optional[bytes] = None) -> None:
     body = json.dumps(obj).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
     if allow is not None:  # RFC 9110 §15.5.6: a 405 says which methods the resource allows
         headers.append((b"allow", allow))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -64,8 +72,9 @@ def _target(scope) -> bytes:
 
 
 def _has_body(scope) -> bool:
-    return (_header(scope, b"transfer-encoding") is not None or
-            (_header(scope, b"content-length") or "0").strip() not in ("", "0"))
+    return _header(scope, b"transfer-encoding") is not None or (
+        _header(scope, b"content-length") or "0"
+    ).strip() not in ("", "0")
 
 
 async def _read_body(receive, limit: int) -> bytes:
@@ -93,15 +102,25 @@ class AttestationMiddleware:
     against a result the shield server verified natively.
     """
 
-    def __init__(self, app, provider=None, tee_type: Optional[str] = None,
-                 require_client_attestation: bool = True, policy=None,
-                 exclude_routes: Iterable[str] = ("/docs", "/redoc", "/openapi.json",
-                                                  "/health"),
-                 attestation_header: str = "X-Attestation-Token", *,
-                 tee_types: Optional[Iterable[str]] = None, nonce_secret=None,
-                 state_url: Optional[str] = None, store=None, trust_simulated: bool = False,
-                 session_ttl: float = 3600, clock: Callable[[], float] = time.time,
-                 max_concurrent: int = 64) -> None:
+    def __init__(
+        self,
+        app,
+        provider=None,
+        tee_type: Optional[str] = None,
+        require_client_attestation: bool = True,
+        policy=None,
+        exclude_routes: Iterable[str] = ("/docs", "/redoc", "/openapi.json", "/health"),
+        attestation_header: str = "X-Attestation-Token",
+        *,
+        tee_types: Optional[Iterable[str]] = None,
+        nonce_secret=None,
+        state_url: Optional[str] = None,
+        store=None,
+        trust_simulated: bool = False,
+        session_ttl: float = 3600,
+        clock: Callable[[], float] = time.time,
+        max_concurrent: int = 64,
+    ) -> None:
         self.app = app
         self.provider = provider_for(provider, tee_type)
         self.required = require_client_attestation
@@ -111,9 +130,17 @@ class AttestationMiddleware:
         self._policy = RoutePolicy.of(policy)
         types = {canonical_tee_type(t) for t in (tee_types or ())} - {None}
         self._proto_args = dict(
-            provider=self.provider, tee_types=types, policy=policy, nonce_secret=nonce_secret,
-            state_url=state_url, store=store, trust_simulated=trust_simulated,
-            session_ttl=session_ttl, clock=clock, max_concurrent=max_concurrent)
+            provider=self.provider,
+            tee_types=types,
+            policy=policy,
+            nonce_secret=nonce_secret,
+            state_url=state_url,
+            store=store,
+            trust_simulated=trust_simulated,
+            session_ttl=session_ttl,
+            clock=clock,
+            max_concurrent=max_concurrent,
+        )
         self._proto: Optional[AttestationProtocol] = None
 
     @property
@@ -175,11 +202,17 @@ class AttestationMiddleware:
         digest = None
         if sid:
             r, digest, _key = await proto.session_mode(
-                sid, _header(scope, b"x-attestation-proof"), scope["method"], _target(scope),
-                _header(scope, b"content-digest"), _has_body(scope))
+                sid,
+                _header(scope, b"x-attestation-proof"),
+                scope["method"],
+                _target(scope),
+                _header(scope, b"content-digest"),
+                _has_body(scope),
+            )
         elif token:
-            r = await proto.header_mode(token, _header(scope, b"x-attestation-type"),
-                                        _header(scope, b"x-attestation-nonce"))
+            r = await proto.header_mode(
+                token, _header(scope, b"x-attestation-type"), _header(scope, b"x-attestation-nonce")
+            )
         elif self.required and not excluded:
             raise AttestationError("missing", "client attestation is required")
         else:
@@ -238,5 +271,6 @@ class AttestationMiddleware:
             if not failed:
                 raise
         if failed and not started:
-            await _send_error(send, AttestationError(
-                "proof_invalid", "the body does not match Content-Digest"))
+            await _send_error(
+                send, AttestationError("proof_invalid", "the body does not match Content-Digest")
+            )

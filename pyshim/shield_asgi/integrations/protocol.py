@@ -24,14 +24,22 @@ from typing import Callable, Optional
 
 from shield_asgi import _native
 from shield_asgi.attestation import (
-    AttestationResult, _b64url, _b64url_decode, check_policy, policy_text,
+    AttestationResult,
+    _b64url,
+    _b64url_decode,
+    check_policy,
+    policy_text,
 )
 from shield_asgi.integrations.errors import AttestationError
 from shield_asgi.integrations.providers import AttestationProvider, canonical_tee_type
 from shield_asgi.integrations.stores import MemoryStateStore, RedisStateStore
 
 __all__ = [
-    "AttestationProtocol", "DigestCheck", "RoutePolicy", "check_result", "NONCE_PATH",
+    "AttestationProtocol",
+    "DigestCheck",
+    "RoutePolicy",
+    "check_result",
+    "NONCE_PATH",
     "ATTEST_PATH",
 ]
 
@@ -67,9 +75,20 @@ def _load_secret(nonce_secret) -> tuple[bytes, bool]:
 class AttestationProtocol:
     """One deployment's protocol state: the nonce secret, the store, the verification limits."""
 
-    def __init__(self, *, provider: Optional[AttestationProvider], tee_types, policy,
-                 nonce_secret, state_url, store, trust_simulated, session_ttl, clock,
-                 max_concurrent) -> None:
+    def __init__(
+        self,
+        *,
+        provider: Optional[AttestationProvider],
+        tee_types,
+        policy,
+        nonce_secret,
+        state_url,
+        store,
+        trust_simulated,
+        session_ttl,
+        clock,
+        max_concurrent,
+    ) -> None:
         self.provider = provider
         self.tee_types = tee_types
         self.policy = policy_text(policy)
@@ -93,9 +112,11 @@ class AttestationProtocol:
         if not shared or not state_url:
             workers = os.environ.get("WEB_CONCURRENCY") or os.environ.get("UVICORN_WORKERS")
             if workers and workers != "1":
-                log.warning("AttestationMiddleware with several workers needs a shared "
-                            "nonce_secret file and state_url=redis://… (nonces and sessions "
-                            "are per process otherwise)")
+                log.warning(
+                    "AttestationMiddleware with several workers needs a shared "
+                    "nonce_secret file and state_url=redis://… (nonces and sessions "
+                    "are per process otherwise)"
+                )
 
     # -- §1.1 nonces ----------------------------------------------------------------------------
     def new_nonce(self) -> bytes:
@@ -113,8 +134,11 @@ class AttestationProtocol:
             t = self.provider.tee_type
         if t is None:
             raise AttestationError("malformed", "X-Attestation-Type is required")
-        if self.tee_types and t not in self.tee_types and not (
-                t == "simulated" and self.trust_simulated):
+        if (
+            self.tee_types
+            and t not in self.tee_types
+            and not (t == "simulated" and self.trust_simulated)
+        ):
             raise AttestationError("unsupported_type", f"evidence type {t} is not accepted here")
         return t
 
@@ -127,15 +151,20 @@ class AttestationProtocol:
             raise AttestationError("nonce_invalid", "the nonce is not base64url") from None
         bad = _native.nonce_check(self.secret, nonce, self.clock(), NONCE_TTL)
         if bad:
-            raise AttestationError(bad, "the nonce is not one this deployment issued"
-                                   if bad == "nonce_invalid" else "the nonce has expired")
+            raise AttestationError(
+                bad,
+                "the nonce is not one this deployment issued"
+                if bad == "nonce_invalid"
+                else "the nonce has expired",
+            )
         if await self.store.is_consumed(b"n" + nonce):
             raise AttestationError("nonce_replayed", "the nonce was already used")
         return nonce
 
     # -- verification ---------------------------------------------------------------------------
-    async def verify(self, evidence: bytes | str, tee_type: str, nonce: Optional[bytes],
-                     public_key: bytes) -> AttestationResult:
+    async def verify(
+        self, evidence: bytes | str, tee_type: str, nonce: Optional[bytes], public_key: bytes
+    ) -> AttestationResult:
         """nonce None: timestamp freshness (§1.3), replay keyed by the signed content."""
         if self._sem.locked():
             raise AttestationError("overloaded", "too many verifications in progress")
@@ -143,11 +172,21 @@ class AttestationProtocol:
         async with self._sem:
             loop = asyncio.get_running_loop()
             # the native call releases the GIL; a thread keeps the event loop responsive
-            r = await loop.run_in_executor(None, functools.partial(
-                _native.verify, evidence, tee_type, at=self.clock(), policy=self.policy,
-                nonce=nonce, public_key=public_key if nonce is not None else None,
-                allow_debug=bool(self.provider and self.provider.allow_debug),
-                trust_simulated=self.trust_simulated, **kw))
+            r = await loop.run_in_executor(
+                None,
+                functools.partial(
+                    _native.verify,
+                    evidence,
+                    tee_type,
+                    at=self.clock(),
+                    policy=self.policy,
+                    nonce=nonce,
+                    public_key=public_key if nonce is not None else None,
+                    allow_debug=bool(self.provider and self.provider.allow_debug),
+                    trust_simulated=self.trust_simulated,
+                    **kw,
+                ),
+            )
         if r.verified and self.provider is not None:
             failure = self.provider.check(r)
             if failure:
@@ -166,8 +205,9 @@ class AttestationProtocol:
         return r
 
     # -- §1.4 mode 1: evidence in headers -------------------------------------------------------
-    async def header_mode(self, token: str, tee_type: Optional[str],
-                          nonce: Optional[str]) -> AttestationResult:
+    async def header_mode(
+        self, token: str, tee_type: Optional[str], nonce: Optional[str]
+    ) -> AttestationResult:
         """X-Attestation-Token, -Type and -Nonce as sent."""
         if len(token) > MAX_EVIDENCE_HEADER:
             raise AttestationError("malformed", "evidence header too large")
@@ -211,19 +251,36 @@ class AttestationProtocol:
         sid = _b64url(secrets.token_bytes(24))
         # kept SESSION_GRACE past its end so a late client hears session_expired (re-attest),
         # not session_unknown (as the native gate, server/gate_state.c)
-        await self.store.put_session(sid, {
-            "key": key, "last_t": -1, "tee_type": r.tee_type,
-            "result": json.dumps(r.to_dict()), "exp": self.clock() + self.session_ttl,
-        }, self.session_ttl + SESSION_GRACE)
-        out = {"session": sid, "expires_in": int(self.session_ttl), "alg": alg,
-               "sealed_key": _b64url(sealed)}
+        await self.store.put_session(
+            sid,
+            {
+                "key": key,
+                "last_t": -1,
+                "tee_type": r.tee_type,
+                "result": json.dumps(r.to_dict()),
+                "exp": self.clock() + self.session_ttl,
+            },
+            self.session_ttl + SESSION_GRACE,
+        )
+        out = {
+            "session": sid,
+            "expires_in": int(self.session_ttl),
+            "alg": alg,
+            "sealed_key": _b64url(sealed),
+        }
         if enc is not None:
             out["enc"] = _b64url(enc)
         return out
 
-    async def session_mode(self, sid: str, proof: Optional[str], method: str, target: bytes,
-                           content_digest: Optional[str],
-                           has_body: bool) -> tuple[AttestationResult, Optional[str], bytes]:
+    async def session_mode(
+        self,
+        sid: str,
+        proof: Optional[str],
+        method: str,
+        target: bytes,
+        content_digest: Optional[str],
+        has_body: bool,
+    ) -> tuple[AttestationResult, Optional[str], bytes]:
         """X-Attestation-Session and -Proof of a request to `target` (path and query as sent),
         its Content-Digest and whether a body follows.  Checks the proof; returns (result,
         the Content-Digest the body must match or None, the session key)."""
@@ -251,15 +308,20 @@ class AttestationProtocol:
             raise AttestationError("proof_invalid", "the proof time is outside ±60 s")
         if has_body and not content_digest:
             raise AttestationError("proof_invalid", "a request with a body needs Content-Digest")
-        want = _native.proof_mac(data["key"], t_ms, method, target.decode("latin-1"),
-                                 content_digest or "")
+        want = _native.proof_mac(
+            data["key"], t_ms, method, target.decode("latin-1"), content_digest or ""
+        )
         if not hmac.compare_digest(want, mac):
             raise AttestationError("proof_invalid", "the proof MAC does not verify")
         if not await self.store.advance_session(sid, t_ms):
             raise AttestationError("proof_invalid", "the proof time is not after the last one")
-        r = AttestationResult(**{k: v for k, v in json.loads(data["result"]).items()
-                                 if k not in ("public_key", "user_data", "nonce",
-                                              "raw_evidence")})
+        r = AttestationResult(
+            **{
+                k: v
+                for k, v in json.loads(data["result"]).items()
+                if k not in ("public_key", "user_data", "nonce", "raw_evidence")
+            }
+        )
         r.mode, r.session = "session", sid
         return r, content_digest, data["key"]
 
@@ -323,9 +385,13 @@ class RoutePolicy:
             raise AttestationError(*failure)
 
 
-def check_result(result: Optional[AttestationResult], provider: Optional[AttestationProvider],
-                 required_tee_types, required_measurements,
-                 policy: Optional[RoutePolicy] = None) -> AttestationResult:
+def check_result(
+    result: Optional[AttestationResult],
+    provider: Optional[AttestationProvider],
+    required_tee_types,
+    required_measurements,
+    policy: Optional[RoutePolicy] = None,
+) -> AttestationResult:
     """A route's own requirements against the request's result (verified by the shield server
     or by AttestationMiddleware); the result, or AttestationError."""
     if result is None:

@@ -95,16 +95,19 @@ class RedisStateStore:
         self._advance = self._r.register_script(self._ADVANCE)
 
     async def consume(self, key: bytes, ttl: float) -> bool:
-        return bool(await self._r.set(self._p + "once:" + key.hex(), b"1", nx=True,
-                                      ex=max(1, int(ttl))))
+        return bool(
+            await self._r.set(self._p + "once:" + key.hex(), b"1", nx=True, ex=max(1, int(ttl)))
+        )
 
     async def is_consumed(self, key: bytes) -> bool:
         return bool(await self._r.exists(self._p + "once:" + key.hex()))
 
     async def put_session(self, sid: str, data: dict, ttl: float) -> None:
         k = self._p + "sess:" + sid
-        enc = {f: (json.dumps(v) if not isinstance(v, bytes) else "b:" + _b64url(v))
-               for f, v in data.items()}
+        enc = {
+            f: (json.dumps(v) if not isinstance(v, bytes) else "b:" + _b64url(v))
+            for f, v in data.items()
+        }
         async with self._r.pipeline(transaction=True) as p:
             p.hset(k, mapping=enc)
             p.expire(k, max(1, int(ttl)))

@@ -12,7 +12,11 @@ import os
 from fastapi import Depends, FastAPI
 
 from shield_asgi.attestation import AttestationResult
-from shield_asgi.integrations import AttestationMiddleware, attestation_required, requires_attestation
+from shield_asgi.integrations import (
+    AttestationMiddleware,
+    attestation_required,
+    requires_attestation,
+)
 
 ALLOW = os.environ["SHIELD_TEST_ALLOW_POLICY"]
 DENY = os.environ["SHIELD_TEST_DENY_POLICY"]

@@ -9,29 +9,64 @@ exists, and nothing here pretends to be them.
 from shield_asgi.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
 from shield_asgi.integrations.errors import AttestationError
 from shield_asgi.integrations.fastapi import (
-    add_attestation_exception_handler, attestation_required, attestation_security,
+    add_attestation_exception_handler,
+    attestation_required,
+    attestation_security,
     requires_attestation,
 )
 from shield_asgi.integrations.middleware import AttestationMiddleware
 from shield_asgi.integrations.protocol import (
-    ATTEST_PATH, MAX_ATTEST_BODY, MAX_EVIDENCE_HEADER, NONCE_PATH, NONCE_TTL, PROOF_WINDOW_MS,
-    SESSION_GRACE, SESSION_INFO,
+    ATTEST_PATH,
+    MAX_ATTEST_BODY,
+    MAX_EVIDENCE_HEADER,
+    NONCE_PATH,
+    NONCE_TTL,
+    PROOF_WINDOW_MS,
+    SESSION_GRACE,
+    SESSION_INFO,
 )
 from shield_asgi.integrations.providers import (
-    AttestationProvider, MAAAttestationProvider, NitroAttestationProvider,
-    SEVAttestationProvider, SGXAttestationProvider, SimulatedAttestationProvider,
-    TDXAttestationProvider, canonical_tee_type, provider_for,
+    AttestationProvider,
+    MAAAttestationProvider,
+    NitroAttestationProvider,
+    SEVAttestationProvider,
+    SGXAttestationProvider,
+    SimulatedAttestationProvider,
+    TDXAttestationProvider,
+    canonical_tee_type,
+    provider_for,
 )
 from shield_asgi.integrations.stores import MemoryStateStore, RedisStateStore
 
 __all__ = [
-    "AttestationMiddleware", "requires_attestation", "attestation_required", "AttestationError",
-    "attestation_security", "add_attestation_exception_handler", "MemoryStateStore",
-    "RedisStateStore", "NONCE_PATH", "ATTEST_PATH", "AttestationResult", "AttestationProvider",
-    "NitroAttestationProvider", "SEVAttestationProvider", "MAAAttestationProvider",
-    "SGXAttestationProvider", "TDXAttestationProvider", "SimulatedAttestationProvider",
+    "AttestationMiddleware",
+    "requires_attestation",
+    "attestation_required",
+    "AttestationError",
+    "attestation_security",
+    "add_attestation_exception_handler",
+    "MemoryStateStore",
+    "RedisStateStore",
+    "NONCE_PATH",
+    "ATTEST_PATH",
+    "AttestationResult",
+    "AttestationProvider",
+    "NitroAttestationProvider",
+    "SEVAttestationProvider",
+    "MAAAttestationProvider",
+    "SGXAttestationProvider",
+    "TDXAttestationProvider",
+    "SimulatedAttestationProvider",
     # the §3 table, policy helpers, provider lookup and the protocol's constants
-    "ERROR_CLASSES", "check_policy", "policy_text", "canonical_tee_type", "provider_for",
-    "MAX_ATTEST_BODY", "MAX_EVIDENCE_HEADER", "NONCE_TTL", "PROOF_WINDOW_MS", "SESSION_GRACE",
+    "ERROR_CLASSES",
+    "check_policy",
+    "policy_text",
+    "canonical_tee_type",
+    "provider_for",
+    "MAX_ATTEST_BODY",
+    "MAX_EVIDENCE_HEADER",
+    "NONCE_TTL",
+    "PROOF_WINDOW_MS",
+    "SESSION_GRACE",
     "SESSION_INFO",
 ]
