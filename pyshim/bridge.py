@@ -230,11 +230,12 @@ def freeze_startup_objects():
     app) live as long as the process, yet every full collection walks them all.  Under load,
     requests in flight keep enough young objects alive that collections cascade into the old
     generation: a full walk every few thousand requests, which took the p99 of a FastAPI
-    route in session mode from 7.7 to 14.3 ms (bench/RESULTS.md).  gc.freeze() moves what start-up made into the permanent
-    generation, which collections skip (and, in a forked worker, no longer touch, so those
-    pages stay shared).  Garbage is collected first so it is not kept forever.  What requests
-    allocate is collected as usual; at shutdown run() unfreezes, so the interpreter's
-    finalization frees everything as before.  --no-gc-freeze turns this off."""
+    route in session mode from 7.7 to 14.3 ms (bench/RESULTS.md).  gc.freeze() moves what
+    start-up made into the permanent generation, which collections skip (and, in a forked
+    worker, no longer touch, so those pages stay shared).  Garbage is collected first so it
+    is not kept forever.  What requests allocate is collected as usual; at shutdown run()
+    unfreezes, so the interpreter's finalization frees everything as before.  --no-gc-freeze
+    turns this off."""
     gc.collect()
     gc.freeze()
 

@@ -257,6 +257,7 @@ class SessionClient:
     def __init__(self, base_url: str, server: str, connections: int, threads: int) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import x25519
+
         from shield_asgi import _native
 
         self.steady = max(16, 4 * connections)

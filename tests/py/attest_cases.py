@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 
-
 from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
 
 

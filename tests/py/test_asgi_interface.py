@@ -5,6 +5,7 @@ callables that return a coroutine), wsgi and unknown values are refused."""
 import subprocess
 
 import pytest
+
 from conftest import APPS_DIR, RawConn, http_request, scaled, shield_bin
 
 

@@ -6,6 +6,7 @@ after a real suspension."""
 import json
 
 import pytest
+
 from conftest import RawConn, http_request, wait_for
 
 APP = "app_tasks:app"

@@ -205,7 +205,8 @@ def test_cli_pcs_directory(tmp_path):
 
 
 def _native():
-    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this
+    interpreter.  An
     installed one that does not import, or lacks collateral=, fails the test: not a skip."""
     if importlib.util.find_spec("shield_asgi") is None:
         return None

@@ -555,7 +555,8 @@ def test_maa_generated(tmp_path, keys, jw):
 
 
 def _native():
-    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this
+    interpreter.  An
     installed one that does not import (a broken build) fails the tests that use it."""
     if importlib.util.find_spec("shield_asgi") is None:
         return None

@@ -162,7 +162,8 @@ def test_cli_policy_file(tmp_path):
             {
                 "nitro": {
                     "pcrs": {
-                        "0": "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b"
+                        "0": "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599"
+                        "936332687e6f66fc890ac8cf150142d8b"
                     }
                 }
             }
@@ -214,7 +215,8 @@ def test_cli_generated_root_untrusted(tmp_path):
 
 
 def _native():
-    """shield_asgi._native, or None when the shield_asgi package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this
+    interpreter.  An
     installed one that does not import (a broken build) fails the tests: not a skip."""
     if importlib.util.find_spec("shield_asgi") is None:
         return None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-import shutil
 import secrets
+import shutil
 import tempfile
 import time
 

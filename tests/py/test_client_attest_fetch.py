@@ -27,11 +27,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+
 import test_verify_fetch as tvf  # VectorServer (test CA, KDS/PCS/JWKS routes); skips sans vectors
 from attest_client import Session, b64e, error, get_nonce
 from conftest import SERVER_KIND, free_port, shield_bin
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import x25519
 from verify_cli import VECTORS
 
 pytestmark = [

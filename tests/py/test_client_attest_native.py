@@ -248,6 +248,7 @@ def test_mtls_mode(server, tmp_path_factory):
 
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+
     from tls_certs import make_pki
 
     pki = make_pki(tmp_path_factory.mktemp("pki"))

@@ -9,11 +9,11 @@ import shutil
 import httpx
 import pytest
 
+import test_client_attest as base  # noqa: F401 - sets XDG_DATA_HOME and the secret file
 from attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
     test_nonce_consumed_on_one_server_is_refused_by_the_other,
     test_session_shared_and_proofs_monotonic_across_servers,
 )
-import test_client_attest as base  # noqa: F401 - sets XDG_DATA_HOME and the secret file
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"

@@ -1,7 +1,6 @@
 """The `shield` binary: built into the venv, embeds that venv's interpreter, keeps its libuv and
 llhttp private (so uvloop's bundled libuv never interposes), clear CLI errors."""
 
-import json
 import os
 import shutil
 import subprocess

@@ -308,7 +308,8 @@ def run(fx, *args, ops, ca=True, timeout=30):
 
 NOW = int(time.time())
 CHIP = "ab" * 64
-TCB = "7300000000000304"  # ucode 0x73, snp 0, tee 3, bl 4 (u64 little-endian layout, printed big-endian)
+# ucode 0x73, snp 0, tee 3, bl 4 (u64 little-endian layout, printed big-endian)
+TCB = "7300000000000304"
 
 
 def test_jwks_discovery_memory_cache(fx):

@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+
 from conftest import IncompleteResponse, RawConn, http_request
 
 APP = "app_raw:app"

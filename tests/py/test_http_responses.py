@@ -4,6 +4,7 @@ http.response.start but before any body byte still gets its client a 500 (nothin
 the wire: the head goes out with the first body bytes)."""
 
 import pytest
+
 from conftest import RawConn, http_request, wait_for
 
 APP = "app_raw:app"

@@ -14,7 +14,6 @@ pydantic come from the package index at the versions pinned in requirements.txt.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import os

@@ -20,6 +20,7 @@ import time
 
 import httpx
 import pytest
+
 from conftest import (
     APPS_DIR,
     IS_UVICORN,

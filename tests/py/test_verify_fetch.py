@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import test_fetch as tf  # loopback HTTPS server + test CA (skips when cryptography is absent)
-
 from verify_cli import VECTORS, find_verify_cmd
 
 needs_vectors = pytest.mark.skipif(

@@ -179,7 +179,6 @@ def test_state_secret_same_in_every_worker(fresh_server):
     """Without --state-secret-file the supervisor makes one secret before forking: a nonce
     issued by any worker verifies on every worker."""
     from attest_client import evidence, get_nonce, header_mode
-
     from test_client_attest import DATA_HOME
 
     srv = fresh_server(
