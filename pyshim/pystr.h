@@ -69,15 +69,18 @@
   X(mode, "mode")                                                                             \
   X(session, "session")
 
-/* The methods scope["method"] takes from the table (others are decoded per request). */
+/* The methods scope["method"] takes from the table (others are decoded per request).  A list
+ * rather than an extern array: the scope builder's copy is static, so the compiler knows the
+ * names' lengths. */
+#define SH_PYSTR_METHOD_LIST(X) \
+  X("GET") X("POST") X("PUT") X("DELETE") X("HEAD") X("OPTIONS") X("PATCH") X("CONNECT") X("TRACE")
 #define SH_PYSTR_METHODS 9
-extern const char *const sh_pyshim__method_names[SH_PYSTR_METHODS];
 
 typedef struct sh_pystr_table {
 #define SH_PYSTR_FIELD(field, text) PyObject *field;
   SH_PYSTR_TABLE(SH_PYSTR_FIELD)
 #undef SH_PYSTR_FIELD
-  PyObject *methods[SH_PYSTR_METHODS]; /* in sh_pyshim__method_names' order */
+  PyObject *methods[SH_PYSTR_METHODS]; /* in SH_PYSTR_METHOD_LIST's order */
 } sh_pystr_table;
 
 extern sh_pystr_table sh_pyshim__str;

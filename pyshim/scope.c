@@ -38,10 +38,14 @@ static PyObject *decode_path(const char *p, size_t len) {
   return s;
 }
 
+#define SH_PYSTR_NAME(text) text,
+static const char *const method_names[SH_PYSTR_METHODS] = {SH_PYSTR_METHOD_LIST(SH_PYSTR_NAME)};
+#undef SH_PYSTR_NAME
+
 static PyObject *method_str(sh_iovec m) {
   for (size_t i = 0; i < SH_PYSTR_METHODS; i++) {
-    size_t n = strlen(sh_pyshim__method_names[i]);
-    if (m.len == n && memcmp(m.base, sh_pyshim__method_names[i], n) == 0)
+    size_t n = strlen(method_names[i]);
+    if (m.len == n && memcmp(m.base, method_names[i], n) == 0)
       return Py_NewRef(SH_STR(methods[i]));
   }
   return PyUnicode_DecodeLatin1(m.base, (Py_ssize_t)m.len, NULL);
