@@ -1,12 +1,12 @@
-"""The ASGI side of Shield's bridge (compiled into the `shield` binary as `_shield_bridge`).
+"""The Python side of Shield's bridge (compiled into the `shield` binary as `_shield_bridge`).
 
-The I/O thread (C, server/) parses HTTP and queues events; `_shield_server.take()` hands this
-thread one batch per wake-up, with each request's scope already built in C from interned keys.
-Here we run the app: one real asyncio Task per request, `receive()`/`send()` per ASGI 3.0
-(spec_version 2.3), lifespan with state, and graceful shutdown on SIGINT/SIGTERM.
-
-Why the protocol lives in Python: it is small, and it must interoperate with whatever the app
-does with asyncio (cancellation, contextvars, task groups).  Everything per-byte stays in C.
+The I/O thread (C, server/) parses HTTP and queues events (pyshim/handoff.c); the eventfd
+wakes this thread once per batch and `_shield_server.dispatch()` (pyshim/module.c) handles
+the whole batch in C: each request's scope built from interned keys (scope.c), its app run in
+a real asyncio Task with `receive()`/`send()` in C (request.c).  Here: loading the app, the
+event loop, the ASGI lifespan protocol with state, and graceful shutdown on SIGINT/SIGTERM,
+the parts that are small, once per process, and must interoperate with whatever the app does
+with asyncio.
 """
 
 import asyncio
