@@ -46,6 +46,26 @@ const char *sh_attest_reason_class(sh_attest_reason r)
     return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
 }
 
+/* protocol.md §3: the status of each error class. */
+static const struct {
+    const char *cls;
+    int status;
+} class_status[] = {
+    {"attestation_required", 401}, {"attestation_invalid", 401}, {"attestation_failed", 401},
+    {"attestation_policy", 403},   {"attestation_unavailable", 503},
+};
+
+int sh_attest_reason_status(sh_attest_reason r)
+{
+    const char *cls = sh_attest_reason_class(r);
+    if (cls == NULL)
+        return 0;
+    for (size_t i = 0; i < sizeof class_status / sizeof class_status[0]; i++)
+        if (strcmp(class_status[i].cls, cls) == 0)
+            return class_status[i].status;
+    return 401; /* unreachable: every class of the table above is listed */
+}
+
 /* Record the first failure only: the earliest (cheapest) check decides the reason. */
 int sh_attest__fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
 {

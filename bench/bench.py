@@ -119,11 +119,37 @@ class Case:
 
 
 CASE_KEYS = {
-    "name", "app", "method", "path", "headers", "body", "body_size", "body_file",
-    "expect_status", "expect_body", "expect_body_contains", "expect_json", "expect_json_subset",
-    "expect_echo", "expect_headers", "smoke", "memory", "servers", "requires", "server_args",
-    "env", "description", "request_factory", "order", "setup", "client", "rate_hint",
-    "baseline", "connections", "expect_plain_status", "like",
+    "name",
+    "app",
+    "method",
+    "path",
+    "headers",
+    "body",
+    "body_size",
+    "body_file",
+    "expect_status",
+    "expect_body",
+    "expect_body_contains",
+    "expect_json",
+    "expect_json_subset",
+    "expect_echo",
+    "expect_headers",
+    "smoke",
+    "memory",
+    "servers",
+    "requires",
+    "server_args",
+    "env",
+    "description",
+    "request_factory",
+    "order",
+    "setup",
+    "client",
+    "rate_hint",
+    "baseline",
+    "connections",
+    "expect_plain_status",
+    "like",
 }
 
 
@@ -152,11 +178,20 @@ def inherit(cases: list[dict], path: Path) -> list[dict]:
         if isinstance(d, dict) and "like" in d:
             base = by_name.get(d["like"])
             if base is None:
-                raise SystemExit(f"{path}: {d.get('name')}: \"like\": {d['like']!r} is not an "
-                                 "earlier case of this BENCH list")
+                raise SystemExit(
+                    f'{path}: {d.get("name")}: "like": {d["like"]!r} is not an '
+                    "earlier case of this BENCH list"
+                )
             own = {k: v for k, v in d.items() if k != "like"}
-            d = {**base, **{k: {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict)
-                            else v for k, v in own.items()}}
+            d = {
+                **base,
+                **{
+                    k: {**base[k], **v}
+                    if isinstance(v, dict) and isinstance(base.get(k), dict)
+                    else v
+                    for k, v in own.items()
+                },
+            }
         if isinstance(d, dict) and isinstance(d.get("name"), str):
             by_name[d["name"]] = d
         out.append(d)
@@ -186,20 +221,26 @@ def run_request_factory(module: str, func: str) -> dict:
 def make_case(path: Path, d: dict) -> Case:
     unknown = set(d) - CASE_KEYS
     if unknown:
-        raise SystemExit(f"{path}: unknown BENCH keys {sorted(unknown)} (known: {sorted(CASE_KEYS)})")
+        raise SystemExit(
+            f"{path}: unknown BENCH keys {sorted(unknown)} (known: {sorted(CASE_KEYS)})"
+        )
     module = path.stem
     if d.get("request_factory"):
         d = {**d, **run_request_factory(module, d["request_factory"])}
-    if d.get("memory") and (d.get("method", "GET").upper() != "GET" or
-                            any(k in d for k in ("body", "body_size", "body_file"))):
-        raise SystemExit(f"{path}: a \"memory\" case must be a plain GET")
+    if d.get("memory") and (
+        d.get("method", "GET").upper() != "GET"
+        or any(k in d for k in ("body", "body_size", "body_file"))
+    ):
+        raise SystemExit(f'{path}: a "memory" case must be a plain GET')
     if "body" in d:
         body = d["body"] if isinstance(d["body"], bytes) else str(d["body"]).encode()
     elif "body_file" in d:
         body = (APPS / d["body_file"]).read_bytes()
     elif "body_size" in d:
         n = int(d["body_size"])
-        body = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" * (n // 62 + 1))[:n]
+        body = (b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" * (n // 62 + 1))[
+            :n
+        ]
     else:
         body = b""
     name = d.get("name", module)
@@ -242,9 +283,15 @@ def make_case(path: Path, d: dict) -> Case:
 
 def native_case() -> Case:
     return Case(
-        name=NATIVE_CASE, module=None, expect={"expect_body": HELLO.decode()}, smoke=True,
-        memory=True, servers=["shield", "nginx"], order=1000,
-        description="native ceiling: shield --native-hello (C handler, no Python) vs nginx `return 200`",
+        name=NATIVE_CASE,
+        module=None,
+        expect={"expect_body": HELLO.decode()},
+        smoke=True,
+        memory=True,
+        servers=["shield", "nginx"],
+        order=1000,
+        description="native ceiling: shield --native-hello (C handler, no Python) "
+        "vs nginx `return 200`",
     )
 
 
@@ -265,7 +312,9 @@ def discover_cases() -> list[Case]:
 
 
 def case_servers(case: Case, selected: list[str]) -> list[str]:
-    allowed = case.servers or (["shield", "nginx"] if case.native else ["shield", "uvicorn", "granian"])
+    allowed = case.servers or (
+        ["shield", "nginx"] if case.native else ["shield", "uvicorn", "granian"]
+    )
     if not case.native:
         allowed = [s for s in allowed if s != "nginx"]  # nginx only serves the native ceiling
     return [s for s in selected if s in allowed]
@@ -274,7 +323,10 @@ def case_servers(case: Case, selected: list[str]) -> list[str]:
 def missing_requirements(case: Case) -> list[str]:
     if not case.requires:
         return []
-    code = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    code = (
+        "import importlib.util, sys; "
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    )
     r = subprocess.run([PY, "-c", code, *case.requires], capture_output=True, text=True, cwd=APPS)
     return r.stdout.split()
 
@@ -290,7 +342,8 @@ def lua_string(data: bytes) -> str:
 # order (thread k reads FILE.k), and reports how many it used.  When they run out it starts
 # over (the server then refuses the replays: non-2xx) and notes when that first happened, so
 # the harness can tell "ran out" from "answered wrongly" and size the next batch.
-REPLAY_LUA = r"""-- generated by bench/bench.py: replays prepared raw requests (cases with a "client")
+REPLAY_LUA = r"""-- generated by bench/bench.py:
+-- replays prepared raw requests (cases with a "client")
 local ffi = require("ffi")
 ffi.cdef[[
 typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
@@ -356,15 +409,18 @@ def write_lua(case: Case) -> None:
     if case.method == "GET" and not case.headers and not case.body:
         return
     (OUT / "lua").mkdir(parents=True, exist_ok=True)
-    lines = [f"-- generated by bench/bench.py for case {case.name}", f"wrk.method = {lua_string(case.method.encode())}"]
+    lines = [
+        f"-- generated by bench/bench.py for case {case.name}",
+        f"wrk.method = {lua_string(case.method.encode())}",
+    ]
     for k, v in case.headers.items():
         lines.append(f"wrk.headers[{lua_string(k.encode())}] = {lua_string(v.encode())}")
     if case.body:
         bodyfile = OUT / "lua" / f"{case.name}.body"
         bodyfile.write_bytes(case.body)
         lines += [
-            f"local f = assert(io.open({lua_string(str(bodyfile).encode())}, \"rb\"))",
-            "wrk.body = f:read(\"*a\")",  # wrk.format() adds Content-Length
+            f'local f = assert(io.open({lua_string(str(bodyfile).encode())}, "rb"))',
+            'wrk.body = f:read("*a")',  # wrk.format() adds Content-Length
             "f:close()",
         ]
     lua = OUT / "lua" / f"{case.name}.lua"
@@ -380,8 +436,15 @@ def run_setup(case: Case) -> None:
         f"sys.path.insert(0, {str(APPS)!r})\n"
         f"getattr(importlib.import_module({case.module!r}), {case.setup!r})({str(case.work)!r})\n"
     )
-    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=APPS, timeout=120,
-                       env=case_env(case), check=False)
+    r = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=APPS,
+        timeout=120,
+        env=case_env(case),
+        check=False,
+    )
     if r.returncode != 0:
         raise Failure(f"{case.module}.{case.setup}() failed:\n{r.stderr[-2000:]}")
 
@@ -392,7 +455,9 @@ def case_env(case: Case) -> dict:
     # VIRTUAL_ENV; without it, it would run without the venv's packages (uvloop, FastAPI).
     env.setdefault("VIRTUAL_ENV", str(VENV_BIN.parent))
     env.update(case.env)
-    env["PYTHONPATH"] = str(APPS) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(APPS) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
@@ -403,13 +468,28 @@ class ClientDriver:
     def __init__(self, case: Case, server: str, port: int, connections: int, threads: int):
         self.case = case
         self.logfile = OUT / "logs" / f"{case.name}-{server}-client.log"
-        cmd = [PY, str(BENCH_DIR / "bench_client.py"), case.module, case.client,
-               f"http://{HOST}:{port}", server, str(connections), str(threads)]
+        cmd = [
+            PY,
+            str(BENCH_DIR / "bench_client.py"),
+            case.module,
+            case.client,
+            f"http://{HOST}:{port}",
+            server,
+            str(connections),
+            str(threads),
+        ]
         with open(self.logfile, "wb") as logf:
             logf.write(("$ " + shlex.join(cmd) + "\n").encode())
             logf.flush()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=logf, cwd=APPS, env=case_env(case), text=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=logf,
+                cwd=APPS,
+                env=case_env(case),
+                text=True,
+            )
         try:
             self._reply(120)  # the client is made (sessions established, ...)
         except BaseException:
@@ -420,8 +500,10 @@ class ClientDriver:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            raise Failure(f"{self.case.client} ({self.case.module}) did not answer within {timeout:.0f} s "
-                          f"(log {self.logfile})")
+            raise Failure(
+                f"{self.case.client} ({self.case.module}) did not answer within {timeout:.0f} s "
+                f"(log {self.logfile})"
+            )
         d = json.loads(line)
         if "error" in d:
             raise Failure(f"{self.case.client}: {d['error']}\n{d.get('traceback', '')[-1500:]}")
@@ -505,15 +587,44 @@ def server_command(server: str, case: Case, port: int, shield_bin: str) -> list[
     if server == "shield":
         if not os.access(shield_bin, os.X_OK):
             raise NotInstalled(f"{shield_bin} not found")
-        common = ["--host", HOST, "--port", p, "--no-access-log", "--log-level", LOG_LEVEL,
-                  "--timeout-keep-alive", str(KEEPALIVE_S)]
+        common = [
+            "--host",
+            HOST,
+            "--port",
+            p,
+            "--no-access-log",
+            "--log-level",
+            LOG_LEVEL,
+            "--timeout-keep-alive",
+            str(KEEPALIVE_S),
+        ]
         if case.native:
             return [shield_bin, "--native-hello", *common]
         return [shield_bin, case.target(server), "--app-dir", str(APPS), *common]
     if server == "uvicorn":
-        return [PY, "-m", "uvicorn", case.target(server), "--app-dir", str(APPS), "--host", HOST, "--port", p,
-                "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", LOG_LEVEL, "--timeout-keep-alive", str(KEEPALIVE_S)]
+        return [
+            PY,
+            "-m",
+            "uvicorn",
+            case.target(server),
+            "--app-dir",
+            str(APPS),
+            "--host",
+            HOST,
+            "--port",
+            p,
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            LOG_LEVEL,
+            "--timeout-keep-alive",
+            str(KEEPALIVE_S),
+        ]
     if server == "granian":
         granian = VENV_BIN / "granian"
         if not granian.exists():
@@ -523,11 +634,31 @@ def server_command(server: str, case: Case, port: int, shield_bin: str) -> list[
         # backlog/workers = 1024: beyond that granian stops accepting), so it is raised to let the
         # idle-connection test open its connections; it does not matter at wrk's 64 connections.
         # --working-dir puts bench/apps on sys.path.
-        return [str(granian), "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
-                "--http", "1", "--host", HOST, "--port", p, "--log-level", LOG_LEVEL,
-                "--no-access-log", "--http1-header-read-timeout", "60000",
-                "--backpressure", str(GRANIAN_BACKPRESSURE),
-                "--working-dir", str(APPS), case.target(server)]
+        return [
+            str(granian),
+            "--interface",
+            "asgi",
+            "--loop",
+            "uvloop",
+            "--workers",
+            "1",
+            "--http",
+            "1",
+            "--host",
+            HOST,
+            "--port",
+            p,
+            "--log-level",
+            LOG_LEVEL,
+            "--no-access-log",
+            "--http1-header-read-timeout",
+            "60000",
+            "--backpressure",
+            str(GRANIAN_BACKPRESSURE),
+            "--working-dir",
+            str(APPS),
+            case.target(server),
+        ]
     if server == "nginx":
         nginx = shutil_which("nginx")
         if not nginx:
@@ -549,8 +680,15 @@ def label(server: str, case: Case) -> str:
 
 
 class Server:
-    def __init__(self, server: str, case: Case, cores: str | None, shield_bin: str,
-                 connections: int = 64, threads: int = 1):
+    def __init__(
+        self,
+        server: str,
+        case: Case,
+        cores: str | None,
+        shield_bin: str,
+        connections: int = 64,
+        threads: int = 1,
+    ):
         self.server, self.case = server, case
         self.connections, self.threads = connections, threads
         self.client: ClientDriver | None = None
@@ -568,14 +706,21 @@ class Server:
         with open(self.logfile, "wb") as logf:
             logf.write(("$ " + shlex.join(self.cmd) + "\n").encode())
             logf.flush()
-            self.proc = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=APPS, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=APPS,
+                env=env,
+                start_new_session=True,
+            )
         RUNNING.add(self)
         self.wait_ready(deadline_s)
         if self.case.client:  # the server is up: the client may prepare (e.g. sessions)
-            self.client = ClientDriver(self.case, self.server, self.port, self.connections,
-                                       self.threads)
+            self.client = ClientDriver(
+                self.case, self.server, self.port, self.connections, self.threads
+            )
             self.body_len = verify(self.port, self.case, self.client)
 
     def log_tail(self, n: int = 30) -> str:
@@ -583,7 +728,7 @@ class Server:
             lines = self.logfile.read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "\n".join("    | " + l for l in lines[-n:])
+        return "\n".join("    | " + line for line in lines[-n:])
 
     def wait_ready(self, deadline_s: float) -> None:
         """Wait until the server answers the case's request correctly (twice, one connection)."""
@@ -591,20 +736,29 @@ class Server:
         last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise Failure(f"{self.server} exited with status {self.proc.returncode} during start-up "
-                              f"(log {self.logfile}):\n{self.log_tail()}")
+                raise Failure(
+                    f"{self.server} exited with status {self.proc.returncode} during start-up "
+                    f"(log {self.logfile}):\n{self.log_tail()}"
+                )
             try:
                 if self.case.client:  # any answer will do; verify() with the client follows
                     plain_request(self.port, self.case)
                 else:
                     self.body_len = verify(self.port, self.case)
                 return
-            except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as e:
+            except (
+                ConnectionRefusedError,
+                ConnectionResetError,
+                http.client.RemoteDisconnected,
+            ) as e:
                 last = repr(e)
                 time.sleep(0.05)
             except socket.timeout as e:
                 last = repr(e)
-        raise Failure(f"{self.server} did not answer within {deadline_s:.0f} s ({last}); log:\n{self.log_tail()}")
+        raise Failure(
+            f"{self.server} did not answer within {deadline_s:.0f} s ({last}); "
+            f"log:\n{self.log_tail()}"
+        )
 
     def rss(self) -> int:
         return tree_rss(self.proc.pid)
@@ -691,7 +845,7 @@ def tree_rss(root: int) -> int:
                 stat = f.read()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(d))
     total, todo = 0, [root]
     while todo:
@@ -748,8 +902,10 @@ def verify(port: int, case: Case, client: ClientDriver | None = None) -> int:
     if case.expect_plain_status is not None:
         status, body = plain_request(port, case)
         if status != case.expect_plain_status:
-            raise Failure(f"without the client's headers: status {status}, expected "
-                          f"{case.expect_plain_status}; body {body[:200]!r}")
+            raise Failure(
+                f"without the client's headers: status {status}, expected "
+                f"{case.expect_plain_status}; body {body[:200]!r}"
+            )
     reqs = client.requests(2) if client else [None, None]
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
@@ -785,12 +941,26 @@ def parse_latency_ms(s: str) -> float:
     return float(m.group(1)) * UNIT[m.group(2)]
 
 
-def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
-            wrk_cores: str | None, script_args: list[str] | None = None,
-            server_pid: int | None = None) -> dict:
+def run_wrk(
+    case: Case,
+    port: int,
+    seconds: int,
+    connections: int,
+    threads: int,
+    wrk_cores: str | None,
+    script_args: list[str] | None = None,
+    server_pid: int | None = None,
+) -> dict:
     url = f"http://{HOST}:{port}{case.path}"
     cmd = (["taskset", "-c", wrk_cores] if wrk_cores else []) + [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
     if case.lua:
         cmd += ["-s", case.lua]
     cmd.append(url)
@@ -805,7 +975,9 @@ def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
     res: dict = {"cmd": shlex.join(cmd)}
     rd = re.search(r"requests in \S+, ([\d.]+)(B|KB|MB|GB|TB) read", out)
     if rd:
-        res["bytes_read"] = float(rd.group(1)) * 1024 ** ["B", "KB", "MB", "GB", "TB"].index(rd.group(2))
+        res["bytes_read"] = float(rd.group(1)) * 1024 ** ["B", "KB", "MB", "GB", "TB"].index(
+            rd.group(2)
+        )
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     n = re.search(r"(\d+) requests in", out)
     if not m or not n:
@@ -827,7 +999,9 @@ def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
     res["cpu_us"] = (cpu1 - cpu0) / res["requests"] * 1e6 if server_pid else float("nan")
     # the replay script's report (cases with a client): per thread, how many requests were
     # prepared, and after how many seconds they ran out (if they did)
-    rep = re.findall(r"^bench-client: thread \d+ prepared (\d+) wrapped (\d+) after (\S+) s$", out, re.MULTILINE)
+    rep = re.findall(
+        r"^bench-client: thread \d+ prepared (\d+) wrapped (\d+) after (\S+) s$", out, re.MULTILINE
+    )
     if rep:
         res["prepared"] = sum(int(p) for p, _, _ in rep)
         res["wrapped"] = sum(int(w) for _, w, _ in rep)
@@ -836,8 +1010,16 @@ def run_wrk(case: Case, port: int, seconds: int, connections: int, threads: int,
     return res
 
 
-def drive(case: Case, srv: Server, seconds: int, connections: int, threads: int,
-          wrk_cores: str | None, rate: float, measured: bool) -> dict:
+def drive(
+    case: Case,
+    srv: Server,
+    seconds: int,
+    connections: int,
+    threads: int,
+    wrk_cores: str | None,
+    rate: float,
+    measured: bool,
+) -> dict:
     """One wrk run.  For a case with a client, first has it prepare enough requests for
     `seconds` at `rate` req/s (x1.5); if a measured run uses them all up, it is repeated once
     with twice as many (a warm-up that runs out is only a warm-up)."""
@@ -850,8 +1032,10 @@ def drive(case: Case, srv: Server, seconds: int, connections: int, threads: int,
         info = srv.client.prepare_file(count, base, threads)
         valid = info.get("valid_for")
         if valid and info["seconds"] + seconds + 2 > valid:
-            raise Failure(f"preparing {count} requests took {info['seconds']:.0f} s: they would not "
-                          f"last a {seconds} s run (they are valid for {valid} s); use a shorter --duration")
+            raise Failure(
+                f"preparing {count} requests took {info['seconds']:.0f} s: they would not "
+                f"last a {seconds} s run (they are valid for {valid} s); use a shorter --duration"
+            )
         try:
             r = run_wrk(case, srv.port, seconds, connections, threads, wrk_cores, [str(base)], pid)
         finally:
@@ -865,19 +1049,24 @@ def drive(case: Case, srv: Server, seconds: int, connections: int, threads: int,
         if attempt == 1:
             # the rate until the run-out is a lower bound of the server's: size from it
             new = max(2 * count, int(r["rate_until_wrap"] * seconds * 1.5) + 2 * connections + 16)
-            log(f"    the {count} prepared requests ran out after "
-                f"{r['prepared'] / r['rate_until_wrap']:.1f} s; again with {new}")
+            log(
+                f"    the {count} prepared requests ran out after "
+                f"{r['prepared'] / r['rate_until_wrap']:.1f} s; again with {new}"
+            )
             count = new
-    raise Failure(f"the server answered faster than the {count} requests prepared could last "
-                  f"({r['rate_until_wrap']:,.0f} req/s until they ran out)")
+    raise Failure(
+        f"the server answered faster than the {count} requests prepared could last "
+        f"({r['rate_until_wrap']:,.0f} req/s until they ran out)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Idle keep-alive connection memory
 
 
-async def _open_idle(port: int, case: Case, n: int, concurrency: int = 64,
-                     deadline_s: float = 120.0) -> tuple[list, int]:
+async def _open_idle(
+    port: int, case: Case, n: int, concurrency: int = 64, deadline_s: float = 120.0
+) -> tuple[list, int]:
     """Open n connections, one complete GET on each; stop early after too many failures."""
     req = f"GET {case.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
     want = str(case.expect["expect_body"]).encode() if "expect_body" in case.expect else None
@@ -925,9 +1114,15 @@ async def _idle_memory(srv: Server, n: int, settle_s: float) -> dict:
     for _, w in conns:
         w.close()
     await asyncio.gather(*(w.wait_closed() for _, w in conns), return_exceptions=True)
-    return {"rss0": rss0, "rss1": rss1, "opened": len(conns), "failures": failures,
-            "alive": alive, "open_s": open_s,
-            "per_conn": (rss1 - rss0) / alive if alive else float("nan")}
+    return {
+        "rss0": rss0,
+        "rss1": rss1,
+        "opened": len(conns),
+        "failures": failures,
+        "alive": alive,
+        "open_s": open_s,
+        "per_conn": (rss1 - rss0) / alive if alive else float("nan"),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -963,8 +1158,10 @@ def fmt_ratio(x: float | None) -> str:
 
 
 def md_table(header: list[str], rows: list[list[str]], align: str) -> str:
-    out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|",
+    ]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -978,18 +1175,30 @@ def baseline_ratios(runs: list, base_runs: list) -> tuple:
     by_rep = {b.get("rep"): b for b in base_runs}
     pairs = [(r, by_rep[r["rep"]]) for r in runs if r.get("rep") in by_rep]
     if pairs:
-        return (statistics.median(r["rps"] / b["rps"] for r, b in pairs),
-                statistics.median(r["cpu_us"] / b["cpu_us"] for r, b in pairs))
-    med = lambda rs, k: statistics.median(x[k] for x in rs)
+        return (
+            statistics.median(r["rps"] / b["rps"] for r, b in pairs),
+            statistics.median(r["cpu_us"] / b["cpu_us"] for r, b in pairs),
+        )
+
+    def med(rs, k):
+        return statistics.median(x[k] for x in rs)
+
     return med(runs, "rps") / med(base_runs, "rps"), med(runs, "cpu_us") / med(base_runs, "cpu_us")
 
 
-def perf_table(case: Case, results: dict, pass_label: str, args, connections: int | None = None,
-               base_runs: dict | None = None) -> str:
+def perf_table(
+    case: Case,
+    results: dict,
+    pass_label: str,
+    args,
+    connections: int | None = None,
+    base_runs: dict | None = None,
+) -> str:
     """results: server -> {"runs": [...], "error": str|None}.  With a baseline case, two more
     columns: req/s and CPU/req against the baseline (baseline_ratios)."""
     base = case.baseline
     extra = 4 if base else 2
+
     def med(server, key):
         runs = results.get(server, {}).get("runs") or []
         return statistics.median(r[key] for r in runs) if runs else None
@@ -999,28 +1208,63 @@ def perf_table(case: Case, results: dict, pass_label: str, args, connections: in
     for server, res in results.items():
         runs = res.get("runs") or []
         if not runs:
-            rows.append([label(server, case), res.get("error", "failed"), "", "", "", "", "", ""] + [""] * extra)
+            rows.append(
+                [label(server, case), res.get("error", "failed"), "", "", "", "", "", ""]
+                + [""] * extra
+            )
             continue
         rps, p50, p99 = med(server, "rps"), med(server, "p50"), med(server, "p99")
         lo, hi = min(r["rps"] for r in runs), max(r["rps"] for r in runs)
         errors = sum(r["errors"] for r in runs)
         cpu = med(server, "cpu_us")
-        rows.append([
-            label(server, case), fmt_rps(rps), f"{fmt_rps(lo)}–{fmt_rps(hi)}", fmt_ms(p50), fmt_ms(p99),
-            fmt_ratio(rps / ref_rps if ref_rps else None), fmt_ratio(p99 / ref_p99 if ref_p99 else None),
-            str(errors), fmt_us(cpu), fmt_ratio(cpu / ref_cpu if ref_cpu else None)])
+        rows.append(
+            [
+                label(server, case),
+                fmt_rps(rps),
+                f"{fmt_rps(lo)}–{fmt_rps(hi)}",
+                fmt_ms(p50),
+                fmt_ms(p99),
+                fmt_ratio(rps / ref_rps if ref_rps else None),
+                fmt_ratio(p99 / ref_p99 if ref_p99 else None),
+                str(errors),
+                fmt_us(cpu),
+                fmt_ratio(cpu / ref_cpu if ref_cpu else None),
+            ]
+        )
         if base:
-            rows[-1] += [fmt_ratio(x) for x in baseline_ratios(runs, (base_runs or {}).get(
-                (base, pass_label, server)) or [])]
-    conns = f", {connections} connections" if connections and connections != args.connections else ""
+            rows[-1] += [
+                fmt_ratio(x)
+                for x in baseline_ratios(
+                    runs, (base_runs or {}).get((base, pass_label, server)) or []
+                )
+            ]
+    conns = (
+        f", {connections} connections" if connections and connections != args.connections else ""
+    )
     title = f"### {case.name} — {case.request_line()} ({pass_label}{conns})"
     if case.description:
         title += f"\n\n{case.description}"
-    return title + "\n\n" + md_table(
-        ["server", "req/s (median)", "req/s min–max", "p50", "p99", "req/s ÷ shield", "p99 ÷ shield", "errors",
-         "CPU/req", "CPU/req ÷ shield"]
-        + ([f"req/s ÷ {base}", f"CPU/req ÷ {base}"] if base else []),
-        rows, "lrrrrrrr" + "r" * extra)
+    return (
+        title
+        + "\n\n"
+        + md_table(
+            [
+                "server",
+                "req/s (median)",
+                "req/s min–max",
+                "p50",
+                "p99",
+                "req/s ÷ shield",
+                "p99 ÷ shield",
+                "errors",
+                "CPU/req",
+                "CPU/req ÷ shield",
+            ]
+            + ([f"req/s ÷ {base}", f"CPU/req ÷ {base}"] if base else []),
+            rows,
+            "lrrrrrrr" + "r" * extra,
+        )
+    )
 
 
 def memory_table(mem: dict, cases: dict, n: int) -> str:
@@ -1036,14 +1280,38 @@ def memory_table(mem: dict, cases: dict, n: int) -> str:
             rows.append([label(server, case), case.name, m["error"], "", "", "", "", ""])
             continue
         r = ref.get(case.native)
-        rows.append([label(server, case), case.name, fmt_bytes(m["rss0"]), fmt_bytes(m["rss1"]),
-                     f"{m['per_conn']:,.0f} B", f"{m['alive']}/{n}" + (f" ({m['failures']} failed)" if m["failures"] else ""),
-                     f"{m['open_s']:.1f} s", fmt_ratio(m["per_conn"] / r if r else None)])
-    return (f"### Idle keep-alive connections: RSS with {n:,} connections (server on its pinned core)\n\n"
-            "Each connection made one complete request, then stayed open and idle. RSS is the sum of "
-            "VmRSS over the server's process tree.\n\n"
-            + md_table(["server", "app", "RSS before", f"RSS with {n:,} conns", "bytes/conn", "still open",
-                        "time to open", "bytes/conn ÷ shield"], rows, "llrrrrrr"))
+        rows.append(
+            [
+                label(server, case),
+                case.name,
+                fmt_bytes(m["rss0"]),
+                fmt_bytes(m["rss1"]),
+                f"{m['per_conn']:,.0f} B",
+                f"{m['alive']}/{n}" + (f" ({m['failures']} failed)" if m["failures"] else ""),
+                f"{m['open_s']:.1f} s",
+                fmt_ratio(m["per_conn"] / r if r else None),
+            ]
+        )
+    return (
+        f"### Idle keep-alive connections: RSS with {n:,} connections "
+        "(server on its pinned core)\n\n"
+        "Each connection made one complete request, then stayed open and idle. RSS is the sum of "
+        "VmRSS over the server's process tree.\n\n"
+        + md_table(
+            [
+                "server",
+                "app",
+                "RSS before",
+                f"RSS with {n:,} conns",
+                "bytes/conn",
+                "still open",
+                "time to open",
+                "bytes/conn ÷ shield",
+            ],
+            rows,
+            "llrrrrrr",
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1074,8 +1342,14 @@ def machine_info() -> dict:
                 mem = f"{int(line.split()[1]) // 1024} MiB"
     except OSError:
         pass
-    return {"host": platform.node(), "nproc": str(os.cpu_count()), "cpu": cpu, "kernel": platform.release(),
-            "memory": mem, "loadavg": open("/proc/loadavg").read().split()[:3]}
+    return {
+        "host": platform.node(),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "memory": mem,
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+    }
 
 
 def versions(shield_bin: str) -> dict:
@@ -1091,7 +1365,11 @@ def versions(shield_bin: str) -> dict:
         v = json.loads(cmd_out([PY, "-c", code]).splitlines()[-1])
     except (ValueError, IndexError):
         v = {}
-    v["shield"] = cmd_out([shield_bin, "--version"]).splitlines()[0] if os.access(shield_bin, os.X_OK) else "not installed"
+    v["shield"] = (
+        cmd_out([shield_bin, "--version"]).splitlines()[0]
+        if os.access(shield_bin, os.X_OK)
+        else "not installed"
+    )
     ng = shutil_which("nginx")
     v["nginx"] = cmd_out([ng, "-v"]).replace("nginx version: ", "") if ng else "not installed"
     v["wrk"] = (cmd_out(["wrk", "-v"]).splitlines() or ["?"])[0].split(" Copyright")[0]
@@ -1105,25 +1383,50 @@ def versions(shield_bin: str) -> dict:
 
 
 def parse_args(argv: list[str]):
-    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true",
-                    help="harness check for CI: 1 s runs, 1 repetition, smoke cases only, 200 idle "
-                         "connections, no RESULTS.md append; exits non-zero on any failure")
+    ap = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="harness check for CI: 1 s runs, 1 repetition, smoke cases only, 200 idle "
+        "connections, no RESULTS.md append; exits non-zero on any failure",
+    )
     ap.add_argument("--cases", help="comma-separated case names (default: all; see --list)")
-    ap.add_argument("--servers", default=",".join(ALL_SERVERS),
-                    help=f"comma-separated servers (default: {','.join(ALL_SERVERS)})")
-    ap.add_argument("--duration", type=int, help="seconds per measured wrk run (default 10; smoke 1)")
-    ap.add_argument("--warmup", type=int, help="seconds of wrk warm-up after each start (default 3; smoke 1)")
-    ap.add_argument("--repeat", type=int, help="measured runs per server and case (default 3; smoke 1)")
+    ap.add_argument(
+        "--servers",
+        default=",".join(ALL_SERVERS),
+        help=f"comma-separated servers (default: {','.join(ALL_SERVERS)})",
+    )
+    ap.add_argument(
+        "--duration", type=int, help="seconds per measured wrk run (default 10; smoke 1)"
+    )
+    ap.add_argument(
+        "--warmup", type=int, help="seconds of wrk warm-up after each start (default 3; smoke 1)"
+    )
+    ap.add_argument(
+        "--repeat", type=int, help="measured runs per server and case (default 3; smoke 1)"
+    )
     ap.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
-    ap.add_argument("--both-cores", action="store_true",
-                    help="also run every case with the server allowed both cores (taskset -c 0,1)")
-    ap.add_argument("--memory-connections", type=int,
-                    help="idle keep-alive connections for the RSS test (default 10000; smoke 200; 0 = skip)")
-    ap.add_argument("--no-append", action="store_true", help="do not append the run to bench/RESULTS.md")
-    ap.add_argument("--shield", default=str(VENV_BIN / "shield"), help="shield binary (default .venv/bin/shield)")
+    ap.add_argument(
+        "--both-cores",
+        action="store_true",
+        help="also run every case with the server allowed both cores (taskset -c 0,1)",
+    )
+    ap.add_argument(
+        "--memory-connections",
+        type=int,
+        help="idle keep-alive connections for the RSS test (default 10000; smoke 200; 0 = skip)",
+    )
+    ap.add_argument(
+        "--no-append", action="store_true", help="do not append the run to bench/RESULTS.md"
+    )
+    ap.add_argument(
+        "--shield",
+        default=str(VENV_BIN / "shield"),
+        help="shield binary (default .venv/bin/shield)",
+    )
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     a = ap.parse_args(argv)
     a.duration = a.duration or (1 if a.smoke else 10)
@@ -1208,7 +1511,8 @@ class Runner:
         srv = None
         # smoke: only these servers are driven by wrk; the others only answer
         verify_only = case.verify_only or (
-            args.smoke and case.smoke_servers is not None and s not in case.smoke_servers)
+            args.smoke and case.smoke_servers is not None and s not in case.smoke_servers
+        )
         try:
             # a client made for a start without load prepares for 1 connection
             srv = Server(s, case, cores, args.shield, 1 if verify_only else conns, args.threads)
@@ -1235,14 +1539,22 @@ class Runner:
             if r["non2xx"]:
                 raise Failure(f"{r['non2xx']} non-2xx responses under load")
             if "bytes_read" in r and r["bytes_read"] / r["requests"] < 0.98 * srv.body_len:
-                raise Failure(f"wrk read {r['bytes_read'] / r['requests']:.0f} bytes per response, "
-                              f"less than the {srv.body_len}-byte body checked before the run")
+                raise Failure(
+                    f"wrk read {r['bytes_read'] / r['requests']:.0f} bytes per response, "
+                    f"less than the {srv.body_len}-byte body checked before the run"
+                )
             verify(srv.port, case, srv.client)  # still correct after the load
             res["runs"].append(r)
-            log(f"{tag} {fmt_rps(r['rps'])} req/s, p50 {fmt_ms(r['p50'])}, "
-                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}, server CPU {fmt_us(r['cpu_us'])}/req"
-                + (f" ({r['prepared']} requests prepared in {r['prepare_s']:.1f} s)"
-                   if case.client else ""))
+            log(
+                f"{tag} {fmt_rps(r['rps'])} req/s, p50 {fmt_ms(r['p50'])}, "
+                f"p99 {fmt_ms(r['p99'])}, errors {r['errors']}, "
+                f"server CPU {fmt_us(r['cpu_us'])}/req"
+                + (
+                    f" ({r['prepared']} requests prepared in {r['prepare_s']:.1f} s)"
+                    if case.client
+                    else ""
+                )
+            )
         except NotInstalled as e:
             res["error"] = "not installed"
             log(f"{tag} not installed: {e}")
@@ -1250,7 +1562,9 @@ class Runner:
                 self.failures.append(f"{case.name}/{s}: not installed ({e})")
         except (Failure, OSError, subprocess.TimeoutExpired) as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
-            res["error"] = "FAILED: " + (first[:80] + "…" if len(first) > 80 else first).replace("|", "/")
+            res["error"] = "FAILED: " + (first[:80] + "…" if len(first) > 80 else first).replace(
+                "|", "/"
+            )
             log(f"{tag} FAILED: {e}")
             self.failures.append(f"{case.name}/{s}: {first}")
         finally:
@@ -1271,12 +1585,19 @@ def main(argv: list[str]) -> int:
     cases = discover_cases()
     if args.list:
         for c in cases:
-            print(f"{c.name:24} {c.request_line():28} servers={','.join(case_servers(c, ALL_SERVERS))}"
-                  f"{('  [smoke: ' + ','.join(c.smoke_servers) + ']') if c.smoke_servers else '  [smoke]' if c.smoke else ''}"
-                  f"{'  [memory]' if c.memory else ''}"
-                  f"{f'  [client {c.client}]' if c.client else ''}"
-                  f"{f'  [-c{c.connections}]' if c.connections else ''}"
-                  f"{f'  [÷ {c.baseline}]' if c.baseline else ''}")
+            if c.smoke_servers:
+                smoke = "  [smoke: " + ",".join(c.smoke_servers) + "]"
+            else:
+                smoke = "  [smoke]" if c.smoke else ""
+            print(
+                f"{c.name:24} {c.request_line():28} "
+                f"servers={','.join(case_servers(c, ALL_SERVERS))}"
+                f"{smoke}"
+                f"{'  [memory]' if c.memory else ''}"
+                f"{f'  [client {c.client}]' if c.client else ''}"
+                f"{f'  [-c{c.connections}]' if c.connections else ''}"
+                f"{f'  [÷ {c.baseline}]' if c.baseline else ''}"
+            )
         return 0
     if args.cases:
         wanted = [n.strip() for n in args.cases.split(",") if n.strip()]
@@ -1298,9 +1619,16 @@ def main(argv: list[str]) -> int:
     GRANIAN_BACKPRESSURE = max(GRANIAN_BACKPRESSURE, args.memory_connections + 1024)
     server_core, both_cores, wrk_core = pick_cores()
     if wrk_core is not None:
-        os.sched_setaffinity(0, {int(wrk_core)})  # the harness's own client work stays off the server core
+        os.sched_setaffinity(
+            0, {int(wrk_core)}
+        )  # the harness's own client work stays off the server core
 
-    passes = [(server_core, f"server on core {server_core}, wrk on core {wrk_core}" if server_core else "unpinned")]
+    passes = [
+        (
+            server_core,
+            f"server on core {server_core}, wrk on core {wrk_core}" if server_core else "unpinned",
+        )
+    ]
     if args.both_cores and both_cores:
         passes.append((both_cores, f"server on cores {both_cores}, wrk on core {wrk_core}"))
 
@@ -1345,14 +1673,22 @@ def main(argv: list[str]) -> int:
                         srv = Server(s, case, server_core, args.shield)
                         srv.start()
                         time.sleep(0.3)
-                        m = asyncio.run(_idle_memory(srv, args.memory_connections, 0.5 if args.smoke else 2.0))
+                        m = asyncio.run(
+                            _idle_memory(srv, args.memory_connections, 0.5 if args.smoke else 2.0)
+                        )
                         if srv.proc.poll() is not None:
                             raise Failure(f"{s} died during the memory test:\n{srv.log_tail()}")
                         mem[(s, case.name)] = m
-                        log(f"{tag} {m['alive']}/{args.memory_connections} open, "
-                            f"{fmt_bytes(m['rss0'])} -> {fmt_bytes(m['rss1'])}, {m['per_conn']:,.0f} B/conn")
+                        log(
+                            f"{tag} {m['alive']}/{args.memory_connections} open, "
+                            f"{fmt_bytes(m['rss0'])} -> {fmt_bytes(m['rss1'])}, "
+                            f"{m['per_conn']:,.0f} B/conn"
+                        )
                         if m["alive"] < args.memory_connections:
-                            failures.append(f"memory/{s}: only {m['alive']}/{args.memory_connections} connections stayed open")
+                            failures.append(
+                                f"memory/{s}: only {m['alive']}/{args.memory_connections} "
+                                "connections stayed open"
+                            )
                     except NotInstalled as e:
                         mem[(s, case.name)] = {"error": "not installed"}
                         if args.smoke:
@@ -1392,14 +1728,31 @@ def append_results(args, argv, started_at, elapsed, sections, failures) -> None:
         "",
         f"- command: `bench/run {shlex.join(argv)}`".replace("`bench/run `", "`bench/run`"),
         f"- machine: {mi['nproc']} CPUs, {mi['cpu']}, {mi['memory']} RAM, Linux {mi['kernel']}; "
-        f"load average (1/5/15 min) at the start {args.load_start}, at the end {' '.join(mi['loadavg'])}",
-        "- versions: " + ", ".join(f"{k} {v[k]}" for k in
-                                   ("shield", "uvicorn", "granian", "nginx", "wrk", "python",
-                                    "uvloop", "httptools", "fastapi", "pydantic") if k in v),
-        f"- method: wrk -t{args.threads} -c{args.connections}, keep-alive, {args.warmup} s warm-up then "
+        f"load average (1/5/15 min) at the start {args.load_start}, "
+        f"at the end {' '.join(mi['loadavg'])}",
+        "- versions: "
+        + ", ".join(
+            f"{k} {v[k]}"
+            for k in (
+                "shield",
+                "uvicorn",
+                "granian",
+                "nginx",
+                "wrk",
+                "python",
+                "uvloop",
+                "httptools",
+                "fastapi",
+                "pydantic",
+            )
+            if k in v
+        ),
+        f"- method: wrk -t{args.threads} -c{args.connections}, keep-alive, "
+        f"{args.warmup} s warm-up then "
         f"{args.duration} s measured, {args.repeat} repetitions round-robin over the servers "
-        f"(fresh server process each; a case and its baseline take turns, and \"÷ baseline\" is the "
-        f"median of back-to-back pairs), median shown; access logs off, log level {LOG_LEVEL}, 1 worker",
+        f'(fresh server process each; a case and its baseline take turns, and "÷ baseline" is the '
+        "median of back-to-back pairs), median shown; access logs off, "
+        f"log level {LOG_LEVEL}, 1 worker",
         f"- duration of the whole run: {elapsed:.0f} s",
         "",
         *[s + "\n" for s in sections],

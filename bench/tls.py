@@ -50,23 +50,65 @@ def free_port() -> int:
 def make_cert(d: Path) -> tuple[Path, Path]:
     cert, key = d / "cert.pem", d / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 def cmd_for(server: str, case: str, port: int, cert: Path, key: Path, shield_bin: str) -> list[str]:
     tls = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-    common = ["--host", HOST, "--port", str(port), "--no-access-log", "--log-level", "warning",
-              "--timeout-keep-alive", "600"]
+    common = [
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--timeout-keep-alive",
+        "600",
+    ]
     if server == "shield":
         if case == "native":
             return [shield_bin, "--native-hello", *common, *tls]
         return [shield_bin, f"{case}:app", "--app-dir", str(APPS), *common, *tls]
-    return [PY, "-m", "uvicorn", f"{case}:app", "--app-dir", str(APPS), "--workers", "1", "--loop",
-            "uvloop", "--http", "httptools", *common, *tls]
+    return [
+        PY,
+        "-m",
+        "uvicorn",
+        f"{case}:app",
+        "--app-dir",
+        str(APPS),
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        *common,
+        *tls,
+    ]
 
 
 def path_for(case: str) -> str:
@@ -86,8 +128,10 @@ def wait_ready(proc: subprocess.Popen, port: int, path: str, deadline_s: float =
         if proc.poll() is not None:
             raise SystemExit(f"server exited with {proc.returncode}")
         try:
-            with socket.create_connection((HOST, port), timeout=1) as raw, \
-                    ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            with (
+                socket.create_connection((HOST, port), timeout=1) as raw,
+                ctx.wrap_socket(raw, server_hostname="localhost") as s,
+            ):
                 s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
                 data = b""
                 while chunk := s.recv(65536):
@@ -117,7 +161,9 @@ def run_wrk(url: str, seconds: int, conns: int, close: bool, core: str | None) -
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--cases", default="native,raw_hello,fastapi_json")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -132,19 +178,31 @@ def main(argv: list[str]) -> int:
     if args.smoke:
         args.duration, args.warmup, args.repeat, args.no_append = 1, 1, 1, True
     cpus = sorted(os.sched_getaffinity(0))
-    passes = [("0", "1", "server on core 0, wrk on core 1")] if len(cpus) >= 2 else [(None, None, "unpinned")]
+    passes = (
+        [("0", "1", "server on core 0, wrk on core 1")]
+        if len(cpus) >= 2
+        else [(None, None, "unpinned")]
+    )
     if len(cpus) >= 2 and not args.one_pass:
         passes.append(("0,1", "1", "server on cores 0,1, wrk on core 1"))
 
     tmp = Path(tempfile.mkdtemp(prefix="shield-tls-bench-"))
     cert, key = make_cert(tmp)
-    report = [f"## TLS — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              "", f"P-256 ECDSA certificate, wrk -t1 -c{args.connections} (keep-alive) / "
-              f"-c{args.handshake_connections} with `Connection: close` (a full handshake per "
-              f"request), {args.duration} s × {args.repeat}, medians.", ""]
+    report = [
+        f"## TLS — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"P-256 ECDSA certificate, wrk -t1 -c{args.connections} (keep-alive) / "
+        f"-c{args.handshake_connections} with `Connection: close` (a full handshake per "
+        f"request), {args.duration} s × {args.repeat}, medians.",
+        "",
+    ]
     for core, wrk_core, label in passes:
-        report += [f"### {label}", "", "| case | mode | shield req/s | uvicorn req/s | shield/uvicorn |",
-                   "|---|---|--:|--:|--:|"]
+        report += [
+            f"### {label}",
+            "",
+            "| case | mode | shield req/s | uvicorn req/s | shield/uvicorn |",
+            "|---|---|--:|--:|--:|",
+        ]
         for case in args.cases.split(","):
             res: dict = {}
             servers = ["shield"] if case == "native" else ["shield", "uvicorn"]
@@ -157,15 +215,23 @@ def main(argv: list[str]) -> int:
                     logf = open(tmp / f"{case}-{server}.log", "ab")
                     # a shield outside the venv (a build dir) finds the venv's packages this way
                     env = dict(os.environ, VIRTUAL_ENV=str(ROOT / ".venv"))
-                    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                    proc = subprocess.Popen(
+                        cmd,
+                        stdout=logf,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                     try:
                         path = path_for(case)
                         wait_ready(proc, port, path)
                         url = f"https://{HOST}:{port}{path}"
                         run_wrk(url, args.warmup, args.connections, False, wrk_core)
-                        for mode, close, conns in (("keep-alive", False, args.connections),
-                                                   ("handshakes", True, args.handshake_connections)):
+                        for mode, close, conns in (
+                            ("keep-alive", False, args.connections),
+                            ("handshakes", True, args.handshake_connections),
+                        ):
                             rps = run_wrk(url, args.duration, conns, close, wrk_core)
                             res.setdefault((mode, server), []).append(rps)
                             print(f"{label} {case} {mode} {server}: {rps:.0f} req/s", flush=True)
@@ -184,7 +250,9 @@ def main(argv: list[str]) -> int:
                 s = statistics.median(res[(mode, "shield")])
                 u = statistics.median(res[(mode, "uvicorn")]) if (mode, "uvicorn") in res else None
                 ratio = f"{s / u:.2f}×" if u else "—"
-                report.append(f"| {case} | {mode} | {s:,.0f} | {f'{u:,.0f}' if u else '—'} | {ratio} |")
+                report.append(
+                    f"| {case} | {mode} | {s:,.0f} | {f'{u:,.0f}' if u else '—'} | {ratio} |"
+                )
         report.append("")
     text = "\n".join(report)
     print(text)

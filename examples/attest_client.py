@@ -23,7 +23,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from shield import _native
+from shield_asgi import _native
 
 
 def b64e(b: bytes) -> str:
@@ -43,9 +43,14 @@ def nonce(c: httpx.Client) -> bytes:
 def header_mode(c: httpx.Client) -> None:
     n = nonce(c)
     ev = _native.simulated_evidence(n, None, at=time.time())
-    r = c.get("/whoami", headers={"X-Attestation-Type": "simulated",
-                                  "X-Attestation-Nonce": b64e(n),
-                                  "X-Attestation-Token": base64.b64encode(ev).decode()})
+    r = c.get(
+        "/whoami",
+        headers={
+            "X-Attestation-Type": "simulated",
+            "X-Attestation-Nonce": b64e(n),
+            "X-Attestation-Token": base64.b64encode(ev).decode(),
+        },
+    )
     print("header mode  ->", r.status_code, r.json())
     again = c.get("/whoami", headers=r.request.headers)
     print("same again   ->", again.status_code, again.json())  # the nonce was consumed
@@ -53,24 +58,37 @@ def header_mode(c: httpx.Client) -> None:
 
 def session_mode(c: httpx.Client) -> None:
     sk = x25519.X25519PrivateKey.generate()
-    spki = sk.public_key().public_bytes(serialization.Encoding.DER,
-                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = sk.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     n = nonce(c)
     ev = _native.simulated_evidence(n, spki, at=time.time())
-    r = c.post("/.well-known/shield/attest", json={
-        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n), "public_key": b64e(spki)})
+    r = c.post(
+        "/.well-known/shield/attest",
+        json={
+            "type": "simulated",
+            "evidence": b64e(ev),
+            "nonce": b64e(n),
+            "public_key": b64e(spki),
+        },
+    )
     r.raise_for_status()
     body = r.json()
-    raw = sk.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                           serialization.NoEncryption())
-    key = _native.hpke_open(raw, b64d(body["enc"]), b64d(body["sealed_key"]),
-                            b"shield-session-v1")
+    raw = sk.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    key = _native.hpke_open(raw, b64d(body["enc"]), b64d(body["sealed_key"]), b"shield-session-v1")
     for _ in range(2):
         t = str(int(time.time() * 1000))
         msg = b"\0".join([b"shield-proof-v1", t.encode(), b"GET", b"/whoami", b""])
         mac = hmac.new(key, msg, hashlib.sha256).digest()
-        r = c.get("/whoami", headers={"X-Attestation-Session": body["session"],
-                                      "X-Attestation-Proof": f"t={t}, mac={b64e(mac)}"})
+        r = c.get(
+            "/whoami",
+            headers={
+                "X-Attestation-Session": body["session"],
+                "X-Attestation-Proof": f"t={t}, mac={b64e(mac)}",
+            },
+        )
         print("session mode ->", r.status_code, r.json())
         time.sleep(0.002)
 

@@ -57,6 +57,11 @@ async def whoami(request: Request) -> dict:
     att = getattr(request.state, "attestation", None)
     if att is None:
         return {"attested": False}
-    return {"attested": True, "tee_type": att.tee_type, "mode": att.mode,
-            "session": att.session, "measurements": att.measurements,
-            "policy_sha256": att.policy_sha256}
+    return {
+        "attested": True,
+        "tee_type": att.tee_type,
+        "mode": att.mode,
+        "session": att.session,
+        "measurements": att.measurements,
+        "policy_sha256": att.policy_sha256,
+    }

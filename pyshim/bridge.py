@@ -1,12 +1,12 @@
-"""The ASGI side of Shield's bridge (compiled into the `shield` binary as `_shield_bridge`).
+"""The Python side of Shield's bridge (compiled into the `shield` binary as `_shield_bridge`).
 
-The I/O thread (C, server/) parses HTTP and queues events; `_shield_server.take()` hands this
-thread one batch per wake-up, with each request's scope already built in C from interned keys.
-Here we run the app: one real asyncio Task per request, `receive()`/`send()` per ASGI 3.0
-(spec_version 2.3), lifespan with state, and graceful shutdown on SIGINT/SIGTERM.
-
-Why the protocol lives in Python: it is small, and it must interoperate with whatever the app
-does with asyncio (cancellation, contextvars, task groups).  Everything per-byte stays in C.
+The I/O thread (C, server/) parses HTTP and queues events (pyshim/handoff.c); the eventfd
+wakes this thread once per batch and `_shield_server.dispatch()` (pyshim/module.c) handles
+the whole batch in C: each request's scope built from interned keys (scope.c), its app run in
+a real asyncio Task with `receive()`/`send()` in C (request.c).  Here: loading the app, the
+event loop, the ASGI lifespan protocol with state, and graceful shutdown on SIGINT/SIGTERM,
+the parts that are small, once per process, and must interoperate with whatever the app does
+with asyncio.
 """
 
 import asyncio
@@ -41,8 +41,11 @@ async def receive_slow(req):
 
 
 def log_exception(exc):
-    log(ERROR, "Exception in ASGI application\n" +
-        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    log(
+        ERROR,
+        "Exception in ASGI application\n"
+        + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
 
 
 class ASGI2Middleware:
@@ -94,8 +97,11 @@ class Lifespan:
             log(INFO, "Application shutdown complete.")
 
     async def main(self):
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-                 "state": self.state}
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
         try:
             await self.app(scope, self.receive, self.send)
         except BaseException as exc:
@@ -105,8 +111,11 @@ class Lifespan:
             if self.mode == "auto":
                 log(INFO, "ASGI 'lifespan' protocol appears unsupported.")
             else:
-                log(ERROR, "Exception in 'lifespan' protocol\n" +
-                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+                log(
+                    ERROR,
+                    "Exception in 'lifespan' protocol\n"
+                    + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                )
         finally:
             self.startup_event.set()
             self.shutdown_event.set()
@@ -221,11 +230,12 @@ def freeze_startup_objects():
     app) live as long as the process, yet every full collection walks them all.  Under load,
     requests in flight keep enough young objects alive that collections cascade into the old
     generation: a full walk every few thousand requests, which took the p99 of a FastAPI
-    route in session mode from 7.7 to 14.3 ms (bench/RESULTS.md).  gc.freeze() moves what start-up made into the permanent
-    generation, which collections skip (and, in a forked worker, no longer touch, so those
-    pages stay shared).  Garbage is collected first so it is not kept forever.  What requests
-    allocate is collected as usual; at shutdown run() unfreezes, so the interpreter's
-    finalization frees everything as before.  --no-gc-freeze turns this off."""
+    route in session mode from 7.7 to 14.3 ms (bench/RESULTS.md).  gc.freeze() moves what
+    start-up made into the permanent generation, which collections skip (and, in a forked
+    worker, no longer touch, so those pages stay shared).  Garbage is collected first so it
+    is not kept forever.  What requests allocate is collected as usual; at shutdown run()
+    unfreezes, so the interpreter's finalization frees everything as before.  --no-gc-freeze
+    turns this off."""
     gc.collect()
     gc.freeze()
 
@@ -258,8 +268,9 @@ def load_env_file(path):
 def import_app(spec, factory):
     module_name, sep, attrs = spec.partition(":")
     if not sep or not module_name or not attrs:
-        raise SystemExit(f'shield: error: import string "{spec}" must be in format '
-                         '"<module>:<attribute>".')
+        raise SystemExit(
+            f'shield: error: import string "{spec}" must be in format "<module>:<attribute>".'
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -271,8 +282,9 @@ def import_app(spec, factory):
         for attr in attrs.split("."):
             obj = getattr(obj, attr)
     except AttributeError:
-        raise SystemExit(f'shield: error: attribute "{attrs}" not found in module '
-                         f'"{module_name}".') from None
+        raise SystemExit(
+            f'shield: error: attribute "{attrs}" not found in module "{module_name}".'
+        ) from None
     if factory:
         try:
             obj = obj()
@@ -325,8 +337,9 @@ def new_loop(kind):
             return uvloop.new_event_loop()
         except ImportError:
             if kind == "uvloop":
-                raise SystemExit("shield: error: --loop uvloop but uvloop is not installed") \
-                    from None
+                raise SystemExit(
+                    "shield: error: --loop uvloop but uvloop is not installed"
+                ) from None
     return asyncio.new_event_loop()
 
 
@@ -336,8 +349,9 @@ def main():
         try:
             load_env_file(cfg["env_file"])
         except OSError as exc:
-            raise SystemExit(f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}") \
-                from None
+            raise SystemExit(
+                f"shield: error: --env-file {cfg['env_file']}: {exc.strerror}"
+            ) from None
     sys.path.insert(0, os.path.abspath(cfg["app_dir"] or "."))
     app = asgi_app(import_app(cfg["app"], cfg["factory"]), cfg.get("interface", "auto"))
     loop = new_loop(cfg["loop"])

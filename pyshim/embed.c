@@ -1,5 +1,5 @@
 /*
- * pyshim/embed.c — start CPython inside the `shield` binary and run the bridge.
+ * pyshim/embed.c — start CPython inside the `shield` binary and run the bridge (module.h).
  *
  * Which environment: `shield` is installed into a virtual environment's bin/ next to its
  * `python`.  CPython's getpath finds a venv by looking for pyvenv.cfg next to (or one level
@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bridge.h"
 #include "bridge_py.h"
+#include "module.h"
 #include "pyshim.h"
 #ifdef SHIELD_HAVE_GATE
 #include "gate.h"
@@ -106,12 +106,18 @@ int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, 
   sh_error err = {0};
   sh_server *srv = NULL;
   cfg->handle_signals = 0; /* Python's main thread owns SIGINT/SIGTERM */
-  sh_handler *handler = sh_bridge_handler();
+  sh_bridge *bridge = sh_pyshim__bridge_new(cfg, &err);
+  if (bridge == NULL) {
+    fprintf(stderr, "shield: %s\n", err.message);
+    return 1;
+  }
+  sh_handler *handler = sh_pyshim__bridge_handler(bridge);
 #ifdef SHIELD_HAVE_GATE
   /* client attestation verified before the app runs (gate/) */
   sh_gate *g = NULL;
   if (gate && gate->types && !(g = sh_gate_new(gate, handler, &err))) {
     fprintf(stderr, "shield: %s\n", err.message);
+    sh_pyshim__bridge_free(bridge);
     return 1;
   }
   if (g) handler = sh_gate_handler(g);
@@ -123,19 +129,21 @@ int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, 
 #ifdef SHIELD_HAVE_GATE
     sh_gate_free(g);
 #endif
+    sh_pyshim__bridge_free(bridge);
     return 1;
   }
   int code = 1;
-  if (sh_bridge_prepare(srv, cfg, &err) < 0) {
+  if (sh_pyshim__bridge_attach(bridge, srv, &err) < 0) {
     fprintf(stderr, "shield: %s\n", err.message);
   } else if (start_python(argc, argv) == 0) {
     code = run_bridge();
-    sh_bridge_cleanup();
+    sh_pyshim__bridge_clear(bridge);
     if (Py_FinalizeEx() < 0 && code == 0) code = 120;
   }
 #ifdef SHIELD_HAVE_GATE
   sh_gate_free(g); /* its pool posts to the server: joined before the server goes */
 #endif
   sh_server_free(srv);
+  sh_pyshim__bridge_free(bridge); /* last: the server held its handler until freed */
   return code;
 }

@@ -1,5 +1,5 @@
 /*
- * pyshim/native.c — the extension module `shield._native`: Shield's native code for Python
+ * pyshim/native.c — the extension module `shield_asgi._native`: Shield's native code for Python
  * programs running under any ASGI server (uvicorn, granian, hypercorn) or none.  It is built
  * from the same C libraries as the `shield` binary.
  */
@@ -19,7 +19,7 @@ static PyMethodDef native_methods[] = {
     {"versions", native_versions, METH_NOARGS, "versions of Shield's native parts"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef native_def = {PyModuleDef_HEAD_INIT, "shield._native",
+static struct PyModuleDef native_def = {PyModuleDef_HEAD_INIT, "shield_asgi._native",
                                         "Shield's native code (attestation, crypto)", 0,
                                         native_methods, NULL, NULL, NULL, NULL};
 
@@ -27,13 +27,13 @@ PyMODINIT_FUNC PyInit__native(void) {
   PyObject *m = PyModule_Create(&native_def);
   if (m == NULL) return NULL;
 #ifdef SHIELD_HAVE_ATTEST
-  if (sh_py_attest_add(m) < 0) {
+  if (sh_pyshim__native_attest_add(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }
 #endif
 #ifdef SHIELD_HAVE_CLIENT_ATTEST
-  if (sh_py_client_add(m) < 0) {
+  if (sh_pyshim__native_client_add(m) < 0) {
     Py_DECREF(m);
     return NULL;
   }

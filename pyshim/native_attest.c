@@ -1,9 +1,9 @@
 /*
- * pyshim/native_attest.c — shield._native.verify: attest/ exposed to Python.
+ * pyshim/native_attest.c — shield_asgi._native.verify: attest/ exposed to Python.
  *
  *   verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None,
  *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None,
- *          trust_simulated=False, simulated_root=None) -> shield.AttestationResult
+ *          trust_simulated=False, simulated_root=None) -> shield_asgi.AttestationResult
  *
  * simulated (protocol.md §1.7): refused (root_untrusted) unless trust_simulated; then the
  * chain must end at simulated_root (DER/PEM bytes) or, when None, the local dev root.
@@ -85,7 +85,7 @@ static PyObject *hex_or_none(const uint8_t *p, size_t n)
 
 static PyObject *to_python(const sh_attest_result *r)
 {
-    PyObject *mod = PyImport_ImportModule("shield.attestation"); /* new */
+    PyObject *mod = PyImport_ImportModule("shield_asgi.attestation"); /* new */
     if (!mod)
         return NULL;
     PyObject *cls = PyObject_GetAttrString(mod, "AttestationResult"); /* new */
@@ -119,7 +119,7 @@ static PyObject *to_python(const sh_attest_result *r)
     return res;
 }
 
-PyObject *sh_py_attest_result(const void *result)
+PyObject *sh_pyshim__attest_result(const void *result)
 {
     return to_python((const sh_attest_result *)result);
 }
@@ -399,7 +399,7 @@ static PyMethodDef attest_methods[] = {
      "verify(evidence, type, *, at, policy=None, certs=(), nonce=None, public_key=None, "
      "allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None, "
      "trust_simulated=False, simulated_root=None) "
-     "-> shield.AttestationResult"},
+     "-> shield_asgi.AttestationResult"},
     {"policy_check", (PyCFunction)(void (*)(void))py_policy_check, METH_VARARGS | METH_KEYWORDS,
      "policy_check(policy, tee_type, measurements_json, claims_json, *, debug=False, "
      "tcb_status=None, advisories_json=None) -> None | (reason, message)"},
@@ -407,7 +407,34 @@ static PyMethodDef attest_methods[] = {
      "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};
 
-int sh_py_attest_add(PyObject *m)
+/* REASONS: {reason: (error class, HTTP status)} in the order of protocol.md §3, from attest/'s
+ * table, so the Python package builds its errors from the same table as the native gate. */
+static PyObject *reasons_table(void)
 {
-    return PyModule_AddFunctions(m, attest_methods);
+    PyObject *d = PyDict_New(); /* new */
+    if (!d)
+        return NULL;
+    for (int r = SH_ATTEST_OK + 1; r < SH_ATTEST_REASON_COUNT_; r++) {
+        PyObject *v = Py_BuildValue("(si)", sh_attest_reason_class((sh_attest_reason)r),
+                                    sh_attest_reason_status((sh_attest_reason)r));
+        if (!v || PyDict_SetItemString(d, sh_attest_reason_name((sh_attest_reason)r), v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+int sh_pyshim__native_attest_add(PyObject *m)
+{
+    if (PyModule_AddFunctions(m, attest_methods) < 0)
+        return -1;
+    PyObject *reasons = reasons_table();
+    if (!reasons)
+        return -1;
+    int rc = PyModule_AddObjectRef(m, "REASONS", reasons);
+    Py_DECREF(reasons);
+    return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * pyshim/native_client.c — client-attestation primitives for shield._native, so the Python
+ * pyshim/native_client.c — client-attestation primitives for shield_asgi._native, so the Python
  * middleware (under uvicorn, granian, hypercorn) runs the protocol with the same C code as
  * the server (protocol.md §1):
  *
@@ -238,6 +238,6 @@ static PyMethodDef client_methods[] = {
      "simulated_root(data_dir=None, create=True) -> DER of the dev root"},
     {NULL, NULL, 0, NULL}};
 
-int sh_py_client_add(PyObject *m) {
+int sh_pyshim__native_client_add(PyObject *m) {
   return PyModule_AddFunctions(m, client_methods);
 }

@@ -1,6 +1,6 @@
 /*
- * pyshim/tls_scope.c — the ASGI TLS extension (scope["extensions"]["tls"]) and
- * `_shield_server.reload_tls()`.  Python thread only (the GIL is held on entry).
+ * pyshim/tls_scope.c — the ASGI TLS extension, scope["extensions"]["tls"].  Python thread only
+ * (the GIL is held on entry).
  *
  * Spec: ASGI TLS Extension 0.2 (asgiref specs/tls.rst): server_cert (PEM str or None),
  * client_cert_chain (list of PEM str, client's first), client_cert_name (RFC 4514 str or
@@ -11,48 +11,23 @@
 
 #include <string.h>
 
-#include "bridge.h"
+#include "pystr.h"
+#include "scope.h"
 
-static struct {
-  PyObject *tls, *server_cert, *client_cert_chain, *client_cert_name, *client_cert_error,
-      *tls_version, *cipher_suite;
-  /* The server certificate as a str, reused while the certificate does not change (it is
-   * the same for every request until a reload): one memcmp instead of a new str. */
-  PyObject *cert_str; /* owned */
-  char *cert_bytes;   /* copy of what cert_str was made from */
-  size_t cert_len;
-} X;
-
-static int intern_keys(void) {
-  if (X.tls) return 0;
-#define I(field, s) \
-  if ((X.field = PyUnicode_InternFromString(s)) == NULL) return -1
-  I(server_cert, "server_cert");
-  I(client_cert_chain, "client_cert_chain");
-  I(client_cert_name, "client_cert_name");
-  I(client_cert_error, "client_cert_error");
-  I(tls_version, "tls_version");
-  I(cipher_suite, "cipher_suite");
-  I(tls, "tls"); /* last: marks the table complete */
-#undef I
-  return 0;
-}
-
-/* New reference to the server certificate's PEM as str. */
-static PyObject *server_cert_str(sh_iovec pem) {
-  if (X.cert_str && X.cert_len == pem.len && memcmp(X.cert_bytes, pem.base, pem.len) == 0) {
-    Py_INCREF(X.cert_str);
-    return X.cert_str;
-  }
+/* New reference to the server certificate's PEM as str: the same for every request until a
+ * reload, so the last one is reused (one memcmp instead of a new str). */
+static PyObject *server_cert_str(sh_tls_scope *ts, sh_iovec pem) {
+  if (ts->cert_str && ts->cert_len == pem.len && memcmp(ts->cert_bytes, pem.base, pem.len) == 0)
+    return Py_NewRef(ts->cert_str);
   PyObject *s = PyUnicode_DecodeASCII(pem.base, (Py_ssize_t)pem.len, "replace");
   if (s == NULL) return NULL;
   char *copy = PyMem_Malloc(pem.len ? pem.len : 1);
   if (copy != NULL) { /* no cache on OOM: still correct */
     memcpy(copy, pem.base, pem.len);
-    Py_XSETREF(X.cert_str, Py_NewRef(s));
-    PyMem_Free(X.cert_bytes);
-    X.cert_bytes = copy;
-    X.cert_len = pem.len;
+    Py_XSETREF(ts->cert_str, Py_NewRef(s));
+    PyMem_Free(ts->cert_bytes);
+    ts->cert_bytes = copy;
+    ts->cert_len = pem.len;
   }
   return s;
 }
@@ -69,8 +44,7 @@ static PyObject *str_or_none(const char *s) {
   return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
 }
 
-PyObject *sh_tls_scope_extensions(const sh_tls_info *t) {
-  if (intern_keys() < 0) return NULL;
+PyObject *sh_pyshim__scope_tls(sh_tls_scope *ts, const sh_tls_info *t) {
   PyObject *ext = PyDict_New();
   PyObject *d = PyDict_New();
   PyObject *chain = PyList_New((Py_ssize_t)t->num_client_certs);
@@ -81,15 +55,15 @@ PyObject *sh_tls_scope_extensions(const sh_tls_info *t) {
     if (pem == NULL) goto fail;
     PyList_SET_ITEM(chain, (Py_ssize_t)i, pem); /* steals */
   }
-  if (set_steal(d, X.server_cert,
-                t->server_cert_pem.len ? server_cert_str(t->server_cert_pem)
+  if (set_steal(d, SH_STR(server_cert),
+                t->server_cert_pem.len ? server_cert_str(ts, t->server_cert_pem)
                                        : Py_NewRef(Py_None)) < 0 ||
-      PyDict_SetItem(d, X.client_cert_chain, chain) < 0 ||
-      set_steal(d, X.client_cert_name, str_or_none(t->client_subject)) < 0 ||
-      set_steal(d, X.client_cert_error, str_or_none(t->client_verify_error)) < 0 ||
-      set_steal(d, X.tls_version, PyLong_FromLong(t->version)) < 0 ||
-      set_steal(d, X.cipher_suite, PyLong_FromLong(t->cipher_suite)) < 0 ||
-      PyDict_SetItem(ext, X.tls, d) < 0)
+      PyDict_SetItem(d, SH_STR(client_cert_chain), chain) < 0 ||
+      set_steal(d, SH_STR(client_cert_name), str_or_none(t->client_subject)) < 0 ||
+      set_steal(d, SH_STR(client_cert_error), str_or_none(t->client_verify_error)) < 0 ||
+      set_steal(d, SH_STR(tls_version), PyLong_FromLong(t->version)) < 0 ||
+      set_steal(d, SH_STR(cipher_suite), PyLong_FromLong(t->cipher_suite)) < 0 ||
+      PyDict_SetItem(ext, SH_STR(tls), d) < 0)
     goto fail;
   Py_DECREF(chain);
   Py_DECREF(d);
@@ -101,23 +75,9 @@ fail:
   return NULL;
 }
 
-PyObject *sh_tls_py_reload(sh_server *srv) {
-  sh_error err = {0};
-  int rc;
-  /* Reading and parsing the files must not hold the GIL. */
-  Py_BEGIN_ALLOW_THREADS
-  rc = sh_server_reload_tls(srv, &err);
-  Py_END_ALLOW_THREADS
-  if (rc < 0) {
-    PyErr_SetString(PyExc_RuntimeError, err.message);
-    return NULL;
-  }
-  Py_RETURN_NONE;
-}
-
-void sh_tls_scope_cleanup(void) {
-  Py_CLEAR(X.cert_str);
-  PyMem_Free(X.cert_bytes);
-  X.cert_bytes = NULL;
-  X.cert_len = 0;
+void sh_pyshim__scope_tls_clear(sh_tls_scope *ts) {
+  Py_CLEAR(ts->cert_str);
+  PyMem_Free(ts->cert_bytes);
+  ts->cert_bytes = NULL;
+  ts->cert_len = 0;
 }

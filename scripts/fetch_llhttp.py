@@ -44,30 +44,55 @@ def sha256_file(path):
 def download_hint(output):
     """Say what most likely went wrong, from pip's own output (not a guess about the network)."""
     if "bdist_wheel" in output or "setuptools" in output:
-        return ("preparing the sdist's metadata needs setuptools >= 70.1 and wheel in this "
-                "interpreter (scripts/bootstrap installs them from requirements.txt).")
-    if any(k in output for k in ("NewConnectionError", "Max retries", "Temporary failure",
-                                 "No matching distribution", "ConnectionError")):
+        return (
+            "preparing the sdist's metadata needs setuptools >= 70.1 and wheel in this "
+            "interpreter (scripts/bootstrap installs them from requirements.txt)."
+        )
+    if any(
+        k in output
+        for k in (
+            "NewConnectionError",
+            "Max retries",
+            "Temporary failure",
+            "No matching distribution",
+            "ConnectionError",
+        )
+    ):
         return "pip could not reach a package index that has it (is PyPI reachable?)."
     return "see pip's output above."
 
 
 def download(dest):
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-           "--no-binary", ":all:", "--no-build-isolation", "-d", dest,
-           f"{PACKAGE}=={VERSION}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--no-build-isolation",
+        "-d",
+        dest,
+        f"{PACKAGE}=={VERSION}",
+    ]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stdout)
-        sys.exit(f"fetch_llhttp: 'pip download {PACKAGE}=={VERSION}' failed (exit {r.returncode}): "
-                 f"{download_hint(r.stdout)}  Alternatively install llhttp >= 9.2 with a "
-                 "pkg-config file.")
+        sys.exit(
+            f"fetch_llhttp: 'pip download {PACKAGE}=={VERSION}' failed (exit {r.returncode}): "
+            f"{download_hint(r.stdout)}  Alternatively install llhttp >= 9.2 with a "
+            "pkg-config file."
+        )
     path = os.path.join(dest, SDIST)
     if not os.path.exists(path):
         sys.exit(f"fetch_llhttp: pip did not produce {SDIST} in {dest}")
     got = sha256_file(path)
     if got != SHA256:
-        sys.exit(f"fetch_llhttp: {SDIST} has SHA-256 {got}, expected {SHA256}; refusing to build with it")
+        sys.exit(
+            f"fetch_llhttp: {SDIST} has SHA-256 {got}, expected {SHA256}; refusing to build with it"
+        )
     return path
 
 
@@ -91,7 +116,9 @@ def main(argv):
     stamp = os.path.join(out, ".sha256")
     try:
         with open(stamp) as f:
-            if f.read().strip() == SHA256 and all(os.path.exists(os.path.join(out, n)) for n in FILES):
+            if f.read().strip() == SHA256 and all(
+                os.path.exists(os.path.join(out, n)) for n in FILES
+            ):
                 print(out)
                 return 0
     except OSError:

@@ -101,15 +101,21 @@ def main(argv):
     failed = False
     c_vec = [(n, r) for n, r in c_skips if is_vectors_reason(r)]
     if c_vec and os.path.isdir(a.c_vectors):
-        print(f"FAIL: C suites {', '.join(n for n, _ in c_vec)} reported SKIP although the "
-              f"shared vectors exist at {a.c_vectors}: a suite that cannot read them must fail, "
-              "not skip (their output: meson-logs/testlog.txt in the build dir).", file=sys.stderr)
+        print(
+            f"FAIL: C suites {', '.join(n for n, _ in c_vec)} reported SKIP although the "
+            f"shared vectors exist at {a.c_vectors}: a suite that cannot read them must fail, "
+            "not skip (their output: meson-logs/testlog.txt in the build dir).",
+            file=sys.stderr,
+        )
         failed = True
     vec = [t for t, r in py_skips if is_vectors_reason(r)]
     if vec and os.path.isdir(a.vectors):
         shown = ", ".join(vec[:5]) + (f" and {len(vec) - 5} more" if len(vec) > 5 else "")
-        print(f"FAIL: {len(vec)} pytest tests skipped for a vectors reason although "
-              f"{a.vectors} exists: {shown}", file=sys.stderr)
+        print(
+            f"FAIL: {len(vec)} pytest tests skipped for a vectors reason although "
+            f"{a.vectors} exists: {shown}",
+            file=sys.stderr,
+        )
         failed = True
     return 1 if failed else 0
 

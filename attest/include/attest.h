@@ -154,6 +154,10 @@ SH_ATTEST_API const char *sh_attest_reason_name(
     sh_attest_reason r); /* "signature_invalid", NULL for OK */
 SH_ATTEST_API const char *sh_attest_reason_class(
     sh_attest_reason r); /* "attestation_failed", NULL for OK */
+/* The HTTP status of the reason's §3 error class (401, 403 or 503), 0 for OK: protocol.md §3
+ * is one table (status, class, reasons), kept here once for the gate's replies and the Python
+ * package's errors (shield_asgi._native.REASONS). */
+SH_ATTEST_API int sh_attest_reason_status(sh_attest_reason r);
 
 /* Result as JSON: {"verified", "reason", "tee_type", "measurements", "claims", "debug",
  * "tcb_status", "advisories", ...}.  `full` adds message, timestamp, hex byte fields and

@@ -16,14 +16,14 @@ Three cases on one app, so their ratios compare like with like:
 
 Under shield the app is served as is and the server's native gate (``--attest-*`` flags,
 gate/) runs the protocol before Python; under uvicorn and granian the same app runs
-wrapped in ``shield.integrations.AttestationMiddleware`` (``app_mw``), which runs the
-protocol in-process through ``shield._native``.  The route answers the attestation's
+wrapped in ``shield_asgi.integrations.AttestationMiddleware`` (``app_mw``), which runs the
+protocol in-process through ``shield_asgi._native``.  The route answers the attestation's
 ``tee_type`` and ``mode``, so the harness's correctness check proves that the verified result
 reached the app; a request without evidence must get 401 (``expect_plain_status``).
 
 Requests are prepared by ``HeaderClient`` / ``SessionClient`` (the BENCH "client" key; see
 bench/README.md): nonces are minted offline with the state secret the server also reads
-(``shield._native.nonce_issue``), which is what ``GET /.well-known/shield/nonce`` would answer.
+(``shield_asgi._native.nonce_issue``), which is what ``GET /.well-known/shield/nonce`` would answer.
 """
 
 import base64
@@ -149,7 +149,7 @@ async def read_item(item_id: int, request: Request) -> Item:
 
 
 def _middleware_app():
-    from shield.integrations import AttestationMiddleware
+    from shield_asgi.integrations import AttestationMiddleware
 
     # the nonce secret comes from $SHIELD_STATE_SECRET_FILE (the file the shield gate reads)
     return AttestationMiddleware(
@@ -166,7 +166,7 @@ app_mw = _middleware_app()
 
 def bench_setup(work: str) -> None:
     """The state secret (shared by the server and the client) and the simulated dev root."""
-    from shield import _native
+    from shield_asgi import _native
 
     os.makedirs(work, exist_ok=True)
     secret = os.path.join(work, "state-secret")
@@ -189,7 +189,7 @@ def _secret() -> bytes:
 def _evidence(secret: bytes, public_key: bytes | None = None) -> tuple[bytes, bytes]:
     """A nonce minted now (what GET /.well-known/shield/nonce answers) and evidence bound to it
     (and to public_key).  The C code releases the GIL, so threads generate in parallel."""
-    from shield import _native
+    from shield_asgi import _native
 
     now = time.time()
     nonce = _native.nonce_issue(secret, now)
@@ -257,7 +257,8 @@ class SessionClient:
     def __init__(self, base_url: str, server: str, connections: int, threads: int) -> None:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import x25519
-        from shield import _native
+
+        from shield_asgi import _native
 
         self.steady = max(16, 4 * connections)
         self.steady += -self.steady % threads
@@ -326,7 +327,7 @@ class SessionClient:
         self.i = 0
 
     def requests(self, n: int):
-        from shield import _native
+        from shield_asgi import _native
 
         base = int(time.time() * 1000)
         burst, steady = self.sessions[: self.burst], self.sessions[self.burst :]

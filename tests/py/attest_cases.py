@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 
-
 from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
 
 
@@ -56,7 +55,7 @@ def test_tampered_signature(client):
 def test_tampered_payload(client):
     n, ev = fresh(client)
     i = ev.index(b"i-shield-simulated-enc0")
-    bad = ev[:i] + b"j" + ev[i + 1:]
+    bad = ev[:i] + b"j" + ev[i + 1 :]
     r = client.get("/whoami", headers=header_mode(n, bad))
     assert error(r) == (401, "attestation_failed", "signature_invalid")
 
@@ -134,9 +133,15 @@ def test_session_unknown_and_bad_establishment(client):
     assert error(client.get("/whoami", headers=h)) == (401, "attestation_failed", "session_unknown")
     n = get_nonce(client)
     ev = evidence(n)  # bound to no key: establishing a session with a key must fail
-    r = client.post("/.well-known/shield/attest", json={
-        "type": "simulated", "evidence": b64e(ev), "nonce": b64e(n),
-        "public_key": b64e(b"\x30\x03\x01\x02\x03")})
+    r = client.post(
+        "/.well-known/shield/attest",
+        json={
+            "type": "simulated",
+            "evidence": b64e(ev),
+            "nonce": b64e(n),
+            "public_key": b64e(b"\x30\x03\x01\x02\x03"),
+        },
+    )
     assert error(r) == (401, "attestation_failed", "binding_mismatch")
     r = client.post("/.well-known/shield/attest", content=b"[")
     assert error(r) == (401, "attestation_invalid", "malformed")

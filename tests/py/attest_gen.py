@@ -26,9 +26,15 @@ def _cert(subject_key, issuer_key, subject, issuer, ca, ku_sign, not_before, not
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=not ca, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=ca and ku_sign,
-                crl_sign=ca, encipher_only=False, decipher_only=False,
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca and ku_sign,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -44,13 +50,19 @@ def nitro_document(at: dt.datetime, *, nonce=None, user_data=None, alg=-35, tagg
     inter = _cert(ik, rk, "test-inter", "test-root", True, True, nb, na)
     leaf = _cert(lk, ik, "test-leaf", "test-inter", False, True, nb, na)
     der = lambda c: c.public_bytes(serialization.Encoding.DER)  # noqa: E731
-    payload = cbor2.dumps({
-        "module_id": "i-test-enc0", "digest": "SHA384",
-        "timestamp": int(at.timestamp() * 1000),
-        "pcrs": {i: bytes([i + 1]) * 48 for i in range(3)},
-        "certificate": der(leaf), "cabundle": [der(root), der(inter)],
-        "public_key": None, "user_data": user_data, "nonce": nonce,
-    })
+    payload = cbor2.dumps(
+        {
+            "module_id": "i-test-enc0",
+            "digest": "SHA384",
+            "timestamp": int(at.timestamp() * 1000),
+            "pcrs": {i: bytes([i + 1]) * 48 for i in range(3)},
+            "certificate": der(leaf),
+            "cabundle": [der(root), der(inter)],
+            "public_key": None,
+            "user_data": user_data,
+            "nonce": nonce,
+        }
+    )
     protected = cbor2.dumps({1: alg})
     tbs = cbor2.dumps(["Signature1", protected, b"", payload])
     r, s = decode_dss_signature(lk.sign(tbs, ec.ECDSA(hashes.SHA384())))

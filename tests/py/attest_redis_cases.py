@@ -17,8 +17,11 @@ def test_nonce_consumed_on_one_server_is_refused_by_the_other(pair):
     assert r.json()["attestation"]["mode"] == "header"
     pid_a = r.json()["pid"]
     for c in (b, a):
-        assert error(c.get("/whoami", headers=header_mode(n, ev))) == \
-            (401, "attestation_failed", "nonce_replayed")
+        assert error(c.get("/whoami", headers=header_mode(n, ev))) == (
+            401,
+            "attestation_failed",
+            "nonce_replayed",
+        )
     n = get_nonce(b)  # B's nonce is good at A (same secret file)
     r = a.get("/whoami", headers=header_mode(n, evidence(n)))
     assert r.status_code == 200 and r.json()["pid"] == pid_a

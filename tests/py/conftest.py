@@ -2,7 +2,9 @@
 loopback port with an app from tests/py/apps/, talk to it over real sockets, stop it.
 
 Environment
-  SHIELD_BIN           the binary under test (default <repo>/.venv/bin/shield).  Missing
+  SHIELD_BIN           the binary under test (default <repo>/.venv/bin/shield; the same
+                       executable is installed as shield-asgi, which the Shield library's own
+                       `shield` script cannot shadow: either name works).  Missing
                        binary => the tests that need a server FAIL (never skip).
   SHIELD_TEST_SERVER   "shield" (default) or "uvicorn": run the same suite against
                        `python -m uvicorn --loop uvloop --http httptools` to validate the tests
@@ -765,9 +767,22 @@ class RedisServer:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="shield-redis-")
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 10
         while time.time() < deadline:
             try:

@@ -2,6 +2,7 @@
 started, no response at all, header injection, a body longer than its Content-Length."""
 
 import pytest
+
 from conftest import IncompleteResponse, RawConn, http_request, wait_for
 
 APP = "app_raw:app"

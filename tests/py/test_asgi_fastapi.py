@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+
 from conftest import RawConn, http_request, scaled, wait_for
 
 APP = "app_fastapi:app"

@@ -5,7 +5,9 @@ callables that return a coroutine), wsgi and unknown values are refused."""
 import subprocess
 
 import pytest
+
 from conftest import APPS_DIR, RawConn, http_request, scaled, shield_bin
+
 
 def answer(srv) -> str:
     with RawConn.to(srv) as c:
@@ -35,8 +37,11 @@ def test_auto_detection(server, attr):
 
 @pytest.mark.parametrize(
     "attr,want",
-    [("plain_def_app", "asgi3 plain-def"), ("partial_app", "asgi3 partial"),
-     ("dual_app", "asgi3 dual")],
+    [
+        ("plain_def_app", "asgi3 plain-def"),
+        ("partial_app", "asgi3 partial"),
+        ("dual_app", "asgi3 dual"),
+    ],
 )
 def test_interface_asgi3_forces_asgi3(server, attr, want):
     srv = server(f"app_interface:{attr}", "--lifespan", "off", "--interface", "asgi3")
@@ -63,8 +68,13 @@ def test_interface_asgi2_on_an_asgi3_app_is_honoured(server):
 @pytest.mark.parametrize("value", ["wsgi", "asgi4", ""])
 def test_bad_interface_values_are_refused(value):
     r = subprocess.run(
-        [str(shield_bin()), "app_interface:asgi2_app", "--app-dir", str(APPS_DIR),
-         f"--interface={value}"],
+        [
+            str(shield_bin()),
+            "app_interface:asgi2_app",
+            "--app-dir",
+            str(APPS_DIR),
+            f"--interface={value}",
+        ],
         capture_output=True,
         text=True,
         timeout=scaled(30),

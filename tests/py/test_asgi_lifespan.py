@@ -5,6 +5,7 @@ import signal
 import time
 
 import httpx
+
 from conftest import RawConn, http_request, scaled
 
 

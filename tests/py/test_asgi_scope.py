@@ -4,6 +4,7 @@ import base64
 import json
 
 import pytest
+
 from conftest import RawConn, http_request
 
 APP = "app_raw:app"

@@ -1,11 +1,12 @@
 """Each request runs in a real asyncio Task with a context of its own, whatever object the
-server hands the Task to drive the app (pyshim/asgi.c's Run): current_task(), asyncio.timeout,
+server hands the Task to drive the app (pyshim/request.c's Run): current_task(), asyncio.timeout,
 contextvars, cancellation, and the end of the request when the app fails or returns early
 after a real suspension."""
 
 import json
 
 import pytest
+
 from conftest import RawConn, http_request, wait_for
 
 APP = "app_tasks:app"

@@ -1,5 +1,5 @@
 """Azure CVM evidence as Azure produces it, through `shield verify` (subprocess) and
-shield._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
+shield_asgi._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
 version 1) and az-tdx-vtpm report and TD quote (azure-tdx), read in place from a trustee clone
 (trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps are in
 tests/c/attest/test_azure.c; this is the command line and the Python binding on the same data."""
@@ -18,14 +18,16 @@ from verify_cli import VECTORS, find_verify_cmd
 
 AT = "2026-11-24T12:00:00Z"  # within every VCEK's and the TD quote's PCK certificate's validity
 CMD = find_verify_cmd("--type")  # not "azure-tdx": a build without it must fail here, not skip
-needs_cli = pytest.mark.skipif(CMD is None,
-                               reason="neither `shield verify` nor attest-verify is built")
+needs_cli = pytest.mark.skipif(
+    CMD is None, reason="neither `shield verify` nor attest-verify is built"
+)
 pytestmark = [needs_trustee, needs_cli]
 
 
 def cli(*args, **kw):
-    return subprocess.run(CMD + [str(a) for a in args], capture_output=True, text=True, timeout=60,
-                          **kw)
+    return subprocess.run(
+        CMD + [str(a) for a in args], capture_output=True, text=True, timeout=60, **kw
+    )
 
 
 def cli_json(*args):
@@ -67,8 +69,12 @@ def test_cli_azure_snp_hcl_header_v1(tmp_path, name):
     out = cli_json("--type", "azure-snp", hcl, "--cert", vcek, "--at", AT)
     assert out["verified"] and out["tee_type"] == "azure-snp", out["reason"]
     assert set(out["claims"]["runtime"]) >= {"keys", "vm-configuration", "user-data"}
-    assert cli_json("--type", "azure-snp", hcl, "--cert", vcek, "--at", AT,
-                    "--nonce", "01" * 32)["reason"] == "binding_mismatch"
+    assert (
+        cli_json("--type", "azure-snp", hcl, "--cert", vcek, "--at", AT, "--nonce", "01" * 32)[
+            "reason"
+        ]
+        == "binding_mismatch"
+    )
 
 
 def _tdx(pair="bin"):
@@ -80,7 +86,7 @@ def _tdx(pair="bin"):
 
 def _runtime(hcl):
     n = int.from_bytes(hcl[0x4D0:0x4D4], "little")
-    return hcl[0x4D4:0x4D4 + n]
+    return hcl[0x4D4 : 0x4D4 + n]
 
 
 @pytest.mark.parametrize("pair", ["bin", "v0", "v1"])
@@ -92,7 +98,7 @@ def test_cli_azure_tdx(tmp_path, pair):
     # the HCL layout, the runtime binding, the TD report, the quote signature, QE report and
     # PCK chain passed: what is missing is Intel's collateral for this platform (offline)
     assert out["reason"] == "collateral_missing" and out["tee_type"] == "azure-tdx"
-    assert out["measurements"]["MRTD"] == q[48 + 136:48 + 184].hex()
+    assert out["measurements"]["MRTD"] == q[48 + 136 : 48 + 184].hex()
     rt = _runtime(hcl)
     assert out["claims"]["REPORT_DATA"][:64] == hashlib.sha256(rt).hexdigest()
     assert out["claims"]["runtime"] == json.loads(rt)
@@ -106,7 +112,7 @@ def test_cli_azure_tdx_refusals(tmp_path):
     hcl, q = _tdx()
     ev = tmp_path / "ev.cbor"
     i = 0x4D4 + 40  # a byte of the runtime JSON
-    bad = hcl[:i] + bytes([hcl[i] ^ 1]) + hcl[i + 1:]
+    bad = hcl[:i] + bytes([hcl[i] ^ 1]) + hcl[i + 1 :]
     ev.write_bytes(cbor_bundle(hcl_report=bad, td_quote=q))
     assert cli_json("--type", "azure-tdx", ev, "--at", AT)["reason"] == "signature_invalid"
     ev.write_bytes(cbor_bundle(hcl_report=hcl, td_quote=q))
@@ -119,8 +125,10 @@ def test_cli_azure_tdx_refusals(tmp_path):
     assert p.returncode == 1 and "CBOR" in p.stdout
 
 
-@pytest.mark.skipif(not (VECTORS / "tdx" / "tdx_quote_collateral.json").exists(),
-                    reason=f"DCAP collateral vector not found at {VECTORS} (set SHIELD_VECTORS)")
+@pytest.mark.skipif(
+    not (VECTORS / "tdx" / "tdx_quote_collateral.json").exists(),
+    reason=f"DCAP collateral vector not found at {VECTORS} (set SHIELD_VECTORS)",
+)
 def test_cli_azure_tdx_collateral_path(tmp_path):
     """With collateral (the shared vectors' TDX collateral, of another platform: Intel's for this
     one is not offline) the quote's PCK chain is checked against its CRLs and the TCB info is
@@ -128,22 +136,32 @@ def test_cli_azure_tdx_collateral_path(tmp_path):
     hcl, q = _tdx()
     ev = tmp_path / "ev.cbor"
     ev.write_bytes(cbor_bundle(hcl_report=hcl, td_quote=q))
-    p = cli("--type", "azure-tdx", ev, "--at", "2025-06-20T00:00:00Z",
-            "--collateral", VECTORS / "tdx" / "tdx_quote_collateral.json")
+    p = cli(
+        "--type",
+        "azure-tdx",
+        ev,
+        "--at",
+        "2025-06-20T00:00:00Z",
+        "--collateral",
+        VECTORS / "tdx" / "tdx_quote_collateral.json",
+    )
     assert p.returncode == 1, p.stderr
-    assert p.stdout.startswith(
-        "rejected: collateral_missing (TCB info is for another platform"), p.stdout
+    assert p.stdout.startswith("rejected: collateral_missing (TCB info is for another platform"), (
+        p.stdout
+    )
 
 
 def _native():
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native  # a broken build fails here: not a skip
+    from shield_asgi import _native  # a broken build fails here: not a skip
+
     return _native
 
 
-@pytest.mark.skipif(_native() is None,
-                    reason="the shield package is not installed in this interpreter")
+@pytest.mark.skipif(
+    _native() is None, reason="the shield_asgi package is not installed in this interpreter"
+)
 def test_native_azure():
     n = _native()
     hcl, q = _tdx()

@@ -29,8 +29,11 @@ with open(DENY, "w") as f:
 POLICIES = {"none": None, "allow": ALLOW, "deny": DENY}
 
 ROUTES = {  # route -> its own policy
-    "/open": "none", "/route-allow": "allow", "/dep-allow": "allow",
-    "/route-deny": "deny", "/dep-deny": "deny",
+    "/open": "none",
+    "/route-allow": "allow",
+    "/dep-allow": "allow",
+    "/route-deny": "deny",
+    "/dep-deny": "deny",
 }
 
 # (server, gate policy): the gate verifies natively under shield; otherwise the middleware
@@ -39,8 +42,12 @@ SERVERS = [("shield", "allow"), ("shield", "deny"), ("shield", "none"), ("uvicor
 
 
 def _env(mw: str) -> dict:
-    env = {"SHIELD_TEST_ATTEST_SECRET": SECRET, "XDG_DATA_HOME": DATA_HOME,
-           "SHIELD_TEST_ALLOW_POLICY": ALLOW, "SHIELD_TEST_DENY_POLICY": DENY}
+    env = {
+        "SHIELD_TEST_ATTEST_SECRET": SECRET,
+        "XDG_DATA_HOME": DATA_HOME,
+        "SHIELD_TEST_ALLOW_POLICY": ALLOW,
+        "SHIELD_TEST_DENY_POLICY": DENY,
+    }
     if POLICIES[mw]:
         env["SHIELD_TEST_MW_POLICY"] = POLICIES[mw]
     return env
@@ -51,14 +58,24 @@ def _start(server, kind: str, gate: str, mw: str):
         pytest.skip("uvicorn is not installed in this environment")
     args = []
     if kind == "shield" and gate != "none":
-        args = ["--attest-types", "simulated", "--trust-simulated", "--state-secret-file",
-                SECRET, "--attest-required", "--attest-policy", POLICIES[gate]]
+        args = [
+            "--attest-types",
+            "simulated",
+            "--trust-simulated",
+            "--state-secret-file",
+            SECRET,
+            "--attest-required",
+            "--attest-policy",
+            POLICIES[gate],
+        ]
     return server("app_attest_policy:app", *args, env=_env(mw), kind=kind)
 
 
-@pytest.fixture(scope="module", params=[(k, g, m) for k, g in SERVERS
-                                        for m in ("none", "allow", "deny")],
-                ids=lambda p: f"{p[0]}-gate_{p[1]}-mw_{p[2]}")
+@pytest.fixture(
+    scope="module",
+    params=[(k, g, m) for k, g in SERVERS for m in ("none", "allow", "deny")],
+    ids=lambda p: f"{p[0]}-gate_{p[1]}-mw_{p[2]}",
+)
 def setup(request, server):
     if SERVER_KIND != "shield":
         pytest.skip("the combinations start their own servers (shield and uvicorn)")
@@ -80,8 +97,13 @@ def test_header_mode_every_route(setup):
             if want == 200:
                 assert r.status_code == 200, (route, r.text)
             else:
-                assert error(r) == (403, "attestation_policy", "measurement_mismatch"), \
-                    (route, gate, mw, r.status_code, r.text)
+                assert error(r) == (403, "attestation_policy", "measurement_mismatch"), (
+                    route,
+                    gate,
+                    mw,
+                    r.status_code,
+                    r.text,
+                )
 
 
 def test_session_mode_every_route(setup):
@@ -100,8 +122,13 @@ def test_session_mode_every_route(setup):
             if want == 200:
                 assert r.status_code == 200, (route, r.text)
             else:
-                assert error(r) == (403, "attestation_policy", "measurement_mismatch"), \
-                    (route, gate, mw, r.status_code, r.text)
+                assert error(r) == (403, "attestation_policy", "measurement_mismatch"), (
+                    route,
+                    gate,
+                    mw,
+                    r.status_code,
+                    r.text,
+                )
 
 
 def test_no_evidence_is_refused_everywhere(setup):
@@ -112,8 +139,8 @@ def test_no_evidence_is_refused_everywhere(setup):
 
 
 def test_policy_check_api():
-    """shield.attestation.check_policy: the route/middleware evaluator, directly."""
-    from shield.attestation import AttestationResult, check_policy
+    """shield_asgi.attestation.check_policy: the route/middleware evaluator, directly."""
+    from shield_asgi.attestation import AttestationResult, check_policy
 
     ok = AttestationResult(verified=True, tee_type="simulated", measurements={"PCR0": DEFAULT_PCR0})
     assert check_policy(ALLOW, ok) is None
@@ -125,8 +152,9 @@ def test_policy_check_api():
     assert check_policy(ALLOW, bad)[0] == "signature_invalid"
     bare = AttestationResult(verified=True, tee_type="simulated")
     assert check_policy(ALLOW, bare)[0] == "measurement_mismatch"
-    dbg = AttestationResult(verified=True, tee_type="simulated", debug=True,
-                            measurements={"PCR0": DEFAULT_PCR0})
+    dbg = AttestationResult(
+        verified=True, tee_type="simulated", debug=True, measurements={"PCR0": DEFAULT_PCR0}
+    )
     assert check_policy(ALLOW, dbg)[0] == "debug_not_allowed"
     with pytest.raises(ValueError):
         check_policy({"no_such_key": 1}, ok)

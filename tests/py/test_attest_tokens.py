@@ -1,4 +1,4 @@
-"""maa and gcp tokens through `shield verify` (subprocess) and shield._native.verify: the real
+"""maa and gcp tokens through `shield verify` (subprocess) and shield_asgi._native.verify: the real
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) at their times and
 today, tampering, and tokens generated here (token_gen.py) for algorithm confusion, alg none,
 HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from verify_cli import VECTORS, find_verify_cmd
+
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 MAA_AT = "2022-05-31T23:00:00Z"
 MAA_ISS = "https://sharedwus.wus.attest.azure.net"
@@ -22,19 +23,26 @@ GCP_AT = "2025-06-23T14:30:00Z"
 
 needs_vectors = pytest.mark.skipif(
     not (VECTORS / "MANIFEST.md").exists(),
-    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
+    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)",
+)
 
 
 CMD = find_verify_cmd("--jwks")
-needs_cli = pytest.mark.skipif(CMD is None, reason="no `shield verify` with maa/gcp support is built")
+needs_cli = pytest.mark.skipif(
+    CMD is None, reason="no `shield verify` with maa/gcp support is built"
+)
 pytestmark = needs_cli
 
 
 def run(tmp_path, tok, typ, at, *args):
     f = tmp_path / "token.jwt"
     f.write_text(tok if isinstance(tok, str) else tok.decode())
-    p = subprocess.run(CMD + [str(f), "--type", typ, "--at", at, "--json", *map(str, args)],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        CMD + [str(f), "--type", typ, "--at", at, "--json", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode in (0, 1), p.stderr
     out = json.loads(p.stdout)
     assert (p.returncode == 0) == out["verified"]
@@ -55,6 +63,7 @@ def _d(s):
 
 # ---------------------------------------------------------------- vectors
 
+
 @needs_vectors
 def test_maa_vector(tmp_path):
     tok = (VECTORS / "maa" / "simpleattest-sgx.jwt").read_text()
@@ -66,17 +75,55 @@ def test_maa_vector(tmp_path):
     out = run(tmp_path, tok, "maa", MAA_AT, "--jwks", jw, "--allow-debug", "--issuer", MAA_ISS)
     assert out["verified"] and out["tee_type"] == "maa"
     assert out["measurements"]["MRSIGNER"].startswith("4aea5f9a")
-    assert reason(run(tmp_path, tok, "maa", NOW.isoformat(), "--jwks", jw, "--allow-debug")) == "expired"
-    assert reason(run(tmp_path, tok, "maa", "2022-05-31T22:40:00Z", "--jwks", jw, "--allow-debug")) == "not_yet_valid"
+    assert (
+        reason(run(tmp_path, tok, "maa", NOW.isoformat(), "--jwks", jw, "--allow-debug"))
+        == "expired"
+    )
+    assert (
+        reason(run(tmp_path, tok, "maa", "2022-05-31T22:40:00Z", "--jwks", jw, "--allow-debug"))
+        == "not_yet_valid"
+    )
     assert reason(run(tmp_path, tok, "maa", MAA_AT, "--allow-debug")) == "collateral_missing"
-    assert reason(run(tmp_path, tok, "maa", MAA_AT, "--jwks", jw, "--allow-debug",
-                      "--issuer", "https://evil.attest.azure.net")) == "root_untrusted"
+    assert (
+        reason(
+            run(
+                tmp_path,
+                tok,
+                "maa",
+                MAA_AT,
+                "--jwks",
+                jw,
+                "--allow-debug",
+                "--issuer",
+                "https://evil.attest.azure.net",
+            )
+        )
+        == "root_untrusted"
+    )
     # no aud claim in the vector: a configured audience cannot match
-    assert reason(run(tmp_path, tok, "maa", MAA_AT, "--jwks", jw, "--allow-debug",
-                      "--audience", "x")) == "binding_mismatch"
+    assert (
+        reason(run(tmp_path, tok, "maa", MAA_AT, "--jwks", jw, "--allow-debug", "--audience", "x"))
+        == "binding_mismatch"
+    )
     # a nonce was presented, the token has no nonce claim
-    p = subprocess.run(CMD + [str(tmp_path / "token.jwt"), "--type", "maa", "--at", MAA_AT, "--jwks", str(jw),
-                              "--allow-debug", "--nonce", "01" * 32, "--json"], capture_output=True, text=True)
+    p = subprocess.run(
+        CMD
+        + [
+            str(tmp_path / "token.jwt"),
+            "--type",
+            "maa",
+            "--at",
+            MAA_AT,
+            "--jwks",
+            str(jw),
+            "--allow-debug",
+            "--nonce",
+            "01" * 32,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert json.loads(p.stdout)["reason"] == "binding_mismatch"
 
 
@@ -91,7 +138,12 @@ def _tamper(tok, part, fn):
 def test_vector_tampering(tmp_path, typ):
     if typ == "maa":
         tok = (VECTORS / "maa" / "simpleattest-sgx.jwt").read_text()
-        args = [MAA_AT, "--jwks", VECTORS / "maa" / "sharedwus-certs-2022-05-31.json", "--allow-debug"]
+        args = [
+            MAA_AT,
+            "--jwks",
+            VECTORS / "maa" / "sharedwus-certs-2022-05-31.json",
+            "--allow-debug",
+        ]
     else:
         tok = (VECTORS / "gcp" / "valid.jwt").read_text()
         args = [GCP_AT, "--allow-debug"]
@@ -113,17 +165,31 @@ def test_vector_tampering(tmp_path, typ):
         return _b64u(bytes(b))
 
     for part, fn in ((0, hdr), (1, pay), (2, sig)):
-        assert reason(run(tmp_path, _tamper(tok, part, fn), typ, *args)) == "signature_invalid", part
+        assert reason(run(tmp_path, _tamper(tok, part, fn), typ, *args)) == "signature_invalid", (
+            part
+        )
     # strict base64url: padding, standard alphabet, non-canonical trailing bits, extra segment
     s = tok.strip().split(".")
     assert reason(run(tmp_path, ".".join(s[:2] + [s[2] + "="]), typ, *args)) == "malformed"
     assert reason(run(tmp_path, tok.strip() + ".", typ, *args)) == "malformed"
-    assert reason(run(tmp_path, ".".join([s[0].replace("_", "/").replace("-", "+") + "/", s[1], s[2]]), typ, *args)) == "malformed"
+    assert (
+        reason(
+            run(
+                tmp_path,
+                ".".join([s[0].replace("_", "/").replace("-", "+") + "/", s[1], s[2]]),
+                typ,
+                *args,
+            )
+        )
+        == "malformed"
+    )
     last = s[2][-1]
     alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     if len(s[2]) % 4 in (2, 3):
         bumped = alpha[alpha.index(last) + 1]  # changes only bits below the last full byte
-        assert reason(run(tmp_path, ".".join(s[:2] + [s[2][:-1] + bumped]), typ, *args)) == "malformed"
+        assert (
+            reason(run(tmp_path, ".".join(s[:2] + [s[2][:-1] + bumped]), typ, *args)) == "malformed"
+        )
 
 
 @needs_vectors
@@ -133,14 +199,24 @@ def test_gcp_vector(tmp_path):
     assert out["reason"] == "debug_not_allowed" and out["debug"] is True
     assert out["claims"]["aud"] == "https://echo.oak.dev"
     assert out["measurements"]["image_digest"].startswith("313b8a83")
-    assert run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--audience", "https://echo.oak.dev")["verified"]
-    assert reason(run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--audience", "https://other")) == "binding_mismatch"
-    assert reason(run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--issuer", "https://other")) == "root_untrusted"
+    assert run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--audience", "https://echo.oak.dev")[
+        "verified"
+    ]
+    assert (
+        reason(run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--audience", "https://other"))
+        == "binding_mismatch"
+    )
+    assert (
+        reason(run(tmp_path, tok, "gcp", GCP_AT, "--allow-debug", "--issuer", "https://other"))
+        == "root_untrusted"
+    )
     assert reason(run(tmp_path, tok, "gcp", NOW.isoformat(), "--allow-debug")) == "expired"
     pol = tmp_path / "p.json"
     pol.write_text(json.dumps({"gcp": {"allow_debug": True}}))
     assert run(tmp_path, tok, "gcp", GCP_AT, "--policy", pol)["verified"]
-    pol.write_text(json.dumps({"gcp": {"allow_debug": True, "image_digest": ["sha256:" + "00" * 32]}}))
+    pol.write_text(
+        json.dumps({"gcp": {"allow_debug": True, "image_digest": ["sha256:" + "00" * 32]}})
+    )
     assert reason(run(tmp_path, tok, "gcp", GCP_AT, "--policy", pol)) == "measurement_mismatch"
     pol.write_text(json.dumps({"gcp": {"allow_debug": True, "support_attributes": ["STABLE"]}}))
     assert reason(run(tmp_path, tok, "gcp", GCP_AT, "--policy", pol)) == "policy_denied"
@@ -154,7 +230,10 @@ def test_gcp_vector(tmp_path):
     t2 = _tamper(tok, 0, lambda s: _b64u(json.dumps(h).encode()))
     assert reason(run(tmp_path, t2, "gcp", GCP_AT, "--allow-debug")) == "root_untrusted"
     (tmp_path / "root.der").write_bytes(root)
-    assert reason(run(tmp_path, t2, "gcp", GCP_AT, "--allow-debug", "--cert", tmp_path / "root.der")) == "signature_invalid"
+    assert (
+        reason(run(tmp_path, t2, "gcp", GCP_AT, "--allow-debug", "--cert", tmp_path / "root.der"))
+        == "signature_invalid"
+    )
 
 
 # ---------------------------------------------------------------- generated tokens
@@ -173,6 +252,7 @@ def jw(tmp_path, keys):
         p = tmp_path / "jwks.json"
         p.write_bytes(tg.jwks(*entries) if entries else tg.jwks(tg.jwk(keys.rsa, "k1")))
         return p
+
     return make
 
 
@@ -182,29 +262,59 @@ AT = NOW.isoformat()
 def test_gcp_oidc_generated(tmp_path, keys, jw):
     j = jw()
     ok = tg.token(tg.gcp_claims(NOW))
-    assert run(tmp_path, ok, "gcp", AT, "--jwks", j, "--audience", "https://shield.test")["verified"]
+    assert run(tmp_path, ok, "gcp", AT, "--jwks", j, "--audience", "https://shield.test")[
+        "verified"
+    ]
     cases = {
         "alg_none_empty_sig": (tg.token(tg.gcp_claims(NOW), alg="none"), "malformed"),
-        "alg_none_signed": (tg.token(tg.gcp_claims(NOW), alg="none", sign_alg="RS256"), "signature_invalid"),
+        "alg_none_signed": (
+            tg.token(tg.gcp_claims(NOW), alg="none", sign_alg="RS256"),
+            "signature_invalid",
+        ),
         "hs256_public_key": (tg.token(tg.gcp_claims(NOW), alg="HS256"), "signature_invalid"),
         "ps256_not_configured": (tg.token(tg.gcp_claims(NOW), alg="PS256"), "signature_invalid"),
-        "rs256_header_pss_sig": (tg.token(tg.gcp_claims(NOW), sign_alg="PS256"), "signature_invalid"),
+        "rs256_header_pss_sig": (
+            tg.token(tg.gcp_claims(NOW), sign_alg="PS256"),
+            "signature_invalid",
+        ),
         "missing_kid": (tg.token(tg.gcp_claims(NOW), kid=None), "root_untrusted"),
         "wrong_kid": (tg.token(tg.gcp_claims(NOW), kid="k2"), "root_untrusted"),
         "other_key": (tg.token(tg.gcp_claims(NOW), key=keys.rsa2), "signature_invalid"),
-        "jku_ignored": (tg.token(tg.gcp_claims(NOW), key=keys.rsa2, kid="evil",
-                                 header={"jku": "https://evil.example/jwks"}), "root_untrusted"),
-        "wrong_iss": (tg.token(tg.gcp_claims(NOW, iss="https://accounts.google.com")), "root_untrusted"),
+        "jku_ignored": (
+            tg.token(
+                tg.gcp_claims(NOW),
+                key=keys.rsa2,
+                kid="evil",
+                header={"jku": "https://evil.example/jwks"},
+            ),
+            "root_untrusted",
+        ),
+        "wrong_iss": (
+            tg.token(tg.gcp_claims(NOW, iss="https://accounts.google.com")),
+            "root_untrusted",
+        ),
         "wrong_aud": (tg.token(tg.gcp_claims(NOW, aud="https://other")), "binding_mismatch"),
         "aud_array": (tg.token(tg.gcp_claims(NOW, aud=["a", "https://shield.test"])), None),
-        "nbf_future": (tg.token(tg.gcp_claims(NOW, nbf=int(NOW.timestamp()) + 600)), "not_yet_valid"),
-        "iat_future": (tg.token(tg.gcp_claims(NOW, iat=int(NOW.timestamp()) + 600)), "not_yet_valid"),
+        "nbf_future": (
+            tg.token(tg.gcp_claims(NOW, nbf=int(NOW.timestamp()) + 600)),
+            "not_yet_valid",
+        ),
+        "iat_future": (
+            tg.token(tg.gcp_claims(NOW, iat=int(NOW.timestamp()) + 600)),
+            "not_yet_valid",
+        ),
         "nbf_within_skew": (tg.token(tg.gcp_claims(NOW, nbf=int(NOW.timestamp()) + 30)), None),
         "expired": (tg.token(tg.gcp_claims(NOW, exp=int(NOW.timestamp()) - 120)), "expired"),
         "no_exp": (tg.token(tg.gcp_claims(NOW, exp=None)), "malformed"),
         "exp_string": (tg.token(tg.gcp_claims(NOW, exp="soon")), "malformed"),
-        "dup_claim": (tg.token({}, raw_payload=json.dumps(tg.gcp_claims(NOW))[:-1].encode()
-                               + b', "dbgstat": "enabled"}'), "malformed"),
+        "dup_claim": (
+            tg.token(
+                {},
+                raw_payload=json.dumps(tg.gcp_claims(NOW))[:-1].encode()
+                + b', "dbgstat": "enabled"}',
+            ),
+            "malformed",
+        ),
         "crit": (tg.token(tg.gcp_claims(NOW), header={"crit": ["exp"]}), "malformed"),
         "typ_other": (tg.token(tg.gcp_claims(NOW), header={"typ": "at+jwt"}), "malformed"),
         "dbgstat_enabled": (tg.token(tg.gcp_claims(NOW, dbgstat="enabled")), "debug_not_allowed"),
@@ -212,7 +322,10 @@ def test_gcp_oidc_generated(tmp_path, keys, jw):
         "swname": (tg.token(tg.gcp_claims(NOW, swname="GCE")), "policy_denied"),
         "secboot": (tg.token(tg.gcp_claims(NOW, secboot=False)), "policy_denied"),
         "no_dbgstat": (tg.token(tg.gcp_claims(NOW, dbgstat=None)), "malformed"),
-        "bad_digest": (tg.token(tg.gcp_claims(NOW, submods={"container": {"image_digest": "md5:00"}})), "malformed"),
+        "bad_digest": (
+            tg.token(tg.gcp_claims(NOW, submods={"container": {"image_digest": "md5:00"}})),
+            "malformed",
+        ),
     }
     for name, (tok, want) in cases.items():
         out = run(tmp_path, tok, "gcp", AT, "--jwks", j, "--audience", "https://shield.test")
@@ -229,26 +342,56 @@ def test_gcp_oidc_generated(tmp_path, keys, jw):
     # a JWKS key pinned to RS256 refuses a PS256 token even when PS256 is configured
     pol.write_text(json.dumps({"gcp": {"algorithms": ["PS256", "RS256"]}}))
     ps = tg.token(tg.gcp_claims(NOW), alg="PS256")
-    assert run(tmp_path, ps, "gcp", AT, "--jwks", jw(tg.jwk(keys.rsa, "k1")), "--policy", pol)["verified"]
-    assert reason(run(tmp_path, ps, "gcp", AT, "--jwks", jw(tg.jwk(keys.rsa, "k1", alg="RS256")),
-                      "--policy", pol)) == "signature_invalid"
+    assert run(tmp_path, ps, "gcp", AT, "--jwks", jw(tg.jwk(keys.rsa, "k1")), "--policy", pol)[
+        "verified"
+    ]
+    assert (
+        reason(
+            run(
+                tmp_path,
+                ps,
+                "gcp",
+                AT,
+                "--jwks",
+                jw(tg.jwk(keys.rsa, "k1", alg="RS256")),
+                "--policy",
+                pol,
+            )
+        )
+        == "signature_invalid"
+    )
     pol.write_text(json.dumps({"gcp": {"algorithms": ["ES384"]}}))
     e3 = tg.token(tg.gcp_claims(NOW), alg="ES384", key=keys.p384)
-    assert run(tmp_path, e3, "gcp", AT, "--jwks", jw(tg.jwk(keys.p384, "k1")), "--policy", pol)["verified"]
+    assert run(tmp_path, e3, "gcp", AT, "--jwks", jw(tg.jwk(keys.p384, "k1")), "--policy", pol)[
+        "verified"
+    ]
     pol.write_text(json.dumps({"gcp": {"algorithms": ["HS256"]}}))
-    p = subprocess.run(CMD + [str(tmp_path / "token.jwt"), "--type", "gcp", "--policy", str(pol)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        CMD + [str(tmp_path / "token.jwt"), "--type", "gcp", "--policy", str(pol)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2 and "algorithms" in p.stderr
     # a symmetric JWKS entry is never used
     oct_jwks = tmp_path / "oct.json"
     oct_jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0"}]}))
-    assert reason(run(tmp_path, tg.token(tg.gcp_claims(NOW), alg="HS256"), "gcp", AT, "--jwks", oct_jwks)) == "signature_invalid"
+    assert (
+        reason(
+            run(tmp_path, tg.token(tg.gcp_claims(NOW), alg="HS256"), "gcp", AT, "--jwks", oct_jwks)
+        )
+        == "signature_invalid"
+    )
 
 
 def _spec_binding_digest(nonce, key=b""):
     """D of protocol.md §1.2 computed here from the spec: what the native code must agree with."""
-    return hashlib.sha512(b"shield-binding-v1\x00" + len(nonce).to_bytes(2, "big") + nonce
-                          + len(key).to_bytes(2, "big") + key).digest()
+    return hashlib.sha512(
+        b"shield-binding-v1\x00"
+        + len(nonce).to_bytes(2, "big")
+        + nonce
+        + len(key).to_bytes(2, "big")
+        + key
+    ).digest()
 
 
 def test_gcp_binding_and_pki_root(tmp_path, keys, jw):
@@ -259,13 +402,19 @@ def test_gcp_binding_and_pki_root(tmp_path, keys, jw):
         tok = tg.token(tg.gcp_claims(NOW, eat_nonce=eat))
         assert run(tmp_path, tok, "gcp", AT, "--jwks", j, "--nonce", nonce.hex())["verified"]
     tok = tg.token(tg.gcp_claims(NOW))
-    assert reason(run(tmp_path, tok, "gcp", AT, "--jwks", j, "--nonce", nonce.hex())) == "binding_mismatch"
+    assert (
+        reason(run(tmp_path, tok, "gcp", AT, "--jwks", j, "--nonce", nonce.hex()))
+        == "binding_mismatch"
+    )
     # PKI flavour chained to a self-made root that is carried in x5c: never trusted
     ca = keys.rsa2
     root = tg.self_signed(ca, "fake Confidential Space Root CA")
     from cryptography.hazmat.primitives import serialization
-    x5c = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
-           for c in (tg.self_signed(keys.rsa, "leaf"), root)]
+
+    x5c = [
+        base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+        for c in (tg.self_signed(keys.rsa, "leaf"), root)
+    ]
     tok = tg.token(tg.gcp_claims(NOW), header={"x5c": x5c})
     assert reason(run(tmp_path, tok, "gcp", AT)) == "root_untrusted"
 
@@ -283,57 +432,142 @@ def test_maa_generated(tmp_path, keys, jw):
     dbg = tg.maa_sgx_claims(NOW, **{"x-ms-sgx-is-debuggable": True})
     assert reason(run(tmp_path, tg.token(dbg), "maa", AT, "--jwks", j, *iss)) == "debug_not_allowed"
     assert run(tmp_path, tg.token(dbg), "maa", AT, "--jwks", j, *iss, "--allow-debug")["verified"]
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW, iss="https://x.attest.azure.net")), "maa", AT,
-                      "--jwks", j, *iss)) == "root_untrusted"
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW), alg="HS256"), "maa", AT, "--jwks", j)) == "signature_invalid"
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW), kid="nope"), "maa", AT, "--jwks", j)) == "root_untrusted"
+    assert (
+        reason(
+            run(
+                tmp_path,
+                tg.token(tg.maa_sgx_claims(NOW, iss="https://x.attest.azure.net")),
+                "maa",
+                AT,
+                "--jwks",
+                j,
+                *iss,
+            )
+        )
+        == "root_untrusted"
+    )
+    assert (
+        reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW), alg="HS256"), "maa", AT, "--jwks", j))
+        == "signature_invalid"
+    )
+    assert (
+        reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW), kid="nope"), "maa", AT, "--jwks", j))
+        == "root_untrusted"
+    )
     # the x5c certificate of the JWKS key must be valid at the verification time
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(dt.datetime(2045, 1, 1, tzinfo=dt.timezone.utc))),
-                      "maa", "2045-01-01T00:00:00Z", "--jwks", j)) == "expired"
+    assert (
+        reason(
+            run(
+                tmp_path,
+                tg.token(tg.maa_sgx_claims(dt.datetime(2045, 1, 1, tzinfo=dt.timezone.utc))),
+                "maa",
+                "2045-01-01T00:00:00Z",
+                "--jwks",
+                j,
+            )
+        )
+        == "expired"
+    )
     pol = tmp_path / "p.json"
-    pol.write_text(json.dumps({"maa": {"mrenclave": ["11" * 32], "mrsigner": ["22" * 32], "product_id": [1],
-                                       "min_svn": 2}}))
-    assert run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)["verified"]
+    pol.write_text(
+        json.dumps(
+            {
+                "maa": {
+                    "mrenclave": ["11" * 32],
+                    "mrsigner": ["22" * 32],
+                    "product_id": [1],
+                    "min_svn": 2,
+                }
+            }
+        )
+    )
+    assert run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)[
+        "verified"
+    ]
     pol.write_text(json.dumps({"maa": {"mrenclave": ["12" * 32]}}))
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)) == "measurement_mismatch"
+    assert (
+        reason(
+            run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)
+        )
+        == "measurement_mismatch"
+    )
     pol.write_text(json.dumps({"maa": {"min_svn": 3}}))
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)) == "policy_denied"
+    assert (
+        reason(
+            run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)
+        )
+        == "policy_denied"
+    )
     # CVM (azurevm with an SEV-SNP isolation TEE)
     cvm = tg.maa_cvm_claims(NOW)
     out = run(tmp_path, tg.token(cvm), "maa", AT, "--jwks", j)
     assert out["verified"] and out["measurements"]["measurement"] == "33" * 48
     assert out["measurements"]["host_data"] == "44" * 32
-    pol.write_text(json.dumps({"maa": {"compliance_status": ["azure-compliant-cvm"], "measurement": ["33" * 48],
-                                       "attestation_type": ["sevsnpvm"]}}))
+    pol.write_text(
+        json.dumps(
+            {
+                "maa": {
+                    "compliance_status": ["azure-compliant-cvm"],
+                    "measurement": ["33" * 48],
+                    "attestation_type": ["sevsnpvm"],
+                }
+            }
+        )
+    )
     assert run(tmp_path, tg.token(cvm), "maa", AT, "--jwks", j, "--policy", pol)["verified"]
     nc = tg.maa_cvm_claims(NOW, tee={"x-ms-compliance-status": "not-compliant"})
-    assert reason(run(tmp_path, tg.token(nc), "maa", AT, "--jwks", j, "--policy", pol)) == "policy_denied"
+    assert (
+        reason(run(tmp_path, tg.token(nc), "maa", AT, "--jwks", j, "--policy", pol))
+        == "policy_denied"
+    )
     dc = tg.maa_cvm_claims(NOW, tee={"x-ms-sevsnpvm-is-debuggable": True})
     assert reason(run(tmp_path, tg.token(dc), "maa", AT, "--jwks", j)) == "debug_not_allowed"
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW, **{"x-ms-attestation-type": "tpm"})),
-                      "maa", AT, "--jwks", j)) == "unsupported_type"
+    assert (
+        reason(
+            run(
+                tmp_path,
+                tg.token(tg.maa_sgx_claims(NOW, **{"x-ms-attestation-type": "tpm"})),
+                "maa",
+                AT,
+                "--jwks",
+                j,
+            )
+        )
+        == "unsupported_type"
+    )
     # nonce claim = base64url(D)
     nonce = b"\x07" * 32
     D = hashlib.sha512(b"shield-binding-v1\x00" + b"\x00\x20" + nonce + b"\x00\x00").digest()
     tok = tg.token(tg.maa_sgx_claims(NOW, nonce=_b64u(D)))
     assert run(tmp_path, tok, "maa", AT, "--jwks", j, "--nonce", nonce.hex())["verified"]
-    assert reason(run(tmp_path, tok, "maa", AT, "--jwks", j, "--nonce", "08" * 32)) == "binding_mismatch"
+    assert (
+        reason(run(tmp_path, tok, "maa", AT, "--jwks", j, "--nonce", "08" * 32))
+        == "binding_mismatch"
+    )
     # timestamp freshness: iat within max_age
     pol.write_text(json.dumps({"freshness": "timestamp", "max_age": 30}))
-    assert reason(run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)) == "expired"
+    assert (
+        reason(
+            run(tmp_path, tg.token(tg.maa_sgx_claims(NOW)), "maa", AT, "--jwks", j, "--policy", pol)
+        )
+        == "expired"
+    )
 
 
 def _native():
-    """shield._native, or None when the shield package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this
+    interpreter.  An
     installed one that does not import (a broken build) fails the tests that use it."""
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native
+    from shield_asgi import _native
+
     return _native
 
 
-needs_native = pytest.mark.skipif(_native() is None,
-                                  reason="the shield package is not installed in this interpreter")
+needs_native = pytest.mark.skipif(
+    _native() is None, reason="the shield_asgi package is not installed in this interpreter"
+)
 
 
 @needs_native
@@ -358,5 +592,11 @@ def test_native_tokens(keys):
     assert len(r.evidence_sha256) == 64
     r = n.verify(tok, "gcp", at=NOW.timestamp(), jwks=j.decode(), audience="other")
     assert r.reason == "binding_mismatch"
-    r = n.verify(tg.token(tg.maa_sgx_claims(NOW)), "azure_maa", at=NOW.timestamp(), jwks=j, issuer=tg.MAA_ISSUER)
+    r = n.verify(
+        tg.token(tg.maa_sgx_claims(NOW)),
+        "azure_maa",
+        at=NOW.timestamp(),
+        jwks=j,
+        issuer=tg.MAA_ISSUER,
+    )
     assert r.verified and r.tee_type == "maa" and r.measurements["MRENCLAVE"] == "11" * 32

@@ -1,4 +1,4 @@
-"""`shield verify` (CLI, as a subprocess) and shield._native.verify on the real attestation
+"""`shield verify` (CLI, as a subprocess) and shield_asgi._native.verify on the real attestation
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) and on generated
 evidence.  The ≥1000-mutations-per-vector sweep lives in tests/c/attest/test_attest.c (speed)."""
 
@@ -15,27 +15,41 @@ import time
 import pytest
 
 from verify_cli import VECTORS, find_verify_cmd
+
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 
 needs_vectors = pytest.mark.skipif(
     not (VECTORS / "MANIFEST.md").exists(),
-    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
+    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)",
+)
 
 
 CMD = find_verify_cmd("--type")
-needs_cli = pytest.mark.skipif(CMD is None, reason="neither `shield verify` nor attest-verify is built")
+needs_cli = pytest.mark.skipif(
+    CMD is None, reason="neither `shield verify` nor attest-verify is built"
+)
 
 
 def cli(*args, **kw):
-    return subprocess.run(CMD + [str(a) for a in args], capture_output=True, text=True, timeout=60, **kw)
+    return subprocess.run(
+        CMD + [str(a) for a in args], capture_output=True, text=True, timeout=60, **kw
+    )
 
 
 def cli_json(*args):
     p = cli(*args, "--json")
     assert p.returncode in (0, 1), p.stderr
     out = json.loads(p.stdout)
-    assert set(out) == {"verified", "reason", "tee_type", "measurements", "claims", "debug",
-                        "tcb_status", "advisories"}
+    assert set(out) == {
+        "verified",
+        "reason",
+        "tee_type",
+        "measurements",
+        "claims",
+        "debug",
+        "tcb_status",
+        "advisories",
+    }
     assert (p.returncode == 0) == out["verified"]
     return out
 
@@ -76,7 +90,12 @@ def test_cli_snp_vectors(report, certs, want, want_now):
     args = ["--type", "sev-snp", VECTORS / "sev-snp" / report]
     for c in certs:
         args += ["--cert", VECTORS / "sev-snp" / c]
-    assert cli_json(*args, "--at", "2026-01-01T00:00:00Z" if "oak" in report else "2025-06-01T00:00:00Z")["reason"] == want
+    assert (
+        cli_json(
+            *args, "--at", "2026-01-01T00:00:00Z" if "oak" in report else "2025-06-01T00:00:00Z"
+        )["reason"]
+        == want
+    )
     assert cli_json(*args, "--at", "2026-11-24T12:00:00Z")["reason"] == want_now
 
 
@@ -103,8 +122,11 @@ def test_cli_azure_hcl(tmp_path):
 def test_cli_text_inputs_nonce_and_binding(tmp_path):
     raw = (VECTORS / "nitro" / "attester-sample_attestation_doc_full.bin").read_bytes()
     at = "2024-01-24T18:14:25Z"
-    for name, text in (("b64", base64.b64encode(raw)), ("hex", raw.hex().encode()),
-                       ("b64url", base64.urlsafe_b64encode(raw).rstrip(b"="))):
+    for name, text in (
+        ("b64", base64.b64encode(raw)),
+        ("hex", raw.hex().encode()),
+        ("b64url", base64.urlsafe_b64encode(raw).rstrip(b"=")),
+    ):
         (tmp_path / name).write_bytes(text)
         assert cli_json("--type", "nitro", tmp_path / name, "--at", at, "--allow-debug")["verified"]
     f = VECTORS / "nitro" / "attester-sample_attestation_doc_full.bin"
@@ -113,8 +135,12 @@ def test_cli_text_inputs_nonce_and_binding(tmp_path):
     assert cli_json(*base, "--nonce", "4e6f6e63650b")["reason"] == "binding_mismatch"
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    pk = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    pk = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (tmp_path / "k.pem").write_bytes(pk)
     out = cli_json(*base, "--nonce", "4e6f6e63650a", "--public-key", tmp_path / "k.pem")
     assert out["reason"] == "binding_mismatch"
@@ -127,8 +153,22 @@ def test_cli_policy_file(tmp_path):
     at = "2022-10-13T08:58:02Z"
     pol = tmp_path / "p.json"
     pol.write_text(json.dumps({"version": 1, "nitro": {"pcrs": {"8": ["00" * 48]}}}))
-    assert cli_json("--type", "nitro", f, "--at", at, "--policy", pol)["reason"] == "measurement_mismatch"
-    pol.write_text(json.dumps({"nitro": {"pcrs": {"0": "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599936332687e6f66fc890ac8cf150142d8b"}}}))
+    assert (
+        cli_json("--type", "nitro", f, "--at", at, "--policy", pol)["reason"]
+        == "measurement_mismatch"
+    )
+    pol.write_text(
+        json.dumps(
+            {
+                "nitro": {
+                    "pcrs": {
+                        "0": "f4d48b81a460c9916d1e685119074bf24660afd3e34fae9fca0a0d28d9d5599"
+                        "936332687e6f66fc890ac8cf150142d8b"
+                    }
+                }
+            }
+        )
+    )
     assert cli_json("--type", "nitro", f, "--at", at, "--policy", pol)["verified"]
     pol.write_text('{"allow_debgu": true}')
     assert cli("--type", "nitro", f, "--at", at, "--policy", pol).returncode == 2
@@ -160,6 +200,7 @@ def test_cli_exit_codes(tmp_path):
 def test_cli_generated_root_untrusted(tmp_path):
     pytest.importorskip("cbor2")
     from attest_gen import nitro_document
+
     for tagged in (False, True):
         doc, _ = nitro_document(NOW, tagged=tagged)
         (tmp_path / "doc").write_bytes(doc)
@@ -167,26 +208,33 @@ def test_cli_generated_root_untrusted(tmp_path):
         assert out["reason"] == "root_untrusted"
     doc, _ = nitro_document(NOW, alg=-7)
     (tmp_path / "doc").write_bytes(doc)
-    assert cli_json("--type", "nitro", tmp_path / "doc", "--at", NOW.isoformat())["reason"] == "malformed"
+    assert (
+        cli_json("--type", "nitro", tmp_path / "doc", "--at", NOW.isoformat())["reason"]
+        == "malformed"
+    )
 
 
 def _native():
-    """shield._native, or None when the shield package is not installed in this interpreter.  An
+    """shield_asgi._native, or None when the shield_asgi package is not installed in this
+    interpreter.  An
     installed one that does not import (a broken build) fails the tests: not a skip."""
-    if importlib.util.find_spec("shield") is None:
+    if importlib.util.find_spec("shield_asgi") is None:
         return None
-    from shield import _native
+    from shield_asgi import _native
+
     return _native
 
 
-needs_native = pytest.mark.skipif(_native() is None,
-                                  reason="the shield package is not installed in this interpreter")
+needs_native = pytest.mark.skipif(
+    _native() is None, reason="the shield_asgi package is not installed in this interpreter"
+)
 
 
 @needs_vectors
 @needs_native
 def test_native_verify_fields():
-    from shield.attestation import AttestationResult
+    from shield_asgi.attestation import AttestationResult
+
     n = _native()
     doc = (VECTORS / "nitro" / "valid-attestation-doc-bytes").read_bytes()
     at = dt.datetime(2022, 10, 13, 8, 58, 2, tzinfo=dt.timezone.utc).timestamp()
@@ -196,10 +244,27 @@ def test_native_verify_fields():
     assert len(r.evidence_sha256) == 64 and len(r.policy_sha256) == 64
     assert r.nonce and len(r.nonce) == 256 and r.measurements["PCR0"].startswith("f4d48b81a460c991")
     d = r.to_dict()
-    assert set(d) >= {"verified", "tee_type", "measurements", "claims", "timestamp", "error",
-                      "reason", "message", "debug", "tcb_status", "advisories", "public_key",
-                      "user_data", "nonce", "evidence_sha256", "raw_evidence", "mode", "session",
-                      "policy_sha256"}
+    assert set(d) >= {
+        "verified",
+        "tee_type",
+        "measurements",
+        "claims",
+        "timestamp",
+        "error",
+        "reason",
+        "message",
+        "debug",
+        "tcb_status",
+        "advisories",
+        "public_key",
+        "user_data",
+        "nonce",
+        "evidence_sha256",
+        "raw_evidence",
+        "mode",
+        "session",
+        "policy_sha256",
+    }
     json.dumps(d)
     r = n.verify(doc, "nitro", at=time.time())
     assert not r.verified and r.reason == "expired" and r.error == "attestation_failed"

@@ -1,6 +1,6 @@
 """Client attestation end to end (protocol.md §1–§3) with a real FastAPI app
 (apps/app_attest.py) under uvicorn, where AttestationMiddleware runs the protocol through
-shield._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
+shield_asgi._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
 the exact §3 errors, excluded routes, the decorator and the dependency.  Evidence comes from
 the simulated TEE (its dev root in a per-run XDG_DATA_HOME) and is tampered with for the
 negative cases."""
@@ -10,8 +10,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
-import shutil
 import secrets
+import shutil
 import tempfile
 import time
 
@@ -19,11 +19,22 @@ import httpx
 import pytest
 
 from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
-    fresh, test_debug, test_decorator_and_dependency, test_excluded_route, test_expired,
-    test_missing, test_session_body_digest, test_session_replayed_proof,
-    test_session_unknown_and_bad_establishment, test_session_valid_and_forged, test_tampered_payload,
-    test_tampered_signature, test_well_known_405_has_allow, test_wrong_binding,
-    test_wrong_binding_key)
+    fresh,
+    test_debug,
+    test_decorator_and_dependency,
+    test_excluded_route,
+    test_expired,
+    test_missing,
+    test_session_body_digest,
+    test_session_replayed_proof,
+    test_session_unknown_and_bad_establishment,
+    test_session_valid_and_forged,
+    test_tampered_payload,
+    test_tampered_signature,
+    test_well_known_405_has_allow,
+    test_wrong_binding,
+    test_wrong_binding_key,
+)
 from attest_client import Session, error, evidence, evidence_cli, get_nonce, header_mode
 from conftest import shield_bin
 
@@ -34,8 +45,11 @@ SECRET = os.path.join(DATA_HOME, "state-secret")
 with open(SECRET, "wb") as f:
     f.write(secrets.token_bytes(32))
 DEFAULT_PCR0 = hashlib.sha384(b"shield-simulated-pcr0").hexdigest()
-ENV = {"SHIELD_TEST_ATTEST_SECRET": SECRET, "SHIELD_TEST_ATTEST_PCR0": DEFAULT_PCR0,
-       "XDG_DATA_HOME": DATA_HOME}
+ENV = {
+    "SHIELD_TEST_ATTEST_SECRET": SECRET,
+    "SHIELD_TEST_ATTEST_PCR0": DEFAULT_PCR0,
+    "XDG_DATA_HOME": DATA_HOME,
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +121,7 @@ def test_openapi_shows_attestation_headers(client):
 
 # ---- session mode --------------------------------------------------------------------------
 
+
 def test_session_expired_is_not_session_unknown():
     """An ended session is session_expired (attest again), a wrong id session_unknown — the
     same distinction as the native gate.  In-process (Starlette's TestClient) so the
@@ -114,7 +129,7 @@ def test_session_expired_is_not_session_unknown():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from shield.integrations import AttestationMiddleware
+    from shield_asgi.integrations import AttestationMiddleware
 
     now = [time.time()]
     app = FastAPI()
@@ -123,8 +138,14 @@ def test_session_expired_is_not_session_unknown():
     def x():
         return {"ok": True}
 
-    mw = AttestationMiddleware(app, tee_type="simulated", nonce_secret=SECRET, session_ttl=60,
-                               trust_simulated=True, clock=lambda: now[0])
+    mw = AttestationMiddleware(
+        app,
+        tee_type="simulated",
+        nonce_secret=SECRET,
+        session_ttl=60,
+        trust_simulated=True,
+        clock=lambda: now[0],
+    )
     with TestClient(mw) as c:
         s = Session(c)
         assert s.response.status_code == 200, s.response.text
@@ -147,10 +168,12 @@ def test_timestamp_freshness_without_nonce_real_nitro_vector():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from shield.integrations import AttestationMiddleware
+    from shield_asgi.integrations import AttestationMiddleware
 
-    vectors = Path(os.environ.get("SHIELD_VECTORS") or
-                   Path(__file__).resolve().parents[3] / "shared" / "vectors")
+    vectors = Path(
+        os.environ.get("SHIELD_VECTORS")
+        or Path(__file__).resolve().parents[3] / "shared" / "vectors"
+    )
     doc = vectors / "attestation" / "nitro" / "valid-attestation-doc-bytes"
     if not doc.exists():
         pytest.skip(f"shared vectors not found at {vectors} (set SHIELD_VECTORS)")
@@ -161,13 +184,20 @@ def test_timestamp_freshness_without_nonce_real_nitro_vector():
     def x():
         return {"ok": True}
 
-    h = {"X-Attestation-Token": base64.b64encode(doc.read_bytes()).decode(),
-         "X-Attestation-Type": "nitro"}
+    h = {
+        "X-Attestation-Token": base64.b64encode(doc.read_bytes()).decode(),
+        "X-Attestation-Type": "nitro",
+    }
     strict = AttestationMiddleware(app, tee_type="nitro", nonce_secret=SECRET, clock=lambda: at)
     with TestClient(strict) as c:  # the default (nonce) policy: a nonce is required
         assert error(c.get("/x", headers=h)) == (401, "attestation_failed", "nonce_invalid")
-    mw = AttestationMiddleware(app, tee_type="nitro", nonce_secret=SECRET, clock=lambda: at,
-                               policy={"version": 1, "freshness": "timestamp", "max_age": 300})
+    mw = AttestationMiddleware(
+        app,
+        tee_type="nitro",
+        nonce_secret=SECRET,
+        clock=lambda: at,
+        policy={"version": 1, "freshness": "timestamp", "max_age": 300},
+    )
     with TestClient(mw) as c:
         r = c.get("/x", headers=h)
         assert r.status_code == 200, r.text

@@ -20,11 +20,22 @@ import httpx
 import pytest
 
 from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
-    fresh, test_debug, test_decorator_and_dependency, test_excluded_route, test_expired,
-    test_missing, test_session_body_digest, test_session_replayed_proof,
-    test_session_unknown_and_bad_establishment, test_session_valid_and_forged, test_tampered_payload,
-    test_tampered_signature, test_well_known_405_has_allow, test_wrong_binding,
-    test_wrong_binding_key)
+    fresh,
+    test_debug,
+    test_decorator_and_dependency,
+    test_excluded_route,
+    test_expired,
+    test_missing,
+    test_session_body_digest,
+    test_session_replayed_proof,
+    test_session_unknown_and_bad_establishment,
+    test_session_valid_and_forged,
+    test_tampered_payload,
+    test_tampered_signature,
+    test_well_known_405_has_allow,
+    test_wrong_binding,
+    test_wrong_binding_key,
+)
 from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
 from conftest import SERVER_KIND, shield_bin
 from test_client_attest import DATA_HOME, DEFAULT_PCR0, ENV, SECRET  # one dev root per run
@@ -33,26 +44,40 @@ from test_client_attest import DATA_HOME, DEFAULT_PCR0, ENV, SECRET  # one dev r
 def _has_gate() -> bool:
     # a missing or unrunnable binary raises here (the module errors): like conftest's fixtures,
     # a binary that is not there fails the tests, it does not skip them
-    out = subprocess.run([str(shield_bin()), "--help"], capture_output=True, text=True,
-                         timeout=30).stdout
+    out = subprocess.run(
+        [str(shield_bin()), "--help"], capture_output=True, text=True, timeout=30
+    ).stdout
     return "--attest-types" in out and "mutual-TLS modes" in out
 
 
 pytestmark = [
     pytest.mark.skipif(SERVER_KIND != "shield", reason="native gate: shield only"),
-    pytest.mark.skipif(SERVER_KIND == "shield" and not _has_gate(),
-                       reason=f"{shield_bin()} predates the native attestation gate (scripts/bootstrap)"),
+    pytest.mark.skipif(
+        SERVER_KIND == "shield" and not _has_gate(),
+        reason=f"{shield_bin()} predates the native attestation gate (scripts/bootstrap)",
+    ),
 ]
 
 APP = "app_attest:app"
 POLICY = os.path.join(DATA_HOME, "native-policy.json")
 with open(POLICY, "w") as f:
     json.dump({"version": 1, "nitro": {"pcrs": {"0": [DEFAULT_PCR0]}}}, f)
-BASE = ("--attest-types", "simulated,nitro", "--trust-simulated", "--state-secret-file", SECRET,
-        "--attest-exclude", "/health", "--attest-exclude", "/docs", "--attest-exclude",
-        "/openapi.json")
-VECTORS = Path(os.environ.get("SHIELD_VECTORS") or
-               Path(__file__).resolve().parents[3] / "shared" / "vectors")
+BASE = (
+    "--attest-types",
+    "simulated,nitro",
+    "--trust-simulated",
+    "--state-secret-file",
+    SECRET,
+    "--attest-exclude",
+    "/health",
+    "--attest-exclude",
+    "/docs",
+    "--attest-exclude",
+    "/openapi.json",
+)
+VECTORS = Path(
+    os.environ.get("SHIELD_VECTORS") or Path(__file__).resolve().parents[3] / "shared" / "vectors"
+)
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +211,7 @@ def test_body_after_verification(client):
 
 # ---- session mode --------------------------------------------------------------------------
 
+
 def test_session_establishment_headers_and_limits(client):
     """Beyond the shared cases: the sealed key is never cached, an oversized establishment
     body is malformed, and the endpoint is POST only."""
@@ -216,31 +242,51 @@ def test_session_across_workers(fresh_server):
 
 # ---- mutual TLS: the connection is the session ---------------------------------------------
 
+
 def test_mtls_mode(server, tmp_path_factory):
     import ssl
 
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
+
     from tls_certs import make_pki
 
     pki = make_pki(tmp_path_factory.mktemp("pki"))
-    srv = server(APP, *BASE, "--attest-required", "--ssl-certfile", pki["server.pem"],
-                 "--ssl-keyfile", pki["server.key"], "--ssl-ca-certs", pki["ca.pem"],
-                 "--ssl-cert-reqs", "optional", env=ENV)
+    srv = server(
+        APP,
+        *BASE,
+        "--attest-required",
+        "--ssl-certfile",
+        pki["server.pem"],
+        "--ssl-keyfile",
+        pki["server.key"],
+        "--ssl-ca-certs",
+        pki["ca.pem"],
+        "--ssl-cert-reqs",
+        "optional",
+        env=ENV,
+    )
     url = f"https://{srv.host}:{srv.port}"
-    spki = x509.load_pem_x509_certificate(pki["client.pem"].read_bytes()).public_key() \
+    spki = (
+        x509.load_pem_x509_certificate(pki["client.pem"].read_bytes())
+        .public_key()
         .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     ctx = ssl.create_default_context(cafile=str(pki["ca.pem"]))
     ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
     with httpx.Client(base_url=url, verify=ctx, timeout=30) as c:
         assert error(c.get("/whoami")) == (401, "attestation_required", "missing")
         n = get_nonce(c)
         other = evidence(n, b"\x30\x03\x01\x02\x03")  # bound to another key
-        r = c.post("/.well-known/shield/attest", json={
-            "type": "simulated", "evidence": b64e(other), "nonce": b64e(n)})
+        r = c.post(
+            "/.well-known/shield/attest",
+            json={"type": "simulated", "evidence": b64e(other), "nonce": b64e(n)},
+        )
         assert error(r) == (401, "attestation_failed", "binding_mismatch")
-        r = c.post("/.well-known/shield/attest", json={
-            "type": "simulated", "evidence": b64e(evidence(n, spki)), "nonce": b64e(n)})
+        r = c.post(
+            "/.well-known/shield/attest",
+            json={"type": "simulated", "evidence": b64e(evidence(n, spki)), "nonce": b64e(n)},
+        )
         assert r.status_code == 200, r.text
         assert r.json() == {"mode": "mtls", "expires_in": 3600}
         for _ in range(3):  # every later request on this connection is attested
@@ -253,13 +299,16 @@ def test_mtls_mode(server, tmp_path_factory):
     plain = ssl.create_default_context(cafile=str(pki["ca.pem"]))
     with httpx.Client(base_url=url, verify=plain, timeout=30) as c:
         n = get_nonce(c)
-        r = c.post("/.well-known/shield/attest", json={
-            "type": "simulated", "evidence": b64e(evidence(n, spki)), "nonce": b64e(n)})
+        r = c.post(
+            "/.well-known/shield/attest",
+            json={"type": "simulated", "evidence": b64e(evidence(n, spki)), "nonce": b64e(n)},
+        )
         assert error(r) == (401, "attestation_invalid", "malformed")
         assert error(c.get("/whoami")) == (401, "attestation_required", "missing")
 
 
 # ---- optional mode, workers, flags ---------------------------------------------------------
+
 
 def test_optional_mode_passes_without_evidence(server):
     srv = server(APP, *BASE, env={**ENV, "SHIELD_TEST_ATTEST_OPTIONAL": "1"})
@@ -279,8 +328,9 @@ def test_two_workers_share_consumed_nonces(fresh_server):
     from test_flags import scrape
 
     mport = free_port()
-    srv = fresh_server(APP, *BASE, "--attest-required", "--workers", "2", "--metrics-port",
-                       str(mport), env=ENV)
+    srv = fresh_server(
+        APP, *BASE, "--attest-required", "--workers", "2", "--metrics-port", str(mport), env=ENV
+    )
     pids, used = set(), []
     deadline = time.time() + 20
     while len(pids) < 2 and time.time() < deadline:
@@ -313,8 +363,13 @@ def test_pool_caps_overloaded(fresh_server):
     get 503 overloaded with Retry-After, and the app never sees them."""
     import concurrent.futures
 
-    srv = fresh_server(APP, *BASE, "--attest-required", "--dev",
-                       env={**ENV, "SHIELD_ATTEST_VERIFY_DELAY_MS": "1500"})
+    srv = fresh_server(
+        APP,
+        *BASE,
+        "--attest-required",
+        "--dev",
+        env={**ENV, "SHIELD_ATTEST_VERIFY_DELAY_MS": "1500"},
+    )
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         cases = [fresh(c) for _ in range(24)]
 
@@ -340,8 +395,9 @@ def test_pool_caps_overloaded(fresh_server):
 
 def test_flags_validation():
     def run(*args):
-        return subprocess.run([str(shield_bin()), APP, *args], capture_output=True, text=True,
-                              timeout=30)
+        return subprocess.run(
+            [str(shield_bin()), APP, *args], capture_output=True, text=True, timeout=30
+        )
 
     r = run("--attest-types", "simulated", "--attest-clock", "2022-10-13T08:58:02Z")
     assert r.returncode == 2 and "--dev" in r.stderr
@@ -353,15 +409,19 @@ def test_flags_validation():
     assert r.returncode == 2 and "RFC 3339" in r.stderr
     r = run("--attest-types", "nitro", "--attest-exclude", "health")
     assert r.returncode == 2 and "must start with '/'" in r.stderr
-    r = subprocess.run([str(shield_bin()), "--native-hello", "--attest-types", "nitro"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [str(shield_bin()), "--native-hello", "--attest-types", "nitro"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "--native-hello" in r.stderr
-    r = run("--attest-types", "nitro", "--attest-policy", "/nonexistent/policy.json",
-            "--port", "0")
+    r = run("--attest-types", "nitro", "--attest-policy", "/nonexistent/policy.json", "--port", "0")
     assert r.returncode != 0 and "--attest-policy" in r.stderr
 
 
 # ---- a real Nitro vector at its valid-at time ----------------------------------------------
+
 
 def _nitro_headers(doc: bytes) -> dict:
     import base64
@@ -378,14 +438,15 @@ def test_real_nitro_vector_at_its_time(fresh_server):
     with open(policy, "w") as f:  # §1.3: nitro may use timestamp freshness (no nonce)
         json.dump({"version": 1, "freshness": "timestamp", "max_age": 300}, f)
     args = ("--attest-types", "nitro", "--attest-policy", policy, "--state-secret-file", SECRET)
-    srv = fresh_server("app_attest_plain:app", *args, "--dev", "--attest-clock",
-                       "2022-10-13T08:58:02Z", env=ENV)
+    srv = fresh_server(
+        "app_attest_plain:app", *args, "--dev", "--attest-clock", "2022-10-13T08:58:02Z", env=ENV
+    )
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         r = c.get("/x", headers=_nitro_headers(ev))
         assert r.status_code == 200, r.text
         body = r.json()
         a = body["attestation"]
-        assert body["type"] == "shield.attestation.AttestationResult"
+        assert body["type"] == "shield_asgi.attestation.AttestationResult"
         assert a["verified"] and a["tee_type"] == "nitro" and a["mode"] == "header"
         assert a["pcr0"].startswith("f4d48b81a460c991") and not a["debug"]
         assert a["timestamp"] == 1665651482.0  # the overridden verification time
@@ -413,7 +474,6 @@ def test_real_nitro_vector_at_its_time(fresh_server):
     with httpx.Client(base_url=srv2.url, timeout=30) as c:
         r = c.get("/x", headers=_nitro_headers(ev))
         assert error(r) == (401, "attestation_failed", "expired")
-
 
 
 def test_session_proofs_do_not_fill_the_state_table(fresh_server):

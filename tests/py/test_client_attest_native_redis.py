@@ -18,15 +18,18 @@ import pytest
 from attest_client import Session, error, evidence, get_nonce, header_mode
 from attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
     test_nonce_consumed_on_one_server_is_refused_by_the_other,
-    test_session_shared_and_proofs_monotonic_across_servers)
+    test_session_shared_and_proofs_monotonic_across_servers,
+)
 from conftest import SERVER_KIND, RedisServer, free_port, shield_bin
 from test_client_attest import ENV, SECRET  # the simulated dev root and the secret file
 from test_client_attest_native import APP, BASE, _has_gate
 
 pytestmark = [
     pytest.mark.skipif(SERVER_KIND != "shield", reason="native gate: shield only"),
-    pytest.mark.skipif(SERVER_KIND == "shield" and not _has_gate(),
-                       reason=f"{shield_bin()} predates the native attestation gate"),
+    pytest.mark.skipif(
+        SERVER_KIND == "shield" and not _has_gate(),
+        reason=f"{shield_bin()} predates the native attestation gate",
+    ),
 ]
 
 
@@ -38,10 +41,11 @@ def _clock(offset: float) -> str:
 @pytest.fixture(scope="module")
 def pair(server, redis_url):
     a = server(APP, *BASE, "--attest-required", "--state-url", redis_url, env=ENV)
-    b = server(APP, *BASE, "--attest-required", "--state-url", redis_url, "--workers", "2",
-               env=ENV)
-    with httpx.Client(base_url=a.url, timeout=30) as ca, \
-            httpx.Client(base_url=b.url, timeout=30) as cb:
+    b = server(APP, *BASE, "--attest-required", "--state-url", redis_url, "--workers", "2", env=ENV)
+    with (
+        httpx.Client(base_url=a.url, timeout=30) as ca,
+        httpx.Client(base_url=b.url, timeout=30) as cb,
+    ):
         yield ca, cb
 
 
@@ -54,8 +58,9 @@ def test_concurrent_replays_exactly_one_wins(pair):
         n = get_nonce(a)
         h = header_mode(n, evidence(n))
         with cf.ThreadPoolExecutor(6) as ex:
-            codes = list(ex.map(lambda c: c.get("/whoami", headers=h).status_code,
-                                [a, b, a, b, a, b]))
+            codes = list(
+                ex.map(lambda c: c.get("/whoami", headers=h).status_code, [a, b, a, b, a, b])
+            )
         assert sorted(codes) == [200, 401, 401, 401, 401, 401], codes
 
 
@@ -80,8 +85,17 @@ def test_expired_session_is_session_expired(server, pair, redis_url):
     a, _ = pair
     s = Session(a)
     assert s.response.status_code == 200, s.response.text
-    later = server(APP, *BASE, "--attest-required", "--state-url", redis_url, "--dev",
-                   "--attest-clock", _clock(3720), env=ENV)
+    later = server(
+        APP,
+        *BASE,
+        "--attest-required",
+        "--state-url",
+        redis_url,
+        "--dev",
+        "--attest-clock",
+        _clock(3720),
+        env=ENV,
+    )
     with httpx.Client(base_url=later.url, timeout=30) as c:
         t = int((time.time() + 3720) * 1000)
         r = c.get("/whoami", headers=s.headers("GET", "/whoami", t=t))
@@ -111,9 +125,22 @@ def test_redis_down_is_503_overloaded_and_recovers(server):
             assert time.monotonic() - t0 < 10
             # Redis back (empty: the session is gone, a fresh nonce works)
             r2 = subprocess.Popen(
-                ["redis-server", "--port", str(r.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", r.dir],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "redis-server",
+                    "--port",
+                    str(r.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    r.dir,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             r.proc = r2
             deadline = time.monotonic() + 15
             while True:
@@ -128,10 +155,21 @@ def test_redis_down_is_503_overloaded_and_recovers(server):
 
 
 def _start(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(shield_bin()), APP, "--app-dir",
-                           os.path.join(os.path.dirname(__file__), "apps"), "--port",
-                           str(free_port()), *args], capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, **ENV))
+    return subprocess.run(
+        [
+            str(shield_bin()),
+            APP,
+            "--app-dir",
+            os.path.join(os.path.dirname(__file__), "apps"),
+            "--port",
+            str(free_port()),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, **ENV),
+    )
 
 
 def test_bad_state_url_refused_at_start():

@@ -9,13 +9,15 @@ import shutil
 import httpx
 import pytest
 
+import test_client_attest as base  # noqa: F401 - sets XDG_DATA_HOME and the secret file
 from attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
     test_nonce_consumed_on_one_server_is_refused_by_the_other,
-    test_session_shared_and_proofs_monotonic_across_servers)
-import test_client_attest as base  # noqa: F401 - sets XDG_DATA_HOME and the secret file
+    test_session_shared_and_proofs_monotonic_across_servers,
+)
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is not installed"
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,5 +25,8 @@ def pair(server, redis_url):
     env = dict(base.ENV, SHIELD_TEST_ATTEST_STATE=redis_url)
     a = server("app_attest:app", env=env, kind="uvicorn")
     b = server("app_attest:app", "--timeout-keep-alive", "6", env=env, kind="uvicorn")
-    with httpx.Client(base_url=a.url, timeout=30) as ca, httpx.Client(base_url=b.url, timeout=30) as cb:
+    with (
+        httpx.Client(base_url=a.url, timeout=30) as ca,
+        httpx.Client(base_url=b.url, timeout=30) as cb,
+    ):
         yield ca, cb

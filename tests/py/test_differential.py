@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import pytest
+
 from conftest import IS_UVICORN, RawConn, uvicorn_available
 
 APP = "app_fastapi:app"

@@ -1,7 +1,6 @@
 """The `shield` binary: built into the venv, embeds that venv's interpreter, keeps its libuv and
 llhttp private (so uvloop's bundled libuv never interposes), clear CLI errors."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,8 +15,9 @@ pytestmark = pytest.mark.shield_only
 
 
 def run_shield(*args, timeout=30):
-    return subprocess.run([str(shield_bin()), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=str(REPO))
+    return subprocess.run(
+        [str(shield_bin()), *args], capture_output=True, text=True, timeout=timeout, cwd=str(REPO)
+    )
 
 
 def test_binary_is_in_the_venv_and_reports_version():
@@ -33,8 +33,9 @@ def test_libuv_and_llhttp_symbols_are_not_exported():
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) not installed")
-    out = subprocess.run([nm, "-D", "--defined-only", str(shield_bin())], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [nm, "-D", "--defined-only", str(shield_bin())], capture_output=True, text=True, check=True
+    ).stdout
     exported = [line.split()[-1] for line in out.splitlines() if line.split()]
     leaked = [s for s in exported if s.startswith(("uv_", "llhttp_"))]
     assert leaked == [], f"shield exports libuv/llhttp symbols: {leaked[:10]}"
@@ -62,21 +63,32 @@ def test_shield_and_uvloop_libuv_in_one_process(fresh_server):
 
 
 def test_native_module_imports_in_the_venv():
-    r = subprocess.run([python_bin(), "-c", "import shield, shield._native as n; "
-                        "print(shield.__version__, n.versions()['shield'])"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            python_bin(),
+            "-c",
+            "import shield_asgi, shield_asgi._native as n; "
+            "print(shield_asgi.__version__, n.versions()['shield'])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     a, b = r.stdout.split()
     assert a == b
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--port", "notanumber", "x:app"], "--port"),
-    (["--port", "70000", "x:app"], "--port"),
-    (["--lifespan", "sometimes", "x:app"], "--lifespan"),
-    (["--no-such-flag", "x:app"], "--no-such-flag"),
-    ([], "MODULE:ATTR"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--port", "notanumber", "x:app"], "--port"),
+        (["--port", "70000", "x:app"], "--port"),
+        (["--lifespan", "sometimes", "x:app"], "--lifespan"),
+        (["--no-such-flag", "x:app"], "--no-such-flag"),
+        ([], "MODULE:ATTR"),
+    ],
+)
 def test_usage_errors_exit_2_with_a_message(args, needle):
     r = run_shield(*args)
     assert r.returncode == 2, (r.returncode, r.stderr)

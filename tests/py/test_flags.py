@@ -103,8 +103,12 @@ def test_rfc7239_forwarded(server):
 
 
 def test_bad_forwarded_allow_ips_is_a_usage_error(tmp_path):
-    r = subprocess.run([str(shield_bin()), APP, "--forwarded-allow-ips", "not-an-ip"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [str(shield_bin()), APP, "--forwarded-allow-ips", "not-an-ip"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "--forwarded-allow-ips" in r.stderr
 
 
@@ -158,8 +162,9 @@ def test_extra_response_headers(server):
 
 @pytest.mark.parametrize("bad", ["NoColon", "Bad Name: x", ":x"])
 def test_bad_header_flag(bad):
-    r = subprocess.run([str(shield_bin()), APP, "--header", bad], capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        [str(shield_bin()), APP, "--header", bad], capture_output=True, text=True, timeout=30
+    )
     assert r.returncode == 2 and "--header" in r.stderr
 
 
@@ -220,9 +225,21 @@ def test_fd_listener(tmp_path):
     fd = lsock.fileno()
     errf = open(tmp_path / "stderr", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(shield_bin()), APP, "--app-dir", str(APPS_DIR), "--fd", str(fd), "--workers",
-         "2", "--no-access-log"],
-        pass_fds=[fd], stdout=errf, stderr=subprocess.STDOUT, cwd=str(REPO),
+        [
+            str(shield_bin()),
+            APP,
+            "--app-dir",
+            str(APPS_DIR),
+            "--fd",
+            str(fd),
+            "--workers",
+            "2",
+            "--no-access-log",
+        ],
+        pass_fds=[fd],
+        stdout=errf,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
         start_new_session=True,
     )
     try:
@@ -259,9 +276,19 @@ def test_vsock_listener(tmp_path):
     port = 20000 + os.getpid() % 20000
     errf = open(tmp_path / "stderr", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(shield_bin()), APP, "--app-dir", str(APPS_DIR), "--vsock-port", str(port),
-         "--no-access-log"],
-        stdout=errf, stderr=subprocess.STDOUT, cwd=str(REPO), start_new_session=True,
+        [
+            str(shield_bin()),
+            APP,
+            "--app-dir",
+            str(APPS_DIR),
+            "--vsock-port",
+            str(port),
+            "--no-access-log",
+        ],
+        stdout=errf,
+        stderr=subprocess.STDOUT,
+        cwd=str(REPO),
+        start_new_session=True,
     )
     try:
         cid_local = getattr(socket, "VMADDR_CID_LOCAL", 1)
@@ -332,9 +359,13 @@ def test_json_access_log_lines(fresh_server):
 def test_common_access_log_has_request_id(fresh_server):
     srv = fresh_server(APP, "--access-log")
     request(srv, "/pid")
-    line = wait_for(lambda: next((ln for ln in srv.stderr_text().splitlines()
-                                  if '"GET /pid HTTP/1.1" 200' in ln), None), what="log line")
-    assert re.search(r'200 \d+ \d+us [0-9a-f]{16}$', line), line
+    line = wait_for(
+        lambda: next(
+            (ln for ln in srv.stderr_text().splitlines() if '"GET /pid HTTP/1.1" 200' in ln), None
+        ),
+        what="log line",
+    )
+    assert re.search(r"200 \d+ \d+us [0-9a-f]{16}$", line), line
 
 
 # ---- metrics ------------------------------------------------------------------------------
@@ -363,10 +394,15 @@ def test_metrics_move_with_traffic(fresh_server):
     # Counters move when the server has finished writing a response, which can be just after
     # the client has read it: wait for all of them, not only the 2xx one.
     key4 = 'shield_http_requests_total{class="4xx"}'
-    m1 = wait_for(lambda: (m := scrape(mport))[key2] >= m0.get(key2, 0) + 10
-                  and m.get(key4, 0) >= 1
-                  and m["shield_http_request_duration_seconds_count"] >= 11 and m,
-                  what="2xx and 4xx counters")
+    m1 = wait_for(
+        lambda: (
+            (m := scrape(mport))[key2] >= m0.get(key2, 0) + 10
+            and m.get(key4, 0) >= 1
+            and m["shield_http_request_duration_seconds_count"] >= 11
+            and m
+        ),
+        what="2xx and 4xx counters",
+    )
     assert m1['shield_http_requests_total{class="4xx"}'] >= 1
     assert m1["shield_http_request_duration_seconds_count"] >= 11
     assert m1['shield_http_request_duration_seconds_bucket{le="+Inf"}'] >= 11
@@ -400,8 +436,11 @@ def test_reload_restarts_on_change(fresh_server, tmp_path):
     time.sleep(0.3)
     src = (appdir / "app_workers.py").read_text().replace('"version": "v1"', '"version": "v2"')
     (appdir / "app_workers.py").write_text(src)
-    wait_for(lambda: json.loads(request(srv, "/version").body)["version"] == "v2", timeout=30,
-             what="the reloaded code")
+    wait_for(
+        lambda: json.loads(request(srv, "/version").body)["version"] == "v2",
+        timeout=30,
+        what="the reloaded code",
+    )
     # a broken edit keeps the running worker serving
     (appdir / "app_workers.py").write_text("this is not python\n")
     time.sleep(2)

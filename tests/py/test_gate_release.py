@@ -18,17 +18,31 @@ from test_flags import scrape
 pytestmark = pytest.mark.skipif(SERVER_KIND != "shield", reason="the native gate: shield only")
 
 APP = "app_attest:app"
-GATE = ("--attest-types", "simulated", "--trust-simulated", "--state-secret-file", SECRET,
-        "--attest-exclude", "/health", "--limit-concurrency", "5")
-ENV = {"SHIELD_TEST_ATTEST_SECRET": SECRET, "XDG_DATA_HOME": DATA_HOME,
-       "SHIELD_TEST_ATTEST_OPTIONAL": "1"}
+GATE = (
+    "--attest-types",
+    "simulated",
+    "--trust-simulated",
+    "--state-secret-file",
+    SECRET,
+    "--attest-exclude",
+    "/health",
+    "--limit-concurrency",
+    "5",
+)
+ENV = {
+    "SHIELD_TEST_ATTEST_SECRET": SECRET,
+    "XDG_DATA_HOME": DATA_HOME,
+    "SHIELD_TEST_ATTEST_OPTIONAL": "1",
+}
 
 
 def _aborted_upload(srv, sent: int = 1000, declared: int = 100_000) -> None:
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    s.sendall(b"POST /.well-known/shield/attest HTTP/1.1\r\nHost: x\r\n"
-              b"Content-Type: application/json\r\n"
-              b"Content-Length: %d\r\n\r\n" % declared + b"{" + b" " * (sent - 1))
+    s.sendall(
+        b"POST /.well-known/shield/attest HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % declared + b"{" + b" " * (sent - 1)
+    )
     time.sleep(0.05)  # the gate has read (and buffered) what was sent
     s.close()
 
@@ -36,9 +50,15 @@ def _aborted_upload(srv, sent: int = 1000, declared: int = 100_000) -> None:
 def _all_seen_and_closed(mport: int, n: int):
     """The server accepted n connections and has closed them all (so it parsed every head and
     saw every end; on a busy machine that can lag behind the client).  Returns the metrics."""
-    return wait_for(lambda: (m := scrape(mport))["shield_http_connections_total"] >= n
-                    and m["shield_http_connections"] == 0 and m,
-                    timeout=scaled(15), what=f"{n} connections accepted and closed")
+    return wait_for(
+        lambda: (
+            (m := scrape(mport))["shield_http_connections_total"] >= n
+            and m["shield_http_connections"] == 0
+            and m
+        ),
+        timeout=scaled(15),
+        what=f"{n} connections accepted and closed",
+    )
 
 
 def _health_ok(srv) -> bool:
@@ -66,13 +86,14 @@ def test_aborted_uploads_are_released(fresh_server):
 
 def test_stalled_upload_cut_by_timeout_body_is_released(fresh_server):
     mport = free_port()
-    srv = fresh_server(APP, *GATE, "--timeout-body", "0.5", "--metrics-port", str(mport),
-                       env=ENV)
+    srv = fresh_server(APP, *GATE, "--timeout-body", "0.5", "--metrics-port", str(mport), env=ENV)
     conns = []
     for _ in range(6):  # more than --limit-concurrency, each stalled mid-body
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-        s.sendall(b"POST /.well-known/shield/attest HTTP/1.1\r\nHost: x\r\n"
-                  b"Content-Length: 5000\r\n\r\n{\"type\": ")
+        s.sendall(
+            b"POST /.well-known/shield/attest HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Length: 5000\r\n\r\n{"type": '
+        )
         conns.append(s)
     try:
         m = _all_seen_and_closed(mport, 6)  # the server cut each stalled body and closed

@@ -15,6 +15,7 @@ import threading
 
 import httpx
 import pytest
+
 from conftest import IS_UVICORN, RawConn, http_request, scaled
 
 APP = "app_raw:app"

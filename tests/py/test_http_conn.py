@@ -10,6 +10,7 @@ import socket
 import time
 
 import pytest
+
 from conftest import RawConn, http_request, wait_for
 
 APP = "app_raw:app"

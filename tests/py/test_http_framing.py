@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+
 from conftest import IncompleteResponse, RawConn, http_request
 
 APP = "app_raw:app"
@@ -66,7 +67,6 @@ BAD_TE = {
     "commas-only": [("Transfer-Encoding", " , ")],
     "empty-line-and-chunked": [("Transfer-Encoding", ""), ("Transfer-Encoding", "chunked")],
     "chunked-and-empty-line": [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "")],
-
     "chunked-gzip": [("Transfer-Encoding", "chunked, gzip")],
     "chunked-twice": [("Transfer-Encoding", "chunked, chunked")],
     "chunked-twice-lines": [("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")],
@@ -90,8 +90,10 @@ def test_transfer_encoding_not_exactly_chunked_is_400_and_close(srv, headers):
 @pytest.mark.shield_only
 @pytest.mark.parametrize(
     "headers",
-    [[("Transfer-Encoding", "gzip, chunked")],
-     [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")]],
+    [
+        [("Transfer-Encoding", "gzip, chunked")],
+        [("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")],
+    ],
     ids=["gzip-chunked", "gzip-line-chunked-line"],
 )
 def test_other_codings_before_chunked_are_400_and_close(srv, headers):
@@ -238,8 +240,10 @@ BAD_TARGETS = {
 
 @pytest.mark.parametrize(
     "raw",
-    [pytest.param(v, id=k, marks=() if k in _UVICORN_TOO else pytest.mark.shield_only)
-     for k, v in BAD_TARGETS.items()],
+    [
+        pytest.param(v, id=k, marks=() if k in _UVICORN_TOO else pytest.mark.shield_only)
+        for k, v in BAD_TARGETS.items()
+    ],
 )
 def test_bad_request_targets_never_reach_the_app(srv, raw):
     # the app answers 404 for anything it does not route: a 400 is the server's
@@ -253,8 +257,17 @@ def test_options_asterisk_reaches_the_app(srv):
 
 # ---- 9. Host -------------------------------------------------------------------------------
 
-BAD_HOSTS = ["x/y@z", "user@example.com", "a b", "example.com:80x", "[::1", "[::g]:80", "a\\b",
-             "exa%2", "[::1]x"]
+BAD_HOSTS = [
+    "x/y@z",
+    "user@example.com",
+    "a b",
+    "example.com:80x",
+    "[::1",
+    "[::g]:80",
+    "a\\b",
+    "exa%2",
+    "[::1]x",
+]
 
 
 # uvicorn does not check Host at all (nor its presence, nor repeats).
@@ -266,8 +279,17 @@ def test_invalid_host_is_400(srv, host):
 
 @pytest.mark.parametrize(
     "host",
-    ["example.com", "example.com:8080", "127.0.0.1:1", "[::1]:8000", "[v1.fe:x]", "ex%41mple",
-     "a-b_c~d.e!$&'()*+,;=", "x:", ""],
+    [
+        "example.com",
+        "example.com:8080",
+        "127.0.0.1:1",
+        "[::1]:8000",
+        "[v1.fe:x]",
+        "ex%41mple",
+        "a-b_c~d.e!$&'()*+,;=",
+        "x:",
+        "",
+    ],
 )
 def test_valid_hosts_are_served(srv, host):
     r = served(srv, f"GET /text HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())

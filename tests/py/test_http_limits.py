@@ -5,6 +5,7 @@ bodies 413, slow heads time out."""
 import time
 
 import pytest
+
 from conftest import IncompleteResponse, RawConn, http_request, scaled
 
 APP = "app_raw:app"

@@ -4,6 +4,7 @@ http.response.start but before any body byte still gets its client a 500 (nothin
 the wire: the head goes out with the first body bytes)."""
 
 import pytest
+
 from conftest import RawConn, http_request, wait_for
 
 APP = "app_raw:app"
@@ -66,9 +67,7 @@ def test_exception_after_start_before_body_gives_500(srv):
         # nothing was sent before: the connection carries the next request
         c.send(http_request("GET", "/text"))
         assert c.read_response().body == b"hello world\n"
-    wait_for(
-        lambda: "raw-fail-after-start-marker" in srv.stderr_text(), what="traceback in stderr"
-    )
+    wait_for(lambda: "raw-fail-after-start-marker" in srv.stderr_text(), what="traceback in stderr")
 
 
 @pytest.mark.shield_only

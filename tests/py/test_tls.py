@@ -20,8 +20,17 @@ import time
 
 import httpx
 import pytest
-from conftest import (APPS_DIR, IS_UVICORN, IncompleteResponse, RawConn, ServerProcess, free_port,
-                      scaled, shield_bin)
+
+from conftest import (
+    APPS_DIR,
+    IS_UVICORN,
+    IncompleteResponse,
+    RawConn,
+    ServerProcess,
+    free_port,
+    scaled,
+    shield_bin,
+)
 from tls_certs import PASSWORD, make_pki
 
 APP = "app_raw:app"
@@ -34,8 +43,13 @@ def pki(tmp_path_factory):
 
 
 def tls_args(pki, *extra):
-    return ("--ssl-certfile", str(pki["server.pem"]), "--ssl-keyfile", str(pki["server.key"]),
-            *extra)
+    return (
+        "--ssl-certfile",
+        str(pki["server.pem"]),
+        "--ssl-keyfile",
+        str(pki["server.key"]),
+        *extra,
+    )
 
 
 def https(srv: ServerProcess) -> str:
@@ -105,8 +119,7 @@ def test_https_scope_and_tls_extension(tls_srv, pki, version, wire):
 @pytest.mark.shield_only
 def test_cipher_suite_is_the_iana_id(tls_srv, pki):
     # TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 = {0xC0,0x2B} (RFC 5289)
-    ctx = client_ctx(pki, tls_max=ssl.TLSVersion.TLSv1_2,
-                     ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
+    ctx = client_ctx(pki, tls_max=ssl.TLSVersion.TLSv1_2, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
     assert get_scope(tls_srv, ctx)["extensions"]["tls"]["cipher_suite"] == 0xC02B
 
 
@@ -255,8 +268,11 @@ def test_abrupt_disconnects(tls_srv, pki):
             if ev != "streaming" or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        assert ev in ("disconnect via receive", "send raised ClientDisconnected",
-                      "send raised OSError") or ev.startswith("send raised"), ev
+        assert ev in (
+            "disconnect via receive",
+            "send raised ClientDisconnected",
+            "send raised OSError",
+        ) or ev.startswith("send raised"), ev
         assert h.get(https(tls_srv) + "/text").status_code == 200
 
 
@@ -277,14 +293,14 @@ def test_stalled_handshake_is_cut_by_header_timeout(server, pki):
 
 @pytest.fixture(scope="module")
 def mtls_required(server, pki):
-    return server(APP, *tls_args(pki, "--ssl-ca-certs", str(pki["ca.pem"]),
-                                 "--ssl-cert-reqs", "2"))
+    return server(APP, *tls_args(pki, "--ssl-ca-certs", str(pki["ca.pem"]), "--ssl-cert-reqs", "2"))
 
 
 @pytest.fixture(scope="module")
 def mtls_optional(server, pki):
-    return server(APP, *tls_args(pki, "--ssl-ca-certs", str(pki["ca.pem"]),
-                                 "--ssl-cert-reqs", "optional"))
+    return server(
+        APP, *tls_args(pki, "--ssl-ca-certs", str(pki["ca.pem"]), "--ssl-cert-reqs", "optional")
+    )
 
 
 def _request_fails(srv, ctx):
@@ -303,7 +319,8 @@ def _request_fails(srv, ctx):
 @pytest.mark.shield_only
 def test_client_cert_required_present(mtls_required, pki):
     tls = get_scope(mtls_required, client_ctx(pki, cert="client.pem", key="client.key"))[
-        "extensions"]["tls"]
+        "extensions"
+    ]["tls"]
     chain = [pem_norm(p) for p in tls["client_cert_chain"]]
     assert chain[0] == pem_norm(pki["client.pem"].read_text())
     # OpenSSL clients complete a lone certificate's chain from their trust store: the CA
@@ -314,9 +331,9 @@ def test_client_cert_required_present(mtls_required, pki):
 
 @pytest.mark.shield_only
 def test_client_cert_chain_with_intermediate(mtls_required, pki):
-    tls = get_scope(mtls_required,
-                    client_ctx(pki, cert="client_chain.pem", key="client_chain.key"))[
-        "extensions"]["tls"]
+    tls = get_scope(
+        mtls_required, client_ctx(pki, cert="client_chain.pem", key="client_chain.key")
+    )["extensions"]["tls"]
     assert [pem_norm(p) for p in tls["client_cert_chain"]] == [
         pem_norm("-----BEGIN CERTIFICATE-----" + p)
         for p in pki["client_chain.pem"].read_text().split("-----BEGIN CERTIFICATE-----")[1:]
@@ -327,9 +344,12 @@ def test_client_cert_chain_with_intermediate(mtls_required, pki):
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
 def test_client_cert_required_absent_or_wrong_ca(mtls_required, pki, version):
     assert _request_fails(mtls_required, client_ctx(pki, tls_max=version)) is not None
-    assert _request_fails(
-        mtls_required, client_ctx(pki, cert="rogue.pem", key="rogue.key", tls_max=version)
-    ) is not None
+    assert (
+        _request_fails(
+            mtls_required, client_ctx(pki, cert="rogue.pem", key="rogue.key", tls_max=version)
+        )
+        is not None
+    )
     # and the server still serves good clients
     ctx = client_ctx(pki, cert="client.pem", key="client.key", tls_max=version)
     with tls_conn(mtls_required, ctx) as c:
@@ -342,10 +362,13 @@ def test_client_cert_optional(mtls_optional, pki):
     tls = get_scope(mtls_optional, client_ctx(pki))["extensions"]["tls"]
     assert tls["client_cert_chain"] == [] and tls["client_cert_name"] is None
     tls = get_scope(mtls_optional, client_ctx(pki, cert="client.pem", key="client.key"))[
-        "extensions"]["tls"]
+        "extensions"
+    ]["tls"]
     assert tls["client_cert_name"] == "CN=alice,O=Shield Tests"
-    assert _request_fails(mtls_optional,
-                          client_ctx(pki, cert="rogue.pem", key="rogue.key")) is not None
+    assert (
+        _request_fails(mtls_optional, client_ctx(pki, cert="rogue.pem", key="rogue.key"))
+        is not None
+    )
 
 
 def test_client_cert_not_requested_by_default(tls_srv, pki):
@@ -358,9 +381,21 @@ def test_client_cert_not_requested_by_default(tls_srv, pki):
 # ---------------------------------------------------------------- openssl s_client
 
 
-def s_client(srv, pki, *args, request=b"GET /text HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
-    cmd = [OPENSSL, "s_client", "-connect", f"{srv.host}:{srv.port}", "-CAfile",
-           str(pki["ca.pem"]), "-servername", "localhost", "-verify_return_error", *args]
+def s_client(
+    srv, pki, *args, request=b"GET /text HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+):
+    cmd = [
+        OPENSSL,
+        "s_client",
+        "-connect",
+        f"{srv.host}:{srv.port}",
+        "-CAfile",
+        str(pki["ca.pem"]),
+        "-servername",
+        "localhost",
+        "-verify_return_error",
+        *args,
+    ]
     return subprocess.run(cmd, input=request, capture_output=True, timeout=scaled(20))
 
 
@@ -472,8 +507,9 @@ def test_sighup_reloads_certificate_without_dropping_connections(fresh_server, p
 
 def _run_shield(*args, timeout=20):
     cmd = [str(shield_bin()), APP, "--app-dir", str(APPS_DIR), "--port", "0", *args]
-    return subprocess.run(cmd, capture_output=True, timeout=scaled(timeout),
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        cmd, capture_output=True, timeout=scaled(timeout), stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.mark.shield_only
@@ -499,12 +535,25 @@ def test_startup_errors(pki, tmp_path, case, expect):
         "missing-key": ["--ssl-certfile", c, "--ssl-keyfile", str(tmp_path / "nope.key")],
         "mismatch": ["--ssl-certfile", c, "--ssl-keyfile", str(pki["other.key"])],
         "not-a-cert": ["--ssl-certfile", str(junk), "--ssl-keyfile", k],
-        "encrypted-no-password": ["--ssl-certfile", c, "--ssl-keyfile",
-                                  str(pki["server_enc.key"])],
-        "wrong-password": ["--ssl-certfile", c, "--ssl-keyfile", str(pki["server_enc.key"]),
-                           "--ssl-keyfile-password", "nope"],
-        "bad-ca": ["--ssl-certfile", c, "--ssl-keyfile", k, "--ssl-ca-certs", str(junk),
-                   "--ssl-cert-reqs", "2"],
+        "encrypted-no-password": ["--ssl-certfile", c, "--ssl-keyfile", str(pki["server_enc.key"])],
+        "wrong-password": [
+            "--ssl-certfile",
+            c,
+            "--ssl-keyfile",
+            str(pki["server_enc.key"]),
+            "--ssl-keyfile-password",
+            "nope",
+        ],
+        "bad-ca": [
+            "--ssl-certfile",
+            c,
+            "--ssl-keyfile",
+            k,
+            "--ssl-ca-certs",
+            str(junk),
+            "--ssl-cert-reqs",
+            "2",
+        ],
         "bad-ciphers": ["--ssl-certfile", c, "--ssl-keyfile", k, "--ssl-ciphers", "NOPE-NOPE"],
     }[case]
     r = _run_shield(*args)
@@ -533,8 +582,15 @@ def test_usage_errors(args):
 
 
 def test_encrypted_key_with_password(server, pki):
-    srv = server(APP, "--ssl-certfile", str(pki["server.pem"]), "--ssl-keyfile",
-                 str(pki["server_enc.key"]), "--ssl-keyfile-password", PASSWORD)
+    srv = server(
+        APP,
+        "--ssl-certfile",
+        str(pki["server.pem"]),
+        "--ssl-keyfile",
+        str(pki["server_enc.key"]),
+        "--ssl-keyfile-password",
+        PASSWORD,
+    )
     with tls_conn(srv, client_ctx(pki)) as c:
         c.send(b"GET /text HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.read_response().status == 200
@@ -543,8 +599,11 @@ def test_encrypted_key_with_password(server, pki):
 @pytest.mark.shield_only
 def test_native_hello_over_tls(pki):
     port = free_port()
-    p = subprocess.Popen([str(shield_bin()), "--native-hello", "--port", str(port),
-                          *tls_args(pki)], stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [str(shield_bin()), "--native-hello", "--port", str(port), *tls_args(pki)],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + scaled(10)
         while True:

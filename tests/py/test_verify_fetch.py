@@ -19,21 +19,27 @@ from pathlib import Path
 import pytest
 
 import test_fetch as tf  # loopback HTTPS server + test CA (skips when cryptography is absent)
-
 from verify_cli import VECTORS, find_verify_cmd
 
 needs_vectors = pytest.mark.skipif(
     not (VECTORS / "MANIFEST.md").exists(),
-    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)")
+    reason=f"attestation vectors not found at {VECTORS} (set SHIELD_VECTORS)",
+)
 
 
 CMD = find_verify_cmd("--fetch")
-pytestmark = [needs_vectors,
-              pytest.mark.skipif(CMD is None, reason="no `shield verify` with --fetch is built")]
+pytestmark = [
+    needs_vectors,
+    pytest.mark.skipif(CMD is None, reason="no `shield verify` with --fetch is built"),
+]
 
-SGX_OPT_IN = {"version": 1, "sgx": {
-    "tcb_statuses": ["UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"],
-    "allowed_advisories": ["INTEL-SA-00289", "INTEL-SA-00615"]}}
+SGX_OPT_IN = {
+    "version": 1,
+    "sgx": {
+        "tcb_statuses": ["UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"],
+        "allowed_advisories": ["INTEL-SA-00289", "INTEL-SA-00615"],
+    },
+}
 
 
 def _der(path: Path) -> bytes:
@@ -84,28 +90,57 @@ class VectorServer(tf.Fixture):
                     if seg[3] == "cert_chain" and seg[2] in fx.chains:
                         return self.send(200, "application/x-pem-file", fx.chains[seg[2]])
                     if (seg[2], seg[3]) in fx.vceks:
-                        return self.send(200, "application/octet-stream", fx.vceks[(seg[2], seg[3])])
+                        return self.send(
+                            200, "application/octet-stream", fx.vceks[(seg[2], seg[3])]
+                        )
                 if len(seg) >= 4 and seg[1:3] == ["certification", "v4"]:
                     tee, rest = seg[0], "/".join(seg[3:])
                     col = fx.pcs.get(tee) or next(iter(fx.pcs.values()), None)
                     if col is None:
                         return self.send(404, "text/plain", b"no collateral")
                     quote = urllib.parse.quote
-                    if rest == "tcb" and tee in fx.pcs and \
-                            q.get("fmspc") == [json.loads(col["tcb_info"])["fmspc"].lower()]:
-                        body = '{"tcbInfo":%s,"signature":"%s"}' % (col["tcb_info"], col["tcb_info_signature"])
-                        return self.send(200, "application/json", body.encode(),
-                                         [("TCB-Info-Issuer-Chain", quote(col["tcb_info_issuer_chain"]))])
+                    if (
+                        rest == "tcb"
+                        and tee in fx.pcs
+                        and q.get("fmspc") == [json.loads(col["tcb_info"])["fmspc"].lower()]
+                    ):
+                        body = '{"tcbInfo":%s,"signature":"%s"}' % (
+                            col["tcb_info"],
+                            col["tcb_info_signature"],
+                        )
+                        return self.send(
+                            200,
+                            "application/json",
+                            body.encode(),
+                            [("TCB-Info-Issuer-Chain", quote(col["tcb_info_issuer_chain"]))],
+                        )
                     if rest == "qe/identity" and tee in fx.pcs:
-                        body = '{"enclaveIdentity":%s,"signature":"%s"}' % (col["qe_identity"],
-                                                                            col["qe_identity_signature"])
-                        return self.send(200, "application/json", body.encode(),
-                                         [("SGX-Enclave-Identity-Issuer-Chain", quote(col["qe_identity_issuer_chain"]))])
+                        body = '{"enclaveIdentity":%s,"signature":"%s"}' % (
+                            col["qe_identity"],
+                            col["qe_identity_signature"],
+                        )
+                        return self.send(
+                            200,
+                            "application/json",
+                            body.encode(),
+                            [
+                                (
+                                    "SGX-Enclave-Identity-Issuer-Chain",
+                                    quote(col["qe_identity_issuer_chain"]),
+                                )
+                            ],
+                        )
                     if rest == "pckcrl" and q.get("encoding") == ["der"]:
-                        return self.send(200, "application/pkix-crl", bytes.fromhex(col["pck_crl"]),
-                                         [("SGX-PCK-CRL-Issuer-Chain", quote(col["pck_crl_issuer_chain"]))])
+                        return self.send(
+                            200,
+                            "application/pkix-crl",
+                            bytes.fromhex(col["pck_crl"]),
+                            [("SGX-PCK-CRL-Issuer-Chain", quote(col["pck_crl_issuer_chain"]))],
+                        )
                     if rest == "rootcacrl":
-                        return self.send(200, "application/pkix-crl", bytes.fromhex(col["root_ca_crl"]))
+                        return self.send(
+                            200, "application/pkix-crl", bytes.fromhex(col["root_ca_crl"])
+                        )
                 if u.path == "/certs" and fx.jwks:
                     return self.send(200, "application/json", fx.jwks)
                 self.send(404, "text/plain", b"no route")
@@ -125,8 +160,13 @@ def run(*args, env_cache=None):
     env = dict(os.environ)
     if env_cache is not None:
         env["XDG_CACHE_HOME"] = str(env_cache)
-    p = subprocess.run(CMD + [str(a) for a in args] + ["--json"], capture_output=True, text=True,
-                       timeout=60, env=env)
+    p = subprocess.run(
+        CMD + [str(a) for a in args] + ["--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert p.returncode in (0, 1), p.stderr
     out = json.loads(p.stdout)
     assert (p.returncode == 0) == out["verified"]
@@ -156,7 +196,9 @@ def test_snp_fetch_then_offline(srv, tmp_path, report, vcek, product, at, want):
     assert reason(local) == want
     cache = tmp_path / "cache"
     base = ["--type", "sev-snp", rep, "--at", at]
-    out, _ = run(*base, "--fetch", "--kds-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache)
+    out, _ = run(
+        *base, "--fetch", "--kds-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache
+    )
     assert out == local
     vq = [p for p in srv.paths if p.startswith(f"/vcek/v1/{product}/{chip}?")]
     assert len(vq) == 1 and "blSPL=" in vq[0] and "ucodeSPL=" in vq[0], srv.paths
@@ -164,7 +206,9 @@ def test_snp_fetch_then_offline(srv, tmp_path, report, vcek, product, at, want):
     if product == "Genoa":  # v3+ reports: the product comes from CPUID, nothing else is tried
         assert not [p for p in srv.paths if p.startswith(("/vcek/v1/Milan", "/vcek/v1/Turin"))]
     files = sorted(p.name for p in cache.iterdir())
-    assert f"amd-vcek-{product}-chain.pem" in files and any(f.startswith(f"amd-vcek-{product}-{chip}") for f in files)
+    assert f"amd-vcek-{product}-chain.pem" in files and any(
+        f.startswith(f"amd-vcek-{product}-{chip}") for f in files
+    )
     n = len(srv.paths)
     srv.close()
     out, _ = run(*base, "--offline", "--cache-dir", cache)
@@ -177,36 +221,108 @@ def test_snp_fetch_then_offline(srv, tmp_path, report, vcek, product, at, want):
 
 def test_snp_failures(srv, tmp_path):
     rep = VECTORS / "sev-snp" / "test-report.bin"
-    base = ["--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z", "--fetch", "--fetch-ca", srv.ca_file,
-            "--cache-dir", tmp_path / "c"]
+    base = [
+        "--type",
+        "sev-snp",
+        rep,
+        "--at",
+        "2025-06-01T00:00:00Z",
+        "--fetch",
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "c",
+    ]
     out, p = run(*base, "--kds-url", srv.base + "/fail")
     assert reason(out) == "collateral_missing"
-    p = subprocess.run(CMD + [str(a) for a in base] + ["--kds-url", srv.base + "/fail"], capture_output=True, text=True)
+    p = subprocess.run(
+        CMD + [str(a) for a in base] + ["--kds-url", srv.base + "/fail"],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1 and "status 500" in p.stdout and "fetch failed" in p.stdout
     # the server knows no VCEK for this chip: Milan, Genoa and Turin are tried (a v2 report)
     srv.paths.clear()
     out, _ = run(*base, "--kds-url", srv.base)
     assert reason(out) == "collateral_missing"
-    assert [p.split("/")[3] for p in srv.paths if p.startswith("/vcek/v1/")] == ["Milan", "Genoa", "Turin"]
+    assert [p.split("/")[3] for p in srv.paths if p.startswith("/vcek/v1/")] == [
+        "Milan",
+        "Genoa",
+        "Turin",
+    ]
     # a TLS server the fetch CA does not know
-    out, _ = run("--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z", "--fetch", "--kds-url", srv.base,
-                 "--cache-dir", tmp_path / "d")
+    out, _ = run(
+        "--type",
+        "sev-snp",
+        rep,
+        "--at",
+        "2025-06-01T00:00:00Z",
+        "--fetch",
+        "--kds-url",
+        srv.base,
+        "--cache-dir",
+        tmp_path / "d",
+    )
     assert reason(out) == "collateral_missing"
     # a VLEK report: not fetchable by chip, a clear message
     vl = VECTORS / "sev-snp" / "test-vlek-report.bin"
-    p = subprocess.run(CMD + ["--type", "sev-snp", str(vl), "--at", "2025-06-01T00:00:00Z", "--fetch",
-                              "--kds-url", srv.base, "--cache-dir", str(tmp_path / "e")], capture_output=True, text=True)
+    p = subprocess.run(
+        CMD
+        + [
+            "--type",
+            "sev-snp",
+            str(vl),
+            "--at",
+            "2025-06-01T00:00:00Z",
+            "--fetch",
+            "--kds-url",
+            srv.base,
+            "--cache-dir",
+            str(tmp_path / "e"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 1 and "VLEK" in p.stdout
 
 
 DCAP = [
-    ("tdx", "tdx/tdx_quote", "tdx/tdx_quote_collateral.json", "2025-06-20T00:00:00Z", None, None, "UpToDate"),
-    ("sgx", "sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", SGX_OPT_IN, None,
-     "ConfigurationAndSWHardeningNeeded"),
-    ("sgx", "sgx/sgx_quote", "sgx/sgx_quote_collateral.json", "2025-06-20T00:00:00Z", None, "tcb_out_of_date",
-     "ConfigurationAndSWHardeningNeeded"),
-    ("tdx", "tdx/tdx_quote_outdated", "tdx/tdx_quote_outdated_collateral.json", "2026-03-01T00:00:00Z", None,
-     "tcb_unsupported", None),
+    (
+        "tdx",
+        "tdx/tdx_quote",
+        "tdx/tdx_quote_collateral.json",
+        "2025-06-20T00:00:00Z",
+        None,
+        None,
+        "UpToDate",
+    ),
+    (
+        "sgx",
+        "sgx/sgx_quote",
+        "sgx/sgx_quote_collateral.json",
+        "2025-06-20T00:00:00Z",
+        SGX_OPT_IN,
+        None,
+        "ConfigurationAndSWHardeningNeeded",
+    ),
+    (
+        "sgx",
+        "sgx/sgx_quote",
+        "sgx/sgx_quote_collateral.json",
+        "2025-06-20T00:00:00Z",
+        None,
+        "tcb_out_of_date",
+        "ConfigurationAndSWHardeningNeeded",
+    ),
+    (
+        "tdx",
+        "tdx/tdx_quote_outdated",
+        "tdx/tdx_quote_outdated_collateral.json",
+        "2026-03-01T00:00:00Z",
+        None,
+        "tcb_unsupported",
+        None,
+    ),
 ]
 
 
@@ -220,7 +336,9 @@ def test_dcap_fetch_then_offline(srv, tmp_path, tee, quote, col, at, pol, want, 
     local, _ = run(*base, "--collateral", VECTORS / col)
     assert reason(local) == want and local["tcb_status"] == status
     cache = tmp_path / "cache"
-    out, _ = run(*base, "--fetch", "--pcs-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache)
+    out, _ = run(
+        *base, "--fetch", "--pcs-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", cache
+    )
     assert out == local
     fm = json.loads(srv.pcs[tee]["tcb_info"])["fmspc"].lower()
     assert f"/{tee}/certification/v4/tcb?fmspc={fm}" in srv.paths
@@ -236,13 +354,37 @@ def test_dcap_fetch_then_offline(srv, tmp_path, tee, quote, col, at, pol, want, 
 
 
 def test_dcap_failing_server(srv, tmp_path):
-    out, p = run("--type", "tdx", VECTORS / "tdx/tdx_quote", "--at", "2025-06-20T00:00:00Z", "--fetch",
-                 "--pcs-url", srv.base + "/fail", "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    out, p = run(
+        "--type",
+        "tdx",
+        VECTORS / "tdx/tdx_quote",
+        "--at",
+        "2025-06-20T00:00:00Z",
+        "--fetch",
+        "--pcs-url",
+        srv.base + "/fail",
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "c",
+    )
     assert reason(out) == "collateral_missing"
     # the debug TD quote fails before collateral matters: nothing is fetched
     srv.paths.clear()
-    out, _ = run("--type", "tdx", VECTORS / "tdx/tdx_quote_4.dat", "--at", "2025-01-01T00:00:00Z", "--fetch",
-                 "--pcs-url", srv.base, "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    out, _ = run(
+        "--type",
+        "tdx",
+        VECTORS / "tdx/tdx_quote_4.dat",
+        "--at",
+        "2025-01-01T00:00:00Z",
+        "--fetch",
+        "--pcs-url",
+        srv.base,
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "c",
+    )
     assert reason(out) == "debug_not_allowed" and not srv.paths
 
 
@@ -258,8 +400,16 @@ def test_maa_jwks_fetch_then_offline(srv, tmp_path):
         local, _ = run(*base, "--jwks", VECTORS / "maa" / "sharedwus-certs-2022-05-31.json")
         assert reason(local) == (None if extra else "debug_not_allowed")
         cache = tmp_path / f"cache{len(extra)}"
-        out, _ = run(*base, "--fetch", "--jwks-url", srv.base + "/certs", "--fetch-ca", srv.ca_file,
-                     "--cache-dir", cache)
+        out, _ = run(
+            *base,
+            "--fetch",
+            "--jwks-url",
+            srv.base + "/certs",
+            "--fetch-ca",
+            srv.ca_file,
+            "--cache-dir",
+            cache,
+        )
         assert out == local and "/certs" in srv.paths
         assert len(list(cache.glob("jwks-*.json"))) == 1
         n = len(srv.paths)
@@ -268,9 +418,23 @@ def test_maa_jwks_fetch_then_offline(srv, tmp_path):
         assert reason(run(*base)[0]) == "collateral_missing"
     # no --jwks-url and no --issuer: nothing configured to fetch from
     out, _ = run("--type", "maa", tok, "--at", MAA_AT, "--fetch", "--cache-dir", tmp_path / "x")
-    assert reason(out) == "collateral_missing" and not [p for p in srv.paths if p.startswith("/.well-known")]
-    out, _ = run("--type", "maa", tok, "--at", MAA_AT, "--fetch", "--jwks-url", srv.base + "/fail/certs",
-                 "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "y")
+    assert reason(out) == "collateral_missing" and not [
+        p for p in srv.paths if p.startswith("/.well-known")
+    ]
+    out, _ = run(
+        "--type",
+        "maa",
+        tok,
+        "--at",
+        MAA_AT,
+        "--fetch",
+        "--jwks-url",
+        srv.base + "/fail/certs",
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "y",
+    )
     assert reason(out) == "collateral_missing"
 
 
@@ -286,15 +450,24 @@ def test_maa_jwks_rotation(srv, tmp_path):
     base = ["--type", "maa", tok, "--at", MAA_AT, "--allow-debug", "--issuer", MAA_ISS]
 
     def message(*args):  # the human output carries the message (--json does not)
-        p = subprocess.run(CMD + [str(a) for a in args], capture_output=True, text=True,
-                           timeout=60, check=False)
+        p = subprocess.run(
+            CMD + [str(a) for a in args], capture_output=True, text=True, timeout=60, check=False
+        )
         assert p.returncode == 1, (p.stdout, p.stderr)
         return p.stdout
 
     assert reason(run(*base, "--jwks", tmp_path / "old.json")[0]) == "root_untrusted"
     assert "not in the configured JWKS" in message(*base, "--jwks", tmp_path / "old.json")
-    fetch = [*base, "--fetch", "--jwks-url", srv.base + "/certs", "--fetch-ca", srv.ca_file,
-             "--cache-dir", tmp_path / "cache"]
+    fetch = [
+        *base,
+        "--fetch",
+        "--jwks-url",
+        srv.base + "/certs",
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "cache",
+    ]
     srv.jwks = json.dumps(old).encode()
     out, _ = run(*fetch)
     assert reason(out) == "root_untrusted"
@@ -312,17 +485,33 @@ def test_maa_jwks_rotation(srv, tmp_path):
 
 def test_default_cache_dir_and_usage(srv, tmp_path):
     rep = VECTORS / "sev-snp" / "test-report.bin"
-    srv.vceks[("Milan", rep.read_bytes()[0x1A0:0x1E0].hex())] = (VECTORS / "sev-snp" / "test-vcek.der").read_bytes()
+    srv.vceks[("Milan", rep.read_bytes()[0x1A0:0x1E0].hex())] = (
+        VECTORS / "sev-snp" / "test-vcek.der"
+    ).read_bytes()
     base = ["--type", "sev-snp", rep, "--at", "2025-06-01T00:00:00Z"]
-    out, _ = run(*base, "--fetch", "--kds-url", srv.base, "--fetch-ca", srv.ca_file, env_cache=tmp_path / "xdg")
+    out, _ = run(
+        *base,
+        "--fetch",
+        "--kds-url",
+        srv.base,
+        "--fetch-ca",
+        srv.ca_file,
+        env_cache=tmp_path / "xdg",
+    )
     assert out["verified"]
     d = tmp_path / "xdg" / "shield" / "collateral"
     assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o700" and any(d.iterdir())
     assert run(*base, "--offline", env_cache=tmp_path / "xdg")[0]["verified"]
-    bad = [["--fetch", "--offline"], ["--kds-url", srv.base], ["--fetch", "--kds-url", "ftp://x"],
-           ["--fetch", "--pcs-url", "kdsintf.amd.com"], ["--fetch", "--jwks-url", "https://a b"],
-           ["--fetch", "--fetch-ca", tmp_path / "absent.pem"],
-           ["--fetch", "--cache-dir", tmp_path / "no" / "such" / "dir"], ["--fetch", "--kds-url"]]
+    bad = [
+        ["--fetch", "--offline"],
+        ["--kds-url", srv.base],
+        ["--fetch", "--kds-url", "ftp://x"],
+        ["--fetch", "--pcs-url", "kdsintf.amd.com"],
+        ["--fetch", "--jwks-url", "https://a b"],
+        ["--fetch", "--fetch-ca", tmp_path / "absent.pem"],
+        ["--fetch", "--cache-dir", tmp_path / "no" / "such" / "dir"],
+        ["--fetch", "--kds-url"],
+    ]
     for b in bad:
         p = subprocess.run(CMD + [str(a) for a in base + b], capture_output=True, text=True)
         assert p.returncode == 2, (b, p.stdout, p.stderr)
@@ -333,6 +522,18 @@ def test_manifest_times_still_matter(srv, tmp_path):
     is stale (MANIFEST), whatever the fetch."""
     srv.pcs["tdx"] = json.loads((VECTORS / "tdx/tdx_quote_collateral.json").read_text())
     now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out, _ = run("--type", "tdx", VECTORS / "tdx/tdx_quote", "--at", now, "--fetch", "--pcs-url", srv.base,
-                 "--fetch-ca", srv.ca_file, "--cache-dir", tmp_path / "c")
+    out, _ = run(
+        "--type",
+        "tdx",
+        VECTORS / "tdx/tdx_quote",
+        "--at",
+        now,
+        "--fetch",
+        "--pcs-url",
+        srv.base,
+        "--fetch-ca",
+        srv.ca_file,
+        "--cache-dir",
+        tmp_path / "c",
+    )
     assert reason(out) == "collateral_stale"

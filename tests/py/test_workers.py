@@ -109,8 +109,14 @@ GATE_APP = "app_attest:app"
 def _gate_args(secret_file=None):
     from test_client_attest import SECRET
 
-    return ("--attest-types", "simulated", "--trust-simulated", "--attest-required",
-            "--state-secret-file", secret_file or SECRET)
+    return (
+        "--attest-types",
+        "simulated",
+        "--trust-simulated",
+        "--attest-required",
+        "--state-secret-file",
+        secret_file or SECRET,
+    )
 
 
 def _gate_env():
@@ -123,7 +129,9 @@ def _gate_client(srv):
     import httpx
 
     # a new connection per request, so the kernel may hand each to any worker
-    return httpx.Client(base_url=srv.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+    return httpx.Client(
+        base_url=srv.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+    )
 
 
 def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
@@ -157,8 +165,12 @@ def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
         victim = pids.pop()
         os.kill(victim, signal.SIGKILL)
         old = {victim} | pids
-        fresh = wait_for(lambda: (p := whoami()) not in old and p, timeout=30, interval=0.02,
-                         what="the replacement worker serving the session")
+        fresh = wait_for(
+            lambda: (p := whoami()) not in old and p,
+            timeout=30,
+            interval=0.02,
+            what="the replacement worker serving the session",
+        )
         assert fresh not in old
     assert "died unexpectedly" in srv.stderr_text()
 
@@ -167,12 +179,18 @@ def test_state_secret_same_in_every_worker(fresh_server):
     """Without --state-secret-file the supervisor makes one secret before forking: a nonce
     issued by any worker verifies on every worker."""
     from attest_client import evidence, get_nonce, header_mode
-
     from test_client_attest import DATA_HOME
 
-    srv = fresh_server(GATE_APP, "--workers", "2", "--attest-types", "simulated",
-                       "--trust-simulated", "--attest-required",
-                       env={"XDG_DATA_HOME": DATA_HOME})
+    srv = fresh_server(
+        GATE_APP,
+        "--workers",
+        "2",
+        "--attest-types",
+        "simulated",
+        "--trust-simulated",
+        "--attest-required",
+        env={"XDG_DATA_HOME": DATA_HOME},
+    )
     pids = set()
     with _gate_client(srv) as c:
         deadline = time.monotonic() + scaled(20)
@@ -279,8 +297,11 @@ def test_sighup_rolling_restart_under_load_loses_nothing(fresh_server, keep_aliv
         time.sleep(0.5)
         srv.signal(signal.SIGHUP)
         # (keep-alive clients may all stick to one new worker: watch the supervisor instead)
-        wait_for(lambda: srv.stderr_text().count("finished (exit status 0)") >= 2, timeout=40,
-                 what="both old workers to finish")
+        wait_for(
+            lambda: srv.stderr_text().count("finished (exit status 0)") >= 2,
+            timeout=40,
+            what="both old workers to finish",
+        )
         time.sleep(0.5)
     assert load.failures == [], load.failures[:5]
     assert load.ok > 50
@@ -291,8 +312,9 @@ def test_sighup_rolling_restart_under_load_loses_nothing(fresh_server, keep_aliv
 
 
 def test_limit_max_requests_recycles_without_failures(fresh_server):
-    srv = fresh_server(APP, "--workers", "1", "--limit-max-requests", "10",
-                       "--limit-max-requests-jitter", "3")
+    srv = fresh_server(
+        APP, "--workers", "1", "--limit-max-requests", "10", "--limit-max-requests-jitter", "3"
+    )
     with Load(srv, "/pid", threads=3) as load:
         wait_for(lambda: len(load.pids) >= 3, timeout=40, what="two recycles")
     assert load.failures == [], load.failures[:5]
@@ -300,8 +322,15 @@ def test_limit_max_requests_recycles_without_failures(fresh_server):
 
 
 def test_startup_failure_exits_with_worker_status(fresh_server):
-    srv = fresh_server("app_raw:app", "--workers", "2", "--lifespan", "on",
-                       env={"SHIELD_TEST_FAIL_STARTUP": "boom-marker"}, wait=False)
+    srv = fresh_server(
+        "app_raw:app",
+        "--workers",
+        "2",
+        "--lifespan",
+        "on",
+        env={"SHIELD_TEST_FAIL_STARTUP": "boom-marker"},
+        wait=False,
+    )
     rc = srv.wait_exit(scaled(20))
     assert rc not in (None, 0), srv.describe()
     assert "boom-marker" in srv.stderr_text()
@@ -358,8 +387,15 @@ def test_sigterm_during_startup_answers_queued_connections(fresh_server, tmp_pat
     the backlog while the worker starts.  A SIGTERM in that window must not drop them: the
     worker finishes starting, answers what queued up, then stops (exit status 0)."""
     (tmp_path / "slow_start.py").write_text(SLOW_STARTUP_APP)
-    srv = fresh_server("slow_start:app", "--app-dir", str(tmp_path), "--workers", "1",
-                       env={"SHIELD_TEST_STARTUP_S": "2"}, wait=False)
+    srv = fresh_server(
+        "slow_start:app",
+        "--app-dir",
+        str(tmp_path),
+        "--workers",
+        "1",
+        env={"SHIELD_TEST_STARTUP_S": "2"},
+        wait=False,
+    )
     # The listener is up almost at once (the supervisor's): connect as soon as it accepts.
     first = None
     deadline = time.monotonic() + scaled(10)

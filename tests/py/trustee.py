@@ -27,7 +27,8 @@ CHECKOUT = (DIR / DATA).is_dir()
 needs_trustee = pytest.mark.skipif(
     not GIVEN and not DIR.is_dir(),
     reason=f"no trustee clone at {DEFAULT}: set SHIELD_TRUSTEE_GIT to the git directory (or a "
-           "checkout) of github.com/confidential-containers/trustee")
+    "checkout) of github.com/confidential-containers/trustee",
+)
 
 
 def read(rel: str) -> bytes:
@@ -35,8 +36,9 @@ def read(rel: str) -> bytes:
     assert DIR.is_dir(), f"SHIELD_TRUSTEE_GIT={DIR} is not a directory"
     if CHECKOUT:
         return (DIR / DATA / rel).read_bytes()
-    p = subprocess.run(["git", f"--git-dir={DIR}", "show", f"HEAD:{DATA}/{rel}"],
-                       capture_output=True, timeout=60)
+    p = subprocess.run(
+        ["git", f"--git-dir={DIR}", "show", f"HEAD:{DATA}/{rel}"], capture_output=True, timeout=60
+    )
     assert p.returncode == 0, f"{DIR}: HEAD:{DATA}/{rel}: {p.stderr.decode(errors='replace')}"
     return p.stdout
 

@@ -20,9 +20,11 @@ def find_verify_cmd(feature: str = "--type"):
         cands.append([os.environ["SHIELD_ATTEST_VERIFY"]])
     if os.environ.get("SHIELD_BIN"):
         cands.append([os.environ["SHIELD_BIN"], "verify"])
-    cands.append([str(REPO / ".venv" / "bin" / "shield"), "verify"])
-    if shutil.which("shield"):
-        cands.append([shutil.which("shield"), "verify"])
+    for name in ("shield", "shield-asgi"):  # the same binary (README: shield-crypto's `shield`)
+        cands.append([str(REPO / ".venv" / "bin" / name), "verify"])
+    for name in ("shield", "shield-asgi"):
+        if shutil.which(name):
+            cands.append([shutil.which(name), "verify"])
     cands += [[str(p)] for p in sorted((REPO / "build").glob("*/attest/attest-verify"))]
     for c in cands:
         if Path(c[0]).exists():

@@ -12,9 +12,11 @@ import os
 
 from fastapi import Depends, FastAPI, Request
 
-from shield.attestation import AttestationResult
-from shield.integrations import (
-    AttestationMiddleware, SimulatedAttestationProvider, attestation_required,
+from shield_asgi.attestation import AttestationResult
+from shield_asgi.integrations import (
+    AttestationMiddleware,
+    SimulatedAttestationProvider,
+    attestation_required,
     requires_attestation,
 )
 
@@ -38,9 +40,15 @@ app.add_middleware(
 def _view(a):
     if a is None:
         return None
-    return {"verified": a.verified, "tee_type": a.tee_type, "mode": a.mode,
-            "session": a.session, "pcr0": a.measurements.get("PCR0"),
-            "policy_sha256": a.policy_sha256, "evidence_sha256": a.evidence_sha256}
+    return {
+        "verified": a.verified,
+        "tee_type": a.tee_type,
+        "mode": a.mode,
+        "session": a.session,
+        "pcr0": a.measurements.get("PCR0"),
+        "policy_sha256": a.policy_sha256,
+        "evidence_sha256": a.evidence_sha256,
+    }
 
 
 @app.get("/health")
@@ -50,8 +58,7 @@ def health():
 
 @app.get("/whoami")
 def whoami(request: Request):
-    return {"attestation": _view(getattr(request.state, "attestation", None)),
-            "pid": os.getpid()}
+    return {"attestation": _view(getattr(request.state, "attestation", None)), "pid": os.getpid()}
 
 
 @app.get("/scribble")

@@ -11,8 +11,12 @@ import os
 
 from fastapi import Depends, FastAPI
 
-from shield.attestation import AttestationResult
-from shield.integrations import AttestationMiddleware, attestation_required, requires_attestation
+from shield_asgi.attestation import AttestationResult
+from shield_asgi.integrations import (
+    AttestationMiddleware,
+    attestation_required,
+    requires_attestation,
+)
 
 ALLOW = os.environ["SHIELD_TEST_ALLOW_POLICY"]
 DENY = os.environ["SHIELD_TEST_DENY_POLICY"]

@@ -39,6 +39,11 @@ async def app(scope, receive, send):
         except ImportError:
             info["fastapi"] = False
         body = json.dumps(info).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -19,9 +19,16 @@ def _log(line):
 
 async def _json(send, obj, status=200):
     body = json.dumps(obj).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -45,8 +52,15 @@ async def app(scope, receive, send):
         await asyncio.sleep(float(q.get("s", "0.5")))
         return await _json(send, {"pid": pid, "slept": True})
     if path == "/scope":
-        return await _json(send, {"pid": pid, "client": scope.get("client"),
-                                  "scheme": scope["scheme"], "root_path": scope["root_path"]})
+        return await _json(
+            send,
+            {
+                "pid": pid,
+                "client": scope.get("client"),
+                "scheme": scope["scheme"],
+                "root_path": scope["root_path"],
+            },
+        )
     if path == "/body":
         n = 0
         while True:

@@ -1,5 +1,5 @@
 """Attestation providers with the Shield library's names, verifying for real through
-``shield._native.verify`` (C: OpenSSL, libcbor; fail-closed).
+``shield_asgi._native.verify`` (C: OpenSSL, libcbor; fail-closed).
 
 A provider knows one TEE type, how to verify its evidence (type-specific inputs such as the
 MAA issuer's JWKS or DCAP collateral) and what this app expects of the result (measurements).
@@ -12,16 +12,25 @@ from __future__ import annotations
 import time
 from typing import Iterable, Mapping, Optional
 
-from shield.attestation import AttestationResult, check_policy, policy_text
+from shield_asgi.attestation import AttestationResult, check_policy, policy_text
 
 __all__ = [
-    "AttestationProvider", "NitroAttestationProvider", "SEVAttestationProvider",
-    "MAAAttestationProvider", "SGXAttestationProvider", "TDXAttestationProvider",
-    "SimulatedAttestationProvider", "canonical_tee_type", "provider_for",
+    "AttestationProvider",
+    "NitroAttestationProvider",
+    "SEVAttestationProvider",
+    "MAAAttestationProvider",
+    "SGXAttestationProvider",
+    "TDXAttestationProvider",
+    "SimulatedAttestationProvider",
+    "canonical_tee_type",
+    "provider_for",
 ]
 
 _ALIASES = {
-    "aws_nitro": "nitro", "sev": "sev-snp", "gcp_sev": "sev-snp", "azure_maa": "maa",
+    "aws_nitro": "nitro",
+    "sev": "sev-snp",
+    "gcp_sev": "sev-snp",
+    "azure_maa": "maa",
     "intel_sgx": "sgx",
 }
 TEE_TYPES = ("nitro", "sev-snp", "azure-snp", "azure-tdx", "tdx", "sgx", "maa", "gcp", "simulated")
@@ -46,8 +55,14 @@ class AttestationProvider:
 
     tee_type: str = ""
 
-    def __init__(self, *, expected: Optional[Mapping[str, object]] = None, policy=None,
-                 allow_debug: bool = False, trust_simulated: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        expected: Optional[Mapping[str, object]] = None,
+        policy=None,
+        allow_debug: bool = False,
+        trust_simulated: bool = False,
+    ) -> None:
         self.expected = {k: self._allowed(v) for k, v in (expected or {}).items()}
         self.policy = policy
         self._policy_text = policy_text(policy)  # read once (a path is read at start-up)
@@ -67,15 +82,26 @@ class AttestationProvider:
     def accepts(self, tee_type: Optional[str]) -> bool:
         return tee_type == self.tee_type or (self.trust_simulated and tee_type == "simulated")
 
-    def verify(self, evidence, *, nonce: Optional[bytes] = None,
-               public_key: Optional[bytes] = None, at: Optional[float] = None,
-               tee_type: Optional[str] = None) -> AttestationResult:
-        from shield import _native
+    def verify(
+        self,
+        evidence,
+        *,
+        nonce: Optional[bytes] = None,
+        public_key: Optional[bytes] = None,
+        at: Optional[float] = None,
+        tee_type: Optional[str] = None,
+    ) -> AttestationResult:
+        from shield_asgi import _native
 
         r = _native.verify(
-            evidence, tee_type or self.tee_type, at=at if at is not None else time.time(),
-            policy=self._policy_text, nonce=nonce, public_key=public_key,
-            allow_debug=self.allow_debug, trust_simulated=self.trust_simulated,
+            evidence,
+            tee_type or self.tee_type,
+            at=at if at is not None else time.time(),
+            policy=self._policy_text,
+            nonce=nonce,
+            public_key=public_key,
+            allow_debug=self.allow_debug,
+            trust_simulated=self.trust_simulated,
             **self.verify_kwargs(),
         )
         if r.verified:
@@ -142,8 +168,9 @@ class SEVAttestationProvider(AttestationProvider):
 
     tee_type = "sev-snp"
 
-    def __init__(self, expected_measurement=None, *, certs: Iterable[bytes] = (),
-                 azure: bool = False, **kw) -> None:
+    def __init__(
+        self, expected_measurement=None, *, certs: Iterable[bytes] = (), azure: bool = False, **kw
+    ) -> None:
         exp = dict(kw.pop("expected", None) or {})
         if expected_measurement is not None:
             exp["measurement"] = expected_measurement
@@ -161,8 +188,9 @@ class MAAAttestationProvider(AttestationProvider):
 
     tee_type = "maa"
 
-    def __init__(self, jwks=None, issuer: Optional[str] = None, audience: Optional[str] = None,
-                 **kw) -> None:
+    def __init__(
+        self, jwks=None, issuer: Optional[str] = None, audience: Optional[str] = None, **kw
+    ) -> None:
         super().__init__(**kw)
         self.jwks, self.issuer, self.audience = jwks, issuer, audience
 
@@ -206,14 +234,18 @@ class TDXAttestationProvider(_DCAPProvider):
 
 
 _BY_TYPE = {
-    "nitro": NitroAttestationProvider, "simulated": SimulatedAttestationProvider,
-    "sev-snp": SEVAttestationProvider, "maa": MAAAttestationProvider,
-    "sgx": SGXAttestationProvider, "tdx": TDXAttestationProvider,
+    "nitro": NitroAttestationProvider,
+    "simulated": SimulatedAttestationProvider,
+    "sev-snp": SEVAttestationProvider,
+    "maa": MAAAttestationProvider,
+    "sgx": SGXAttestationProvider,
+    "tdx": TDXAttestationProvider,
 }
 
 
-def provider_for(provider=None, tee_type: Optional[str] = None,
-                 **kw) -> Optional[AttestationProvider]:
+def provider_for(
+    provider=None, tee_type: Optional[str] = None, **kw
+) -> Optional[AttestationProvider]:
     """A provider object, a TEE type name, or None (any type the server accepts)."""
     if isinstance(provider, AttestationProvider):
         return provider

@@ -1,7 +1,7 @@
 """Attestation results (protocol.md §2) and a thin wrapper over the native verifier.
 
 ``AttestationResult`` is what an app sees in ``request.state.attestation``.  ``verify()``
-calls ``shield._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
+calls ``shield_asgi._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
 and fail-closed: ``verified`` is true only when every check, the policy included, passed.
 """
 
@@ -12,38 +12,54 @@ import json
 import os
 from typing import Any, Iterable, Mapping, Optional
 
-__all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES"]
+from shield_asgi import _native
+
+__all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES", "REASONS"]
+
+#: reason code -> (error class, HTTP status), protocol.md §3: the native table (attest/), the
+#: one the shield server's gate answers from, never a copy of it
+REASONS: dict[str, tuple[str, int]] = dict(_native.REASONS)
 
 #: reason code -> error class (protocol.md §3)
-ERROR_CLASSES = {
-    "missing": "attestation_required",
-    **dict.fromkeys(("malformed", "unsupported_type"), "attestation_invalid"),
-    **dict.fromkeys(
-        (
-            "signature_invalid", "chain_invalid", "root_untrusted", "revoked", "expired",
-            "not_yet_valid", "binding_mismatch", "nonce_invalid", "nonce_expired",
-            "nonce_replayed", "proof_invalid", "session_unknown", "session_expired",
-        ),
-        "attestation_failed",
-    ),
-    **dict.fromkeys(
-        ("debug_not_allowed", "measurement_mismatch", "tcb_out_of_date", "tcb_unsupported",
-         "policy_denied"),
-        "attestation_policy",
-    ),
-    **dict.fromkeys(("collateral_missing", "collateral_stale", "overloaded"),
-                    "attestation_unavailable"),
-}
+ERROR_CLASSES = {reason: cls for reason, (cls, _status) in REASONS.items()}
 
 _FIELDS = (
-    "verified", "tee_type", "measurements", "claims", "timestamp", "error", "reason", "message",
-    "debug", "tcb_status", "advisories", "public_key", "user_data", "nonce", "evidence_sha256",
-    "raw_evidence", "mode", "session", "policy_sha256",
+    "verified",
+    "tee_type",
+    "measurements",
+    "claims",
+    "timestamp",
+    "error",
+    "reason",
+    "message",
+    "debug",
+    "tcb_status",
+    "advisories",
+    "public_key",
+    "user_data",
+    "nonce",
+    "evidence_sha256",
+    "raw_evidence",
+    "mode",
+    "session",
+    "policy_sha256",
 )
 
 
 def _b64url(b: Optional[bytes]) -> Optional[str]:
+    """base64url without padding (protocol.md), None stays None."""
     return None if b is None else base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(s: str | bytes) -> bytes:
+    """base64url or standard base64, padded or not (what clients send); ValueError otherwise."""
+    if isinstance(s, bytes):
+        s = s.decode("ascii")
+    s = s.strip()
+    if not s or len(s) % 4 == 1:
+        raise ValueError("bad base64")
+    s = s.replace("+", "-").replace("/", "_").rstrip("=")
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 class AttestationResult:
@@ -85,7 +101,9 @@ class AttestationResult:
         self.claims = dict(claims or {})
         self.timestamp = timestamp
         self.reason = reason if reason is not None or self.verified else "malformed"
-        self.error = error if error is not None else ERROR_CLASSES.get(self.reason) if self.reason else None
+        self.error = (
+            error if error is not None else ERROR_CLASSES.get(self.reason) if self.reason else None
+        )
         self.message = message
         self.debug = bool(debug)
         self.tcb_status = tcb_status
@@ -132,13 +150,17 @@ def verify(
     public_key: Optional[bytes] = None,
     allow_debug: bool = False,
 ) -> AttestationResult:
-    """Verify evidence natively; see ``shield._native.verify``.  ``at`` is required: the
+    """Verify evidence natively; see ``shield_asgi._native.verify``.  ``at`` is required: the
     verification time is always an explicit input."""
-    from shield import _native
-
     return _native.verify(
-        evidence, tee_type, at=at, policy=policy, certs=tuple(certs), nonce=nonce,
-        public_key=public_key, allow_debug=allow_debug,
+        evidence,
+        tee_type,
+        at=at,
+        policy=policy,
+        certs=tuple(certs),
+        nonce=nonce,
+        public_key=public_key,
+        allow_debug=allow_debug,
     )
 
 
@@ -165,16 +187,23 @@ def check_policy(policy, result: Optional[AttestationResult]) -> Optional[tuple[
     closed: no result, an unverified one, or one lacking a fact the policy constrains is
     refused.  Freshness, ``max_age`` and JWS algorithms exist only at verification time and
     are not re-checked.  Raises ValueError for a policy that does not load."""
-    from shield import _native
-
     if result is None:
         return "missing", "client attestation is required"
     if not result.verified:
         return result.reason or "malformed", result.message or ""
-    text = policy if isinstance(policy, str) and policy.lstrip().startswith("{") else policy_text(policy)
+    text = (
+        policy
+        if isinstance(policy, str) and policy.lstrip().startswith("{")
+        else policy_text(policy)
+    )
     if text is None:
         return None
     return _native.policy_check(
-        text, result.tee_type or "", json.dumps(result.measurements or {}),
-        json.dumps(result.claims or {}), debug=bool(result.debug), tcb_status=result.tcb_status,
-        advisories=json.dumps(list(result.advisories or ())))
+        text,
+        result.tee_type or "",
+        json.dumps(result.measurements or {}),
+        json.dumps(result.claims or {}),
+        debug=bool(result.debug),
+        tcb_status=result.tcb_status,
+        advisories=json.dumps(list(result.advisories or ())),
+    )

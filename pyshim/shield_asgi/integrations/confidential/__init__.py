@@ -1,0 +1,72 @@
+"""``shield_asgi.integrations.confidential``: the names this package's ``confidential`` module
+had (client attestation: middleware, FastAPI glue, state stores, errors), under the module path
+of the Shield library's ``shield.integrations.confidential``, with the providers it exports
+there.  The Shield library's submodules (``base``, ``aws_nitro``, ``gcp_sev``, ``azure_maa``,
+``intel_sgx``, ``middleware``) come with the Python API work; until then only this package
+exists, and nothing here pretends to be them.
+"""
+
+from shield_asgi.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
+from shield_asgi.integrations.errors import AttestationError
+from shield_asgi.integrations.fastapi import (
+    add_attestation_exception_handler,
+    attestation_required,
+    attestation_security,
+    requires_attestation,
+)
+from shield_asgi.integrations.middleware import AttestationMiddleware
+from shield_asgi.integrations.protocol import (
+    ATTEST_PATH,
+    MAX_ATTEST_BODY,
+    MAX_EVIDENCE_HEADER,
+    NONCE_PATH,
+    NONCE_TTL,
+    PROOF_WINDOW_MS,
+    SESSION_GRACE,
+    SESSION_INFO,
+)
+from shield_asgi.integrations.providers import (
+    AttestationProvider,
+    MAAAttestationProvider,
+    NitroAttestationProvider,
+    SEVAttestationProvider,
+    SGXAttestationProvider,
+    SimulatedAttestationProvider,
+    TDXAttestationProvider,
+    canonical_tee_type,
+    provider_for,
+)
+from shield_asgi.integrations.stores import MemoryStateStore, RedisStateStore
+
+__all__ = [
+    "AttestationMiddleware",
+    "requires_attestation",
+    "attestation_required",
+    "AttestationError",
+    "attestation_security",
+    "add_attestation_exception_handler",
+    "MemoryStateStore",
+    "RedisStateStore",
+    "NONCE_PATH",
+    "ATTEST_PATH",
+    "AttestationResult",
+    "AttestationProvider",
+    "NitroAttestationProvider",
+    "SEVAttestationProvider",
+    "MAAAttestationProvider",
+    "SGXAttestationProvider",
+    "TDXAttestationProvider",
+    "SimulatedAttestationProvider",
+    # the §3 table, policy helpers, provider lookup and the protocol's constants
+    "ERROR_CLASSES",
+    "check_policy",
+    "policy_text",
+    "canonical_tee_type",
+    "provider_for",
+    "MAX_ATTEST_BODY",
+    "MAX_EVIDENCE_HEADER",
+    "NONCE_TTL",
+    "PROOF_WINDOW_MS",
+    "SESSION_GRACE",
+    "SESSION_INFO",
+]
