@@ -22,7 +22,7 @@
  * that is what ties the unsigned JSON to the signed report.
  *
  * azure-snp: the raw HCL report (VCEK via --cert) or CBOR {"hcl_report", "vcek", "ask"?, "ark"?}
- *   (protocol.md §1.5); the SNP report is verified as sev-snp (policy key "azure-snp").
+ *   (docs/protocol.md §1.5); the SNP report is verified as sev-snp (policy key "azure-snp").
  * azure-tdx: CBOR {"hcl_report", "td_quote"}.  A TDREPORT is MAC'd for its own platform only,
  *   so the TD quote the platform's quoting enclave made from it is what is verified, as tdx
  *   (dcap.c: DCAP collateral; policy key "azure-tdx", the tdx keys).  The TDREPORT in the HCL

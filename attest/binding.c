@@ -1,4 +1,4 @@
-/* attest/binding.c — the binding digest (protocol.md §1.2) and evidence text decoding. */
+/* attest/binding.c — the binding digest (docs/protocol.md §1.2) and evidence text decoding. */
 #include "internal.h"
 
 #include <openssl/evp.h>

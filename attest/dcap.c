@@ -1,6 +1,6 @@
 /* attest/dcap.c — Intel TDX and SGX DCAP quotes: verification order and policy.
  *
- * Order (protocol.md §1.6): size and structure (dcap_quote.c), binding (REPORT_DATA = D),
+ * Order (docs/protocol.md §1.6): size and structure (dcap_quote.c), binding (REPORT_DATA = D),
  * root fingerprint (the PCK chain's self-signed certificate must be the pinned Intel SGX Root
  * CA), the quote signature by the attestation key, the QE report signature by the PCK key,
  * QE REPORT_DATA = SHA-256(attestation key ‖ QE auth data) ‖ 32 zero bytes, the PCK chain;
@@ -301,7 +301,7 @@ int sh_attest__dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int
     return 0;
 }
 
-/* REPORT_DATA = D(n, k) (protocol.md §1.2) when a nonce is presented. */
+/* REPORT_DATA = D(n, k) (docs/protocol.md §1.2) when a nonce is presented. */
 static int check_binding(sh_vctx *v, const uint8_t *report_data)
 {
     const sh_attest_options *o = v->o;

@@ -7,7 +7,7 @@
  *    time; the token is signed by the leaf's key.
  *  - OIDC: no x5c; the key comes from the configured JWKS of the issuer (kid required).
  * Claims: iss is always https://confidentialcomputing.googleapis.com; aud (when configured);
- * exp/nbf/iat; eat_nonce (string or array; protocol.md §1.2: an element = base64url(D));
+ * exp/nbf/iat; eat_nonce (string or array; docs/protocol.md §1.2: an element = base64url(D));
  * dbgstat must be "disabled-since-boot" unless debug is allowed; swname, hwmodel, secboot,
  * support_attributes, submods.container.image_digest against the policy (token_policy.c).
  */

@@ -154,7 +154,7 @@ typedef struct sh_cbor_top {
 } sh_cbor_top;
 int sh_attest__cbor_scan(const uint8_t *p, size_t len, sh_cbor_top *top);
 
-/* simulated.c: the simulated TEE's kid and trust anchor (protocol.md §1.7) */
+/* simulated.c: the simulated TEE's kid and trust anchor (docs/protocol.md §1.7) */
 extern const char sh_attest__simulated_kid[];
 X509 *sh_attest__simulated_anchor(const sh_attest_options *o);
 
@@ -189,7 +189,7 @@ void sh_attest__dcap_policy_free(struct sh_dcap_policy *p);
 /* fetch.c: 1 when the fetcher never uses the network (offline mode) */
 int sh_attest__fetch_is_offline(const sh_attest_fetcher *f);
 
-/* binding.c: D of protocol.md §1.2 for the options' nonce and key.  0, or -1 when no nonce
+/* binding.c: D of docs/protocol.md §1.2 for the options' nonce and key.  0, or -1 when no nonce
  * was given or a length is over 65535. */
 int sh_attest__binding_of(const sh_attest_options *o, uint8_t D[64]);
 

@@ -174,7 +174,7 @@ int sh_attest__jwt_check_times(sh_vctx *v, const sh_jwt *j)
     if (hi && at + SH_JWT_CLOCK_SKEW < iat)
         return sh_attest__fail(v->r, SH_ATTEST_NOT_YET_VALID, "token issued in the future (iat %lld)",
                        (long long)iat);
-    if (v->policy->freshness == SH_FRESH_TIMESTAMP) { /* protocol.md §1.3 */
+    if (v->policy->freshness == SH_FRESH_TIMESTAMP) { /* docs/protocol.md §1.3 */
         if (!hi)
             return sh_attest__fail(v->r, SH_ATTEST_MALFORMED, "timestamp freshness needs an iat claim");
         if (at - iat > v->policy->max_age)
@@ -237,7 +237,7 @@ int sh_attest__jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned alg
 int sh_attest__jwt_fill_result(sh_vctx *v, const sh_jwt *j)
 {
     sh_attest_result *r = v->r;
-    /* evidence_sha256 is SHA-256 of the JWS signing input (protocol.md §1.3), never of the
+    /* evidence_sha256 is SHA-256 of the JWS signing input (docs/protocol.md §1.3), never of the
      * whole encoding, so a re-encoded signature cannot dodge the replay cache. */
     if (!EVP_Digest(j->signing_input.ptr, j->signing_input.len, r->evidence_sha256, NULL,
                     EVP_sha256(), NULL))

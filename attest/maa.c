@@ -8,7 +8,7 @@
  *   "sevsnpvm" (claims at the top level) or "azurevm" (claims in x-ms-isolation-tee):
  *     x-ms-sevsnpvm-is-debuggable, -launchmeasurement, -hostdata, -idkeydigest, -reportdata,
  *     x-ms-compliance-status.
- * Binding (protocol.md §1.2): the "nonce" claim is base64url(D).  Checks run cheapest first:
+ * Binding (docs/protocol.md §1.2): the "nonce" claim is base64url(D).  Checks run cheapest first:
  * structure, binding, times, iss/aud, key lookup, signature, policy.
  */
 #include "token.h"

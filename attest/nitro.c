@@ -109,7 +109,7 @@ static int text_eq(const cbor_item_t *i, const char *s)
 }
 
 /* Protected header: exactly {1: -35} (alg ES384), or {1: -35, 4: h'shield-simulated'} for
- * the simulated TEE (protocol.md §1.7, *sim set); anything else is refused. */
+ * the simulated TEE (docs/protocol.md §1.7, *sim set); anything else is refused. */
 static int check_protected(sh_vctx *v, const sh_iovec *prot, int *sim)
 {
     cbor_item_t *h = load_strict(prot->ptr, prot->len);
@@ -251,7 +251,7 @@ static int fill_result(sh_vctx *v, nitro_doc *d)
     return 0;
 }
 
-/* protocol.md §1.2: nonce alone -> the document's nonce equals it; nonce + key -> also
+/* docs/protocol.md §1.2: nonce alone -> the document's nonce equals it; nonce + key -> also
  * user_data = D(n, k). */
 static int check_binding(sh_vctx *v)
 {
@@ -345,7 +345,7 @@ int sh_attest__nitro_verify(sh_vctx *v, const uint8_t *ev, size_t len)
     int sim = 0;
     if (check_protected(v, &np.prot, &sim) < 0)
         goto fail;
-    /* tee_type comes from the anchor, never from the declared type (protocol.md §1.7) */
+    /* tee_type comes from the anchor, never from the declared type (docs/protocol.md §1.7) */
     r->tee = sim ? SH_TEE_SIMULATED : SH_TEE_NITRO;
     if (sim && !v->o->trust_simulated) {
         sh_attest__fail(r, SH_ATTEST_ROOT_UNTRUSTED, "simulated evidence (kid %s) is not trusted here",

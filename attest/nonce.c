@@ -1,4 +1,4 @@
-/* attest/nonce.c — server nonces (protocol.md §1.1) and session proofs (§1.4 mode 2).
+/* attest/nonce.c — server nonces (docs/protocol.md §1.1) and session proofs (§1.4 mode 2).
  *
  * Nonce: 0x01 ‖ u32be(issued_at) ‖ 11 random bytes ‖ HMAC-SHA256(secret, first 16)[0:16].
  * Stateless to issue and to check (any worker or replica holding the secret can check any
@@ -101,7 +101,7 @@ sh_attest_reason sh_attest_nonce_check(const uint8_t *secret, size_t secret_len,
 }
 
 /* mac = HMAC-SHA256(session_key, "shield-proof-v1" ‖ 0x00 ‖ t ‖ 0x00 ‖ METHOD ‖ 0x00 ‖
- * request-target ‖ 0x00 ‖ Content-Digest value or empty)   (protocol.md §1.4, mode 2) */
+ * request-target ‖ 0x00 ‖ Content-Digest value or empty)   (docs/protocol.md §1.4, mode 2) */
 int sh_attest_proof_mac(const uint8_t key[32], int64_t t_ms, const char *method, size_t mlen,
                         const char *target, size_t tlen, const char *digest, size_t dlen,
                         uint8_t out[32]) {

@@ -6,7 +6,7 @@
  *     "version": 1,
  *     "name": "production",
  *     "allow_debug": false,          // debug TEEs (Nitro PCR0 = 0, SNP policy DEBUG) refused
- *     "freshness": "nonce",          // "nonce" | "timestamp" | "none" (protocol.md §1.3)
+ *     "freshness": "nonce",          // "nonce" | "timestamp" | "none" (docs/protocol.md §1.3)
  *     "max_age": 300,                // seconds, for "timestamp" (Nitro document timestamp)
  *     "allow_unfresh": false,        // must be true for "freshness": "none"
  *     "nitro": {

@@ -46,7 +46,7 @@ const char *sh_attest_reason_class(sh_attest_reason r)
     return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
 }
 
-/* protocol.md §3: the status of each error class. */
+/* docs/protocol.md §3: the status of each error class. */
 static const struct {
     const char *cls;
     int status;

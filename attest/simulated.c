@@ -1,4 +1,4 @@
-/* attest/simulated.c — the simulated TEE (protocol.md §1.7): a local dev root and
+/* attest/simulated.c — the simulated TEE (docs/protocol.md §1.7): a local dev root and
  * Nitro-format evidence signed under it, for development and tests.
  *
  * Why Nitro's format: the verifier, the policy keys (PCRs) and the client libraries already

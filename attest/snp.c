@@ -465,7 +465,7 @@ fail:
     return rc;
 }
 
-/* REPORT_DATA = D(n, k) (protocol.md §1.2) when a nonce is presented. */
+/* REPORT_DATA = D(n, k) (docs/protocol.md §1.2) when a nonce is presented. */
 static int check_binding(sh_vctx *v, const uint8_t *rp)
 {
     const sh_attest_options *o = v->o;
@@ -487,7 +487,7 @@ static int bstr_value(const cbor_item_t *it, sh_iovec *out)
 }
 
 /* CBOR bundle {"report": bstr, "certs": {"vcek"|"vlek": DER, "ask"|"asvk": DER, "ark": DER}}
- * (protocol.md §1.5).  Strict: known keys only, each once. */
+ * (docs/protocol.md §1.5).  Strict: known keys only, each once. */
 static int parse_bundle(sh_vctx *v, const uint8_t *ev, size_t len, cbor_item_t **item,
                         sh_iovec *report, STACK_OF(X509) *certs)
 {

@@ -5,7 +5,7 @@
  * (server/gate.c).  Why verify first and fetch second: most evidence needs nothing fetched (a
  * bundle carries its VCEK, the server holds the collateral or JWKS), and a first pass rejects
  * malformed, unbound, debug or forged evidence before any network request is made for it
- * (protocol.md §1.6: fetches happen only for configured issuers and products, and only for
+ * (docs/protocol.md §1.6: fetches happen only for configured issuers and products, and only for
  * evidence that got that far).  Only the fetcher's configured bases are contacted, never a URL
  * taken from the evidence.
  *

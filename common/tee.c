@@ -21,7 +21,7 @@ static const struct {
     {"sgx", SH_TEE_SGX},
     {"simulated", SH_TEE_SIMULATED},
     {"azure-tdx", SH_TEE_AZURE_TDX},
-    /* the Shield library's spellings (protocol.md §0) */
+    /* the Shield library's spellings (docs/protocol.md §0) */
     {"aws_nitro", SH_TEE_NITRO},
     {"sev", SH_TEE_SEV_SNP},
     {"gcp_sev", SH_TEE_SEV_SNP},

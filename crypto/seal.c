@@ -1,5 +1,5 @@
 /* crypto/seal.c — seal a short secret (a session key) to a client's public key, by key type
- * (protocol.md §1.4): X25519 -> HPKE base mode AES-256-GCM; RSA -> RSA-OAEP-256. */
+ * (docs/protocol.md §1.4): X25519 -> HPKE base mode AES-256-GCM; RSA -> RSA-OAEP-256. */
 #include "crypto.h"
 
 #include <openssl/err.h>

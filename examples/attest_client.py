@@ -3,7 +3,7 @@
     scripts/run &                                  # the server, simulated TEE trusted
     .venv/bin/python examples/attest_client.py [http://127.0.0.1:8000]
 
-Header mode (protocol.md §1.4, 1): get a nonce, produce evidence bound to it (here by the
+Header mode (docs/protocol.md §1.4, 1): get a nonce, produce evidence bound to it (here by the
 simulated TEE; in an enclave by the NSM, in an SEV-SNP guest by the firmware), send it with the
 request.  Session mode (§1.4, 2): attest once with an X25519 key, open the sealed session key,
 then sign each request with a proof.  Evidence from the simulated TEE is signed by a dev root

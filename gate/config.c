@@ -56,7 +56,7 @@ int sh_gate__parse_types(const char *list, unsigned *bits, char *bad, size_t bad
   return -1;
 }
 
-/* The message naming the accepted names, in protocol.md §0's order (the names are attest's). */
+/* The message naming the accepted names, in docs/protocol.md §0's order (the names are attest's). */
 static int types_error(const char *bad, sh_error *err) {
   static const sh_tee order[] = {
       SH_TEE_NITRO,     SH_TEE_SEV_SNP, SH_TEE_AZURE_SNP,
@@ -286,7 +286,7 @@ static int check_required(const sh_gate_config *gc, const types_on *t, sh_error 
     return fail(err,
                 "--attest-types %s: nothing supplies the VCEK: add --attest-fetch (AMD KDS; "
                 "--kds-url to override), or --attest-client-vcek if clients send it in the "
-                "evidence bundle (protocol.md §1.5)",
+                "evidence bundle (docs/protocol.md §1.5)",
                 t->snp_name);
   return 0;
 }

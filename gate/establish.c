@@ -1,5 +1,5 @@
 /*
- * gate/establish.c — POST /.well-known/shield/attest (protocol.md §1.4, 2 and 3).
+ * gate/establish.c — POST /.well-known/shield/attest (docs/protocol.md §1.4, 2 and 3).
  *
  * The body {"type", "evidence", "nonce", "public_key"?, "certs"?} is read here (at most
  * SH_GATE_MAX_ATTEST_BODY), checked like header mode (type, nonce) and verified on the pool

@@ -1,5 +1,5 @@
 /*
- * gate/header.c — header mode (protocol.md §1.4, 1): X-Attestation-Token carries the
+ * gate/header.c — header mode (docs/protocol.md §1.4, 1): X-Attestation-Token carries the
  * evidence, X-Attestation-Type its type, X-Attestation-Nonce the nonce; k is empty and the
  * evidence is good for this one request.  The cheap checks run here on the I/O thread (size
  * cap, type, base64, nonce MAC/expiry/not consumed); the verification is queued on the pool,
@@ -25,7 +25,7 @@ sh_tee sh_gate__check_type(sh_gate *g, sh_request *req, const char *s, size_t le
   if (len < sizeof tname) {
     memcpy(tname, s, len);
     tname[len] = '\0';
-    tee = sh_tee_from_name(tname); /* protocol.md §0 names and aliases */
+    tee = sh_tee_from_name(tname); /* docs/protocol.md §0 names and aliases */
   }
   if (tee == SH_TEE_UNKNOWN) {
     snprintf(msg, sizeof msg, "unknown evidence type '%.*s'", (int)(len > 64 ? 64 : len), s);

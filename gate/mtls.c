@@ -1,5 +1,5 @@
 /*
- * gate/mtls.c — mutual TLS (protocol.md §1.4, 3): the connection is the session.  Once a
+ * gate/mtls.c — mutual TLS (docs/protocol.md §1.4, 3): the connection is the session.  Once a
  * client has POSTed evidence bound to its certificate's key on a connection (establish.c),
  * every later request on that connection is handed on with the result (mode "mtls"); the TLS
  * channel is the proof, no session headers.

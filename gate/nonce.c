@@ -1,5 +1,5 @@
 /*
- * gate/nonce.c — freshness (protocol.md §1.1): GET /.well-known/shield/nonce, and the checks
+ * gate/nonce.c — freshness (docs/protocol.md §1.1): GET /.well-known/shield/nonce, and the checks
  * of a presented nonce.
  *
  * A nonce is MAC'd with the state secret every worker shares (the server's, or the gate's own

@@ -20,7 +20,7 @@
  *   O_BOOL     no value; sets an int to 1
  *   O_ONCE     a string; given twice is an error (the keys and collateral: an ambiguity)
  *   O_LAST     a string; the last one given wins
- *   O_TYPES    --attest-types: a list of protocol.md §0 names, checked here
+ *   O_TYPES    --attest-types: a list of docs/protocol.md §0 names, checked here
  *   O_EXCLUDE  --attest-exclude: a path prefix, repeatable (at most 15)
  *   O_CLOCK    --attest-clock: an RFC 3339 UTC time */
 enum { O_BOOL, O_ONCE, O_LAST, O_TYPES, O_EXCLUDE, O_CLOCK };
@@ -150,7 +150,7 @@ static int check(void *data, sh_config *cfg, sh_error *err) {
     SH_ERR(err, SH_EINVAL, "--attest-types needs an app to protect (not --native-hello)");
     return SH_EINVAL;
   }
-  /* Confidential Space tokens are ~11 KB (protocol.md §1.4): 64 KiB unless set explicitly. */
+  /* Confidential Space tokens are ~11 KB (docs/protocol.md §1.4): 64 KiB unless set explicitly. */
   if (gc->types && cfg->max_header_size == 16 * 1024) cfg->max_header_size = 64 * 1024;
   /* --dev only: tests of the pool's caps slow every verification down */
   const char *delay = gc->dev ? getenv("SHIELD_ATTEST_VERIFY_DELAY_MS") : NULL;
@@ -161,7 +161,7 @@ static int check(void *data, sh_config *cfg, sh_error *err) {
 static void usage(void *data, FILE *out) {
   (void)data;
   fputs(
-      "Client attestation (protocol.md: header, session and mutual-TLS modes, verified\n"
+      "Client attestation (docs/protocol.md: header, session and mutual-TLS modes, verified\n"
       "before the app runs):\n"
       "  --attest-types LIST          accepted TEE types: nitro,sev-snp,azure-snp,azure-tdx,\n"
       "                               tdx,sgx,maa,gcp,simulated (turns attestation on)\n"

@@ -1,5 +1,5 @@
 /*
- * gate/pool.c — the bounded verification pool (protocol.md §1.6): threads of the gate's own
+ * gate/pool.c — the bounded verification pool (docs/protocol.md §1.6): threads of the gate's own
  * (not libuv's shared pool, which also serves DNS and files), with caps on the verifications
  * queued or running per client address and in total (503 overloaded + Retry-After beyond).
  *

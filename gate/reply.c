@@ -1,7 +1,7 @@
 /*
  * gate/reply.c — the gate's answers: §3 refusals from one table, JSON successes, 405.
  *
- * protocol.md §3: {"error": <class>, "reason": <code>, "message": <text>}.  The reason codes
+ * docs/protocol.md §3: {"error": <class>, "reason": <code>, "message": <text>}.  The reason codes
  * and their classes are attest's (sh_attest_reason_name, sh_attest_reason_class): the one
  * place their strings live.  What HTTP adds — the status of each reason — is the table below,
  * indexed by the enum; a 401 carries WWW-Authenticate, an overloaded 503 Retry-After.

@@ -1,5 +1,5 @@
 /*
- * gate/session.c — requests of a session (protocol.md §1.4, 2): X-Attestation-Session +
+ * gate/session.c — requests of a session (docs/protocol.md §1.4, 2): X-Attestation-Session +
  * X-Attestation-Proof "t=<unix ms>, mac=<b64url>", mac = HMAC-SHA256(session key,
  * "shield-proof-v1" 0 t 0 METHOD 0 target 0 Content-Digest), t within ±60 s and after the last
  * accepted one; a body's Content-Digest (RFC 9530) is checked as the body streams.

@@ -1,6 +1,6 @@
 /*
  * gate/state.h — private to gate/: where the gate keeps what everyone who serves the
- * deployment must agree on (protocol.md §1.1, §1.3, §1.4): consumed nonces and evidence
+ * deployment must agree on (docs/protocol.md §1.1, §1.3, §1.4): consumed nonces and evidence
  * (replay), session records (key, last accepted proof time, expiry) and each session's
  * verified result.
  *

@@ -13,7 +13,7 @@
  *
  * sh_gate__verify runs on the gate's pool threads only: it may block on the network (one
  * request at a time per fetcher, each bounded by --attest-fetch-timeout), never on the libuv
- * I/O thread.  A failed fetch is collateral_missing (protocol.md §3: 503
+ * I/O thread.  A failed fetch is collateral_missing (docs/protocol.md §3: 503
  * attestation_unavailable), answered like any other verdict.  A maa/gcp token whose kid the
  * cached JWKS lacks makes the fetcher refetch that issuer's JWKS (key rotation), at most once
  * per issuer per 60 s per worker (attest.h sh_attest_fetch_jwks_refresh).

@@ -1,5 +1,5 @@
 /*
- * pyshim/attest_scope.c — what the app sees of a natively verified request (protocol.md §2):
+ * pyshim/attest_scope.c — what the app sees of a natively verified request (docs/protocol.md §2):
  * scope["state"]["attestation"] = shield_asgi.AttestationResult (mode set) and the marker
  * scope["extensions"]["shield.attestation"] = {"policy_sha256": hex}.  Python thread, GIL held.
  *

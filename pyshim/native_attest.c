@@ -5,7 +5,7 @@
  *          allow_debug=False, jwks=None, issuer=None, audience=None, collateral=None,
  *          trust_simulated=False, simulated_root=None) -> shield_asgi.AttestationResult
  *
- * simulated (protocol.md §1.7): refused (root_untrusted) unless trust_simulated; then the
+ * simulated (docs/protocol.md §1.7): refused (root_untrusted) unless trust_simulated; then the
  * chain must end at simulated_root (DER/PEM bytes) or, when None, the local dev root.
  *
  * tdx/sgx: collateral is the DCAP collateral JSON document (bytes), or a str path to such a
@@ -274,7 +274,7 @@ static PyObject *py_verify(PyObject *self, PyObject *args, PyObject *kwargs)
         o.collateral = colb.buf;
         o.collateral_len = (size_t)colb.len;
     }
-    o.trust_simulated = trust_sim; /* protocol.md §1.7: simulated evidence only when asked */
+    o.trust_simulated = trust_sim; /* docs/protocol.md §1.7: simulated evidence only when asked */
     if (simroot_o != Py_None) {
         if (get_buffer(simroot_o, &simroot, "simulated_root") < 0)
             goto out;
@@ -404,10 +404,10 @@ static PyMethodDef attest_methods[] = {
      "policy_check(policy, tee_type, measurements_json, claims_json, *, debug=False, "
      "tcb_status=None, advisories_json=None) -> None | (reason, message)"},
     {"binding_digest", py_binding_digest, METH_VARARGS,
-     "binding_digest(nonce, public_key=None) -> 64-byte D of protocol.md §1.2"},
+     "binding_digest(nonce, public_key=None) -> 64-byte D of docs/protocol.md §1.2"},
     {NULL, NULL, 0, NULL}};
 
-/* REASONS: {reason: (error class, HTTP status)} in the order of protocol.md §3, from attest/'s
+/* REASONS: {reason: (error class, HTTP status)} in the order of docs/protocol.md §3, from attest/'s
  * table, so the Python package builds its errors from the same table as the native gate. */
 static PyObject *reasons_table(void)
 {

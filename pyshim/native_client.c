@@ -1,7 +1,7 @@
 /*
  * pyshim/native_client.c — client-attestation primitives for shield_asgi._native, so the Python
  * middleware (under uvicorn, granian, hypercorn) runs the protocol with the same C code as
- * the server (protocol.md §1):
+ * the server (docs/protocol.md §1):
  *
  *   nonce_issue(secret, now) -> 32 bytes               (§1.1)
  *   nonce_check(secret, nonce, now, ttl=60) -> None | reason code
@@ -226,7 +226,7 @@ static PyMethodDef client_methods[] = {
     {"nonce_check", KW py_nonce_check, METH_VARARGS | METH_KEYWORDS,
      "nonce_check(secret, nonce, now, ttl=60) -> None or a reason code"},
     {"proof_mac", py_proof_mac, METH_VARARGS,
-     "proof_mac(key, t_ms, method, target, digest='') -> 32-byte HMAC (protocol.md §1.4)"},
+     "proof_mac(key, t_ms, method, target, digest='') -> 32-byte HMAC (docs/protocol.md §1.4)"},
     {"seal_to_spki", py_seal_to_spki, METH_VARARGS,
      "seal_to_spki(spki_der, plaintext, info) -> (alg, enc or None, sealed)"},
     {"hpke_open", KW py_hpke_open, METH_VARARGS | METH_KEYWORDS,

@@ -62,7 +62,7 @@
   X(client_cert_error, "client_cert_error")                                                   \
   X(tls_version, "tls_version")                                                               \
   X(cipher_suite, "cipher_suite")                                                             \
-  /* attestation (attest_scope.c, protocol.md §2) */                                          \
+  /* attestation (attest_scope.c, docs/protocol.md §2) */                                          \
   X(attestation, "attestation")                                                               \
   X(ext_attestation, "shield.attestation")                                                    \
   X(policy_sha256, "policy_sha256")                                                           \

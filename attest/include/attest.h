@@ -4,7 +4,7 @@
  * Owns:   evidence formats (AWS Nitro COSE_Sign1/CBOR, AMD SEV-SNP reports, Azure CVM HCL
  *         reports, Intel TDX/SGX DCAP quotes with their collateral: TCB info, QE identity,
  *         CRLs), X.509 chains to pinned root fingerprints, the binding digest
- *         (protocol.md §1.2), policy (a JSON file, format in policy.c), a bounded verification
+ *         (docs/protocol.md §1.2), policy (a JSON file, format in policy.c), a bounded verification
  *         cache, and the `shield verify` command.
  * Never:  reads the clock (the verification time is always an explicit input), fetches
  *         anything from the network while verifying (only sh_attest_fetch_* do, when called,
@@ -20,8 +20,8 @@
  *         objects) are owned by the result: incref them to keep them longer.
  *
  * Fail-closed: `verified` is 1 only when every check passed, policy included; any other
- * outcome carries exactly one reason code (protocol.md §3).  Checks run cheapest first:
- * size caps, structure, binding, root fingerprint, signatures, policy (protocol.md §1.6).
+ * outcome carries exactly one reason code (docs/protocol.md §3).  Checks run cheapest first:
+ * size caps, structure, binding, root fingerprint, signatures, policy (docs/protocol.md §1.6).
  */
 #ifndef SHIELD_ATTEST_H
 #define SHIELD_ATTEST_H
@@ -44,7 +44,7 @@ extern "C" {
 /* TEE types (sh_tee, SH_TEE_*, sh_tee_from_name, sh_tee_name) and byte slices (sh_iovec) are
  * common.h's. */
 
-/* Reason codes of protocol.md §3 (SH_ATTEST_OK: verified). */
+/* Reason codes of docs/protocol.md §3 (SH_ATTEST_OK: verified). */
 typedef enum sh_attest_reason {
   SH_ATTEST_OK = 0,
   SH_ATTEST_MISSING,
@@ -106,7 +106,7 @@ typedef struct sh_attest_options {
    * collateral_missing. */
   const uint8_t *collateral;
   size_t collateral_len;
-  /* Simulated TEE (protocol.md §1.7): Nitro-format evidence whose protected header carries
+  /* Simulated TEE (docs/protocol.md §1.7): Nitro-format evidence whose protected header carries
    * kid "shield-simulated" is refused with root_untrusted unless trust_simulated is 1; then
    * its chain must end at simulated_root (PEM or DER; NULL: the local dev root read from the
    * user's data directory, see simulated.c).  Such results are never cached. */
@@ -154,7 +154,7 @@ SH_ATTEST_API const char *sh_attest_reason_name(
     sh_attest_reason r); /* "signature_invalid", NULL for OK */
 SH_ATTEST_API const char *sh_attest_reason_class(
     sh_attest_reason r); /* "attestation_failed", NULL for OK */
-/* The HTTP status of the reason's §3 error class (401, 403 or 503), 0 for OK: protocol.md §3
+/* The HTTP status of the reason's §3 error class (401, 403 or 503), 0 for OK: docs/protocol.md §3
  * is one table (status, class, reasons), kept here once for the gate's replies and the Python
  * package's errors (shield_asgi._native.REASONS). */
 SH_ATTEST_API int sh_attest_reason_status(sh_attest_reason r);
@@ -191,7 +191,7 @@ SH_ATTEST_API sh_attest_cache *sh_attest_cache_new(size_t max_entries);
 SH_ATTEST_API void sh_attest_cache_free(sh_attest_cache *c);
 SH_ATTEST_API size_t sh_attest_cache_size(sh_attest_cache *c);
 
-/* Binding digest D of protocol.md §1.2 (64 bytes).  Returns 0, or -1 when a length > 65535. */
+/* Binding digest D of docs/protocol.md §1.2 (64 bytes).  Returns 0, or -1 when a length > 65535. */
 SH_ATTEST_API int sh_attest_binding_digest(const uint8_t *nonce, size_t nonce_len,
                                            const uint8_t *spki, size_t spki_len, uint8_t out[64]);
 
@@ -359,7 +359,7 @@ SH_ATTEST_API int sh_attest_verify_fetching(const uint8_t *evidence, size_t len,
                                             sh_attest_fetcher *fetcher, const char *jwks_issuer,
                                             int64_t now, sh_attest_result **out);
 
-/* ---- Nonces and session proofs (nonce.c, protocol.md §1.1 and §1.4) ---- */
+/* ---- Nonces and session proofs (nonce.c, docs/protocol.md §1.1 and §1.4) ---- */
 #define SH_ATTEST_NONCE_LEN 32
 #define SH_ATTEST_NONCE_TTL 60  /* seconds ("expires_in") */
 #define SH_ATTEST_SECRET_MIN 32 /* bytes of the nonce secret */

@@ -3,7 +3,7 @@
 Three cases on one app, so their ratios compare like with like:
 
 - ``fastapi_attest_none``: no attestation at all (the baseline of the two others);
-- ``fastapi_attest_header``: header mode (protocol.md §1.4, 1): every request carries its own
+- ``fastapi_attest_header``: header mode (docs/protocol.md §1.4, 1): every request carries its own
   simulated evidence bound to its own single-use nonce, so every request costs one full
   verification (COSE signature, chain to the dev root, nonce MAC, binding, policy) plus the
   nonce consumption.  No verification cache can help here: a cache entry is keyed by the
@@ -95,7 +95,7 @@ BENCH = [
         },
         "client": "HeaderClient",
         # The gate verifies at most 16 requests at once per client address (gate/pool.c,
-        # max_per_client, protocol.md §1.6: 503 overloaded beyond) and every wrk connection
+        # max_per_client, docs/protocol.md §1.6: 503 overloaded beyond) and every wrk connection
         # comes from 127.0.0.1, so header mode runs with 16 connections on every server.
         "connections": 16,
         "rate_hint": 500,

@@ -111,8 +111,8 @@ typedef enum sh_tee {
   SH_TEE_GCP,       /* Confidential Space token (JWT) */
   SH_TEE_TDX,       /* Intel TDX DCAP quote (v4, v5) */
   SH_TEE_SGX,       /* Intel SGX DCAP quote (v3) */
-  SH_TEE_SIMULATED, /* Nitro-format COSE from a local dev root (protocol.md §1.7) */
-  SH_TEE_AZURE_TDX, /* Azure TDX CVM: CBOR {"hcl_report", "td_quote"} (protocol.md §1.5) */
+  SH_TEE_SIMULATED, /* Nitro-format COSE from a local dev root (docs/protocol.md §1.7) */
+  SH_TEE_AZURE_TDX, /* Azure TDX CVM: CBOR {"hcl_report", "td_quote"} (docs/protocol.md §1.5) */
   SH_TEE_COUNT_     /* number of values, for tables indexed by type */
 } sh_tee;
 

@@ -50,7 +50,7 @@ SH_CRYPTO_API int sh_crypto_hpke_open(uint16_t aead_id, const uint8_t sk_r[32],
                                       const uint8_t *aad, size_t aad_len, const uint8_t *ct,
                                       size_t ct_len, uint8_t *pt);
 
-/* Seals `pt` to the public key in DER SubjectPublicKeyInfo `spki` as protocol.md §1.4 says:
+/* Seals `pt` to the public key in DER SubjectPublicKeyInfo `spki` as docs/protocol.md §1.4 says:
  * X25519 keys -> HPKE base (AES-256-GCM), alg "HPKE-X25519-SHA256-AES256GCM", *enc_len 32;
  * RSA keys (>= 2048 bits) -> RSA-OAEP with SHA-256 (MGF1-SHA-256, empty label),
  * alg "RSA-OAEP-256", *enc_len 0.  *alg receives a static string; *ct is malloc'd (caller

@@ -1,5 +1,5 @@
 /*
- * gate/include/gate.h — client attestation verified before the app runs (protocol.md §1-§3);
+ * gate/include/gate.h — client attestation verified before the app runs (docs/protocol.md §1-§3);
  * the one public header of gate/.
  *
  * What this module owns
@@ -54,12 +54,12 @@ struct sh_attest_result;
  * sh_gate_config_init fills the defaults.
  */
 typedef struct sh_gate_config {
-  const char *types;       /* --attest-types nitro,sev-snp,... (protocol.md §0 names) */
+  const char *types;       /* --attest-types nitro,sev-snp,... (docs/protocol.md §0 names) */
   const char *policy;      /* --attest-policy FILE (NULL: the built-in production policy) */
   int required;            /* --attest-required: 401 missing without evidence */
   const char *exclude[16]; /* --attest-exclude PATH (path prefixes), NULL-terminated */
   int num_exclude;
-  int trust_simulated;   /* --trust-simulated (protocol.md §1.7) */
+  int trust_simulated;   /* --trust-simulated (docs/protocol.md §1.7) */
   int dev;               /* --dev: allows the debugging aids below */
   int64_t clock;         /* --attest-clock RFC3339 (--dev only; 0 = the real clock) */
   const char *state_url; /* --state-url redis://… | unix://… (NULL: the shared table) */
@@ -116,7 +116,7 @@ int sh_gate_config_check(const sh_gate_config *gc, sh_error *err);
 /*
  * The `--attest-*` options as a hook for sh_config_parse (server.h): they fill *gc (which
  * must outlive the parse); check runs sh_gate_config_check, then adjusts the server's
- * defaults the gate needs (a 64 KiB header limit, protocol.md §1.4).  The help text is the
+ * defaults the gate needs (a 64 KiB header limit, docs/protocol.md §1.4).  The help text is the
  * "Client attestation" and "Keys and collateral" sections of `shield --help`.
  */
 void sh_gate_options(sh_gate_config *gc, sh_config_hook *out);
@@ -150,7 +150,7 @@ typedef struct sh_gate_attestation {
 
 const sh_gate_attestation *sh_gate_request_attestation(const sh_request *req);
 
-/* protocol.md §3: the HTTP status of a refusal with reason `reason` (an sh_attest_reason:
+/* docs/protocol.md §3: the HTTP status of a refusal with reason `reason` (an sh_attest_reason:
  * 401, 403 or 503); the error class and the reason's name are attest's
  * (sh_attest_reason_class, sh_attest_reason_name).  0 for SH_ATTEST_OK or out of range. */
 int sh_gate_reason_status(int reason);

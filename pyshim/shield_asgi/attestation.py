@@ -1,4 +1,4 @@
-"""Attestation results (protocol.md §2) and a thin wrapper over the native verifier.
+"""Attestation results (docs/protocol.md §2) and a thin wrapper over the native verifier.
 
 ``AttestationResult`` is what an app sees in ``request.state.attestation``.  ``verify()``
 calls ``shield_asgi._native.verify`` (C: OpenSSL, libcbor), which checks the evidence completely
@@ -16,11 +16,11 @@ from shield_asgi import _native
 
 __all__ = ["AttestationResult", "verify", "check_policy", "policy_text", "ERROR_CLASSES", "REASONS"]
 
-#: reason code -> (error class, HTTP status), protocol.md §3: the native table (attest/), the
+#: reason code -> (error class, HTTP status), docs/protocol.md §3: the native table (attest/), the
 #: one the shield server's gate answers from, never a copy of it
 REASONS: dict[str, tuple[str, int]] = dict(_native.REASONS)
 
-#: reason code -> error class (protocol.md §3)
+#: reason code -> error class (docs/protocol.md §3)
 ERROR_CLASSES = {reason: cls for reason, (cls, _status) in REASONS.items()}
 
 _FIELDS = (
@@ -47,7 +47,7 @@ _FIELDS = (
 
 
 def _b64url(b: Optional[bytes]) -> Optional[str]:
-    """base64url without padding (protocol.md), None stays None."""
+    """base64url without padding (docs/protocol.md), None stays None."""
     return None if b is None else base64.urlsafe_b64encode(b).rstrip(b"=").decode("ascii")
 
 
@@ -63,7 +63,7 @@ def _b64url_decode(s: str | bytes) -> bytes:
 
 
 class AttestationResult:
-    """The outcome of verifying one piece of evidence (every field of protocol.md §2).
+    """The outcome of verifying one piece of evidence (every field of docs/protocol.md §2).
 
     Byte fields (``public_key``, ``user_data``, ``nonce``, ``raw_evidence``) are ``bytes`` or
     None; ``evidence_sha256`` (SHA-256 of the signed content) and ``policy_sha256`` are
@@ -125,7 +125,7 @@ class AttestationResult:
         return f"<AttestationResult {self.tee_type} {state}>"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: bytes as base64url without padding (protocol.md), hex kept as is."""
+        """JSON-ready dict: bytes as base64url unpadded (docs/protocol.md), hex kept as is."""
         d: dict[str, Any] = {}
         for f in _FIELDS:
             v = getattr(self, f)

@@ -1,4 +1,4 @@
-"""Test-side client of the client-attestation protocol (protocol.md §1): nonces, simulated
+"""Test-side client of the client-attestation protocol (docs/protocol.md §1): nonces, simulated
 evidence (through `shield attest` or shield_asgi._native), header and session mode.  The proof MAC
 and Content-Digest are computed here in pure Python (hmac, hashlib), independently of the C
 code the server uses, so a shared mistake cannot hide."""

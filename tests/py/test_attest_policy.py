@@ -1,4 +1,4 @@
-"""Policies are enforced wherever they are named (protocol.md §2), fail closed, in every
+"""Policies are enforced wherever they are named (docs/protocol.md §2), fail closed, in every
 combination of: the server's gate (`shield --attest-policy`: none, allowing, denying), the
 middleware's own `policy=` (none, allowing, denying) and a route's `policy=` (none, allowing,
 denying; decorator and dependency), under the shield server with and without its native gate

@@ -1,4 +1,4 @@
-"""Client attestation end to end (protocol.md §1–§3) with a real FastAPI app
+"""Client attestation end to end (docs/protocol.md §1–§3) with a real FastAPI app
 (apps/app_attest.py) under uvicorn, where AttestationMiddleware runs the protocol through
 shield_asgi._native: nonces, header mode, session mode (HPKE-sealed key, proofs, Content-Digest),
 the exact §3 errors, excluded routes, the decorator and the dependency.  Evidence comes from

@@ -139,7 +139,7 @@ def present(srv, tee, ev, nonce=None):
 def establish(srv, tee, ev, certs=None):
     """Session mode with evidence that cannot bind our nonce and key: the type is accepted
     and verified (collateral and all), and refused for the binding alone.  certs: the body's
-    optional "certs" object (protocol.md §1.4, 2)."""
+    optional "certs" object (docs/protocol.md §1.4, 2)."""
     spki = (
         x25519.X25519PrivateKey.generate()
         .public_key()
@@ -395,7 +395,7 @@ def test_gcp_vector_pki(fresh_server, tmp_path):
 
 
 def _digest(nonce: bytes, spki: bytes = b"") -> bytes:
-    """D of protocol.md §1.2, computed here independently of the C code."""
+    """D of docs/protocol.md §1.2, computed here independently of the C code."""
     return hashlib.sha512(
         b"shield-binding-v1\x00"
         + len(nonce).to_bytes(2, "big")
@@ -700,7 +700,7 @@ def test_snp_vectors(fresh_server, tmp_path, iss):
     )
     ok(present(srv, "sev-snp", rep), "sev-snp")
     assert len(iss.paths) == n
-    # no fetching: the client sends the VCEK in the bundle (protocol.md §1.5)
+    # no fetching: the client sends the VCEK in the bundle (docs/protocol.md §1.5)
     bundle = cbor2.dumps(
         {"report": rep, "certs": {"vcek": (VECTORS / "sev-snp" / "test-vcek.der").read_bytes()}}
     )

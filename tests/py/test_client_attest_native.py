@@ -1,4 +1,4 @@
-"""Client attestation verified natively by the shield server (server/gate.c, protocol.md
+"""Client attestation verified natively by the shield server (server/gate.c, docs/protocol.md
 §1–§3): the cases of test_client_attest.py (same app, same helpers, same simulated dev root)
 against the real `shield` binary with `--attest-*` flags, so the nonce endpoint, header and
 session mode, the checks and the §3 errors come from C before Python runs; the app sees

@@ -1,5 +1,5 @@
 """Client-attestation state in Redis for the native gate (--state-url, server/gate_state.c,
-protocol.md §1.1 and §1.4): two real shield servers (one with two workers) with the same
+docs/protocol.md §1.1 and §1.4): two real shield servers (one with two workers) with the same
 secret file and a real redis-server refuse a nonce the other consumed, share sessions and
 their monotonic proof times, tell an expired session (session_expired) from an unknown one,
 answer 503 overloaded while Redis is down and recover when it is back, and refuse to start

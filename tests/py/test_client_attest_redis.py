@@ -1,4 +1,4 @@
-"""Client-attestation state shared through Redis (protocol.md §1.1): two servers with the same
+"""Client-attestation state shared through Redis (docs/protocol.md §1.1): two servers with the same
 nonce secret file and --state-url refuse a nonce the other consumed and share sessions.  Starts
 a real redis-server (Debian) on a free loopback port."""
 

@@ -20,7 +20,7 @@ from conftest import IS_UVICORN
 # Pure Python against the installed package: the same in either server mode.
 pytestmark = pytest.mark.skipif(IS_UVICORN, reason="no server involved: run once, in shield mode")
 
-# protocol.md §3, as the test's oracle
+# docs/protocol.md §3, as the test's oracle
 PROTOCOL_S3 = {
     401: {
         "attestation_required": ["missing"],

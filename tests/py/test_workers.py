@@ -203,7 +203,7 @@ def test_state_secret_same_in_every_worker(fresh_server):
 
 
 def test_state_secret_file(fresh_server, tmp_path):
-    """The nonces carry HMAC-SHA256(secret, first 16 bytes)[0:16] (protocol.md §1.1) with the
+    """The nonces carry HMAC-SHA256(secret, first 16 bytes)[0:16] (docs/protocol.md §1.1) with the
     secret from --state-secret-file, in every worker."""
     import hmac
 

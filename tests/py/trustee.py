@@ -53,5 +53,5 @@ def as_bytes(v) -> bytes:
 
 
 def cbor_bundle(**members: bytes) -> bytes:
-    """A CBOR map of text keys to byte strings (protocol.md §1.5 bundles)."""
+    """A CBOR map of text keys to byte strings (docs/protocol.md §1.5 bundles)."""
     return cbor2.dumps(members)

@@ -1,4 +1,4 @@
-"""Client attestation for ASGI and FastAPI apps (protocol.md §1–§3).
+"""Client attestation for ASGI and FastAPI apps (docs/protocol.md §1–§3).
 
 Modules: ``errors`` (AttestationError, from the native §3 table), ``stores`` (nonce, replay and
 session state: in memory or in Redis), ``protocol`` (the engine, no ASGI in it), ``middleware``

@@ -1,4 +1,4 @@
-"""Client-attestation errors (protocol.md §3): ``AttestationError`` and its status.
+"""Client-attestation errors (docs/protocol.md §3): ``AttestationError`` and its status.
 
 The reason -> class -> status table is the native one (``shield_asgi._native.REASONS``, from
 attest/), the same table the shield server's gate answers from; nothing here repeats it.
@@ -10,7 +10,7 @@ from shield_asgi.attestation import ERROR_CLASSES, REASONS
 
 __all__ = ["AttestationError", "ERROR_CLASSES", "STATUS"]
 
-#: error class -> HTTP status (protocol.md §3)
+#: error class -> HTTP status (docs/protocol.md §3)
 STATUS: dict[str, int] = {cls: status for cls, status in REASONS.values()}
 
 

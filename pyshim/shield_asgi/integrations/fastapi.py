@@ -35,7 +35,7 @@ def attestation_security(header_name: str = "X-Attestation-Token"):
             name=header_name,
             scheme_name="ClientAttestation",
             auto_error=False,
-            description="TEE evidence (protocol.md §1.4 mode 1); with "
+            description="TEE evidence (docs/protocol.md §1.4 mode 1); with "
             "X-Attestation-Type and X-Attestation-Nonce",
         ),
         APIKeyHeader(

@@ -1,4 +1,4 @@
-"""``AttestationMiddleware``: client attestation (protocol.md §1–§3) for any ASGI app.
+"""``AttestationMiddleware``: client attestation (docs/protocol.md §1–§3) for any ASGI app.
 
 Under the ``shield`` server with ``--attest-*`` flags, the server has already verified the
 evidence natively and put the result in ``scope["state"]["attestation"]`` (and marked
@@ -93,7 +93,7 @@ async def _read_body(receive, limit: int) -> bytes:
 
 
 class AttestationMiddleware:
-    """Pure ASGI middleware: client attestation per protocol.md.
+    """Pure ASGI middleware: client attestation per docs/protocol.md.
 
     ``require_client_attestation``: requests without evidence get 401 ``missing`` (else they
     pass with no ``attestation`` key; evidence that is presented but fails is always an

@@ -1,4 +1,4 @@
-"""The client-attestation protocol (protocol.md §1–§3) as an engine with no ASGI in it: it
+"""The client-attestation protocol (docs/protocol.md §1–§3) as an engine with no ASGI in it: it
 takes header values and bodies and returns verified results or raises ``AttestationError``.
 AttestationMiddleware (middleware.py) feeds it from ASGI scopes; any other transport could.
 
@@ -361,7 +361,7 @@ class DigestCheck:
 
 
 class RoutePolicy:
-    """A verification policy re-applied to results verified elsewhere (protocol.md §2): the
+    """A verification policy re-applied to results verified elsewhere (docs/protocol.md §2): the
     JSON text is read once; a result whose policy_sha256 is this policy's own was decided by
     this very document (same bytes, same evaluator) and is not evaluated twice."""
 

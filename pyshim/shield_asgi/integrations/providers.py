@@ -37,7 +37,7 @@ TEE_TYPES = ("nitro", "sev-snp", "azure-snp", "azure-tdx", "tdx", "sgx", "maa", 
 
 
 def canonical_tee_type(name: Optional[str]) -> Optional[str]:
-    """protocol.md §0: the Shield library's spellings -> canonical names; None if unknown."""
+    """docs/protocol.md §0: the Shield library's spellings -> canonical names; None if unknown."""
     if name is None:
         return None
     n = str(name).strip().lower()
@@ -154,7 +154,7 @@ class NitroAttestationProvider(AttestationProvider):
 
 
 class SimulatedAttestationProvider(NitroAttestationProvider):
-    """The simulated TEE (protocol.md §1.7), for development and tests only."""
+    """The simulated TEE (docs/protocol.md §1.7), for development and tests only."""
 
     tee_type = "simulated"
 

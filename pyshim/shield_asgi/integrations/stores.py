@@ -1,4 +1,4 @@
-"""State shared by the checks of one deployment (protocol.md §1.1, §1.4): consumed nonces and
+"""State shared by the checks of one deployment (docs/protocol.md §1.1, §1.4): consumed nonces and
 evidence, replay windows, sessions.  One interface, two implementations: in-process
 (``MemoryStateStore``, one worker) and Redis (``RedisStateStore``, several workers or
 replicas).

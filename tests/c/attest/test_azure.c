@@ -170,7 +170,7 @@ static uint8_t *member(const char *rel, const char *key, size_t *len) {
   return b;
 }
 
-/* CBOR map of text keys to byte strings (protocol.md §1.5 bundles; duplicates as given). */
+/* CBOR map of text keys to byte strings (docs/protocol.md §1.5 bundles; duplicates as given). */
 static uint8_t *bundle(const char *const *keys, const uint8_t *const *vals, const size_t *lens,
                        int n, size_t *out_len) {
   cbor_item_t *m = cbor_new_definite_map((size_t)n);

@@ -319,7 +319,7 @@ static void test_tee(void) {
            {"tdx", SH_TEE_TDX},
            {"sgx", SH_TEE_SGX},
            {"simulated", SH_TEE_SIMULATED},
-           /* protocol.md §0 aliases */
+           /* docs/protocol.md §0 aliases */
            {"aws_nitro", SH_TEE_NITRO},
            {"sev", SH_TEE_SEV_SNP},
            {"gcp_sev", SH_TEE_SEV_SNP},

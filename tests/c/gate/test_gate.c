@@ -791,7 +791,7 @@ static void test_two_gates(void) {
   stop(&b);
 }
 
-/* protocol.md §3: the status of every reason follows its class (attest's), one table. */
+/* docs/protocol.md §3: the status of every reason follows its class (attest's), one table. */
 static void test_reason_statuses(void) {
   CHECK(sh_gate_reason_status(SH_ATTEST_OK) == 0 && sh_gate_reason_status(-1) == 0 &&
             sh_gate_reason_status(SH_ATTEST_REASON_COUNT_) == 0,

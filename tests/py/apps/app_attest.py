@@ -1,4 +1,4 @@
-"""FastAPI app with client attestation (protocol.md §1–§3), for tests/py/test_client_attest*.
+"""FastAPI app with client attestation (docs/protocol.md §1–§3), for tests/py/test_client_attest*.
 
 Under uvicorn the AttestationMiddleware runs the whole protocol; under `shield --attest-*` the
 server verifies natively and the middleware re-checks its own policy.
