@@ -384,7 +384,7 @@ def test_gcp_oidc_generated(tmp_path, keys, jw):
 
 
 def _spec_binding_digest(nonce, key=b""):
-    """D of docs/protocol.md §1.2 computed here from the spec: what the native code must agree with."""
+    """D of docs/protocol.md §1.2 from the spec: what the native code must agree with."""
     return hashlib.sha512(
         b"shield-binding-v1\x00"
         + len(nonce).to_bytes(2, "big")
