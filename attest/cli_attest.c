@@ -22,15 +22,12 @@
 #include <string.h>
 #include <time.h>
 
-
 static void usage_attest(void) {
   fprintf(stderr,
           "usage: shield attest --tee simulated --nonce HEX [--public-key FILE] [--out FILE]\n"
           "                     [--at RFC3339|UNIX] [--lifetime SECONDS] [--debug]\n"
           "                     [--pcr N=HEX]... [--data-dir DIR]\n");
 }
-
-
 
 int sh_attest_cli_attest(int argc, char **argv) {
   const char *tee = NULL, *nonce_hex = NULL, *pk_path = NULL, *out_path = NULL, *at_s = NULL,

@@ -33,7 +33,9 @@ static pthread_key_t hmac_tls;
 static int hmac_ready;
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
 
-static void hmac_ctx_free(void *c) { EVP_MAC_CTX_free(c); }
+static void hmac_ctx_free(void *c) {
+  EVP_MAC_CTX_free(c);
+}
 
 static void hmac_setup(void) {
   hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);

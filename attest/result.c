@@ -7,7 +7,7 @@
 #include <string.h>
 
 static const struct {
-    const char *name, *cls;
+  const char *name, *cls;
 } reasons[SH_ATTEST_REASON_COUNT_] = {
     [SH_ATTEST_OK] = {NULL, NULL},
     [SH_ATTEST_MISSING] = {"missing", "attestation_required"},
@@ -36,163 +36,141 @@ static const struct {
     [SH_ATTEST_OVERLOADED] = {"overloaded", "attestation_unavailable"},
 };
 
-const char *sh_attest_reason_name(sh_attest_reason r)
-{
-    return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].name : "malformed";
+const char *sh_attest_reason_name(sh_attest_reason r) {
+  return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].name : "malformed";
 }
 
-const char *sh_attest_reason_class(sh_attest_reason r)
-{
-    return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
+const char *sh_attest_reason_class(sh_attest_reason r) {
+  return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
 }
 
 /* docs/protocol.md §3: the status of each error class. */
 static const struct {
-    const char *cls;
-    int status;
+  const char *cls;
+  int status;
 } class_status[] = {
-    {"attestation_required", 401}, {"attestation_invalid", 401}, {"attestation_failed", 401},
+    {"attestation_required", 401}, {"attestation_invalid", 401},     {"attestation_failed", 401},
     {"attestation_policy", 403},   {"attestation_unavailable", 503},
 };
 
-int sh_attest_reason_status(sh_attest_reason r)
-{
-    const char *cls = sh_attest_reason_class(r);
-    if (cls == NULL)
-        return 0;
-    for (size_t i = 0; i < sizeof class_status / sizeof class_status[0]; i++)
-        if (strcmp(class_status[i].cls, cls) == 0)
-            return class_status[i].status;
-    return 401; /* unreachable: every class of the table above is listed */
+int sh_attest_reason_status(sh_attest_reason r) {
+  const char *cls = sh_attest_reason_class(r);
+  if (cls == NULL) return 0;
+  for (size_t i = 0; i < sizeof class_status / sizeof class_status[0]; i++)
+    if (strcmp(class_status[i].cls, cls) == 0) return class_status[i].status;
+  return 401; /* unreachable: every class of the table above is listed */
 }
 
 /* Record the first failure only: the earliest (cheapest) check decides the reason. */
-int sh_attest__fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...)
-{
-    if (r->reason == SH_ATTEST_OK) {
-        va_list ap;
-        r->reason = reason;
-        va_start(ap, fmt);
-        vsnprintf(r->message, sizeof r->message, fmt, ap);
-        va_end(ap);
-    }
-    r->verified = 0;
+int sh_attest__fail(sh_attest_result *r, sh_attest_reason reason, const char *fmt, ...) {
+  if (r->reason == SH_ATTEST_OK) {
+    va_list ap;
+    r->reason = reason;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
+  }
+  r->verified = 0;
+  return -1;
+}
+
+sh_attest_result *sh_attest__result_new(void) {
+  sh_attest_result *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->measurements = json_object();
+  r->claims = json_object();
+  r->advisories = json_array();
+  if (!r->measurements || !r->claims || !r->advisories) {
+    sh_attest_result_free(r);
+    return NULL;
+  }
+  return r;
+}
+
+void sh_attest_result_free(sh_attest_result *r) {
+  if (!r) return;
+  json_decref(r->measurements);
+  json_decref(r->claims);
+  json_decref(r->advisories);
+  free(r->public_key);
+  free(r->user_data);
+  free(r->nonce);
+  free(r->raw_evidence);
+  free(r);
+}
+
+int sh_attest__set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len) {
+  free(*dst);
+  *dst = malloc(len ? len : 1);
+  if (!*dst) {
+    *dlen = 0;
     return -1;
-}
-
-sh_attest_result *sh_attest__result_new(void)
-{
-    sh_attest_result *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->measurements = json_object();
-    r->claims = json_object();
-    r->advisories = json_array();
-    if (!r->measurements || !r->claims || !r->advisories) {
-        sh_attest_result_free(r);
-        return NULL;
-    }
-    return r;
-}
-
-void sh_attest_result_free(sh_attest_result *r)
-{
-    if (!r)
-        return;
-    json_decref(r->measurements);
-    json_decref(r->claims);
-    json_decref(r->advisories);
-    free(r->public_key);
-    free(r->user_data);
-    free(r->nonce);
-    free(r->raw_evidence);
-    free(r);
-}
-
-int sh_attest__set_bytes(uint8_t **dst, size_t *dlen, const uint8_t *src, size_t len)
-{
-    free(*dst);
-    *dst = malloc(len ? len : 1);
-    if (!*dst) {
-        *dlen = 0;
-        return -1;
-    }
-    if (len)
-        memcpy(*dst, src, len);
-    *dlen = len;
-    return 0;
+  }
+  if (len) memcpy(*dst, src, len);
+  *dlen = len;
+  return 0;
 }
 
 /* Cached results are immutable: the clone shares the JSON members (jansson's reference
  * counts are atomic) and copies the small byte fields.  raw_evidence is set by the caller. */
-sh_attest_result *sh_attest__result_clone(const sh_attest_result *s)
-{
-    sh_attest_result *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    *r = *s;
-    r->public_key = r->user_data = r->nonce = r->raw_evidence = NULL;
-    r->public_key_len = r->user_data_len = r->nonce_len = r->raw_evidence_len = 0;
-    json_incref(r->measurements);
-    json_incref(r->claims);
-    json_incref(r->advisories);
-    if ((s->public_key && sh_attest__set_bytes(&r->public_key, &r->public_key_len, s->public_key,
-                                       s->public_key_len)) ||
-        (s->user_data &&
-         sh_attest__set_bytes(&r->user_data, &r->user_data_len, s->user_data, s->user_data_len)) ||
-        (s->nonce && sh_attest__set_bytes(&r->nonce, &r->nonce_len, s->nonce, s->nonce_len))) {
-        sh_attest_result_free(r);
-        return NULL;
-    }
-    return r;
+sh_attest_result *sh_attest__result_clone(const sh_attest_result *s) {
+  sh_attest_result *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  *r = *s;
+  r->public_key = r->user_data = r->nonce = r->raw_evidence = NULL;
+  r->public_key_len = r->user_data_len = r->nonce_len = r->raw_evidence_len = 0;
+  json_incref(r->measurements);
+  json_incref(r->claims);
+  json_incref(r->advisories);
+  if ((s->public_key && sh_attest__set_bytes(&r->public_key, &r->public_key_len, s->public_key,
+                                             s->public_key_len)) ||
+      (s->user_data &&
+       sh_attest__set_bytes(&r->user_data, &r->user_data_len, s->user_data, s->user_data_len)) ||
+      (s->nonce && sh_attest__set_bytes(&r->nonce, &r->nonce_len, s->nonce, s->nonce_len))) {
+    sh_attest_result_free(r);
+    return NULL;
+  }
+  return r;
 }
 
 /* A new JSON string: lower-case hex of p; json null when p is NULL (absent). */
-static json_t *hex_or_null(const uint8_t *p, size_t len)
-{
-    if (!p)
-        return json_null();
-    char *h = malloc(2 * len + 1);
-    if (!h)
-        return NULL;
-    json_t *j = json_stringn(h, sh_hex_encode(p, len, h));
-    free(h);
-    return j;
+static json_t *hex_or_null(const uint8_t *p, size_t len) {
+  if (!p) return json_null();
+  char *h = malloc(2 * len + 1);
+  if (!h) return NULL;
+  json_t *j = json_stringn(h, sh_hex_encode(p, len, h));
+  free(h);
+  return j;
 }
 
-int sh_attest__json_unhex(json_t *v, uint8_t *out, size_t n)
-{
-    const char *s = json_string_value(v);
-    return s ? sh_hex_decode(s, json_string_length(v), out, n) : -1;
+int sh_attest__json_unhex(json_t *v, uint8_t *out, size_t n) {
+  const char *s = json_string_value(v);
+  return s ? sh_hex_decode(s, json_string_length(v), out, n) : -1;
 }
 
-int sh_attest__json_hex(json_t *obj, const char *key, const uint8_t *in, size_t len)
-{
-    json_t *j = hex_or_null(in, len);
-    return j ? json_object_set_new(obj, key, j) : -1;
+int sh_attest__json_hex(json_t *obj, const char *key, const uint8_t *in, size_t len) {
+  json_t *j = hex_or_null(in, len);
+  return j ? json_object_set_new(obj, key, j) : -1;
 }
 
-json_t *sh_attest_result_to_json(const sh_attest_result *r, int full)
-{
-    const char *reason = sh_attest_reason_name(r->reason);
-    json_t *o = json_pack("{s:b, s:o, s:s, s:O, s:O, s:b, s:o, s:O}", "verified", r->verified,
-                          "reason", reason ? json_string(reason) : json_null(), "tee_type",
-                          sh_tee_name(r->tee), "measurements", r->measurements, "claims",
-                          r->claims, "debug", r->debug, "tcb_status",
-                          r->tcb_status ? json_string(r->tcb_status) : json_null(),
-                          "advisories", r->advisories);
-    if (!o || !full)
-        return o;
-    const char *cls = sh_attest_reason_class(r->reason);
-    json_object_set_new(o, "error", cls ? json_string(cls) : json_null());
-    json_object_set_new(o, "message", reason ? json_string(r->message) : json_null());
-    json_object_set_new(o, "timestamp", json_real(r->timestamp));
-    json_object_set_new(o, "public_key", hex_or_null(r->public_key, r->public_key_len));
-    json_object_set_new(o, "user_data", hex_or_null(r->user_data, r->user_data_len));
-    json_object_set_new(o, "nonce", hex_or_null(r->nonce, r->nonce_len));
-    json_object_set_new(o, "evidence_sha256",
-                        hex_or_null(r->has_evidence_sha256 ? r->evidence_sha256 : NULL, 32));
-    json_object_set_new(o, "policy_sha256", hex_or_null(r->policy_sha256, 32));
-    json_object_set_new(o, "cache_hit", json_boolean(r->cache_hit));
-    return o;
+json_t *sh_attest_result_to_json(const sh_attest_result *r, int full) {
+  const char *reason = sh_attest_reason_name(r->reason);
+  json_t *o = json_pack(
+      "{s:b, s:o, s:s, s:O, s:O, s:b, s:o, s:O}", "verified", r->verified, "reason",
+      reason ? json_string(reason) : json_null(), "tee_type", sh_tee_name(r->tee), "measurements",
+      r->measurements, "claims", r->claims, "debug", r->debug, "tcb_status",
+      r->tcb_status ? json_string(r->tcb_status) : json_null(), "advisories", r->advisories);
+  if (!o || !full) return o;
+  const char *cls = sh_attest_reason_class(r->reason);
+  json_object_set_new(o, "error", cls ? json_string(cls) : json_null());
+  json_object_set_new(o, "message", reason ? json_string(r->message) : json_null());
+  json_object_set_new(o, "timestamp", json_real(r->timestamp));
+  json_object_set_new(o, "public_key", hex_or_null(r->public_key, r->public_key_len));
+  json_object_set_new(o, "user_data", hex_or_null(r->user_data, r->user_data_len));
+  json_object_set_new(o, "nonce", hex_or_null(r->nonce, r->nonce_len));
+  json_object_set_new(o, "evidence_sha256",
+                      hex_or_null(r->has_evidence_sha256 ? r->evidence_sha256 : NULL, 32));
+  json_object_set_new(o, "policy_sha256", hex_or_null(r->policy_sha256, 32));
+  json_object_set_new(o, "cache_hit", json_boolean(r->cache_hit));
+  return o;
 }

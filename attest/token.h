@@ -60,7 +60,8 @@ int sh_attest__jwt_fill_result(sh_vctx *v, const sh_jwt *j);
 /* The first steps every token type shares, cheapest first: parse (size caps, structure),
  * fill the common result fields, and refuse an algorithm not in `algorithms`. */
 int sh_attest__jwt_open(sh_vctx *v, const uint8_t *tok, size_t len, unsigned algorithms, sh_jwt *j);
-/* base64url(D) of docs/protocol.md §1.2 for the presented nonce and key; NULL when no nonce given */
+/* base64url(D) of docs/protocol.md §1.2 for the presented nonce and key; NULL when no nonce given
+ */
 char *sh_attest__jwt_expected_nonce(sh_vctx *v);
 /* Record the verified binding (nonce, key, D) in the result. */
 int sh_attest__jwt_record_binding(sh_vctx *v);

@@ -2,8 +2,7 @@
  * code path as `shield verify`, usable before the shield binary exists. */
 #include "attest.h"
 
-int main(int argc, char **argv)
-{
-    argv[0] = (char *)"verify";
-    return sh_attest_cli_verify(argc, argv);
+int main(int argc, char **argv) {
+  argv[0] = (char *)"verify";
+  return sh_attest_cli_verify(argc, argv);
 }

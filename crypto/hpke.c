@@ -1,8 +1,8 @@
 /* crypto/hpke.c — HPKE base mode (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and
  * AES-GCM, composed from OpenSSL 3.0 EVP: X25519 (EVP_PKEY_derive), HKDF (EVP_KDF "HKDF" in
  * EXTRACT_ONLY / EXPAND_ONLY modes) and AES-GCM (EVP_CIPHER).  OpenSSL 3.2 has OSSL_HPKE_*,
- * Debian 12 ships 3.0, hence this file; known answers in tests/c/crypto/test_crypto.c (RFC 9180 A.1)
- * and round trips against the Python `cryptography` package's HPKE in tests/py.
+ * Debian 12 ships 3.0, hence this file; known answers in tests/c/crypto/test_crypto.c (RFC 9180
+ * A.1) and round trips against the Python `cryptography` package's HPKE in tests/py.
  */
 #include "crypto.h"
 
@@ -17,8 +17,8 @@
 
 /* "HPKE-v1" ‖ suite_id ‖ label ‖ data into buf[at..cap): the labelled input of §4's
  * LabeledExtract and LabeledExpand.  Returns the end offset, or 0 when it does not fit. */
-static size_t labeled_input(uint8_t *buf, size_t cap, size_t at, const uint8_t *suite,
-                            size_t slen, const char *label, const uint8_t *data, size_t dlen) {
+static size_t labeled_input(uint8_t *buf, size_t cap, size_t at, const uint8_t *suite, size_t slen,
+                            const char *label, const uint8_t *data, size_t dlen) {
   size_t ll = strlen(label);
   if (at + 7 + slen + ll + dlen > cap) return 0;
   memcpy(buf + at, "HPKE-v1", 7);

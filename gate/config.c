@@ -56,12 +56,12 @@ int sh_gate__parse_types(const char *list, unsigned *bits, char *bad, size_t bad
   return -1;
 }
 
-/* The message naming the accepted names, in docs/protocol.md §0's order (the names are attest's). */
+/* The message naming the accepted names, in docs/protocol.md §0's order (the names are attest's).
+ */
 static int types_error(const char *bad, sh_error *err) {
-  static const sh_tee order[] = {
-      SH_TEE_NITRO,     SH_TEE_SEV_SNP, SH_TEE_AZURE_SNP,
-      SH_TEE_AZURE_TDX, SH_TEE_TDX,     SH_TEE_SGX,
-      SH_TEE_MAA,       SH_TEE_GCP,     SH_TEE_SIMULATED};
+  static const sh_tee order[] = {SH_TEE_NITRO,     SH_TEE_SEV_SNP, SH_TEE_AZURE_SNP,
+                                 SH_TEE_AZURE_TDX, SH_TEE_TDX,     SH_TEE_SGX,
+                                 SH_TEE_MAA,       SH_TEE_GCP,     SH_TEE_SIMULATED};
   char names[160] = "";
   size_t off = 0;
   for (size_t i = 0; i < sizeof order / sizeof *order && off < sizeof names; i++)
@@ -89,9 +89,7 @@ const char *sh_gate__maa_jwks_url(const sh_gate_config *gc, unsigned types) {
 
 const char *sh_gate__gcp_jwks_url(const sh_gate_config *gc, unsigned types) {
   if (gc->gcp_jwks_url) return gc->gcp_jwks_url;
-  return gc->jwks_url && on(types, SH_TEE_GCP) && !on(types, SH_TEE_MAA)
-             ? gc->jwks_url
-             : NULL;
+  return gc->jwks_url && on(types, SH_TEE_GCP) && !on(types, SH_TEE_MAA) ? gc->jwks_url : NULL;
 }
 
 /* --attest-fetch-timeout: seconds in [0.1, 120] -> ms; 0 when absent; -1 when malformed. */
@@ -208,11 +206,11 @@ static void types_of(unsigned bits, types_on *t) {
   t->dcap_name = on(bits, SH_TEE_TDX)         ? "tdx"
                  : on(bits, SH_TEE_AZURE_TDX) ? "azure-tdx"
                  : on(bits, SH_TEE_SGX)       ? "sgx"
-                                                     : NULL;
+                                              : NULL;
   t->dcap = t->dcap_name != NULL;
   t->snp_name = on(bits, SH_TEE_SEV_SNP)     ? "sev-snp"
                 : on(bits, SH_TEE_AZURE_SNP) ? "azure-snp"
-                                                    : NULL;
+                                             : NULL;
   t->snp = t->snp_name != NULL;
 }
 

@@ -39,7 +39,8 @@ static int take_certs(gate_req *gr, json_t *certs) {
       if (strcmp(name, names[i]) == 0) known = 1;
     if (!known || !json_is_string(v) || gr->ncerts >= 3) return -1;
     size_t n = 0;
-    uint8_t *der = sh_b64_decode_alloc(json_string_value(v), json_string_length(v), SH_B64_LENIENT, &n);
+    uint8_t *der =
+        sh_b64_decode_alloc(json_string_value(v), json_string_length(v), SH_B64_LENIENT, &n);
     if (!der) return -1;
     gr->certs[gr->ncerts++] = (sh_iovec){.ptr = der, .len = n};
   }
@@ -89,7 +90,8 @@ static void establish_parse(sh_gate *g, sh_request *req, gate_req *gr) {
   }
   json_t *pk = json_object_get(doc, "public_key"), *ev = json_object_get(doc, "evidence");
   if (json_is_string(pk)) {
-    gr->pk = sh_b64_decode_alloc(json_string_value(pk), json_string_length(pk), SH_B64_LENIENT, &gr->pk_len);
+    gr->pk = sh_b64_decode_alloc(json_string_value(pk), json_string_length(pk), SH_B64_LENIENT,
+                                 &gr->pk_len);
   } else if (!pk && sh_gate__mtls_id(req, gr->mtls_id) == 0) {
     /* mutual TLS: no public_key, a verified client certificate: k is its key */
     const sh_iovec *spki = &req->tls_info->client_spki_der;

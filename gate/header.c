@@ -62,10 +62,10 @@ void sh_gate__header_mode(sh_gate *g, sh_request *req, const sh_iovec *token) {
   /* Without a nonce only under a "timestamp" policy, for the types it is defined for (§1.3):
    * the document time is checked against max_age and the signed content is consumed.  Under
    * "freshness": "none" (development, allow_unfresh) any type, consumed the same way. */
-  int timestamp = (!nh || nh->len == 0) &&
-                  ((g->timestamp_ok && (tee == SH_TEE_NITRO || tee == SH_TEE_MAA ||
-                                        tee == SH_TEE_GCP)) ||
-                   g->unfresh_ok);
+  int timestamp =
+      (!nh || nh->len == 0) &&
+      ((g->timestamp_ok && (tee == SH_TEE_NITRO || tee == SH_TEE_MAA || tee == SH_TEE_GCP)) ||
+       g->unfresh_ok);
   uint8_t nonce[SH_ATTEST_NONCE_LEN];
   int64_t issued = 0;
   if (!timestamp &&

@@ -226,8 +226,8 @@ static void count_verification(sh_gate *g, const gate_req *gr) {
   if (*id == -2) {
     char labels[128];
     const char *nm = sh_attest_reason_name((sh_attest_reason)i);
-    snprintf(labels, sizeof labels, "type=\"%s\",mode=\"%s\",result=\"%s\"",
-             sh_tee_name((sh_tee)t), m ? "session" : "header", nm ? nm : "ok");
+    snprintf(labels, sizeof labels, "type=\"%s\",mode=\"%s\",result=\"%s\"", sh_tee_name((sh_tee)t),
+             m ? "session" : "header", nm ? nm : "ok");
     *id = sh_metrics_counter("shield_attest_verifications_total", labels,
                              "Client attestation verifications by type, mode, outcome");
   }

@@ -221,7 +221,8 @@ static const char *parse_proof(sh_gate *g, sh_request *req, gate_req *gr) {
          * "does not verify" and only non-base64 is "malformed" */
         uint8_t mac[64];
         size_t n = 0;
-        if (q - a > 86 || sh_b64_decode(a, (size_t)(q - a), SH_B64_LENIENT, mac, sizeof mac, &n) < 0)
+        if (q - a > 86 ||
+            sh_b64_decode(a, (size_t)(q - a), SH_B64_LENIENT, mac, sizeof mac, &n) < 0)
           bad = 1;
         else {
           mac_len = (long)n;

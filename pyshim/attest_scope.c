@@ -128,8 +128,7 @@ static PyObject *request_result(sh_attest_scope *as, const void *result, const c
   }
   PyObject *r = NULL;
   if (sid && !PyErr_Occurred() && (proto = new_result(result, mode, sid))) {
-    if (PyDict_GET_SIZE(as->session_cache) >= SESSION_CACHE_MAX)
-      PyDict_Clear(as->session_cache);
+    if (PyDict_GET_SIZE(as->session_cache) >= SESSION_CACHE_MAX) PyDict_Clear(as->session_cache);
     if (PyDict_SetItem(as->session_cache, sid, proto) == 0) r = clone_result(as, proto);
     Py_DECREF(proto);
   }

@@ -127,9 +127,13 @@ int sh_pyshim__handoff_init(sh_handoff *ho, sh_error *err) {
   return 0;
 }
 
-sh_handler *sh_pyshim__handoff_handler(sh_handoff *ho) { return &ho->handler; }
+sh_handler *sh_pyshim__handoff_handler(sh_handoff *ho) {
+  return &ho->handler;
+}
 
-int sh_pyshim__handoff_fd(const sh_handoff *ho) { return ho->efd; }
+int sh_pyshim__handoff_fd(const sh_handoff *ho) {
+  return ho->efd;
+}
 
 size_t sh_pyshim__handoff_take(sh_handoff *ho, sh_handoff_event **items) {
   uint64_t counter;
@@ -192,7 +196,8 @@ int sh_pyshim__handoff_join(sh_handoff *ho) {
 
 void sh_pyshim__handoff_destroy(sh_handoff *ho) {
   pthread_mutex_lock(&ho->mu);
-  for (size_t i = 0; i < ho->n; i++) free(ho->items[i].data);
+  for (size_t i = 0; i < ho->n; i++)
+    free(ho->items[i].data);
   free(ho->items);
   ho->items = NULL;
   ho->n = ho->cap = 0;

@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
 #ifdef SHIELD_HAVE_ATTEST
   if (argc > 1 && strcmp(argv[1], "verify") == 0) return sh_attest_cli_verify(argc - 1, argv + 1);
   if (argc > 1 && strcmp(argv[1], "attest") == 0) return sh_attest_cli_attest(argc - 1, argv + 1);
-  if (argc > 1 && strcmp(argv[1], "dev-root") == 0) return sh_attest_cli_dev_root(argc - 1, argv + 1);
+  if (argc > 1 && strcmp(argv[1], "dev-root") == 0)
+    return sh_attest_cli_dev_root(argc - 1, argv + 1);
 #endif
   sh_config cfg;
   sh_config_init(&cfg);

@@ -27,7 +27,9 @@ struct sh_bridge {
 /* Set by attach for mod_init (see module.h); the module keeps the bridge in its state. */
 static sh_bridge *attaching;
 
-static sh_bridge *bridge_of(PyObject *m) { return *(sh_bridge **)PyModule_GetState(m); }
+static sh_bridge *bridge_of(PyObject *m) {
+  return *(sh_bridge **)PyModule_GetState(m);
+}
 
 /* dispatch(): take the queued batch and handle every event (the eventfd's reader callback). */
 static PyObject *mod_dispatch(PyObject *m, PyObject *unused) {
@@ -122,10 +124,8 @@ static PyObject *mod_join(PyObject *m, PyObject *unused) {
   (void)unused;
   sh_bridge *b = bridge_of(m);
   int rc;
-  Py_BEGIN_ALLOW_THREADS
-  rc = sh_pyshim__handoff_join(&b->handoff);
-  Py_END_ALLOW_THREADS
-  return PyLong_FromLong(rc);
+  Py_BEGIN_ALLOW_THREADS rc = sh_pyshim__handoff_join(&b->handoff);
+  Py_END_ALLOW_THREADS return PyLong_FromLong(rc);
 }
 
 static PyObject *mod_set_state(PyObject *m, PyObject *arg) {
@@ -156,14 +156,14 @@ static PyObject *mod_config(PyObject *m, PyObject *unused) {
   (void)unused;
   sh_bridge *b = bridge_of(m);
   const sh_config *c = b->cfg;
-  PyObject *d = Py_BuildValue(
-      "{s:N,s:i,s:N,s:N,s:i,s:N,s:N,s:N,s:N,s:N,s:N,s:i,s:i,s:N}", "app", str_or_none(c->app),
-      "factory", c->factory, "app_dir", str_or_none(c->app_dir), "host", str_or_none(c->host),
-      "port", sh_server_port(b->srv), "uds", str_or_none(c->uds), "lifespan",
-      str_or_none(c->lifespan), "loop", str_or_none(c->loop), "log_level",
-      str_or_none(c->log_level), "env_file", str_or_none(c->env_file), "root_path",
-      str_or_none(c->root_path), "fd", c->fd, "write_high_water", (int)c->write_high_water,
-      "version", str_or_none("0.1.0"));
+  PyObject *d =
+      Py_BuildValue("{s:N,s:i,s:N,s:N,s:i,s:N,s:N,s:N,s:N,s:N,s:N,s:i,s:i,s:N}", "app",
+                    str_or_none(c->app), "factory", c->factory, "app_dir", str_or_none(c->app_dir),
+                    "host", str_or_none(c->host), "port", sh_server_port(b->srv), "uds",
+                    str_or_none(c->uds), "lifespan", str_or_none(c->lifespan), "loop",
+                    str_or_none(c->loop), "log_level", str_or_none(c->log_level), "env_file",
+                    str_or_none(c->env_file), "root_path", str_or_none(c->root_path), "fd", c->fd,
+                    "write_high_water", (int)c->write_high_water, "version", str_or_none("0.1.0"));
   /* production serving: workers, graceful timeout, vsock */
   PyObject *extra =
       d ? Py_BuildValue("{s:d,s:i,s:i,s:i,s:i,s:N}", "timeout_graceful_shutdown",
@@ -190,10 +190,8 @@ static PyObject *mod_reload_tls(PyObject *m, PyObject *unused) {
   sh_error err = {0};
   int rc;
   /* Reading and parsing the files must not hold the GIL. */
-  Py_BEGIN_ALLOW_THREADS
-  rc = sh_server_reload_tls(srv, &err);
-  Py_END_ALLOW_THREADS
-  if (rc < 0) {
+  Py_BEGIN_ALLOW_THREADS rc = sh_server_reload_tls(srv, &err);
+  Py_END_ALLOW_THREADS if (rc < 0) {
     PyErr_SetString(PyExc_RuntimeError, err.message);
     return NULL;
   }
@@ -217,9 +215,15 @@ static PyMethodDef mod_methods[] = {
 
 /* The module's state is a pointer to its bridge (not the bridge itself: the server's handler,
  * made before the interpreter exists, already points into it). */
-static struct PyModuleDef mod_def = {PyModuleDef_HEAD_INIT, "_shield_server",
+static struct PyModuleDef mod_def = {PyModuleDef_HEAD_INIT,
+                                     "_shield_server",
                                      "Shield's I/O thread bridge (built into the binary)",
-                                     sizeof(sh_bridge *), mod_methods, NULL, NULL, NULL, NULL};
+                                     sizeof(sh_bridge *),
+                                     mod_methods,
+                                     NULL,
+                                     NULL,
+                                     NULL,
+                                     NULL};
 
 static PyObject *mod_init(void) {
   sh_bridge *b = attaching;

@@ -19,9 +19,15 @@ static PyMethodDef native_methods[] = {
     {"versions", native_versions, METH_NOARGS, "versions of Shield's native parts"},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef native_def = {PyModuleDef_HEAD_INIT, "shield_asgi._native",
-                                        "Shield's native code (attestation, crypto)", 0,
-                                        native_methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef native_def = {PyModuleDef_HEAD_INIT,
+                                        "shield_asgi._native",
+                                        "Shield's native code (attestation, crypto)",
+                                        0,
+                                        native_methods,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL};
 
 PyMODINIT_FUNC PyInit__native(void) {
   PyObject *m = PyModule_Create(&native_def);

@@ -26,13 +26,12 @@
 
 /* The Python object of one request: its ASGI receive/send state. */
 struct sh_asgi_request {
-  PyObject_HEAD
-  sh_asgi_env *env;       /* the bridge's, outlives every request */
-  sh_pyreq *pr;           /* NULL once the request is gone */
-  PyObject *chunks;       /* list of body bytes not yet received by the app, or NULL */
-  PyObject *waiter;       /* Future a waiting receive() sleeps on, or NULL */
-  PyObject *write_waiter; /* Future a send() over the high-water mark sleeps on, or NULL */
-  PyObject *task;         /* the Task running the app (borrowed: held by env->tasks), or NULL */
+  PyObject_HEAD sh_asgi_env *env; /* the bridge's, outlives every request */
+  sh_pyreq *pr;                   /* NULL once the request is gone */
+  PyObject *chunks;               /* list of body bytes not yet received by the app, or NULL */
+  PyObject *waiter;               /* Future a waiting receive() sleeps on, or NULL */
+  PyObject *write_waiter;         /* Future a send() over the high-water mark sleeps on, or NULL */
+  PyObject *task; /* the Task running the app (borrowed: held by env->tasks), or NULL */
   unsigned body_done : 1, final_given : 1, disconnected : 1, started : 1, complete : 1,
       read_asked : 1;
 };
@@ -42,8 +41,7 @@ static void on_disconnect(sh_asgi_request *self);
 /* ---------------------------------------------------------------- Ready awaitable */
 
 typedef struct {
-  PyObject_HEAD
-  PyObject *value; /* owned; the result of the await */
+  PyObject_HEAD PyObject *value; /* owned; the result of the await */
 } sh_asgi_ready;
 
 static PySendResult ready_am_send(PyObject *self, PyObject *arg, PyObject **result) {
@@ -66,7 +64,9 @@ static PyObject *ready_iternext(PyObject *self) {
   return NULL;
 }
 
-static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
+static PyObject *ready_await(PyObject *self) {
+  return Py_NewRef(self);
+}
 
 static void ready_dealloc(PyObject *self) {
   PyTypeObject *tp = Py_TYPE(self);
@@ -80,9 +80,8 @@ static PyObject *ready_send(PyObject *self, PyObject *arg) {
   return ready_iternext(self);
 }
 
-static PyMethodDef ready_methods[] = {
-    {"send", ready_send, METH_O, "finish at once with the value"},
-    {NULL, NULL, 0, NULL}};
+static PyMethodDef ready_methods[] = {{"send", ready_send, METH_O, "finish at once with the value"},
+                                      {NULL, NULL, 0, NULL}};
 
 static PyType_Slot ready_slots[] = {{Py_tp_dealloc, ready_dealloc},
                                     {Py_am_await, ready_await},
@@ -109,7 +108,9 @@ static PyObject *ready(sh_asgi_env *env, PyObject *value) {
 
 /* ---------------------------------------------------------------- helpers */
 
-static int req_alive(sh_asgi_request *self) { return self->pr != NULL && !self->pr->released; }
+static int req_alive(sh_asgi_request *self) {
+  return self->pr != NULL && !self->pr->released;
+}
 
 static void wake(PyObject **fut) {
   PyObject *f = *fut;
@@ -376,8 +377,7 @@ static PyObject *req_send(sh_asgi_request *self, PyObject *msg) {
   if (PyErr_Occurred()) return NULL;
   if (kind == start || PyUnicode_Compare(kind, start) == 0) return send_start(self, msg);
   if (PyErr_Occurred()) return NULL;
-  PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message '%S' sent, for an HTTP request.",
-               kind);
+  PyErr_Format(PyExc_RuntimeError, "Unexpected ASGI message '%S' sent, for an HTTP request.", kind);
   return NULL;
 }
 
@@ -399,7 +399,9 @@ static void on_disconnect(sh_asgi_request *self) {
   wake(&self->write_waiter);
 }
 
-static void on_writable(sh_asgi_request *self) { wake(&self->write_waiter); }
+static void on_writable(sh_asgi_request *self) {
+  wake(&self->write_waiter);
+}
 
 /* Give the request back to the server (once) and drop what waits on it. */
 static void release(sh_asgi_request *self) {
@@ -432,10 +434,9 @@ static void release(sh_asgi_request *self) {
  * loop stops as before.  task.get_coro() returns the Run, not the app's coroutine.
  */
 typedef struct {
-  PyObject_HEAD
-  PyObject *inner;      /* the app's coroutine, or its awaitable's iterator (owned) */
-  sh_asgi_request *req;   /* owned */
-  int finished;         /* the end-of-request work was done */
+  PyObject_HEAD PyObject *inner; /* the app's coroutine, or its awaitable's iterator (owned) */
+  sh_asgi_request *req;          /* owned */
+  int finished;                  /* the end-of-request work was done */
 } sh_asgi_run;
 
 /* The end of the app's run.  how: 0 returned, 1 raised (exception already logged),
@@ -514,7 +515,9 @@ static PyObject *run_send(PyObject *op, PyObject *arg) {
   return run_result(run_am_send(op, arg, &result), result);
 }
 
-static PyObject *run_iternext(PyObject *op) { return run_send(op, Py_None); }
+static PyObject *run_iternext(PyObject *op) {
+  return run_send(op, Py_None);
+}
 
 static PyObject *run_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
   sh_asgi_run *run = (sh_asgi_run *)op;
@@ -525,8 +528,7 @@ static PyObject *run_throw(PyObject *op, PyObject *const *args, Py_ssize_t nargs
   PySendResult st = PYGEN_NEXT;
   if (result == NULL) {
     st = PYGEN_ERROR;
-    if (PyErr_ExceptionMatches(PyExc_StopIteration) &&
-        _PyGen_FetchStopIterationValue(&result) == 0)
+    if (PyErr_ExceptionMatches(PyExc_StopIteration) && _PyGen_FetchStopIterationValue(&result) == 0)
       st = PYGEN_RETURN;
   }
   st = run_after(run, st, &result);
@@ -544,7 +546,9 @@ static PyObject *run_close(PyObject *op, PyObject *unused) {
   return r;
 }
 
-static PyObject *run_await(PyObject *op) { return Py_NewRef(op); }
+static PyObject *run_await(PyObject *op) {
+  return Py_NewRef(op);
+}
 
 /* Debuggers, repr(task) and task.print_stack() look for a coroutine's name and frame: show
  * the app's. */
@@ -575,12 +579,11 @@ static void run_dealloc(PyObject *op) {
   Py_DECREF(tp);
 }
 
-static PyMethodDef run_methods[] = {
-    {"send", run_send, METH_O, "send(value): resume the app"},
-    {"throw", (PyCFunction)(void (*)(void))run_throw, METH_FASTCALL,
-     "throw(exc): raise in the app"},
-    {"close", run_close, METH_NOARGS, "close the app's coroutine"},
-    {NULL, NULL, 0, NULL}};
+static PyMethodDef run_methods[] = {{"send", run_send, METH_O, "send(value): resume the app"},
+                                    {"throw", (PyCFunction)(void (*)(void))run_throw, METH_FASTCALL,
+                                     "throw(exc): raise in the app"},
+                                    {"close", run_close, METH_NOARGS, "close the app's coroutine"},
+                                    {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef run_getset[] = {
     {"cr_frame", run_forward, NULL, "the app's frame", "cr_frame"},
@@ -591,16 +594,11 @@ static PyGetSetDef run_getset[] = {
     {"__qualname__", run_forward, NULL, "the app coroutine's qualified name", "__qualname__"},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyType_Slot run_slots[] = {{Py_tp_dealloc, run_dealloc},
-                                  {Py_tp_traverse, run_traverse},
-                                  {Py_tp_clear, run_clear},
-                                  {Py_am_await, run_await},
-                                  {Py_am_send, (void *)run_am_send},
-                                  {Py_tp_iter, run_await},
-                                  {Py_tp_iternext, run_iternext},
-                                  {Py_tp_methods, run_methods},
-                                  {Py_tp_getset, run_getset},
-                                  {0, NULL}};
+static PyType_Slot run_slots[] = {{Py_tp_dealloc, run_dealloc},      {Py_tp_traverse, run_traverse},
+                                  {Py_tp_clear, run_clear},          {Py_am_await, run_await},
+                                  {Py_am_send, (void *)run_am_send}, {Py_tp_iter, run_await},
+                                  {Py_tp_iternext, run_iternext},    {Py_tp_methods, run_methods},
+                                  {Py_tp_getset, run_getset},        {0, NULL}};
 
 static PyType_Spec run_spec = {"_shield_server.Run", sizeof(sh_asgi_run), 0,
                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, run_slots};
@@ -718,12 +716,9 @@ static PyMethodDef req_methods[] = {
 static PyGetSetDef req_getset[] = {{"id", (getter)req_get_id, NULL, "request id", NULL},
                                    {NULL, NULL, NULL, NULL, NULL}};
 
-static PyType_Slot req_slots[] = {{Py_tp_dealloc, req_dealloc},
-                                  {Py_tp_traverse, req_traverse},
-                                  {Py_tp_clear, req_clear},
-                                  {Py_tp_methods, req_methods},
-                                  {Py_tp_getset, req_getset},
-                                  {0, NULL}};
+static PyType_Slot req_slots[] = {{Py_tp_dealloc, req_dealloc}, {Py_tp_traverse, req_traverse},
+                                  {Py_tp_clear, req_clear},     {Py_tp_methods, req_methods},
+                                  {Py_tp_getset, req_getset},   {0, NULL}};
 
 static PyType_Spec req_spec = {"_shield_server.Request", sizeof(sh_asgi_request), 0,
                                Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, req_slots};

@@ -26,7 +26,7 @@ typedef struct sh_asgi_env {
   PyObject *task_kwnames; /* ("loop", "name") */
   PyObject *receive_slow; /* bridge.py: receive() that has to wait */
   PyObject *log_exception;
-  int task_factory; /* the loop has a task factory: use loop.create_task (checked per batch) */
+  int task_factory;  /* the loop has a task factory: use loop.create_task (checked per batch) */
   size_t high_water; /* send() waits while more than this is buffered */
   /* requests whose RELEASED event has not been handled yet (a sentinel) */
   sh_pyreq live;

@@ -45,8 +45,7 @@ static const char *const method_names[SH_PYSTR_METHODS] = {SH_PYSTR_METHOD_LIST(
 static PyObject *method_str(sh_iovec m) {
   for (size_t i = 0; i < SH_PYSTR_METHODS; i++) {
     size_t n = strlen(method_names[i]);
-    if (m.len == n && memcmp(m.base, method_names[i], n) == 0)
-      return Py_NewRef(SH_STR(methods[i]));
+    if (m.len == n && memcmp(m.base, method_names[i], n) == 0) return Py_NewRef(SH_STR(methods[i]));
   }
   return PyUnicode_DecodeLatin1(m.base, (Py_ssize_t)m.len, NULL);
 }
@@ -121,13 +120,13 @@ static PyObject *build_client(sh_scope_builder *sb, const sh_request *r) {
 static PyObject *build_template(const sh_scope_builder *sb) {
   PyObject *t = PyDict_New();
   if (t == NULL) return NULL;
-  PyObject *const keys[] = {SH_STR(type),      SH_STR(asgi),     SH_STR(http_version),
-                            SH_STR(server),    SH_STR(client),   SH_STR(scheme),
-                            SH_STR(method),    SH_STR(root_path), SH_STR(path),
-                            SH_STR(raw_path),  SH_STR(query_string), SH_STR(headers)};
-  PyObject *const values[] = {SH_STR(http), sb->asgi,     SH_STR(v1_1),  sb->server_addr,
-                              Py_None,      SH_STR(http), Py_None,       sb->root_path,
-                              Py_None,      Py_None,      Py_None,       Py_None};
+  PyObject *const keys[] = {SH_STR(type),     SH_STR(asgi),         SH_STR(http_version),
+                            SH_STR(server),   SH_STR(client),       SH_STR(scheme),
+                            SH_STR(method),   SH_STR(root_path),    SH_STR(path),
+                            SH_STR(raw_path), SH_STR(query_string), SH_STR(headers)};
+  PyObject *const values[] = {SH_STR(http), sb->asgi,     SH_STR(v1_1), sb->server_addr,
+                              Py_None,      SH_STR(http), Py_None,      sb->root_path,
+                              Py_None,      Py_None,      Py_None,      Py_None};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     if (PyDict_SetItem(t, keys[i], values[i]) < 0) {
       Py_DECREF(t);

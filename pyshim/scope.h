@@ -22,11 +22,11 @@ typedef struct sh_tls_scope {
 
 /* attest_scope.c: what is reused across attested requests. */
 typedef struct sh_attest_scope {
-  PyObject *session_cache;        /* session id (str) -> prototype AttestationResult */
-  PyTypeObject *result_type;      /* shield_asgi.attestation.AttestationResult (borrowed) */
-  Py_ssize_t slot_offsets[32];    /* where its __slots__ live in an instance */
+  PyObject *session_cache;     /* session id (str) -> prototype AttestationResult */
+  PyTypeObject *result_type;   /* shield_asgi.attestation.AttestationResult (borrowed) */
+  Py_ssize_t slot_offsets[32]; /* where its __slots__ live in an instance */
   int nslots;
-  PyObject *marker_proto;         /* {"policy_sha256": marker_hex}, copied per request */
+  PyObject *marker_proto; /* {"policy_sha256": marker_hex}, copied per request */
   char marker_hex[65];
 } sh_attest_scope;
 

@@ -127,9 +127,10 @@ void sh_config_usage(FILE *out, const sh_config_hook *hook) {
       "                               (SIGHUP reloads the certificate, key and CA files)\n",
       out);
   if (hook && hook->usage) hook->usage(hook->data, out); /* another module's options */
-  fputs("  --help                       show this message and exit\n"
-        "  --version                    show the version and exit\n",
-        out);
+  fputs(
+      "  --help                       show this message and exit\n"
+      "  --version                    show the version and exit\n",
+      out);
 }
 
 /* Full-string integer parse within [lo, hi]. */
@@ -165,7 +166,11 @@ static int one_of(const char *v, const char *const *choices) {
  * 0 when it is not, or a negative code with err set. */
 static int parse_serving_flag(sh_config *cfg, const char *name, const char *value, int argc,
                               char **argv, int *i, sh_error *err) {
-  static const struct { const char *n; size_t off; int v; } flags[] = {
+  static const struct {
+    const char *n;
+    size_t off;
+    int v;
+  } flags[] = {
       {"--proxy-headers", offsetof(sh_config, proxy_headers), 1},
       {"--no-proxy-headers", offsetof(sh_config, proxy_headers), 0},
       {"--reload", offsetof(sh_config, reload), 1},
@@ -182,7 +187,11 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
   }
   /* uvicorn flags that have nothing to select in shield: accepted so a Dockerfile's command
    * line keeps working, with a note (README: the uvicorn flag table says why). */
-  static const struct { const char *n; int has_value; const char *why; } compat[] = {
+  static const struct {
+    const char *n;
+    int has_value;
+    const char *why;
+  } compat[] = {
       {"--http", 1, "shield has one HTTP/1.1 implementation (llhttp)"},
       {"--use-colors", 0, "log lines are plain text"},
       {"--no-use-colors", 0, NULL},
@@ -242,12 +251,23 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
     cfg->interface = value;
     return 1;
   }
-  static const char *const valued[] = {
-      "--workers", "--timeout-graceful-shutdown", "--limit-max-requests",
-      "--limit-max-requests-jitter", "--limit-concurrency", "--timeout-body",
-      "--forwarded-allow-ips", "--header", "--access-log-format", "--metrics-port",
-      "--state-secret-file", "--state-table-size", "--vsock-port", "--vsock-cid", "--uds-perms",
-      "--reload-dir", NULL};
+  static const char *const valued[] = {"--workers",
+                                       "--timeout-graceful-shutdown",
+                                       "--limit-max-requests",
+                                       "--limit-max-requests-jitter",
+                                       "--limit-concurrency",
+                                       "--timeout-body",
+                                       "--forwarded-allow-ips",
+                                       "--header",
+                                       "--access-log-format",
+                                       "--metrics-port",
+                                       "--state-secret-file",
+                                       "--state-table-size",
+                                       "--vsock-port",
+                                       "--vsock-cid",
+                                       "--uds-perms",
+                                       "--reload-dir",
+                                       NULL};
   if (!one_of(name, valued)) return 0;
   if (!value) {
     if (*i + 1 >= argc) {
@@ -264,8 +284,10 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
   } else if (strcmp(name, "--limit-max-requests") == 0 ||
              strcmp(name, "--limit-max-requests-jitter") == 0) {
     if (parse_ll(value, 0, LLONG_MAX, &n) < 0) goto bad_count;
-    if (name[20] == '\0') cfg->limit_max_requests = (uint64_t)n;
-    else cfg->limit_max_requests_jitter = (uint64_t)n;
+    if (name[20] == '\0')
+      cfg->limit_max_requests = (uint64_t)n;
+    else
+      cfg->limit_max_requests_jitter = (uint64_t)n;
   } else if (strcmp(name, "--limit-concurrency") == 0) {
     if (parse_ll(value, 0, INT_MAX, &n) < 0) goto bad_count;
     cfg->limit_concurrency = (int)n;
@@ -278,8 +300,10 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
       SH_ERR(err, SH_EINVAL, "%s: '%s' is not a number of seconds (>= 0)", name, value);
       return SH_EINVAL;
     }
-    if (name[10] == 'g') cfg->timeout_graceful_shutdown = d;
-    else cfg->timeout_body = d;
+    if (name[10] == 'g')
+      cfg->timeout_graceful_shutdown = d;
+    else
+      cfg->timeout_body = d;
   } else if (strcmp(name, "--forwarded-allow-ips") == 0) {
     cfg->forwarded_allow_ips = value; /* validated by sh_proxy_check_list at server start */
   } else if (strcmp(name, "--header") == 0) {
@@ -290,8 +314,8 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
     }
     for (const char *p = value; p < colon; p++)
       if (!sh_http_token_char((unsigned char)*p)) {
-        SH_ERR(err, SH_EINVAL, "--header: '%.*s' is not a valid header name",
-               (int)(colon - value), value);
+        SH_ERR(err, SH_EINVAL, "--header: '%.*s' is not a valid header name", (int)(colon - value),
+               value);
         return SH_EINVAL;
       }
     for (const char *p = colon + 1; *p; p++)
@@ -314,8 +338,10 @@ static int parse_serving_flag(sh_config *cfg, const char *name, const char *valu
   } else if (strcmp(name, "--metrics-port") == 0) {
     if (!*value) goto empty;
     if (value[0] != '/' && parse_ll(value, 0, 65535, &n) < 0) {
-      SH_ERR(err, SH_EINVAL, "--metrics-port: '%s' is neither a port (0-65535) nor an "
-             "absolute UNIX socket path", value);
+      SH_ERR(err, SH_EINVAL,
+             "--metrics-port: '%s' is neither a port (0-65535) nor an "
+             "absolute UNIX socket path",
+             value);
       return SH_EINVAL;
     }
     cfg->metrics = value;
@@ -385,19 +411,23 @@ enum { F_BOOL_ON, F_BOOL_OFF, F_VALUE };
 /* ---- TLS flags (server/tls.c), uvicorn's names.  Returns 1 when `name` is one of them and
  * was applied, 0 when it is not a TLS flag, or a negative code with err set. ---- */
 static int parse_ssl_flag(sh_config *cfg, const char *name, const char *value, sh_error *err) {
-  static const char *const files[] = {"--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs",
-                                      NULL};
+  static const char *const files[] = {"--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs", NULL};
   if (one_of(name, files) || strcmp(name, "--ssl-keyfile-password") == 0 ||
       strcmp(name, "--ssl-ciphers") == 0) {
     if (!*value) {
       SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
       return SH_EINVAL;
     }
-    if (strcmp(name, "--ssl-certfile") == 0) cfg->ssl_certfile = value;
-    else if (strcmp(name, "--ssl-keyfile") == 0) cfg->ssl_keyfile = value;
-    else if (strcmp(name, "--ssl-ca-certs") == 0) cfg->ssl_ca_certs = value;
-    else if (strcmp(name, "--ssl-keyfile-password") == 0) cfg->ssl_keyfile_password = value;
-    else cfg->ssl_ciphers = value;
+    if (strcmp(name, "--ssl-certfile") == 0)
+      cfg->ssl_certfile = value;
+    else if (strcmp(name, "--ssl-keyfile") == 0)
+      cfg->ssl_keyfile = value;
+    else if (strcmp(name, "--ssl-ca-certs") == 0)
+      cfg->ssl_ca_certs = value;
+    else if (strcmp(name, "--ssl-keyfile-password") == 0)
+      cfg->ssl_keyfile_password = value;
+    else
+      cfg->ssl_ciphers = value;
     return 1;
   }
   if (strcmp(name, "--ssl-cert-reqs") == 0) {
@@ -413,7 +443,8 @@ static int parse_ssl_flag(sh_config *cfg, const char *name, const char *value, s
     return SH_EINVAL;
   }
   if (strcmp(name, "--ssl-min-version") == 0) {
-    if (strcmp(value, "1.2") == 0 || strcmp(value, "TLSv1.2") == 0) cfg->ssl_min_version = 0x0303;
+    if (strcmp(value, "1.2") == 0 || strcmp(value, "TLSv1.2") == 0)
+      cfg->ssl_min_version = 0x0303;
     else if (strcmp(value, "1.3") == 0 || strcmp(value, "TLSv1.3") == 0)
       cfg->ssl_min_version = 0x0304;
     else {
@@ -486,7 +517,11 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook 
     if (eq) value = eq + 1;
 
     /* Flags without a value. */
-    static const struct { const char *n; size_t off; int v; } bools[] = {
+    static const struct {
+      const char *n;
+      size_t off;
+      int v;
+    } bools[] = {
         {"--factory", offsetof(sh_config, factory), 1},
         {"--access-log", offsetof(sh_config, access_log), 1},
         {"--no-access-log", offsetof(sh_config, access_log), 0},
@@ -545,11 +580,23 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook 
       }
       continue;
     }
-    static const char *const with_value[] = {
-        "--app-dir", "--host", "--port", "--uds", "--fd", "--backlog", "--lifespan", "--loop",
-        "--log-level", "--env-file", "--root-path", "--max-header-size",
-        "--h11-max-incomplete-event-size", "--max-body-size", "--timeout-header",
-        "--timeout-keep-alive", NULL};
+    static const char *const with_value[] = {"--app-dir",
+                                             "--host",
+                                             "--port",
+                                             "--uds",
+                                             "--fd",
+                                             "--backlog",
+                                             "--lifespan",
+                                             "--loop",
+                                             "--log-level",
+                                             "--env-file",
+                                             "--root-path",
+                                             "--max-header-size",
+                                             "--h11-max-incomplete-event-size",
+                                             "--max-body-size",
+                                             "--timeout-header",
+                                             "--timeout-keep-alive",
+                                             NULL};
     if (!one_of(name, with_value)) {
       SH_ERR(err, SH_EINVAL, "unknown option '%s' (see --help)", name);
       return SH_EINVAL;
@@ -634,19 +681,19 @@ int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook 
       cfg->max_header_size = (size_t)n;
     } else if (strcmp(name, "--max-body-size") == 0) {
       if (parse_ll(value, 0, LLONG_MAX, &n) < 0) {
-        SH_ERR(err, SH_EINVAL, "%s: '%s' is not a byte count (>= 0; 0 = unlimited)", name,
-               value);
+        SH_ERR(err, SH_EINVAL, "%s: '%s' is not a byte count (>= 0; 0 = unlimited)", name, value);
         return SH_EINVAL;
       }
       cfg->max_body_size = (uint64_t)n;
-    } else if (strcmp(name, "--timeout-header") == 0 ||
-               strcmp(name, "--timeout-keep-alive") == 0) {
+    } else if (strcmp(name, "--timeout-header") == 0 || strcmp(name, "--timeout-keep-alive") == 0) {
       if (parse_seconds(value, &d) < 0) {
         SH_ERR(err, SH_EINVAL, "%s: '%s' is not a number of seconds (>= 0)", name, value);
         return SH_EINVAL;
       }
-      if (name[10] == 'h') cfg->timeout_header = d;
-      else cfg->timeout_keep_alive = d;
+      if (name[10] == 'h')
+        cfg->timeout_header = d;
+      else
+        cfg->timeout_keep_alive = d;
     }
     continue;
   empty:

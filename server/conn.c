@@ -48,8 +48,9 @@
  * rest of the body, and the connection ends with a lingering close. */
 #define DRAIN_MS 5000
 
-static size_t ib_max(const sh_server *srv) { return srv->cfg.max_header_size + 64 * 1024; }
-
+static size_t ib_max(const sh_server *srv) {
+  return srv->cfg.max_header_size + 64 * 1024;
+}
 
 /* ---- timers ---- */
 
@@ -118,8 +119,10 @@ static void on_close(uv_handle_t *h) {
   sh_conn *c = h->data;
   if (--c->handles_open > 0) return;
   sh_server *srv = c->srv;
-  if (c->prev) c->prev->next = c->next;
-  else srv->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    srv->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   srv->nconns--;
   if (c->tls) sh_tls_conn_free(c);
@@ -245,8 +248,10 @@ void sh_conn_stop(sh_conn *c) {
 void sh_conn_update_reading(sh_conn *c) {
   if (c->closing) return;
   int want;
-  if (c->state == CS_LINGER) want = !c->read_eof;
-  else if (c->shutting) want = c->linger_wanted && !c->read_eof; /* discard while flushing */
+  if (c->state == CS_LINGER)
+    want = !c->read_eof;
+  else if (c->shutting)
+    want = c->linger_wanted && !c->read_eof; /* discard while flushing */
   else
     want = !c->read_eof && c->in_len < ib_max(c->srv) &&
            !(c->req && c->req->unconsumed > c->srv->cfg.body_high_water);
@@ -573,8 +578,7 @@ static int parse_some(sh_conn *c) {
       llhttp_resume(&c->parser);
       c->state = CS_HEAD;
       sh_conn_set_deadline(c, c->in_len ? DL_HEADER : DL_KEEPALIVE,
-                           c->in_len ? c->srv->cfg.timeout_header
-                                     : c->srv->cfg.timeout_keep_alive);
+                           c->in_len ? c->srv->cfg.timeout_header : c->srv->cfg.timeout_keep_alive);
     }
     return 1;
   }
@@ -607,8 +611,10 @@ void sh_conn_process(sh_conn *c) {
            * complete: the client is gone.  Otherwise everything complete was answered (a
            * request still being answered is in CS_DONE or CS_BODY_WAIT, not here): close
            * after the queued writes.  A half-received head is dropped. */
-          if (c->req) sh_conn_abort(c);
-          else sh_conn_close(c, 0);
+          if (c->req)
+            sh_conn_abort(c);
+          else
+            sh_conn_close(c, 0);
           break;
         }
         if (!c->reprocess) break;
@@ -675,9 +681,12 @@ void sh_conn_response_done(sh_conn *c) {
     llhttp_resume(&c->parser);
     c->state = CS_HEAD;
   }
-  if (c->state == CS_DRAIN) sh_conn_set_deadline(c, DL_DRAIN, DRAIN_MS / 1000.0);
-  else if (c->in_len) sh_conn_set_deadline(c, DL_HEADER, srv->cfg.timeout_header);
-  else sh_conn_set_deadline(c, DL_KEEPALIVE, srv->cfg.timeout_keep_alive);
+  if (c->state == CS_DRAIN)
+    sh_conn_set_deadline(c, DL_DRAIN, DRAIN_MS / 1000.0);
+  else if (c->in_len)
+    sh_conn_set_deadline(c, DL_HEADER, srv->cfg.timeout_header);
+  else
+    sh_conn_set_deadline(c, DL_KEEPALIVE, srv->cfg.timeout_keep_alive);
   sh_conn_process(c);
   sh_conn_update_reading(c);
 }
@@ -706,8 +715,7 @@ static void on_write(uv_write_t *w, int status) {
   if (status < 0 && status != UV_ECANCELED && !c->closing) sh_conn_abort(c);
 }
 
-int sh_conn_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
-                  size_t pend) {
+int sh_conn_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned, size_t pend) {
   if (c->tls) return sh_tls_write(c, req, bufs, n, owned, pend);
   return sh_conn_write_sock(c, req, bufs, n, owned, pend);
 }
@@ -716,14 +724,17 @@ int sh_conn_write_sock(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void
                        size_t pend) {
   if (c->closing || c->shutting) goto dropped;
   size_t total = 0;
-  for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+  for (unsigned i = 0; i < n; i++)
+    total += bufs[i].len;
   int r = 0;
   if (uv_stream_get_write_queue_size(&c->h.stream) == 0) {
     /* Fast path: the socket usually takes the whole response now, with no request object
      * and no callback. */
     r = uv_try_write(&c->h.stream, bufs, n);
-    if (r == UV_EAGAIN) r = 0;
-    else if (r < 0) goto failed;
+    if (r == UV_EAGAIN)
+      r = 0;
+    else if (r < 0)
+      goto failed;
   }
   if ((size_t)r == total) {
     free(owned);
@@ -735,7 +746,8 @@ int sh_conn_write_sock(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void
   }
   unsigned i = 0;
   size_t skip = (size_t)r;
-  while (skip >= bufs[i].len) skip -= bufs[i++].len;
+  while (skip >= bufs[i].len)
+    skip -= bufs[i++].len;
   bufs[i].base += skip;
   bufs[i].len -= skip;
   sh_wreq *wr = malloc(sizeof *wr);

@@ -21,4 +21,6 @@ static sh_handler hello = {
     .on_request = hello_on_request,
 };
 
-sh_handler *sh_hello_handler(void) { return &hello; }
+sh_handler *sh_hello_handler(void) {
+  return &hello;
+}

@@ -25,76 +25,138 @@
 /* RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
  * "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
 int sh_http_token_char(unsigned char ch) {
-  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-    return 1;
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) return 1;
   return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
 }
 
 const char *sh_http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 102: return "Processing";
-  case 103: return "Early Hints";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 203: return "Non-Authoritative Information";
-  case 204: return "No Content";
-  case 205: return "Reset Content";
-  case 206: return "Partial Content";
-  case 207: return "Multi-Status";
-  case 208: return "Already Reported";
-  case 226: return "IM Used";
-  case 300: return "Multiple Choices";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 305: return "Use Proxy";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 402: return "Payment Required";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 406: return "Not Acceptable";
-  case 407: return "Proxy Authentication Required";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed";
-  case 418: return "I'm a teapot";
-  case 421: return "Misdirected Request";
-  case 422: return "Unprocessable Content";
-  case 423: return "Locked";
-  case 424: return "Failed Dependency";
-  case 425: return "Too Early";
-  case 426: return "Upgrade Required";
-  case 428: return "Precondition Required";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 451: return "Unavailable For Legal Reasons";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  case 506: return "Variant Also Negotiates";
-  case 507: return "Insufficient Storage";
-  case 508: return "Loop Detected";
-  case 510: return "Not Extended";
-  case 511: return "Network Authentication Required";
-  default: return "";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 102:
+      return "Processing";
+    case 103:
+      return "Early Hints";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 203:
+      return "Non-Authoritative Information";
+    case 204:
+      return "No Content";
+    case 205:
+      return "Reset Content";
+    case 206:
+      return "Partial Content";
+    case 207:
+      return "Multi-Status";
+    case 208:
+      return "Already Reported";
+    case 226:
+      return "IM Used";
+    case 300:
+      return "Multiple Choices";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 305:
+      return "Use Proxy";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 402:
+      return "Payment Required";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 407:
+      return "Proxy Authentication Required";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 411:
+      return "Length Required";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 416:
+      return "Range Not Satisfiable";
+    case 417:
+      return "Expectation Failed";
+    case 418:
+      return "I'm a teapot";
+    case 421:
+      return "Misdirected Request";
+    case 422:
+      return "Unprocessable Content";
+    case 423:
+      return "Locked";
+    case 424:
+      return "Failed Dependency";
+    case 425:
+      return "Too Early";
+    case 426:
+      return "Upgrade Required";
+    case 428:
+      return "Precondition Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 451:
+      return "Unavailable For Legal Reasons";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    case 506:
+      return "Variant Also Negotiates";
+    case 507:
+      return "Insufficient Storage";
+    case 508:
+      return "Loop Detected";
+    case 510:
+      return "Not Extended";
+    case 511:
+      return "Network Authentication Required";
+    default:
+      return "";
   }
 }
 
@@ -120,7 +182,8 @@ static int head_add(sh_conn *c, size_t n) {
 static int hb_append(sh_conn *c, const char *at, size_t len) {
   if (c->hb_cap - c->hb_len < len) {
     size_t cap = c->hb_cap ? c->hb_cap * 2 : 1024;
-    while (cap - c->hb_len < len) cap *= 2;
+    while (cap - c->hb_len < len)
+      cap *= 2;
     char *nb = realloc(c->hb, cap);
     if (!nb) return fail_with(c, 503, "out of memory");
     c->hb = nb;
@@ -216,9 +279,13 @@ static int ieq(const char *a, size_t al, const char *lit) {
   return al == l && strncasecmp(a, lit, l) == 0;
 }
 
-static int is_ows(char ch) { return ch == ' ' || ch == '\t'; }
+static int is_ows(char ch) {
+  return ch == ' ' || ch == '\t';
+}
 
-static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+static int is_digit(char ch) {
+  return ch >= '0' && ch <= '9';
+}
 
 static int is_hex(char ch) {
   return is_digit(ch) || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
@@ -246,7 +313,8 @@ static int authority_ok(const char *s, size_t n) {
     if (il && (ip[0] == 'v' || ip[0] == 'V')) {
       /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
       size_t k = 1;
-      while (k < il && is_hex(ip[k])) k++;
+      while (k < il && is_hex(ip[k]))
+        k++;
       if (k == 1 || k >= il - 1 || ip[k] != '.') return 0;
       for (k++; k < il; k++)
         if (!reg_name_char((unsigned char)ip[k]) && ip[k] != ':') return 0;
@@ -284,11 +352,14 @@ static int te_line(const char *v, size_t n) {
   int count = 0;
   size_t i = 0;
   while (i < n) {
-    while (i < n && (v[i] == ',' || is_ows(v[i]))) i++;
+    while (i < n && (v[i] == ',' || is_ows(v[i])))
+      i++;
     size_t s = i;
-    while (i < n && v[i] != ',') i++;
+    while (i < n && v[i] != ',')
+      i++;
     size_t e = i;
-    while (e > s && is_ows(v[e - 1])) e--;
+    while (e > s && is_ows(v[e - 1]))
+      e--;
     if (e == s) continue;
     if (!ieq(v + s, e - s, "chunked")) return -1;
     count++;
@@ -304,11 +375,15 @@ static int te_line(const char *v, size_t n) {
  */
 static int absolute_form(const char *u, size_t n, size_t *ao, size_t *al, size_t *po) {
   size_t i;
-  if (n >= 7 && strncasecmp(u, "http://", 7) == 0) i = 7;
-  else if (n >= 8 && strncasecmp(u, "https://", 8) == 0) i = 8;
-  else return -1;
+  if (n >= 7 && strncasecmp(u, "http://", 7) == 0)
+    i = 7;
+  else if (n >= 8 && strncasecmp(u, "https://", 8) == 0)
+    i = 8;
+  else
+    return -1;
   size_t a = i;
-  while (i < n && u[i] != '/' && u[i] != '?') i++;
+  while (i < n && u[i] != '/' && u[i] != '?')
+    i++;
   if (i == a || u[a] == ':' || !authority_ok(u + a, i - a)) return -1;
   *ao = a;
   *al = i - a;
@@ -359,8 +434,10 @@ static int cb_headers_complete(llhttp_t *p) {
   if (hosts) {
     const char *v = c->hb + c->hp[host_i].vo;
     size_t vl = c->hp[host_i].vl;
-    while (vl && is_ows(*v)) v++, vl--;
-    while (vl && is_ows(v[vl - 1])) vl--;
+    while (vl && is_ows(*v))
+      v++, vl--;
+    while (vl && is_ows(v[vl - 1]))
+      vl--;
     if (!authority_ok(v, vl)) return fail_with(c, 400, "invalid Host header");
   }
 
@@ -396,8 +473,10 @@ static int cb_headers_complete(llhttp_t *p) {
       if (n[k] >= 'A' && n[k] <= 'Z') n[k] = (char)(n[k] + 32);
     const char *v = base + c->hp[i].vo;
     size_t vl = c->hp[i].vl;
-    while (vl && is_ows(*v)) v++, vl--;
-    while (vl && is_ows(v[vl - 1])) vl--;
+    while (vl && is_ows(*v))
+      v++, vl--;
+    while (vl && is_ows(v[vl - 1]))
+      vl--;
     hdrs[i].name = (sh_iovec){n, nl};
     hdrs[i].value = (sh_iovec){v, vl};
     if (nl == 6 && memcmp(n, "expect", 6) == 0 && ieq(v, vl, "100-continue")) expect = 1;
@@ -410,8 +489,10 @@ static int cb_headers_complete(llhttp_t *p) {
   if (absolute) {
     pq = (sh_iovec){r->target.base + path_off, r->target.len - path_off};
     sh_iovec authority = {r->target.base + auth_off, auth_len};
-    if (hosts) hdrs[host_i].value = authority;
-    else hdrs[c->hp_n] = (sh_header){{"host", 4}, authority};
+    if (hosts)
+      hdrs[host_i].value = authority;
+    else
+      hdrs[c->hp_n] = (sh_header){{"host", 4}, authority};
   }
   const char *q = memchr(pq.base, '?', pq.len);
   if (q) {
@@ -449,8 +530,10 @@ static int cb_headers_complete(llhttp_t *p) {
   if (srv->max_requests && srv->next_id >= srv->max_requests) sh_worker_request_limit(srv);
 
   /* RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive". */
-  if (p->http_minor >= 1) req->keep_alive = !(p->flags & F_CONNECTION_CLOSE);
-  else req->keep_alive = (p->flags & F_CONNECTION_KEEP_ALIVE) && !(p->flags & F_CONNECTION_CLOSE);
+  if (p->http_minor >= 1)
+    req->keep_alive = !(p->flags & F_CONNECTION_CLOSE);
+  else
+    req->keep_alive = (p->flags & F_CONNECTION_KEEP_ALIVE) && !(p->flags & F_CONNECTION_CLOSE);
   /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing: answer it,
    * then close. */
   if (codings && p->http_minor == 0) req->keep_alive = 0;
@@ -484,7 +567,9 @@ static int cb_chunk_ext_data(llhttp_t *p, const char *at, size_t len) {
   return chunk_ext_add(CONN(p), len);
 }
 
-static int cb_chunk_ext_complete(llhttp_t *p) { return chunk_ext_add(CONN(p), 1); }
+static int cb_chunk_ext_complete(llhttp_t *p) {
+  return chunk_ext_add(CONN(p), 1);
+}
 
 static int cb_chunk_header(llhttp_t *p) {
   sh_conn *c = CONN(p);
@@ -510,7 +595,8 @@ static int cb_body(llhttp_t *p, const char *at, size_t len) {
     return fail_with(c, 413, "body over --max-body-size");
   if (c->acc_cap - c->acc_len < len) {
     size_t cap = c->acc_cap ? c->acc_cap : 4096;
-    while (cap - c->acc_len < len) cap *= 2;
+    while (cap - c->acc_len < len)
+      cap *= 2;
     char *nb = realloc(c->acc, cap);
     if (!nb) return fail_with(c, 503, "out of memory");
     c->acc = nb;
@@ -561,7 +647,8 @@ static char *put_u64(char *p, uint64_t v) {
     tmp[n++] = (char)('0' + v % 10);
     v /= 10;
   } while (v);
-  while (n) *p++ = tmp[--n];
+  while (n)
+    *p++ = tmp[--n];
   return p;
 }
 
@@ -575,7 +662,9 @@ static char *put_status(char *p, int status) {
 }
 
 /* date, server and connection lines shared by every response. */
-static size_t common_max(void) { return 64 + 18 + 26; }
+static size_t common_max(void) {
+  return 64 + 18 + 26;
+}
 
 /* Date and Server, then the other --header lines.  A Date or Server from --header replaces
  * the default one; one the app set itself (app_flags) replaces both. */
@@ -592,8 +681,10 @@ static char *put_server_date(char *p, sh_server *srv, int app_flags) {
     }
   }
   if (!(app_flags & SH_APPHDR_SERVER)) {
-    if (sl) p = put(p, x, sl);
-    else if (srv->cfg.server_header) p = PUTLIT(p, "server: shield\r\n");
+    if (sl)
+      p = put(p, x, sl);
+    else if (srv->cfg.server_header)
+      p = PUTLIT(p, "server: shield\r\n");
   }
   if (srv->extra_hdrs_len > sl + dl) p = put(p, x + sl + dl, srv->extra_hdrs_len - sl - dl);
   return p;
@@ -601,8 +692,10 @@ static char *put_server_date(char *p, sh_server *srv, int app_flags) {
 
 static char *put_common(char *p, sh_req *req, int app_flags, int close) {
   p = put_server_date(p, req->srv, app_flags);
-  if (close) p = PUTLIT(p, "connection: close\r\n");
-  else if (req->pub.http_minor == 0) p = PUTLIT(p, "connection: keep-alive\r\n");
+  if (close)
+    p = PUTLIT(p, "connection: close\r\n");
+  else if (req->pub.http_minor == 0)
+    p = PUTLIT(p, "connection: keep-alive\r\n");
   return p;
 }
 
@@ -783,14 +876,13 @@ void sh_http_access_log(sh_req *req) {
   sh_request_id(req, rid);
   if (r->addr_kind == SH_ADDR_INET)
     sh_log(SH_LOG_INFO, "%s:%d - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus %s", r->client_host,
-           r->client_port, (int)r->method.len, r->method.base, (int)r->target.len,
-           r->target.base, r->http_major, r->http_minor, req->status,
+           r->client_port, (int)r->method.len, r->method.base, (int)r->target.len, r->target.base,
+           r->http_major, r->http_minor, req->status,
            (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us,
            rid);
   else
     sh_log(SH_LOG_INFO, "unix:%s - \"%.*s %.*s HTTP/%d.%d\" %d %llu %lluus %s", r->server_host,
-           (int)r->method.len, r->method.base, (int)r->target.len, r->target.base,
-           r->http_major, r->http_minor, req->status,
-           (unsigned long long)(req->no_body_out ? 0 : req->resp_body), (unsigned long long)us,
-           rid);
+           (int)r->method.len, r->method.base, (int)r->target.len, r->target.base, r->http_major,
+           r->http_minor, req->status, (unsigned long long)(req->no_body_out ? 0 : req->resp_body),
+           (unsigned long long)us, rid);
 }

@@ -58,15 +58,15 @@ static int open_tcp(sh_server *srv, sh_error *err) {
   r = uv_tcp_bind(&srv->lst.h.tcp, res->ai_addr, 0);
   freeaddrinfo(res);
   if (r < 0) {
-    SH_ERR(err, SH_ELISTEN, "cannot bind %s:%d: %s", srv->cfg.host, srv->cfg.port,
-           uv_strerror(r));
+    SH_ERR(err, SH_ELISTEN, "cannot bind %s:%d: %s", srv->cfg.host, srv->cfg.port, uv_strerror(r));
     return SH_ELISTEN;
   }
   struct sockaddr_storage ss;
   int len = sizeof ss;
   r = uv_tcp_getsockname(&srv->lst.h.tcp, (struct sockaddr *)&ss, &len);
   if (r == 0) {
-    if (ss.ss_family == AF_INET) srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET)
+      srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     else if (ss.ss_family == AF_INET6)
       srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }
@@ -126,7 +126,8 @@ static int open_fd(sh_server *srv, int fd, sh_error *err) {
       srv->lst.open = 1;
       r = uv_tcp_open(&srv->lst.h.tcp, fd);
     }
-    if (ss.ss_family == AF_INET) srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET)
+      srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     else if (ss.ss_family == AF_INET6)
       srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }
@@ -147,10 +148,14 @@ int sh_listen_open(sh_server *srv, sh_error *err) {
     if (fd < 0) return fd;
     srv->cfg.listen_fd_inherited = fd;
   }
-  if (srv->cfg.listen_fd_inherited >= 0) r = open_fd(srv, srv->cfg.listen_fd_inherited, err);
-  else if (srv->cfg.fd >= 0) r = open_fd(srv, srv->cfg.fd, err);
-  else if (srv->cfg.uds) r = open_uds(srv, err);
-  else r = open_tcp(srv, err);
+  if (srv->cfg.listen_fd_inherited >= 0)
+    r = open_fd(srv, srv->cfg.listen_fd_inherited, err);
+  else if (srv->cfg.fd >= 0)
+    r = open_fd(srv, srv->cfg.fd, err);
+  else if (srv->cfg.uds)
+    r = open_uds(srv, err);
+  else
+    r = open_tcp(srv, err);
   if (r < 0) return r;
   srv->lst.h.handle.data = srv;
   /* Listen now (not in run): the kernel queues connections from the moment sh_server_new
@@ -167,7 +172,6 @@ void sh_listen_close(sh_server *srv) {
   if (srv->lst.open && !uv_is_closing(&srv->lst.h.handle)) {
     uv_close(&srv->lst.h.handle, NULL);
     /* An inherited socket file belongs to the supervisor (other workers still serve it). */
-    if (srv->uds_path[0] && srv->cfg.uds && srv->cfg.listen_fd_inherited < 0)
-      unlink(srv->uds_path);
+    if (srv->uds_path[0] && srv->cfg.uds && srv->cfg.listen_fd_inherited < 0) unlink(srv->uds_path);
   }
 }

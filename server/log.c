@@ -130,8 +130,12 @@ void sh_log_flush(void) {
  * logger thread, and the lock may have been held by another thread at that instant.  So the
  * lock is taken around fork, and the child starts afresh: lines queued in the parent are the
  * parent's to write; the child's first line starts its own logger thread. */
-static void atfork_prepare(void) { pthread_mutex_lock(&g.lock); }
-static void atfork_parent(void) { pthread_mutex_unlock(&g.lock); }
+static void atfork_prepare(void) {
+  pthread_mutex_lock(&g.lock);
+}
+static void atfork_parent(void) {
+  pthread_mutex_unlock(&g.lock);
+}
 static void atfork_child(void) {
   pthread_mutex_init(&g.lock, NULL);
   pthread_cond_init(&g.cond, NULL);
@@ -181,9 +185,11 @@ int sh_log_enabled(sh_log_level level) {
 }
 
 void sh_log_set_level(const char *name) {
-  static const struct { const char *n; int l; } t[] = {
-      {"critical", SH_LOG_CRITICAL}, {"error", SH_LOG_ERROR}, {"warning", SH_LOG_WARNING},
-      {"info", SH_LOG_INFO},         {"debug", SH_LOG_DEBUG}, {"trace", SH_LOG_TRACE}};
+  static const struct {
+    const char *n;
+    int l;
+  } t[] = {{"critical", SH_LOG_CRITICAL}, {"error", SH_LOG_ERROR}, {"warning", SH_LOG_WARNING},
+           {"info", SH_LOG_INFO},         {"debug", SH_LOG_DEBUG}, {"trace", SH_LOG_TRACE}};
   if (!name) return;
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
     if (strcasecmp(name, t[i].n) == 0) atomic_store(&g_level, t[i].l);
@@ -250,6 +256,8 @@ void sh_log(sh_log_level level, const char *fmt, ...) {
 void sh_log_raw(sh_log_level level, const char *line, size_t len) {
   if (!sh_log_enabled(level) || len == 0) return;
   pthread_once(&g.once, log_init);
-  if (!g.started) write_all(line, len);
-  else enqueue(line, len);
+  if (!g.started)
+    write_all(line, len);
+  else
+    enqueue(line, len);
 }

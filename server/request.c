@@ -49,8 +49,10 @@ sh_req *sh_req_new(sh_server *srv) {
 
 static void req_destroy(sh_req *req, int recycle) {
   sh_server *srv = req->srv;
-  if (req->prev) req->prev->next = req->next;
-  else srv->live = req->next;
+  if (req->prev)
+    req->prev->next = req->next;
+  else
+    srv->live = req->next;
   if (req->next) req->next->prev = req->prev;
   free(req->start_op);
   req->start_op = NULL;
@@ -70,7 +72,8 @@ void sh_req_unref(sh_req *req) {
 }
 
 void sh_req_free_all(sh_server *srv) {
-  while (srv->live) req_destroy(srv->live, 0);
+  while (srv->live)
+    req_destroy(srv->live, 0);
   while (srv->free_reqs) {
     sh_req *r = srv->free_reqs;
     srv->free_reqs = r->free_next;
@@ -141,65 +144,65 @@ static void apply(sh_server *srv, sh_op *op) {
     return;
   }
   switch (op->type) {
-  case SH_OP_RELEASE:
-    free(op);
-    if (req->counted) { /* --limit-concurrency: the app is done with it */
-      req->counted = 0;
-      srv->inflight--;
-      sh_metrics_inflight(-1);
-    }
-    if (!req->released) {
-      req->released = 1;
-      /* The last callback for this request: events the handler queued on its own thread can
-       * no longer be followed by more. */
-      if (req->handed && srv->handler->on_release && !srv->freeing) {
-        sh_server_fired(srv);
-        srv->handler->on_release(srv->handler, &req->pub);
+    case SH_OP_RELEASE:
+      free(op);
+      if (req->counted) { /* --limit-concurrency: the app is done with it */
+        req->counted = 0;
+        srv->inflight--;
+        sh_metrics_inflight(-1);
       }
-      finish_abandoned(req); /* the server's reference keeps req alive here */
-      sh_req_unref(req);
-    }
-    return;
-  case SH_OP_START:
-    if (!c || req->resp_done || req->head_sent || req->start_op) break;
-    sh_http_start_applied(req, op); /* keeps op */
-    return;
-  case SH_OP_WRITE:
-    if (!c || req->resp_done) {
-      atomic_fetch_sub(&req->out_pending, (long long)op->len);
+      if (!req->released) {
+        req->released = 1;
+        /* The last callback for this request: events the handler queued on its own thread can
+         * no longer be followed by more. */
+        if (req->handed && srv->handler->on_release && !srv->freeing) {
+          sh_server_fired(srv);
+          srv->handler->on_release(srv->handler, &req->pub);
+        }
+        finish_abandoned(req); /* the server's reference keeps req alive here */
+        sh_req_unref(req);
+      }
+      return;
+    case SH_OP_START:
+      if (!c || req->resp_done || req->head_sent || req->start_op) break;
+      sh_http_start_applied(req, op); /* keeps op */
+      return;
+    case SH_OP_WRITE:
+      if (!c || req->resp_done) {
+        atomic_fetch_sub(&req->out_pending, (long long)op->len);
+        break;
+      }
+      sh_http_send(req, op->data, op->len, op->more, op); /* owns op */
+      return;
+    case SH_OP_READ:
+      if (c && !req->read_requested) {
+        req->read_requested = 1;
+        sh_conn_request_read(c);
+      }
       break;
-    }
-    sh_http_send(req, op->data, op->len, op->more, op); /* owns op */
-    return;
-  case SH_OP_READ:
-    if (c && !req->read_requested) {
-      req->read_requested = 1;
-      sh_conn_request_read(c);
-    }
-    break;
-  case SH_OP_CONSUMED:
-    if (c) {
-      req->unconsumed = op->len >= req->unconsumed ? 0 : req->unconsumed - op->len;
-      sh_conn_update_reading(c);
-    }
-    break;
-  case SH_OP_FAIL:
-    if (!c || req->resp_done) break;
-    fail_response(req, 1);
-    break;
-  case SH_OP_ABORT:
-    if (!c || req->resp_done) break;
-    /* The app failed after its start but before any body byte: the head waits for the first
-     * body bytes (http1.c), so nothing reached the wire and the client can still get a
-     * proper 500 instead of a closed connection. */
-    if (!req->head_sent) {
+    case SH_OP_CONSUMED:
+      if (c) {
+        req->unconsumed = op->len >= req->unconsumed ? 0 : req->unconsumed - op->len;
+        sh_conn_update_reading(c);
+      }
+      break;
+    case SH_OP_FAIL:
+      if (!c || req->resp_done) break;
       fail_response(req, 1);
       break;
-    }
-    /* What was queued still goes out (the client sees a truncated response, not a reset),
-     * then the connection closes: its framing can no longer be trusted. */
-    sh_conn_close(c, 1);
-    break;
+    case SH_OP_ABORT:
+      if (!c || req->resp_done) break;
+      /* The app failed after its start but before any body byte: the head waits for the first
+       * body bytes (http1.c), so nothing reached the wire and the client can still get a
+       * proper 500 instead of a closed connection. */
+      if (!req->head_sent) {
+        fail_response(req, 1);
+        break;
+      }
+      /* What was queued still goes out (the client sees a truncated response, not a reset),
+       * then the connection closes: its framing can no longer be trusted. */
+      sh_conn_close(c, 1);
+      break;
   }
   free(op);
 }
@@ -242,8 +245,10 @@ static int submit(sh_req *req, sh_op *op) {
     free(op);
     return SH_ECLOSED;
   }
-  if (srv->qtail) srv->qtail->next = op;
-  else srv->qhead = op;
+  if (srv->qtail)
+    srv->qtail->next = op;
+  else
+    srv->qhead = op;
   srv->qtail = op;
   atomic_fetch_add(&srv->qcount, 1);
   uv_async_send(&srv->async);
@@ -271,9 +276,13 @@ static int simple_op(sh_request *r, int type, size_t n) {
 
 /* ---- the public calls ---- */
 
-int sh_request_read(sh_request *r) { return simple_op(r, SH_OP_READ, 0); }
+int sh_request_read(sh_request *r) {
+  return simple_op(r, SH_OP_READ, 0);
+}
 
-int sh_request_consumed(sh_request *r, size_t n) { return simple_op(r, SH_OP_CONSUMED, n); }
+int sh_request_consumed(sh_request *r, size_t n) {
+  return simple_op(r, SH_OP_CONSUMED, n);
+}
 
 void sh_request_release(sh_request *r) {
   if (!r) return;
@@ -318,11 +327,14 @@ static int name_is(const sh_iovec *n, const char *lit) {
 static int list_has(const sh_iovec *v, const char *tok) {
   size_t tl = strlen(tok), i = 0;
   while (i < v->len) {
-    while (i < v->len && (v->base[i] == ' ' || v->base[i] == '\t' || v->base[i] == ',')) i++;
+    while (i < v->len && (v->base[i] == ' ' || v->base[i] == '\t' || v->base[i] == ','))
+      i++;
     size_t s = i;
-    while (i < v->len && v->base[i] != ',') i++;
+    while (i < v->len && v->base[i] != ',')
+      i++;
     size_t e = i;
-    while (e > s && (v->base[e - 1] == ' ' || v->base[e - 1] == '\t')) e--;
+    while (e > s && (v->base[e - 1] == ' ' || v->base[e - 1] == '\t'))
+      e--;
     if (e - s == tl && strncasecmp(v->base + s, tok, tl) == 0) return 1;
   }
   return 0;
@@ -480,7 +492,9 @@ void sh_request_set_ext(sh_request *r, int key, void *value) {
   if (r && key >= 0 && key < SH_REQUEST_EXT_MAX) ((sh_req *)r)->ext[key] = value;
 }
 
-uint64_t sh_request_conn_id(const sh_request *r) { return r ? ((const sh_req *)r)->conn_id : 0; }
+uint64_t sh_request_conn_id(const sh_request *r) {
+  return r ? ((const sh_req *)r)->conn_id : 0;
+}
 
 /*
  * Why the decision is made here, on the I/O thread, from what reached the wire: the handler's
@@ -491,8 +505,8 @@ uint64_t sh_request_conn_id(const sh_request *r) { return r ? ((const sh_req *)r
  * they were not applied, so nothing of them is on the wire), and only the loop thread's own
  * state — head_sent, resp_done — decides whether our answer can still be the response.
  */
-int sh_request_cut(sh_request *r, int status, const sh_header *headers, size_t n,
-                   const void *body, size_t len) {
+int sh_request_cut(sh_request *r, int status, const sh_header *headers, size_t n, const void *body,
+                   size_t len) {
   if (!r || (len && !body)) return SH_EINVAL;
   sh_req *req = (sh_req *)r;
   sh_server *srv = req->srv;

@@ -29,8 +29,7 @@ static void on_grace(uv_timer_t *t) {
   sh_server *srv = t->data;
   sh_conn *c = srv->conns;
   if (c)
-    sh_log(SH_LOG_WARNING, "shutdown grace period over: closing %zu connection(s)",
-           srv->nconns);
+    sh_log(SH_LOG_WARNING, "shutdown grace period over: closing %zu connection(s)", srv->nconns);
   while (c) {
     sh_conn *next = c->next;
     sh_conn_abort(c);
@@ -90,7 +89,9 @@ static void on_async(uv_async_t *a) {
   if (atomic_load(&srv->stop_requested)) begin_stop(srv);
 }
 
-static void on_idle(uv_idle_t *i) { (void)i; }
+static void on_idle(uv_idle_t *i) {
+  (void)i;
+}
 
 /* on_flush: once per loop iteration in which a handler callback ran.  The check phase runs
  * right after poll; a callback that ran later in the iteration (close callbacks) leaves the
@@ -123,8 +124,8 @@ const char *sh_server_date(sh_server *srv, size_t *len) {
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    srv->date_len = strftime(srv->date_line, sizeof srv->date_line,
-                             "date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    srv->date_len =
+        strftime(srv->date_line, sizeof srv->date_line, "date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     srv->date_next = now + (uint64_t)(1000 - ts.tv_nsec / 1000000);
   }
   *len = srv->date_len;
@@ -265,7 +266,9 @@ void sh_server_free(sh_server *srv) {
   free(srv);
 }
 
-int sh_server_port(const sh_server *srv) { return srv ? srv->port : -1; }
+int sh_server_port(const sh_server *srv) {
+  return srv ? srv->port : -1;
+}
 
 /* Posts have their own FIFO (under the op queue's lock) and run from the loop's wake-up, after
  * the ops: never inside a sh_request_* call that drains ops on the loop thread, so a posted
@@ -281,8 +284,10 @@ int sh_server_post(sh_server *srv, void (*fn)(void *arg), void *arg) {
     free(p);
     return SH_ECLOSED;
   }
-  if (srv->ptail) srv->ptail->next = p;
-  else srv->phead = p;
+  if (srv->ptail)
+    srv->ptail->next = p;
+  else
+    srv->phead = p;
   srv->ptail = p;
   uv_async_send(&srv->async);
   pthread_mutex_unlock(&srv->qlock);

@@ -26,9 +26,9 @@ typedef struct sh_arena_block {
 } sh_arena_block;
 
 typedef struct sh_arena {
-  char *cur;              /* next free byte in the current block */
-  size_t left;            /* bytes left in the current block */
-  char *first;            /* the inline first block (owned by the enclosing object) */
+  char *cur;   /* next free byte in the current block */
+  size_t left; /* bytes left in the current block */
+  char *first; /* the inline first block (owned by the enclosing object) */
   size_t first_cap;
   sh_arena_block *blocks; /* malloc'd overflow blocks, freed on reset */
 } sh_arena;
@@ -40,14 +40,14 @@ void sh_arena_reset(sh_arena *a);            /* back to the inline block */
 /* ---- request.c ---- */
 
 enum { /* cross-thread operations */
-  SH_OP_START = 1,
-  SH_OP_WRITE,
-  SH_OP_READ,
-  SH_OP_CONSUMED,
-  SH_OP_FAIL,    /* answer 500 (nothing was started) */
-  SH_OP_ABORT,   /* close the connection (app broke its framing or failed mid-response);
-                    500 instead when nothing reached the wire yet */
-  SH_OP_RELEASE
+       SH_OP_START = 1,
+       SH_OP_WRITE,
+       SH_OP_READ,
+       SH_OP_CONSUMED,
+       SH_OP_FAIL,  /* answer 500 (nothing was started) */
+       SH_OP_ABORT, /* close the connection (app broke its framing or failed mid-response);
+                       500 instead when nothing reached the wire yet */
+       SH_OP_RELEASE
 };
 
 /* sh_server_post: a function to run on the loop thread (server.c). */
@@ -61,13 +61,13 @@ typedef struct sh_op {
   struct sh_op *next;
   int type;
   struct sh_req *req;
-  int status;        /* START */
-  int more;          /* WRITE */
-  int flags;         /* START: SH_APPHDR_* */
-  int64_t cl;        /* START: the app's content-length or -1 */
-  size_t len;        /* WRITE: body bytes; START: header block bytes; CONSUMED: n */
-  char chunk_hdr[24];/* WRITE: the chunk-size line, alive until written */
-  char data[];       /* WRITE: body; START: "name: value\r\n"... */
+  int status;         /* START */
+  int more;           /* WRITE */
+  int flags;          /* START: SH_APPHDR_* */
+  int64_t cl;         /* START: the app's content-length or -1 */
+  size_t len;         /* WRITE: body bytes; START: header block bytes; CONSUMED: n */
+  char chunk_hdr[24]; /* WRITE: the chunk-size line, alive until written */
+  char data[];        /* WRITE: body; START: "name: value\r\n"... */
 } sh_op;
 
 enum { SH_APPHDR_CLOSE = 1, SH_APPHDR_SERVER = 2, SH_APPHDR_DATE = 4 };
@@ -76,34 +76,34 @@ enum { SH_APPHDR_CLOSE = 1, SH_APPHDR_SERVER = 2, SH_APPHDR_DATE = 4 };
 typedef struct sh_req {
   sh_request pub;
   struct sh_server *srv;
-  struct sh_conn *conn;          /* NULL once the response finished or the connection died */
-  struct sh_req *prev, *next;    /* server's list of live requests (for sh_server_free) */
-  int refs;                      /* loop thread only: server + handler + pending writes */
+  struct sh_conn *conn;       /* NULL once the response finished or the connection died */
+  struct sh_req *prev, *next; /* server's list of live requests (for sh_server_free) */
+  int refs;                   /* loop thread only: server + handler + pending writes */
 
   /* atomic: read/written by the handler's thread */
-  atomic_int closed;             /* ops now return SH_ECLOSED */
-  atomic_int app_state;          /* 0 nothing, 1 started, 2 finished (caller's view) */
-  atomic_llong out_pending;      /* body bytes queued but not yet written */
+  atomic_int closed;        /* ops now return SH_ECLOSED */
+  atomic_int app_state;     /* 0 nothing, 1 started, 2 finished (caller's view) */
+  atomic_llong out_pending; /* body bytes queued but not yet written */
   atomic_int want_writable;
-  int64_t app_cl;                /* caller side: content-length declared at start, or -1 */
-  uint64_t app_written;          /* caller side: body bytes passed to sh_request_write */
+  int64_t app_cl;       /* caller side: content-length declared at start, or -1 */
+  uint64_t app_written; /* caller side: body bytes passed to sh_request_write */
 
   /* loop-thread state */
-  unsigned handed : 1;           /* on_request was called */
-  unsigned released : 1;         /* the handler dropped its reference */
-  unsigned disconnected : 1;     /* on_disconnect was called */
+  unsigned handed : 1;       /* on_request was called */
+  unsigned released : 1;     /* the handler dropped its reference */
+  unsigned disconnected : 1; /* on_disconnect was called */
   unsigned read_requested : 1;
-  unsigned msg_complete : 1;     /* the whole request (body included) was parsed */
-  unsigned cont_sent : 1;        /* "100 Continue" written */
-  unsigned head_sent : 1;        /* response head written */
-  unsigned resp_done : 1;        /* last response byte submitted */
+  unsigned msg_complete : 1; /* the whole request (body included) was parsed */
+  unsigned cont_sent : 1;    /* "100 Continue" written */
+  unsigned head_sent : 1;    /* response head written */
+  unsigned resp_done : 1;    /* last response byte submitted */
   unsigned chunked_out : 1;
-  unsigned no_body_out : 1;      /* HEAD, 1xx, 204, 304 */
-  unsigned keep_alive : 1;       /* the request allows reuse (RFC 9112 §9.3) */
-  unsigned close_after : 1;      /* close once this response is done */
+  unsigned no_body_out : 1; /* HEAD, 1xx, 204, 304 */
+  unsigned keep_alive : 1;  /* the request allows reuse (RFC 9112 §9.3) */
+  unsigned close_after : 1; /* close once this response is done */
   unsigned is_head : 1;
-  unsigned counted : 1;          /* counts against --limit-concurrency until released */
-  unsigned cut : 1;              /* sh_request_cut: the handler's response ops are dropped */
+  unsigned counted : 1; /* counts against --limit-concurrency until released */
+  unsigned cut : 1;     /* sh_request_cut: the handler's response ops are dropped */
   int status;
   uint64_t conn_id;              /* sh_request_conn_id */
   void *ext[SH_REQUEST_EXT_MAX]; /* sh_request_ext slots */
@@ -115,14 +115,14 @@ typedef struct sh_req {
   uint64_t t_start;              /* uv_hrtime() at the first byte (access log) */
   sh_arena arena;
   struct sh_req *free_next;
-  _Alignas(16) char mem[2048];   /* the arena's first block */
+  _Alignas(16) char mem[2048]; /* the arena's first block */
 } sh_req;
 
 void sh_req_unref(sh_req *req);
 sh_req *sh_req_new(struct sh_server *srv);
 void sh_req_free_all(struct sh_server *srv);
-void sh_ops_drain(struct sh_server *srv);          /* apply queued ops (loop thread) */
-void sh_ops_close(struct sh_server *srv);          /* no more ops: later calls get ECLOSED */
+void sh_ops_drain(struct sh_server *srv); /* apply queued ops (loop thread) */
+void sh_ops_close(struct sh_server *srv); /* no more ops: later calls get ECLOSED */
 void sh_req_check_writable(sh_req *req);
 
 /* ---- conn.c ---- */
@@ -133,19 +133,21 @@ void sh_req_check_writable(sh_req *req);
  * the client finish sending and read it (conn.c). */
 #define SH_DRAIN_MAX (1024 * 1024)
 
-enum { /* connection state */
-  CS_HEAD = 0,   /* reading a request head (or idle between requests) */
-  CS_BODY_WAIT,  /* head dispatched, parser paused until sh_request_read */
-  CS_BODY,       /* parsing and delivering the body */
-  CS_DONE,       /* request fully parsed; waiting for the response to finish */
-  CS_DRAIN,      /* response done, discarding the rest of an unread body */
-  CS_LINGER,     /* write side shut down, reading and discarding before close */
-  CS_CLOSING     /* shutdown/close in progress */
+enum {               /* connection state */
+       CS_HEAD = 0,  /* reading a request head (or idle between requests) */
+       CS_BODY_WAIT, /* head dispatched, parser paused until sh_request_read */
+       CS_BODY,      /* parsing and delivering the body */
+       CS_DONE,      /* request fully parsed; waiting for the response to finish */
+       CS_DRAIN,     /* response done, discarding the rest of an unread body */
+       CS_LINGER,    /* write side shut down, reading and discarding before close */
+       CS_CLOSING    /* shutdown/close in progress */
 };
 
 enum { DL_NONE = 0, DL_HEADER, DL_KEEPALIVE, DL_LINGER, DL_DRAIN, DL_BODY };
 
-typedef struct sh_hdr_pos { uint32_t no, nl, vo, vl; } sh_hdr_pos;
+typedef struct sh_hdr_pos {
+  uint32_t no, nl, vo, vl;
+} sh_hdr_pos;
 
 typedef struct sh_conn {
   union {
@@ -159,21 +161,21 @@ typedef struct sh_conn {
   struct sh_server *srv;
   struct sh_conn *prev, *next;
   llhttp_t parser;
-  sh_req *req;            /* current request (the server's reference) */
+  sh_req *req; /* current request (the server's reference) */
   int state;
-  int handles_open;       /* handles still to be closed before freeing */
+  int handles_open; /* handles still to be closed before freeing */
   unsigned reading : 1;
-  unsigned closing : 1;   /* uv_close called */
-  unsigned shutting : 1;  /* uv_shutdown called */
+  unsigned closing : 1;  /* uv_close called */
+  unsigned shutting : 1; /* uv_shutdown called */
   unsigned read_eof : 1;
   unsigned in_process : 1;
   unsigned reprocess : 1;
-  unsigned in_head : 1;   /* between message begin and headers complete */
-  unsigned in_message : 1;/* between message begin and message complete */
+  unsigned in_head : 1;    /* between message begin and headers complete */
+  unsigned in_message : 1; /* between message begin and message complete */
   unsigned hdr_field_open : 1;
-  unsigned no_reuse : 1;  /* upgrade/CONNECT: never parse another request */
+  unsigned no_reuse : 1; /* upgrade/CONNECT: never parse another request */
   unsigned linger_wanted : 1;
-  int err_status;         /* status chosen by a callback that failed the parse (431, 413, ...) */
+  int err_status; /* status chosen by a callback that failed the parse (431, 413, ...) */
   const char *err_reason;
 
   /* unparsed input: [in_base, in_base+in_len), either in ib or in the shared read buffer */
@@ -189,7 +191,7 @@ typedef struct sh_conn {
   sh_hdr_pos *hp;
   size_t hp_n, hp_cap;
   uint32_t method_off, method_len, url_off, url_len;
-  size_t head_bytes;      /* request line + headers so far (for max_header_size) */
+  size_t head_bytes; /* request line + headers so far (for max_header_size) */
   size_t trailer_bytes;
   uint32_t chunk_ext;       /* chunk extension bytes of the current chunk (http1.c budgets) */
   uint32_t chunk_ext_total; /*   and of the whole message */
@@ -198,10 +200,10 @@ typedef struct sh_conn {
   char *acc;
   size_t acc_len, acc_cap;
   uint64_t drain_bytes;
-  uint64_t linger_until;  /* uv_now() ms: the lingering close ends by then at the latest */
-  uint64_t t_start;       /* uv_hrtime() at the first byte of the current request */
+  uint64_t linger_until; /* uv_now() ms: the lingering close ends by then at the latest */
+  uint64_t t_start;      /* uv_hrtime() at the first byte of the current request */
 
-  uint64_t deadline;      /* uv_now() ms, 0 = none */
+  uint64_t deadline; /* uv_now() ms, 0 = none */
   uint64_t timer_due;
   int dl_kind;
 
@@ -215,17 +217,17 @@ typedef struct sh_conn {
 } sh_conn;
 
 void sh_conn_accept(struct sh_server *srv, uv_stream_t *listener);
-void sh_conn_process(sh_conn *c);                   /* run the parser over buffered input */
-void sh_conn_abort(sh_conn *c);                     /* close now */
-void sh_conn_close(sh_conn *c, int linger);         /* after queued writes; linger: see conn.c */
-void sh_conn_response_done(sh_conn *c);             /* the current response's last byte queued */
+void sh_conn_process(sh_conn *c);           /* run the parser over buffered input */
+void sh_conn_abort(sh_conn *c);             /* close now */
+void sh_conn_close(sh_conn *c, int linger); /* after queued writes; linger: see conn.c */
+void sh_conn_response_done(sh_conn *c);     /* the current response's last byte queued */
 void sh_conn_update_reading(sh_conn *c);
-void sh_conn_stop(sh_conn *c);                      /* server stopping: close if idle */
-void sh_conn_error(sh_conn *c, int status);         /* error response + lingering close */
-void sh_conn_request_read(sh_conn *c);              /* body asked for: resume the parser */
+void sh_conn_stop(sh_conn *c);              /* server stopping: close if idle */
+void sh_conn_error(sh_conn *c, int status); /* error response + lingering close */
+void sh_conn_request_read(sh_conn *c);      /* body asked for: resume the parser */
 void sh_conn_deliver_disconnect(sh_conn *c);
 void sh_conn_set_deadline(sh_conn *c, int kind, double seconds);
-int sh_conn_drain_ok(const sh_req *req);            /* can an unread body be discarded? */
+int sh_conn_drain_ok(const sh_req *req); /* can an unread body be discarded? */
 
 /* ---- http1.c ---- */
 
@@ -277,8 +279,8 @@ struct sh_server {
   uv_idle_t idle;
   uv_timer_t grace_timer;
   uv_signal_t sigint, sigterm;
-  int handles_init;  /* async/check/idle/grace/signals initialised */
-  int fired;         /* a handler callback ran this iteration */
+  int handles_init; /* async/check/idle/grace/signals initialised */
+  int fired;        /* a handler callback ran this iteration */
 
   pthread_mutex_t qlock;
   sh_op *qhead, *qtail;
@@ -289,16 +291,16 @@ struct sh_server {
   _Atomic double stop_grace;
   int stopping;
   int finalized;
-  int freeing;       /* sh_server_free: no handler callback any more, posts dropped */
+  int freeing; /* sh_server_free: no handler callback any more, posts dropped */
 
   sh_conn *conns;
   size_t nconns;
-  sh_req *live;       /* all requests not yet freed */
-  sh_req *free_reqs;  /* recycled request objects */
+  sh_req *live;      /* all requests not yet freed */
+  sh_req *free_reqs; /* recycled request objects */
   size_t nfree_reqs;
   uint64_t next_id;
 
-  char *rbuf;         /* shared read buffer (see conn.c: alloc_cb) */
+  char *rbuf; /* shared read buffer (see conn.c: alloc_cb) */
   int rbuf_busy;
 
   char date_line[64]; /* "date: Mon, 24 Nov 2025 07:59:00 GMT\r\n" */
@@ -314,19 +316,19 @@ struct sh_server {
   int inflight;                /* requests handed out and not yet released */
   uint64_t max_requests;       /* --limit-max-requests + this worker's jitter (0 = off) */
   int max_requests_hit;
-  char *extra_hdrs;            /* --header lines, "name: value\r\n"..., or NULL: the Server */
-  size_t extra_hdrs_len;       /*   lines, then the Date lines, then the others (worker.c) */
+  char *extra_hdrs;      /* --header lines, "name: value\r\n"..., or NULL: the Server */
+  size_t extra_hdrs_len; /*   lines, then the Date lines, then the others (worker.c) */
   size_t extra_server_len, extra_date_len;
-  uint32_t id_prefix;          /* random per process: request ids unique across workers */
-  uv_check_t ready_check;      /* worker.c: 'R' to the supervisor after the first poll */
-  uv_idle_t ready_poll;        /* keeps that first poll from blocking */
+  uint32_t id_prefix;     /* random per process: request ids unique across workers */
+  uv_check_t ready_check; /* worker.c: 'R' to the supervisor after the first poll */
+  uv_idle_t ready_poll;   /* keeps that first poll from blocking */
 };
 
 static inline int sh_on_loop_thread(const struct sh_server *srv) {
   return atomic_load_explicit(&((struct sh_server *)srv)->running, memory_order_acquire) &&
          pthread_equal(pthread_self(), srv->loop_thread);
 }
-void sh_server_fired(struct sh_server *srv);   /* a handler callback is about to run */
+void sh_server_fired(struct sh_server *srv); /* a handler callback is about to run */
 void sh_server_conn_closed(struct sh_server *srv);
 const char *sh_server_date(struct sh_server *srv, size_t *len);
 
@@ -350,7 +352,7 @@ int sh_proxy_trusted(const sh_proxy_list *l, const char *host);
 void sh_proxy_apply(const sh_proxy_list *l, sh_request *r);
 
 /* ---- metrics.c (server side hooks) ---- */
-int sh_metrics_init(sh_error *err);                   /* supervisor, before fork */
+int sh_metrics_init(sh_error *err); /* supervisor, before fork */
 void sh_metrics_response(int status, uint64_t bytes, double seconds);
 void sh_metrics_conn(int delta);
 void sh_metrics_inflight(int delta);
@@ -380,12 +382,12 @@ static inline void sh_strlcpy(char *dst, const char *src, size_t cap) {
   if (cap) dst[n] = '\0';
 }
 
-#define SH_ERR(err, c, ...)                                                      \
-  do {                                                                          \
-    if (err) {                                                                  \
-      (err)->code = (c);                                                        \
-      snprintf((err)->message, sizeof((err)->message), __VA_ARGS__);            \
-    }                                                                           \
+#define SH_ERR(err, c, ...)                                          \
+  do {                                                               \
+    if (err) {                                                       \
+      (err)->code = (c);                                             \
+      snprintf((err)->message, sizeof((err)->message), __VA_ARGS__); \
+    }                                                                \
   } while (0)
 
 #endif /* SHIELD_SERVER_INTERNAL_H */

@@ -69,10 +69,10 @@ typedef struct wk {
   int shard;     /* metrics row */
   int notify_rd; /* read end of the worker's notify pipe, -1 once closed */
   int ready;
-  int leaving;     /* SIGTERM sent: its exit is expected */
-  int succ;        /* entry of the replacement being started, -1 */
-  int pred;        /* entry this one replaces (rolling), -1 */
-  int roll_wanted; /* SIGHUP: roll this one when it is its turn */
+  int leaving;         /* SIGTERM sent: its exit is expected */
+  int succ;            /* entry of the replacement being started, -1 */
+  int pred;            /* entry this one replaces (rolling), -1 */
+  int roll_wanted;     /* SIGHUP: roll this one when it is its turn */
   int stop_when_ready; /* the stop came while it was starting: SIGTERM it once it is ready */
   double term_at;
   double started;

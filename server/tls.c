@@ -66,12 +66,12 @@ struct sh_tls_ctx {
 
 struct sh_tls_conn {
   SSL *ssl;
-  BIO *rbio;                 /* memory BIO: ciphertext from the socket */
-  sh_tls_ctx *ctx;           /* the context this connection was made with (a reference) */
+  BIO *rbio;       /* memory BIO: ciphertext from the socket */
+  sh_tls_ctx *ctx; /* the context this connection was made with (a reference) */
   struct sh_tls_info_priv *info;
-  char *out;                 /* ciphertext produced by OpenSSL, not yet handed to libuv */
+  char *out; /* ciphertext produced by OpenSSL, not yet handed to libuv */
   size_t out_len, out_cap;
-  int out_failed;            /* out of memory while OpenSSL wrote: the connection is lost */
+  int out_failed; /* out of memory while OpenSSL wrote: the connection is lost */
   unsigned hs_done : 1;
   unsigned first_seen : 1;
   unsigned notify_sent : 1;
@@ -79,8 +79,8 @@ struct sh_tls_conn {
 
 typedef struct sh_tls_info_priv {
   sh_tls_info pub;
-  int refs;                  /* loop thread only (requests and the connection) */
-  sh_tls_ctx *ctx;           /* keeps the server certificate alive */
+  int refs;        /* loop thread only (requests and the connection) */
+  sh_tls_ctx *ctx; /* keeps the server certificate alive */
   sh_iovec *chain;
   char **chain_mem;
   char *subject;
@@ -99,8 +99,10 @@ static struct {
 static void set_err_openssl(sh_error *err, const char *what, const char *file) {
   unsigned long e = ERR_peek_last_error();
   char reason[160];
-  if (e) ERR_error_string_n(e, reason, sizeof reason);
-  else snprintf(reason, sizeof reason, "unknown error");
+  if (e)
+    ERR_error_string_n(e, reason, sizeof reason);
+  else
+    snprintf(reason, sizeof reason, "unknown error");
   const char *r = e ? ERR_reason_error_string(e) : NULL;
   if (file)
     SH_ERR(err, SH_EINVAL, "%s %s: %s", what, file, r ? r : reason);
@@ -124,8 +126,8 @@ static int check_readable(const char *flag, const char *path, sh_error *err) {
  * RFC 5077 §4 ticket protection, via OpenSSL 3's EVP callback: enc=1 picks our key for a new
  * ticket; enc=0 accepts only tickets named with our key (anything else: 0 = full handshake).
  */
-static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv,
-                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc) {
+static int ticket_cb(SSL *s, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc) {
   (void)s;
   OSSL_PARAM params[3];
   params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, T.hmac, sizeof T.hmac);
@@ -208,8 +210,7 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
   ERR_clear_error();
   if (check_readable("--ssl-certfile", certfile, err) < 0) goto fail;
   if (check_readable("--ssl-keyfile", keyfile, err) < 0) goto fail;
-  if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0)
-    goto fail;
+  if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0) goto fail;
 
   t->ctx = SSL_CTX_new(TLS_server_method());
   if (!t->ctx) {
@@ -219,8 +220,8 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
   SSL_CTX *ctx = t->ctx;
   int minv = cfg->ssl_min_version ? cfg->ssl_min_version : TLS1_2_VERSION;
   SSL_CTX_set_min_proto_version(ctx, minv);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                               SSL_OP_NO_COMPRESSION);
+  SSL_CTX_set_options(
+      ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   /* Idle keep-alive connections then hold no 16 KiB OpenSSL buffers (TEEs are often
    * memory-tight); CPython's ssl module does the same. */
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -268,7 +269,8 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
     if (names) SSL_CTX_set_client_CA_list(ctx, names);
     ERR_clear_error();
   }
-  if (cfg->ssl_cert_reqs == 1) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  if (cfg->ssl_cert_reqs == 1)
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   else if (cfg->ssl_cert_reqs == 2)
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
 
@@ -367,7 +369,8 @@ static int wbio_write(BIO *b, const char *data, int len) {
   size_t need = t->out_len + (size_t)len;
   if (need > t->out_cap) {
     size_t cap = t->out_cap ? t->out_cap : OUT_MIN;
-    while (cap < need) cap *= 2;
+    while (cap < need)
+      cap *= 2;
     char *nb = realloc(t->out, cap);
     if (!nb) {
       t->out_failed = 1;
@@ -457,7 +460,8 @@ fail:
 
 static void info_unref(sh_tls_info_priv *ip) {
   if (!ip || --ip->refs > 0) return;
-  for (size_t i = 0; i < ip->pub.num_client_certs; i++) free(ip->chain_mem[i]);
+  for (size_t i = 0; i < ip->pub.num_client_certs; i++)
+    free(ip->chain_mem[i]);
   free(ip->chain_mem);
   free(ip->chain);
   free(ip->subject);
@@ -466,7 +470,9 @@ static void info_unref(sh_tls_info_priv *ip) {
   free(ip);
 }
 
-void sh_tls_info_unref(const sh_tls_info *info) { info_unref((sh_tls_info_priv *)info); }
+void sh_tls_info_unref(const sh_tls_info *info) {
+  info_unref((sh_tls_info_priv *)info);
+}
 
 void sh_tls_conn_free(sh_conn *c) {
   sh_tls_conn *t = c->tls;
@@ -500,17 +506,19 @@ static void plain_http_reply(sh_conn *c) {
  * with a method token. */
 static int looks_like_http(const char *p, size_t n) {
   size_t i = 0;
-  while (i < n && i < 8 && p[i] >= 'A' && p[i] <= 'Z') i++;
+  while (i < n && i < 8 && p[i] >= 'A' && p[i] <= 'Z')
+    i++;
   return i > 0 && (i == n || p[i] == ' ');
 }
 
 static void handshake_failed(sh_conn *c, int e) {
   unsigned long ossl = ERR_peek_last_error();
   char why[160];
-  if (ossl) ERR_error_string_n(ossl, why, sizeof why);
-  else snprintf(why, sizeof why, "SSL error %d", e);
-  sh_log(SH_LOG_DEBUG, "TLS handshake with %s:%d failed: %s", c->client_host, c->client_port,
-         why);
+  if (ossl)
+    ERR_error_string_n(ossl, why, sizeof why);
+  else
+    snprintf(why, sizeof why, "SSL error %d", e);
+  sh_log(SH_LOG_DEBUG, "TLS handshake with %s:%d failed: %s", c->client_host, c->client_port, why);
   ERR_clear_error();
   flush_out(c, NULL, 0); /* the alert, when OpenSSL made one */
   if (!c->closing) sh_conn_close(c, 0);
@@ -582,9 +590,9 @@ void sh_tls_on_read(sh_conn *c, const char *data, size_t len) {
     if (e == SSL_ERROR_WANT_READ) break;
     if (e == SSL_ERROR_ZERO_RETURN) break; /* close_notify: the TCP EOF follows */
     sh_log(SH_LOG_DEBUG, "TLS error from %s:%d: %s", c->client_host, c->client_port,
-           ERR_reason_error_string(ERR_peek_last_error()) ? ERR_reason_error_string(
-                                                                ERR_peek_last_error())
-                                                          : "SSL_read failed");
+           ERR_reason_error_string(ERR_peek_last_error())
+               ? ERR_reason_error_string(ERR_peek_last_error())
+               : "SSL_read failed");
     ERR_clear_error();
     flush_out(c, NULL, 0);
     sh_conn_abort(c);
@@ -608,8 +616,7 @@ static int ssl_write_all(sh_tls_conn *t, const char *p, size_t n) {
   return 0;
 }
 
-int sh_tls_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
-                 size_t pend) {
+int sh_tls_write(sh_conn *c, sh_req *req, uv_buf_t *bufs, unsigned n, void *owned, size_t pend) {
   sh_tls_conn *t = c->tls;
   if (c->closing || c->shutting || !t->hs_done) {
     free(owned);

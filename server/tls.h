@@ -42,8 +42,8 @@ void sh_tls_on_read(struct sh_conn *c, const char *data, size_t len);
 
 /* Encrypt bufs and write the ciphertext (one socket write per call); same contract as
  * sh_conn_write. */
-int sh_tls_write(struct sh_conn *c, struct sh_req *req, uv_buf_t *bufs, unsigned n,
-                 void *owned, size_t pend);
+int sh_tls_write(struct sh_conn *c, struct sh_req *req, uv_buf_t *bufs, unsigned n, void *owned,
+                 size_t pend);
 
 /* Before the write side is shut down: queue a close_notify alert (RFC 8446 §6.1). */
 void sh_tls_close_notify(struct sh_conn *c);

@@ -69,7 +69,7 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
         size_t nl = (size_t)(colon - h), vl = strlen(v);
         int kind = nl == 6 && strncasecmp(h, "server", 6) == 0 ? 0
                    : nl == 4 && strncasecmp(h, "date", 4) == 0 ? 1
-                                                                : 2;
+                                                               : 2;
         if (kind != pass) continue;
         memcpy(p, h, nl);
         p += nl;
@@ -80,8 +80,10 @@ int sh_worker_setup(sh_server *srv, sh_error *err) {
         memcpy(p, "\r\n", 2);
         p += 2;
       }
-      if (pass == 0) srv->extra_server_len = (size_t)(p - seg);
-      else if (pass == 1) srv->extra_date_len = (size_t)(p - seg);
+      if (pass == 0)
+        srv->extra_server_len = (size_t)(p - seg);
+      else if (pass == 1)
+        srv->extra_date_len = (size_t)(p - seg);
     }
     srv->extra_hdrs_len = (size_t)(p - srv->extra_hdrs);
   }

@@ -56,12 +56,12 @@ typedef struct sh_header {
 /* Error codes: 0 is success, errors are negative. */
 enum {
   SH_OK = 0,
-  SH_EINVAL = -1,     /* bad argument (message says which) */
+  SH_EINVAL = -1, /* bad argument (message says which) */
   SH_ENOMEM = -2,
-  SH_ECLOSED = -3,    /* the client went away or the request is already finished */
-  SH_ESTATE = -4,     /* call not valid in the request's current state (e.g. body before start) */
-  SH_EHEADER = -5,    /* response header name/value would allow response splitting */
-  SH_ETOOLONG = -6,   /* app wrote more body than its Content-Length */
+  SH_ECLOSED = -3,  /* the client went away or the request is already finished */
+  SH_ESTATE = -4,   /* call not valid in the request's current state (e.g. body before start) */
+  SH_EHEADER = -5,  /* response header name/value would allow response splitting */
+  SH_ETOOLONG = -6, /* app wrote more body than its Content-Length */
   SH_ELISTEN = -7,
   SH_ESYS = -8
 };
@@ -82,12 +82,12 @@ typedef struct sh_handler sh_handler;
  * request.  Strings are NUL-terminated; PEM blocks end in "\n".
  */
 typedef struct sh_tls_info {
-  int version;               /* wire version: 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
-  const char *version_name;  /* "TLSv1.3" */
-  int cipher_suite;          /* IANA id, e.g. 0x1302 (TLS_AES_256_GCM_SHA384) */
-  const char *cipher_name;   /* OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384" */
-  int session_reused;        /* the handshake resumed a session (ticket or session ID) */
-  sh_iovec server_cert_pem;  /* the server's certificate (leaf) as PEM */
+  int version;              /* wire version: 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+  const char *version_name; /* "TLSv1.3" */
+  int cipher_suite;         /* IANA id, e.g. 0x1302 (TLS_AES_256_GCM_SHA384) */
+  const char *cipher_name;  /* OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384" */
+  int session_reused;       /* the handshake resumed a session (ticket or session ID) */
+  sh_iovec server_cert_pem; /* the server's certificate (leaf) as PEM */
   sh_iovec server_cert_der;
   /* The client's certificate chain as PEM, client certificate first; 0 when the client sent
    * none.  On a resumed session only the client's own certificate is known (n = 1). */
@@ -105,14 +105,14 @@ typedef enum sh_addr_kind { SH_ADDR_NONE = 0, SH_ADDR_INET = 1, SH_ADDR_UNIX = 2
 
 /* The public, read-only part of a request (the server keeps private state behind it). */
 struct sh_request {
-  sh_iovec method;       /* "GET" */
-  sh_iovec target;       /* request-target exactly as sent: "/a%20b?x=1" */
-  sh_iovec path;         /* target up to '?', still percent-encoded ("raw_path"); for an
-                            absolute-form target ("http://host/a?x") the URI's path ("/" when
-                            empty), and the Host header holds its authority (RFC 9112 §3.2.2) */
-  sh_iovec query;        /* after '?', without it; len 0 when absent */
+  sh_iovec method; /* "GET" */
+  sh_iovec target; /* request-target exactly as sent: "/a%20b?x=1" */
+  sh_iovec path;   /* target up to '?', still percent-encoded ("raw_path"); for an
+                      absolute-form target ("http://host/a?x") the URI's path ("/" when
+                      empty), and the Host header holds its authority (RFC 9112 §3.2.2) */
+  sh_iovec query;  /* after '?', without it; len 0 when absent */
   int http_major, http_minor;
-  sh_header *headers;    /* in arrival order, names lower-cased */
+  sh_header *headers; /* in arrival order, names lower-cased */
   size_t num_headers;
   int64_t content_length; /* -1 when absent (chunked, or no body) */
   int chunked;            /* Transfer-Encoding: chunked */
@@ -121,14 +121,14 @@ struct sh_request {
   int tls;                /* 1 when the connection is TLS ("https") */
   const struct sh_tls_info *tls_info; /* the connection's TLS facts when tls, else NULL */
   sh_addr_kind addr_kind;
-  char client_host[64];   /* numeric address, "" when addr_kind != SH_ADDR_INET */
+  char client_host[64]; /* numeric address, "" when addr_kind != SH_ADDR_INET */
   int client_port;
-  char server_host[64];   /* numeric address of the local end, or the UNIX path (truncated) */
+  char server_host[64]; /* numeric address of the local end, or the UNIX path (truncated) */
   int server_port;
-  uint64_t id;            /* unique per server process, for logs */
-  void *handler_data;     /* free for the handler's use */
-  int forwarded_proto;    /* from a trusted proxy (--proxy-headers): 0 none, 1 http, 2 https;
-                             client_host/port already hold the forwarded client (port 0) */
+  uint64_t id;         /* unique per server process, for logs */
+  void *handler_data;  /* free for the handler's use */
+  int forwarded_proto; /* from a trusted proxy (--proxy-headers): 0 none, 1 http, 2 https;
+                          client_host/port already hold the forwarded client (port 0) */
 };
 
 /*
@@ -192,61 +192,61 @@ struct sh_handler {
 /* ---- Configuration (filled by sh_config_init + the command line) ---- */
 
 typedef struct sh_config {
-  const char *app;            /* MODULE:ATTR (NULL for --native-hello) */
+  const char *app; /* MODULE:ATTR (NULL for --native-hello) */
   int factory;
-  const char *app_dir;        /* default "." */
-  const char *host;           /* default "127.0.0.1" */
-  int port;                   /* default 8000 */
-  const char *uds;            /* --uds PATH */
-  int fd;                     /* --fd N, -1 when unset */
-  int backlog;                /* default 2048 */
-  const char *lifespan;       /* auto|on|off */
-  const char *loop;           /* auto|asyncio|uvloop */
-  const char *log_level;      /* critical|error|warning|info|debug|trace; default info */
-  int access_log;             /* default 1 */
-  int gc_freeze;              /* gc.freeze() after lifespan start-up; default 1 */
+  const char *app_dir;   /* default "." */
+  const char *host;      /* default "127.0.0.1" */
+  int port;              /* default 8000 */
+  const char *uds;       /* --uds PATH */
+  int fd;                /* --fd N, -1 when unset */
+  int backlog;           /* default 2048 */
+  const char *lifespan;  /* auto|on|off */
+  const char *loop;      /* auto|asyncio|uvloop */
+  const char *log_level; /* critical|error|warning|info|debug|trace; default info */
+  int access_log;        /* default 1 */
+  int gc_freeze;         /* gc.freeze() after lifespan start-up; default 1 */
   const char *env_file;
-  const char *root_path;      /* default "" */
-  size_t max_header_size;     /* default 16 KiB -> 431 beyond */
-  uint64_t max_body_size;     /* default 0 = unlimited -> 413 beyond */
-  double timeout_header;      /* seconds, default 10 */
-  double timeout_keep_alive;  /* seconds, default 5 */
-  int server_header;          /* "server: shield" on responses, default 1 */
-  int date_header;            /* default 1 */
-  int native_hello;           /* serve the C hello handler, no Python */
-  size_t body_high_water;     /* default 256 KiB */
-  size_t write_high_water;    /* default 1 MiB */
-  int handle_signals;         /* sh_server_run stops on SIGINT/SIGTERM itself (C-only mode);
-                                 0 when an embedding program (pyshim) handles signals */
+  const char *root_path;     /* default "" */
+  size_t max_header_size;    /* default 16 KiB -> 431 beyond */
+  uint64_t max_body_size;    /* default 0 = unlimited -> 413 beyond */
+  double timeout_header;     /* seconds, default 10 */
+  double timeout_keep_alive; /* seconds, default 5 */
+  int server_header;         /* "server: shield" on responses, default 1 */
+  int date_header;           /* default 1 */
+  int native_hello;          /* serve the C hello handler, no Python */
+  size_t body_high_water;    /* default 256 KiB */
+  size_t write_high_water;   /* default 1 MiB */
+  int handle_signals;        /* sh_server_run stops on SIGINT/SIGTERM itself (C-only mode);
+                                0 when an embedding program (pyshim) handles signals */
 
   /* ---- production serving (issue: workers, shared state, proxy headers, limits, logs,
    * metrics).  Filled by the command line, or by the supervisor for its workers. ---- */
-  int workers;                      /* --workers N (default $WEB_CONCURRENCY or 1) */
-  double timeout_graceful_shutdown; /* seconds in-flight requests get on stop (default 30) */
-  uint64_t limit_max_requests;      /* recycle a worker after N requests (0 = never) */
+  int workers;                        /* --workers N (default $WEB_CONCURRENCY or 1) */
+  double timeout_graceful_shutdown;   /* seconds in-flight requests get on stop (default 30) */
+  uint64_t limit_max_requests;        /* recycle a worker after N requests (0 = never) */
   uint64_t limit_max_requests_jitter; /* + random 0..J per worker */
-  int limit_concurrency;            /* 503 beyond this many requests in flight (0 = off) */
-  double timeout_body;              /* a body that stalls this long while read is cut (0=off) */
-  int proxy_headers;                /* honour X-Forwarded-* / Forwarded (default 1) */
-  const char *forwarded_allow_ips;  /* "127.0.0.1" default; "*"; comma list of IPs/CIDRs */
-  const char *extra_headers[16];    /* --header "name: value" lines, NULL-terminated */
+  int limit_concurrency;              /* 503 beyond this many requests in flight (0 = off) */
+  double timeout_body;                /* a body that stalls this long while read is cut (0=off) */
+  int proxy_headers;                  /* honour X-Forwarded-* / Forwarded (default 1) */
+  const char *forwarded_allow_ips;    /* "127.0.0.1" default; "*"; comma list of IPs/CIDRs */
+  const char *extra_headers[16];      /* --header "name: value" lines, NULL-terminated */
   int num_extra_headers;
-  const char *access_log_format;    /* "common" (default) | "json" */
-  const char *metrics;              /* --metrics-port PORT or a UNIX socket path, or NULL */
-  const char *state_secret_file;    /* --state-secret-file FILE (>= 32 raw bytes) */
-  size_t state_table_size;          /* --state-table-size N entries (default 65536) */
-  int vsock_port;                   /* --vsock-port PORT (-1 = unset) */
-  unsigned vsock_cid;               /* --vsock-cid CID (default VMADDR_CID_ANY) */
-  int uds_mode;                     /* --uds-perms octal mode (default 0666) */
-  const char *interface;            /* --interface auto|asgi3|asgi2 (pyshim; default auto) */
-  int reload;                       /* --reload */
-  const char *reload_dirs[16];      /* --reload-dir DIR, NULL-terminated */
+  const char *access_log_format; /* "common" (default) | "json" */
+  const char *metrics;           /* --metrics-port PORT or a UNIX socket path, or NULL */
+  const char *state_secret_file; /* --state-secret-file FILE (>= 32 raw bytes) */
+  size_t state_table_size;       /* --state-table-size N entries (default 65536) */
+  int vsock_port;                /* --vsock-port PORT (-1 = unset) */
+  unsigned vsock_cid;            /* --vsock-cid CID (default VMADDR_CID_ANY) */
+  int uds_mode;                  /* --uds-perms octal mode (default 0666) */
+  const char *interface;         /* --interface auto|asgi3|asgi2 (pyshim; default auto) */
+  int reload;                    /* --reload */
+  const char *reload_dirs[16];   /* --reload-dir DIR, NULL-terminated */
   int num_reload_dirs;
   /* Set by the supervisor for its workers (not flags): */
-  int listen_fd_inherited;          /* an already listening socket to serve (-1 = none) */
-  int notify_fd;                    /* pipe to the supervisor: 'R' ready, 'M' max requests */
-  int worker_index;                 /* 0..workers-1 */
-  int metrics_shard;                /* this process's row of the shared counters */
+  int listen_fd_inherited;           /* an already listening socket to serve (-1 = none) */
+  int notify_fd;                     /* pipe to the supervisor: 'R' ready, 'M' max requests */
+  int worker_index;                  /* 0..workers-1 */
+  int metrics_shard;                 /* this process's row of the shared counters */
   struct sh_shm_table *shared_table; /* mapped before fork (see sh_shm_table), or NULL */
   const unsigned char *state_secret; /* shared secret bytes, or NULL */
   size_t state_secret_len;
@@ -367,8 +367,7 @@ int sh_shm_table_get(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN], void *v
  * place (it may change the bytes, not the length) and its return value is returned.  fn must
  * be short and must not call the table.  SH_SHM_NOTFOUND when there is no live entry. */
 int sh_shm_table_update(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN],
-                        int (*fn)(void *value, size_t value_len, void *ctx), void *ctx,
-                        double now);
+                        int (*fn)(void *value, size_t value_len, void *ctx), void *ctx, double now);
 int sh_shm_table_del(sh_shm_table *t, const uint8_t key[SH_SHM_KEY_LEN]);
 size_t sh_shm_table_count(sh_shm_table *t, double now);
 
@@ -386,7 +385,7 @@ const unsigned char *sh_server_state_secret(const sh_server *srv, size_t *len);
  *   name   metric name ("shield_attest_verifications_total"); labels: 'type="nitro"' or "".
  */
 int sh_metrics_counter(const char *name, const char *labels, const char *help);
-void sh_metrics_add(int counter, int64_t delta);  /* counter < 0: ignored */
+void sh_metrics_add(int counter, int64_t delta); /* counter < 0: ignored */
 int sh_metrics_gauge(const char *name, const char *labels, const char *help);
 /* Observe a duration (seconds) in a histogram (buckets are fixed; see metrics.c). */
 int sh_metrics_histogram(const char *name, const char *labels, const char *help);
@@ -507,8 +506,12 @@ int sh_request_cut(sh_request *req, int status, const sh_header *headers, size_t
 
 /* ---- Logging (any thread; level-filtered; never blocks the I/O thread on disk) ---- */
 typedef enum sh_log_level {
-  SH_LOG_CRITICAL = 50, SH_LOG_ERROR = 40, SH_LOG_WARNING = 30, SH_LOG_INFO = 20,
-  SH_LOG_DEBUG = 10, SH_LOG_TRACE = 5
+  SH_LOG_CRITICAL = 50,
+  SH_LOG_ERROR = 40,
+  SH_LOG_WARNING = 30,
+  SH_LOG_INFO = 20,
+  SH_LOG_DEBUG = 10,
+  SH_LOG_TRACE = 5
 } sh_log_level;
 void sh_log_set_level(const char *name);
 void sh_log(sh_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -11,8 +11,8 @@
 /* Verify and return the reason: SH_ATTEST_OK when verified, SH_ATTEST_REASON_COUNT_ when the
  * call failed or the result is inconsistent (verified, yet with a reason).  *keep (optional)
  * receives the result, which the caller frees. */
-static inline sh_attest_reason run(const uint8_t *ev, size_t len, sh_tee tee,
-                                   sh_attest_options *o, sh_attest_result **keep) {
+static inline sh_attest_reason run(const uint8_t *ev, size_t len, sh_tee tee, sh_attest_options *o,
+                                   sh_attest_result **keep) {
   sh_attest_result *r = NULL;
   if (sh_attest_verify(ev, len, tee, o, &r) < 0 || !r) return SH_ATTEST_REASON_COUNT_;
   sh_attest_reason rs = r->verified ? SH_ATTEST_OK : r->reason;

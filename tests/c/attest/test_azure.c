@@ -281,12 +281,12 @@ static void test_snp(void) {
     uint8_t nonce[32] = {1};
     o.nonce = nonce;
     o.nonce_len = 32;
-    CHECK(run(hcl, hl, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH,
-          "%s: nonce", cases[i].name);
+    CHECK(run(hcl, hl, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "%s: nonce",
+          cases[i].name);
     o.nonce = NULL;
     o.nonce_len = 0;
-    CHECK(run(hcl, hl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED,
-          "%s: as azure-tdx", cases[i].name);
+    CHECK(run(hcl, hl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: as azure-tdx",
+          cases[i].name);
     OPENSSL_free(pder);
     free(bb);
     free(hcl);
@@ -366,8 +366,8 @@ static void test_tdx_pair(const tdx_pair *p) {
   }
   /* the same quote alone, as tdx, says the same */
   sh_attest_options o = {.at = NOW};
-  CHECK(run(q, p->ql, SH_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING,
-        "%s: quote as tdx", p->name);
+  CHECK(run(q, p->ql, SH_TEE_TDX, &o, NULL) == SH_ATTEST_COLLATERAL_MISSING, "%s: quote as tdx",
+        p->name);
 }
 
 /* one changed byte (xor x) in hcl (which = 0) or quote (1) -> the verdict */
@@ -454,12 +454,10 @@ static void test_tdx_negative(const tdx_pair *p) {
   size_t l3[3] = {p->hl, p->ql, 16}, bl;
   sh_attest_options o = {.at = NOW};
   uint8_t *b = bundle(k3, v3, l3, 3, &bl);
-  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: extra key",
-        p->name);
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: extra key", p->name);
   free(b);
   b = bundle(k1, v3, l3, 1, &bl);
-  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: no td_quote",
-        p->name);
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_MALFORMED, "%s: no td_quote", p->name);
   free(b);
   const uint8_t *vd[2] = {p->q, p->q};
   size_t ld[2] = {p->ql, p->ql};
@@ -494,8 +492,7 @@ static void test_tdx_negative(const tdx_pair *p) {
   uint8_t nonce[32] = {7};
   o.nonce = nonce;
   o.nonce_len = 32;
-  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "%s: nonce",
-        p->name);
+  CHECK(run(b, bl, SH_TEE_AZURE_TDX, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "%s: nonce", p->name);
   free(b);
 }
 
@@ -551,8 +548,8 @@ static void test_tdx_fetch(const tdx_pair *p) {
   uint8_t *b = tdx_bundle(p->hcl, p->hl, p->q, p->ql, &bl);
   sh_attest_options o = {.at = NOW};
   sh_attest_result *r = NULL;
-  CHECK(f && sh_attest_verify_fetching(b, bl, SH_TEE_AZURE_TDX, &o, f, NULL, NOW, &r) == 0 &&
-            r && r->reason == SH_ATTEST_COLLATERAL_MISSING &&
+  CHECK(f && sh_attest_verify_fetching(b, bl, SH_TEE_AZURE_TDX, &o, f, NULL, NOW, &r) == 0 && r &&
+            r->reason == SH_ATTEST_COLLATERAL_MISSING &&
             strstr(r->message, "offline lookup failed") && strstr(r->message, "intel-tdx-tcb-"),
         "azure-tdx fetch: %s", r ? r->message : "");
   sh_attest_result_free(r);

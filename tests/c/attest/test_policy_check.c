@@ -1,5 +1,5 @@
-/* tests/c/attest/test_policy_check.c — sh_attest_policy_check: a policy applied to a result verified
- * earlier must decide exactly what sh_attest_verify decides with that policy.  Each case
+/* tests/c/attest/test_policy_check.c — sh_attest_policy_check: a policy applied to a result
+ * verified earlier must decide exactly what sh_attest_verify decides with that policy.  Each case
  * verifies a real vector twice: once with the policy (the reference verdict), once with a
  * permissive set-up (debug allowed, any TCB status) and then re-checks the permissive result
  * with the policy.  Both reasons must be equal, for policies that pass and policies that fail
@@ -19,18 +19,18 @@ typedef struct vec {
   const char *name;
   sh_tee tee;
   const char *file, *at;
-  const char *cert;        /* SNP: the VCEK (DER) */
-  const char *collateral;  /* DCAP */
-  const char *jwks;        /* MAA */
-  int base64;              /* the file holds base64 text */
-  const char *permissive;  /* a policy under which the vector verifies */
+  const char *cert;       /* SNP: the VCEK (DER) */
+  const char *collateral; /* DCAP */
+  const char *jwks;       /* MAA */
+  int base64;             /* the file holds base64 text */
+  const char *permissive; /* a policy under which the vector verifies */
 } vec;
 
 static const vec VECS[] = {
-    {"nitro", SH_TEE_NITRO, "nitro/valid-attestation-doc-bytes", "2022-10-13T08:58:02Z",
+    {"nitro", SH_TEE_NITRO, "nitro/valid-attestation-doc-bytes", "2022-10-13T08:58:02Z", NULL, NULL,
+     NULL, 0, "{\"allow_debug\": true}"},
+    {"nitro-debug", SH_TEE_NITRO, "nitro/debug-mode-attestation-doc-bytes", "2022-10-12T13:50:06Z",
      NULL, NULL, NULL, 0, "{\"allow_debug\": true}"},
-    {"nitro-debug", SH_TEE_NITRO, "nitro/debug-mode-attestation-doc-bytes",
-     "2022-10-12T13:50:06Z", NULL, NULL, NULL, 0, "{\"allow_debug\": true}"},
     {"sev-snp", SH_TEE_SEV_SNP, "sev-snp/test-report.bin", "2025-06-01T00:00:00Z",
      "sev-snp/test-vcek.der", NULL, NULL, 0, "{\"allow_debug\": true}"},
     {"sev-snp-debug", SH_TEE_SEV_SNP, "sev-snp/attestation.bin", "2025-06-01T00:00:00Z",
@@ -140,107 +140,108 @@ static void cases_for(const vec *v, loaded *l, const sh_attest_result *base) {
   char pol[2048];
   sh_attest_reason debug_want = base->debug ? SH_ATTEST_DEBUG_NOT_ALLOWED : SH_ATTEST_OK;
   switch (v->tee) {
-  case SH_TEE_NITRO:
-    same_verdict(v, l, base, "{\"version\": 1}", debug_want);
-    snprintf(pol, sizeof pol, "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"0\": [\"%s\"]}}}",
-             meas(base, "PCR0"));
-    same_verdict(v, l, base, pol, SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"0\": [\"" 
-                 "000000000000000000000000000000000000000000000000000000000000000000000000000000"
-                 "000000000000000001\"]}}}",
-                 SH_ATTEST_MEASUREMENT_MISMATCH);
-    /* a PCR the document does not carry cannot satisfy an allow-list */
-    same_verdict(v, l, base,
-                 "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"31\": [\"" 
-                 "000000000000000000000000000000000000000000000000000000000000000000000000000000"
-                 "000000000000000000\"]}}}",
-                 json_object_get(base->measurements, "PCR31") ? SH_ATTEST_OK
-                                                               : SH_ATTEST_MEASUREMENT_MISMATCH);
-    break;
-  case SH_TEE_SEV_SNP:
-    same_verdict(v, l, base, "{\"version\": 1}", debug_want);
-    snprintf(pol, sizeof pol,
-             "{\"allow_debug\": true, \"sev-snp\": {\"measurement\": [\"%s\"], \"host_data\": "
-             "[\"%s\"], \"allow_smt\": true, \"max_vmpl\": 3}}",
-             meas(base, "measurement"), meas(base, "host_data"));
-    same_verdict(v, l, base, pol, SH_ATTEST_OK);
-    snprintf(pol, sizeof pol,
-             "{\"allow_debug\": true, \"sev-snp\": {\"measurement\": [\"%s\"]}}",
-             other(base, "measurement"));
-    same_verdict(v, l, base, pol, SH_ATTEST_MEASUREMENT_MISMATCH);
-    same_verdict(v, l, base, "{\"allow_debug\": true, \"sev-snp\": {\"min_guest_svn\": 4000}}",
-                 SH_ATTEST_POLICY_DENIED);
-    same_verdict(v, l, base,
-                 "{\"allow_debug\": true, \"sev-snp\": {\"min_tcb\": {\"bl\": 255, \"tee\": 0, "
-                 "\"snp\": 0, \"ucode\": 0}}}",
-                 SH_ATTEST_TCB_OUT_OF_DATE);
-    same_verdict(v, l, base,
-                 "{\"allow_debug\": true, \"sev-snp\": {\"min_tcb\": {\"bl\": 0, \"tee\": 0, "
-                 "\"snp\": 0, \"ucode\": 0}}}",
-                 SH_ATTEST_OK);
-    break;
-  case SH_TEE_SGX:
-    /* production: ConfigurationAndSWHardeningNeeded is not UpToDate */
-    same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_TCB_OUT_OF_DATE);
-    same_verdict(v, l, base, v->permissive, SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
-                 "\"allowed_advisories\": [\"INTEL-SA-00289\"]}}",
-                 SH_ATTEST_TCB_OUT_OF_DATE);
-    snprintf(pol, sizeof pol,
-             "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
-             "\"allowed_advisories\": [\"*\"], \"mrenclave\": [\"%s\"], \"mrsigner\": [\"%s\"]}}",
-             meas(base, "MRENCLAVE"), meas(base, "MRSIGNER"));
-    same_verdict(v, l, base, pol, SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
-                 "\"allowed_advisories\": [\"*\"], \"min_isvsvn\": 65535}}",
-                 SH_ATTEST_POLICY_DENIED);
-    same_verdict(v, l, base,
-                 "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
-                 "\"allowed_advisories\": [\"*\"], \"isvprodid\": [65535]}}",
-                 SH_ATTEST_MEASUREMENT_MISMATCH);
-    break;
-  case SH_TEE_TDX:
-    same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_OK);
-    snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"], \"rtmr0\": [\"%s\"]}}",
-             meas(base, "MRTD"), meas(base, "RTMR0"));
-    same_verdict(v, l, base, pol, SH_ATTEST_OK);
-    snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"]}}", other(base, "MRTD"));
-    same_verdict(v, l, base, pol, SH_ATTEST_MEASUREMENT_MISMATCH);
-    break;
-  case SH_TEE_MAA:
-    same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
-    same_verdict(v, l, base, "{\"maa\": {\"allow_debug\": true, \"attestation_type\": [\"sgx\"]}}",
-                 SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"maa\": {\"allow_debug\": true, \"attestation_type\": [\"sevsnpvm\"]}}",
-                 SH_ATTEST_POLICY_DENIED);
-    snprintf(pol, sizeof pol, "{\"maa\": {\"allow_debug\": true, \"mrenclave\": [\"%s\"]}}",
-             meas(base, "MRENCLAVE"));
-    same_verdict(v, l, base, pol, SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"maa\": {\"allow_debug\": true, \"mrenclave\": [\"00000000000000000000000000"
-                 "00000000000000000000000000000000000001\"]}}",
-                 SH_ATTEST_MEASUREMENT_MISMATCH);
-    same_verdict(v, l, base, "{\"maa\": {\"allow_debug\": true, \"min_svn\": 65535}}",
-                 SH_ATTEST_POLICY_DENIED);
-    break;
-  case SH_TEE_GCP:
-    same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
-    same_verdict(v, l, base, "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false}}",
-                 SH_ATTEST_OK);
-    same_verdict(v, l, base,
-                 "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false, "
-                 "\"hwmodel\": [\"GCP_INTEL_TDX\"]}}",
-                 SH_ATTEST_POLICY_DENIED);
-    same_verdict(v, l, base,
-                 "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false, "
-                 "\"support_attributes\": [\"NO_SUCH_ATTRIBUTE\"]}}",
-                 SH_ATTEST_POLICY_DENIED);
-    break;
-  default: break;
+    case SH_TEE_NITRO:
+      same_verdict(v, l, base, "{\"version\": 1}", debug_want);
+      snprintf(pol, sizeof pol, "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"0\": [\"%s\"]}}}",
+               meas(base, "PCR0"));
+      same_verdict(v, l, base, pol, SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"0\": [\""
+                   "000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                   "000000000000000001\"]}}}",
+                   SH_ATTEST_MEASUREMENT_MISMATCH);
+      /* a PCR the document does not carry cannot satisfy an allow-list */
+      same_verdict(v, l, base,
+                   "{\"allow_debug\": true, \"nitro\": {\"pcrs\": {\"31\": [\""
+                   "000000000000000000000000000000000000000000000000000000000000000000000000000000"
+                   "000000000000000000\"]}}}",
+                   json_object_get(base->measurements, "PCR31") ? SH_ATTEST_OK
+                                                                : SH_ATTEST_MEASUREMENT_MISMATCH);
+      break;
+    case SH_TEE_SEV_SNP:
+      same_verdict(v, l, base, "{\"version\": 1}", debug_want);
+      snprintf(pol, sizeof pol,
+               "{\"allow_debug\": true, \"sev-snp\": {\"measurement\": [\"%s\"], \"host_data\": "
+               "[\"%s\"], \"allow_smt\": true, \"max_vmpl\": 3}}",
+               meas(base, "measurement"), meas(base, "host_data"));
+      same_verdict(v, l, base, pol, SH_ATTEST_OK);
+      snprintf(pol, sizeof pol, "{\"allow_debug\": true, \"sev-snp\": {\"measurement\": [\"%s\"]}}",
+               other(base, "measurement"));
+      same_verdict(v, l, base, pol, SH_ATTEST_MEASUREMENT_MISMATCH);
+      same_verdict(v, l, base, "{\"allow_debug\": true, \"sev-snp\": {\"min_guest_svn\": 4000}}",
+                   SH_ATTEST_POLICY_DENIED);
+      same_verdict(v, l, base,
+                   "{\"allow_debug\": true, \"sev-snp\": {\"min_tcb\": {\"bl\": 255, \"tee\": 0, "
+                   "\"snp\": 0, \"ucode\": 0}}}",
+                   SH_ATTEST_TCB_OUT_OF_DATE);
+      same_verdict(v, l, base,
+                   "{\"allow_debug\": true, \"sev-snp\": {\"min_tcb\": {\"bl\": 0, \"tee\": 0, "
+                   "\"snp\": 0, \"ucode\": 0}}}",
+                   SH_ATTEST_OK);
+      break;
+    case SH_TEE_SGX:
+      /* production: ConfigurationAndSWHardeningNeeded is not UpToDate */
+      same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_TCB_OUT_OF_DATE);
+      same_verdict(v, l, base, v->permissive, SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
+                   "\"allowed_advisories\": [\"INTEL-SA-00289\"]}}",
+                   SH_ATTEST_TCB_OUT_OF_DATE);
+      snprintf(pol, sizeof pol,
+               "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
+               "\"allowed_advisories\": [\"*\"], \"mrenclave\": [\"%s\"], \"mrsigner\": [\"%s\"]}}",
+               meas(base, "MRENCLAVE"), meas(base, "MRSIGNER"));
+      same_verdict(v, l, base, pol, SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
+                   "\"allowed_advisories\": [\"*\"], \"min_isvsvn\": 65535}}",
+                   SH_ATTEST_POLICY_DENIED);
+      same_verdict(v, l, base,
+                   "{\"sgx\": {\"tcb_statuses\": [\"ConfigurationAndSWHardeningNeeded\"], "
+                   "\"allowed_advisories\": [\"*\"], \"isvprodid\": [65535]}}",
+                   SH_ATTEST_MEASUREMENT_MISMATCH);
+      break;
+    case SH_TEE_TDX:
+      same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_OK);
+      snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"], \"rtmr0\": [\"%s\"]}}",
+               meas(base, "MRTD"), meas(base, "RTMR0"));
+      same_verdict(v, l, base, pol, SH_ATTEST_OK);
+      snprintf(pol, sizeof pol, "{\"tdx\": {\"mrtd\": [\"%s\"]}}", other(base, "MRTD"));
+      same_verdict(v, l, base, pol, SH_ATTEST_MEASUREMENT_MISMATCH);
+      break;
+    case SH_TEE_MAA:
+      same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
+      same_verdict(v, l, base,
+                   "{\"maa\": {\"allow_debug\": true, \"attestation_type\": [\"sgx\"]}}",
+                   SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"maa\": {\"allow_debug\": true, \"attestation_type\": [\"sevsnpvm\"]}}",
+                   SH_ATTEST_POLICY_DENIED);
+      snprintf(pol, sizeof pol, "{\"maa\": {\"allow_debug\": true, \"mrenclave\": [\"%s\"]}}",
+               meas(base, "MRENCLAVE"));
+      same_verdict(v, l, base, pol, SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"maa\": {\"allow_debug\": true, \"mrenclave\": [\"00000000000000000000000000"
+                   "00000000000000000000000000000000000001\"]}}",
+                   SH_ATTEST_MEASUREMENT_MISMATCH);
+      same_verdict(v, l, base, "{\"maa\": {\"allow_debug\": true, \"min_svn\": 65535}}",
+                   SH_ATTEST_POLICY_DENIED);
+      break;
+    case SH_TEE_GCP:
+      same_verdict(v, l, base, "{\"version\": 1}", SH_ATTEST_DEBUG_NOT_ALLOWED);
+      same_verdict(v, l, base, "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false}}",
+                   SH_ATTEST_OK);
+      same_verdict(v, l, base,
+                   "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false, "
+                   "\"hwmodel\": [\"GCP_INTEL_TDX\"]}}",
+                   SH_ATTEST_POLICY_DENIED);
+      same_verdict(v, l, base,
+                   "{\"gcp\": {\"allow_debug\": true, \"require_secboot\": false, "
+                   "\"support_attributes\": [\"NO_SUCH_ATTRIBUTE\"]}}",
+                   SH_ATTEST_POLICY_DENIED);
+      break;
+    default:
+      break;
   }
 }
 
@@ -287,21 +288,26 @@ static void test_fail_closed(void) {
   r->message[0] = '\0';
   /* SNP facts missing from the claims */
   r->tee = SH_TEE_SEV_SNP;
-  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "snp: %s", msg);
+  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "snp: %s",
+        msg);
   /* DCAP without a TCB status */
   r->tee = SH_TEE_TDX;
-  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_TCB_OUT_OF_DATE, "tdx: %s", msg);
+  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_TCB_OUT_OF_DATE, "tdx: %s",
+        msg);
   /* MAA without its attestation type */
   r->tee = SH_TEE_MAA;
-  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "maa: %s", msg);
+  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "maa: %s",
+        msg);
   /* a debug Nitro result under production */
   r->tee = SH_TEE_SIMULATED;
   r->debug = 1;
-  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_DEBUG_NOT_ALLOWED, "sim: %s", msg);
+  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_DEBUG_NOT_ALLOWED, "sim: %s",
+        msg);
   /* a type no policy section covers */
   r->debug = 0;
   r->tee = SH_TEE_UNKNOWN;
-  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "unknown: %s", msg);
+  CHECK(sh_attest_policy_check(prod, r, msg, sizeof msg) == SH_ATTEST_POLICY_DENIED, "unknown: %s",
+        msg);
   /* the check never writes into the caller's result */
   CHECK(r->verified == 1 && r->reason == SH_ATTEST_OK && r->message[0] == '\0', "result untouched");
   sh_attest_result_free(r);

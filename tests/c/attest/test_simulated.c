@@ -1,7 +1,7 @@
-/* tests/c/attest/test_simulated.c — attest/simulated.c and attest/nonce.c: the dev root (created once,
- * modes), simulated evidence accepted only with trust_simulated and only under the local root,
- * tampering, debug, expiry, binding; nonces (MAC, age, tampering) and the proof MAC.
- * Prints "N passed, N failed"; exits non-zero on failure. */
+/* tests/c/attest/test_simulated.c — attest/simulated.c and attest/nonce.c: the dev root (created
+ * once, modes), simulated evidence accepted only with trust_simulated and only under the local
+ * root, tampering, debug, expiry, binding; nonces (MAC, age, tampering) and the proof MAC. Prints
+ * "N passed, N failed"; exits non-zero on failure. */
 #include "testutil.h"
 #include "attest.h"
 
@@ -12,12 +12,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 static const int64_t AT = 1750000000; /* 2025-06-15 */
 
 static sh_attest_reason verify(const uint8_t *ev, size_t n, const char *type, int trust,
-                               sh_iovec *root, const uint8_t *nonce, const uint8_t *pk,
-                               size_t pkl, int64_t at, const char *policy, sh_tee *tee) {
+                               sh_iovec *root, const uint8_t *nonce, const uint8_t *pk, size_t pkl,
+                               int64_t at, const char *policy, sh_tee *tee) {
   sh_attest_options o;
   sh_attest_policy *pol = NULL;
   sh_attest_result *r = NULL;
@@ -33,8 +32,7 @@ static sh_attest_reason verify(const uint8_t *ev, size_t n, const char *type, in
   if (policy && sh_attest_policy_load(policy, strlen(policy), &pol, eb, sizeof eb) < 0)
     return SH_ATTEST_REASON_COUNT_;
   o.policy = pol;
-  if (sh_attest_verify(ev, n, sh_tee_from_name(type), &o, &r) < 0)
-    return SH_ATTEST_REASON_COUNT_;
+  if (sh_attest_verify(ev, n, sh_tee_from_name(type), &o, &r) < 0) return SH_ATTEST_REASON_COUNT_;
   sh_attest_reason rc = r->verified ? SH_ATTEST_OK : r->reason;
   if (tee) *tee = r->tee;
   sh_attest_result_free(r);
@@ -180,9 +178,9 @@ int main(void) {
   p.debug = 0;
   CHECK(sh_attest_simulated_evidence(&p, &ev, &evl, eb, sizeof eb) == 0, "%s", eb);
   for (int i = 0; i < 2; i++)
-    CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
-              SH_ATTEST_OK,
-          "default root, verification %d", i + 1);
+    CHECK(
+        verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) == SH_ATTEST_OK,
+        "default root, verification %d", i + 1);
   CHECK(unlink(def) == 0, "unlink the default root");
   CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
             SH_ATTEST_ROOT_UNTRUSTED,
@@ -190,9 +188,9 @@ int main(void) {
   free(droot);
   CHECK(sh_attest_simulated_root(NULL, 1, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
   CHECK(sh_attest_simulated_evidence(&p, &ev2, &ev2l, eb, sizeof eb) == 0, "%s", eb);
-  CHECK(verify(ev2, ev2l, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
-            SH_ATTEST_OK,
-        "the replacing root is not trusted");
+  CHECK(
+      verify(ev2, ev2l, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) == SH_ATTEST_OK,
+      "the replacing root is not trusted");
   CHECK(verify(ev, evl, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) ==
             SH_ATTEST_ROOT_UNTRUSTED,
         "the replaced root is still trusted");

@@ -32,7 +32,8 @@ static void put(const char *name, const void *p, size_t n) {
 static void put_vcek(const char *product, const uint8_t *rep, const uint8_t *der, size_t dl) {
   char hw[129], name[300];
   uint64_t tcb = 0;
-  for (int i = 7; i >= 0; i--) tcb = tcb << 8 | rep[0x180 + i];
+  for (int i = 7; i >= 0; i--)
+    tcb = tcb << 8 | rep[0x180 + i];
   sh_hex_encode(rep + 0x1A0, 64, hw);
   snprintf(name, sizeof name, "amd-vcek-%s-%s-%016llx.der", product, hw, (unsigned long long)tcb);
   put(name, der, dl);
@@ -40,7 +41,8 @@ static void put_vcek(const char *product, const uint8_t *rep, const uint8_t *der
 
 /* A PEM certificate's DER (base64 body; no X.509 parse: vcek-genoa.pem has a zero serial). */
 static uint8_t *pem_body(const uint8_t *pem, size_t *len) {
-  const char *b = strstr((const char *)pem, "-----\n"), *e = strstr((const char *)pem, "\n-----END");
+  const char *b = strstr((const char *)pem, "-----\n"),
+             *e = strstr((const char *)pem, "\n-----END");
   if (!b || !e) return NULL;
   b += 6; /* the body: standard base64 in lines */
   return sh_b64_decode_alloc(b, (size_t)(e - b), SH_B64_STD | SH_B64_PAD | SH_B64_WS, len);
@@ -58,9 +60,12 @@ static void put_dcap(const char *tee, const char *rel) {
   json_t *tij = json_loads(ti, 0, &je);
   char fm[13] = "", name[128], *body;
   snprintf(fm, sizeof fm, "%s", json_string_value(json_object_get(tij, "fmspc")));
-  for (int i = 0; fm[i]; i++) fm[i] |= 0x20;
+  for (int i = 0; fm[i]; i++)
+    fm[i] |= 0x20;
   json_decref(tij);
-  struct { const char *field, *key, *file; } docs[2] = {{"tcb_info", "tcbInfo", NULL}, {"qe_identity", "enclaveIdentity", NULL}};
+  struct {
+    const char *field, *key, *file;
+  } docs[2] = {{"tcb_info", "tcbInfo", NULL}, {"qe_identity", "enclaveIdentity", NULL}};
   for (int d = 0; d < 2; d++) {
     char k[64];
     snprintf(k, sizeof k, "%s_signature", docs[d].field);
@@ -69,8 +74,10 @@ static void put_dcap(const char *tee, const char *rel) {
     size_t bl = strlen(val) + strlen(sig) + 64;
     body = malloc(bl);
     snprintf(body, bl, "{\"%s\":%s,\"signature\":\"%s\"}", docs[d].key, val, sig);
-    if (d == 0) snprintf(name, sizeof name, "intel-%s-tcb-%s.json", tee, fm);
-    else snprintf(name, sizeof name, "intel-%s-qe.json", tee);
+    if (d == 0)
+      snprintf(name, sizeof name, "intel-%s-tcb-%s.json", tee, fm);
+    else
+      snprintf(name, sizeof name, "intel-%s-qe.json", tee);
     put(name, body, strlen(body));
     free(body);
     snprintf(k, sizeof k, "%s_issuer_chain", docs[d].field);
@@ -83,7 +90,8 @@ static void put_dcap(const char *tee, const char *rel) {
     const char *hx = json_string_value(json_object_get(c, crls[i][0]));
     size_t hl = strlen(hx);
     uint8_t *der = malloc(hl / 2);
-    for (size_t j = 0; j < hl / 2; j++) sscanf(hx + 2 * j, "%2hhx", &der[j]);
+    for (size_t j = 0; j < hl / 2; j++)
+      sscanf(hx + 2 * j, "%2hhx", &der[j]);
     if (crls[i][1]) {
       put(crls[i][1], der, hl / 2);
     } else { /* whichever CA issued the quote's PCK */
@@ -167,7 +175,8 @@ static void cached_twice(const uint8_t *ev, size_t n, sh_tee tee, const char *wh
 static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   size_t rl, vl, pl, jl, hl = 0;
   uint8_t *rep = slurp("sev-snp/test-report.bin", &rl), *vcek = slurp("sev-snp/test-vcek.der", &vl);
-  uint8_t *gpem = slurp("sev-snp/vcek-genoa.pem", &pl), *ejs = slurp("sev-snp/evidence-genoa.json", &jl);
+  uint8_t *gpem = slurp("sev-snp/vcek-genoa.pem", &pl),
+          *ejs = slurp("sev-snp/evidence-genoa.json", &jl);
   json_error_t je;
   json_t *ev = json_loadb((const char *)ejs, jl, 0, &je), *arr = json_object_get(ev, "report");
   uint8_t *hcl = malloc(json_array_size(arr) + 1);
@@ -180,9 +189,12 @@ static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   sh_attest_options o = {0};
   o.at = T("2025-06-01T00:00:00Z");
   char msg[256];
-  CHECK(!strcmp(run(NULL, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "collateral_missing"), "no fetcher");
-  CHECK(!strcmp(run(f, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "ok"), "sev-snp, VCEK from the cache");
-  CHECK(!strcmp(run(f, hcl, hl, SH_TEE_AZURE_SNP, &o, NULL, 0), "ok"), "azure-snp, VCEK from the cache");
+  CHECK(!strcmp(run(NULL, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "collateral_missing"),
+        "no fetcher");
+  CHECK(!strcmp(run(f, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "ok"),
+        "sev-snp, VCEK from the cache");
+  CHECK(!strcmp(run(f, hcl, hl, SH_TEE_AZURE_SNP, &o, NULL, 0), "ok"),
+        "azure-snp, VCEK from the cache");
   CHECK(o.certs == NULL && o.ncerts == 0, "the options are not modified");
   CHECK(!strcmp(run(empty, rep, rl, SH_TEE_SEV_SNP, &o, msg, sizeof msg), "collateral_missing") &&
             strstr(msg, "offline lookup failed") && strstr(msg, "Milan"),
@@ -191,7 +203,8 @@ static void test_snp(sh_attest_fetcher *f, sh_attest_fetcher *empty) {
   uint8_t nonce[32] = {1};
   o.nonce = nonce;
   o.nonce_len = 32;
-  CHECK(!strcmp(run(empty, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"), "binding first");
+  CHECK(!strcmp(run(empty, rep, rl, SH_TEE_SEV_SNP, &o, NULL, 0), "binding_mismatch"),
+        "binding first");
   /* bundles through the cache: {"report", "certs": {"vcek"}}, {"hcl_report", "vcek"} */
   uint8_t *b = malloc(rl + vl + hl + gl + 64);
   size_t bn = 0;
@@ -242,7 +255,8 @@ static void test_dcap(sh_attest_fetcher *f) {
 static uint8_t *maa_vector(size_t *jl, uint8_t **tok, size_t *tl, sh_attest_options *o) {
   uint8_t *jw = slurp("maa/sharedwus-certs-2022-05-31.json", jl);
   *tok = slurp("maa/simpleattest-sgx.jwt", tl);
-  while (*tl && ((*tok)[*tl - 1] == '\n' || (*tok)[*tl - 1] == '\r')) (*tl)--;
+  while (*tl && ((*tok)[*tl - 1] == '\n' || (*tok)[*tl - 1] == '\r'))
+    (*tl)--;
   memset(o, 0, sizeof *o);
   o->at = T("2022-05-31T23:00:00Z");
   o->issuer = MAA_ISSUER;
@@ -257,8 +271,9 @@ static void test_maa(void) {
   sh_attest_options o;
   uint8_t *jw = maa_vector(&jl, &tok, &tl, &o);
   put(MAA_JWKS_FILE, jw, jl);
-  static const char oc[] = "{\"issuer\": \"https://sharedwus.wus.attest.azure.net\", "
-                           "\"jwks_uri\": \"https://sharedwus.wus.attest.azure.net/certs\"}";
+  static const char oc[] =
+      "{\"issuer\": \"https://sharedwus.wus.attest.azure.net\", "
+      "\"jwks_uri\": \"https://sharedwus.wus.attest.azure.net/certs\"}";
   put("openid-https___sharedwus.wus.attest.azure.net.json", oc, strlen(oc));
   sh_attest_fetch_issuer fi = {.issuer = iss};
   sh_attest_fetcher *f = offline(dir, &fi, 1);
@@ -346,30 +361,65 @@ static void test_maa_rotation(void) {
 
 /* sh_attest_url_ok: the fetcher's URL rule (attest.h), which needs no vectors. */
 static void test_url_ok(void) {
-  static const char *const https_ok[] = {
-      "https://kdsintf.amd.com", "https://api.trustedservices.intel.com/", "HTTPS://Example.COM",
-      "https://h:443/p?q=1#f", "https://[2001:db8::1]:8443/p", "https://a", "https://h:1",
-      "https://h:65535"};
+  static const char *const https_ok[] = {"https://kdsintf.amd.com",
+                                         "https://api.trustedservices.intel.com/",
+                                         "HTTPS://Example.COM",
+                                         "https://h:443/p?q=1#f",
+                                         "https://[2001:db8::1]:8443/p",
+                                         "https://a",
+                                         "https://h:1",
+                                         "https://h:65535"};
   for (size_t i = 0; i < sizeof https_ok / sizeof https_ok[0]; i++) {
     CHECK(sh_attest_url_ok(https_ok[i], 0) == 1, "%s", https_ok[i]);
     CHECK(sh_attest_url_ok(https_ok[i], 1) == 1, "%s (loopback http allowed)", https_ok[i]);
   }
-  static const char *const loopback[] = {
-      "http://127.0.0.1:8080/x", "http://127.0.0.1", "http://localhost/", "http://LOCALHOST:1",
-      "http://127.1.2.3/p", "http://[::1]:9/p", "http://[::1]", "http://127.255.255.255?x"};
+  static const char *const loopback[] = {"http://127.0.0.1:8080/x",
+                                         "http://127.0.0.1",
+                                         "http://localhost/",
+                                         "http://LOCALHOST:1",
+                                         "http://127.1.2.3/p",
+                                         "http://[::1]:9/p",
+                                         "http://[::1]",
+                                         "http://127.255.255.255?x"};
   for (size_t i = 0; i < sizeof loopback / sizeof loopback[0]; i++) {
     CHECK(sh_attest_url_ok(loopback[i], 1) == 1, "%s", loopback[i]);
     CHECK(sh_attest_url_ok(loopback[i], 0) == 0, "%s without the override", loopback[i]);
   }
   static const char *const bad[] = {
       "http://localhost.evil.example/", /* server/gate_verify_flags.c's url_ok took these four */
-      "http://127.evil.example/", "http://localhost@evil.example/", "http://127.0.0.1@evil.example",
-      "http://192.0.2.1/", "http://128.0.0.1/", "http://0x7f.0.0.1/", "http://127.1/",
-      "http://2130706433/", "http://127.0.0.1.nip.io/", "http://[::2]/", "http://[::1", "http://[::1]x/",
-      "http://localhost:0/", "https://user@h/", "https://user:pw@h/", "https://", "http://",
-      "https:///path", "https://:443/", "ftp://h/", "file:///etc/passwd", "h/path", "",
-      "https://h:65536/", "https://h:80a/", "https://h:/", "https://h:123456/", "https:// h",
-      "https://h p", "https://h\tp", "https://h\x7f", "https://h\xc3\xa9", "https://h\n"};
+      "http://127.evil.example/",
+      "http://localhost@evil.example/",
+      "http://127.0.0.1@evil.example",
+      "http://192.0.2.1/",
+      "http://128.0.0.1/",
+      "http://0x7f.0.0.1/",
+      "http://127.1/",
+      "http://2130706433/",
+      "http://127.0.0.1.nip.io/",
+      "http://[::2]/",
+      "http://[::1",
+      "http://[::1]x/",
+      "http://localhost:0/",
+      "https://user@h/",
+      "https://user:pw@h/",
+      "https://",
+      "http://",
+      "https:///path",
+      "https://:443/",
+      "ftp://h/",
+      "file:///etc/passwd",
+      "h/path",
+      "",
+      "https://h:65536/",
+      "https://h:80a/",
+      "https://h:/",
+      "https://h:123456/",
+      "https:// h",
+      "https://h p",
+      "https://h\tp",
+      "https://h\x7f",
+      "https://h\xc3\xa9",
+      "https://h\n"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     CHECK(sh_attest_url_ok(bad[i], 1) == 0, "accepted %s", bad[i]);
   CHECK(sh_attest_url_ok(NULL, 1) == 0, "NULL");

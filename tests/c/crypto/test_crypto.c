@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 static size_t unhex(const char *h, uint8_t *out) {
   size_t n = strlen(h) / 2;
   for (size_t i = 0; i < n; i++)

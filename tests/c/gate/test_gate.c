@@ -60,8 +60,7 @@ static void answer(sh_request *req, size_t body_len) {
   const sh_gate_attestation *a = sh_gate_request_attestation(req);
   char text[512];
   snprintf(text, sizeof text, "mode=%s;tee=%s;session=%s;marker=%s;len=%zu",
-           a && a->mode ? a->mode : "none",
-           a && a->result ? sh_tee_name(a->result->tee) : "none",
+           a && a->mode ? a->mode : "none", a && a->result ? sh_tee_name(a->result->tee) : "none",
            a && a->session ? a->session : "none", a && a->policy_sha256 ? "yes" : "no", body_len);
   sh_header h[] = {{{"content-type", 12}, {"text/plain", 10}}};
   if (sh_request_start(req, 200, h, 1) == 0) sh_request_write(req, text, strlen(text), 0);

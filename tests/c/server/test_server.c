@@ -56,7 +56,6 @@ typedef struct ev {
   int last;
 } ev;
 
-
 static struct {
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -65,7 +64,7 @@ static struct {
   int busy;
   atomic_int disconnects;
   atomic_int flushes;
-  atomic_int last_start_rc;  /* result of the bad-header start */
+  atomic_int last_start_rc; /* result of the bad-header start */
   atomic_llong last_write_rc;
   atomic_int writables;
 } app = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -76,16 +75,16 @@ static struct {
 static struct {
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  int key;                    /* sh_request_ext_key of the wrapper */
-  sh_server *srv;             /* learnt in on_start */
+  int key;        /* sh_request_ext_key of the wrapper */
+  sh_server *srv; /* learnt in on_start */
   pthread_t loop_thread;
-  atomic_int starts;          /* on_start calls */
+  atomic_int starts;                                                   /* on_start calls */
   int answer_now, app_done, cut_done, app_after, late_done, post_done; /* the steps */
-  int start_rc, write_rc, write_after_cut_rc;    /* the app's calls (/cutrace) */
-  int cut_rc, late_cut_rc, done_cut_rc;          /* sh_request_cut's returns */
-  int post_on_loop;           /* the posted function ran on the loop thread */
-  int posted;                 /* set by the posted function ... */
-  atomic_int flush_after_post; /* ... and seen by the on_flush of that iteration */
+  int start_rc, write_rc, write_after_cut_rc; /* the app's calls (/cutrace) */
+  int cut_rc, late_cut_rc, done_cut_rc;       /* sh_request_cut's returns */
+  int post_on_loop;                           /* the posted function ran on the loop thread */
+  int posted;                                 /* set by the posted function ... */
+  atomic_int flush_after_post;                /* ... and seen by the on_flush of that iteration */
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .key = -1};
 
 /* Wait until *flag is set (at most 10 s: a bound on a hang, not a timing assumption). */
@@ -120,8 +119,10 @@ static void push(int kind, sh_request *req, char *data, size_t len, int last) {
   /* On the loop thread, before the app's release: req is alive here. */
   e->ar = req->handler_data;
   pthread_mutex_lock(&app.lock);
-  if (app.tail) app.tail->next = e;
-  else app.head = e;
+  if (app.tail)
+    app.tail->next = e;
+  else
+    app.head = e;
   app.tail = e;
   pthread_mutex_unlock(&app.lock);
 }
@@ -168,7 +169,12 @@ static sh_handler test_handler = {
     .on_flush = t_on_flush,
 };
 
-#define H(n, v) {{n, sizeof(n) - 1}, {v, sizeof(v) - 1}}
+#define H(n, v)           \
+  {                       \
+    {n, sizeof(n) - 1}, { \
+      v, sizeof(v) - 1    \
+    }                     \
+  }
 
 static void finish(sh_request *req, app_req *ar) {
   if (ar->done) return;
@@ -293,28 +299,28 @@ static void app_event(ev *e) {
     return;
   }
   switch (e->kind) {
-  case EV_REQ:
-    app_request(req, ar);
-    break;
-  case EV_BODY:
-    ar->body = realloc(ar->body, ar->body_len + e->len + 1);
-    memcpy(ar->body + ar->body_len, e->data, e->len);
-    ar->body_len += e->len;
-    free(e->data);
-    sh_request_consumed(req, e->len);
-    if (e->last) {
-      sh_header hs[] = {H("content-type", "application/octet-stream")};
-      sh_request_start(req, 200, hs, 1);
-      sh_request_write(req, ar->body, ar->body_len, 0);
+    case EV_REQ:
+      app_request(req, ar);
+      break;
+    case EV_BODY:
+      ar->body = realloc(ar->body, ar->body_len + e->len + 1);
+      memcpy(ar->body + ar->body_len, e->data, e->len);
+      ar->body_len += e->len;
+      free(e->data);
+      sh_request_consumed(req, e->len);
+      if (e->last) {
+        sh_header hs[] = {H("content-type", "application/octet-stream")};
+        sh_request_start(req, 200, hs, 1);
+        sh_request_write(req, ar->body, ar->body_len, 0);
+        finish(req, ar);
+      }
+      break;
+    case EV_DISC:
       finish(req, ar);
-    }
-    break;
-  case EV_DISC:
-    finish(req, ar);
-    break;
-  case EV_WRITABLE:
-    if (!strcmp(ar->path, "/big")) big_more(req, ar);
-    break;
+      break;
+    case EV_WRITABLE:
+      if (!strcmp(ar->path, "/big")) big_more(req, ar);
+      break;
   }
 }
 
@@ -427,7 +433,9 @@ static int send_all(int fd, const void *p, size_t n) {
   }
   return 0;
 }
-static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+static int send_str(int fd, const char *s) {
+  return send_all(fd, s, strlen(s));
+}
 
 /* A connection's received bytes, parsed one response at a time. */
 typedef struct client {
@@ -467,7 +475,8 @@ static const char *hdr(const resp *r, const char *name) {
     p += 2;
     if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
       const char *v = p + nl + 1;
-      while (*v == ' ') v++;
+      while (*v == ' ')
+        v++;
       const char *e = strstr(v, "\r\n");
       snprintf(val, sizeof val, "%.*s", (int)(e - v), v);
       return val;
@@ -608,8 +617,9 @@ static void test_hello(int port) {
   send_str(c->fd, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "keep-alive second response");
   /* pipelining: three requests in one segment, three responses */
-  send_str(c->fd, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                  "HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\n");
+  send_str(c->fd,
+           "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+           "HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\n");
   int okc = 0;
   for (int i = 0; i < 3; i++)
     if (read_resp(c, &R, i == 2) == 0 && R.status == 200) okc++;
@@ -643,8 +653,9 @@ static void test_hello(int port) {
   client_free(c);
   /* POST with a small unread body: drained, connection reused */
   c = connect_client(port);
-  send_str(c->fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n"
-                  "Host: x\r\n\r\n");
+  send_str(c->fd,
+           "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n"
+           "Host: x\r\n\r\n");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "post to hello");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200, "request after drained body");
   client_free(c);
@@ -669,8 +680,9 @@ static void test_errors(int port) {
     /* The hello handler answers before reading the body; the bad chunk then shows up while
      * the server drains it: 200 followed by 400 and close.  A reading app gets 400. */
     client *c = connect_client(port);
-    send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    "zz\r\nab\r\n0\r\n\r\n");
+    send_str(c->fd,
+             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "zz\r\nab\r\n0\r\n\r\n");
     int st = read_resp(c, &R, 0) == 0 ? R.status : -1;
     if (st == 200) st = read_resp(c, &R, 0) == 0 ? R.status : -1;
     CHECK(st == 400, "bad chunk size %d", st);
@@ -679,8 +691,7 @@ static void test_errors(int port) {
   }
   CHECK(roundtrip(port, "GET / HTTP/1.1\r\n\r\n", &R) == 0 && R.status == 400, "no Host %d",
         R.status);
-  CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &R) == 0 &&
-            R.status == 400,
+  CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &R) == 0 && R.status == 400,
         "two Hosts %d", R.status);
   CHECK(roundtrip(port, "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", &R) == 0 &&
             R.status == 400,
@@ -732,13 +743,13 @@ static void test_app(int port) {
         "1.0 stream close-delimited");
   /* app content-length, streamed in two writes */
   CHECK(roundtrip(port, "GET /cl-stream HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 &&
-            R.body_len == 10 && !memcmp(R.body, "0123456789", 10) &&
-            !hdr(&R, "transfer-encoding"),
+            R.body_len == 10 && !memcmp(R.body, "0123456789", 10) && !hdr(&R, "transfer-encoding"),
         "cl-stream");
   /* HEAD on a streamed response: headers only */
   client *c = connect_client(port);
-  send_str(c->fd, "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /path?after-head HTTP/1.1\r\n"
-                  "Host: x\r\n\r\n");
+  send_str(c->fd,
+           "HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /path?after-head HTTP/1.1\r\n"
+           "Host: x\r\n\r\n");
   CHECK(read_resp(c, &R, 1) == 0 && R.status == 200 && !hdr(&R, "transfer-encoding"),
         "HEAD stream");
   CHECK(read_resp(c, &R, 0) == 0 && R.body_len == 16 && !memcmp(R.body, "/path?after-head", 16),
@@ -746,8 +757,9 @@ static void test_app(int port) {
   client_free(c);
   /* pipelined cross-thread requests answered in order */
   c = connect_client(port);
-  send_str(c->fd, "GET /path?a HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n"
-                  "Content-Length: 3\r\n\r\nbbbGET /path?c HTTP/1.1\r\nHost: x\r\n\r\n");
+  send_str(c->fd,
+           "GET /path?a HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n"
+           "Content-Length: 3\r\n\r\nbbbGET /path?c HTTP/1.1\r\nHost: x\r\n\r\n");
   int a = read_resp(c, &R, 0) == 0 && R.body_len == 7 && !memcmp(R.body, "/path?a", 7);
   int b = read_resp(c, &R, 0) == 0 && R.body_len == 3 && !memcmp(R.body, "bbb", 3);
   int cc = read_resp(c, &R, 0) == 0 && R.body_len == 7 && !memcmp(R.body, "/path?c", 7);
@@ -775,7 +787,8 @@ static void test_app(int port) {
   client_free(c);
   /* app headers: own server header, connection: close honoured; 204 has no body */
   c = connect_client(port);
-  send_str(c->fd, "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\nGET /custom HTTP/1.1\r\nHost: x\r\n\r\n");
+  send_str(c->fd,
+           "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\nGET /custom HTTP/1.1\r\nHost: x\r\n\r\n");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 204 && !hdr(&R, "content-length") &&
             !hdr(&R, "transfer-encoding"),
         "204");
@@ -787,8 +800,9 @@ static void test_app(int port) {
   client_free(c);
   /* 100-continue */
   c = connect_client(port);
-  send_str(c->fd, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
-                  "\r\n");
+  send_str(c->fd,
+           "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+           "\r\n");
   CHECK(read_resp(c, &R, 1) == 0 && R.status == 100, "100 Continue (%d)", R.status);
   send_str(c->fd, "data");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && R.body_len == 4, "after continue");
@@ -817,7 +831,8 @@ static void test_app(int port) {
   usleep(200 * 1000);
   client_free(c);
   double t0 = now_s();
-  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3)
+    usleep(10000);
   CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect mid-body");
   /* client reset while the app holds the request (a FIN alone is a half-close: the request
    * is still answered, see test_half_close) */
@@ -829,7 +844,8 @@ static void test_app(int port) {
   setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   client_free(c);
   t0 = now_s();
-  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3) usleep(10000);
+  while (atomic_load(&app.disconnects) == before && now_s() - t0 < 3)
+    usleep(10000);
   CHECK(atomic_load(&app.disconnects) == before + 1, "on_disconnect while held");
   CHECK(atomic_load(&app.flushes) > 0, "on_flush called");
   /* app answers without reading a big body: connection closes, response intact */
@@ -1070,7 +1086,8 @@ static void test_limits(void) {
   static char body[64 * 1024];
   int n = snprintf(body, sizeof body,
                    "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
-  for (int i = 0; i < 40; i++) n += snprintf(body + n, sizeof body - (size_t)n, "40\r\n%064d\r\n", i);
+  for (int i = 0; i < 40; i++)
+    n += snprintf(body + n, sizeof body - (size_t)n, "40\r\n%064d\r\n", i);
   send_all(c->fd, body, (size_t)n);
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 413, "413 chunked (%d)", R.status);
   client_free(c);
@@ -1589,8 +1606,8 @@ static void test_wrapper_api(void) {
   static char all[65536];
   size_t n = read_to_close(c, all, sizeof all - 1, 10);
   all[n] = '\0';
-  CHECK(w_wait(&W.cut_done) && W.start_rc == 0 && W.write_rc >= 0, "the app's calls were queued (%d, %d)", W.start_rc,
-        W.write_rc);
+  CHECK(w_wait(&W.cut_done) && W.start_rc == 0 && W.write_rc >= 0,
+        "the app's calls were queued (%d, %d)", W.start_rc, W.write_rc);
   CHECK(W.cut_rc == 0, "cut with nothing on the wire: 0 (%d)", W.cut_rc);
   CHECK(strncmp(all, "HTTP/1.1 401 ", 13) == 0 && strstr(all, "\r\nconnection: close\r\n") &&
             n >= 3 && !strcmp(all + n - 3, "cut") && strstr(all, "HTTP/1.1 200") == NULL,
@@ -1604,7 +1621,8 @@ static void test_wrapper_api(void) {
   send_str(c->fd, "POST /w/cutlate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
   n = read_to_close(c, all, sizeof all - 1, 10);
   all[n] = '\0';
-  CHECK(w_wait(&W.late_done) && W.late_cut_rc == SH_ESTATE, "cut after the head went out: SH_ESTATE (%d)", W.late_cut_rc);
+  CHECK(w_wait(&W.late_done) && W.late_cut_rc == SH_ESTATE,
+        "cut after the head went out: SH_ESTATE (%d)", W.late_cut_rc);
   CHECK(strncmp(all, "HTTP/1.1 200 ", 13) == 0 && strstr(all, "partial") &&
             !strstr(all, "\r\n0\r\n\r\n") && !strstr(all, "401"),
         "the app's response cut short, no terminating chunk: %s", all);
@@ -1616,7 +1634,8 @@ static void test_wrapper_api(void) {
   CHECK(next_body_is(c, "done"), "the complete response stands");
   CHECK(w_wait(&W.post_done) && W.post_on_loop, "posted function ran on the loop thread");
   CHECK(W.done_cut_rc == SH_ECLOSED, "cut after the response: SH_ECLOSED (%d)", W.done_cut_rc);
-  for (int i = 0; i < 200 && !atomic_load(&W.flush_after_post); i++) usleep(10000);
+  for (int i = 0; i < 200 && !atomic_load(&W.flush_after_post); i++)
+    usleep(10000);
   CHECK(atomic_load(&W.flush_after_post), "on_flush after the posted function");
   send_str(c->fd, "GET /w/probe HTTP/1.1\r\nHost: x\r\nX-Probe: again\r\n\r\n");
   CHECK(read_resp(c, &R, 0) == 0 && R.status == 200 && strstr(R.body, "slot=again"),
@@ -1627,7 +1646,8 @@ static void test_wrapper_api(void) {
 
   /* the keys are a process-wide, bounded resource */
   int more = 0;
-  while (sh_request_ext_key() >= 0) more++;
+  while (sh_request_ext_key() >= 0)
+    more++;
   CHECK(more == SH_REQUEST_EXT_MAX - 1, "%d keys in all", more + 1);
 }
 
@@ -1638,7 +1658,8 @@ static int parse_args(sh_config *cfg, sh_error *err, ...) {
   va_list ap;
   va_start(ap, err);
   char *a;
-  while ((a = va_arg(ap, char *)) && argc < 31) argv[argc++] = a;
+  while ((a = va_arg(ap, char *)) && argc < 31)
+    argv[argc++] = a;
   va_end(ap);
   argv[argc] = NULL;
   sh_config_init(cfg);
@@ -1661,8 +1682,7 @@ static void test_config(void) {
         "good flag values");
   CHECK(parse_args(&cfg, &err, "--native-hello", NULL) == 0 && cfg.native_hello, "native hello");
   CHECK(parse_args(&cfg, &err, NULL) < 0 && strstr(err.message, "MODULE:ATTR"), "missing app");
-  CHECK(parse_args(&cfg, &err, "m:a", "--port", "70000", NULL) < 0 &&
-            strstr(err.message, "--port"),
+  CHECK(parse_args(&cfg, &err, "m:a", "--port", "70000", NULL) < 0 && strstr(err.message, "--port"),
         "port range: %s", err.message);
   CHECK(parse_args(&cfg, &err, "m:a", "--port", "80x", NULL) < 0, "port junk");
   CHECK(parse_args(&cfg, &err, "m:a", "--timeout-keep-alive", "-1", NULL) < 0 &&
