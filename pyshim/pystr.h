@@ -72,9 +72,16 @@
 /* The methods scope["method"] takes from the table (others are decoded per request).  A list
  * rather than an extern array: the scope builder's copy is static, so the compiler knows the
  * names' lengths. */
-#define SH_PYSTR_METHOD_LIST(X)                                                                   \
-  X("GET") X("POST") X("PUT") X("DELETE") X("HEAD") X("OPTIONS") X("PATCH") X("CONNECT") X("TRAC" \
-                                                                                           "E")
+#define SH_PYSTR_METHOD_LIST(X) \
+  X("GET")                      \
+  X("POST")                     \
+  X("PUT")                      \
+  X("DELETE")                   \
+  X("HEAD")                     \
+  X("OPTIONS")                  \
+  X("PATCH")                    \
+  X("CONNECT")                  \
+  X("TRACE")
 #define SH_PYSTR_METHODS 9
 
 typedef struct sh_pystr_table {
