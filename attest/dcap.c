@@ -38,15 +38,6 @@ static const uint8_t intel_sgx_root[1][32] = {{0x44, 0xa0, 0x19, 0x6b, 0x2b, 0x9
                                                0x0e, 0x74, 0x24, 0x96, 0x43, 0x99, 0xe8, 0x85,
                                                0xa7, 0xcb, 0xb8, 0xcc, 0xfa, 0xb6, 0x74, 0xd3}};
 
-static const char *const status_names[] = {"UpToDate",
-                                           "SWHardeningNeeded",
-                                           "ConfigurationNeeded",
-                                           "ConfigurationAndSWHardeningNeeded",
-                                           "OutOfDate",
-                                           "OutOfDateConfigurationNeeded",
-                                           "Revoked",
-                                           NULL};
-
 struct sh_dcap_policy {
   int allow_debug;
   unsigned statuses;
@@ -102,10 +93,8 @@ int sh_attest__dcap_policy_load(json_t *o, sh_tee tee, struct sh_dcap_policy **o
       if (!json_is_array(v) || !json_array_size(v))
         rc = sh_attest__policy_err(eb, en, "expected a non-empty list of TCB statuses", k);
       json_array_foreach(v, i, s) {
-        int f = -1;
-        for (int j = 0; status_names[j] && f < 0; j++)
-          if (json_is_string(s) && !strcmp(json_string_value(s), status_names[j])) f = j;
-        if (f < 0 || !strcmp(status_names[f], "Revoked"))
+        int f = sh_attest__tcb_status_index(json_string_value(s)); /* NULL: not a string */
+        if (f < 0 || f == SH_DCAP_TCB_REVOKED)
           rc = sh_attest__policy_err(eb, en, "unknown (or never acceptable) TCB status", k);
         else
           p->statuses |= 1u << f;
@@ -250,11 +239,8 @@ int sh_attest__dcap_policy(const sh_attest_policy *pol, sh_attest_result *r, int
   if (!p) p = &default_policy;
   if (r->debug && !sh_attest__allow_debug(pol, p->allow_debug, allow_debug))
     return sh_attest__fail(r, SH_ATTEST_DEBUG_NOT_ALLOWED, "debug %s", tdx ? "TD" : "enclave");
-  int f = -1;
-  for (int i = 0; r->tcb_status && status_names[i] && f < 0; i++)
-    if (!strcmp(r->tcb_status, status_names[i])) f = i;
-  if (r->tcb_status && !strcmp(r->tcb_status, "Revoked"))
-    return sh_attest__fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
+  int f = sh_attest__tcb_status_index(r->tcb_status);
+  if (f == SH_DCAP_TCB_REVOKED) return sh_attest__fail(r, SH_ATTEST_REVOKED, "TCB status Revoked");
   if (f < 0 || !(p->statuses & (1u << f)))
     return sh_attest__fail(r, SH_ATTEST_TCB_OUT_OF_DATE, "TCB status %s not allowed by policy",
                            r->tcb_status ? r->tcb_status : "(none)");

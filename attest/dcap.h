@@ -119,6 +119,11 @@ STACK_OF(X509_CRL) * sh_attest__dcap_crls(const sh_dcap_collateral *c); /* borro
 STACK_OF(X509) *
     sh_attest__dcap_pck_crl_chain(const sh_dcap_collateral *c); /* borrowed, may be NULL */
 
+/* tcb.c: the index of a TCB status name of Intel's TCB info v3 ("UpToDate" 0, ...
+ * "Revoked" 6), or -1 for a name it does not define. */
+#define SH_DCAP_TCB_REVOKED 6
+int sh_attest__tcb_status_index(const char *name);
+
 /* tcb.c: PCK certificate SGX extensions (OID 1.2.840.113741.1.13.1) */
 typedef struct sh_pck_ext {
   uint8_t comp[16];

@@ -127,7 +127,8 @@ int sh_attest__pck_ext_parse(X509 *pck, sh_pck_ext *e) {
   return rc == 0 && have_tcb && have_pceid && have_fmspc ? 0 : -1;
 }
 
-/* Known statuses (Intel PCS TCB info v3); the returned pointer is static. */
+/* Known statuses (Intel PCS TCB info v3), in the order of their index: the policy (dcap.c)
+ * keeps the allowed ones as a bit mask by index.  Returned pointers are static. */
 static const char *const statuses[] = {"UpToDate",
                                        "SWHardeningNeeded",
                                        "ConfigurationNeeded",
@@ -137,11 +138,15 @@ static const char *const statuses[] = {"UpToDate",
                                        "Revoked",
                                        NULL};
 
-static const char *status_of(json_t *lvl) {
-  const char *s = json_string_value(json_object_get(lvl, "tcbStatus"));
+int sh_attest__tcb_status_index(const char *s) {
   for (int i = 0; s && statuses[i]; i++)
-    if (!strcmp(s, statuses[i])) return statuses[i];
-  return NULL;
+    if (!strcmp(s, statuses[i])) return i;
+  return -1;
+}
+
+static const char *status_of(json_t *lvl) {
+  int i = sh_attest__tcb_status_index(json_string_value(json_object_get(lvl, "tcbStatus")));
+  return i < 0 ? NULL : statuses[i];
 }
 
 static int svn_of(json_t *comps, size_t i, long *out) {

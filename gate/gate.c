@@ -308,22 +308,23 @@ static void log_settings(const sh_gate *g) {
 
 sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err) {
   if (!gc || !inner) {
-    SH_ERR(err, SH_EINVAL, "sh_gate_new: a config and an inner handler are required");
+    sh_error_set(err, SH_EINVAL, "sh_gate_new: a config and an inner handler are required");
     return NULL;
   }
   if (!gc->types) {
-    SH_ERR(err, SH_EINVAL, "client attestation needs --attest-types (the TEE types accepted)");
+    sh_error_set(err, SH_EINVAL,
+                 "client attestation needs --attest-types (the TEE types accepted)");
     return NULL;
   }
   pthread_once(&ext_once, take_ext_key);
   if (ext_key < 0) {
-    SH_ERR(err, SH_ENOMEM, "no request extension slot left for the attestation gate");
+    sh_error_set(err, SH_ENOMEM, "no request extension slot left for the attestation gate");
     return NULL;
   }
   if (sh_gate_config_check(gc, err) < 0) return NULL;
   sh_gate *g = calloc(1, sizeof *g);
   if (!g) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     return NULL;
   }
   g->live.live_next = g->live.live_prev = &g->live;
@@ -340,16 +341,16 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
   if (!g->cfg.state_table_size) g->cfg.state_table_size = 65536;
   char bad[48], msg[160];
   if (sh_gate__parse_types(gc->types, &g->types, bad, sizeof bad) < 0) {
-    SH_ERR(err, SH_EINVAL, "--attest-types: '%s' is not a TEE type", bad); /* checked above */
+    sh_error_set(err, SH_EINVAL, "--attest-types: '%s' is not a TEE type", bad); /* checked above */
     goto fail;
   }
   if (gc->policy) {
     if (sh_attest_policy_load_file(gc->policy, &g->policy, msg, sizeof msg) < 0) {
-      SH_ERR(err, SH_EINVAL, "--attest-policy %.60s: %s", gc->policy, msg);
+      sh_error_set(err, SH_EINVAL, "--attest-policy %.60s: %s", gc->policy, msg);
       goto fail;
     }
   } else if (!(g->policy = sh_attest_policy_production())) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     goto fail;
   }
   read_freshness(g);
@@ -358,7 +359,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
   g->simulated_root = (sh_iovec){.ptr = gc->simulated_root, .len = gc->simulated_root_len};
   if (!(g->cache = sh_attest_cache_new(4096)) ||
       !(g->clients = calloc((size_t)g->cfg.max_pending, sizeof *g->clients))) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     goto fail;
   }
   /* JWKS files and DCAP collateral read once, the fetcher created (verifier.c) */
@@ -368,7 +369,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
            "*** --attest-policy says \"freshness\": \"none\": evidence is accepted without a "
            "nonce (development only; each document is still single-use) ***");
   if (RAND_bytes(g->own_secret, sizeof g->own_secret) != 1) {
-    SH_ERR(err, SH_ESYS, "cannot generate the nonce secret");
+    sh_error_set(err, SH_ESYS, "cannot generate the nonce secret");
     goto fail;
   }
   g->secret = g->own_secret; /* until the server's shared one is known (on_start) */
@@ -380,7 +381,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
      * shared table (anonymous memory, untouched until used: costs address space only). */
     if (sh_shm_table_create(g->cfg.state_table_size, &g->own_table, err) < 0) goto fail;
     if (!(g->store = sh_gate__store_shm_new())) {
-      SH_ERR(err, SH_ENOMEM, "out of memory");
+      sh_error_set(err, SH_ENOMEM, "out of memory");
       goto fail;
     }
   }

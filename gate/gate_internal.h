@@ -43,14 +43,6 @@
 #define SH_GATE_MAX_SESSIONS 16384 /* results cached by one gate */
 #define SH_GATE_RESULT_MAX (32 * 1024)
 
-#define SH_ERR(err, c, ...)                                          \
-  do {                                                               \
-    if (err) {                                                       \
-      (err)->code = (c);                                             \
-      snprintf((err)->message, sizeof((err)->message), __VA_ARGS__); \
-    }                                                                \
-  } while (0)
-
 enum { K_PLAIN = 0, K_HEADER, K_ESTABLISH, K_SESSION, K_MTLS };
 
 /* Outcomes of the state-store step of a job (gate_req.state). */

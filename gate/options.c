@@ -70,13 +70,13 @@ static int take_value(const char *name, const char **value, int argc, char **arg
                       sh_error *err) {
   if (!*value) {
     if (*i + 1 >= argc) {
-      SH_ERR(err, SH_EINVAL, "%s needs a value", name);
+      sh_error_set(err, SH_EINVAL, "%s needs a value", name);
       return SH_EINVAL;
     }
     *value = argv[++*i];
   }
   if (!**value) {
-    SH_ERR(err, SH_EINVAL, "%s: the value must not be empty", name);
+    sh_error_set(err, SH_EINVAL, "%s: the value must not be empty", name);
     return SH_EINVAL;
   }
   return 0;
@@ -93,7 +93,7 @@ static int parse(void *data, sh_config *cfg, const char *name, const char *value
   void *field = (char *)gc + o->off;
   if (o->kind == O_BOOL) {
     if (value) {
-      SH_ERR(err, SH_EINVAL, "%s takes no value", name);
+      sh_error_set(err, SH_EINVAL, "%s takes no value", name);
       return SH_EINVAL;
     }
     *(int *)field = 1;
@@ -106,7 +106,7 @@ static int parse(void *data, sh_config *cfg, const char *name, const char *value
   switch (o->kind) {
     case O_ONCE:
       if (*str) {
-        SH_ERR(err, SH_EINVAL, "%s given twice", name);
+        sh_error_set(err, SH_EINVAL, "%s given twice", name);
         return SH_EINVAL;
       }
       *str = value;
@@ -120,11 +120,11 @@ static int parse(void *data, sh_config *cfg, const char *name, const char *value
       break;
     case O_EXCLUDE:
       if (value[0] != '/') {
-        SH_ERR(err, SH_EINVAL, "--attest-exclude: '%s' must start with '/'", value);
+        sh_error_set(err, SH_EINVAL, "--attest-exclude: '%s' must start with '/'", value);
         return SH_EINVAL;
       }
       if (gc->num_exclude >= 15) {
-        SH_ERR(err, SH_EINVAL, "--attest-exclude: at most 15 paths");
+        sh_error_set(err, SH_EINVAL, "--attest-exclude: at most 15 paths");
         return SH_EINVAL;
       }
       gc->exclude[gc->num_exclude++] = value;
@@ -132,9 +132,9 @@ static int parse(void *data, sh_config *cfg, const char *name, const char *value
       break;
     case O_CLOCK:
       if (sh_rfc3339_parse(value, strlen(value), 0, &t) < 0 || t <= 0) {
-        SH_ERR(err, SH_EINVAL,
-               "--attest-clock: '%s' is not an RFC 3339 UTC time (e.g. 2022-10-13T08:58:02Z)",
-               value);
+        sh_error_set(err, SH_EINVAL,
+                     "--attest-clock: '%s' is not an RFC 3339 UTC time (e.g. 2022-10-13T08:58:02Z)",
+                     value);
         return SH_EINVAL;
       }
       gc->clock = t;
@@ -147,7 +147,7 @@ static int check(void *data, sh_config *cfg, sh_error *err) {
   sh_gate_config *gc = data;
   if (sh_gate_config_check(gc, err) < 0) return SH_EINVAL;
   if (gc->types && cfg->native_hello) {
-    SH_ERR(err, SH_EINVAL, "--attest-types needs an app to protect (not --native-hello)");
+    sh_error_set(err, SH_EINVAL, "--attest-types needs an app to protect (not --native-hello)");
     return SH_EINVAL;
   }
   /* Confidential Space tokens are ~11 KB (docs/protocol.md §1.4): 64 KiB unless set explicitly. */

@@ -336,7 +336,7 @@ int sh_gate__pool_start(sh_gate *g, sh_error *err) {
   pthread_cond_init(&g->pool.cv, NULL);
   g->pool.threads = calloc((size_t)g->cfg.pool_threads, sizeof *g->pool.threads);
   if (!g->pool.threads) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     return SH_ENOMEM;
   }
   for (int i = 0; i < g->cfg.pool_threads; i++) {
@@ -344,7 +344,7 @@ int sh_gate__pool_start(sh_gate *g, sh_error *err) {
     g->pool.nthreads++;
   }
   if (g->pool.nthreads == 0) {
-    SH_ERR(err, SH_ESYS, "cannot start the attestation pool");
+    sh_error_set(err, SH_ESYS, "cannot start the attestation pool");
     return SH_ESYS;
   }
   return 0;

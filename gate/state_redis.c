@@ -89,10 +89,10 @@ static int parse_url(redis_store *S, const char *url, sh_error *err) {
   if (slash && slash[1] && parse_db(slash + 1, &S->db) < 0) goto bad;
   return 0;
 bad:
-  SH_ERR(err, SH_EINVAL,
-         "--state-url: '%s' is not redis://[:password@]host[:port][/db] or "
-         "unix:///path/to/redis.sock[?db=N]",
-         url);
+  sh_error_set(err, SH_EINVAL,
+               "--state-url: '%s' is not redis://[:password@]host[:port][/db] or "
+               "unix:///path/to/redis.sock[?db=N]",
+               url);
   return SH_EINVAL;
 }
 
@@ -341,7 +341,7 @@ static const gate_store_ops redis_ops = {
 gate_store *sh_gate__store_redis_new(const char *url, sh_error *err) {
   redis_store *S = calloc(1, sizeof *S);
   if (!S) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     return NULL;
   }
   S->base.ops = &redis_ops;
@@ -359,7 +359,7 @@ gate_store *sh_gate__store_redis_new(const char *url, sh_error *err) {
   drop_connection(); /* the main thread's connection is not used again */
   tl.owner = NULL;
   if (!r) {
-    SH_ERR(err, SH_EINVAL, "--state-url: %.200s", msg);
+    sh_error_set(err, SH_EINVAL, "--state-url: %.200s", msg);
     free(S);
     return NULL;
   }

@@ -49,7 +49,7 @@ static uint8_t *read_jwks(const char *flag, const char *path, size_t *len, sh_er
   if (f) fclose(f);
   if (bad) {
     free(buf);
-    SH_ERR(err, SH_EINVAL, "%s: cannot read '%.150s' (at most 256 KiB)", flag, path);
+    sh_error_set(err, SH_EINVAL, "%s: cannot read '%.150s' (at most 256 KiB)", flag, path);
     return NULL;
   }
   json_error_t je;
@@ -58,8 +58,8 @@ static uint8_t *read_jwks(const char *flag, const char *path, size_t *len, sh_er
   json_decref(doc);
   if (!ok) {
     free(buf);
-    SH_ERR(err, SH_EINVAL, "%s: '%.150s' is not a JWKS (a JSON object with a \"keys\" array)", flag,
-           path);
+    sh_error_set(err, SH_EINVAL, "%s: '%.150s' is not a JWKS (a JSON object with a \"keys\" array)",
+                 flag, path);
     return NULL;
   }
   *len = n;
@@ -72,7 +72,7 @@ static sh_attest_collateral *load_collateral(const char *path, sh_error *err) {
   size_t len = 0;
   char msg[256];
   if (sh_attest_collateral_read(path, &buf, &len, msg, sizeof msg) < 0) {
-    SH_ERR(err, SH_EINVAL, "--attest-collateral: %.200s", msg);
+    sh_error_set(err, SH_EINVAL, "--attest-collateral: %.200s", msg);
     return NULL;
   }
   json_error_t je;
@@ -82,10 +82,10 @@ static sh_attest_collateral *load_collateral(const char *path, sh_error *err) {
   sh_attest_collateral *c = ok ? sh_attest_collateral_new(buf, len) : NULL;
   free(buf);
   if (!c)
-    SH_ERR(err, SH_EINVAL,
-           "--attest-collateral: '%.100s' is not DCAP collateral (JSON form, "
-           "at most 1 MiB, or a directory of Intel PCS responses)",
-           path);
+    sh_error_set(err, SH_EINVAL,
+                 "--attest-collateral: '%.100s' is not DCAP collateral (JSON form, "
+                 "at most 1 MiB, or a directory of Intel PCS responses)",
+                 path);
   return c;
 }
 
@@ -112,7 +112,7 @@ static int make_fetcher(sh_gate__verifier *v, const sh_gate_config *gc, unsigned
   v->fc.intel_pcs_url = gc->pcs_url;
   char msg[256];
   if (!(v->fetcher = sh_attest_fetcher_new(&v->fc, msg, sizeof msg))) {
-    SH_ERR(err, SH_EINVAL, "--attest-cache-dir: %.200s", msg);
+    sh_error_set(err, SH_EINVAL, "--attest-cache-dir: %.200s", msg);
     return -1;
   }
   return 0;
@@ -121,7 +121,7 @@ static int make_fetcher(sh_gate__verifier *v, const sh_gate_config *gc, unsigned
 sh_gate__verifier *sh_gate__verifier_new(const sh_gate_config *gc, unsigned types, sh_error *err) {
   sh_gate__verifier *v = calloc(1, sizeof *v);
   if (!v) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
+    sh_error_set(err, SH_ENOMEM, "out of memory");
     return NULL;
   }
   int maa = (types & 1u << SH_TEE_MAA) != 0, gcp = (types & 1u << SH_TEE_GCP) != 0;

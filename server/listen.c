@@ -27,27 +27,9 @@ static void on_connection(uv_stream_t *listener, int status) {
 }
 
 static int open_tcp(sh_server *srv, sh_error *err) {
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  char port[16];
-  snprintf(port, sizeof port, "%d", srv->cfg.port);
-  const char *host = srv->cfg.host;
-  /* "[::1]" is accepted as a convenience for IPv6 literals. */
-  char hostbuf[256];
-  size_t hl = strlen(host);
-  if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof hostbuf) {
-    memcpy(hostbuf, host + 1, hl - 2);
-    hostbuf[hl - 2] = '\0';
-    host = hostbuf;
-  }
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0 || !res) {
-    SH_ERR(err, SH_ELISTEN, "cannot resolve --host '%s': %s", srv->cfg.host, gai_strerror(rc));
-    return SH_ELISTEN;
-  }
+  struct addrinfo *res = NULL;
+  int rc = sh_listen_resolve(&srv->cfg, &res, err);
+  if (rc < 0) return rc;
   int r = uv_tcp_init(&srv->loop, &srv->lst.h.tcp);
   if (r < 0) {
     freeaddrinfo(res);
@@ -64,12 +46,7 @@ static int open_tcp(sh_server *srv, sh_error *err) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
   r = uv_tcp_getsockname(&srv->lst.h.tcp, (struct sockaddr *)&ss, &len);
-  if (r == 0) {
-    if (ss.ss_family == AF_INET)
-      srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    else if (ss.ss_family == AF_INET6)
-      srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-  }
+  if (r == 0) srv->port = sh_sockaddr_port(&ss, srv->port);
   return 0;
 }
 
@@ -126,10 +103,7 @@ static int open_fd(sh_server *srv, int fd, sh_error *err) {
       srv->lst.open = 1;
       r = uv_tcp_open(&srv->lst.h.tcp, fd);
     }
-    if (ss.ss_family == AF_INET)
-      srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    else if (ss.ss_family == AF_INET6)
-      srv->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    srv->port = sh_sockaddr_port(&ss, srv->port);
   }
   if (r < 0) {
     SH_ERR(err, SH_ELISTEN, "cannot use listening fd %d: %s", fd, uv_strerror(r));

@@ -86,8 +86,10 @@ static int open_uds(const sh_config *cfg, sh_error *err) {
   return finish(fd, cfg, err, cfg->uds);
 }
 
-static int open_tcp(const sh_config *cfg, int *port_out, sh_error *err) {
-  struct addrinfo hints, *res = NULL;
+/* getaddrinfo for --host and --port, for a passive TCP socket.  "[::1]" is accepted for IPv6
+ * literals, as uvicorn does.  On success *res is the caller's to freeaddrinfo. */
+int sh_listen_resolve(const sh_config *cfg, struct addrinfo **res, sh_error *err) {
+  struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -95,18 +97,33 @@ static int open_tcp(const sh_config *cfg, int *port_out, sh_error *err) {
   char port[16];
   snprintf(port, sizeof port, "%d", cfg->port);
   const char *host = cfg->host;
-  char hostbuf[256]; /* "[::1]" is accepted for IPv6 literals */
+  char hostbuf[256];
   size_t hl = strlen(host);
   if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof hostbuf) {
     memcpy(hostbuf, host + 1, hl - 2);
     hostbuf[hl - 2] = '\0';
     host = hostbuf;
   }
-  int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0 || !res) {
+  *res = NULL;
+  int rc = getaddrinfo(host, port, &hints, res);
+  if (rc != 0 || !*res) {
     SH_ERR(err, SH_ELISTEN, "cannot resolve --host '%s': %s", cfg->host, gai_strerror(rc));
     return SH_ELISTEN;
   }
+  return 0;
+}
+
+/* The port of a bound IPv4/IPv6 address (what --port 0 got), or `fallback`. */
+int sh_sockaddr_port(const struct sockaddr_storage *ss, int fallback) {
+  if (ss->ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+  if (ss->ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+  return fallback;
+}
+
+static int open_tcp(const sh_config *cfg, int *port_out, sh_error *err) {
+  struct addrinfo *res = NULL;
+  int rc = sh_listen_resolve(cfg, &res, err);
+  if (rc < 0) return rc;
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     SH_ERR(err, SH_ESYS, "socket: %s", strerror(errno));
@@ -126,12 +143,8 @@ static int open_tcp(const sh_config *cfg, int *port_out, sh_error *err) {
   freeaddrinfo(res);
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
-  if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET)
-      *port_out = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    else if (ss.ss_family == AF_INET6)
-      *port_out = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-  }
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+    *port_out = sh_sockaddr_port(&ss, *port_out);
   return finish(fd, cfg, err, "TCP");
 }
 

@@ -342,6 +342,10 @@ void sh_log_raw(sh_log_level level, const char *line, size_t len); /* no prefix;
 
 /* ---- listen_sock.c: a listening fd opened without libuv (supervisor, vsock) ---- */
 int sh_listen_socket(const sh_config *cfg, int *port_out, sh_error *err);
+struct addrinfo;
+struct sockaddr_storage;
+int sh_listen_resolve(const sh_config *cfg, struct addrinfo **res, sh_error *err);
+int sh_sockaddr_port(const struct sockaddr_storage *ss, int fallback);
 
 /* ---- proxy.c: --proxy-headers / --forwarded-allow-ips ---- */
 typedef struct sh_proxy_list sh_proxy_list;
@@ -382,12 +386,6 @@ static inline void sh_strlcpy(char *dst, const char *src, size_t cap) {
   if (cap) dst[n] = '\0';
 }
 
-#define SH_ERR(err, c, ...)                                          \
-  do {                                                               \
-    if (err) {                                                       \
-      (err)->code = (c);                                             \
-      snprintf((err)->message, sizeof((err)->message), __VA_ARGS__); \
-    }                                                                \
-  } while (0)
+#define SH_ERR(err, c, ...) ((void)sh_error_set((err), (c), __VA_ARGS__))
 
 #endif /* SHIELD_SERVER_INTERNAL_H */

@@ -183,6 +183,35 @@ static int pass_cb(char *buf, int size, int rwflag, void *u) {
 
 /* ---- contexts ---- */
 
+/* What was written to a memory BIO, as a NUL-terminated malloc'd string (len: its length), or
+ * NULL.  Frees the BIO.  `ok` is whether the write into it succeeded. */
+static char *bio_take_string(BIO *mem, int ok, size_t *len) {
+  char *out = NULL, *p = NULL;
+  if (mem && ok) {
+    long n = BIO_get_mem_data(mem, &p);
+    out = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (out) {
+      memcpy(out, p, (size_t)n);
+      out[n] = '\0';
+      if (len) *len = (size_t)n;
+    }
+  }
+  BIO_free(mem);
+  return out;
+}
+
+static char *x509_pem(X509 *x, size_t *len) {
+  BIO *mem = BIO_new(BIO_s_mem());
+  return bio_take_string(mem, mem && PEM_write_bio_X509(mem, x) == 1, len);
+}
+
+static char *x509_subject(X509 *x) {
+  BIO *mem = BIO_new(BIO_s_mem());
+  /* RFC 2253 flags give an RFC 4514 string (most specific RDN first). */
+  int ok = mem && X509_NAME_print_ex(mem, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0;
+  return bio_take_string(mem, ok, NULL);
+}
+
 void sh_tls_ctx_unref(sh_tls_ctx *t) {
   if (!t || atomic_fetch_sub(&t->refs, 1) != 1) return;
   SSL_CTX_free(t->ctx);
@@ -288,26 +317,12 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
 
   /* The server certificate, for the ASGI tls extension (PEM) and attestation (DER). */
   X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  BIO *mem = BIO_new(BIO_s_mem());
   int der_len = leaf ? i2d_X509(leaf, &t->cert_der) : -1;
-  if (!mem || !leaf || der_len <= 0 || PEM_write_bio_X509(mem, leaf) != 1) {
-    BIO_free(mem);
+  if (der_len <= 0 || !(t->cert_pem = x509_pem(leaf, &t->cert_pem_len))) {
     set_err_openssl(err, "cannot encode the certificate of --ssl-certfile", certfile);
     goto fail;
   }
   t->cert_der_len = (size_t)der_len;
-  char *p = NULL;
-  long n = BIO_get_mem_data(mem, &p);
-  t->cert_pem = malloc((size_t)n + 1);
-  if (!t->cert_pem) {
-    BIO_free(mem);
-    SH_ERR(err, SH_ENOMEM, "out of memory");
-    goto fail;
-  }
-  memcpy(t->cert_pem, p, (size_t)n);
-  t->cert_pem[n] = '\0';
-  t->cert_pem_len = (size_t)n;
-  BIO_free(mem);
   EVP_PKEY_free(key);
   BIO_free(bio);
   return t;
@@ -665,40 +680,6 @@ void sh_tls_close_notify(sh_conn *c) {
 }
 
 /* ---- the request's view ---- */
-
-static char *x509_pem(X509 *x, size_t *len) {
-  BIO *mem = BIO_new(BIO_s_mem());
-  char *out = NULL;
-  if (mem && PEM_write_bio_X509(mem, x) == 1) {
-    char *p = NULL;
-    long n = BIO_get_mem_data(mem, &p);
-    out = malloc((size_t)n + 1);
-    if (out) {
-      memcpy(out, p, (size_t)n);
-      out[n] = '\0';
-      *len = (size_t)n;
-    }
-  }
-  BIO_free(mem);
-  return out;
-}
-
-static char *x509_subject(X509 *x) {
-  BIO *mem = BIO_new(BIO_s_mem());
-  char *out = NULL;
-  /* RFC 2253 flags give an RFC 4514 string (most specific RDN first). */
-  if (mem && X509_NAME_print_ex(mem, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0) {
-    char *p = NULL;
-    long n = BIO_get_mem_data(mem, &p);
-    out = malloc((size_t)n + 1);
-    if (out) {
-      memcpy(out, p, (size_t)n);
-      out[n] = '\0';
-    }
-  }
-  BIO_free(mem);
-  return out;
-}
 
 static sh_tls_info_priv *info_build(sh_tls_conn *t) {
   SSL *s = t->ssl;

@@ -71,6 +71,10 @@ typedef struct sh_error {
   int code;
   char message[256];
 } sh_error;
+/* Fills *err (when err is not NULL) with `code` and the printf-style message; returns code, so
+ * that an error path can `return sh_error_set(err, SH_ESYS, "socket: %s", ...)`. */
+int sh_error_set(sh_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 typedef struct sh_server sh_server;
 typedef struct sh_request sh_request;
