@@ -6,59 +6,68 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* docs/protocol.md §3 is one table: error class -> HTTP status, each reason in one class.  The
+ * strings live here once; the gate's replies and the Python package (_native.REASONS) read
+ * them through the three functions below. */
+enum { REQUIRED, INVALID, FAILED, POLICY, UNAVAILABLE };
 static const struct {
-  const char *name, *cls;
-} reasons[SH_ATTEST_REASON_COUNT_] = {
-    [SH_ATTEST_OK] = {NULL, NULL},
-    [SH_ATTEST_MISSING] = {"missing", "attestation_required"},
-    [SH_ATTEST_MALFORMED] = {"malformed", "attestation_invalid"},
-    [SH_ATTEST_UNSUPPORTED_TYPE] = {"unsupported_type", "attestation_invalid"},
-    [SH_ATTEST_SIGNATURE_INVALID] = {"signature_invalid", "attestation_failed"},
-    [SH_ATTEST_CHAIN_INVALID] = {"chain_invalid", "attestation_failed"},
-    [SH_ATTEST_ROOT_UNTRUSTED] = {"root_untrusted", "attestation_failed"},
-    [SH_ATTEST_REVOKED] = {"revoked", "attestation_failed"},
-    [SH_ATTEST_EXPIRED] = {"expired", "attestation_failed"},
-    [SH_ATTEST_NOT_YET_VALID] = {"not_yet_valid", "attestation_failed"},
-    [SH_ATTEST_BINDING_MISMATCH] = {"binding_mismatch", "attestation_failed"},
-    [SH_ATTEST_NONCE_INVALID] = {"nonce_invalid", "attestation_failed"},
-    [SH_ATTEST_NONCE_EXPIRED] = {"nonce_expired", "attestation_failed"},
-    [SH_ATTEST_NONCE_REPLAYED] = {"nonce_replayed", "attestation_failed"},
-    [SH_ATTEST_PROOF_INVALID] = {"proof_invalid", "attestation_failed"},
-    [SH_ATTEST_SESSION_UNKNOWN] = {"session_unknown", "attestation_failed"},
-    [SH_ATTEST_SESSION_EXPIRED] = {"session_expired", "attestation_failed"},
-    [SH_ATTEST_DEBUG_NOT_ALLOWED] = {"debug_not_allowed", "attestation_policy"},
-    [SH_ATTEST_MEASUREMENT_MISMATCH] = {"measurement_mismatch", "attestation_policy"},
-    [SH_ATTEST_TCB_OUT_OF_DATE] = {"tcb_out_of_date", "attestation_policy"},
-    [SH_ATTEST_TCB_UNSUPPORTED] = {"tcb_unsupported", "attestation_policy"},
-    [SH_ATTEST_POLICY_DENIED] = {"policy_denied", "attestation_policy"},
-    [SH_ATTEST_COLLATERAL_MISSING] = {"collateral_missing", "attestation_unavailable"},
-    [SH_ATTEST_COLLATERAL_STALE] = {"collateral_stale", "attestation_unavailable"},
-    [SH_ATTEST_OVERLOADED] = {"overloaded", "attestation_unavailable"},
+  const char *name;
+  int status;
+} classes[] = {
+    [REQUIRED] = {"attestation_required", 401},       [INVALID] = {"attestation_invalid", 401},
+    [FAILED] = {"attestation_failed", 401},           [POLICY] = {"attestation_policy", 403},
+    [UNAVAILABLE] = {"attestation_unavailable", 503},
 };
 
+static const struct {
+  const char *name;
+  int cls;
+} reasons[SH_ATTEST_REASON_COUNT_] = {
+    [SH_ATTEST_OK] = {NULL, -1},
+    [SH_ATTEST_MISSING] = {"missing", REQUIRED},
+    [SH_ATTEST_MALFORMED] = {"malformed", INVALID},
+    [SH_ATTEST_UNSUPPORTED_TYPE] = {"unsupported_type", INVALID},
+    [SH_ATTEST_SIGNATURE_INVALID] = {"signature_invalid", FAILED},
+    [SH_ATTEST_CHAIN_INVALID] = {"chain_invalid", FAILED},
+    [SH_ATTEST_ROOT_UNTRUSTED] = {"root_untrusted", FAILED},
+    [SH_ATTEST_REVOKED] = {"revoked", FAILED},
+    [SH_ATTEST_EXPIRED] = {"expired", FAILED},
+    [SH_ATTEST_NOT_YET_VALID] = {"not_yet_valid", FAILED},
+    [SH_ATTEST_BINDING_MISMATCH] = {"binding_mismatch", FAILED},
+    [SH_ATTEST_NONCE_INVALID] = {"nonce_invalid", FAILED},
+    [SH_ATTEST_NONCE_EXPIRED] = {"nonce_expired", FAILED},
+    [SH_ATTEST_NONCE_REPLAYED] = {"nonce_replayed", FAILED},
+    [SH_ATTEST_PROOF_INVALID] = {"proof_invalid", FAILED},
+    [SH_ATTEST_SESSION_UNKNOWN] = {"session_unknown", FAILED},
+    [SH_ATTEST_SESSION_EXPIRED] = {"session_expired", FAILED},
+    [SH_ATTEST_DEBUG_NOT_ALLOWED] = {"debug_not_allowed", POLICY},
+    [SH_ATTEST_MEASUREMENT_MISMATCH] = {"measurement_mismatch", POLICY},
+    [SH_ATTEST_TCB_OUT_OF_DATE] = {"tcb_out_of_date", POLICY},
+    [SH_ATTEST_TCB_UNSUPPORTED] = {"tcb_unsupported", POLICY},
+    [SH_ATTEST_POLICY_DENIED] = {"policy_denied", POLICY},
+    [SH_ATTEST_COLLATERAL_MISSING] = {"collateral_missing", UNAVAILABLE},
+    [SH_ATTEST_COLLATERAL_STALE] = {"collateral_stale", UNAVAILABLE},
+    [SH_ATTEST_OVERLOADED] = {"overloaded", UNAVAILABLE},
+};
+
+/* A value outside the enum (a caller's bug, or a reason from a newer peer) reads as malformed:
+ * a refusal, never an accidental OK. */
+static sh_attest_reason known(sh_attest_reason r) {
+  return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? r : SH_ATTEST_MALFORMED;
+}
+
 const char *sh_attest_reason_name(sh_attest_reason r) {
-  return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].name : "malformed";
+  return reasons[known(r)].name;
 }
 
 const char *sh_attest_reason_class(sh_attest_reason r) {
-  return (unsigned)r < SH_ATTEST_REASON_COUNT_ ? reasons[r].cls : "attestation_invalid";
+  int c = reasons[known(r)].cls;
+  return c < 0 ? NULL : classes[c].name;
 }
 
-/* docs/protocol.md §3: the status of each error class. */
-static const struct {
-  const char *cls;
-  int status;
-} class_status[] = {
-    {"attestation_required", 401}, {"attestation_invalid", 401},     {"attestation_failed", 401},
-    {"attestation_policy", 403},   {"attestation_unavailable", 503},
-};
-
 int sh_attest_reason_status(sh_attest_reason r) {
-  const char *cls = sh_attest_reason_class(r);
-  if (cls == NULL) return 0;
-  for (size_t i = 0; i < sizeof class_status / sizeof class_status[0]; i++)
-    if (strcmp(class_status[i].cls, cls) == 0) return class_status[i].status;
-  return 401; /* unreachable: every class of the table above is listed */
+  int c = reasons[known(r)].cls;
+  return c < 0 ? 0 : classes[c].status;
 }
 
 /* Record the first failure only: the earliest (cheapest) check decides the reason. */

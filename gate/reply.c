@@ -1,10 +1,9 @@
 /*
  * gate/reply.c — the gate's answers: §3 refusals from one table, JSON successes, 405.
  *
- * docs/protocol.md §3: {"error": <class>, "reason": <code>, "message": <text>}.  The reason codes
- * and their classes are attest's (sh_attest_reason_name, sh_attest_reason_class): the one
- * place their strings live.  What HTTP adds — the status of each reason — is the table below,
- * indexed by the enum; a 401 carries WWW-Authenticate, an overloaded 503 Retry-After.
+ * docs/protocol.md §3: {"error": <class>, "reason": <code>, "message": <text>}.  The reason codes,
+ * their classes and statuses are attest's (sh_attest_reason_name, _class, _status): the one
+ * table of §3.  A 401 carries WWW-Authenticate, an overloaded 503 Retry-After.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,37 +12,6 @@
 #include <jansson.h>
 
 #include "gate_internal.h"
-
-static const short status_of[SH_ATTEST_REASON_COUNT_] = {
-    [SH_ATTEST_MISSING] = 401,   /* attestation_required */
-    [SH_ATTEST_MALFORMED] = 401, /* attestation_invalid */
-    [SH_ATTEST_UNSUPPORTED_TYPE] = 401,
-    [SH_ATTEST_SIGNATURE_INVALID] = 401, /* attestation_failed */
-    [SH_ATTEST_CHAIN_INVALID] = 401,
-    [SH_ATTEST_ROOT_UNTRUSTED] = 401,
-    [SH_ATTEST_REVOKED] = 401,
-    [SH_ATTEST_EXPIRED] = 401,
-    [SH_ATTEST_NOT_YET_VALID] = 401,
-    [SH_ATTEST_BINDING_MISMATCH] = 401,
-    [SH_ATTEST_NONCE_INVALID] = 401,
-    [SH_ATTEST_NONCE_EXPIRED] = 401,
-    [SH_ATTEST_NONCE_REPLAYED] = 401,
-    [SH_ATTEST_PROOF_INVALID] = 401,
-    [SH_ATTEST_SESSION_UNKNOWN] = 401,
-    [SH_ATTEST_SESSION_EXPIRED] = 401,
-    [SH_ATTEST_DEBUG_NOT_ALLOWED] = 403, /* attestation_policy */
-    [SH_ATTEST_MEASUREMENT_MISMATCH] = 403,
-    [SH_ATTEST_TCB_OUT_OF_DATE] = 403,
-    [SH_ATTEST_TCB_UNSUPPORTED] = 403,
-    [SH_ATTEST_POLICY_DENIED] = 403,
-    [SH_ATTEST_COLLATERAL_MISSING] = 503, /* attestation_unavailable */
-    [SH_ATTEST_COLLATERAL_STALE] = 503,
-    [SH_ATTEST_OVERLOADED] = 503,
-};
-
-int sh_gate_reason_status(int reason) {
-  return reason > SH_ATTEST_OK && reason < SH_ATTEST_REASON_COUNT_ ? status_of[reason] : 0;
-}
 
 /* A reason code a refusal can carry (never OK): an out-of-range one is malformed. */
 static sh_attest_reason refusal(sh_attest_reason r) {
@@ -94,7 +62,7 @@ void sh_gate__refuse(sh_gate *g, sh_request *req, sh_attest_reason reason, const
     sh_gate__fail(req);
     return;
   }
-  send_text(req, status_of[reason], text, reason, NULL);
+  send_text(req, sh_attest_reason_status(reason), text, reason, NULL);
   free(text);
 }
 

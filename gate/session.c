@@ -395,7 +395,7 @@ static void digest_failed(sh_gate *g, sh_request *req, gate_req *gr) {
                     {{"www-authenticate", 16}, {"Attestation realm=\"shield\"", 26}}};
   sh_log(SH_LOG_INFO, "attestation refused (request %llu, %s): proof_invalid: %s",
          (unsigned long long)req->id, req->client_host, msg);
-  sh_request_cut(req, sh_gate_reason_status(SH_ATTEST_PROOF_INVALID), h, 2, text ? text : "",
+  sh_request_cut(req, sh_attest_reason_status(SH_ATTEST_PROOF_INVALID), h, 2, text ? text : "",
                  text ? strlen(text) : 0);
   free(text);
   if (!gr->inner_disconnected) {

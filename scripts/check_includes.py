@@ -12,7 +12,8 @@ Rules, for every tracked *.c and *.h:
   - tests/c/<module>/ (white-box tests of that module) may include <module>'s private headers;
   - tests/c/ files may include tests/c/'s own helpers (testutil.h, tests/c/<module>/*.h);
   - anything else may include public headers (<module>/include/*.h) and system headers only.
-A quoted include that names no header of the repository is a system or library header.
+An include ("x.h" or <x.h>) that names no header of the repository is a system or library
+header.
 
 Usage: scripts/check_includes.py [ROOT]   (default: the repository holding this script)
 Exit status: 0 clean, 1 with one line per violation (file:line: what and why).
@@ -24,7 +25,7 @@ import subprocess
 import sys
 
 MODULES = ("common", "server", "gate", "attest", "crypto", "cli", "pyshim")
-INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"')
+INCLUDE = re.compile(r'^\s*#\s*include\s*["<]([^">]+)[">]')
 
 
 def owner(path):

@@ -150,11 +150,6 @@ typedef struct sh_gate_attestation {
 
 const sh_gate_attestation *sh_gate_request_attestation(const sh_request *req);
 
-/* docs/protocol.md §3: the HTTP status of a refusal with reason `reason` (an sh_attest_reason:
- * 401, 403 or 503); the error class and the reason's name are attest's
- * (sh_attest_reason_class, sh_attest_reason_name).  0 for SH_ATTEST_OK or out of range. */
-int sh_gate_reason_status(int reason);
-
 #ifdef __cplusplus
 }
 #endif

@@ -790,21 +790,6 @@ static void test_two_gates(void) {
   stop(&b);
 }
 
-/* docs/protocol.md §3: the status of every reason follows its class (attest's), one table. */
-static void test_reason_statuses(void) {
-  CHECK(sh_gate_reason_status(SH_ATTEST_OK) == 0 && sh_gate_reason_status(-1) == 0 &&
-            sh_gate_reason_status(SH_ATTEST_REASON_COUNT_) == 0,
-        "no status outside the refusals");
-  for (int r = 1; r < SH_ATTEST_REASON_COUNT_; r++) {
-    const char *cls = sh_attest_reason_class((sh_attest_reason)r);
-    int want = !strcmp(cls, "attestation_policy")        ? 403
-               : !strcmp(cls, "attestation_unavailable") ? 503
-                                                         : 401;
-    CHECK(sh_gate_reason_status(r) == want, "%s (%s): %d", sh_attest_reason_name(r), cls,
-          sh_gate_reason_status(r));
-  }
-}
-
 static void test_config_refusals(void) {
   sh_gate_config gc;
   sh_error err = {0};
@@ -837,7 +822,6 @@ int main(void) {
     fprintf(stderr, "dev root: %s\n", err);
     return 1;
   }
-  test_reason_statuses();
   test_config_refusals();
 
   sh_gate_config gc;
