@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from trustee import as_bytes, cbor_bundle, needs_trustee, read
-from verify_cli import VECTORS, find_verify_cmd
+from support.trustee import as_bytes, cbor_bundle, needs_trustee, read
+from support.verify_cli import VECTORS, find_verify_cmd
 
 AT = "2026-11-24T12:00:00Z"  # within every VCEK's and the TD quote's PCK certificate's validity
 CMD = find_verify_cmd("--type")  # not "azure-tdx": a build without it must fail here, not skip

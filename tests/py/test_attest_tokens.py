@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from verify_cli import VECTORS, find_verify_cmd
+from support.verify_cli import VECTORS, find_verify_cmd
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 MAA_AT = "2022-05-31T23:00:00Z"
@@ -238,7 +238,7 @@ def test_gcp_vector(tmp_path):
 
 # ---------------------------------------------------------------- generated tokens
 
-tg = pytest.importorskip("token_gen")
+tg = pytest.importorskip("support.token_gen")
 
 
 @pytest.fixture(scope="module")

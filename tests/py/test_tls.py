@@ -31,7 +31,7 @@ from conftest import (
     scaled,
     shield_bin,
 )
-from tls_certs import PASSWORD, make_pki
+from support.tls_certs import PASSWORD, make_pki
 
 APP = "app_raw:app"
 OPENSSL = shutil.which("openssl")

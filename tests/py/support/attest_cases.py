@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import time
 
-from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
+from support.attest_client import Session, b64e, error, evidence, get_nonce, header_mode
+from support.attest_env import DEFAULT_PCR0
 
 
 def fresh(client, **kw):
@@ -108,8 +109,6 @@ def test_session_body_digest(client):
 
 
 def test_session_valid_and_forged(client):
-    from test_client_attest import DEFAULT_PCR0
-
     s = Session(client)
     assert s.response.status_code == 200, s.response.text
     r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))

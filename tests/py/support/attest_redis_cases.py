@@ -5,7 +5,7 @@ test_client_attest_native_redis.py with shield's native gate — and imports the
 
 from __future__ import annotations
 
-from attest_client import Session, error, evidence, get_nonce, header_mode
+from support.attest_client import Session, error, evidence, get_nonce, header_mode
 
 
 def test_nonce_consumed_on_one_server_is_refused_by_the_other(pair):
