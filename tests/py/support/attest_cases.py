@@ -1,7 +1,7 @@
 """Client-attestation cases that must give the same answer whether the protocol runs in the
-Python middleware under uvicorn (test_client_attest.py) or natively in the shield server
-(test_client_attest_native.py).  Each of those modules imports these, so pytest collects them
-there with that module's own `srv` fixture; this file itself holds no test module."""
+Python middleware under uvicorn (integrations/test_integrations_middleware.py) or natively in
+the shield server (gate/test_gate.py).  Each of those modules imports these, so pytest collects
+them there with that module's own `srv` fixture; this file itself holds no test module."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Loopback HTTPS servers with a test CA generated here, standing in for the collateral and
 key services attest/fetch.c talks to (OpenID discovery + JWKS, AMD KDS, Intel PCS/PCCS), shared
-by test_fetch.py (the fetcher through tests/c/fetch-tool), test_verify_fetch.py (`shield verify
---fetch`) and test_client_attest_fetch.py (the server's gate).
+by attest/test_attest_fetch.py (the fetcher through tests/c/fetch-tool),
+attest/test_attest_verify_fetch.py (`shield verify --fetch`) and gate/test_gate_fetch.py (the
+server's gate).
 
 Fixture: the test CA, a server certificate for 127.0.0.1 and one from an untrusted CA, canned
 answers at the KDS/PCS/JWKS paths and hostile ones (slow, huge, wrong type, bad body,

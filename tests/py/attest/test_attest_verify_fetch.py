@@ -1,9 +1,9 @@
-"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a
-loopback HTTPS server with a test CA (the helpers of test_fetch.py) that serves the shared
-vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD KDS, Intel
-PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local files
-(at the vectors' valid-at times, --at); then --offline with the filled cache gives it again
-with the server stopped; a failing server and no --fetch give collateral_missing."""
+"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a loopback
+HTTPS server with a test CA (support/fetch_servers.py, as in test_attest_fetch.py) that serves
+the shared vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD
+KDS, Intel PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local
+files (at the vectors' valid-at times, --at); then --offline with the filled cache gives it
+again with the server stopped; a failing server and no --fetch give collateral_missing."""
 
 from __future__ import annotations
 

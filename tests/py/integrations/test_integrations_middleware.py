@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from conftest import shield_bin
+from conftest import REPO, shield_bin
 from support.attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh,
     test_debug,
@@ -154,10 +154,7 @@ def test_timestamp_freshness_without_nonce_real_nitro_vector():
 
     from shield_asgi.integrations import AttestationMiddleware
 
-    vectors = Path(
-        os.environ.get("SHIELD_VECTORS")
-        or Path(__file__).resolve().parents[3] / "shared" / "vectors"
-    )
+    vectors = Path(os.environ.get("SHIELD_VECTORS") or REPO.parent / "shared" / "vectors")
     doc = vectors / "attestation" / "nitro" / "valid-attestation-doc-bytes"
     if not doc.exists():
         pytest.skip(f"shared vectors not found at {vectors} (set SHIELD_VECTORS)")

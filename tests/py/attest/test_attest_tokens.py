@@ -1,7 +1,7 @@
 """maa and gcp tokens through `shield verify` (subprocess) and shield_asgi._native.verify: the real
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) at their times and
-today, tampering, and tokens generated here (token_gen.py) for algorithm confusion, alg none,
-HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
+today, tampering, and tokens generated here (support/token_gen.py) for algorithm confusion, alg
+none, HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Azure CVM evidence as Azure produces it, through `shield verify` (subprocess) and
 shield_asgi._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
 version 1) and az-tdx-vtpm report and TD quote (azure-tdx), read in place from a trustee clone
-(trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps are in
-tests/c/attest/test_azure.c; this is the command line and the Python binding on the same data."""
+(support/trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps
+are in tests/c/attest/test_azure.c; this is the command line and the Python binding on the same
+data."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Client attestation verified natively by the shield server (server/gate.c, docs/protocol.md
-§1–§3): the cases of test_client_attest.py (same app, same helpers, same simulated dev root)
-against the real `shield` binary with `--attest-*` flags, so the nonce endpoint, header and
-session mode, the checks and the §3 errors come from C before Python runs; the app sees
-request.state.attestation built from the C result.  Also: mutual-TLS mode, optional mode,
-excluded routes, the pool's caps (503 overloaded), consumed nonces and sessions shared by two
-workers (and the metrics), flag validation, and a real Nitro vector at its valid-at time with
---dev --attest-clock."""
+§1–§3): the cases of integrations/test_integrations_middleware.py (same app, same helpers, same
+simulated dev root) against the real `shield` binary with `--attest-*` flags, so the nonce
+endpoint, header and session mode, the checks and the §3 errors come from C before Python runs;
+the app sees request.state.attestation built from the C result.  Also: mutual-TLS mode, optional
+mode, excluded routes, the pool's caps (503 overloaded), consumed nonces and sessions shared by
+two workers (and the metrics), flag validation, and a real Nitro vector at its valid-at time
+with --dev --attest-clock."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SERVER_KIND, shield_bin
+from conftest import REPO, SERVER_KIND, shield_bin
 from support.attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh,
     test_debug,
@@ -75,9 +75,7 @@ BASE = (
     "--attest-exclude",
     "/openapi.json",
 )
-VECTORS = Path(
-    os.environ.get("SHIELD_VECTORS") or Path(__file__).resolve().parents[3] / "shared" / "vectors"
-)
+VECTORS = Path(os.environ.get("SHIELD_VECTORS") or REPO.parent / "shared" / "vectors")
 
 
 @pytest.fixture(scope="module")

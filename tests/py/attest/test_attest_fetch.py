@@ -12,13 +12,11 @@ import json
 import os
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from support.fetch_servers import Fixture  # skips this module when cryptography is absent
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _tool():
