@@ -1,4 +1,5 @@
-/* tests/c/attest/fetch_tool.c — test-only driver of attest/fetch.c for tests/py/test_fetch.py.
+/* tests/c/attest/fetch_tool.c — test-only driver of attest/fetch.c for
+ * tests/py/attest/test_attest_fetch.py.
  *
  *   fetch-tool [--ca FILE] [--cache DIR] [--offline] [--kds-url URL] [--pcs-url URL]
  *              [--issuer ISS[=JWKS_URL]]... [--timeout-ms N] [--max-bytes N] [--ttl S]

@@ -6,7 +6,8 @@
  * evidence that fails before collateral matters (nothing looked up), the options left
  * untouched, and key rotation (a JWKS that lacks the token's kid re-read once per issuer per
  * 60 s of the fetch clock); and the fetcher's URL rule (sh_attest_url_ok), without vectors.
- * The HTTPS side is tests/py/test_verify_fetch.py and test_client_attest_fetch.py. */
+ * The HTTPS side is tests/py/attest/test_attest_verify_fetch.py and
+ * tests/py/gate/test_gate_fetch.py. */
 #include <attest.h>
 #include <jansson.h>
 #include <openssl/evp.h>

@@ -1,4 +1,5 @@
-"""FastAPI app with client attestation (docs/protocol.md §1–§3), for tests/py/test_client_attest*.
+"""FastAPI app with client attestation (docs/protocol.md §1–§3), for tests/py/gate/ and
+tests/py/integrations/ (and the gate seen through the workers in tests/py/serving/).
 
 Under uvicorn the AttestationMiddleware runs the whole protocol; under `shield --attest-*` the
 server verifies natively and the middleware re-checks its own policy.

@@ -1,5 +1,6 @@
-"""Plain ASGI app (no middleware) for tests/py/test_client_attest_native.py: shows what the
-shield server put in the scope after verifying client attestation natively (docs/protocol.md §2)."""
+"""Plain ASGI app (no middleware) for tests/py/gate/ (test_gate.py, test_gate_fetch.py): shows
+what the shield server put in the scope after verifying client attestation natively
+(docs/protocol.md §2)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""FastAPI app for the policy combinations (tests/py/test_attest_policy.py): the middleware's
+"""FastAPI app for the policy combinations (tests/py/attest/test_attest_policy.py): the middleware's
 own policy (SHIELD_TEST_MW_POLICY: a policy file, or unset) and route policies, enforced on
 top of whatever the server's gate decided (`shield --attest-policy`) or, under another server
 or without the gate, on top of the middleware's own verification.

@@ -1,4 +1,4 @@
-"""Raw ASGI app that reports on the embedded interpreter and its event loop (test_embed.py)."""
+"""Raw ASGI app that reports on the embedded interpreter and its event loop (test_asgi_embed.py)."""
 
 import asyncio
 import json

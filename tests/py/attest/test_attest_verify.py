@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from verify_cli import VECTORS, find_verify_cmd
+from support.verify_cli import VECTORS, find_verify_cmd
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -199,7 +199,7 @@ def test_cli_exit_codes(tmp_path):
 @needs_cli
 def test_cli_generated_root_untrusted(tmp_path):
     pytest.importorskip("cbor2")
-    from attest_gen import nitro_document
+    from support.attest_gen import nitro_document
 
     for tagged in (False, True):
         doc, _ = nitro_document(NOW, tagged=tagged)

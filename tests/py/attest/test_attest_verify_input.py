@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from verify_cli import find_verify_cmd
+from support.verify_cli import find_verify_cmd
 
 LIMIT = 4 * 1024 * 1024
 AT = "2026-11-24T12:00:00Z"

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import SERVER_KIND, RawConn, free_port, http_request, scaled, wait_for
-from test_client_attest import DATA_HOME, SECRET
-from test_flags import scrape
+from support.attest_env import DATA_HOME, SECRET
+from support.metrics import scrape
 
 pytestmark = pytest.mark.skipif(SERVER_KIND != "shield", reason="the native gate: shield only")
 

@@ -1,11 +1,11 @@
 """Cases shared by the two Redis suites (docs/protocol.md §1.1, §1.4): each module defines a
 `pair` fixture of two servers (a first one with one worker) sharing one redis-server and one
-secret file — test_client_attest_redis.py with uvicorn and the middleware,
-test_client_attest_native_redis.py with shield's native gate — and imports these."""
+secret file — integrations/test_integrations_redis.py with uvicorn and the middleware,
+gate/test_gate_redis.py with shield's native gate — and imports these."""
 
 from __future__ import annotations
 
-from attest_client import Session, error, evidence, get_nonce, header_mode
+from support.attest_client import Session, error, evidence, get_nonce, header_mode
 
 
 def test_nonce_consumed_on_one_server_is_refused_by_the_other(pair):

@@ -10,14 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import REPO, free_port
 
 pytestmark = pytest.mark.no_sanitizer  # runs the installed .venv/bin/shield, as the README does
 
@@ -27,8 +24,8 @@ def test_scripts_run_and_the_example_client(tmp_path):
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path))  # a dev root of its own
     log = open(tmp_path / "server.log", "w+")
     p = subprocess.Popen(
-        [str(ROOT / "scripts" / "run"), "--port", str(port)],
-        cwd=ROOT,
+        [str(REPO / "scripts" / "run"), "--port", str(port)],
+        cwd=REPO,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -48,7 +45,7 @@ def test_scripts_run_and_the_example_client(tmp_path):
         out = subprocess.run(
             [
                 sys.executable,
-                str(ROOT / "examples" / "attest_client.py"),
+                str(REPO / "examples" / "attest_client.py"),
                 f"http://127.0.0.1:{port}",
             ],
             env=env,

@@ -1,8 +1,8 @@
 """What the server's verification needs at run time (issue #5): the shared TEE vectors through
 the HTTP path of the real `shield` server (server/gate.c + gate_verify.c over
 sh_attest_verify_fetching), with keys and collateral from files or fetched from loopback HTTPS
-servers started here with a test CA (test_verify_fetch.VectorServer: the vectors' own VCEKs,
-AMD cert chains, Intel PCS collateral and MAA JWKS at the KDS/PCS/JWKS paths; here also
+servers started here with a test CA (support/fetch_servers.py's VectorServer: the vectors' own
+VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the KDS/PCS/JWKS paths; here also
 OpenID discovery, slow and huge answers).
 
 Freshness, honestly: the vectors were captured by others, so their report data / nonce claims
@@ -30,10 +30,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-import test_verify_fetch as tvf  # VectorServer (test CA, KDS/PCS/JWKS routes); skips sans vectors
-from attest_client import Session, b64e, error, get_nonce
-from conftest import SERVER_KIND, free_port, shield_bin
-from verify_cli import VECTORS
+from conftest import SERVER_KIND, free_port, scaled, shield_bin
+from support.attest_client import Session, b64e, error, get_nonce
+from support.fetch_servers import SGX_OPT_IN, VectorServer, vector_der  # skips sans cryptography
+from support.verify_cli import VECTORS
 
 pytestmark = [
     pytest.mark.skipif(SERVER_KIND != "shield", reason="native gate: shield only"),
@@ -54,7 +54,7 @@ SNP_AT = "2025-06-01T00:00:00Z"
 DCAP_AT = "2025-06-20T00:00:00Z"
 
 
-class Issuers(tvf.VectorServer):
+class Issuers(VectorServer):
     """VectorServer plus: /.well-known/openid-configuration naming `issuer` (with jwks_uri on
     this server), /slow/<path> (sleeps `delay` s first) and /huge/<path> (a 3 MiB body)."""
 
@@ -408,7 +408,7 @@ def _digest(nonce: bytes, spki: bytes = b"") -> bytes:
 def test_gcp_oidc_discovery(fresh_server, tmp_path, iss):
     import datetime as dt
 
-    import token_gen as tg
+    from support import token_gen as tg
 
     keys = tg.Keys.get()
     iss.jwks = tg.jwks(tg.jwk(keys.rsa, "k1"))
@@ -517,7 +517,7 @@ def test_gcp_oidc_key_rotation(fresh_server, tmp_path, iss):
     import datetime as dt
     import secrets
 
-    import token_gen as tg
+    from support import token_gen as tg
 
     keys = tg.Keys.get()
     iss.jwks = tg.jwks(tg.jwk(keys.rsa, "A"))
@@ -602,7 +602,7 @@ def test_gcp_oidc_key_rotation(fresh_server, tmp_path, iss):
 def test_dcap_vectors(fresh_server, tmp_path, iss):
     tdx = (VECTORS / "tdx" / "tdx_quote").read_bytes()
     sgx = (VECTORS / "sgx" / "sgx_quote").read_bytes()
-    pol = dev_policy(tmp_path, sgx=tvf.SGX_OPT_IN["sgx"])
+    pol = dev_policy(tmp_path, sgx=SGX_OPT_IN["sgx"])
     srv = serve(
         fresh_server,
         "tdx",
@@ -664,7 +664,7 @@ def test_snp_vectors(fresh_server, tmp_path, iss):
     ).read_bytes()
     iss.chains["Milan"] = (VECTORS / "roots" / "amd-milan-ask-ark.pem").read_bytes()
     hcl = _hcl()
-    iss.vceks[("Genoa", hcl[0x20 + 0x1A0 : 0x20 + 0x1E0].hex())] = tvf._der(
+    iss.vceks[("Genoa", hcl[0x20 + 0x1A0 : 0x20 + 0x1E0].hex())] = vector_der(
         VECTORS / "sev-snp" / "vcek-genoa.pem"
     )
     iss.chains["Genoa"] = (VECTORS / "roots" / "amd-genoa-ask-ark.pem").read_bytes()
@@ -721,7 +721,7 @@ def test_snp_vectors(fresh_server, tmp_path, iss):
             "malformed",
         )
     azure = cbor2.dumps(
-        {"hcl_report": hcl, "vcek": tvf._der(VECTORS / "sev-snp" / "vcek-genoa.pem")}
+        {"hcl_report": hcl, "vcek": vector_der(VECTORS / "sev-snp" / "vcek-genoa.pem")}
     )
     ok(present(srv, "azure-snp", azure), "azure-snp")
     r = present(srv, "sev-snp", (VECTORS / "sev-snp" / "attestation.bin").read_bytes())
@@ -767,7 +767,7 @@ def test_fetch_failure(fresh_server, tmp_path, iss, how):
             with httpx.Client(base_url=srv.url, timeout=10) as c:
                 t1 = time.monotonic()
                 assert c.get("/.well-known/shield/nonce").status_code == 200
-                assert time.monotonic() - t1 < 0.5 and not pending.done()
+                assert time.monotonic() - t1 < scaled(0.5) and not pending.done()
         r = pending.result(timeout=60)
     took = time.monotonic() - t0
     assert error(r) == (503, "attestation_unavailable", "collateral_missing"), r.text

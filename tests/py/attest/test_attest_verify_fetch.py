@@ -1,25 +1,25 @@
-"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a
-loopback HTTPS server with a test CA (the helpers of test_fetch.py) that serves the shared
-vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD KDS, Intel
-PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local files
-(at the vectors' valid-at times, --at); then --offline with the filled cache gives it again
-with the server stopped; a failing server and no --fetch give collateral_missing."""
+"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a loopback
+HTTPS server with a test CA (support/fetch_servers.py, as in test_attest_fetch.py) that serves
+the shared vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD
+KDS, Intel PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local
+files (at the vectors' valid-at times, --at); then --offline with the filled cache gives it
+again with the server stopped; a failing server and no --fetch give collateral_missing."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
 import subprocess
-import urllib.parse
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 
 import pytest
 
-import test_fetch as tf  # loopback HTTPS server + test CA (skips when cryptography is absent)
-from verify_cli import VECTORS, find_verify_cmd
+from support.fetch_servers import (  # test CA, vector routes (skips sans cryptography)
+    SGX_OPT_IN,
+    VectorServer,
+    vector_der,
+)
+from support.verify_cli import VECTORS, find_verify_cmd
 
 needs_vectors = pytest.mark.skipif(
     not (VECTORS / "MANIFEST.md").exists(),
@@ -32,120 +32,6 @@ pytestmark = [
     needs_vectors,
     pytest.mark.skipif(CMD is None, reason="no `shield verify` with --fetch is built"),
 ]
-
-SGX_OPT_IN = {
-    "version": 1,
-    "sgx": {
-        "tcb_statuses": ["UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"],
-        "allowed_advisories": ["INTEL-SA-00289", "INTEL-SA-00615"],
-    },
-}
-
-
-def _der(path: Path) -> bytes:
-    b = path.read_bytes()
-    if b"-----BEGIN" in b:  # one PEM certificate (no parse: vcek-genoa.pem has a zero serial)
-        return base64.b64decode(b"".join(b.split(b"-----")[2].split()))
-    return b
-
-
-class VectorServer(tf.Fixture):
-    """test_fetch's fixture (test CA, server certificate, serve/close) with routes that answer
-    with the vectors' bytes: vceks {(product, hwid hex): DER}, chains {product: PEM},
-    pcs {tee: collateral JSON form}, jwks bytes.  A /fail prefix answers 500."""
-
-    def __init__(self, tmp: Path):
-        super().__init__(tmp)
-        self.vceks: dict = {}
-        self.chains: dict = {}
-        self.pcs: dict = {}
-        self.jwks = b""
-
-    def handler(self):
-        fx = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def send(self, status, ctype, body, headers=()):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802
-                u = urllib.parse.urlsplit(self.path)
-                q = urllib.parse.parse_qs(u.query)
-                fx.paths.append(self.path)
-                seg = u.path.strip("/").split("/")
-                if seg[0] == "fail":
-                    return self.send(500, "text/plain", b"boom")
-                if len(seg) == 4 and seg[:2] == ["vcek", "v1"]:
-                    if seg[3] == "cert_chain" and seg[2] in fx.chains:
-                        return self.send(200, "application/x-pem-file", fx.chains[seg[2]])
-                    if (seg[2], seg[3]) in fx.vceks:
-                        return self.send(
-                            200, "application/octet-stream", fx.vceks[(seg[2], seg[3])]
-                        )
-                if len(seg) >= 4 and seg[1:3] == ["certification", "v4"]:
-                    tee, rest = seg[0], "/".join(seg[3:])
-                    col = fx.pcs.get(tee) or next(iter(fx.pcs.values()), None)
-                    if col is None:
-                        return self.send(404, "text/plain", b"no collateral")
-                    quote = urllib.parse.quote
-                    if (
-                        rest == "tcb"
-                        and tee in fx.pcs
-                        and q.get("fmspc") == [json.loads(col["tcb_info"])["fmspc"].lower()]
-                    ):
-                        body = '{"tcbInfo":%s,"signature":"%s"}' % (
-                            col["tcb_info"],
-                            col["tcb_info_signature"],
-                        )
-                        return self.send(
-                            200,
-                            "application/json",
-                            body.encode(),
-                            [("TCB-Info-Issuer-Chain", quote(col["tcb_info_issuer_chain"]))],
-                        )
-                    if rest == "qe/identity" and tee in fx.pcs:
-                        body = '{"enclaveIdentity":%s,"signature":"%s"}' % (
-                            col["qe_identity"],
-                            col["qe_identity_signature"],
-                        )
-                        return self.send(
-                            200,
-                            "application/json",
-                            body.encode(),
-                            [
-                                (
-                                    "SGX-Enclave-Identity-Issuer-Chain",
-                                    quote(col["qe_identity_issuer_chain"]),
-                                )
-                            ],
-                        )
-                    if rest == "pckcrl" and q.get("encoding") == ["der"]:
-                        return self.send(
-                            200,
-                            "application/pkix-crl",
-                            bytes.fromhex(col["pck_crl"]),
-                            [("SGX-PCK-CRL-Issuer-Chain", quote(col["pck_crl_issuer_chain"]))],
-                        )
-                    if rest == "rootcacrl":
-                        return self.send(
-                            200, "application/pkix-crl", bytes.fromhex(col["root_ca_crl"])
-                        )
-                if u.path == "/certs" and fx.jwks:
-                    return self.send(200, "application/json", fx.jwks)
-                self.send(404, "text/plain", b"no route")
-
-        return H
 
 
 @pytest.fixture
@@ -190,7 +76,7 @@ SNP = [
 def test_snp_fetch_then_offline(srv, tmp_path, report, vcek, product, at, want):
     rep = VECTORS / "sev-snp" / report
     chip = rep.read_bytes()[0x1A0:0x1E0].hex()
-    srv.vceks[(product, chip)] = _der(VECTORS / "sev-snp" / vcek)
+    srv.vceks[(product, chip)] = vector_der(VECTORS / "sev-snp" / vcek)
     srv.chains[product] = (VECTORS / "roots" / f"amd-{product.lower()}-ask-ark.pem").read_bytes()
     local, _ = run("--type", "sev-snp", rep, "--cert", VECTORS / "sev-snp" / vcek, "--at", at)
     assert reason(local) == want

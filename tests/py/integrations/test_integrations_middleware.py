@@ -7,18 +7,15 @@ negative cases."""
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import os
 import secrets
-import shutil
-import tempfile
 import time
 
 import httpx
 import pytest
 
-from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
+from conftest import REPO, shield_bin
+from support.attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh,
     test_debug,
     test_decorator_and_dependency,
@@ -35,21 +32,8 @@ from attest_cases import (  # noqa: F401  (shared cases, collected here with thi
     test_wrong_binding,
     test_wrong_binding_key,
 )
-from attest_client import Session, error, evidence, evidence_cli, get_nonce, header_mode
-from conftest import shield_bin
-
-DATA_HOME = tempfile.mkdtemp(prefix="shield-attest-home-")
-atexit.register(shutil.rmtree, DATA_HOME, True)
-os.environ["XDG_DATA_HOME"] = DATA_HOME  # the servers and this process share the dev root
-SECRET = os.path.join(DATA_HOME, "state-secret")
-with open(SECRET, "wb") as f:
-    f.write(secrets.token_bytes(32))
-DEFAULT_PCR0 = hashlib.sha384(b"shield-simulated-pcr0").hexdigest()
-ENV = {
-    "SHIELD_TEST_ATTEST_SECRET": SECRET,
-    "SHIELD_TEST_ATTEST_PCR0": DEFAULT_PCR0,
-    "XDG_DATA_HOME": DATA_HOME,
-}
+from support.attest_client import Session, error, evidence, evidence_cli, get_nonce, header_mode
+from support.attest_env import DEFAULT_PCR0, ENV, SECRET  # the per-run dev root and secret
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +154,7 @@ def test_timestamp_freshness_without_nonce_real_nitro_vector():
 
     from shield_asgi.integrations import AttestationMiddleware
 
-    vectors = Path(
-        os.environ.get("SHIELD_VECTORS")
-        or Path(__file__).resolve().parents[3] / "shared" / "vectors"
-    )
+    vectors = Path(os.environ.get("SHIELD_VECTORS") or REPO.parent / "shared" / "vectors")
     doc = vectors / "attestation" / "nitro" / "valid-attestation-doc-bytes"
     if not doc.exists():
         pytest.skip(f"shared vectors not found at {vectors} (set SHIELD_VECTORS)")

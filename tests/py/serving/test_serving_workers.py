@@ -107,7 +107,7 @@ GATE_APP = "app_attest:app"
 
 
 def _gate_args(secret_file=None):
-    from test_client_attest import SECRET
+    from support.attest_env import SECRET
 
     return (
         "--attest-types",
@@ -120,7 +120,7 @@ def _gate_args(secret_file=None):
 
 
 def _gate_env():
-    from test_client_attest import DATA_HOME, SECRET
+    from support.attest_env import DATA_HOME, SECRET
 
     return {"SHIELD_TEST_ATTEST_SECRET": SECRET, "XDG_DATA_HOME": DATA_HOME}
 
@@ -137,7 +137,7 @@ def _gate_client(srv):
 def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
     """A session lives in the shared table: established once, it is served by every worker,
     and by a worker that replaces a killed one; a consumed nonce is refused by all of them."""
-    from attest_client import Session, error, evidence, get_nonce, header_mode
+    from support.attest_client import Session, error, evidence, get_nonce, header_mode
 
     srv = fresh_server(GATE_APP, "--workers", "2", *_gate_args(), env=_gate_env())
     with _gate_client(srv) as c:
@@ -178,8 +178,8 @@ def test_shared_table_seen_across_workers_and_survives_restart(fresh_server):
 def test_state_secret_same_in_every_worker(fresh_server):
     """Without --state-secret-file the supervisor makes one secret before forking: a nonce
     issued by any worker verifies on every worker."""
-    from attest_client import evidence, get_nonce, header_mode
-    from test_client_attest import DATA_HOME
+    from support.attest_client import evidence, get_nonce, header_mode
+    from support.attest_env import DATA_HOME
 
     srv = fresh_server(
         GATE_APP,
@@ -207,7 +207,7 @@ def test_state_secret_file(fresh_server, tmp_path):
     secret from --state-secret-file, in every worker."""
     import hmac
 
-    from attest_client import get_nonce
+    from support.attest_client import get_nonce
 
     secret = os.urandom(48)
     f = tmp_path / "secret"

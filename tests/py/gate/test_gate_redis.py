@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from attest_client import Session, error, evidence, get_nonce, header_mode
-from attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
+from conftest import APPS_DIR, SERVER_KIND, RedisServer, free_port, shield_bin
+from support.attest_client import Session, error, evidence, get_nonce, header_mode
+from support.attest_env import ENV, SECRET  # the simulated dev root and the secret file
+from support.attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
     test_nonce_consumed_on_one_server_is_refused_by_the_other,
     test_session_shared_and_proofs_monotonic_across_servers,
 )
-from conftest import SERVER_KIND, RedisServer, free_port, shield_bin
-from test_client_attest import ENV, SECRET  # the simulated dev root and the secret file
-from test_client_attest_native import APP, BASE, _has_gate
+from test_gate import APP, BASE, _has_gate
 
 pytestmark = [
     pytest.mark.skipif(SERVER_KIND != "shield", reason="native gate: shield only"),
@@ -160,7 +160,7 @@ def _start(*args: str) -> subprocess.CompletedProcess:
             str(shield_bin()),
             APP,
             "--app-dir",
-            os.path.join(os.path.dirname(__file__), "apps"),
+            str(APPS_DIR),
             "--port",
             str(free_port()),
             *args,

@@ -1,7 +1,7 @@
 """maa and gcp tokens through `shield verify` (subprocess) and shield_asgi._native.verify: the real
 vectors (read in place from $SHIELD_VECTORS or <repo>/../shared/vectors) at their times and
-today, tampering, and tokens generated here (token_gen.py) for algorithm confusion, alg none,
-HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
+today, tampering, and tokens generated here (support/token_gen.py) for algorithm confusion, alg
+none, HS256 keyed with the public key, kid, iss, aud, time claims, binding and policy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from verify_cli import VECTORS, find_verify_cmd
+from support.verify_cli import VECTORS, find_verify_cmd
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 MAA_AT = "2022-05-31T23:00:00Z"
@@ -238,7 +238,7 @@ def test_gcp_vector(tmp_path):
 
 # ---------------------------------------------------------------- generated tokens
 
-tg = pytest.importorskip("token_gen")
+tg = pytest.importorskip("support.token_gen")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ bodies), client certificates, the ASGI tls scope extension, session resumption, 
 reload on SIGHUP, start-up errors, and hostile or broken clients.
 
 Clients: httpx (through an ssl.SSLContext), Python's ssl sockets driven by RawConn, and
-`openssl s_client`.  Certificates are generated per module by tls_certs.make_pki.
+`openssl s_client`.  Certificates are generated per module by support/tls_certs.make_pki.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from conftest import (
     scaled,
     shield_bin,
 )
-from tls_certs import PASSWORD, make_pki
+from support.tls_certs import PASSWORD, make_pki
 
 APP = "app_raw:app"
 OPENSSL = shutil.which("openssl")

@@ -1,8 +1,9 @@
 """Azure CVM evidence as Azure produces it, through `shield verify` (subprocess) and
 shield_asgi._native.verify: confidential-containers/trustee's real az-snp-vtpm reports (HCL header
 version 1) and az-tdx-vtpm report and TD quote (azure-tdx), read in place from a trustee clone
-(trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps are in
-tests/c/attest/test_azure.c; this is the command line and the Python binding on the same data."""
+(support/trustee.py: $SHIELD_TRUSTEE_GIT).  The byte-level checks, tampering and mutation sweeps
+are in tests/c/attest/test_azure.c; this is the command line and the Python binding on the same
+data."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import subprocess
 
 import pytest
 
-from trustee import as_bytes, cbor_bundle, needs_trustee, read
-from verify_cli import VECTORS, find_verify_cmd
+from support.trustee import as_bytes, cbor_bundle, needs_trustee, read
+from support.verify_cli import VECTORS, find_verify_cmd
 
 AT = "2026-11-24T12:00:00Z"  # within every VCEK's and the TD quote's PCK certificate's validity
 CMD = find_verify_cmd("--type")  # not "azure-tdx": a build without it must fail here, not skip

@@ -9,8 +9,8 @@ import shutil
 import httpx
 import pytest
 
-import test_client_attest as base  # noqa: F401 - sets XDG_DATA_HOME and the secret file
-from attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
+from support.attest_env import ENV  # sets XDG_DATA_HOME and the secret file
+from support.attest_redis_cases import (  # noqa: F401  (shared cases, run here with this module's pair)
     test_nonce_consumed_on_one_server_is_refused_by_the_other,
     test_session_shared_and_proofs_monotonic_across_servers,
 )
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def pair(server, redis_url):
-    env = dict(base.ENV, SHIELD_TEST_ATTEST_STATE=redis_url)
+    env = dict(ENV, SHIELD_TEST_ATTEST_STATE=redis_url)
     a = server("app_attest:app", env=env, kind="uvicorn")
     b = server("app_attest:app", "--timeout-keep-alive", "6", env=env, kind="uvicorn")
     with (

@@ -30,6 +30,7 @@ from conftest import (
     shield_bin,
     wait_for,
 )
+from support.metrics import scrape
 
 pytestmark = pytest.mark.shield_only
 
@@ -369,18 +370,6 @@ def test_common_access_log_has_request_id(fresh_server):
 
 
 # ---- metrics ------------------------------------------------------------------------------
-
-
-def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        assert r.status == 200
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
 
 
 def test_metrics_move_with_traffic(fresh_server):

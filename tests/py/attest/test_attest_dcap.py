@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from verify_cli import VECTORS, find_verify_cmd
+from support.verify_cli import VECTORS, find_verify_cmd
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 

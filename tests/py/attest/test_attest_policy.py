@@ -16,9 +16,9 @@ import os
 import httpx
 import pytest
 
-from attest_client import Session, error, evidence, get_nonce, header_mode
 from conftest import SERVER_KIND, uvicorn_available
-from test_client_attest import DATA_HOME, DEFAULT_PCR0, SECRET
+from support.attest_client import Session, error, evidence, get_nonce, header_mode
+from support.attest_env import DATA_HOME, DEFAULT_PCR0, SECRET
 
 ALLOW = os.path.join(DATA_HOME, "policy-allow.json")
 DENY = os.path.join(DATA_HOME, "policy-deny.json")

@@ -1,14 +1,15 @@
 """Client-attestation cases that must give the same answer whether the protocol runs in the
-Python middleware under uvicorn (test_client_attest.py) or natively in the shield server
-(test_client_attest_native.py).  Each of those modules imports these, so pytest collects them
-there with that module's own `srv` fixture; this file itself holds no test module."""
+Python middleware under uvicorn (integrations/test_integrations_middleware.py) or natively in
+the shield server (gate/test_gate.py).  Each of those modules imports these, so pytest collects
+them there with that module's own `srv` fixture; this file itself holds no test module."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
+from support.attest_client import Session, b64e, error, evidence, get_nonce, header_mode
+from support.attest_env import DEFAULT_PCR0
 
 
 def fresh(client, **kw):
@@ -108,8 +109,6 @@ def test_session_body_digest(client):
 
 
 def test_session_valid_and_forged(client):
-    from test_client_attest import DEFAULT_PCR0
-
     s = Session(client)
     assert s.response.status_code == 200, s.response.text
     r = client.get("/whoami?x=1", headers=s.headers("GET", "/whoami?x=1"))

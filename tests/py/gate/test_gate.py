@@ -1,11 +1,11 @@
 """Client attestation verified natively by the shield server (server/gate.c, docs/protocol.md
-§1–§3): the cases of test_client_attest.py (same app, same helpers, same simulated dev root)
-against the real `shield` binary with `--attest-*` flags, so the nonce endpoint, header and
-session mode, the checks and the §3 errors come from C before Python runs; the app sees
-request.state.attestation built from the C result.  Also: mutual-TLS mode, optional mode,
-excluded routes, the pool's caps (503 overloaded), consumed nonces and sessions shared by two
-workers (and the metrics), flag validation, and a real Nitro vector at its valid-at time with
---dev --attest-clock."""
+§1–§3): the cases of integrations/test_integrations_middleware.py (same app, same helpers, same
+simulated dev root) against the real `shield` binary with `--attest-*` flags, so the nonce
+endpoint, header and session mode, the checks and the §3 errors come from C before Python runs;
+the app sees request.state.attestation built from the C result.  Also: mutual-TLS mode, optional
+mode, excluded routes, the pool's caps (503 overloaded), consumed nonces and sessions shared by
+two workers (and the metrics), flag validation, and a real Nitro vector at its valid-at time
+with --dev --attest-clock."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
+from conftest import REPO, SERVER_KIND, shield_bin
+from support.attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh,
     test_debug,
     test_decorator_and_dependency,
@@ -36,9 +37,8 @@ from attest_cases import (  # noqa: F401  (shared cases, collected here with thi
     test_wrong_binding,
     test_wrong_binding_key,
 )
-from attest_client import Session, b64e, error, evidence, get_nonce, header_mode
-from conftest import SERVER_KIND, shield_bin
-from test_client_attest import DATA_HOME, DEFAULT_PCR0, ENV, SECRET  # one dev root per run
+from support.attest_client import Session, b64e, error, evidence, get_nonce, header_mode
+from support.attest_env import DATA_HOME, DEFAULT_PCR0, ENV, SECRET  # one dev root per run
 
 
 def _has_gate() -> bool:
@@ -75,9 +75,7 @@ BASE = (
     "--attest-exclude",
     "/openapi.json",
 )
-VECTORS = Path(
-    os.environ.get("SHIELD_VECTORS") or Path(__file__).resolve().parents[3] / "shared" / "vectors"
-)
+VECTORS = Path(os.environ.get("SHIELD_VECTORS") or REPO.parent / "shared" / "vectors")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +111,7 @@ def test_header_mode_fresh_evidence(client):
 
 
 def test_header_mode_cli_evidence(client):
-    from attest_client import evidence_cli
+    from support.attest_client import evidence_cli
 
     n = get_nonce(client)
     ev = evidence_cli(shield_bin(), n, dict(os.environ))
@@ -249,7 +247,7 @@ def test_mtls_mode(server, tmp_path_factory):
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from tls_certs import make_pki
+    from support.tls_certs import make_pki
 
     pki = make_pki(tmp_path_factory.mktemp("pki"))
     srv = server(
@@ -325,7 +323,7 @@ def test_optional_mode_passes_without_evidence(server):
 
 def test_two_workers_share_consumed_nonces(fresh_server):
     from conftest import free_port
-    from test_flags import scrape
+    from support.metrics import scrape
 
     mport = free_port()
     srv = fresh_server(
