@@ -24,10 +24,14 @@ Before the first request to an origin (scheme, host, port) the client fetches
 4. it pins that certificate: every later response from the origin must come over a connection
    with the same certificate, else ``ServerAttestationError`` (the response is closed).
 
-Only then is the caller's request sent.  Note that the pin is checked on each response: a
-request that goes out on a new connection reaches the server before its certificate is
-compared (it is the response that is refused).  Simulated evidence (§1.7) is accepted only with
-``trust_simulated=True`` and the development root it must chain to (``simulated_root``, DER).
+Only then is the caller's request sent.  The pin is checked twice: when a new TLS connection to
+an attested host finishes its handshake, before a byte of a request goes over it (the client's
+SSL context makes its sockets check it: ``SSLContext.sslsocket_class``/``sslobject_class``),
+and on every response (its connection's certificate, for the origin of its request).  With a
+``transport=`` of the caller's own only the second check applies; HTTP/2 is not supported
+(its responses do not expose their connection: they are refused).  Simulated evidence (§1.7)
+is accepted only with ``trust_simulated=True`` and the development root it must chain to
+(``simulated_root``, DER).
 
 Mutual attestation: with ``provider=`` (an ``EvidenceProvider``, e.g.
 ``SimulatedEvidenceProvider()``), each request also carries the client's own evidence in
@@ -46,6 +50,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import ssl
 import threading
 import time
 from typing import Callable, Iterable, Mapping, Optional
@@ -118,6 +123,78 @@ def _peer_certificate(response: httpx.Response) -> Optional[bytes]:
     if not der:
         raise ServerAttestationError("binding_mismatch", "the server sent no certificate")
     return der
+
+
+def _host(url: httpx.URL) -> str:
+    return url.raw_host.decode("ascii").lower()
+
+
+class _HandshakePins:
+    """Certificates pinned per host name, checked when a TLS handshake completes: a connection
+    to a host with pins whose certificate is none of them is refused before any request is
+    written on it.  (The handshake knows the host name, not the port: the per-origin check is
+    the response's, ``_Checker.check_pinned``.)"""
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, set] = {}
+
+    def add(self, host: str, der: Optional[bytes]) -> None:
+        if der is not None:
+            self.by_host.setdefault(host, set()).add(der)
+
+    def check(self, server_hostname: Optional[str], der: Optional[bytes]) -> None:
+        pins = self.by_host.get((server_hostname or "").lower())
+        if pins and der not in pins:
+            raise ServerAttestationError(
+                "binding_mismatch",
+                f"{server_hostname} presented a certificate other than the attested one "
+                "(refused at the TLS handshake, before sending)",
+            )
+
+    def install(self, ctx: ssl.SSLContext) -> None:
+        """Make `ctx`'s sockets (sync) and SSL objects (asyncio/anyio) run ``check`` after
+        their handshake (the ssl module's documented hooks for custom socket classes)."""
+        if getattr(ctx, "_shield_pins", None) is not None:
+            raise ValueError("this SSLContext already serves another attested client")
+        pins = self
+
+        class PinnedSocket(ssl.SSLSocket):
+            def do_handshake(self, *a, **kw):
+                super().do_handshake(*a, **kw)
+                try:
+                    pins.check(self.server_hostname, self.getpeercert(True))
+                except ServerAttestationError:
+                    self.close()  # wrap_socket closes only on OSError and ValueError
+                    raise
+
+        class PinnedObject(ssl.SSLObject):
+            def do_handshake(self):
+                super().do_handshake()  # raises SSLWant* until the handshake is done
+                pins.check(self.server_hostname, self.getpeercert(True))
+
+        ctx.sslsocket_class = PinnedSocket
+        ctx.sslobject_class = PinnedObject
+        ctx._shield_pins = pins  # type: ignore[attr-defined]
+
+
+def _ssl_context(kw: dict, pins: _HandshakePins) -> None:
+    """The client's SSL context (httpx's own construction from verify/cert/trust_env), with the
+    handshake check installed; left alone when the caller brings a transport."""
+    if "transport" in kw:
+        return
+    verify = kw.pop("verify", True)
+    if verify is False:
+        raise ValueError("AttestedClient needs TLS verification of the server (verify=False)")
+    if isinstance(verify, ssl.SSLContext):
+        if kw.get("cert") is not None:
+            raise ValueError("give the client certificate in your SSLContext, not cert=")
+        ctx = verify
+    else:
+        ctx = httpx.create_ssl_context(
+            verify=verify, cert=kw.pop("cert", None), trust_env=kw.get("trust_env", True)
+        )
+    pins.install(ctx)
+    kw["verify"] = ctx
 
 
 class _Checker:
@@ -398,6 +475,8 @@ class AttestedClient(httpx.Client):
 
     def __init__(self, base_url="", **kw) -> None:
         self._checker, kw = _split(kw, base_url)
+        self._handshake = _HandshakePins()
+        _ssl_context(kw, self._handshake)
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
@@ -422,6 +501,7 @@ class AttestedClient(httpx.Client):
                     pin = self._checker.verify(resp, nonce, body)
                 finally:
                     resp.close()
+                self._handshake.add(_host(url), pin.certificate)
                 self._pins[pin.origin] = pin
             return pin
 
@@ -448,6 +528,8 @@ class AsyncAttestedClient(httpx.AsyncClient):
 
     def __init__(self, base_url="", **kw) -> None:
         self._checker, kw = _split(kw, base_url)
+        self._handshake = _HandshakePins()
+        _ssl_context(kw, self._handshake)
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
@@ -474,6 +556,7 @@ class AsyncAttestedClient(httpx.AsyncClient):
                     pin = await loop.run_in_executor(None, self._checker.verify, resp, nonce, body)
                 finally:
                     await resp.aclose()
+                self._handshake.add(_host(url), pin.certificate)
                 self._pins[pin.origin] = pin
             return pin
 

@@ -126,18 +126,37 @@ def test_refuses_a_certificate_the_evidence_does_not_bind(fresh_server, kind):
         assert c.attestations == {}
 
 
+def _hits(srv) -> int:
+    with httpx.Client(verify=ca_ctx()) as h:
+        return h.get(f"https://127.0.0.1:{srv.port}/hits").json()["data"]
+
+
 @kinds_param()
-def test_refuses_a_certificate_that_changes_mid_session(kind):
+@pytest.mark.parametrize("flavour", ["sync", "async", "own-transport"])
+def test_refuses_a_certificate_that_changes_mid_session(kind, flavour):
     """Attested and pinned on server's certificate; then another server (valid evidence for its
-    own certificate, server2) takes the port: its response is refused."""
-    from shield_asgi.client import ServerAttestationError
+    own certificate, server2) takes the port.  The client's own SSL context refuses the new
+    connection at its handshake, so the request never reaches the other server (sync: ssl
+    sockets, async: anyio's SSL objects); with a transport of the caller's own, the response is
+    refused (the request went out)."""
+    from shield_asgi.client import AsyncAttestedClient, ServerAttestationError
 
     a = ServerProcess(APP, *tls_args(), env=env(SHIELD_TEST_CERTFILE=PKI["server.pem"]), kind=kind)
     b = None
-    try:
-        a.start()
-        with attested(a) as c:
-            assert c.get("/data").status_code == 200
+    kw = {}
+    if flavour == "own-transport":
+        kw["transport"] = httpx.HTTPTransport(verify=ca_ctx())
+
+    async def get(c, path):
+        if flavour == "async":
+            return await c.get(path)
+        return c.get(path)
+
+    async def go():
+        nonlocal b
+        c = attested(a, AsyncAttestedClient if flavour == "async" else None, **kw)
+        try:
+            assert (await get(c, "/data")).status_code == 200
             a.stop()
             b = ServerProcess(
                 APP,
@@ -150,10 +169,26 @@ def test_refuses_a_certificate_that_changes_mid_session(kind):
             # server2 proves itself to a fresh client...
             with attested(b) as other:
                 assert other.get("/data").status_code == 200
+            assert _hits(b) == 1
             # ...but this session pinned the first certificate
             with pytest.raises(ServerAttestationError) as e:
-                c.get("/data")
-            assert e.value.reason == "binding_mismatch" and "changed" in e.value.message
+                await get(c, "/data")
+            assert e.value.reason == "binding_mismatch"
+            if flavour == "own-transport":
+                assert "changed" in e.value.message
+                assert _hits(b) == 2  # only the response could be refused
+            else:
+                assert "handshake" in e.value.message
+                assert _hits(b) == 1  # refused before sending
+        finally:
+            if flavour == "async":
+                await c.aclose()
+            else:
+                c.close()
+
+    try:
+        a.start()
+        asyncio.run(go())
     finally:
         for s in (a, b):
             if s is not None:

@@ -39,18 +39,26 @@ router = AttestationRouter(
 )
 
 app = FastAPI()
+hits = {"data": 0}
 app.include_router(router)  # GET /attestation, /attestation/health
 app.include_router(router.router, prefix="/.well-known/shield")  # the client's default path
 
 
 @app.get("/data")
 async def data(request: Request):
+    hits["data"] += 1
     a = (request.scope.get("state") or {}).get("attestation")
     return {
         "ok": True,
         "client_tee": a.tee_type if a is not None else None,
         "client_verified": bool(a.verified) if a is not None else None,
     }
+
+
+@app.get("/hits")
+async def get_hits():
+    """How many requests reached /data (a test's proof that one never did)."""
+    return hits
 
 
 @app.post("/echo")
