@@ -3,7 +3,8 @@
 
     from shield_asgi.client import AttestedClient
 
-    with AttestedClient("https://svc:8443", verify="ca.pem", tee_types=["sev-snp"],
+    ca = ssl.create_default_context(cafile="ca.pem")
+    with AttestedClient("https://svc:8443", verify=ca, tee_types=["sev-snp"],
                         expected_measurements={"measurement": "ab12…"}) as c:
         r = c.get("/data")        # attests first; raises ServerAttestationError on any failure
 

@@ -132,9 +132,11 @@ class RateLimited(Exception):
 
 class EvidenceProvider:
     """Produces this TEE's evidence binding ``D(nonce, binding)`` (§1.2).  ``generate`` blocks
-    (device I/O, signing): callers run it off the event loop.  ``verify_kwargs`` are the
-    inputs ``_native.verify`` needs to read the evidence back (the measurements of the
-    document are the verifier's, never a second parser's)."""
+    (device I/O, signing): callers run it off the event loop.  ``measurements`` reads them
+    back from a piece of evidence (called once per binding: a TEE's measurements are fixed at
+    launch); by default the native verifier does, with ``verify_kwargs`` as its inputs, so the
+    measurements reported are the verifier's, never a second parser's.  A provider whose
+    evidence needs inputs the server lacks (DCAP collateral) overrides it."""
 
     tee_type: str = ""
 
@@ -143,6 +145,21 @@ class EvidenceProvider:
 
     def verify_kwargs(self) -> dict:
         return {}
+
+    def measurements(self, evidence: bytes, nonce: bytes, binding: bytes, *, at: float) -> dict:
+        """Fail closed: evidence the verifier refuses is a provider failure, never served."""
+        r = _native.verify(
+            evidence,
+            self.tee_type,
+            at=at,
+            nonce=nonce,
+            public_key=binding,
+            allow_debug=True,  # the server reports what it is; clients apply their policy
+            **self.verify_kwargs(),
+        )
+        if not r.verified:
+            raise ProviderUnavailable(f"own evidence does not verify: {r.reason}: {r.message}")
+        return dict(r.measurements or {})
 
 
 class SimulatedEvidenceProvider(EvidenceProvider):
@@ -187,23 +204,6 @@ class SimulatedEvidenceProvider(EvidenceProvider):
         return {"trust_simulated": True, "simulated_root": self.root()}
 
 
-def _measurements(provider: EvidenceProvider, evidence, nonce, binding, at) -> dict:
-    """The document's measurements, read back by the native verifier (fail closed: evidence
-    the verifier refuses is a provider failure, never served)."""
-    r = _native.verify(
-        evidence,
-        provider.tee_type,
-        at=at,
-        nonce=nonce,
-        public_key=binding,
-        allow_debug=True,  # the server reports what it is; clients apply their policy
-        **provider.verify_kwargs(),
-    )
-    if not r.verified:
-        raise ProviderUnavailable(f"own evidence does not verify: {r.reason}: {r.message}")
-    return dict(r.measurements or {})
-
-
 def attestation_document(
     provider: EvidenceProvider,
     nonce: bytes,
@@ -224,7 +224,7 @@ def attestation_document(
     cbor = binding_cbor(spki_sha, hpke_key_config)
     evidence = provider.generate(bytes(nonce), cbor, at=now)
     if measurements is None:
-        measurements = _measurements(provider, evidence, bytes(nonce), cbor, now)
+        measurements = provider.measurements(evidence, bytes(nonce), cbor, at=now)
     return {
         "tee_type": provider.tee_type,
         "evidence": _b64url(evidence),
