@@ -127,7 +127,7 @@ def test_refuses_a_certificate_the_evidence_does_not_bind(fresh_server, kind):
 
 
 def _hits(srv) -> int:
-    with httpx.Client(verify=ca_ctx()) as h:
+    with httpx.Client(verify=ca_ctx(), timeout=scaled(30)) as h:
         return h.get(f"https://127.0.0.1:{srv.port}/hits").json()["data"]
 
 
@@ -203,7 +203,7 @@ def test_refuses_replayed_evidence(fresh_server, tmp_path, echo):
     from shield_asgi.client import ServerAttestationError
 
     real = start(fresh_server, "uvicorn", *tls_args(), SHIELD_TEST_CERTFILE=PKI["server.pem"])
-    with httpx.Client(verify=ca_ctx()) as h:
+    with httpx.Client(verify=ca_ctx(), timeout=scaled(30)) as h:
         doc = h.get(
             f"https://127.0.0.1:{real.port}/.well-known/shield/attestation",
             params={"nonce": b64e_nonce(secrets.token_bytes(32))},
@@ -232,7 +232,7 @@ def test_refuses_simulated_evidence_it_was_not_told_to_trust(fresh_server, tmp_p
 
     srv = start(fresh_server, "uvicorn", *tls_args(), SHIELD_TEST_CERTFILE=PKI["server.pem"])
     url = f"https://127.0.0.1:{srv.port}"
-    with AttestedClient(url, verify=ca_ctx()) as c:
+    with AttestedClient(url, verify=ca_ctx(), timeout=scaled(30)) as c:
         with pytest.raises(ServerAttestationError) as e:
             c.get("/data")
         assert e.value.reason == "root_untrusted"
@@ -300,7 +300,7 @@ def test_plain_http_needs_allow_plain_or_an_hpke_key(fresh_server):
     from shield_asgi.client import AttestedClient, ServerAttestationError
 
     srv = start(fresh_server, "uvicorn")
-    kw = dict(trust_simulated=True, simulated_root=dev_root())
+    kw = dict(trust_simulated=True, simulated_root=dev_root(), timeout=scaled(30))
     with pytest.raises(ServerAttestationError, match="allow_plain"):
         AttestedClient(srv.url, **kw)
     with AttestedClient(srv.url, allow_plain=True, **kw) as c:

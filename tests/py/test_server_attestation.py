@@ -17,6 +17,7 @@ import cbor2
 import httpx
 import pytest
 
+from conftest import scaled
 from server_attest_helpers import (
     DATA_DIR,
     DEFAULT_PCR0,
@@ -39,7 +40,10 @@ def b64d(s: str) -> bytes:
 
 
 def client(srv) -> httpx.Client:
-    return httpx.Client(base_url=f"https://127.0.0.1:{srv.port}", verify=ca_ctx())
+    # generous: a sanitized shield binary is slow, and the machine may be busy
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{srv.port}", verify=ca_ctx(), timeout=scaled(30)
+    )
 
 
 def verify_sim(evidence: bytes, nonce: bytes, binding: bytes):
