@@ -4,6 +4,10 @@ of the Shield library's ``shield.integrations.confidential``, with the providers
 there.  The Shield library's submodules (``base``, ``aws_nitro``, ``gcp_sev``, ``azure_maa``,
 ``intel_sgx``, ``middleware``) come with the Python API work; until then only this package
 exists, and nothing here pretends to be them.
+
+``AttestationRouter`` (the server's own attestation, docs/protocol.md §4; needs FastAPI) and
+``MutualAttestationClient`` (``shield_asgi.client.AsyncAttestedClient``; needs httpx) are
+imported on first use, so this module imports without either.
 """
 
 from shield_asgi.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
@@ -69,4 +73,23 @@ __all__ = [
     "PROOF_WINDOW_MS",
     "SESSION_GRACE",
     "SESSION_INFO",
+    # docs/protocol.md §4, imported on first use (module __getattr__ below)
+    "AttestationRouter",
+    "MutualAttestationClient",
 ]
+
+_LAZY = {
+    "AttestationRouter": ("shield_asgi.integrations.router", "AttestationRouter"),
+    "MutualAttestationClient": ("shield_asgi.client", "MutualAttestationClient"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
