@@ -1,4 +1,4 @@
-"""A man in the middle for tests/py/test_attested_client.py: it answers
+"""A man in the middle for tests/py/integrations/test_integrations_attested_client.py: it answers
 GET /.well-known/shield/attestation with an attestation document recorded earlier (the JSON
 file SHIELD_TEST_REPLAY) instead of fresh evidence.  SHIELD_TEST_REPLAY_ECHO=1 puts the
 client's nonce into the answer, as a forger would (the evidence still binds the old one)."""

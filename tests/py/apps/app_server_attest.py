@@ -1,5 +1,6 @@
-"""FastAPI app serving AttestationRouter (docs/protocol.md §4) for
-tests/py/test_server_attestation.py and tests/py/test_attested_client.py, under uvicorn or shield.
+"""FastAPI app serving AttestationRouter (docs/protocol.md §4) for the tests of
+tests/py/integrations/: test_integrations_server_attestation.py and
+test_integrations_attested_client.py, under uvicorn or shield.
 
 Environment (the tests set it per server):
   SHIELD_TEST_DATA_DIR   the simulated TEE's dev root directory (SimulatedEvidenceProvider)

@@ -1,4 +1,5 @@
-"""Shared set-up of tests/py/test_server_attestation.py and tests/py/test_attested_client.py:
+"""Shared set-up of tests/py/integrations/test_integrations_server_attestation.py and
+test_integrations_attested_client.py:
 the certificates (tls_certs.make_pki), a simulated dev root of the run's own, and servers of
 tests/py/apps/app_server_attest.py (AttestationRouter, docs/protocol.md §4) over TLS on
 127.0.0.1, under uvicorn or the real shield binary."""
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from conftest import IS_UVICORN, ServerProcess
-from tls_certs import make_pki
+from support.tls_certs import make_pki
 
 APP = "app_server_attest:app"
 REPLAY_APP = "app_attest_replay:app"

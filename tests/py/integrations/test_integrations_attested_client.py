@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import IS_UVICORN, ServerProcess, scaled
-from server_attest_helpers import (
+from support.server_attest import (
     APP,
     DATA_DIR,
     DEFAULT_PCR0,

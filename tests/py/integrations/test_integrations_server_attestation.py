@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from conftest import scaled
-from server_attest_helpers import (
+from support.server_attest import (
     DATA_DIR,
     DEFAULT_PCR0,
     PKI,
