@@ -47,16 +47,22 @@ typedef struct tsm_dir {
 static int dir_make(sh_attest_provider *p, tsm_dir *d, char *err, size_t errlen) {
   char base[4096];
   d->made = 0;
-  unsigned long seq = atomic_fetch_add(&tsm_seq, 1);
-  if (sh_attest__prov_path(p, SH_PATH_TSM_DIR, base, sizeof base) < 0 ||
-      snprintf(d->path, sizeof d->path, "%s/shield-%ld-%lu", base, (long)getpid(), seq) >=
-          (int)sizeof d->path)
+  if (sh_attest__prov_path(p, SH_PATH_TSM_DIR, base, sizeof base) < 0)
     return sh_attest__prov_err(err, errlen, "configfs-tsm: path too long");
-  int rc = p->tsm_mkdir ? p->tsm_mkdir(p->ctx, d->path) : mkdir(d->path, 0700);
-  if (rc < 0)
-    return sh_attest__prov_err(err, errlen, "configfs-tsm: mkdir %s: %s", d->path, strerror(errno));
-  d->made = 1;
-  return 0;
+  /* EEXIST: a directory left behind by a process that had our pid: take the next name */
+  for (int i = 0; i < 8; i++) {
+    unsigned long seq = atomic_fetch_add(&tsm_seq, 1);
+    if (snprintf(d->path, sizeof d->path, "%s/shield-%ld-%lu", base, (long)getpid(), seq) >=
+        (int)sizeof d->path)
+      return sh_attest__prov_err(err, errlen, "configfs-tsm: path too long");
+    int rc = p->tsm_mkdir ? p->tsm_mkdir(p->ctx, d->path) : mkdir(d->path, 0700);
+    if (rc == 0) {
+      d->made = 1;
+      return 0;
+    }
+    if (errno != EEXIST) break;
+  }
+  return sh_attest__prov_err(err, errlen, "configfs-tsm: mkdir %s: %s", d->path, strerror(errno));
 }
 
 static void dir_remove(sh_attest_provider *p, tsm_dir *d) {

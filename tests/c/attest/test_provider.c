@@ -291,6 +291,7 @@ typedef struct fake_tsm {
   size_t quote_len;
   size_t rd_off;        /* REPORT_DATA's offset in the quote */
   int keep_report_data; /* 1: answer the quote as is (a report that does not bind D) */
+  int eexist_once;      /* the next mkdir finds a directory of that name (a stale one) */
   const gpki *pki;      /* tdx: re-sign the quote with this test PKI (gquote) */
   uint8_t *last;        /* tdx: the last quote answered (malloc'd) */
   size_t last_len;
@@ -354,6 +355,11 @@ static void *serve_report(void *arg) {
 /* configfs's mkdir: the report object with its attributes */
 static int fake_mkdir(void *ctx, const char *path) {
   fake_tsm *f = ctx;
+  if (f->eexist_once) {
+    f->eexist_once = 0;
+    errno = EEXIST;
+    return -1;
+  }
   if (mkdir(path, 0700) < 0) return -1;
   fdir *d = calloc(1, sizeof *d);
   snprintf(d->path, sizeof d->path, "%s", path);
@@ -510,6 +516,13 @@ static void test_tsm_snp(void) {
       "concurrent writer every time");
   CHECK(contains(err, "generation") && contains(err, "another process"), "message: %s", err);
   f.bump_first = 0;
+  /* a stale directory with our name: the next name is taken */
+  f.eexist_once = 1;
+  ev = NULL;
+  CHECK(sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0 &&
+            !f.eexist_once,
+        "after EEXIST: %s", err);
+  free(ev);
   CHECK(report_dirs_left(root) == 0, "every report directory removed");
   sh_attest_provider_free(p);
   /* explicit tdx on a sev_guest provider: refused, naming both */
