@@ -421,6 +421,74 @@ SH_ATTEST_API int sh_attest_cli_dev_root(int argc, char **argv);
  * 2 usage error. */
 SH_ATTEST_API int sh_attest_cli_verify(int argc, char **argv);
 
+/* ---- Evidence providers: the server's own TEE (provider*.c) ----
+ * Evidence that THIS machine is a TEE, binding a caller's 64-byte report data D (the binding
+ * digest of docs/protocol.md §1.2), in exactly the encoding sh_attest_verify accepts for the
+ * type (docs/protocol.md §1.5):
+ *   nitro      /dev/nsm: the NSM's COSE_Sign1 (user_data = D, nonce = n, public_key = k);
+ *   sev-snp    configfs-tsm (<root>/sys/kernel/config/tsm/report), else /dev/sev-guest: the
+ *              1184-byte report with REPORT_DATA = D, or, when the host supplies its certificate
+ *              table, the CBOR bundle {"report", "certs": {"vcek"|"vlek", "ask", "ark"}};
+ *   tdx        configfs-tsm: the TD quote with REPORT_DATA = D (/dev/tdx_guest alone gives a
+ *              TDREPORT, not a quote: refused at open with what is missing);
+ *   sgx        Gramine's /dev/attestation pseudo-files: the DCAP quote, REPORT_DATA = D;
+ *   gcp        the Confidential Space launcher's socket: the OIDC token whose eat_nonce holds
+ *              base64url(D);
+ *   simulated  sh_attest_simulated_evidence (D must be D(n, k): the simulated TEE derives it).
+ * azure-snp, azure-tdx (the vTPM) and maa are not built yet: open refuses them.
+ * SH_ATTEST_TEE_AUTO detects the TEE from the devices present (nitro, gcp, sgx, configfs-tsm,
+ * /dev/sev-guest, /dev/tdx_guest, in that order) and never picks simulated; a TEE named
+ * explicitly that is not there fails open with a message naming the missing device or path.
+ * Never:  reads the clock (`at` dates simulated evidence), knows about HTTP (the launcher is
+ *         spoken to through libcurl), keeps global state besides a process-wide counter that
+ *         names configfs report directories.
+ * Threads: sh_attest_provider_evidence may be called from many threads at once on one provider
+ *         (configfs-tsm: one report directory per call; Gramine's process-wide pseudo-files:
+ *         serialised).  Each call may block on the device or socket: call it off any event loop.
+ * Memory: the provider copies the configuration's strings; evidence is malloc'd (caller frees). */
+#define SH_ATTEST_TEE_AUTO SH_TEE_UNKNOWN
+
+typedef struct sh_attest_provider sh_attest_provider;
+
+typedef struct sh_attest_provider_config {
+  sh_tee tee;                /* SH_ATTEST_TEE_AUTO: detect */
+  const char *root;          /* prefix of every device and configfs path (tests); NULL: none */
+  const char *simulated_dir; /* simulated: the dev root's directory (NULL: the default) */
+  /* gcp: the launcher's socket (NULL: <root>/run/container_launcher/teeserver.sock) and the
+   * token's audience (required for gcp); the request's time limit (0: 10000 ms) */
+  const char *gcp_socket;
+  const char *gcp_audience;
+  long gcp_timeout_ms;
+  /* Seams for tests; NULL: the system call.  ioctl drives /dev/nsm, /dev/sev-guest; tsm_mkdir
+   * and tsm_rmdir stand in for configfs, which makes a report's attribute files on mkdir and
+   * drops them on rmdir (a plain directory tree does neither).  Each returns 0 or -1 with
+   * errno set, like the call it replaces; ctx is passed to each. */
+  int (*ioctl)(void *ctx, int fd, unsigned long req, void *arg);
+  int (*tsm_mkdir)(void *ctx, const char *path);
+  int (*tsm_rmdir)(void *ctx, const char *path);
+  void *ctx;
+} sh_attest_provider_config;
+
+/* Detects or checks the TEE.  Returns 0 and *out, or -1 with the reason in err (the TEE
+ * absent, its device unusable, a required setting missing). */
+SH_ATTEST_API int sh_attest_provider_open(const sh_attest_provider_config *cfg,
+                                          sh_attest_provider **out, char *err, size_t errlen);
+/* Fresh evidence binding D (64 bytes).  nonce (n) and public_key (k) go into the document
+ * itself for nitro and simulated (each at most 1024 bytes; may be NULL), and are ignored by
+ * the other types, whose evidence holds only D.  at: seconds since the epoch (simulated only;
+ * the others are dated by the TEE).  Returns 0 with *out (malloc'd) and *len, or -1 with err. */
+SH_ATTEST_API int sh_attest_provider_evidence(sh_attest_provider *p, const uint8_t D[64],
+                                              const uint8_t *nonce, size_t nonce_len,
+                                              const uint8_t *public_key, size_t public_key_len,
+                                              int64_t at, uint8_t **out, size_t *len, char *err,
+                                              size_t errlen);
+/* The TEE type of the evidence (never SH_ATTEST_TEE_AUTO). */
+SH_ATTEST_API sh_tee sh_attest_provider_tee(const sh_attest_provider *p);
+/* Where the evidence comes from: "configfs-tsm", "/dev/sev-guest", "/dev/nsm",
+ * "/dev/attestation", "teeserver.sock", "simulated" (static string). */
+SH_ATTEST_API const char *sh_attest_provider_source(const sh_attest_provider *p);
+SH_ATTEST_API void sh_attest_provider_free(sh_attest_provider *p);
+
 #ifdef __cplusplus
 }
 #endif

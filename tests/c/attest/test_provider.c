@@ -1,0 +1,1126 @@
+/* tests/c/attest/test_provider.c — attest/provider*.c: the server's own evidence, produced
+ * through real files, FIFOs and sockets of fakes this suite makes in a temporary root:
+ *   - configfs-tsm: a report tree whose mkdir/rmdir hooks do what configfs does (make and drop
+ *     the attributes); outblob and auxblob are FIFOs served by a thread per report that reads
+ *     the inblob written and answers a real SNP report shape signed by a test VCEK (so the
+ *     evidence verifies under the test ARK, D included) or the vectors' TDX quote with
+ *     REPORT_DATA set; the generation moves as configfs moves it, or further (another writer);
+ *   - /dev/sev-guest and /dev/nsm: the ioctl seam, checking each request structure;
+ *   - Gramine: /dev/attestation pseudo-files (the quote a FIFO served from the written data);
+ *   - Confidential Space: an HTTP server thread on the launcher's unix socket;
+ *   - simulated: evidence our verifier accepts with the right D; auto never picks it; a TEE
+ *     named but absent fails naming the device.
+ * Prints "N passed, N failed"; SKIP (77) for the parts that need the shared vectors when they
+ * are absent. */
+#include "testutil.h"
+#include "attest_util.h" /* run(), add_ext() */
+#include "attest.h"
+
+#include <cbor.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <linux/ioctl.h>
+#include <linux/sev-guest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+static const int64_t AT = 1748736000; /* 2025-06-01, inside the test certificates' validity */
+static char ROOT[256];                /* the temporary tree */
+
+/* ---------------- small helpers ---------------- */
+
+static void mkdirs(const char *path) {
+  char b[4096];
+  snprintf(b, sizeof b, "%s", path);
+  for (char *s = b + 1; *s; s++)
+    if (*s == '/') {
+      *s = 0;
+      mkdir(b, 0700);
+      *s = '/';
+    }
+  mkdir(b, 0700);
+}
+
+static void put_file(const char *path, const void *d, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (f) {
+    fwrite(d, 1, n, f);
+    fclose(f);
+  }
+}
+
+static int contains(const char *s, const char *sub) {
+  return strstr(s, sub) != NULL;
+}
+
+/* a fresh tree <ROOT>/<name> */
+static void tree(const char *name, char *out, size_t n) {
+  snprintf(out, n, "%s/%s", ROOT, name);
+  mkdirs(out);
+}
+
+static void rand_D(uint8_t n[32], const uint8_t *k, size_t kl, uint8_t D[64]) {
+  RAND_bytes(n, 32);
+  sh_attest_binding_digest(n, 32, k, kl, D);
+}
+
+/* Opens a FIFO's write side once its reader is there (the provider blocked in open(2)), or
+ * returns -1 when *stop is set first. */
+static int open_writer(const char *path, atomic_int *stop) {
+  for (;;) {
+    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    if (fd >= 0) {
+      fcntl(fd, F_SETFL, 0);
+      return fd;
+    }
+    if (errno != ENXIO || atomic_load(stop)) return -1;
+    usleep(500);
+  }
+}
+
+static void write_all(int fd, const uint8_t *d, size_t n) {
+  while (n) {
+    ssize_t w = write(fd, d, n);
+    if (w <= 0) return;
+    d += w;
+    n -= (size_t)w;
+  }
+}
+
+/* ---------------- a test AMD PKI and SNP reports ---------------- */
+
+static EVP_PKEY *ark_k, *ask_k, *vcek_k;
+static X509 *ark, *ask, *vcek;
+static uint8_t *ark_der, *ask_der, *vcek_der;
+static size_t ark_len, ask_len, vcek_len;
+static const uint8_t TCB[8] = {3, 0, 0, 0, 0, 0, 8, 115}; /* Milan TCB_VERSION */
+static uint8_t CHIP[64];
+
+static void int_ext(X509 *x, const char *oid, long v) {
+  ASN1_INTEGER *ai = ASN1_INTEGER_new();
+  ASN1_INTEGER_set(ai, v);
+  unsigned char *der = NULL;
+  int l = i2d_ASN1_INTEGER(ai, &der);
+  ASN1_OBJECT *o = OBJ_txt2obj(oid, 1);
+  ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+  ASN1_OCTET_STRING_set(os, der, l);
+  X509_EXTENSION *e = X509_EXTENSION_create_by_OBJ(NULL, o, 0, os);
+  X509_add_ext(x, e, -1);
+  X509_EXTENSION_free(e);
+  ASN1_OCTET_STRING_free(os);
+  ASN1_OBJECT_free(o);
+  OPENSSL_free(der);
+  ASN1_INTEGER_free(ai);
+}
+
+static X509 *cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *ik, int ca, int vc) {
+  static long serial = 1;
+  X509 *x = X509_new();
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+  X509_NAME *n = X509_NAME_new();
+  X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+  X509_set_subject_name(x, n);
+  X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : n);
+  X509_NAME_free(n);
+  ASN1_TIME_set(X509_getm_notBefore(x), (time_t)T("2024-01-01T00:00:00Z"));
+  ASN1_TIME_set(X509_getm_notAfter(x), (time_t)T("2030-01-01T00:00:00Z"));
+  X509_set_pubkey(x, key);
+  if (ca) {
+    add_ext(x, issuer, NID_basic_constraints, "critical,CA:TRUE");
+    add_ext(x, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
+  }
+  add_ext(x, issuer, NID_subject_key_identifier, "hash");
+  if (issuer) add_ext(x, issuer, NID_authority_key_identifier, "keyid:always");
+  if (vc) { /* VCEK TCB extensions (AMD #57230) for the Milan layout, and hwID = CHIP_ID */
+    int_ext(x, "1.3.6.1.4.1.3704.1.3.1", TCB[0]);
+    int_ext(x, "1.3.6.1.4.1.3704.1.3.2", TCB[1]);
+    int_ext(x, "1.3.6.1.4.1.3704.1.3.3", TCB[6]);
+    int_ext(x, "1.3.6.1.4.1.3704.1.3.8", TCB[7]);
+    ASN1_OBJECT *o = OBJ_txt2obj("1.3.6.1.4.1.3704.1.4", 1);
+    ASN1_OCTET_STRING *os = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING_set(os, CHIP, 64);
+    X509_EXTENSION *e = X509_EXTENSION_create_by_OBJ(NULL, o, 0, os);
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    ASN1_OCTET_STRING_free(os);
+    ASN1_OBJECT_free(o);
+  }
+  X509_sign(x, ik ? ik : key, EVP_sha384());
+  return x;
+}
+
+static uint8_t *der(X509 *x, size_t *n) {
+  unsigned char *d = NULL;
+  *n = (size_t)i2d_X509(x, &d);
+  return d;
+}
+
+static void pki_init(void) {
+  for (int i = 0; i < 64; i++)
+    CHIP[i] = (uint8_t)(i + 1);
+  ark_k = EVP_EC_gen("P-384");
+  ask_k = EVP_EC_gen("P-384");
+  vcek_k = EVP_EC_gen("P-384");
+  ark = cert("Test-ARK", ark_k, NULL, NULL, 1, 0);
+  ask = cert("SEV-Test", ask_k, ark, ark_k, 1, 0);
+  vcek = cert("SEV-VCEK", vcek_k, ask, ask_k, 0, 1);
+  ark_der = der(ark, &ark_len);
+  ask_der = der(ask, &ask_len);
+  vcek_der = der(vcek, &vcek_len);
+}
+
+static void pki_free(void) {
+  OPENSSL_free(ark_der);
+  OPENSSL_free(ask_der);
+  OPENSSL_free(vcek_der);
+  X509_free(ark);
+  X509_free(ask);
+  X509_free(vcek);
+  EVP_PKEY_free(ark_k);
+  EVP_PKEY_free(ask_k);
+  EVP_PKEY_free(vcek_k);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A version-2 SNP report (ABI Table 23) with REPORT_DATA = rd, signed by the test VCEK. */
+static void snp_report(const uint8_t rd[64], uint8_t rep[1184]) {
+  memset(rep, 0, 1184);
+  put32(rep, 2);
+  put32(rep + 8, 0x30000);
+  put32(rep + 0x34, 1);
+  memcpy(rep + 0x38, TCB, 8);
+  memcpy(rep + 0x180, TCB, 8);
+  memcpy(rep + 0x50, rd, 64);
+  memset(rep + 0x90, 0xAB, 48);
+  memcpy(rep + 0x1A0, CHIP, 64);
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  size_t sl = 0;
+  EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, vcek_k);
+  EVP_DigestSign(md, NULL, &sl, rep, 0x2A0);
+  unsigned char *sig = malloc(sl);
+  EVP_DigestSign(md, sig, &sl, rep, 0x2A0);
+  const unsigned char *p = sig;
+  ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)sl);
+  BN_bn2lebinpad(ECDSA_SIG_get0_r(es), rep + 0x2A0, 72);
+  BN_bn2lebinpad(ECDSA_SIG_get0_s(es), rep + 0x2A0 + 72, 72);
+  ECDSA_SIG_free(es);
+  free(sig);
+  EVP_MD_CTX_free(md);
+}
+
+/* The GHCB certificate table (§4.1.8.1): VCEK, ASK, ARK entries, a zero entry, then the DER. */
+static size_t cert_table(uint8_t *t, size_t cap) {
+  static const uint8_t g[3][16] = {{0x63, 0xda, 0x75, 0x8d, 0xe6, 0x64, 0x45, 0x64, 0xad, 0xc5,
+                                    0xf4, 0xb9, 0x3b, 0xe8, 0xac, 0xcd},
+                                   {0x4a, 0xb7, 0xb3, 0x79, 0xbb, 0xac, 0x4f, 0xe4, 0xa0, 0x2f,
+                                    0x05, 0xae, 0xf3, 0x27, 0xc7, 0x82},
+                                   {0xc0, 0xb4, 0x06, 0xa4, 0xa8, 0x03, 0x49, 0x52, 0x97, 0x43,
+                                    0x3f, 0xb6, 0x01, 0x4c, 0xd0, 0xae}};
+  const uint8_t *d[3] = {vcek_der, ask_der, ark_der};
+  size_t l[3] = {vcek_len, ask_len, ark_len}, off = 4 * 24;
+  memset(t, 0, cap);
+  for (int i = 0; i < 3; i++) {
+    memcpy(t + 24 * i, g[i], 16);
+    put32(t + 24 * i + 16, (uint32_t)off);
+    put32(t + 24 * i + 20, (uint32_t)l[i]);
+    memcpy(t + off, d[i], l[i]);
+    off += l[i];
+  }
+  return off;
+}
+
+/* Verifies sev-snp evidence under the test ARK, bound to (n, k). */
+static sh_attest_reason verify_snp(const uint8_t *ev, size_t n, const uint8_t *nonce,
+                                   const uint8_t *k, size_t kl, int with_certs) {
+  sh_iovec roots[1] = {{.ptr = ark_der, .len = ark_len}};
+  sh_iovec certs[2] = {{.ptr = vcek_der, .len = vcek_len}, {.ptr = ask_der, .len = ask_len}};
+  sh_attest_options o = {.at = AT,
+                         .extra_roots = roots,
+                         .nextra_roots = 1,
+                         .nonce = nonce,
+                         .nonce_len = 32,
+                         .public_key = k,
+                         .public_key_len = kl};
+  if (with_certs) {
+    o.certs = certs;
+    o.ncerts = 2;
+  }
+  return run(ev, n, SH_TEE_SEV_SNP, &o, NULL);
+}
+
+/* ---------------- a test Intel PKI and TD quotes (test_dcap_gen.h) ---------------- */
+
+static char *hex_of(const uint8_t *b, size_t n) {
+  char *h = malloc(2 * n + 1);
+  sh_hex_encode(b, n, h);
+  return h;
+}
+
+#define SHIELD_DCAP_GEN_ONLY
+#include "test_dcap_gen.h"
+
+/* ---------------- the configfs-tsm fake ---------------- */
+
+typedef struct fdir {
+  char path[4096];
+  pthread_t th;
+  atomic_int stop;
+  struct fake_tsm *f;
+  struct fdir *next;
+} fdir;
+
+typedef struct fake_tsm {
+  const char *provider; /* "sev_guest" or "tdx_guest" */
+  int bump_first;       /* the first this-many reports see another writer's generation */
+  const uint8_t *quote; /* tdx: the quote to answer, REPORT_DATA replaced (NULL: sev) */
+  size_t quote_len;
+  size_t rd_off;        /* REPORT_DATA's offset in the quote */
+  int keep_report_data; /* 1: answer the quote as is (a report that does not bind D) */
+  int eexist_once;      /* the next mkdir finds a directory of that name (a stale one) */
+  const gpki *pki;      /* tdx: re-sign the quote with this test PKI (gquote) */
+  uint8_t *last;        /* tdx: the last quote answered (malloc'd) */
+  size_t last_len;
+  atomic_int reports;    /* reports made */
+  atomic_int bad_inblob; /* inblobs that were not 64 bytes */
+  pthread_mutex_t mu;
+  fdir *dirs;
+} fake_tsm;
+
+static void *serve_report(void *arg) {
+  fdir *d = arg;
+  fake_tsm *f = d->f;
+  char p[4200];
+  snprintf(p, sizeof p, "%s/outblob", d->path);
+  int fd = open_writer(p, &d->stop);
+  if (fd < 0) return NULL;
+  uint8_t in[128];
+  snprintf(p, sizeof p, "%s/inblob", d->path);
+  FILE *fi = fopen(p, "rb");
+  size_t n = fi ? fread(in, 1, sizeof in, fi) : 0;
+  if (fi) fclose(fi);
+  if (n != 64) atomic_fetch_add(&f->bad_inblob, 1);
+  int k = atomic_fetch_add(&f->reports, 1);
+  /* configfs: the inblob write made it 1; another writer made it more */
+  char g[16];
+  int gl = snprintf(g, sizeof g, "%d\n", k < f->bump_first ? 2 : 1);
+  snprintf(p, sizeof p, "%s/generation", d->path);
+  put_file(p, g, (size_t)gl);
+  if (f->quote) {
+    uint8_t *q = malloc(f->quote_len);
+    memcpy(q, f->quote, f->quote_len);
+    size_t ql = f->quote_len;
+    if (!f->keep_report_data) memcpy(q + f->rd_off, in, 64);
+    if (f->pki) { /* signed again by the test attestation key: a quote that verifies */
+      uint8_t *signed_q = gquote(f->pki, q, &ql, 0);
+      free(q);
+      q = signed_q;
+    }
+    write_all(fd, q, ql);
+    pthread_mutex_lock(&f->mu);
+    free(f->last);
+    f->last = q;
+    f->last_len = ql;
+    pthread_mutex_unlock(&f->mu);
+    close(fd);
+    return NULL;
+  }
+  uint8_t rep[1184];
+  snp_report(in, rep);
+  write_all(fd, rep, sizeof rep);
+  close(fd);
+  snprintf(p, sizeof p, "%s/auxblob", d->path);
+  if ((fd = open_writer(p, &d->stop)) < 0) return NULL;
+  uint8_t t[8192];
+  size_t tl = cert_table(t, sizeof t);
+  write_all(fd, t, tl);
+  close(fd);
+  return NULL;
+}
+
+/* configfs's mkdir: the report object with its attributes */
+static int fake_mkdir(void *ctx, const char *path) {
+  fake_tsm *f = ctx;
+  if (f->eexist_once) {
+    f->eexist_once = 0;
+    errno = EEXIST;
+    return -1;
+  }
+  if (mkdir(path, 0700) < 0) return -1;
+  fdir *d = calloc(1, sizeof *d);
+  snprintf(d->path, sizeof d->path, "%s", path);
+  d->f = f;
+  char p[4200];
+  snprintf(p, sizeof p, "%s/provider", path);
+  put_file(p, f->provider, strlen(f->provider));
+  put_file(p, "\n", 0);
+  FILE *pf = fopen(p, "wb");
+  fprintf(pf, "%s\n", f->provider);
+  fclose(pf);
+  snprintf(p, sizeof p, "%s/generation", path);
+  put_file(p, "0\n", 2);
+  snprintf(p, sizeof p, "%s/inblob", path);
+  put_file(p, "", 0);
+  snprintf(p, sizeof p, "%s/outblob", path);
+  mkfifo(p, 0600);
+  snprintf(p, sizeof p, "%s/auxblob", path);
+  if (!f->quote) mkfifo(p, 0600);
+  pthread_mutex_lock(&f->mu);
+  d->next = f->dirs;
+  f->dirs = d;
+  pthread_mutex_unlock(&f->mu);
+  pthread_create(&d->th, NULL, serve_report, d);
+  return 0;
+}
+
+/* configfs's rmdir: the attributes go with the object */
+static int fake_rmdir(void *ctx, const char *path) {
+  fake_tsm *f = ctx;
+  fdir *d = NULL, **pp;
+  pthread_mutex_lock(&f->mu);
+  for (pp = &f->dirs; *pp; pp = &(*pp)->next)
+    if (!strcmp((*pp)->path, path)) {
+      d = *pp;
+      *pp = d->next;
+      break;
+    }
+  pthread_mutex_unlock(&f->mu);
+  if (!d) {
+    errno = ENOENT;
+    return -1;
+  }
+  atomic_store(&d->stop, 1);
+  pthread_join(d->th, NULL);
+  static const char *const attrs[] = {"provider", "generation", "inblob", "outblob", "auxblob"};
+  char p[4200];
+  for (size_t i = 0; i < 5; i++) {
+    snprintf(p, sizeof p, "%s/%s", path, attrs[i]);
+    unlink(p);
+  }
+  free(d);
+  return rmdir(path);
+}
+
+static void fake_init(fake_tsm *f, const char *provider) {
+  memset(f, 0, sizeof *f);
+  f->provider = provider;
+  pthread_mutex_init(&f->mu, NULL);
+}
+
+static int report_dirs_left(const char *root) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s/sys/kernel/config/tsm/report", root);
+  int n = 0;
+  DIR *dir = opendir(p);
+  struct dirent *e;
+  while (dir && (e = readdir(dir)))
+    if (e->d_name[0] != '.') n++;
+  if (dir) closedir(dir);
+  return n;
+}
+
+typedef struct worker {
+  sh_attest_provider *p;
+  int ok, bad;
+} worker;
+
+static void *concurrent(void *arg) {
+  worker *w = arg;
+  for (int i = 0; i < 4; i++) {
+    uint8_t n[32], D[64], *ev = NULL;
+    size_t el = 0;
+    char err[256];
+    rand_D(n, NULL, 0, D);
+    if (sh_attest_provider_evidence(w->p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) ==
+            0 &&
+        verify_snp(ev, el, n, NULL, 0, 0) == SH_ATTEST_OK)
+      w->ok++;
+    else
+      w->bad++;
+    free(ev);
+  }
+  return NULL;
+}
+
+static void test_tsm_snp(void) {
+  char root[512], dir[600], err[512] = "";
+  tree("tsm-snp", root, sizeof root);
+  snprintf(dir, sizeof dir, "%s/sys/kernel/config/tsm/report", root);
+  mkdirs(dir);
+  fake_tsm f;
+  fake_init(&f, "sev_guest");
+  sh_attest_provider_config cfg = {.tee = SH_ATTEST_TEE_AUTO,
+                                   .root = root,
+                                   .tsm_mkdir = fake_mkdir,
+                                   .tsm_rmdir = fake_rmdir,
+                                   .ctx = &f};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "tsm auto: %s", err);
+  CHECK(p && sh_attest_provider_tee(p) == SH_TEE_SEV_SNP, "auto picked sev-snp from the provider");
+  CHECK(p && !strcmp(sh_attest_provider_source(p), "configfs-tsm"), "source");
+  uint8_t n[32], D[64], *ev = NULL, k[] = "a DER SPKI, as far as D is concerned";
+  size_t el = 0;
+  rand_D(n, k, sizeof k, D);
+  CHECK(sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+        "tsm snp evidence: %s", err);
+  CHECK(el > 1184 && ev && (ev[0] & 0xE0) == 0xA0, "a CBOR bundle (map), %zu bytes", el);
+  CHECK(verify_snp(ev, el, n, k, sizeof k, 0) == SH_ATTEST_OK,
+        "the bundle verifies (certificates from auxblob, REPORT_DATA = D)");
+  uint8_t n2[32];
+  memcpy(n2, n, 32);
+  n2[0] ^= 1;
+  CHECK(verify_snp(ev, el, n2, k, sizeof k, 0) == SH_ATTEST_BINDING_MISMATCH, "another nonce");
+  free(ev);
+  CHECK(atomic_load(&f.bad_inblob) == 0, "inblob was 64 bytes");
+  /* many threads on one provider: one report directory each */
+  worker w[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    w[i] = (worker){p, 0, 0};
+    pthread_create(&th[i], NULL, concurrent, &w[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(w[i].ok == 4 && w[i].bad == 0, "thread %d: %d ok, %d bad", i, w[i].ok, w[i].bad);
+  }
+  /* another writer once: the generation check retries in a new directory */
+  atomic_store(&f.reports, 0);
+  f.bump_first = 1;
+  rand_D(n, NULL, 0, D);
+  ev = NULL;
+  CHECK(sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+        "retried after another writer: %s", err);
+  CHECK(atomic_load(&f.reports) == 2, "two reports made (%d)", atomic_load(&f.reports));
+  CHECK(ev && verify_snp(ev, el, n, NULL, 0, 0) == SH_ATTEST_OK, "the retried report verifies");
+  free(ev);
+  /* another writer every time: a clear failure, no evidence */
+  atomic_store(&f.reports, 0);
+  f.bump_first = 1000;
+  ev = NULL;
+  CHECK(
+      sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 && !ev,
+      "concurrent writer every time");
+  CHECK(contains(err, "generation") && contains(err, "another process"), "message: %s", err);
+  f.bump_first = 0;
+  /* a stale directory with our name: the next name is taken */
+  f.eexist_once = 1;
+  ev = NULL;
+  CHECK(sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0 &&
+            !f.eexist_once,
+        "after EEXIST: %s", err);
+  free(ev);
+  CHECK(report_dirs_left(root) == 0, "every report directory removed");
+  sh_attest_provider_free(p);
+  /* explicit tdx on a sev_guest provider: refused, naming both */
+  cfg.tee = SH_TEE_TDX;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "tdx on sev_guest");
+  CHECK(contains(err, "sev_guest") && contains(err, "tdx_guest"), "message: %s", err);
+  pthread_mutex_destroy(&f.mu);
+}
+
+static void test_tsm_tdx(void) {
+  if (!vdir) return;
+  size_t ql, cl;
+  uint8_t *q = slurp("tdx/tdx_quote", &ql), *rc = slurp("tdx/tdx_quote_collateral.json", &cl);
+  json_t *rj = json_loadb((const char *)rc, cl, 0, NULL);
+  int64_t at = T("2025-06-20T00:00:00Z"); /* the vector's collateral is valid then */
+  /* the test PKI's PCK carries the real PCK's SGX extension (FMSPC, TCB levels) */
+  const uint8_t *b = memmem(q, ql, "-----BEGIN", 10);
+  BIO *bio = BIO_new_mem_buf(b, (int)(ql - (size_t)(b - q)));
+  X509 *rpck = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+  BIO_free(bio);
+  ASN1_OBJECT *oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
+  gpki g;
+  gpki_new(&g, at, X509_get_ext(rpck, X509_get_ext_by_OBJ(rpck, oid, -1)));
+  char *col = gcollateral(&g, rj, at, &(gcase){0});
+  unsigned char *rder = NULL;
+  int rl = i2d_X509(g.root, &rder);
+  sh_iovec troot = {.ptr = rder, .len = (size_t)rl};
+
+  char root[512], dir[600], err[512] = "";
+  tree("tsm-tdx", root, sizeof root);
+  snprintf(dir, sizeof dir, "%s/sys/kernel/config/tsm/report", root);
+  mkdirs(dir);
+  fake_tsm f;
+  fake_init(&f, "tdx_guest");
+  f.quote = q;
+  f.quote_len = ql;
+  f.rd_off = 48 + 520; /* v4 quote: header, then the TD report body's REPORT_DATA */
+  f.pki = &g;
+  CHECK(ql > 700 && q[0] == 4, "the vector is a v4 quote");
+  sh_attest_provider_config cfg = {
+      .tee = SH_TEE_TDX, .root = root, .tsm_mkdir = fake_mkdir, .tsm_rmdir = fake_rmdir, .ctx = &f};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "tsm tdx: %s", err);
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "tdx evidence: %s", err);
+  CHECK(ev && el == f.last_len && !memcmp(ev, f.last, el) && !memcmp(ev + f.rd_off, D, 64),
+        "the quote as configfs gave it, REPORT_DATA = D");
+  sh_attest_options o = {.at = at,
+                         .collateral = (const uint8_t *)col,
+                         .collateral_len = strlen(col),
+                         .extra_roots = &troot,
+                         .nextra_roots = 1,
+                         .nonce = n,
+                         .nonce_len = 32};
+  sh_attest_result *r = NULL;
+  sh_attest_reason got = ev ? run(ev, el, SH_TEE_TDX, &o, &r) : SH_ATTEST_MISSING;
+  CHECK(got == SH_ATTEST_OK, "the TD quote verifies, bound to n: %s", r ? r->message : "");
+  sh_attest_result_free(r);
+  n[0] ^= 1;
+  CHECK(ev && run(ev, el, SH_TEE_TDX, &o, NULL) == SH_ATTEST_BINDING_MISMATCH, "another nonce");
+  free(ev);
+  /* a quote that does not bind D is never handed out */
+  f.keep_report_data = 1;
+  f.pki = NULL;
+  ev = NULL;
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "quote without D refused");
+  CHECK(contains(err, "REPORT_DATA is not D"), "message: %s", err);
+  CHECK(report_dirs_left(root) == 0, "every report directory removed");
+  sh_attest_provider_free(p);
+  /* auto: tdx_guest */
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(p) == SH_TEE_TDX,
+        "auto picked tdx: %s", err);
+  sh_attest_provider_free(p);
+  pthread_mutex_destroy(&f.mu);
+  free(f.last);
+  OPENSSL_free(rder);
+  free(col);
+  gpki_free(&g);
+  ASN1_OBJECT_free(oid);
+  X509_free(rpck);
+  json_decref(rj);
+  free(rc);
+  free(q);
+}
+
+/* ---------------- /dev/sev-guest through the ioctl seam ---------------- */
+
+typedef struct fake_sev {
+  int no_ext;  /* SNP_GET_EXT_REPORT unsupported (ENOTTY) */
+  size_t need; /* certificate buffer the host needs */
+  int ext_calls, plain_calls, bad_req, short_buf;
+} fake_sev;
+
+static void sev_answer(const uint8_t rd[64], struct snp_report_resp *resp) {
+  memset(resp, 0, sizeof *resp);
+  put32(resp->data + 4, 1184);
+  snp_report(rd, resp->data + 0x20);
+}
+
+static int fake_sev_ioctl(void *ctx, int fd, unsigned long req, void *arg) {
+  fake_sev *s = ctx;
+  (void)fd;
+  struct snp_guest_request_ioctl *g = arg;
+  static const uint8_t zero[28];
+  if (g->msg_version != 1) s->bad_req++;
+  if (req == SNP_GET_EXT_REPORT) {
+    struct snp_ext_report_req *e = (void *)(uintptr_t)g->req_data;
+    s->ext_calls++;
+    if (e->data.vmpl != 0 || memcmp(e->data.rsvd, zero, 28) || e->certs_len % 4096) s->bad_req++;
+    if (s->no_ext) {
+      errno = ENOTTY;
+      return -1;
+    }
+    if (e->certs_len < s->need) { /* the kernel: too small, here is the size (whole pages) */
+      s->short_buf++;
+      e->certs_len = (uint32_t)s->need;
+      g->exitinfo2 = (uint64_t)SNP_GUEST_VMM_ERR_INVALID_LEN << 32;
+      errno = EINVAL;
+      return -1;
+    }
+    cert_table((uint8_t *)(uintptr_t)e->certs_address, e->certs_len);
+    sev_answer(e->data.user_data, (void *)(uintptr_t)g->resp_data);
+    return 0;
+  }
+  if (req == SNP_GET_REPORT) {
+    struct snp_report_req *r = (void *)(uintptr_t)g->req_data;
+    s->plain_calls++;
+    if (r->vmpl != 0 || memcmp(r->rsvd, zero, 28)) s->bad_req++;
+    sev_answer(r->user_data, (void *)(uintptr_t)g->resp_data);
+    return 0;
+  }
+  errno = ENOTTY;
+  return -1;
+}
+
+static void test_sev_guest(void) {
+  char root[512], dev[600], err[512] = "";
+  tree("sev-guest", root, sizeof root);
+  snprintf(dev, sizeof dev, "%s/dev", root);
+  mkdirs(dev);
+  snprintf(dev, sizeof dev, "%s/dev/sev-guest", root);
+  put_file(dev, "", 0);
+  fake_sev s = {.need = 5 * 4096};
+  sh_attest_provider_config cfg = {
+      .tee = SH_ATTEST_TEE_AUTO, .root = root, .ioctl = fake_sev_ioctl, .ctx = &s};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "sev-guest: %s", err);
+  CHECK(p && sh_attest_provider_tee(p) == SH_TEE_SEV_SNP &&
+            !strcmp(sh_attest_provider_source(p), "/dev/sev-guest"),
+        "auto: /dev/sev-guest without configfs-tsm");
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "ext report: %s", err);
+  CHECK(s.short_buf == 1 && s.ext_calls == 2 && s.plain_calls == 0 && s.bad_req == 0,
+        "grew the certificate buffer once (%d short, %d ext, %d bad)", s.short_buf, s.ext_calls,
+        s.bad_req);
+  CHECK(ev && el > 1184 && verify_snp(ev, el, n, NULL, 0, 0) == SH_ATTEST_OK,
+        "the extended report's bundle verifies");
+  free(ev);
+  /* no extended report: the report alone, certificates from elsewhere */
+  s = (fake_sev){.no_ext = 1};
+  ev = NULL;
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "plain report: %s", err);
+  CHECK(s.plain_calls == 1 && s.bad_req == 0, "fell back to SNP_GET_REPORT");
+  CHECK(ev && el == 1184 && verify_snp(ev, el, n, NULL, 0, 1) == SH_ATTEST_OK,
+        "the bare report verifies with the VCEK given");
+  free(ev);
+  sh_attest_provider_free(p);
+}
+
+/* ---------------- /dev/nsm through the ioctl seam ---------------- */
+
+struct nsm_iovec {
+  uint64_t addr, len;
+};
+struct nsm_raw {
+  struct nsm_iovec request, response;
+};
+#define NSM_IOCTL_RAW _IOWR(0x0A, 0x0, struct nsm_raw)
+
+typedef struct fake_nsm {
+  const char *sim_dir;
+  int refuse;
+  int requests, bad_req;
+} fake_nsm;
+
+static cbor_item_t *map_get(cbor_item_t *m, const char *k) {
+  if (!m || !cbor_isa_map(m)) return NULL;
+  struct cbor_pair *p = cbor_map_handle(m);
+  for (size_t i = 0; i < cbor_map_size(m); i++)
+    if (cbor_isa_string(p[i].key) && cbor_string_length(p[i].key) == strlen(k) &&
+        !memcmp(cbor_string_handle(p[i].key), k, strlen(k)))
+      return p[i].value;
+  return NULL;
+}
+
+static int fake_nsm_ioctl(void *ctx, int fd, unsigned long req, void *arg) {
+  fake_nsm *s = ctx;
+  (void)fd;
+  struct nsm_raw *raw = arg;
+  s->requests++;
+  if (req != NSM_IOCTL_RAW || raw->request.len > 0x1000 || raw->response.len < 0x3000) {
+    s->bad_req++;
+    errno = EINVAL;
+    return -1;
+  }
+  struct cbor_load_result res;
+  cbor_item_t *it =
+      cbor_load((const uint8_t *)(uintptr_t)raw->request.addr, raw->request.len, &res);
+  cbor_item_t *a = map_get(it, "Attestation");
+  cbor_item_t *ud = map_get(a, "user_data"), *nn = map_get(a, "nonce"),
+              *pk = map_get(a, "public_key");
+  cbor_item_t *resp = cbor_new_definite_map(1);
+  if (!it || cbor_map_size(it) != 1 || !a || cbor_map_size(a) != 3 || !ud ||
+      !cbor_isa_bytestring(ud) || cbor_bytestring_length(ud) != 64 || !nn ||
+      !cbor_isa_bytestring(nn) || !pk || !cbor_isa_bytestring(pk))
+    s->bad_req++;
+  if (s->refuse || !nn || !cbor_isa_bytestring(nn)) {
+    cbor_map_add(resp, (struct cbor_pair){cbor_move(cbor_build_string("Error")),
+                                          cbor_move(cbor_build_string("InvalidArgument"))});
+  } else {
+    /* the NSM signs what it was given: a Nitro-format document (the simulated root's) */
+    sh_attest_sim_params sp = {.dir = s->sim_dir,
+                               .at = AT,
+                               .nonce = cbor_bytestring_handle(nn),
+                               .nonce_len = cbor_bytestring_length(nn),
+                               .public_key = cbor_bytestring_handle(pk),
+                               .public_key_len = cbor_bytestring_length(pk)};
+    uint8_t *doc = NULL, want[64];
+    size_t dl = 0;
+    char e[256];
+    sh_attest_binding_digest(sp.nonce, sp.nonce_len, sp.public_key, sp.public_key_len, want);
+    if (memcmp(want, cbor_bytestring_handle(ud), 64)) s->bad_req++;
+    sh_attest_simulated_evidence(&sp, &doc, &dl, e, sizeof e);
+    cbor_item_t *inner = cbor_new_definite_map(1);
+    cbor_map_add(inner, (struct cbor_pair){cbor_move(cbor_build_string("document")),
+                                           cbor_move(cbor_build_bytestring(doc, dl))});
+    cbor_map_add(resp,
+                 (struct cbor_pair){cbor_move(cbor_build_string("Attestation")), cbor_move(inner)});
+    free(doc);
+  }
+  size_t n = cbor_serialize(resp, (uint8_t *)(uintptr_t)raw->response.addr, raw->response.len);
+  raw->response.len = n;
+  cbor_decref(&resp);
+  if (it) cbor_decref(&it);
+  return 0;
+}
+
+static void test_nsm(const char *sim_dir, sh_iovec *sim_root) {
+  char root[512], dev[600], err[512] = "";
+  tree("nsm", root, sizeof root);
+  snprintf(dev, sizeof dev, "%s/dev", root);
+  mkdirs(dev);
+  snprintf(dev, sizeof dev, "%s/dev/nsm", root);
+  put_file(dev, "", 0);
+  fake_nsm s = {.sim_dir = sim_dir};
+  sh_attest_provider_config cfg = {
+      .tee = SH_ATTEST_TEE_AUTO, .root = root, .ioctl = fake_nsm_ioctl, .ctx = &s};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "nsm: %s", err);
+  CHECK(p && sh_attest_provider_tee(p) == SH_TEE_NITRO, "auto: nitro from /dev/nsm");
+  uint8_t n[32], D[64], k[91], *ev = NULL;
+  size_t el = 0;
+  RAND_bytes(k, sizeof k);
+  rand_D(n, k, sizeof k, D);
+  CHECK(p && sh_attest_provider_evidence(p, D, n, 32, k, sizeof k, AT, &ev, &el, err, sizeof err) ==
+                 0,
+        "nsm evidence: %s", err);
+  CHECK(s.requests == 1 && s.bad_req == 0, "the request: %d bad", s.bad_req);
+  sh_attest_options o = {.at = AT,
+                         .trust_simulated = 1,
+                         .simulated_root = sim_root,
+                         .nonce = n,
+                         .nonce_len = 32,
+                         .public_key = k,
+                         .public_key_len = sizeof k};
+  sh_attest_result *r = NULL;
+  CHECK(ev && run(ev, el, SH_TEE_SIMULATED, &o, &r) == SH_ATTEST_OK,
+        "the NSM's document verifies, bound to n and k");
+  CHECK(r && r->user_data_len == 64 && !memcmp(r->user_data, D, 64), "user_data = D");
+  sh_attest_result_free(r);
+  free(ev);
+  s.refuse = 1;
+  ev = NULL;
+  CHECK(p &&
+            sh_attest_provider_evidence(p, D, n, 32, k, sizeof k, AT, &ev, &el, err, sizeof err) <
+                0 &&
+            !ev,
+        "NSM error answer");
+  CHECK(contains(err, "InvalidArgument"), "message: %s", err);
+  uint8_t big[1025] = {0};
+  CHECK(p && sh_attest_provider_evidence(p, D, n, 32, big, sizeof big, AT, &ev, &el, err,
+                                         sizeof err) < 0,
+        "public key over 1024 bytes refused");
+  CHECK(s.requests == 2, "...before any ioctl");
+  sh_attest_provider_free(p);
+}
+
+/* ---------------- Gramine ---------------- */
+
+typedef struct fake_gramine {
+  char dir[600];
+  const uint8_t *quote;
+  size_t len;
+  atomic_int stop;
+} fake_gramine;
+
+static void *serve_quote(void *arg) {
+  fake_gramine *g = arg;
+  char p[700];
+  snprintf(p, sizeof p, "%s/quote", g->dir);
+  int fd = open_writer(p, &g->stop);
+  if (fd < 0) return NULL;
+  uint8_t in[64] = {0}, *q = malloc(g->len);
+  snprintf(p, sizeof p, "%s/user_report_data", g->dir);
+  FILE *f = fopen(p, "rb");
+  if (f) {
+    if (fread(in, 1, 64, f) != 64) memset(in, 0, 64);
+    fclose(f);
+  }
+  memcpy(q, g->quote, g->len);
+  memcpy(q + 48 + 320, in, 64); /* v3 quote: header, then the enclave report's REPORT_DATA */
+  write_all(fd, q, g->len);
+  close(fd);
+  free(q);
+  return NULL;
+}
+
+static void test_gramine(void) {
+  char root[512], err[512] = "";
+  fake_gramine g = {0};
+  tree("gramine", root, sizeof root);
+  snprintf(g.dir, sizeof g.dir, "%s/dev/attestation", root);
+  mkdirs(g.dir);
+  char p[700];
+  snprintf(p, sizeof p, "%s/attestation_type", g.dir);
+  put_file(p, "none\n", 5);
+  snprintf(p, sizeof p, "%s/quote", g.dir);
+  mkfifo(p, 0600);
+  sh_attest_provider_config cfg = {.tee = SH_TEE_SGX, .root = root};
+  sh_attest_provider *pr = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &pr, err, sizeof err) < 0 && !pr, "attestation_type none");
+  CHECK(contains(err, "\"none\"") && contains(err, "dcap"), "message: %s", err);
+  if (!vdir) return;
+  snprintf(p, sizeof p, "%s/attestation_type", g.dir);
+  put_file(p, "dcap", 4);
+  snprintf(p, sizeof p, "%s/user_report_data", g.dir);
+  put_file(p, "", 0);
+  uint8_t *q = slurp("sgx/sgx_quote", &g.len);
+  g.quote = q;
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  CHECK(sh_attest_provider_open(&cfg, &pr, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(pr) == SH_TEE_SGX,
+        "auto: sgx from /dev/attestation: %s", err);
+  pthread_t th;
+  pthread_create(&th, NULL, serve_quote, &g);
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  CHECK(pr && sh_attest_provider_evidence(pr, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) ==
+                  0,
+        "gramine quote: %s", err);
+  atomic_store(&g.stop, 1);
+  pthread_join(th, NULL);
+  CHECK(ev && el == g.len && !memcmp(ev + 368, D, 64) && !memcmp(ev, q, 368),
+        "the quote Gramine gave, REPORT_DATA = D");
+  free(ev);
+  free(q);
+  sh_attest_provider_free(pr);
+}
+
+/* ---------------- Confidential Space launcher ---------------- */
+
+typedef struct fake_cs {
+  int fd;
+  int status; /* the answer's status */
+  char nonce[128], audience[128], token_type[32], method[16], path[64];
+  int nnonces;
+} fake_cs;
+
+static const char JWT[] = "eyJhbGciOiJSUzI1NiJ9.eyJlYXRfbm9uY2UiOiJ4In0.c2lnbmF0dXJl";
+
+static void *serve_cs(void *arg) {
+  fake_cs *s = arg;
+  int c = accept(s->fd, NULL, NULL);
+  if (c < 0) return NULL;
+  char buf[8192];
+  size_t n = 0;
+  char *body = NULL;
+  long clen = -1;
+  while (n < sizeof buf - 1) {
+    ssize_t r = read(c, buf + n, sizeof buf - 1 - n);
+    if (r <= 0) break;
+    n += (size_t)r;
+    buf[n] = 0;
+    char *end = strstr(buf, "\r\n\r\n");
+    if (end && clen < 0) {
+      char *cl = strcasestr(buf, "\r\nContent-Length:");
+      clen = cl ? strtol(cl + 17, NULL, 10) : 0;
+      body = end + 4;
+    }
+    if (body && (long)(buf + n - body) >= clen) break;
+  }
+  sscanf(buf, "%15s %63s", s->method, s->path);
+  json_t *j = body ? json_loadb(body, (size_t)clen, 0, NULL) : NULL;
+  json_t *ns = json_object_get(j, "nonces");
+  s->nnonces = (int)json_array_size(ns);
+  snprintf(s->nonce, sizeof s->nonce, "%s", json_string_value(json_array_get(ns, 0)) ?: "");
+  snprintf(s->audience, sizeof s->audience, "%s",
+           json_string_value(json_object_get(j, "audience")) ?: "");
+  snprintf(s->token_type, sizeof s->token_type, "%s",
+           json_string_value(json_object_get(j, "token_type")) ?: "");
+  json_decref(j);
+  const char *b = s->status == 200 ? JWT : "nonce too long";
+  int hl = snprintf(buf, sizeof buf,
+                    "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+                    "Connection: close\r\n\r\n%s",
+                    s->status, strlen(b), b);
+  write_all(c, (const uint8_t *)buf, (size_t)hl);
+  close(c);
+  return NULL;
+}
+
+static void test_gcp(void) {
+  char root[512], dir[600], sock[700], err[512] = "";
+  tree("gcp", root, sizeof root);
+  snprintf(dir, sizeof dir, "%s/run/container_launcher", root);
+  mkdirs(dir);
+  snprintf(sock, sizeof sock, "%s/teeserver.sock", dir);
+  fake_cs s = {.status = 200};
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  CHECK(strlen(sock) < sizeof a.sun_path, "socket path too long: %s", sock);
+  memcpy(a.sun_path, sock, strlen(sock) < sizeof a.sun_path ? strlen(sock) + 1 : 0);
+  s.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  CHECK(bind(s.fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(s.fd, 4) == 0, "bind %s", sock);
+  sh_attest_provider_config cfg = {.tee = SH_ATTEST_TEE_AUTO, .root = root};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && contains(err, "audience"),
+        "gcp without an audience: %s", err);
+  cfg.gcp_audience = "https://shield.example";
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(p) == SH_TEE_GCP,
+        "auto: gcp from the launcher socket: %s", err);
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  pthread_t th;
+  pthread_create(&th, NULL, serve_cs, &s);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "token: %s", err);
+  pthread_join(th, NULL);
+  char want[100];
+  sh_b64_encode(D, 64, SH_B64_PROTOCOL, want);
+  CHECK(!strcmp(s.method, "POST") && !strcmp(s.path, "/v1/token"), "%s %s", s.method, s.path);
+  CHECK(s.nnonces == 1 && !strcmp(s.nonce, want), "nonces = [base64url(D)]: %s", s.nonce);
+  CHECK(!strcmp(s.audience, "https://shield.example") && !strcmp(s.token_type, "OIDC"),
+        "audience %s, token_type %s", s.audience, s.token_type);
+  CHECK(ev && el == strlen(JWT) && !memcmp(ev, JWT, el), "the body is the token");
+  free(ev);
+  s.status = 400;
+  pthread_create(&th, NULL, serve_cs, &s);
+  ev = NULL;
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "launcher error");
+  pthread_join(th, NULL);
+  CHECK(contains(err, "400") && contains(err, "nonce too long"), "message: %s", err);
+  sh_attest_provider_free(p);
+  close(s.fd);
+  unlink(sock);
+}
+
+/* ---------------- simulated, auto, absent TEEs ---------------- */
+
+static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
+  char err[512] = "";
+  sh_attest_provider_config cfg = {.tee = SH_TEE_SIMULATED, .simulated_dir = sim_dir};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "simulated: %s", err);
+  CHECK(p && sh_attest_provider_tee(p) == SH_TEE_SIMULATED, "tee");
+  uint8_t n[32], D[64], k[44], *ev = NULL;
+  size_t el = 0;
+  RAND_bytes(k, sizeof k);
+  rand_D(n, k, sizeof k, D);
+  CHECK(p && sh_attest_provider_evidence(p, D, n, 32, k, sizeof k, AT, &ev, &el, err, sizeof err) ==
+                 0,
+        "simulated evidence: %s", err);
+  sh_attest_options o = {.at = AT,
+                         .trust_simulated = 1,
+                         .simulated_root = sim_root,
+                         .nonce = n,
+                         .nonce_len = 32,
+                         .public_key = k,
+                         .public_key_len = sizeof k};
+  sh_attest_result *r = NULL;
+  CHECK(ev && run(ev, el, SH_TEE_SIMULATED, &o, &r) == SH_ATTEST_OK, "our verifier accepts it");
+  CHECK(r && r->tee == SH_TEE_SIMULATED && r->user_data_len == 64 && !memcmp(r->user_data, D, 64),
+        "user_data = D");
+  sh_attest_result_free(r);
+  o.trust_simulated = 0;
+  CHECK(ev && run(ev, el, SH_TEE_SIMULATED, &o, NULL) == SH_ATTEST_ROOT_UNTRUSTED,
+        "untrusted without trust_simulated");
+  free(ev);
+  D[5] ^= 1;
+  ev = NULL;
+  CHECK(p &&
+            sh_attest_provider_evidence(p, D, n, 32, k, sizeof k, AT, &ev, &el, err, sizeof err) <
+                0 &&
+            !ev,
+        "D that is not D(n, k)");
+  CHECK(contains(err, "binding digest"), "message: %s", err);
+  sh_attest_provider_free(p);
+}
+
+static void absent(sh_tee tee, const char *root, const char *want, const char *want2) {
+  char err[1024] = "";
+  sh_attest_provider_config cfg = {.tee = tee, .root = root};
+  sh_attest_provider *p = NULL;
+  int rc = sh_attest_provider_open(&cfg, &p, err, sizeof err);
+  CHECK(rc < 0 && !p, "%s absent opened", sh_tee_name(tee));
+  CHECK(contains(err, want) && (!want2 || contains(err, want2)), "%s: %s (want %s)",
+        sh_tee_name(tee), err, want);
+  sh_attest_provider_free(p);
+}
+
+static void test_absent_and_auto(const char *sim_dir) {
+  char root[512], path[700], err[1024] = "";
+  tree("empty", root, sizeof root);
+  /* auto on a machine with no TEE: refused, and a dev root present changes nothing */
+  sh_attest_provider_config cfg = {
+      .tee = SH_ATTEST_TEE_AUTO, .root = root, .simulated_dir = sim_dir};
+  sh_attest_provider *p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "auto never picks simulated");
+  CHECK(contains(err, "no TEE found") && contains(err, "never chosen"), "message: %s", err);
+  /* a TEE named but absent: the message names the device */
+  snprintf(path, sizeof path, "%s/dev/nsm", root);
+  absent(SH_TEE_NITRO, root, path, NULL);
+  snprintf(path, sizeof path, "%s/dev/sev-guest", root);
+  absent(SH_TEE_SEV_SNP, root, path, "/sys/kernel/config/tsm/report");
+  snprintf(path, sizeof path, "%s/dev/tdx_guest", root);
+  absent(SH_TEE_TDX, root, path, "/sys/kernel/config/tsm/report");
+  snprintf(path, sizeof path, "%s/dev/attestation/attestation_type", root);
+  absent(SH_TEE_SGX, root, path, NULL);
+  snprintf(path, sizeof path, "%s/run/container_launcher/teeserver.sock", root);
+  absent(SH_TEE_GCP, root, path, NULL);
+  absent(SH_TEE_AZURE_SNP, root, "not built", NULL);
+  /* /dev/tdx_guest without configfs-tsm: a TDREPORT is not a quote */
+  snprintf(path, sizeof path, "%s/dev", root);
+  mkdirs(path);
+  snprintf(path, sizeof path, "%s/dev/tdx_guest", root);
+  put_file(path, "", 0);
+  absent(SH_TEE_TDX, root, "needs configfs-tsm", "6.7");
+  absent(SH_ATTEST_TEE_AUTO, root, "needs configfs-tsm", "/dev/tdx_guest");
+  unlink(path);
+}
+
+int main(void) {
+  char why[512];
+  vectors_init(why, sizeof why);
+  snprintf(ROOT, sizeof ROOT, "/tmp/shield-provider-XXXXXX");
+  if (!mkdtemp(ROOT)) return 1;
+  char sim_dir[600], err[256];
+  snprintf(sim_dir, sizeof sim_dir, "%s/sim", ROOT);
+  uint8_t *sim_der = NULL;
+  size_t sim_len = 0;
+  CHECK(sh_attest_simulated_root(sim_dir, 1, &sim_der, &sim_len, err, sizeof err) == 0, "%s", err);
+  sh_iovec sim_root = {.ptr = sim_der, .len = sim_len};
+  pki_init();
+  test_simulated(sim_dir, &sim_root);
+  test_absent_and_auto(sim_dir);
+  test_tsm_snp();
+  test_tsm_tdx();
+  test_sev_guest();
+  test_nsm(sim_dir, &sim_root);
+  test_gramine();
+  test_gcp();
+  pki_free();
+  free(sim_der);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", ROOT);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", ROOT);
+  return vdir ? test_summary() : test_summary_skip(why);
+}
