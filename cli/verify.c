@@ -194,7 +194,7 @@ static void print_human(const sh_attest_result *r) {
   printf("  debug: %s\n", r->debug ? "yes" : "no");
 }
 
-/* ---- --fetch / --offline (fetch.c) ---- */
+/* ---- --fetch / --offline (attest.h: sh_attest_fetcher_new) ---- */
 
 #define GCP_ISSUER "https://confidentialcomputing.googleapis.com"
 
