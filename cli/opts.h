@@ -62,7 +62,8 @@ struct sh_cli_opt {
   const char *const *choices; /* SH_CLI_CHOICE */
   const char *why;            /* SH_CLI_IGNORED: the warning */
   /* SH_CLI_CUSTOM: check `value` and store it in `target` (the row's target struct).  `name`
-   * is the flag as given (the alias, maybe).  0, or SH_EINVAL with err set. */
+   * is the flag as given (the alias, maybe), for messages: valid during the call only (`value`
+   * points into argv and may be kept).  0, or SH_EINVAL with err set. */
   int (*apply)(void *target, const sh_cli_opt *o, const char *name, const char *value,
                sh_error *err);
 };

@@ -25,14 +25,14 @@ typedef struct targs {
   unsigned oct;
   double secs;
   int custom_calls;
-  const char *custom_name;
+  char custom_name[16]; /* a copy: the name apply gets is valid during the call only */
 } targs;
 
 static int custom(void *t, const sh_cli_opt *o, const char *name, const char *v, sh_error *err) {
   (void)o;
   targs *a = t;
   a->custom_calls++;
-  a->custom_name = name;
+  snprintf(a->custom_name, sizeof a->custom_name, "%s", name);
   if (strcmp(v, "bad") == 0) return sh_cli__fail(err, "%s: '%s' is refused by apply", name, v);
   return 0;
 }
