@@ -96,6 +96,18 @@ sh_attest_result *sh_attest__result_new(void) {
   return r;
 }
 
+sh_attest_result *sh_attest_result_rejected(sh_tee tee, int64_t at, sh_attest_reason reason,
+                                            const char *message) {
+  sh_attest_result *r = sh_attest__result_new();
+  if (!r) return NULL;
+  r->tee = tee;
+  r->timestamp = (double)at;
+  /* fail closed even when called with SH_ATTEST_OK: a rejection always carries a reason */
+  sh_attest__fail(r, reason == SH_ATTEST_OK ? SH_ATTEST_MALFORMED : reason, "%s",
+                  message ? message : "");
+  return r;
+}
+
 void sh_attest_result_free(sh_attest_result *r) {
   if (!r) return;
   json_decref(r->measurements);

@@ -144,12 +144,11 @@ static int read_root(const char *path, EVP_PKEY **key, X509 **cert) {
   return 0;
 }
 
-static int create_root(const char *dir, const char *path) {
+static int create_root(const char *dir, const char *path, int64_t now) {
   char tmp[4200];
   EVP_PKEY *k = p384_key();
-  /* The clock is read here only to date a new dev root (not part of any verification).
+  /* `now` (the caller's clock: the library never reads it) only dates a new dev root.
    * notBefore is 2000-01-01 so evidence made for a pinned past clock (--at) still chains. */
-  int64_t now = (int64_t)time(NULL);
   X509 *c = k ? make_cert(k, "Shield simulated TEE dev root", NULL, NULL, 946684800,
                           now + (int64_t)SIM_ROOT_DAYS * 86400, 1)
               : NULL;
@@ -175,8 +174,8 @@ out:
   return rc;
 }
 
-static int load_root(const char *dir_in, int create, EVP_PKEY **key, X509 **cert, char *err,
-                     size_t errlen) {
+static int load_root(const char *dir_in, int create, int64_t now, EVP_PKEY **key, X509 **cert,
+                     char *err, size_t errlen) {
   char dir[4096], path[4200];
   *key = NULL;
   *cert = NULL;
@@ -193,20 +192,22 @@ static int load_root(const char *dir_in, int create, EVP_PKEY **key, X509 **cert
     return errf(err, errlen, "dev root: %s is unreadable or not a key + certificate", path);
   if (!create)
     return errf(err, errlen, "dev root: %s does not exist (run `shield dev-root`)", path);
-  if (mkdirs(dir) < 0 || create_root(dir, path) < 0)
+  if (mkdirs(dir) < 0 || create_root(dir, path, now) < 0)
     return errf(err, errlen, "dev root: cannot create %s", path);
   if (read_root(path, key, cert) != 0)
     return errf(err, errlen, "dev root: %s is unreadable after creation", path);
   return 0;
 }
 
-int sh_attest_simulated_root(const char *dir, int create, uint8_t **der, size_t *der_len, char *err,
-                             size_t errlen) {
+int sh_attest_simulated_root(const char *dir, int create, int64_t now, uint8_t **der,
+                             size_t *der_len, char *err, size_t errlen) {
   EVP_PKEY *k;
   X509 *c;
   *der = NULL;
   *der_len = 0;
-  if (load_root(dir, create, &k, &c, err, errlen) < 0) return -1;
+  if (create && now <= 0)
+    return errf(err, errlen, "dev root: creating one needs the current time%s", NULL);
+  if (load_root(dir, create, now, &k, &c, err, errlen) < 0) return -1;
   unsigned char *p = NULL;
   int n = i2d_X509(c, &p);
   EVP_PKEY_free(k);
@@ -266,7 +267,7 @@ int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out, s
   if (!p || p->at <= 0) return errf(err, errlen, "simulated: an explicit time is required%s", NULL);
   if ((p->nonce && p->nonce_len > 512) || (p->public_key && p->public_key_len > 1024))
     return errf(err, errlen, "simulated: nonce or public key too long (NSM limits)%s", NULL);
-  if (load_root(p->dir, 1, &rk, &root, err, errlen) < 0) return -1;
+  if (load_root(p->dir, 1, p->now > 0 ? p->now : p->at, &rk, &root, err, errlen) < 0) return -1;
   int64_t life = p->lifetime > 0 ? p->lifetime : 3 * 3600;
   if (!(lk = p384_key()) ||
       !(leaf = make_cert(lk, "Shield simulated enclave", root, rk, p->at - 60, p->at + life, 0)) ||

@@ -49,6 +49,13 @@ int sh_attest__x509_add_blob(STACK_OF(X509) * sk, const uint8_t *p, size_t len) 
   return added ? 0 : -1;
 }
 
+int sh_attest_certs_count(const uint8_t *data, size_t len) {
+  STACK_OF(X509) *sk = sk_X509_new_null();
+  int n = sk && data && sh_attest__x509_add_blob(sk, data, len) == 0 ? sk_X509_num(sk) : -1;
+  sk_X509_pop_free(sk, X509_free);
+  return n > 0 ? n : -1;
+}
+
 STACK_OF(X509) * sh_attest__x509_parse_many(const sh_iovec *blobs, size_t n) {
   STACK_OF(X509) *sk = sk_X509_new_null();
   if (!sk) return NULL;

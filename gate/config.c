@@ -3,7 +3,7 @@
  * configuration which is malformed, inconsistent, or could never verify an accepted type
  * (naming the flag to add: issue #5, "the server always requires configured ones").
  *
- * The command line runs it once, before any worker forks (options.c: exit 2 with the
+ * The command line runs it once, before any worker forks (cli/serve.c: exit 2 with the
  * message); sh_gate_new runs it again for a program that fills the config itself.  So it
  * changes nothing in the config: what depends on several settings (the JWKS URL of a token
  * type, the fetch timeout in ms) is derived where it is used, by the functions below.  The
@@ -74,6 +74,11 @@ int sh_gate__check_types(const char *list, unsigned *bits, sh_error *err) {
   char bad[48];
   if (sh_gate__parse_types(list, bits, bad, sizeof bad) < 0) return types_error(bad, err);
   return 0;
+}
+
+int sh_gate_check_types(const char *list, sh_error *err) {
+  unsigned bits;
+  return sh_gate__check_types(list, &bits, err);
 }
 
 /* ---- settings derived from several flags (used by verifier.c) */

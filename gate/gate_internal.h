@@ -14,7 +14,6 @@
  *   reply.c     §3 replies from one table
  *   verifier.c  keys, collateral and the fetcher of what verification needs
  *   config.c    sh_gate_config defaults and start-up validation
- *   options.c   the --attest-* flags of the `shield` command line
  *
  * Threads: everything in struct sh_gate is I/O-thread only unless it says otherwise; the
  * pool's queues are under pool.mu; a job (gate_req) on the pool is touched only by the pool

@@ -20,6 +20,7 @@
 #include <crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "native_attest.h"
 
@@ -178,6 +179,7 @@ static PyObject *py_simulated_evidence(PyObject *self, PyObject *args, PyObject 
   }
   p.dir = dir;
   p.at = (int64_t)at;
+  p.now = (int64_t)time(NULL); /* dates a dev root created on first use (attest never reads it) */
   p.lifetime = (int64_t)lifetime;
   p.debug = debug;
   p.nonce = nonce.obj ? nonce.buf : NULL;
@@ -210,7 +212,8 @@ static PyObject *py_simulated_root(PyObject *self, PyObject *args, PyObject *kw)
   size_t n = 0;
   char eb[512] = "";
   int rc;
-  Py_BEGIN_ALLOW_THREADS rc = sh_attest_simulated_root(dir, create, &der, &n, eb, sizeof eb);
+  Py_BEGIN_ALLOW_THREADS rc =
+      sh_attest_simulated_root(dir, create, (int64_t)time(NULL), &der, &n, eb, sizeof eb);
   Py_END_ALLOW_THREADS if (rc < 0) {
     PyErr_SetString(PyExc_RuntimeError, eb);
     return NULL;

@@ -4,8 +4,8 @@
  * Owns:   evidence formats (AWS Nitro COSE_Sign1/CBOR, AMD SEV-SNP reports, Azure CVM HCL
  *         reports, Intel TDX/SGX DCAP quotes with their collateral: TCB info, QE identity,
  *         CRLs), X.509 chains to pinned root fingerprints, the binding digest
- *         (docs/protocol.md §1.2), policy (a JSON file, format in policy.c), a bounded verification
- *         cache, and the `shield verify` command.
+ *         (docs/protocol.md §1.2), policy (a JSON file, format in policy.c), a bounded
+ *         verification cache.  (The `shield verify` command line is cli/'s, on this header.)
  * Never:  reads the clock (the verification time is always an explicit input), fetches
  *         anything from the network while verifying (only sh_attest_fetch_* do, when called,
  *         see below), knows about HTTP or Python, keeps global mutable state,
@@ -149,6 +149,17 @@ typedef struct sh_attest_result {
 SH_ATTEST_API int sh_attest_verify(const uint8_t *evidence, size_t len, sh_tee tee,
                                    const sh_attest_options *opts, sh_attest_result **out);
 SH_ATTEST_API void sh_attest_result_free(sh_attest_result *r);
+/* A rejected result for evidence the caller refused before it reached sh_attest_verify (e.g.
+ * over the caller's size limit): tee and timestamp (the verification time `at`) as given,
+ * `reason` (not SH_ATTEST_OK) and `message` (truncated to the message field).  Freed with
+ * sh_attest_result_free.  NULL when out of memory. */
+SH_ATTEST_API sh_attest_result *sh_attest_result_rejected(sh_tee tee, int64_t at,
+                                                          sh_attest_reason reason,
+                                                          const char *message);
+/* How many X.509 certificates `data` holds as sh_attest_options.certs reads it (PEM, one or
+ * several; or DER, one or several concatenated): >= 1, or -1 when it is not certificates.  For
+ * a caller that wants to refuse a bad certificate file up front rather than as a verdict. */
+SH_ATTEST_API int sh_attest_certs_count(const uint8_t *data, size_t len);
 
 SH_ATTEST_API const char *sh_attest_reason_name(
     sh_attest_reason r); /* "signature_invalid", NULL for OK */
@@ -388,10 +399,13 @@ SH_ATTEST_API int sh_attest_sha256(const void *data, size_t len, uint8_t out[32]
  * winner's root).  Evidence is a Nitro-format COSE_Sign1 (protected {1: -35, 4:
  * h'shield-simulated'}), leaf signed by the dev root, cabundle [dev root], user_data = D(n, k)
  * (§1.2), nonce = n, public_key = k.  These functions read and may write files; they never
- * read the clock (at is an input). */
+ * read the clock (`at` dates the evidence, `now` dates a dev root created on first use). */
 typedef struct sh_attest_sim_params {
   const char *dir;      /* NULL: the default data directory */
   int64_t at;           /* document timestamp and leaf validity start (required) */
+  int64_t now;          /* the current time: a dev root created by this call is valid for 10
+                           years from it (its notBefore is 2000-01-01, so evidence for a past
+                           `at` still chains); 0: `at` */
   int64_t lifetime;     /* leaf validity in seconds; 0: 3 hours */
   const uint8_t *nonce; /* n (may be NULL) */
   size_t nonce_len;
@@ -401,26 +415,15 @@ typedef struct sh_attest_sim_params {
   const uint8_t *pcrs[32]; /* 48-byte values overriding the defaults (NULL: default) */
 } sh_attest_sim_params;
 
-/* The dev root certificate (DER, malloc'd, caller frees).  create = 1 makes it when absent.
+/* The dev root certificate (DER, malloc'd, caller frees).  create = 1 makes it when absent,
+ * valid for 10 years from `now` (the current time, seconds since the epoch; > 0 when create).
  * Returns 0, or -1 with a message. */
-SH_ATTEST_API int sh_attest_simulated_root(const char *dir, int create, uint8_t **der,
+SH_ATTEST_API int sh_attest_simulated_root(const char *dir, int create, int64_t now, uint8_t **der,
                                            size_t *der_len, char *err, size_t errlen);
 /* Simulated evidence (malloc'd, caller frees); creates the dev root when absent.  Returns 0,
  * or -1 with a message. */
 SH_ATTEST_API int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out,
                                                size_t *out_len, char *err, size_t errlen);
-/* ---- The command line (cli_verify.c, cli_attest.c) ----
- * Moving to its own module (cli/) in the next step of the restructuring: declared here until
- * then because pyshim/main.c (the `shield` binary) dispatches to them. */
-/* `shield attest --tee simulated --nonce HEX [--public-key FILE] [--out FILE]` and
- * `shield dev-root` (argv[0] is the command).  Return the exit code (0 ok, 1 failed, 2 usage). */
-SH_ATTEST_API int sh_attest_cli_attest(int argc, char **argv);
-SH_ATTEST_API int sh_attest_cli_dev_root(int argc, char **argv);
-
-/* `shield verify ...` (argv[0] == "verify").  Returns the exit code: 0 verified, 1 rejected,
- * 2 usage error. */
-SH_ATTEST_API int sh_attest_cli_verify(int argc, char **argv);
-
 /* ---- Evidence providers: the server's own TEE (provider*.c) ----
  * Evidence that THIS machine is a TEE, binding a caller's 64-byte report data D (the binding
  * digest of docs/protocol.md §1.2), in exactly the encoding sh_attest_verify accepts for the

@@ -10,15 +10,15 @@
  *   consumed nonces and sessions in a state store (the server's shared-memory table, or Redis
  *   for several replicas), answers every refusal with the §3 JSON, and hands each accepted
  *   request on to the wrapped handler with the verified result attached
- *   (sh_gate_request_attestation).  Also: its `--attest-*` options for the `shield` command
- *   line (sh_gate_options).
+ *   (sh_gate_request_attestation).  Its configuration (sh_gate_config: the `--attest-*`
+ *   flags, which cli/ parses) and that configuration's validation.
  *
  * What it never does
  *   Include Python.h, or use anything of the server but server.h (no private structure, no
  *   libuv handle of the server's: completions come back through sh_server_post).
  *
  * Threads
- *   sh_gate_config_*, sh_gate_options, sh_gate_new and sh_gate_free: main thread.  The
+ *   sh_gate_config_*, sh_gate_check_types, sh_gate_new and sh_gate_free: main thread.  The
  *   handler's callbacks run on the server's I/O thread, like any handler's; verification (and,
  *   with Redis, every state-store round trip) runs on the gate's own pool threads, never on
  *   the I/O thread.  sh_gate_request_attestation: any thread, while the request is held.
@@ -114,12 +114,11 @@ void sh_gate_config_init(sh_gate_config *gc);
 int sh_gate_config_check(const sh_gate_config *gc, sh_error *err);
 
 /*
- * The `--attest-*` options as a hook for sh_config_parse (server.h): they fill *gc (which
- * must outlive the parse); check runs sh_gate_config_check, then adjusts the server's
- * defaults the gate needs (a 64 KiB header limit, docs/protocol.md §1.4).  The help text is the
- * "Client attestation" and "Keys and collateral" sections of `shield --help`.
+ * --attest-types alone (the command line checks it as soon as it is read): a comma list of
+ * docs/protocol.md §0 names the gate accepts.  0, or SH_EINVAL with err naming the flag and
+ * the accepted names.  sh_gate_config_check checks it again with everything else.
  */
-void sh_gate_options(sh_gate_config *gc, sh_config_hook *out);
+int sh_gate_check_types(const char *list, sh_error *err);
 
 typedef struct sh_gate sh_gate;
 

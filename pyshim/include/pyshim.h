@@ -1,6 +1,6 @@
 /*
  * pyshim/include/pyshim.h — the embedded CPython side of Shield (the only folder that includes
- * Python.h).  The module's one public header: what the `shield` binary's main() needs.
+ * Python.h).  The module's one public header: what the `shield` binary (cli/serve.c) needs.
  *
  * What this module owns
  *   - Starting the interpreter inside the `shield` binary so that it runs with the virtual

@@ -6,7 +6,8 @@
  *   Listeners (TCP v4/v6, UNIX sockets, an inherited fd), connections, HTTP/1.1 parsing with
  *   llhttp (strict: no lenient flags), keep-alive, pipelining (one request in flight per
  *   connection, answered in order), request limits and timeouts, response framing
- *   (Content-Length / chunked / close-delimited), and the command line of the `shield` binary.
+ *   (Content-Length / chunked / close-delimited), and the configuration of all that
+ *   (sh_config: defaults and checks; the `shield` command line that fills it is cli/'s).
  *   Production serving: the supervisor that forks workers (supervisor.c), state shared by
  *   all workers (shmtable.c, the state secret), AF_VSOCK listeners, proxy headers, the access
  *   log (common/JSON) and Prometheus metrics (metrics.c).
@@ -16,7 +17,7 @@
  *   Python bridge, or a C handler such as the built-in hello) receives requests through the
  *   callbacks of sh_handler and answers through the sh_request_* calls below.  Nor does it
  *   know attestation: the client-attestation gate (gate/) is a handler wrapping the app's,
- *   built on this header alone, and adds its own flags through sh_config_hook.
+ *   built on this header alone.
  *
  * Threads
  *   One I/O thread runs the libuv loop (sh_server_run).  Every sh_handler callback is called
@@ -193,7 +194,7 @@ struct sh_handler {
   void (*on_flush)(sh_handler *h);
 };
 
-/* ---- Configuration (filled by sh_config_init + the command line) ---- */
+/* ---- Configuration (sh_config_init's defaults, then the command line: cli/) ---- */
 
 typedef struct sh_config {
   const char *app; /* MODULE:ATTR (NULL for --native-hello) */
@@ -268,34 +269,14 @@ typedef struct sh_config {
 void sh_config_init(sh_config *cfg);
 
 /*
- * Options another module adds to the `shield` command line (the attestation gate's
- * --attest-* flags fill its own config, see gate.h).  The server's parser asks `parse` about
- * every flag it does not know itself, runs `check` once the whole command line is read (after
- * its own cross-flag checks), and prints `usage` (the module's section of --help) after its
- * own options.  Any member may be NULL.  Main thread only.
- *   parse  name is "--flag", value the text after '=' or NULL.  Returns 1 when the flag was
- *          the module's (applied; *i advanced past a value taken from the next argument), 0
- *          when it is not, or a negative code with err set (a usage error).
- *   check  0, or a negative code with err set.  It may adjust the server's defaults in cfg
- *          (e.g. a larger header limit when the module needs one).
+ * The checks that need the whole configuration, once it is filled (cli/ runs them after the
+ * command line; a program filling sh_config itself should too): --uds/--fd/--vsock-port
+ * exclusive, --header lines (a token name, no control characters), --forwarded-allow-ips,
+ * the --ssl-* flags that need --ssl-certfile or --ssl-ca-certs; --reload with --workers > 1
+ * becomes one worker (a warning on stderr, as uvicorn).  Returns 0, or SH_EINVAL with
+ * err->message naming the flag to change (a usage error: exit 2).  Main thread.
  */
-typedef struct sh_config_hook {
-  void *data;
-  int (*parse)(void *data, sh_config *cfg, const char *name, const char *value, int argc,
-               char **argv, int *i, sh_error *err);
-  int (*check)(void *data, sh_config *cfg, sh_error *err);
-  void (*usage)(void *data, FILE *out);
-} sh_config_hook;
-
-/*
- * Parse the `shield` command line (argv[0] is the program); `hook` (may be NULL) adds another
- * module's options.  Returns 0 on success, 1 when --help/--version was printed (exit 0), or a
- * negative code with err->message set for a usage error (exit 2).  Strings in cfg point into
- * argv or static storage.
- */
-int sh_config_parse(sh_config *cfg, int argc, char **argv, const sh_config_hook *hook,
-                    sh_error *err);
-void sh_config_usage(FILE *out, const sh_config_hook *hook);
+int sh_config_check(sh_config *cfg, sh_error *err);
 
 /* ---- Server lifetime ---- */
 

@@ -6,6 +6,7 @@
 #include "attest.h"
 
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,16 +50,61 @@ int main(void) {
   size_t rl = 0, rl2 = 0, ol = 0, evl = 0;
 
   /* dev root: absent without create, created with modes 0700/0600, stable afterwards */
-  CHECK(sh_attest_simulated_root(sub, 0, &root, &rl, eb, sizeof eb) < 0, "absent root loaded");
-  CHECK(sh_attest_simulated_root(sub, 1, &root, &rl, eb, sizeof eb) == 0, "%s", eb);
-  CHECK(sh_attest_simulated_root(sub, 0, &root2, &rl2, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_root(sub, 0, 0, &root, &rl, eb, sizeof eb) < 0, "absent root loaded");
+  CHECK(sh_attest_simulated_root(sub, 1, AT, &root, &rl, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_root(sub, 0, 0, &root2, &rl2, eb, sizeof eb) == 0, "%s", eb);
   CHECK(rl == rl2 && !memcmp(root, root2, rl), "root changed between loads");
   struct stat st;
   snprintf(path, sizeof path, "%s/simulated-root.pem", sub);
   CHECK(stat(sub, &st) == 0 && (st.st_mode & 0777) == 0700, "dir mode %o", st.st_mode & 0777);
   CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "file mode %o", st.st_mode & 0777);
-  CHECK(sh_attest_simulated_root(d2, 1, &other, &ol, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_root(d2, 1, AT, &other, &ol, eb, sizeof eb) == 0, "%s", eb);
   sh_iovec anchor = {.ptr = root, .len = rl}, wrong = {.ptr = other, .len = ol};
+
+  /* the library never reads the clock: a new dev root is dated from the caller's `now` (10
+   * years), and creating one without a time is refused */
+  {
+    const unsigned char *q = root;
+    X509 *x = d2i_X509(NULL, &q, (long)rl);
+    int days = -1, secs = -1;
+    ASN1_TIME *want = x ? ASN1_TIME_set(NULL, (time_t)(AT + 3650LL * 86400)) : NULL;
+    CHECK(want && ASN1_TIME_diff(&days, &secs, X509_get0_notAfter(x), want) && !days && !secs,
+          "dev root notAfter is not now + 3650 days (%d days %d s off)", days, secs);
+    ASN1_TIME_free(want);
+    X509_free(x);
+    char d3[] = "/tmp/shield-sim-XXXXXX";
+    uint8_t *none = NULL;
+    size_t nl = 0;
+    CHECK(mkdtemp(d3) && sh_attest_simulated_root(d3, 1, 0, &none, &nl, eb, sizeof eb) < 0 &&
+              strstr(eb, "current time"),
+          "a dev root created without a time: %s", eb);
+    free(none);
+    rmdir(d3);
+  }
+  /* the helpers cli/ uses instead of attest's internals: certificate files checked up front,
+   * and a rejected result for evidence refused before verification */
+  {
+    uint8_t two[8192];
+    CHECK(sh_attest_certs_count(root, rl) == 1, "one DER certificate");
+    CHECK(rl * 2 <= sizeof two, "root too large");
+    memcpy(two, root, rl);
+    memcpy(two + rl, other, ol);
+    CHECK(sh_attest_certs_count(two, rl + ol) == 2, "two concatenated DER certificates");
+    CHECK(sh_attest_certs_count((const uint8_t *)"not a certificate", 17) == -1, "junk");
+    CHECK(sh_attest_certs_count(root, rl - 1) == -1, "a truncated certificate");
+    CHECK(sh_attest_certs_count(NULL, 0) == -1, "nothing");
+    sh_attest_result *r = sh_attest_result_rejected(SH_TEE_NITRO, AT, SH_ATTEST_MALFORMED, "why");
+    CHECK(r && !r->verified && r->reason == SH_ATTEST_MALFORMED && r->tee == SH_TEE_NITRO &&
+              r->timestamp == (double)AT && !strcmp(r->message, "why"),
+          "rejected result");
+    json_t *j = r ? sh_attest_result_to_json(r, 0) : NULL;
+    CHECK(j && json_is_false(json_object_get(j, "verified")), "rejected result as JSON");
+    json_decref(j);
+    sh_attest_result_free(r);
+    r = sh_attest_result_rejected(SH_TEE_NITRO, AT, SH_ATTEST_OK, NULL);
+    CHECK(r && !r->verified && r->reason == SH_ATTEST_MALFORMED, "OK is never a rejection");
+    sh_attest_result_free(r);
+  }
 
   uint8_t secret[32], nonce[32];
   RAND_bytes(secret, sizeof secret);
@@ -173,7 +219,7 @@ int main(void) {
   CHECK(mkdtemp(d3) != NULL, "mkdtemp");
   setenv("XDG_DATA_HOME", d3, 1);
   snprintf(def, sizeof def, "%s/shield/simulated-root.pem", d3);
-  CHECK(sh_attest_simulated_root(NULL, 1, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_root(NULL, 1, AT, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
   p.dir = NULL;
   p.debug = 0;
   CHECK(sh_attest_simulated_evidence(&p, &ev, &evl, eb, sizeof eb) == 0, "%s", eb);
@@ -186,7 +232,7 @@ int main(void) {
             SH_ATTEST_ROOT_UNTRUSTED,
         "a removed default root still trusted");
   free(droot);
-  CHECK(sh_attest_simulated_root(NULL, 1, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
+  CHECK(sh_attest_simulated_root(NULL, 1, AT, &droot, &drl, eb, sizeof eb) == 0, "%s", eb);
   CHECK(sh_attest_simulated_evidence(&p, &ev2, &ev2l, eb, sizeof eb) == 0, "%s", eb);
   CHECK(
       verify(ev2, ev2l, "simulated", 1, NULL, nonce, pk, sizeof pk, AT, NULL, NULL) == SH_ATTEST_OK,

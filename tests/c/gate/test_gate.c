@@ -817,8 +817,8 @@ int main(void) {
   char err[256];
   snprintf(g_dir, sizeof g_dir, "%s/shield-gate-test-XXXXXX",
            getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-  if (!mkdtemp(g_dir) ||
-      sh_attest_simulated_root(g_dir, 1, &g_root, &g_root_len, err, sizeof err) < 0) {
+  if (!mkdtemp(g_dir) || sh_attest_simulated_root(g_dir, 1, (int64_t)time(NULL), &g_root,
+                                                  &g_root_len, err, sizeof err) < 0) {
     fprintf(stderr, "dev root: %s\n", err);
     return 1;
   }

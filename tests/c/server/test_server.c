@@ -1651,65 +1651,50 @@ static void test_wrapper_api(void) {
   CHECK(more == SH_REQUEST_EXT_MAX - 1, "%d keys in all", more + 1);
 }
 
-static int parse_args(sh_config *cfg, sh_error *err, ...) {
-  char *argv[32];
-  int argc = 0;
-  argv[argc++] = "shield";
-  va_list ap;
-  va_start(ap, err);
-  char *a;
-  while ((a = va_arg(ap, char *)) && argc < 31)
-    argv[argc++] = a;
-  va_end(ap);
-  argv[argc] = NULL;
-  sh_config_init(cfg);
-  return sh_config_parse(cfg, argc, argv, NULL, err);
-}
-
-static void test_config(void) {
+/* The command line is cli/'s (tests/c/cli); the checks that need the whole config are here. */
+static void test_config_check(void) {
   sh_config cfg;
   sh_error err;
-  CHECK(parse_args(&cfg, &err, "main:app", NULL) == 0 && !strcmp(cfg.app, "main:app") &&
-            cfg.port == 8000 && cfg.max_header_size == 16384 && cfg.timeout_keep_alive == 5.0,
-        "defaults");
-  CHECK(parse_args(&cfg, &err, "--port", "0", "--host=::1", "--timeout-header=2.5",
-                   "--max-body-size", "1024", "--no-access-log", "--log-level", "debug",
-                   "--h11-max-incomplete-event-size", "8192", "--factory", "m:f", NULL) == 0,
-        "good flags: %s", err.message);
-  CHECK(cfg.port == 0 && !strcmp(cfg.host, "::1") && cfg.timeout_header == 2.5 &&
-            cfg.max_body_size == 1024 && !cfg.access_log && !strcmp(cfg.log_level, "debug") &&
-            cfg.max_header_size == 8192 && cfg.factory,
-        "good flag values");
-  CHECK(parse_args(&cfg, &err, "--native-hello", NULL) == 0 && cfg.native_hello, "native hello");
-  CHECK(parse_args(&cfg, &err, NULL) < 0 && strstr(err.message, "MODULE:ATTR"), "missing app");
-  CHECK(parse_args(&cfg, &err, "m:a", "--port", "70000", NULL) < 0 && strstr(err.message, "--port"),
-        "port range: %s", err.message);
-  CHECK(parse_args(&cfg, &err, "m:a", "--port", "80x", NULL) < 0, "port junk");
-  CHECK(parse_args(&cfg, &err, "m:a", "--timeout-keep-alive", "-1", NULL) < 0 &&
-            strstr(err.message, "--timeout-keep-alive"),
-        "negative timeout");
-  CHECK(parse_args(&cfg, &err, "m:a", "--timeout-header", "nan", NULL) < 0, "nan timeout");
-  CHECK(parse_args(&cfg, &err, "m:a", "--lifespan", "maybe", NULL) < 0 &&
-            strstr(err.message, "auto, on, off"),
-        "lifespan choice");
-  CHECK(parse_args(&cfg, &err, "m:a", "--loop=tokio", NULL) < 0, "loop choice");
-  CHECK(parse_args(&cfg, &err, "m:a", "--log-level", "loud", NULL) < 0, "level choice");
-  CHECK(parse_args(&cfg, &err, "m:a", "--bogus", NULL) < 0 && strstr(err.message, "--bogus"),
-        "unknown flag");
-  CHECK(parse_args(&cfg, &err, "m:a", "--port", NULL) < 0 && strstr(err.message, "needs"),
-        "missing value");
-  CHECK(parse_args(&cfg, &err, "noattr", NULL) < 0, "app without colon");
-  CHECK(parse_args(&cfg, &err, "m:a", "--max-header-size", "10", NULL) < 0, "tiny header limit");
-  CHECK(parse_args(&cfg, &err, "m:a", "--access-log=yes", NULL) < 0, "bool with value");
-  CHECK(parse_args(&cfg, &err, "m:a", "n:b", NULL) < 0, "two apps");
-  CHECK(parse_args(&cfg, &err, "m:a", "--uds", "/tmp/x", "--fd", "3", NULL) < 0, "uds+fd");
+  sh_config_init(&cfg);
+  CHECK(sh_config_check(&cfg, &err) == 0 && cfg.port == 8000 && cfg.max_header_size == 16384 &&
+            cfg.timeout_keep_alive == 5.0,
+        "defaults: %s", err.message);
+  cfg.uds = "/tmp/x";
+  cfg.fd = 3;
+  CHECK(sh_config_check(&cfg, &err) < 0 && strstr(err.message, "--uds"), "uds+fd");
+  sh_config_init(&cfg);
+  cfg.extra_headers[cfg.num_extra_headers++] = "X-Ok: yes";
+  CHECK(sh_config_check(&cfg, &err) == 0, "good --header: %s", err.message);
+  const char *bad[] = {"NoColon", "Bad Name: x", ":x", "X-Ctl: a\001b"};
+  for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+    sh_config_init(&cfg);
+    cfg.extra_headers[cfg.num_extra_headers++] = bad[k];
+    CHECK(sh_config_check(&cfg, &err) < 0 && strstr(err.message, "--header"), "--header '%s'",
+          bad[k]);
+  }
+  sh_config_init(&cfg);
+  cfg.forwarded_allow_ips = "not-an-ip";
+  CHECK(sh_config_check(&cfg, &err) < 0 && strstr(err.message, "not-an-ip"),
+        "--forwarded-allow-ips: %s", err.message);
+  sh_config_init(&cfg);
+  cfg.ssl_keyfile = "k.pem";
+  CHECK(sh_config_check(&cfg, &err) < 0 && strstr(err.message, "--ssl-certfile"), "ssl key alone");
+  sh_config_init(&cfg);
+  cfg.ssl_certfile = "c.pem";
+  cfg.ssl_cert_reqs = 2;
+  CHECK(sh_config_check(&cfg, &err) < 0 && strstr(err.message, "--ssl-ca-certs"),
+        "cert reqs without CAs");
+  sh_config_init(&cfg);
+  cfg.reload = 1;
+  cfg.workers = 4;
+  CHECK(sh_config_check(&cfg, &err) == 0 && cfg.workers == 1, "--reload serves one worker");
 }
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   sh_log_set_level(getenv("SHIELD_TEST_LOG") ? "debug" : "critical");
   double t0 = now_s();
-  test_config();
+  test_config_check();
 
   sh_config cfg;
   base_cfg(&cfg);

@@ -2,7 +2,8 @@
 
 The CLI is `$SHIELD_ATTEST_VERIFY` (e.g. a sanitizer build's test-only attest-verify), else
 `shield verify` from `$SHIELD_BIN`, the venv or PATH, else the test-only `attest-verify` of any
-build directory; the first one whose --help mentions `feature` (a flag the caller needs) wins.
+build directory (cli/); the first one whose --help (exit 0, on stdout) mentions `feature` (a flag
+the caller needs) wins.
 """
 
 import os
@@ -26,10 +27,10 @@ def find_verify_cmd(feature: str = "--type"):
     for name in ("shield", "shield-asgi"):
         if shutil.which(name):
             cands.append([shutil.which(name), "verify"])
-    cands += [[str(p)] for p in sorted((REPO / "build").glob("*/attest/attest-verify"))]
+    cands += [[str(p)] for p in sorted((REPO / "build").glob("*/cli/attest-verify"))]
     for c in cands:
         if Path(c[0]).exists():
             p = subprocess.run(c + ["--help"], capture_output=True, text=True)
-            if p.returncode == 2 and feature in p.stderr:
+            if p.returncode == 0 and feature in p.stdout:
                 return c
     return None
