@@ -177,7 +177,11 @@ static int open_simulated(sh_attest_provider *p, char *err, size_t errlen) {
   uint8_t *der = NULL;
   size_t n = 0;
   /* made now, so a dev root that cannot be created stops start-up rather than a request */
-  int rc = sh_attest_simulated_root(p->simulated_dir, 1, &der, &n, err, errlen);
+  if (p->now <= 0)
+    return sh_attest__prov_err(err, errlen,
+                               "simulated: the configuration's `now` (the current time) is "
+                               "required to create the dev root");
+  int rc = sh_attest_simulated_root(p->simulated_dir, 1, p->now, &der, &n, err, errlen);
   free(der);
   p->kind = SH_PROV_SIMULATED;
   return rc;
@@ -254,6 +258,7 @@ int sh_attest_provider_open(const sh_attest_provider_config *cfg, sh_attest_prov
   p->tee = cfg->tee;
   p->root = dup_or(cfg->root, "");
   p->simulated_dir = cfg->simulated_dir ? strdup(cfg->simulated_dir) : NULL;
+  p->now = cfg->now;
   p->gcp_audience = cfg->gcp_audience ? strdup(cfg->gcp_audience) : NULL;
   p->gcp_timeout_ms = cfg->gcp_timeout_ms > 0 ? cfg->gcp_timeout_ms : 10000;
   p->ioctl = cfg->ioctl;
@@ -294,6 +299,7 @@ static int simulated_evidence(sh_attest_provider *p, const uint8_t D[64], const 
                                "(docs/protocol.md §1.2)");
   sh_attest_sim_params sp = {.dir = p->simulated_dir,
                              .at = at,
+                             .now = p->now,
                              .nonce = nonce,
                              .nonce_len = nonce_len,
                              .public_key = pk,

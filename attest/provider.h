@@ -22,6 +22,7 @@ struct sh_attest_provider {
   sh_prov_kind kind;
   char *root; /* "" when none */
   char *simulated_dir;
+  int64_t now; /* simulated: dates a dev root made at open */
   char *gcp_socket;
   char *gcp_audience;
   long gcp_timeout_ms;

@@ -457,6 +457,7 @@ typedef struct sh_attest_provider_config {
   sh_tee tee;                /* SH_ATTEST_TEE_AUTO: detect */
   const char *root;          /* prefix of every device and configfs path (tests); NULL: none */
   const char *simulated_dir; /* simulated: the dev root's directory (NULL: the default) */
+  int64_t now; /* simulated: the current time, dating a dev root created at open (required) */
   /* gcp: the launcher's socket (NULL: <root>/run/container_launcher/teeserver.sock) and the
    * token's audience (required for gcp); the request's time limit (0: 10000 ms) */
   const char *gcp_socket;

@@ -763,6 +763,7 @@ static int fake_nsm_ioctl(void *ctx, int fd, unsigned long req, void *arg) {
     /* the NSM signs what it was given: a Nitro-format document (the simulated root's) */
     sh_attest_sim_params sp = {.dir = s->sim_dir,
                                .at = AT,
+                               .now = AT,
                                .nonce = cbor_bytestring_handle(nn),
                                .nonce_len = cbor_bytestring_length(nn),
                                .public_key = cbor_bytestring_handle(pk),
@@ -1017,8 +1018,12 @@ static void test_gcp(void) {
 
 static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
   char err[512] = "";
-  sh_attest_provider_config cfg = {.tee = SH_TEE_SIMULATED, .simulated_dir = sim_dir};
+  sh_attest_provider_config cfg = {.tee = SH_TEE_SIMULATED, .simulated_dir = sim_dir, .now = AT};
   sh_attest_provider *p = NULL;
+  sh_attest_provider_config no_clock = cfg;
+  no_clock.now = 0; /* the library never reads the clock: the caller must say what time it is */
+  CHECK(sh_attest_provider_open(&no_clock, &p, err, sizeof err) == -1 && !p && strstr(err, "now"),
+        "simulated without `now` refused: %s", err);
   CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "simulated: %s", err);
   CHECK(p && sh_attest_provider_tee(p) == SH_TEE_SIMULATED, "tee");
   uint8_t n[32], D[64], k[44], *ev = NULL;
@@ -1106,7 +1111,8 @@ int main(void) {
   snprintf(sim_dir, sizeof sim_dir, "%s/sim", ROOT);
   uint8_t *sim_der = NULL;
   size_t sim_len = 0;
-  CHECK(sh_attest_simulated_root(sim_dir, 1, &sim_der, &sim_len, err, sizeof err) == 0, "%s", err);
+  CHECK(sh_attest_simulated_root(sim_dir, 1, AT, &sim_der, &sim_len, err, sizeof err) == 0, "%s",
+        err);
   sh_iovec sim_root = {.ptr = sim_der, .len = sim_len};
   pki_init();
   test_simulated(sim_dir, &sim_root);
