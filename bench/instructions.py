@@ -12,7 +12,7 @@ requests run, and `callgrind_control -d PID` dumps them: the sum over the proces
 the requests.  Only the server's own processes are touched, so two runs can go at once.
 
 Usage: bench/instructions.py --shield BIN [--case raw_hello|raw_echo|fastapi_json|native_hello]
-           [--requests 600] [--warmup 50] [--repeat 2]
+           [--requests 600] [--warmup 50] [--repeat 2] [--start-timeout 600]
 Prints one line per repetition and exits 0; 1 when the server did not come up or a request
 failed.  The binary's venv is found as for bench/run (VIRTUAL_ENV is set to this repo's .venv
 only when the binary has no pyvenv.cfg of its own).
@@ -47,7 +47,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_up(port: int, proc: subprocess.Popen, limit: float = 180.0) -> bool:
+def wait_up(port: int, proc: subprocess.Popen, limit: float) -> bool:
     end = time.monotonic() + limit
     while time.monotonic() < end and proc.poll() is None:
         try:
@@ -94,7 +94,7 @@ def totals(paths: list[str]) -> int:
     return n
 
 
-def measure(shield: str, case: str, requests: int, warmup: int) -> float:
+def measure(shield: str, case: str, requests: int, warmup: int, start_s: float) -> float:
     target, method, path, body = CASES[case]
     port = free_port()
     out = tempfile.mkdtemp(prefix="shield-cg-")
@@ -110,7 +110,7 @@ def measure(shield: str, case: str, requests: int, warmup: int) -> float:
     cmd += [f"--callgrind-out-file={out}/cg.%p", *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if not wait_up(port, proc):
+        if not wait_up(port, proc, start_s):
             raise RuntimeError(f"{case}: the server did not come up under valgrind")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
@@ -149,10 +149,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--requests", type=int, default=600)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--start-timeout", type=float, default=600, help="seconds to come up")
     a = ap.parse_args(argv)
     try:
         for i in range(a.repeat):
-            n = measure(a.shield, a.case, a.requests, a.warmup)
+            n = measure(a.shield, a.case, a.requests, a.warmup, a.start_timeout)
             print(f"{a.case} run {i + 1}: {n:,.0f} instructions per request ({a.shield})")
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         print(f"instructions: {e}", file=sys.stderr)

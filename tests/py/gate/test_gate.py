@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO, SERVER_KIND, shield_bin
+from conftest import REPO, SERVER_KIND, scaled, shield_bin
 from support.attest_cases import (  # noqa: F401  (shared cases, collected here with this module's client)
     fresh,
     test_debug,
@@ -360,24 +360,33 @@ def test_pool_caps_overloaded(fresh_server):
     """More concurrent verifications from one address than the per-client cap (16): the rest
     get 503 overloaded with Retry-After, and the app never sees them."""
     import concurrent.futures
+    import threading
 
+    # The cap counts verifications at once, so all 24 must be in the pool together: each
+    # client connects first (a nonce request), all send at one barrier, and each verification
+    # takes long enough (3 s, more under a sanitizer) for the last to arrive on a loaded machine.
+    delay_ms = int(scaled(3.0) * 1000)
     srv = fresh_server(
         APP,
         *BASE,
         "--attest-required",
         "--dev",
-        env={**ENV, "SHIELD_ATTEST_VERIFY_DELAY_MS": "1500"},
+        env={**ENV, "SHIELD_ATTEST_VERIFY_DELAY_MS": str(delay_ms)},
     )
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         cases = [fresh(c) for _ in range(24)]
+    start = threading.Barrier(24)
 
-    def one(case):
+    def one(case, barrier=None):
         n, ev = case
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, timeout=scaled(30)) as c:
+            c.get("/.well-known/shield/nonce").raise_for_status()  # connected
+            if barrier:
+                barrier.wait(timeout=scaled(30))
             return c.get("/whoami", headers=header_mode(n, ev))
 
     with concurrent.futures.ThreadPoolExecutor(24) as ex:
-        rs = list(ex.map(one, cases))
+        rs = list(ex.map(lambda case: one(case, start), cases))
     ok = [r for r in rs if r.status_code == 200]
     busy = [r for r in rs if r.status_code == 503]
     assert len(ok) + len(busy) == 24 and len(ok) <= 16 and busy, [r.status_code for r in rs]
