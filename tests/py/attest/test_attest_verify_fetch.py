@@ -1,4 +1,4 @@
-"""`shield verify --fetch / --offline` (attest/cli_verify.c over attest/fetch.c) against a loopback
+"""`shield verify --fetch / --offline` (cli/verify.c over attest/fetch.c) against a loopback
 HTTPS server with a test CA (support/fetch_servers.py, as in test_attest_fetch.py) that serves
 the shared vectors' own VCEKs, AMD cert chains, Intel PCS collateral and MAA JWKS at the AMD
 KDS, Intel PCS/PCCS and JWKS paths.  Each case must give the MANIFEST result it gives with local
