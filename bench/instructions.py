@@ -14,8 +14,9 @@ the requests.  Only the server's own processes are touched, so two runs can go a
 Usage: bench/instructions.py --shield BIN [--case raw_hello|raw_echo|fastapi_json|native_hello]
            [--requests 600] [--warmup 50] [--repeat 2] [--start-timeout 600]
 Prints one line per repetition and exits 0; 1 when the server did not come up or a request
-failed.  The binary's venv is found as for bench/run (VIRTUAL_ENV is set to this repo's .venv
-only when the binary has no pyvenv.cfg of its own).
+failed, or valgrind is not installed (`apt-get install valgrind`: not a bootstrap package).
+The binary's venv is found as for bench/run (VIRTUAL_ENV is set to this repo's .venv only when
+the binary has no pyvenv.cfg of its own).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import glob
 import http.client
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -151,6 +153,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--start-timeout", type=float, default=600, help="seconds to come up")
     a = ap.parse_args(argv)
+    missing = [t for t in ("valgrind", "callgrind_control") if not shutil.which(t)]
+    if missing:
+        print(
+            "instructions: " + " and ".join(missing) + " not found: apt-get install valgrind "
+            "(not one of scripts/bootstrap's packages: only this measurement needs it)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         for i in range(a.repeat):
             n = measure(a.shield, a.case, a.requests, a.warmup, a.start_timeout)
