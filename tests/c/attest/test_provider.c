@@ -74,6 +74,19 @@ static void rand_D(uint8_t n[32], const uint8_t *k, size_t kl, uint8_t D[64]) {
   sh_attest_binding_digest(n, 32, k, kl, D);
 }
 
+/* Verification options for evidence signed by the run's simulated dev root, bound to n, k. */
+static sh_attest_options simulated_options(sh_iovec *sim_root, const uint8_t n[32],
+                                           const uint8_t *k, size_t kl) {
+  sh_attest_options o = {.at = AT,
+                         .trust_simulated = 1,
+                         .simulated_root = sim_root,
+                         .nonce = n,
+                         .nonce_len = 32,
+                         .public_key = k,
+                         .public_key_len = kl};
+  return o;
+}
+
 /* Opens a FIFO's write side once its reader is there (the provider blocked in open(2)), or
  * returns -1 when *stop is set first. */
 static int open_writer(const char *path, atomic_int *stop) {
@@ -809,13 +822,7 @@ static void test_nsm(const char *sim_dir, sh_iovec *sim_root) {
                  0,
         "nsm evidence: %s", err);
   CHECK(s.requests == 1 && s.bad_req == 0, "the request: %d bad", s.bad_req);
-  sh_attest_options o = {.at = AT,
-                         .trust_simulated = 1,
-                         .simulated_root = sim_root,
-                         .nonce = n,
-                         .nonce_len = 32,
-                         .public_key = k,
-                         .public_key_len = sizeof k};
+  sh_attest_options o = simulated_options(sim_root, n, k, sizeof k);
   sh_attest_result *r = NULL;
   CHECK(ev && run(ev, el, SH_TEE_SIMULATED, &o, &r) == SH_ATTEST_OK,
         "the NSM's document verifies, bound to n and k");
@@ -1033,13 +1040,7 @@ static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
   CHECK(p && sh_attest_provider_evidence(p, D, n, 32, k, sizeof k, AT, &ev, &el, err, sizeof err) ==
                  0,
         "simulated evidence: %s", err);
-  sh_attest_options o = {.at = AT,
-                         .trust_simulated = 1,
-                         .simulated_root = sim_root,
-                         .nonce = n,
-                         .nonce_len = 32,
-                         .public_key = k,
-                         .public_key_len = sizeof k};
+  sh_attest_options o = simulated_options(sim_root, n, k, sizeof k);
   sh_attest_result *r = NULL;
   CHECK(ev && run(ev, el, SH_TEE_SIMULATED, &o, &r) == SH_ATTEST_OK, "our verifier accepts it");
   CHECK(r && r->tee == SH_TEE_SIMULATED && r->user_data_len == 64 && !memcmp(r->user_data, D, 64),
