@@ -34,6 +34,20 @@ static const char *const log_formats[] = {"common", "json", NULL};
 
 /* ---- values whose check is more than a kind ---- */
 
+/* --tee: a docs/protocol.md §0 name of a TEE that can produce evidence, or auto */
+static int set_tee(void *t, const sh_cli_opt *o, const char *name, const char *v, sh_error *err) {
+  (void)o;
+  (void)name;
+  sh_tee tee = sh_tee_from_name(v);
+  if (strcmp(v, "auto") != 0 && (tee == SH_TEE_UNKNOWN || tee == SH_TEE_MAA))
+    return sh_cli__fail(err,
+                        "--tee: '%s' is not one of nitro, sev-snp, tdx, sgx, azure-snp, "
+                        "azure-tdx, gcp, simulated, auto",
+                        v);
+  ((sh_gate_config *)t)->tee = v;
+  return 0;
+}
+
 static int set_uds(void *t, const sh_cli_opt *o, const char *name, const char *v, sh_error *err) {
   (void)o;
   if (!*v) return sh_cli__fail(err, "%s: the value must not be empty", name);
@@ -409,6 +423,28 @@ const sh_cli_opt sh_cli__serve_opts[] = {
      .help = "sev-snp/azure-snp without fetching: clients send the\n"
              "VCEK in the evidence bundle",
      .kind = SH_CLI_SET, .ival = 1, GATE(client_vcek)},
+
+    SECTION("The server's own TEE (docs/protocol.md §4: evidence for clients that check it "
+            "before\nthey send):"),
+    {"--tee", .metavar = "TYPE",
+     .help = "the server's TEE: nitro, sev-snp, tdx, sgx, azure-snp,\n"
+             "azure-tdx, gcp, simulated (development) or auto",
+     .kind = SH_CLI_CUSTOM, .apply = set_tee, .flags = SH_CLI_ONCE, GATE(tee)},
+    {"--tee-gcp-audience", .metavar = "VALUE",
+     .help = "audience of the server's own Confidential Space token", .kind = SH_CLI_STR,
+     .flags = SH_CLI_ONCE, GATE(tee_gcp_audience)},
+    {"--health-path", .metavar = "PATH",
+     .help = "TEE health endpoint (default /.well-known/shield/health)", .kind = SH_CLI_STR,
+     .flags = SH_CLI_ONCE, GATE(health_path)},
+    {"--attach-server-attestation",
+     .help = "X-Server-Attestation and X-Server-TEE-Type on responses", .kind = SH_CLI_SET,
+     .ival = 1, GATE(attach_server_attestation)},
+    {"--tls-attested",
+     .help = "TLS key made in the TEE, self-signed certificate carrying\nits evidence",
+     .kind = SH_CLI_SET, .ival = 1, GATE(tls_attested)},
+    {"--tls-attested-ttl", .metavar = "S",
+     .help = "re-issue the attested certificate every S seconds (3600)", .kind = SH_CLI_STR,
+     .flags = SH_CLI_ONCE, GATE(tls_attested_ttl)},
 
     SECTION("Other:"),
     {"--help", .alias = "-h", .help = "show this message and exit", .kind = SH_CLI_HELP},

@@ -84,6 +84,17 @@ typedef struct sh_gate_config {
   const char *fetch_ca;          /* --fetch-ca FILE (extra TLS anchors for fetching) */
   int client_vcek;               /* --attest-client-vcek (sev-snp/azure-snp) */
 
+  /* The server's own TEE (docs/protocol.md §4): the evidence provider (attest.h) behind GET
+   * /.well-known/shield/attestation, the health endpoint, the response headers and the
+   * attested TLS certificate.  NULL tee: the server proves nothing (those are off). */
+  const char *tee;               /* --tee nitro|sev-snp|tdx|sgx|azure-snp|azure-tdx|gcp|
+                                    simulated|auto */
+  const char *tee_gcp_audience;  /* --tee-gcp-audience VALUE (the launcher token's aud) */
+  const char *health_path;       /* --health-path PATH (NULL: /.well-known/shield/health) */
+  int attach_server_attestation; /* --attach-server-attestation */
+  int tls_attested;              /* --tls-attested: self-signed certificate with evidence */
+  const char *tls_attested_ttl;  /* --tls-attested-ttl S, as given (NULL: 3600) */
+
   /* Not flags. */
   size_t state_table_size; /* entries of the gate's own table, used when the server has no
                               shared one (no supervisor); default 65536 */
