@@ -37,7 +37,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import IS_UVICORN, IncompleteResponse, RawConn, uvicorn_available
+from conftest import IS_UVICORN, IncompleteResponse, RawConn, scaled, uvicorn_available
 
 shield_core = pytest.importorskip(
     "shield.core", reason="shield-crypto (requirements.txt) is not installed in this venv"
@@ -382,7 +382,7 @@ def results(request, server, client_shield):
 
 
 def _wait_app(srv) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while True:
         try:
             with RawConn.to(srv, timeout=30) as c:
