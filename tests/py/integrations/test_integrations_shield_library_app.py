@@ -37,14 +37,12 @@ from typing import Callable
 
 import pytest
 
+# shield-crypto is pinned in requirements.txt (scripts/bootstrap installs it): its absence is
+# a broken environment, and fails here rather than skipping.
+import shield.core as shield_core
+from shield.integrations.fastapi import ShieldAPIKeyAuth, ShieldTokenAuth
+
 from conftest import IS_UVICORN, IncompleteResponse, RawConn, scaled, uvicorn_available
-
-shield_core = pytest.importorskip(
-    "shield.core", reason="shield-crypto (requirements.txt) is not installed in this venv"
-)
-fastapi_ext = pytest.importorskip("shield.integrations.fastapi")
-
-from shield.integrations.fastapi import ShieldAPIKeyAuth, ShieldTokenAuth  # noqa: E402
 
 APP = "app_shield_library:app"
 PASSWORD, SERVICE = "library-app-password", "library-app.example"  # as in the app
