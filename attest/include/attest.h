@@ -463,7 +463,22 @@ typedef struct sh_attest_provider_config {
   const char *gcp_socket;
   const char *gcp_audience;
   long gcp_timeout_ms;
-  /* Seams for tests; NULL: the system call.  ioctl drives /dev/nsm, /dev/sev-guest; tsm_mkdir
+  /* azure-snp, azure-tdx: the vTPM's TCTI (tpm2-tss's Tss2_TctiLdr_Initialize syntax; NULL:
+   * "device:<root>/dev/tpmrm0"; tests: "swtpm:host=127.0.0.1,port=N"), the Azure IMDS base
+   * URL (NULL: "http://169.254.169.254"; THIM and the TD quote are fetched from it), the time
+   * limit of each IMDS request (0: 10000 ms) and how long the HCL report may take to carry D
+   * after it is written (0: 3000 ms, the wait of Azure's own tooling). */
+  const char *tpm_tcti;
+  const char *azure_imds_url;
+  long azure_timeout_ms;
+  long azure_report_wait_ms;
+  /* tdx without configfs-tsm: the Quote Generation Service's address, "vsock:CID:PORT" (NULL:
+   * "vsock:2:4050", the host's QGS), "unix:PATH" or "tcp:HOST:PORT", and the time limit of a
+   * quote request (0: 30000 ms). */
+  const char *tdx_qgs;
+  long tdx_qgs_timeout_ms;
+  /* Seams for tests; NULL: the system call.  ioctl drives /dev/nsm, /dev/sev-guest,
+   * /dev/tdx_guest; tsm_mkdir
    * and tsm_rmdir stand in for configfs, which makes a report's attribute files on mkdir and
    * drops them on rmdir (a plain directory tree does neither).  Each returns 0 or -1 with
    * errno set, like the call it replaces; ctx is passed to each. */
