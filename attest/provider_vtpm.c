@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_rc.h>
@@ -88,6 +89,13 @@ static void vtpm_close(vtpm *t) {
 
 static int vtpm_open(sh_attest_provider *p, vtpm *t, char *err, size_t errlen) {
   memset(t, 0, sizeof *t);
+  /* a device TCTI whose device is absent: said plainly, before tpm2-tss logs its own errors */
+  struct stat st;
+  if (!strncmp(p->tpm_tcti, "device:", 7) && p->tpm_tcti[7] && stat(p->tpm_tcti + 7, &st) < 0)
+    return sh_attest__prov_err(err, errlen,
+                               "%s: %s: %s (no TPM: not an Azure confidential VM, or its TPM "
+                               "driver is not loaded)",
+                               sh_tee_name(p->tee), p->tpm_tcti + 7, strerror(errno));
   TSS2_RC rc = Tss2_TctiLdr_Initialize(p->tpm_tcti, &t->tcti);
   if (rc == TSS2_RC_SUCCESS) rc = Esys_Initialize(&t->esys, t->tcti, NULL);
   if (rc != TSS2_RC_SUCCESS) {

@@ -546,36 +546,76 @@ static void test_tsm_snp(void) {
   pthread_mutex_destroy(&f.mu);
 }
 
+/* The vectors' v4 TD quote re-signed by a test Intel PKI whose PCK carries the real PCK's SGX
+ * extension (FMSPC, TCB levels), the collateral for it, dated inside the vector's window. */
+typedef struct tdx_env {
+  uint8_t *q, *rc;
+  size_t ql, cl;
+  json_t *rj;
+  int64_t at;
+  X509 *rpck;
+  ASN1_OBJECT *oid;
+  gpki g;
+  char *col;
+  unsigned char *rder;
+  sh_iovec troot;
+} tdx_env;
+
+static void tdx_env_init(tdx_env *e) {
+  e->q = slurp("tdx/tdx_quote", &e->ql);
+  e->rc = slurp("tdx/tdx_quote_collateral.json", &e->cl);
+  e->rj = json_loadb((const char *)e->rc, e->cl, 0, NULL);
+  e->at = T("2025-06-20T00:00:00Z"); /* the vector's collateral is valid then */
+  const uint8_t *b = memmem(e->q, e->ql, "-----BEGIN", 10);
+  BIO *bio = BIO_new_mem_buf(b, (int)(e->ql - (size_t)(b - e->q)));
+  e->rpck = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+  BIO_free(bio);
+  e->oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
+  gpki_new(&e->g, e->at, X509_get_ext(e->rpck, X509_get_ext_by_OBJ(e->rpck, e->oid, -1)));
+  e->col = gcollateral(&e->g, e->rj, e->at, &(gcase){0});
+  e->rder = NULL;
+  int rl = i2d_X509(e->g.root, &e->rder);
+  e->troot = (sh_iovec){.ptr = e->rder, .len = (size_t)rl};
+}
+
+/* Options verifying a quote of this PKI at the vector's time, bound to n (NULL: not). */
+static sh_attest_options tdx_options(tdx_env *e, const uint8_t *n) {
+  sh_attest_options o = {.at = e->at,
+                         .collateral = (const uint8_t *)e->col,
+                         .collateral_len = strlen(e->col),
+                         .extra_roots = &e->troot,
+                         .nextra_roots = 1,
+                         .nonce = n,
+                         .nonce_len = n ? 32 : 0};
+  return o;
+}
+
+static void tdx_env_free(tdx_env *e) {
+  OPENSSL_free(e->rder);
+  free(e->col);
+  gpki_free(&e->g);
+  ASN1_OBJECT_free(e->oid);
+  X509_free(e->rpck);
+  json_decref(e->rj);
+  free(e->rc);
+  free(e->q);
+}
+
 static void test_tsm_tdx(void) {
   if (!vdir) return;
-  size_t ql, cl;
-  uint8_t *q = slurp("tdx/tdx_quote", &ql), *rc = slurp("tdx/tdx_quote_collateral.json", &cl);
-  json_t *rj = json_loadb((const char *)rc, cl, 0, NULL);
-  int64_t at = T("2025-06-20T00:00:00Z"); /* the vector's collateral is valid then */
-  /* the test PKI's PCK carries the real PCK's SGX extension (FMSPC, TCB levels) */
-  const uint8_t *b = memmem(q, ql, "-----BEGIN", 10);
-  BIO *bio = BIO_new_mem_buf(b, (int)(ql - (size_t)(b - q)));
-  X509 *rpck = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-  BIO_free(bio);
-  ASN1_OBJECT *oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
-  gpki g;
-  gpki_new(&g, at, X509_get_ext(rpck, X509_get_ext_by_OBJ(rpck, oid, -1)));
-  char *col = gcollateral(&g, rj, at, &(gcase){0});
-  unsigned char *rder = NULL;
-  int rl = i2d_X509(g.root, &rder);
-  sh_iovec troot = {.ptr = rder, .len = (size_t)rl};
-
+  tdx_env e;
+  tdx_env_init(&e);
   char root[512], dir[600], err[512] = "";
   tree("tsm-tdx", root, sizeof root);
   snprintf(dir, sizeof dir, "%s/sys/kernel/config/tsm/report", root);
   mkdirs(dir);
   fake_tsm f;
   fake_init(&f, "tdx_guest");
-  f.quote = q;
-  f.quote_len = ql;
+  f.quote = e.q;
+  f.quote_len = e.ql;
   f.rd_off = 48 + 520; /* v4 quote: header, then the TD report body's REPORT_DATA */
-  f.pki = &g;
-  CHECK(ql > 700 && q[0] == 4, "the vector is a v4 quote");
+  f.pki = &e.g;
+  CHECK(e.ql > 700 && e.q[0] == 4, "the vector is a v4 quote");
   sh_attest_provider_config cfg = {
       .tee = SH_TEE_TDX, .root = root, .tsm_mkdir = fake_mkdir, .tsm_rmdir = fake_rmdir, .ctx = &f};
   sh_attest_provider *p = NULL;
@@ -588,13 +628,7 @@ static void test_tsm_tdx(void) {
       "tdx evidence: %s", err);
   CHECK(ev && el == f.last_len && !memcmp(ev, f.last, el) && !memcmp(ev + f.rd_off, D, 64),
         "the quote as configfs gave it, REPORT_DATA = D");
-  sh_attest_options o = {.at = at,
-                         .collateral = (const uint8_t *)col,
-                         .collateral_len = strlen(col),
-                         .extra_roots = &troot,
-                         .nextra_roots = 1,
-                         .nonce = n,
-                         .nonce_len = 32};
+  sh_attest_options o = tdx_options(&e, n);
   sh_attest_result *r = NULL;
   sh_attest_reason got = ev ? run(ev, el, SH_TEE_TDX, &o, &r) : SH_ATTEST_MISSING;
   CHECK(got == SH_ATTEST_OK, "the TD quote verifies, bound to n: %s", r ? r->message : "");
@@ -622,14 +656,7 @@ static void test_tsm_tdx(void) {
   sh_attest_provider_free(p);
   pthread_mutex_destroy(&f.mu);
   free(f.last);
-  OPENSSL_free(rder);
-  free(col);
-  gpki_free(&g);
-  ASN1_OBJECT_free(oid);
-  X509_free(rpck);
-  json_decref(rj);
-  free(rc);
-  free(q);
+  tdx_env_free(&e);
 }
 
 /* ---------------- /dev/sev-guest through the ioctl seam ---------------- */
@@ -1021,6 +1048,205 @@ static void test_gcp(void) {
   unlink(sock);
 }
 
+/* ---------------- /dev/tdx_guest and the Quote Generation Service ---------------- */
+
+/* linux/tdx-guest.h (not in Debian 12's headers): the request of TDX_CMD_GET_REPORT0 */
+struct test_tdx_report_req {
+  uint8_t reportdata[64];
+  uint8_t tdreport[1024];
+};
+#define TEST_TDX_CMD_GET_REPORT0 _IOWR('T', 1, struct test_tdx_report_req)
+
+typedef struct fake_qgs {
+  int fd;                 /* listening unix socket */
+  tdx_env *e;             /* the quote to answer, REPORT_DATA set, re-signed by e->g */
+  uint8_t tdreport[1024]; /* what the ioctl seam answered */
+  int ioctls, bad_ioctl;
+  /* the request the QGS got */
+  uint32_t prefix, major, type, size, code, report_size, id_list_size;
+  int report_is_tdreport;
+  uint32_t answer_error; /* non-zero: an error response with this code */
+  uint8_t *last;         /* the quote answered (malloc'd) */
+  size_t last_len;
+} fake_qgs;
+
+static int fake_tdx_ioctl(void *ctx, int fd, unsigned long req, void *arg) {
+  fake_qgs *f = ctx;
+  (void)fd;
+  f->ioctls++;
+  if (req != TEST_TDX_CMD_GET_REPORT0) {
+    f->bad_ioctl++;
+    errno = ENOTTY;
+    return -1;
+  }
+  struct test_tdx_report_req *r = arg;
+  /* a TDREPORT_STRUCT: REPORTTYPE (TDX 0x81) at 0, REPORTDATA at 0x80, the rest random */
+  RAND_bytes(f->tdreport, sizeof f->tdreport);
+  f->tdreport[0] = 0x81;
+  memcpy(f->tdreport + 0x80, r->reportdata, 64);
+  memcpy(r->tdreport, f->tdreport, 1024);
+  return 0;
+}
+
+static uint32_t rd_le32(const uint8_t *p) {
+  return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void wr_le32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int read_n(int fd, uint8_t *d, size_t n) {
+  while (n) {
+    ssize_t r = read(fd, d, n);
+    if (r <= 0) return -1;
+    d += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* One connection: qgs_msg_lib's GET_QUOTE_REQ in, GET_QUOTE_RESP out (both after a 4-byte
+ * big-endian length). */
+static void *serve_qgs(void *arg) {
+  fake_qgs *f = arg;
+  int c = accept(f->fd, NULL, NULL);
+  if (c < 0) return NULL;
+  uint8_t pre[4], m[2048];
+  if (read_n(c, pre, 4) == 0) {
+    f->prefix = (uint32_t)pre[0] << 24 | (uint32_t)pre[1] << 16 | (uint32_t)pre[2] << 8 | pre[3];
+    if (f->prefix >= 24 && f->prefix <= sizeof m && read_n(c, m, f->prefix) == 0) {
+      f->major = (uint32_t)(m[0] | m[1] << 8);
+      f->type = rd_le32(m + 4);
+      f->size = rd_le32(m + 8);
+      f->code = rd_le32(m + 12);
+      f->report_size = rd_le32(m + 16);
+      f->id_list_size = rd_le32(m + 20);
+      f->report_is_tdreport =
+          f->prefix == 24 + 1024 && !memcmp(m + 24, f->tdreport, 1024);
+    }
+  }
+  size_t ql = 0;
+  uint8_t *q = NULL;
+  if (!f->answer_error) { /* the quote of this TDREPORT: its REPORT_DATA */
+    uint8_t *body = malloc(f->e->ql);
+    memcpy(body, f->e->q, f->e->ql);
+    memcpy(body + 48 + 520, f->tdreport + 0x80, 64);
+    ql = f->e->ql;
+    q = gquote(&f->e->g, body, &ql, 0);
+    free(body);
+  }
+  size_t n = 24 + ql;
+  uint8_t *r = calloc(1, 4 + n);
+  r[0] = (uint8_t)(n >> 24);
+  r[1] = (uint8_t)(n >> 16);
+  r[2] = (uint8_t)(n >> 8);
+  r[3] = (uint8_t)n;
+  r[4] = 1; /* major 1, minor 1 */
+  r[6] = 1;
+  wr_le32(r + 8, 1); /* GET_QUOTE_RESP */
+  wr_le32(r + 12, (uint32_t)n);
+  wr_le32(r + 16, f->answer_error);
+  wr_le32(r + 20, 0);
+  wr_le32(r + 24, (uint32_t)ql);
+  if (q) memcpy(r + 28, q, ql);
+  write_all(c, r, 4 + n);
+  free(r);
+  free(f->last);
+  f->last = q;
+  f->last_len = ql;
+  close(c);
+  return NULL;
+}
+
+static void test_tdx_guest_qgs(void) {
+  if (!vdir) return;
+  tdx_env e;
+  tdx_env_init(&e);
+  char root[512], path[700], sock[700], qgs[720], err[1024] = "";
+  tree("tdx-guest", root, sizeof root);
+  snprintf(path, sizeof path, "%s/dev", root);
+  mkdirs(path);
+  snprintf(path, sizeof path, "%s/dev/tdx_guest", root);
+  put_file(path, "", 0);
+  snprintf(sock, sizeof sock, "%s/qgs.sock", root);
+  snprintf(qgs, sizeof qgs, "unix:%s", sock);
+  fake_qgs f = {.e = &e};
+  sh_attest_provider_config cfg = {.tee = SH_TEE_TDX,
+                                   .root = root,
+                                   .tdx_qgs = qgs,
+                                   .tdx_qgs_timeout_ms = 30000,
+                                   .ioctl = fake_tdx_ioctl,
+                                   .ctx = &f};
+  sh_attest_provider *p = NULL;
+  /* no configfs-tsm and no QGS listening: refused at open, naming both */
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "tdx without a QGS opened");
+  CHECK(contains(err, "needs configfs-tsm") && contains(err, sock) &&
+            contains(err, "Quote Generation Service"),
+        "message: %s", err);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  CHECK(strlen(sock) < sizeof a.sun_path, "socket path too long: %s", sock);
+  memcpy(a.sun_path, sock, strlen(sock) < sizeof a.sun_path ? strlen(sock) + 1 : 0);
+  f.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  CHECK(bind(f.fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f.fd, 4) == 0, "bind %s", sock);
+  /* open connects once to see that the QGS is there */
+  pthread_t th;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "tdx through the QGS: %s", err);
+  int probe = accept(f.fd, NULL, NULL);
+  if (probe >= 0) close(probe);
+  CHECK(p && !strcmp(sh_attest_provider_source(p), "/dev/tdx_guest"), "source %s",
+        p ? sh_attest_provider_source(p) : "");
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  pthread_create(&th, NULL, serve_qgs, &f);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "tdx evidence through the QGS: %s", err);
+  pthread_join(th, NULL);
+  CHECK(f.ioctls == 1 && f.bad_ioctl == 0, "one TDX_CMD_GET_REPORT0 (%d, %d bad)", f.ioctls,
+        f.bad_ioctl);
+  CHECK(f.prefix == 1048 && f.major == 1 && f.type == 0 && f.size == 1048 && f.code == 0,
+        "GET_QUOTE_REQ header: length %u, version %u, type %u, size %u, error %u", f.prefix,
+        f.major, f.type, f.size, f.code);
+  CHECK(f.report_size == 1024 && f.id_list_size == 0 && f.report_is_tdreport,
+        "the request carries the TDREPORT of the ioctl (report %u, id list %u)", f.report_size,
+        f.id_list_size);
+  CHECK(ev && el == f.last_len && !memcmp(ev, f.last, el), "the quote as the QGS gave it");
+  sh_attest_options o = tdx_options(&e, n);
+  sh_attest_result *r = NULL;
+  sh_attest_reason got = ev ? run(ev, el, SH_TEE_TDX, &o, &r) : SH_ATTEST_MISSING;
+  CHECK(got == SH_ATTEST_OK, "the TD quote verifies, bound to n: %s", r ? r->message : "");
+  sh_attest_result_free(r);
+  free(ev);
+  /* the QGS's error code reaches the message */
+  f.answer_error = 0x00012001;
+  ev = NULL;
+  pthread_create(&th, NULL, serve_qgs, &f);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "QGS error");
+  pthread_join(th, NULL);
+  CHECK(contains(err, "0x12001"), "message: %s", err);
+  sh_attest_provider_free(p);
+  /* auto: /dev/tdx_guest with a QGS is tdx */
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(p) == SH_TEE_TDX,
+        "auto picked tdx: %s", err);
+  probe = accept(f.fd, NULL, NULL);
+  if (probe >= 0) close(probe);
+  sh_attest_provider_free(p);
+  close(f.fd);
+  unlink(sock);
+  unlink(path);
+  free(f.last);
+  tdx_env_free(&e);
+}
+
 /* ---------------- simulated, auto, absent TEEs ---------------- */
 
 static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
@@ -1063,7 +1289,9 @@ static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
 
 static void absent(sh_tee tee, const char *root, const char *want, const char *want2) {
   char err[1024] = "";
-  sh_attest_provider_config cfg = {.tee = tee, .root = root};
+  char qgs[700];
+  snprintf(qgs, sizeof qgs, "unix:%s/no-qgs.sock", root); /* not the host's vsock QGS */
+  sh_attest_provider_config cfg = {.tee = tee, .root = root, .tdx_qgs = qgs};
   sh_attest_provider *p = NULL;
   int rc = sh_attest_provider_open(&cfg, &p, err, sizeof err);
   CHECK(rc < 0 && !p, "%s absent opened", sh_tee_name(tee));
@@ -1092,7 +1320,9 @@ static void test_absent_and_auto(const char *sim_dir) {
   absent(SH_TEE_SGX, root, path, NULL);
   snprintf(path, sizeof path, "%s/run/container_launcher/teeserver.sock", root);
   absent(SH_TEE_GCP, root, path, NULL);
-  absent(SH_TEE_AZURE_SNP, root, "not built", NULL);
+  snprintf(path, sizeof path, "%s/dev/tpmrm0", root);
+  absent(SH_TEE_AZURE_SNP, root, path, "No such file");
+  absent(SH_TEE_AZURE_TDX, root, path, "not an Azure confidential VM");
   /* /dev/tdx_guest without configfs-tsm: a TDREPORT is not a quote */
   snprintf(path, sizeof path, "%s/dev", root);
   mkdirs(path);
@@ -1124,6 +1354,7 @@ int main(void) {
   test_nsm(sim_dir, &sim_root);
   test_gramine();
   test_gcp();
+  test_tdx_guest_qgs();
   pki_free();
   free(sim_der);
   char cmd[400];
