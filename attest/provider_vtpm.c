@@ -112,8 +112,19 @@ static int vtpm_open(sh_attest_provider *p, vtpm *t, char *err, size_t errlen) {
 static int nv_find(vtpm *t, const char *tee, uint32_t index, ESYS_TR *h, uint16_t *size,
                    char *err, size_t errlen) {
   TPM2B_NV_PUBLIC *pub = NULL;
+  TPMS_CAPABILITY_DATA *cap = NULL;
+  TPMI_YES_NO more = 0;
   *h = ESYS_TR_NONE;
-  TSS2_RC rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h);
+  /* present?  Asked as a capability (the first NV handle >= index) rather than by
+   * TR_FromTPMPublic failing, which tpm2-tss logs as an error: on any TPM but Azure's vTPM the
+   * index is absent, and auto-detection asks every TPM it finds */
+  TSS2_RC rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                  TPM2_CAP_HANDLES, index, 1, &more, &cap);
+  int present = rc == TSS2_RC_SUCCESS && cap->data.handles.count == 1 &&
+                cap->data.handles.handle[0] == index;
+  Esys_Free(cap);
+  if (rc == TSS2_RC_SUCCESS && !present) return 1;
+  rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h);
   if (is_no_handle(rc)) return 1;
   if (rc == TSS2_RC_SUCCESS)
     rc = Esys_NV_ReadPublic(t->esys, *h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
