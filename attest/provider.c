@@ -315,8 +315,8 @@ int sh_attest_provider_open(const sh_attest_provider_config *cfg, sh_attest_prov
     while (n && p->azure_imds[n - 1] == '/')
       p->azure_imds[--n] = 0;
   }
-  if (!p->root || !p->gcp_socket || !p->tpm_tcti || !p->azure_imds || !p->tdx_qgs || (cfg->simulated_dir && !p->simulated_dir) ||
-      (cfg->gcp_audience && !p->gcp_audience)) {
+  if (!p->root || !p->gcp_socket || !p->tpm_tcti || !p->azure_imds || !p->tdx_qgs ||
+      (cfg->simulated_dir && !p->simulated_dir) || (cfg->gcp_audience && !p->gcp_audience)) {
     sh_attest_provider_free(p);
     return sh_attest__prov_err(err, errlen, "out of memory");
   }
@@ -389,9 +389,9 @@ sh_tee sh_attest_provider_tee(const sh_attest_provider *p) {
 }
 
 const char *sh_attest_provider_source(const sh_attest_provider *p) {
-  static const char *const names[] = {"simulated",      "configfs-tsm",     "/dev/sev-guest",
-                                      "/dev/nsm",       "/dev/attestation", "teeserver.sock",
-                                      "vtpm",           "/dev/tdx_guest"};
+  static const char *const names[] = {"simulated", "configfs-tsm",     "/dev/sev-guest",
+                                      "/dev/nsm",  "/dev/attestation", "teeserver.sock",
+                                      "vtpm",      "/dev/tdx_guest"};
   return p ? names[p->kind] : "none";
 }
 

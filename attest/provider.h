@@ -28,15 +28,15 @@ struct sh_attest_provider {
   char *gcp_socket;
   char *gcp_audience;
   long gcp_timeout_ms;
-  char *tpm_tcti;             /* azure: the TCTI configuration string */
-  int tcti_given;             /* the configuration named one (auto then always asks it) */
-  char *azure_imds;           /* azure: IMDS base URL, no trailing slash */
-  long azure_timeout_ms;      /* azure: each IMDS request */
-  long azure_report_wait_ms;  /* azure: how long the HCL report may take to carry D */
-  uint8_t thim_key[72];       /* azure-snp: CHIP_ID ‖ REPORTED_TCB the held certificates are for */
-  uint8_t *thim_der[3];       /* azure-snp: VCEK, ASK, ARK from THIM (DER), under mu */
+  char *tpm_tcti;            /* azure: the TCTI configuration string */
+  int tcti_given;            /* the configuration named one (auto then always asks it) */
+  char *azure_imds;          /* azure: IMDS base URL, no trailing slash */
+  long azure_timeout_ms;     /* azure: each IMDS request */
+  long azure_report_wait_ms; /* azure: how long the HCL report may take to carry D */
+  uint8_t thim_key[72];      /* azure-snp: CHIP_ID ‖ REPORTED_TCB the held certificates are for */
+  uint8_t *thim_der[3];      /* azure-snp: VCEK, ASK, ARK from THIM (DER), under mu */
   size_t thim_len[3];
-  char *tdx_qgs;              /* tdx: the QGS address ("vsock:CID:PORT", "unix:PATH", ...) */
+  char *tdx_qgs; /* tdx: the QGS address ("vsock:CID:PORT", "unix:PATH", ...) */
   long tdx_qgs_timeout_ms;
   int (*ioctl)(void *ctx, int fd, unsigned long req, void *arg);
   int (*tsm_mkdir)(void *ctx, const char *path);
@@ -110,8 +110,8 @@ int sh_attest__gcp_token(sh_attest_provider *p, const uint8_t D[64], uint8_t **o
  * absent (err says so); -1 with err (the TPM unreachable, the index not an HCL report, or one
  * of the other type). */
 int sh_attest__vtpm_probe(sh_attest_provider *p, sh_tee *tee, char *err, size_t errlen);
-int sh_attest__vtpm_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out,
-                             size_t *len, char *err, size_t errlen);
+int sh_attest__vtpm_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out, size_t *len,
+                             char *err, size_t errlen);
 void sh_attest__vtpm_free(sh_attest_provider *p);
 
 /* provider_tdx.c: /dev/tdx_guest and the Quote Generation Service */

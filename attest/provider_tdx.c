@@ -233,8 +233,7 @@ int sh_attest__tdx_guest_evidence(sh_attest_provider *p, const uint8_t D[64], ui
   if (sh_attest__prov_path(p, SH_PATH_TDX_GUEST, path, sizeof path) < 0)
     return sh_attest__prov_err(err, errlen, "tdx: path too long");
   int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return sh_attest__prov_err(err, errlen, "tdx: open %s: %s", path, strerror(errno));
+  if (fd < 0) return sh_attest__prov_err(err, errlen, "tdx: open %s: %s", path, strerror(errno));
   memset(&req, 0, sizeof req);
   memcpy(req.reportdata, D, 64);
   int rc = sh_attest__prov_ioctl(p, fd, SH_TDX_CMD_GET_REPORT0, &req);

@@ -48,7 +48,7 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
-#define NV_HCL_REPORT 0x01400001u /* the paravisor's HCL report */
+#define NV_HCL_REPORT 0x01400001u  /* the paravisor's HCL report */
 #define NV_REPORT_DATA 0x01400002u /* the guest's 64 bytes of report data */
 #define HCL_MAX 8192u              /* a report is 2600 bytes on Azure */
 #define HCL_REPORT 0x20            /* azure.c: the hardware report */
@@ -72,8 +72,8 @@ typedef struct vtpm {
 } vtpm;
 
 static int tss_err(char *err, size_t errlen, const char *tee, const char *what, TSS2_RC rc) {
-  return sh_attest__prov_err(err, errlen, "%s: %s: %s (TPM rc 0x%x)", tee, what,
-                             Tss2_RC_Decode(rc), (unsigned)rc);
+  return sh_attest__prov_err(err, errlen, "%s: %s: %s (TPM rc 0x%x)", tee, what, Tss2_RC_Decode(rc),
+                             (unsigned)rc);
 }
 
 /* TPM2_RC_HANDLE of a format-1 code (handle, parameter or session number added): the index
@@ -109,8 +109,8 @@ static int vtpm_open(sh_attest_provider *p, vtpm *t, char *err, size_t errlen) {
 
 /* The ESYS handle of NV index `index` and its data size.  0; 1 when the index does not exist;
  * -1 with err. */
-static int nv_find(vtpm *t, const char *tee, uint32_t index, ESYS_TR *h, uint16_t *size,
-                   char *err, size_t errlen) {
+static int nv_find(vtpm *t, const char *tee, uint32_t index, ESYS_TR *h, uint16_t *size, char *err,
+                   size_t errlen) {
   TPM2B_NV_PUBLIC *pub = NULL;
   TPMS_CAPABILITY_DATA *cap = NULL;
   TPMI_YES_NO more = 0;
@@ -120,8 +120,8 @@ static int nv_find(vtpm *t, const char *tee, uint32_t index, ESYS_TR *h, uint16_
    * index is absent, and auto-detection asks every TPM it finds */
   TSS2_RC rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
                                   TPM2_CAP_HANDLES, index, 1, &more, &cap);
-  int present = rc == TSS2_RC_SUCCESS && cap->data.handles.count == 1 &&
-                cap->data.handles.handle[0] == index;
+  int present =
+      rc == TSS2_RC_SUCCESS && cap->data.handles.count == 1 && cap->data.handles.handle[0] == index;
   Esys_Free(cap);
   if (rc == TSS2_RC_SUCCESS && !present) return 1;
   rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h);
@@ -168,8 +168,9 @@ static int nv_read_all(vtpm *t, const char *tee, uint32_t index, size_t cap, uin
   if (rc != 0) return rc;
   if (size == 0 || size > cap) {
     Esys_TR_Close(t->esys, &h);
-    return sh_attest__prov_err(err, errlen, "%s: NV index 0x%08x holds %u bytes (1 to %zu expected)",
-                               tee, index, size, cap);
+    return sh_attest__prov_err(err, errlen,
+                               "%s: NV index 0x%08x holds %u bytes (1 to %zu expected)", tee, index,
+                               size, cap);
   }
   uint8_t *b = malloc(size);
   uint16_t chunk = nv_buffer_max(t), off = 0;
@@ -220,8 +221,8 @@ static int nv_write_D(vtpm *t, const char *tee, const uint8_t D[64], char *err, 
   int rc = nv_find(t, tee, NV_REPORT_DATA, &h, &size, err, errlen);
   if (rc < 0) return -1;
   if (rc == 0 && size != 64) { /* another size: Azure's tooling undefines and redefines it */
-    TSS2_RC r = Esys_NV_UndefineSpace(t->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD,
-                                      ESYS_TR_NONE, ESYS_TR_NONE);
+    TSS2_RC r = Esys_NV_UndefineSpace(t->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                      ESYS_TR_NONE);
     if (r != TSS2_RC_SUCCESS) {
       Esys_TR_Close(t->esys, &h);
       return tss_err(err, errlen, tee, "NV index 0x01400002 is not 64 bytes; undefining it", r);
@@ -252,8 +253,8 @@ static int hcl_binds(const uint8_t *h, size_t len, const uint8_t D[64]) {
   json_t *j = json_loadb((const char *)h + HCL_RUNTIME, vsize, 0, NULL);
   json_t *ud = json_object_get(j, "user-data");
   uint8_t got[64];
-  int ok = json_is_string(ud) && sh_hex_decode(json_string_value(ud), json_string_length(ud), got,
-                                               64) == 0 &&
+  int ok = json_is_string(ud) &&
+           sh_hex_decode(json_string_value(ud), json_string_length(ud), got, 64) == 0 &&
            !memcmp(got, D, 64);
   json_decref(j);
   return ok;
@@ -421,7 +422,7 @@ static void thim_clear(sh_attest_provider *p) {
  * same, else from THIM.  0, or -1 with err. */
 static int thim_certs(sh_attest_provider *p, const uint8_t *snp, char *err, size_t errlen) {
   uint8_t key[72];
-  memcpy(key, snp + 0x1A0, 64);    /* CHIP_ID (SNP ABI Table 23) */
+  memcpy(key, snp + 0x1A0, 64);     /* CHIP_ID (SNP ABI Table 23) */
   memcpy(key + 64, snp + 0x180, 8); /* REPORTED_TCB */
   if (p->thim_der[0] && !memcmp(key, p->thim_key, sizeof key)) return 0;
   thim_clear(p);
@@ -489,9 +490,9 @@ static int td_quote(sh_attest_provider *p, const uint8_t *tdreport, uint8_t **q,
   if (!j) return -1;
   json_t *qs = json_object_get(j, "quote");
   /* base64url as az-tdx-vtpm decodes it; padding accepted */
-  *q = json_is_string(qs) ? sh_b64_decode_alloc(json_string_value(qs), json_string_length(qs),
-                                                SH_B64_URL, ql)
-                          : NULL;
+  *q = json_is_string(qs)
+           ? sh_b64_decode_alloc(json_string_value(qs), json_string_length(qs), SH_B64_URL, ql)
+           : NULL;
   json_decref(j);
   if (!*q)
     return sh_attest__prov_err(err, errlen,
@@ -536,16 +537,15 @@ int sh_attest__vtpm_probe(sh_attest_provider *p, sh_tee *tee, char *err, size_t 
                                sh_tee_name(*tee));
   sh_tee found = type == HCL_TYPE_TDX ? SH_TEE_AZURE_TDX : SH_TEE_AZURE_SNP;
   if (*tee != SH_ATTEST_TEE_AUTO && *tee != found)
-    return sh_attest__prov_err(err, errlen,
-                               "%s: the vTPM's HCL report holds a %s hardware report: this is %s",
-                               sh_tee_name(*tee), found == SH_TEE_AZURE_TDX ? "TDX" : "SEV-SNP",
-                               sh_tee_name(found));
+    return sh_attest__prov_err(
+        err, errlen, "%s: the vTPM's HCL report holds a %s hardware report: this is %s",
+        sh_tee_name(*tee), found == SH_TEE_AZURE_TDX ? "TDX" : "SEV-SNP", sh_tee_name(found));
   *tee = found;
   return 0;
 }
 
-int sh_attest__vtpm_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out,
-                             size_t *len, char *err, size_t errlen) {
+int sh_attest__vtpm_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out, size_t *len,
+                             char *err, size_t errlen) {
   vtpm t;
   uint8_t *h = NULL;
   size_t hl = 0;

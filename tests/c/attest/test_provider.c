@@ -1127,8 +1127,7 @@ static void *serve_qgs(void *arg) {
       f->code = rd_le32(m + 12);
       f->report_size = rd_le32(m + 16);
       f->id_list_size = rd_le32(m + 20);
-      f->report_is_tdreport =
-          f->prefix == 24 + 1024 && !memcmp(m + 24, f->tdreport, 1024);
+      f->report_is_tdreport = f->prefix == 24 + 1024 && !memcmp(m + 24, f->tdreport, 1024);
     }
   }
   size_t ql = 0;
@@ -1320,8 +1319,8 @@ static int swtpm_start(swtpm *s, const char *dir) {
       dup2(nul, 0);
       dup2(nul, 1);
       dup2(nul, 2);
-      execlp("swtpm", "swtpm", "socket", "--tpm2", "--server", srv, "--ctrl", ctl, "--tpmstate",
-             st, "--log", log, "--flags", "startup-clear,not-need-init", (char *)NULL);
+      execlp("swtpm", "swtpm", "socket", "--tpm2", "--server", srv, "--ctrl", ctl, "--tpmstate", st,
+             "--log", log, "--flags", "startup-clear,not-need-init", (char *)NULL);
       _exit(127);
     }
     if (pid < 0) return -1;
@@ -1478,10 +1477,10 @@ static uint8_t *hcl_tdx(tdx_env *e, const uint8_t D[64], uint8_t h[HCL_SIZE], si
   *ql = e->ql;
   uint8_t *q = gquote(&e->g, body, ql, 0);
   free(body);
-  tdr[0] = 0x81;                            /* REPORTTYPE: TDX */
-  memcpy(tdr + 0x80, q + 48 + 520, 64);     /* REPORTDATA */
-  memcpy(tdr + 0x108, q + 48, 120);         /* TEE_TCB_SVN .. SEAMATTRIBUTES */
-  memcpy(tdr + 0x200, q + 48 + 120, 400);   /* TDINFO: ATTRIBUTES .. RTMR3 */
+  tdr[0] = 0x81;                          /* REPORTTYPE: TDX */
+  memcpy(tdr + 0x80, q + 48 + 520, 64);   /* REPORTDATA */
+  memcpy(tdr + 0x108, q + 48, 120);       /* TEE_TCB_SVN .. SEAMATTRIBUTES */
+  memcpy(tdr + 0x200, q + 48 + 120, 400); /* TDINFO: ATTRIBUTES .. RTMR3 */
   hcl_finish(h, 4, tdr, sizeof tdr, rt);
   free(rt);
   return q;
@@ -1492,9 +1491,9 @@ typedef struct fake_imds {
   int fd, port;
   atomic_int stop;
   pthread_t th;
-  int thim_status;           /* 200: the certificates */
-  const uint8_t *tdreport;   /* the TDREPORT the quote is for */
-  const uint8_t *quote;      /* answered to POST /acc/tdquote */
+  int thim_status;         /* 200: the certificates */
+  const uint8_t *tdreport; /* the TDREPORT the quote is for */
+  const uint8_t *quote;    /* answered to POST /acc/tdquote */
   size_t quote_len;
   atomic_int thim_calls, quote_calls;
   char method[16], path[128];
@@ -1522,8 +1521,8 @@ static void imds_answer(fake_imds *f, int c, const char *head, const char *body,
     atomic_fetch_add(&f->thim_calls, 1);
     status = f->thim_status;
     char *v = pem_of(vcek), *a = pem_of(ask), *r = pem_of(ark);
-    json_t *j = json_pack("{s:s, s:s+, s:s, s:s}", "vcekCert", v, "certificateChain", a, r,
-                          "tcbm", "7308000000000003", "cacheControl", "86400");
+    json_t *j = json_pack("{s:s, s:s+, s:s, s:s}", "vcekCert", v, "certificateChain", a, r, "tcbm",
+                          "7308000000000003", "cacheControl", "86400");
     out = status == 200 ? json_dumps(j, 0) : strdup("{\"error\": \"THIM is busy\"}");
     json_decref(j);
     free(v);
@@ -1667,9 +1666,9 @@ static void test_azure_vtpm(void) {
         "azure-snp from the vTPM");
   uint8_t *ev = NULL;
   size_t el = 0;
-  CHECK(p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err,
-                                         sizeof err) == 0,
-        "azure-snp evidence: %s", err);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "azure-snp evidence: %s", err);
   CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && gsize == 64 && !memcmp(got, D1, 64),
         "D landed in 0x01400002 (defined with 64 bytes: %u)", gsize);
   CHECK(atomic_load(&f.thim_calls) == 1 && !strcmp(f.method, "GET") && f.metadata_header,
@@ -1697,8 +1696,7 @@ static void test_azure_vtpm(void) {
       .at = AT, .extra_roots = roots, .nextra_roots = 1, .nonce = n1, .nonce_len = 32};
   sh_attest_result *r = NULL;
   sh_attest_reason rs = ev ? run(ev, el, SH_TEE_AZURE_SNP, &o, &r) : SH_ATTEST_MISSING;
-  CHECK(rs == SH_ATTEST_OK, "azure-snp verifies, bound to n1: %s",
-        r ? r->message : "no evidence");
+  CHECK(rs == SH_ATTEST_OK, "azure-snp verifies, bound to n1: %s", r ? r->message : "no evidence");
   CHECK(r && r->user_data_len == 64 && !memcmp(r->user_data, D1, 64), "user-data = D1");
   sh_attest_result_free(r);
   o.nonce = n2;
@@ -1709,19 +1707,20 @@ static void test_azure_vtpm(void) {
    * are kept for the same chip and TCB */
   CHECK(nv_provision(&t, 0x01400002, NULL, 32) == 0, "0x01400002 with 32 bytes");
   ev = NULL;
-  CHECK(p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err,
-                                         sizeof err) == 0,
-        "evidence again: %s", err);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "evidence again: %s", err);
   CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && gsize == 64 && !memcmp(got, D1, 64),
         "0x01400002 redefined with 64 bytes (%u) holding D1", gsize);
   CHECK(atomic_load(&f.thim_calls) == 1, "THIM not asked again (%d)", atomic_load(&f.thim_calls));
   free(ev);
   /* D2: written, but the stored report still carries D1 (no paravisor here): refused */
   ev = NULL;
-  CHECK(p && sh_attest_provider_evidence(p, D2, NULL, 0, NULL, 0, AT, &ev, &el, err,
-                                         sizeof err) < 0 &&
-            !ev,
-        "a report without D handed out");
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D2, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "a report without D handed out");
   CHECK(contains(err, "does not carry") && contains(err, "0x01400001"), "message: %s", err);
   CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && !memcmp(got, D2, 64), "D2 landed");
   sh_attest_provider_free(p);
@@ -1730,10 +1729,11 @@ static void test_azure_vtpm(void) {
   p = NULL;
   CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "azure-snp: %s", err);
   ev = NULL;
-  CHECK(p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err,
-                                         sizeof err) < 0 &&
-            !ev,
-        "evidence without THIM");
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "evidence without THIM");
   CHECK(contains(err, "503") && contains(err, "THIM is busy"), "message: %s", err);
   sh_attest_provider_free(p);
   f.thim_status = 200;
@@ -1791,8 +1791,9 @@ static void test_azure_vtpm(void) {
     other[48 + 520] ^= 1;
     f.quote = other;
     ev = NULL;
-    CHECK(p && sh_attest_provider_evidence(p, D3, NULL, 0, NULL, 0, AT, &ev, &el, err,
-                                           sizeof err) < 0 &&
+    CHECK(p &&
+              sh_attest_provider_evidence(p, D3, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) <
+                  0 &&
               !ev,
           "another quote handed out");
     CHECK(contains(err, "REPORT_DATA"), "message: %s", err);
