@@ -60,6 +60,19 @@ static uint32_t le32(const uint8_t *p) {
   return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* A stream socket whose connect, sends and receives are bounded by the QGS time limit
+ * (SO_SNDTIMEO bounds connect(2) too on Linux: socket(7)). */
+static int timed_socket(sh_attest_provider *p, int family, int type, int proto) {
+  int fd = socket(family, type | SOCK_CLOEXEC, proto);
+  struct timeval tv = {.tv_sec = p->tdx_qgs_timeout_ms / 1000,
+                       .tv_usec = (p->tdx_qgs_timeout_ms % 1000) * 1000};
+  if (fd >= 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
+  return fd;
+}
+
 /* A connected stream socket to the QGS address, with send and receive time limits. */
 static int qgs_connect(sh_attest_provider *p, char *err, size_t errlen) {
   const char *a = p->tdx_qgs;
@@ -72,10 +85,12 @@ static int qgs_connect(sh_attest_provider *p, char *err, size_t errlen) {
       return sh_attest__prov_err(err, errlen, "tdx: QGS address \"%s\" is not vsock:CID:PORT", a);
     struct sockaddr_vm sa = {
         .svm_family = AF_VSOCK, .svm_cid = (unsigned)cid, .svm_port = (unsigned)port};
-    fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = timed_socket(p, AF_VSOCK, SOCK_STREAM, 0);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+      int e = errno;
       close(fd);
       fd = -1;
+      errno = e;
     }
   } else if (!strncmp(a, "unix:", 5)) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -83,10 +98,12 @@ static int qgs_connect(sh_attest_provider *p, char *err, size_t errlen) {
       return sh_attest__prov_err(err, errlen, "tdx: QGS socket path \"%s\" is empty or too long",
                                  a + 5);
     memcpy(sa.sun_path, a + 5, strlen(a + 5) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = timed_socket(p, AF_UNIX, SOCK_STREAM, 0);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+      int e = errno;
       close(fd);
       fd = -1;
+      errno = e;
     }
   } else if (!strncmp(a, "tcp:", 4)) {
     char host[256];
@@ -101,7 +118,7 @@ static int qgs_connect(sh_attest_provider *p, char *err, size_t errlen) {
     if (g != 0)
       return sh_attest__prov_err(err, errlen, "tdx: QGS address \"%s\": %s", a, gai_strerror(g));
     for (struct addrinfo *i = ai; i && fd < 0; i = i->ai_next) {
-      fd = socket(i->ai_family, i->ai_socktype | SOCK_CLOEXEC, i->ai_protocol);
+      fd = timed_socket(p, i->ai_family, i->ai_socktype, i->ai_protocol);
       if (fd >= 0 && connect(fd, i->ai_addr, i->ai_addrlen) < 0) {
         int e = errno;
         close(fd);
@@ -120,10 +137,6 @@ static int qgs_connect(sh_attest_provider *p, char *err, size_t errlen) {
     return sh_attest__prov_err(err, errlen,
                                "tdx: cannot connect to the Quote Generation Service at %s: %s", a,
                                strerror(errno));
-  struct timeval tv = {.tv_sec = p->tdx_qgs_timeout_ms / 1000,
-                       .tv_usec = (p->tdx_qgs_timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
 }
 
