@@ -246,10 +246,19 @@ static uint32_t hcl_type(const uint8_t *h, size_t len) {
   return le32(h + HCL_IGVM + 8);
 }
 
-/* 1 when the report's runtime JSON says "user-data": hex(D) (either case: see azure.c). */
-static int hcl_binds(const uint8_t *h, size_t len, const uint8_t D[64]) {
+/* 1 when the report's runtime JSON says "user-data": hex(D) (either case: see azure.c) and
+ * the hardware report's REPORT_DATA is SHA-256 of that JSON.  The second check is for a read
+ * that straddles the paravisor's rewrite of the index (a report is several NV_Read commands):
+ * the new runtime JSON beside the old hardware report is read again, not handed out. */
+static int hcl_binds(const uint8_t *h, size_t len, uint32_t type, const uint8_t D[64]) {
   uint32_t vsize = le32(h + HCL_IGVM + 16);
-  if (len < HCL_RUNTIME || vsize > len - HCL_RUNTIME) return 0;
+  uint8_t dg[32];
+  /* REPORT_DATA: SNP ABI Table 23 offset 0x50; TDREPORT REPORTMACSTRUCT offset 0x80 */
+  const uint8_t *rd = h + HCL_REPORT + (type == HCL_TYPE_TDX ? 0x80 : 0x50);
+  if (len < HCL_RUNTIME || vsize > len - HCL_RUNTIME ||
+      !EVP_Digest(h + HCL_RUNTIME, vsize, dg, NULL, sh_attest__md_sha256(), NULL) ||
+      memcmp(dg, rd, 32))
+    return 0;
   json_t *j = json_loadb((const char *)h + HCL_RUNTIME, vsize, 0, NULL);
   json_t *ud = json_object_get(j, "user-data");
   uint8_t got[64];
@@ -288,13 +297,14 @@ static int hcl_report_for(sh_attest_provider *p, vtpm *t, const uint8_t D[64], u
                                  "hardware report",
                                  tee, want == HCL_TYPE_TDX ? "TDX" : "SEV-SNP");
     }
-    if (hcl_binds(*out, *len, D)) return 0;
+    if (hcl_binds(*out, *len, want, D)) return 0;
     free(*out);
     *out = NULL;
     if (waited >= p->azure_report_wait_ms)
       return sh_attest__prov_err(err, errlen,
                                  "%s: the HCL report in NV index 0x01400001 does not carry the "
-                                 "report data written to 0x01400002 after %ld ms: the paravisor "
+                                 "report data written to 0x01400002 (or its hardware report "
+                                 "does not bind its runtime data) after %ld ms: the paravisor "
                                  "did not regenerate it",
                                  tee, waited);
     /* someone else's report data in the index: ours again (see the top of this file) */

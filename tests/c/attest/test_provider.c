@@ -1723,6 +1723,22 @@ static void test_azure_vtpm(void) {
       "a report without D handed out");
   CHECK(contains(err, "does not carry") && contains(err, "0x01400001"), "message: %s", err);
   CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && !memcmp(got, D2, 64), "D2 landed");
+  /* user-data = D1 but a runtime JSON the SNP report does not bind (as a read straddling the
+   * paravisor's rewrite would see it): refused, never handed out */
+  uint8_t torn[HCL_SIZE];
+  memcpy(torn, hcl, sizeof torn);
+  uint8_t *vm = memmem(torn, sizeof torn, "shield-test", 11);
+  CHECK(vm != NULL, "the runtime JSON's vmUniqueId");
+  if (vm) vm[0] = 'S';
+  CHECK(nv_provision(&t, 0x01400001, torn, sizeof torn) == 0, "provision the torn report");
+  ev = NULL;
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "a report whose runtime data is not bound handed out");
+  CHECK(contains(err, "does not bind its runtime data"), "message: %s", err);
+  CHECK(nv_provision(&t, 0x01400001, hcl, sizeof hcl) == 0, "provision 0x01400001 again");
   sh_attest_provider_free(p);
   /* THIM failing: its status and body in the message */
   f.thim_status = 503;
