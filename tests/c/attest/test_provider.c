@@ -8,6 +8,10 @@
  *   - /dev/sev-guest and /dev/nsm: the ioctl seam, checking each request structure;
  *   - Gramine: /dev/attestation pseudo-files (the quote a FIFO served from the written data);
  *   - Confidential Space: an HTTP server thread on the launcher's unix socket;
+ *   - /dev/tdx_guest: the ioctl seam for TDX_CMD_GET_REPORT0 and a Quote Generation Service on
+ *     a unix socket speaking qgs_msg_lib's messages, answering the vectors' TD quote;
+ *   - Azure: swtpm started here as the vTPM (NV 0x01400001 provisioned with HCL reports, see
+ *     test_azure_vtpm) and an IMDS stand-in on 127.0.0.1 (THIM certification, /acc/tdquote);
  *   - simulated: evidence our verifier accepts with the right D; auto never picks it; a TEE
  *     named but absent fails naming the device.
  * Prints "N passed, N failed"; SKIP (77) for the parts that need the shared vectors when they
