@@ -132,20 +132,26 @@ static int open_snp(sh_attest_provider *p, char *err, size_t errlen) {
                              p->root, SH_PATH_TSM_DIR, p->root, SH_PATH_SEV_GUEST);
 }
 
-/* tdx: quotes come only from configfs-tsm.  /dev/tdx_guest alone answers TDX_CMD_GET_REPORT0
- * with a TDREPORT, which is MAC'd for the local platform only; turning it into a quote needs
- * the host's quote service, which Linux reaches through configfs-tsm since 6.7. */
+/* tdx: configfs-tsm when present, else /dev/tdx_guest's TDREPORT quoted by the host's Quote
+ * Generation Service (provider_tdx.c).  A TDREPORT is MAC'd for the local platform only, so
+ * /dev/tdx_guest without a reachable QGS gives no evidence: refused at open, naming both. */
 static int open_tdx(sh_attest_provider *p, char *err, size_t errlen) {
   int rc = sh_attest__tsm_check(p, SH_TEE_TDX, err, errlen);
   if (rc <= 0) {
     p->kind = SH_PROV_TSM;
     return rc;
   }
-  if (sh_attest__prov_exists(p, SH_PATH_TDX_GUEST))
-    return sh_attest__prov_err(err, errlen,
-                               "tdx: %s%s exists but %s%s does not: a TD quote needs "
-                               "configfs-tsm (Linux >= 6.7 with the tdx_guest driver)",
-                               p->root, SH_PATH_TDX_GUEST, p->root, SH_PATH_TSM_DIR);
+  if (sh_attest__prov_exists(p, SH_PATH_TDX_GUEST)) {
+    char why[512];
+    if (sh_attest__qgs_check(p, why, sizeof why) < 0)
+      return sh_attest__prov_err(err, errlen,
+                                 "tdx: %s%s exists but %s%s does not, and %s: a TD quote needs "
+                                 "configfs-tsm (Linux >= 6.7 with the tdx_guest driver) or the "
+                                 "host's Quote Generation Service",
+                                 p->root, SH_PATH_TDX_GUEST, p->root, SH_PATH_TSM_DIR, why);
+    p->kind = SH_PROV_TDX_GUEST;
+    return 0;
+  }
   return sh_attest__prov_err(err, errlen,
                              "tdx: neither %s%s (configfs-tsm) nor %s%s exists: not a TDX "
                              "guest, or its tdx_guest driver is not loaded",
@@ -187,6 +193,15 @@ static int open_simulated(sh_attest_provider *p, char *err, size_t errlen) {
   return rc;
 }
 
+/* azure-snp, azure-tdx: the vTPM holds an HCL report of the right hardware. */
+static int open_azure(sh_attest_provider *p, char *err, size_t errlen) {
+  sh_tee tee = p->tee;
+  int rc = sh_attest__vtpm_probe(p, &tee, err, errlen);
+  if (rc != 0) return -1;
+  p->kind = SH_PROV_VTPM;
+  return 0;
+}
+
 static int open_tee(sh_attest_provider *p, char *err, size_t errlen) {
   switch (p->tee) {
     case SH_TEE_SIMULATED:
@@ -202,18 +217,27 @@ static int open_tee(sh_attest_provider *p, char *err, size_t errlen) {
       return sh_attest__gramine_check(p, err, errlen);
     case SH_TEE_GCP:
       return open_gcp(p, err, errlen);
+    case SH_TEE_AZURE_SNP:
+    case SH_TEE_AZURE_TDX:
+      return open_azure(p, err, errlen);
     default:
       return sh_attest__prov_err(err, errlen,
-                                 "%s: no evidence provider for this TEE yet (the Azure vTPM "
-                                 "provider is not built)",
+                                 "%s: no evidence provider for this TEE (a token type: the server "
+                                 "presents the evidence of its platform instead)",
                                  sh_tee_name(p->tee));
   }
 }
 
 /* The first TEE whose device is there.  GCP comes before configfs-tsm because Confidential
- * Space runs on SEV or TDX VMs: its token is the evidence a workload there is meant to give. */
+ * Space runs on SEV or TDX VMs: its token is the evidence a workload there is meant to give.
+ * The Azure vTPM comes before configfs-tsm, /dev/sev-guest and /dev/tdx_guest for the same
+ * reason: an Azure CVM's guest runs behind the paravisor, whose HCL report (NV index
+ * 0x01400001, found on no other TPM) is the evidence Azure's verifiers expect; the guest there
+ * normally has no usable /dev/sev-guest (the paravisor holds the VMPL0 keys) and its TDREPORT
+ * is quoted through IMDS, not a QGS.  The vTPM is asked only when a TCTI is configured or
+ * <root>/dev/tpmrm0 exists; a TPM without the index (any other VM) is passed over. */
 static int detect(sh_attest_provider *p, char *err, size_t errlen) {
-  char name[32];
+  char name[32], vwhy[512] = "";
   struct stat st;
   if (sh_attest__prov_exists(p, SH_PATH_NSM)) {
     p->tee = SH_TEE_NITRO;
@@ -221,6 +245,9 @@ static int detect(sh_attest_provider *p, char *err, size_t errlen) {
     p->tee = SH_TEE_GCP;
   } else if (sh_attest__prov_exists(p, SH_PATH_GRAMINE "/quote")) {
     p->tee = SH_TEE_SGX;
+  } else if ((p->tcti_given || sh_attest__prov_exists(p, SH_PATH_TPMRM)) &&
+             sh_attest__vtpm_probe(p, &p->tee, vwhy, sizeof vwhy) == 0) {
+    /* p->tee is azure-snp or azure-tdx */
   } else {
     int rc = sh_attest__tsm_provider(p, name, sizeof name, err, errlen);
     if (rc < 0) return -1;
@@ -238,10 +265,10 @@ static int detect(sh_attest_provider *p, char *err, size_t errlen) {
     } else {
       return sh_attest__prov_err(
           err, errlen,
-          "auto: no TEE found (none of %s%s, %s, %s%s, %s%s, %s%s, %s%s exists); simulated is "
-          "never chosen automatically: name it explicitly for development",
+          "auto: no TEE found (none of %s%s, %s, %s%s, %s%s, %s%s, %s%s exists%s%s); simulated "
+          "is never chosen automatically: name it explicitly for development",
           p->root, SH_PATH_NSM, p->gcp_socket, p->root, SH_PATH_GRAMINE, p->root, SH_PATH_TSM_DIR,
-          p->root, SH_PATH_SEV_GUEST, p->root, SH_PATH_TDX_GUEST);
+          p->root, SH_PATH_SEV_GUEST, p->root, SH_PATH_TDX_GUEST, vwhy[0] ? "; " : "", vwhy);
     }
   }
   return open_tee(p, err, errlen);
@@ -261,6 +288,12 @@ int sh_attest_provider_open(const sh_attest_provider_config *cfg, sh_attest_prov
   p->now = cfg->now;
   p->gcp_audience = cfg->gcp_audience ? strdup(cfg->gcp_audience) : NULL;
   p->gcp_timeout_ms = cfg->gcp_timeout_ms > 0 ? cfg->gcp_timeout_ms : 10000;
+  p->tcti_given = cfg->tpm_tcti != NULL;
+  p->azure_imds = dup_or(cfg->azure_imds_url, "http://169.254.169.254");
+  p->azure_timeout_ms = cfg->azure_timeout_ms > 0 ? cfg->azure_timeout_ms : 10000;
+  p->azure_report_wait_ms = cfg->azure_report_wait_ms > 0 ? cfg->azure_report_wait_ms : 3000;
+  p->tdx_qgs = dup_or(cfg->tdx_qgs, "vsock:2:4050");
+  p->tdx_qgs_timeout_ms = cfg->tdx_qgs_timeout_ms > 0 ? cfg->tdx_qgs_timeout_ms : 30000;
   p->ioctl = cfg->ioctl;
   p->tsm_mkdir = cfg->tsm_mkdir;
   p->tsm_rmdir = cfg->tsm_rmdir;
@@ -271,8 +304,19 @@ int sh_attest_provider_open(const sh_attest_provider_config *cfg, sh_attest_prov
   else if (sh_attest__prov_path(p, SH_PATH_GCP_SOCKET, sock, sizeof sock) < 0)
     sock[0] = 0;
   p->gcp_socket = strdup(sock);
-  if (!p->root || !p->gcp_socket || (cfg->simulated_dir && !p->simulated_dir) ||
-      (cfg->gcp_audience && !p->gcp_audience)) {
+  char tcti[4200];
+  if (cfg->tpm_tcti)
+    snprintf(tcti, sizeof tcti, "%s", cfg->tpm_tcti);
+  else
+    snprintf(tcti, sizeof tcti, "device:%s" SH_PATH_TPMRM, p->root ? p->root : "");
+  p->tpm_tcti = strdup(tcti);
+  if (p->azure_imds) { /* "{base}/path": no trailing slash */
+    size_t n = strlen(p->azure_imds);
+    while (n && p->azure_imds[n - 1] == '/')
+      p->azure_imds[--n] = 0;
+  }
+  if (!p->root || !p->gcp_socket || !p->tpm_tcti || !p->azure_imds || !p->tdx_qgs ||
+      (cfg->simulated_dir && !p->simulated_dir) || (cfg->gcp_audience && !p->gcp_audience)) {
     sh_attest_provider_free(p);
     return sh_attest__prov_err(err, errlen, "out of memory");
   }
@@ -332,6 +376,10 @@ int sh_attest_provider_evidence(sh_attest_provider *p, const uint8_t D[64], cons
       return sh_attest__gramine_evidence(p, D, out, len, err, errlen);
     case SH_PROV_GCP:
       return sh_attest__gcp_token(p, D, out, len, err, errlen);
+    case SH_PROV_VTPM:
+      return sh_attest__vtpm_evidence(p, D, out, len, err, errlen);
+    case SH_PROV_TDX_GUEST:
+      return sh_attest__tdx_guest_evidence(p, D, out, len, err, errlen);
   }
   return sh_attest__prov_err(err, errlen, "provider: unknown kind");
 }
@@ -342,7 +390,8 @@ sh_tee sh_attest_provider_tee(const sh_attest_provider *p) {
 
 const char *sh_attest_provider_source(const sh_attest_provider *p) {
   static const char *const names[] = {"simulated", "configfs-tsm",     "/dev/sev-guest",
-                                      "/dev/nsm",  "/dev/attestation", "teeserver.sock"};
+                                      "/dev/nsm",  "/dev/attestation", "teeserver.sock",
+                                      "vtpm",      "/dev/tdx_guest"};
   return p ? names[p->kind] : "none";
 }
 
@@ -353,5 +402,9 @@ void sh_attest_provider_free(sh_attest_provider *p) {
   free(p->simulated_dir);
   free(p->gcp_socket);
   free(p->gcp_audience);
+  free(p->tpm_tcti);
+  free(p->azure_imds);
+  free(p->tdx_qgs);
+  sh_attest__vtpm_free(p);
   free(p);
 }

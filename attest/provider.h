@@ -15,6 +15,8 @@ typedef enum sh_prov_kind {
   SH_PROV_NSM,       /* /dev/nsm */
   SH_PROV_GRAMINE,   /* /dev/attestation */
   SH_PROV_GCP,       /* the Confidential Space launcher's socket */
+  SH_PROV_VTPM,      /* Azure: the HCL report from the vTPM (tpm2-tss) */
+  SH_PROV_TDX_GUEST, /* /dev/tdx_guest's TDREPORT, quoted by the QGS */
 } sh_prov_kind;
 
 struct sh_attest_provider {
@@ -26,11 +28,21 @@ struct sh_attest_provider {
   char *gcp_socket;
   char *gcp_audience;
   long gcp_timeout_ms;
+  char *tpm_tcti;            /* azure: the TCTI configuration string */
+  int tcti_given;            /* the configuration named one (auto then always asks it) */
+  char *azure_imds;          /* azure: IMDS base URL, no trailing slash */
+  long azure_timeout_ms;     /* azure: each IMDS request */
+  long azure_report_wait_ms; /* azure: how long the HCL report may take to carry D */
+  uint8_t thim_key[72];      /* azure-snp: CHIP_ID ‖ REPORTED_TCB the held certificates are for */
+  uint8_t *thim_der[3];      /* azure-snp: VCEK, ASK, ARK from THIM (DER), under mu */
+  size_t thim_len[3];
+  char *tdx_qgs; /* tdx: the QGS address ("vsock:CID:PORT", "unix:PATH", ...) */
+  long tdx_qgs_timeout_ms;
   int (*ioctl)(void *ctx, int fd, unsigned long req, void *arg);
   int (*tsm_mkdir)(void *ctx, const char *path);
   int (*tsm_rmdir)(void *ctx, const char *path);
   void *ctx;
-  pthread_mutex_t mu; /* Gramine: the pseudo-files are one per process */
+  pthread_mutex_t mu; /* Gramine: the pseudo-files are one per process; Azure: the NV index */
 };
 
 /* Device and configfs paths, relative to the configured root. */
@@ -40,6 +52,7 @@ struct sh_attest_provider {
 #define SH_PATH_NSM "/dev/nsm"
 #define SH_PATH_GRAMINE "/dev/attestation"
 #define SH_PATH_GCP_SOCKET "/run/container_launcher/teeserver.sock"
+#define SH_PATH_TPMRM "/dev/tpmrm0"
 
 /* provider.c */
 /* err = the formatted message; returns -1. */
@@ -90,5 +103,21 @@ int sh_attest__gramine_evidence(sh_attest_provider *p, const uint8_t D[64], uint
 /* provider_gcp.c */
 int sh_attest__gcp_token(sh_attest_provider *p, const uint8_t D[64], uint8_t **out, size_t *len,
                          char *err, size_t errlen);
+
+/* provider_vtpm.c: Azure CVMs through the vTPM */
+/* Is the vTPM's NV index 0x01400001 an HCL report, and of which hardware?  *tee: the type
+ * asked for (SH_ATTEST_TEE_AUTO: any), set to azure-snp or azure-tdx.  0; 1 when the index is
+ * absent (err says so); -1 with err (the TPM unreachable, the index not an HCL report, or one
+ * of the other type). */
+int sh_attest__vtpm_probe(sh_attest_provider *p, sh_tee *tee, char *err, size_t errlen);
+int sh_attest__vtpm_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out, size_t *len,
+                             char *err, size_t errlen);
+void sh_attest__vtpm_free(sh_attest_provider *p);
+
+/* provider_tdx.c: /dev/tdx_guest and the Quote Generation Service */
+int sh_attest__tdx_guest_evidence(sh_attest_provider *p, const uint8_t D[64], uint8_t **out,
+                                  size_t *len, char *err, size_t errlen);
+/* Can the QGS be connected to?  0, or -1 with err. */
+int sh_attest__qgs_check(sh_attest_provider *p, char *err, size_t errlen);
 
 #endif

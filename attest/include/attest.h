@@ -432,22 +432,32 @@ SH_ATTEST_API int sh_attest_simulated_evidence(const sh_attest_sim_params *p, ui
  *   sev-snp    configfs-tsm (<root>/sys/kernel/config/tsm/report), else /dev/sev-guest: the
  *              1184-byte report with REPORT_DATA = D, or, when the host supplies its certificate
  *              table, the CBOR bundle {"report", "certs": {"vcek"|"vlek", "ask", "ark"}};
- *   tdx        configfs-tsm: the TD quote with REPORT_DATA = D (/dev/tdx_guest alone gives a
- *              TDREPORT, not a quote: refused at open with what is missing);
+ *   tdx        configfs-tsm, else /dev/tdx_guest's TDREPORT (TDX_CMD_GET_REPORT0) quoted by
+ *              Intel's Quote Generation Service on the host (tdx_qgs): the TD quote with
+ *              REPORT_DATA = D (neither configfs-tsm nor a reachable QGS: refused at open,
+ *              naming both);
  *   sgx        Gramine's /dev/attestation pseudo-files: the DCAP quote, REPORT_DATA = D;
  *   gcp        the Confidential Space launcher's socket: the OIDC token whose eat_nonce holds
  *              base64url(D);
+ *   azure-snp  the vTPM (tpm_tcti): D written to NV index 0x01400002, the HCL report read from
+ *              0x01400001 once it carries D, as CBOR {"hcl_report", "vcek", "ask", "ark"} with
+ *              the certificates from Azure IMDS's THIM endpoint;
+ *   azure-tdx  the same HCL report (its hardware report a TDREPORT) and the TD quote IMDS's
+ *              /acc/tdquote made from it: CBOR {"hcl_report", "td_quote"};
  *   simulated  sh_attest_simulated_evidence (D must be D(n, k): the simulated TEE derives it).
- * azure-snp, azure-tdx (the vTPM) and maa are not built yet: open refuses them.
- * SH_ATTEST_TEE_AUTO detects the TEE from the devices present (nitro, gcp, sgx, configfs-tsm,
- * /dev/sev-guest, /dev/tdx_guest, in that order) and never picks simulated; a TEE named
- * explicitly that is not there fails open with a message naming the missing device or path.
- * Never:  reads the clock (`at` dates simulated evidence), knows about HTTP (the launcher is
- *         spoken to through libcurl), keeps global state besides a process-wide counter that
- *         names configfs report directories.
+ * maa is a token type, not a platform: open refuses it.
+ * SH_ATTEST_TEE_AUTO detects the TEE from the devices present (nitro, gcp, sgx, the Azure vTPM
+ * — asked only when tpm_tcti is set or /dev/tpmrm0 exists, and taken only when it holds the
+ * HCL report's index —, configfs-tsm, /dev/sev-guest, /dev/tdx_guest, in that order) and never
+ * picks simulated; a TEE named explicitly that is not there fails open with a message naming
+ * the missing device or path.
+ * Never:  reads the clock (`at` dates simulated evidence), knows about HTTP (the launcher and
+ *         Azure IMDS are spoken to through libcurl), keeps global state besides a process-wide
+ *         counter that names configfs report directories.
  * Threads: sh_attest_provider_evidence may be called from many threads at once on one provider
- *         (configfs-tsm: one report directory per call; Gramine's process-wide pseudo-files:
- *         serialised).  Each call may block on the device or socket: call it off any event loop.
+ *         (configfs-tsm: one report directory per call; Gramine's process-wide pseudo-files and
+ *         the Azure vTPM's one report-data index: serialised per provider).  Each call may
+ *         block on the device or socket: call it off any event loop.
  * Memory: the provider copies the configuration's strings; evidence is malloc'd (caller frees). */
 #define SH_ATTEST_TEE_AUTO SH_TEE_UNKNOWN
 
@@ -463,7 +473,22 @@ typedef struct sh_attest_provider_config {
   const char *gcp_socket;
   const char *gcp_audience;
   long gcp_timeout_ms;
-  /* Seams for tests; NULL: the system call.  ioctl drives /dev/nsm, /dev/sev-guest; tsm_mkdir
+  /* azure-snp, azure-tdx: the vTPM's TCTI (tpm2-tss's Tss2_TctiLdr_Initialize syntax; NULL:
+   * "device:<root>/dev/tpmrm0"; tests: "swtpm:host=127.0.0.1,port=N"), the Azure IMDS base
+   * URL (NULL: "http://169.254.169.254"; THIM and the TD quote are fetched from it), the time
+   * limit of each IMDS request (0: 10000 ms) and how long the HCL report may take to carry D
+   * after it is written (0: 3000 ms, the wait of Azure's own tooling). */
+  const char *tpm_tcti;
+  const char *azure_imds_url;
+  long azure_timeout_ms;
+  long azure_report_wait_ms;
+  /* tdx without configfs-tsm: the Quote Generation Service's address, "vsock:CID:PORT" (NULL:
+   * "vsock:2:4050", the host's QGS), "unix:PATH" or "tcp:HOST:PORT", and the time limit of a
+   * quote request (0: 30000 ms). */
+  const char *tdx_qgs;
+  long tdx_qgs_timeout_ms;
+  /* Seams for tests; NULL: the system call.  ioctl drives /dev/nsm, /dev/sev-guest,
+   * /dev/tdx_guest; tsm_mkdir
    * and tsm_rmdir stand in for configfs, which makes a report's attribute files on mkdir and
    * drops them on rmdir (a plain directory tree does neither).  Each returns 0 or -1 with
    * errno set, like the call it replaces; ctx is passed to each. */
@@ -488,8 +513,9 @@ SH_ATTEST_API int sh_attest_provider_evidence(sh_attest_provider *p, const uint8
                                               size_t errlen);
 /* The TEE type of the evidence (never SH_ATTEST_TEE_AUTO). */
 SH_ATTEST_API sh_tee sh_attest_provider_tee(const sh_attest_provider *p);
-/* Where the evidence comes from: "configfs-tsm", "/dev/sev-guest", "/dev/nsm",
- * "/dev/attestation", "teeserver.sock", "simulated" (static string). */
+/* Where the evidence comes from: "configfs-tsm", "/dev/sev-guest", "/dev/tdx_guest" (with the
+ * QGS), "/dev/nsm", "/dev/attestation", "teeserver.sock", "vtpm", "simulated" (static
+ * string). */
 SH_ATTEST_API const char *sh_attest_provider_source(const sh_attest_provider *p);
 SH_ATTEST_API void sh_attest_provider_free(sh_attest_provider *p);
 

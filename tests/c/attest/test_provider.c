@@ -8,6 +8,10 @@
  *   - /dev/sev-guest and /dev/nsm: the ioctl seam, checking each request structure;
  *   - Gramine: /dev/attestation pseudo-files (the quote a FIFO served from the written data);
  *   - Confidential Space: an HTTP server thread on the launcher's unix socket;
+ *   - /dev/tdx_guest: the ioctl seam for TDX_CMD_GET_REPORT0 and a Quote Generation Service on
+ *     a unix socket speaking qgs_msg_lib's messages, answering the vectors' TD quote;
+ *   - Azure: swtpm started here as the vTPM (NV 0x01400001 provisioned with HCL reports, see
+ *     test_azure_vtpm) and an IMDS stand-in on 127.0.0.1 (THIM certification, /acc/tdquote);
  *   - simulated: evidence our verifier accepts with the right D; auto never picks it; a TEE
  *     named but absent fails naming the device.
  * Prints "N passed, N failed"; SKIP (77) for the parts that need the shared vectors when they
@@ -29,6 +33,10 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -546,36 +554,76 @@ static void test_tsm_snp(void) {
   pthread_mutex_destroy(&f.mu);
 }
 
+/* The vectors' v4 TD quote re-signed by a test Intel PKI whose PCK carries the real PCK's SGX
+ * extension (FMSPC, TCB levels), the collateral for it, dated inside the vector's window. */
+typedef struct tdx_env {
+  uint8_t *q, *rc;
+  size_t ql, cl;
+  json_t *rj;
+  int64_t at;
+  X509 *rpck;
+  ASN1_OBJECT *oid;
+  gpki g;
+  char *col;
+  unsigned char *rder;
+  sh_iovec troot;
+} tdx_env;
+
+static void tdx_env_init(tdx_env *e) {
+  e->q = slurp("tdx/tdx_quote", &e->ql);
+  e->rc = slurp("tdx/tdx_quote_collateral.json", &e->cl);
+  e->rj = json_loadb((const char *)e->rc, e->cl, 0, NULL);
+  e->at = T("2025-06-20T00:00:00Z"); /* the vector's collateral is valid then */
+  const uint8_t *b = memmem(e->q, e->ql, "-----BEGIN", 10);
+  BIO *bio = BIO_new_mem_buf(b, (int)(e->ql - (size_t)(b - e->q)));
+  e->rpck = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+  BIO_free(bio);
+  e->oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
+  gpki_new(&e->g, e->at, X509_get_ext(e->rpck, X509_get_ext_by_OBJ(e->rpck, e->oid, -1)));
+  e->col = gcollateral(&e->g, e->rj, e->at, &(gcase){0});
+  e->rder = NULL;
+  int rl = i2d_X509(e->g.root, &e->rder);
+  e->troot = (sh_iovec){.ptr = e->rder, .len = (size_t)rl};
+}
+
+/* Options verifying a quote of this PKI at the vector's time, bound to n (NULL: not). */
+static sh_attest_options tdx_options(tdx_env *e, const uint8_t *n) {
+  sh_attest_options o = {.at = e->at,
+                         .collateral = (const uint8_t *)e->col,
+                         .collateral_len = strlen(e->col),
+                         .extra_roots = &e->troot,
+                         .nextra_roots = 1,
+                         .nonce = n,
+                         .nonce_len = n ? 32 : 0};
+  return o;
+}
+
+static void tdx_env_free(tdx_env *e) {
+  OPENSSL_free(e->rder);
+  free(e->col);
+  gpki_free(&e->g);
+  ASN1_OBJECT_free(e->oid);
+  X509_free(e->rpck);
+  json_decref(e->rj);
+  free(e->rc);
+  free(e->q);
+}
+
 static void test_tsm_tdx(void) {
   if (!vdir) return;
-  size_t ql, cl;
-  uint8_t *q = slurp("tdx/tdx_quote", &ql), *rc = slurp("tdx/tdx_quote_collateral.json", &cl);
-  json_t *rj = json_loadb((const char *)rc, cl, 0, NULL);
-  int64_t at = T("2025-06-20T00:00:00Z"); /* the vector's collateral is valid then */
-  /* the test PKI's PCK carries the real PCK's SGX extension (FMSPC, TCB levels) */
-  const uint8_t *b = memmem(q, ql, "-----BEGIN", 10);
-  BIO *bio = BIO_new_mem_buf(b, (int)(ql - (size_t)(b - q)));
-  X509 *rpck = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-  BIO_free(bio);
-  ASN1_OBJECT *oid = OBJ_txt2obj("1.2.840.113741.1.13.1", 1);
-  gpki g;
-  gpki_new(&g, at, X509_get_ext(rpck, X509_get_ext_by_OBJ(rpck, oid, -1)));
-  char *col = gcollateral(&g, rj, at, &(gcase){0});
-  unsigned char *rder = NULL;
-  int rl = i2d_X509(g.root, &rder);
-  sh_iovec troot = {.ptr = rder, .len = (size_t)rl};
-
+  tdx_env e;
+  tdx_env_init(&e);
   char root[512], dir[600], err[512] = "";
   tree("tsm-tdx", root, sizeof root);
   snprintf(dir, sizeof dir, "%s/sys/kernel/config/tsm/report", root);
   mkdirs(dir);
   fake_tsm f;
   fake_init(&f, "tdx_guest");
-  f.quote = q;
-  f.quote_len = ql;
+  f.quote = e.q;
+  f.quote_len = e.ql;
   f.rd_off = 48 + 520; /* v4 quote: header, then the TD report body's REPORT_DATA */
-  f.pki = &g;
-  CHECK(ql > 700 && q[0] == 4, "the vector is a v4 quote");
+  f.pki = &e.g;
+  CHECK(e.ql > 700 && e.q[0] == 4, "the vector is a v4 quote");
   sh_attest_provider_config cfg = {
       .tee = SH_TEE_TDX, .root = root, .tsm_mkdir = fake_mkdir, .tsm_rmdir = fake_rmdir, .ctx = &f};
   sh_attest_provider *p = NULL;
@@ -588,13 +636,7 @@ static void test_tsm_tdx(void) {
       "tdx evidence: %s", err);
   CHECK(ev && el == f.last_len && !memcmp(ev, f.last, el) && !memcmp(ev + f.rd_off, D, 64),
         "the quote as configfs gave it, REPORT_DATA = D");
-  sh_attest_options o = {.at = at,
-                         .collateral = (const uint8_t *)col,
-                         .collateral_len = strlen(col),
-                         .extra_roots = &troot,
-                         .nextra_roots = 1,
-                         .nonce = n,
-                         .nonce_len = 32};
+  sh_attest_options o = tdx_options(&e, n);
   sh_attest_result *r = NULL;
   sh_attest_reason got = ev ? run(ev, el, SH_TEE_TDX, &o, &r) : SH_ATTEST_MISSING;
   CHECK(got == SH_ATTEST_OK, "the TD quote verifies, bound to n: %s", r ? r->message : "");
@@ -622,14 +664,7 @@ static void test_tsm_tdx(void) {
   sh_attest_provider_free(p);
   pthread_mutex_destroy(&f.mu);
   free(f.last);
-  OPENSSL_free(rder);
-  free(col);
-  gpki_free(&g);
-  ASN1_OBJECT_free(oid);
-  X509_free(rpck);
-  json_decref(rj);
-  free(rc);
-  free(q);
+  tdx_env_free(&e);
 }
 
 /* ---------------- /dev/sev-guest through the ioctl seam ---------------- */
@@ -1021,6 +1056,777 @@ static void test_gcp(void) {
   unlink(sock);
 }
 
+/* ---------------- /dev/tdx_guest and the Quote Generation Service ---------------- */
+
+/* linux/tdx-guest.h (not in Debian 12's headers): the request of TDX_CMD_GET_REPORT0 */
+struct test_tdx_report_req {
+  uint8_t reportdata[64];
+  uint8_t tdreport[1024];
+};
+#define TEST_TDX_CMD_GET_REPORT0 _IOWR('T', 1, struct test_tdx_report_req)
+
+typedef struct fake_qgs {
+  int fd;                 /* listening unix socket */
+  tdx_env *e;             /* the quote to answer, REPORT_DATA set, re-signed by e->g */
+  uint8_t tdreport[1024]; /* what the ioctl seam answered */
+  int ioctls, bad_ioctl;
+  /* the request the QGS got */
+  uint32_t prefix, major, type, size, code, report_size, id_list_size;
+  int report_is_tdreport;
+  uint32_t answer_error; /* non-zero: an error response with this code */
+  uint8_t *last;         /* the quote answered (malloc'd) */
+  size_t last_len;
+} fake_qgs;
+
+static int fake_tdx_ioctl(void *ctx, int fd, unsigned long req, void *arg) {
+  fake_qgs *f = ctx;
+  (void)fd;
+  f->ioctls++;
+  if (req != TEST_TDX_CMD_GET_REPORT0) {
+    f->bad_ioctl++;
+    errno = ENOTTY;
+    return -1;
+  }
+  struct test_tdx_report_req *r = arg;
+  /* a TDREPORT_STRUCT: REPORTTYPE (TDX 0x81) at 0, REPORTDATA at 0x80, the rest random */
+  RAND_bytes(f->tdreport, sizeof f->tdreport);
+  f->tdreport[0] = 0x81;
+  memcpy(f->tdreport + 0x80, r->reportdata, 64);
+  memcpy(r->tdreport, f->tdreport, 1024);
+  return 0;
+}
+
+static uint32_t rd_le32(const uint8_t *p) {
+  return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void wr_le32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++)
+    p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static int read_n(int fd, uint8_t *d, size_t n) {
+  while (n) {
+    ssize_t r = read(fd, d, n);
+    if (r <= 0) return -1;
+    d += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* One connection: qgs_msg_lib's GET_QUOTE_REQ in, GET_QUOTE_RESP out (both after a 4-byte
+ * big-endian length). */
+static void *serve_qgs(void *arg) {
+  fake_qgs *f = arg;
+  int c = accept(f->fd, NULL, NULL);
+  if (c < 0) return NULL;
+  uint8_t pre[4], m[2048];
+  if (read_n(c, pre, 4) == 0) {
+    f->prefix = (uint32_t)pre[0] << 24 | (uint32_t)pre[1] << 16 | (uint32_t)pre[2] << 8 | pre[3];
+    if (f->prefix >= 24 && f->prefix <= sizeof m && read_n(c, m, f->prefix) == 0) {
+      f->major = (uint32_t)(m[0] | m[1] << 8);
+      f->type = rd_le32(m + 4);
+      f->size = rd_le32(m + 8);
+      f->code = rd_le32(m + 12);
+      f->report_size = rd_le32(m + 16);
+      f->id_list_size = rd_le32(m + 20);
+      f->report_is_tdreport = f->prefix == 24 + 1024 && !memcmp(m + 24, f->tdreport, 1024);
+    }
+  }
+  size_t ql = 0;
+  uint8_t *q = NULL;
+  if (!f->answer_error) { /* the quote of this TDREPORT: its REPORT_DATA */
+    uint8_t *body = malloc(f->e->ql);
+    memcpy(body, f->e->q, f->e->ql);
+    memcpy(body + 48 + 520, f->tdreport + 0x80, 64);
+    ql = f->e->ql;
+    q = gquote(&f->e->g, body, &ql, 0);
+    free(body);
+  }
+  size_t n = 24 + ql;
+  uint8_t *r = calloc(1, 4 + n);
+  r[0] = (uint8_t)(n >> 24);
+  r[1] = (uint8_t)(n >> 16);
+  r[2] = (uint8_t)(n >> 8);
+  r[3] = (uint8_t)n;
+  r[4] = 1; /* major 1, minor 1 */
+  r[6] = 1;
+  wr_le32(r + 8, 1); /* GET_QUOTE_RESP */
+  wr_le32(r + 12, (uint32_t)n);
+  wr_le32(r + 16, f->answer_error);
+  wr_le32(r + 20, 0);
+  wr_le32(r + 24, (uint32_t)ql);
+  if (q) memcpy(r + 28, q, ql);
+  write_all(c, r, 4 + n);
+  free(r);
+  free(f->last);
+  f->last = q;
+  f->last_len = ql;
+  close(c);
+  return NULL;
+}
+
+static void test_tdx_guest_qgs(void) {
+  if (!vdir) return;
+  tdx_env e;
+  tdx_env_init(&e);
+  char root[512], path[700], sock[700], qgs[720], err[1024] = "";
+  tree("tdx-guest", root, sizeof root);
+  snprintf(path, sizeof path, "%s/dev", root);
+  mkdirs(path);
+  snprintf(path, sizeof path, "%s/dev/tdx_guest", root);
+  put_file(path, "", 0);
+  snprintf(sock, sizeof sock, "%s/qgs.sock", root);
+  snprintf(qgs, sizeof qgs, "unix:%s", sock);
+  fake_qgs f = {.e = &e};
+  sh_attest_provider_config cfg = {.tee = SH_TEE_TDX,
+                                   .root = root,
+                                   .tdx_qgs = qgs,
+                                   .tdx_qgs_timeout_ms = 30000,
+                                   .ioctl = fake_tdx_ioctl,
+                                   .ctx = &f};
+  sh_attest_provider *p = NULL;
+  /* no configfs-tsm and no QGS listening: refused at open, naming both */
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "tdx without a QGS opened");
+  CHECK(contains(err, "needs configfs-tsm") && contains(err, sock) &&
+            contains(err, "Quote Generation Service"),
+        "message: %s", err);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  CHECK(strlen(sock) < sizeof a.sun_path, "socket path too long: %s", sock);
+  memcpy(a.sun_path, sock, strlen(sock) < sizeof a.sun_path ? strlen(sock) + 1 : 0);
+  f.fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  CHECK(bind(f.fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f.fd, 4) == 0, "bind %s", sock);
+  /* open connects once to see that the QGS is there */
+  pthread_t th;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "tdx through the QGS: %s", err);
+  int probe = accept(f.fd, NULL, NULL);
+  if (probe >= 0) close(probe);
+  CHECK(p && !strcmp(sh_attest_provider_source(p), "/dev/tdx_guest"), "source %s",
+        p ? sh_attest_provider_source(p) : "");
+  uint8_t n[32], D[64], *ev = NULL;
+  size_t el = 0;
+  rand_D(n, NULL, 0, D);
+  pthread_create(&th, NULL, serve_qgs, &f);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "tdx evidence through the QGS: %s", err);
+  pthread_join(th, NULL);
+  CHECK(f.ioctls == 1 && f.bad_ioctl == 0, "one TDX_CMD_GET_REPORT0 (%d, %d bad)", f.ioctls,
+        f.bad_ioctl);
+  CHECK(f.prefix == 1048 && f.major == 1 && f.type == 0 && f.size == 1048 && f.code == 0,
+        "GET_QUOTE_REQ header: length %u, version %u, type %u, size %u, error %u", f.prefix,
+        f.major, f.type, f.size, f.code);
+  CHECK(f.report_size == 1024 && f.id_list_size == 0 && f.report_is_tdreport,
+        "the request carries the TDREPORT of the ioctl (report %u, id list %u)", f.report_size,
+        f.id_list_size);
+  CHECK(ev && el == f.last_len && !memcmp(ev, f.last, el), "the quote as the QGS gave it");
+  sh_attest_options o = tdx_options(&e, n);
+  sh_attest_result *r = NULL;
+  sh_attest_reason got = ev ? run(ev, el, SH_TEE_TDX, &o, &r) : SH_ATTEST_MISSING;
+  CHECK(got == SH_ATTEST_OK, "the TD quote verifies, bound to n: %s", r ? r->message : "");
+  sh_attest_result_free(r);
+  free(ev);
+  /* the QGS's error code reaches the message */
+  f.answer_error = 0x00012001;
+  ev = NULL;
+  pthread_create(&th, NULL, serve_qgs, &f);
+  CHECK(
+      p && sh_attest_provider_evidence(p, D, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "QGS error");
+  pthread_join(th, NULL);
+  CHECK(contains(err, "0x12001"), "message: %s", err);
+  sh_attest_provider_free(p);
+  /* auto: /dev/tdx_guest with a QGS is tdx */
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(p) == SH_TEE_TDX,
+        "auto picked tdx: %s", err);
+  probe = accept(f.fd, NULL, NULL);
+  if (probe >= 0) close(probe);
+  sh_attest_provider_free(p);
+  close(f.fd);
+  unlink(sock);
+  unlink(path);
+  free(f.last);
+  tdx_env_free(&e);
+}
+
+/* ---------------- Azure: the vTPM (swtpm) and IMDS (a loopback stand-in) ----------------
+ * swtpm, started here, is the vTPM; the test provisions NV 0x01400001 with an HCL report in
+ * Azure's layout.  A real paravisor regenerates that report when 0x01400002 is written; swtpm
+ * cannot, so the fake holds the report made beforehand for the D the test then asks for (and a
+ * D it was not made for is refused after the wait).  swtpm (libtpms) caps an NV index at 2048
+ * bytes (TPM2_PT_NV_INDEX_MAX): the real Azure reports of the vectors are 2600 (their index
+ * size on Azure), so the reports here are built in their layout with an SNP report signed by
+ * the test VCEK above (azure-snp) or a TDREPORT whose TD quote the test Intel PKI signs
+ * (azure-tdx), padded with zeros to 2048 bytes as Azure pads to 2600: read in two chunks of
+ * TPM2_PT_NV_BUFFER_MAX (1024). */
+
+#include <sys/wait.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tctildr.h>
+
+#define HCL_SIZE 2048
+
+typedef struct swtpm {
+  pid_t pid;
+  int port;
+  char tcti[96];
+} swtpm;
+
+/* Connectable within ~10 s (scaled for a loaded machine). */
+static int port_up(int port) {
+  for (int i = 0; i < 400; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    if (ok) return 1;
+    usleep(25000);
+  }
+  return 0;
+}
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  int port = -1;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+/* swtpm socket --tpm2 on 127.0.0.1:P (commands) and P+1 (control), its state in dir. */
+static int swtpm_start(swtpm *s, const char *dir) {
+  mkdirs(dir);
+  for (int attempt = 0; attempt < 5; attempt++) {
+    int port = free_port();
+    if (port <= 0 || port > 65000) continue;
+    char srv[64], ctl[64], st[700], log[720];
+    snprintf(srv, sizeof srv, "type=tcp,port=%d,bindaddr=127.0.0.1", port);
+    snprintf(ctl, sizeof ctl, "type=tcp,port=%d,bindaddr=127.0.0.1", port + 1);
+    snprintf(st, sizeof st, "dir=%s", dir);
+    snprintf(log, sizeof log, "file=%s/swtpm.log", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+      /* ends with this test, however it ends; its output goes to its log, not our pipes */
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      int nul = open("/dev/null", O_RDWR);
+      dup2(nul, 0);
+      dup2(nul, 1);
+      dup2(nul, 2);
+      execlp("swtpm", "swtpm", "socket", "--tpm2", "--server", srv, "--ctrl", ctl, "--tpmstate", st,
+             "--log", log, "--flags", "startup-clear,not-need-init", (char *)NULL);
+      _exit(127);
+    }
+    if (pid < 0) return -1;
+    int status;
+    if (port_up(port) && waitpid(pid, &status, WNOHANG) == 0) {
+      s->pid = pid;
+      s->port = port;
+      snprintf(s->tcti, sizeof s->tcti, "swtpm:host=127.0.0.1,port=%d", port);
+      return 0;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  return -1;
+}
+
+static void swtpm_stop(swtpm *s) {
+  if (s->pid <= 0) return;
+  int status;
+  kill(s->pid, SIGTERM);
+  waitpid(s->pid, &status, 0);
+  s->pid = 0;
+}
+
+/* The test's own ESYS session to the same swtpm: provisioning and inspection. */
+typedef struct tpm {
+  TSS2_TCTI_CONTEXT *tcti;
+  ESYS_CONTEXT *esys;
+} tpm;
+
+static int tpm_open(tpm *t, const char *tcti) {
+  memset(t, 0, sizeof *t);
+  if (Tss2_TctiLdr_Initialize(tcti, &t->tcti) != TSS2_RC_SUCCESS) return -1;
+  if (Esys_Initialize(&t->esys, t->tcti, NULL) != TSS2_RC_SUCCESS) {
+    Tss2_TctiLdr_Finalize(&t->tcti);
+    return -1;
+  }
+  return 0;
+}
+
+static void tpm_close(tpm *t) {
+  if (t->esys) Esys_Finalize(&t->esys);
+  if (t->tcti) Tss2_TctiLdr_Finalize(&t->tcti);
+}
+
+static int nv_handle(tpm *t, uint32_t index, ESYS_TR *h) {
+  return Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, h) ==
+                 TSS2_RC_SUCCESS
+             ? 0
+             : -1;
+}
+
+static void nv_undefine(tpm *t, uint32_t index) {
+  ESYS_TR h;
+  if (nv_handle(t, index, &h) == 0)
+    Esys_NV_UndefineSpace(t->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                          ESYS_TR_NONE);
+}
+
+/* Defines index (owner read/write) with data d (n bytes; NULL: left unwritten). */
+static int nv_provision(tpm *t, uint32_t index, const uint8_t *d, size_t n) {
+  TPM2B_AUTH auth = {.size = 0};
+  TPM2B_NV_PUBLIC pub = {.nvPublic = {.nvIndex = index,
+                                      .nameAlg = TPM2_ALG_SHA256,
+                                      .attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD,
+                                      .dataSize = (uint16_t)n}};
+  ESYS_TR h;
+  nv_undefine(t, index);
+  if (Esys_NV_DefineSpace(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                          &auth, &pub, &h) != TSS2_RC_SUCCESS)
+    return -1;
+  for (size_t off = 0; d && off < n; off += 1024) {
+    TPM2B_MAX_NV_BUFFER b = {.size = (uint16_t)(n - off < 1024 ? n - off : 1024)};
+    memcpy(b.buffer, d + off, b.size);
+    if (Esys_NV_Write(t->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                      &b, (uint16_t)off) != TSS2_RC_SUCCESS)
+      return -1;
+  }
+  return 0;
+}
+
+/* The size and the first 64 bytes of an index (0x01400002); -1 when it cannot be read. */
+static int nv_peek(tpm *t, uint32_t index, uint8_t out[64], uint16_t *size) {
+  ESYS_TR h;
+  TPM2B_NV_PUBLIC *pub = NULL;
+  TPM2B_MAX_NV_BUFFER *d = NULL;
+  if (nv_handle(t, index, &h) < 0 ||
+      Esys_NV_ReadPublic(t->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL) !=
+          TSS2_RC_SUCCESS)
+    return -1;
+  *size = pub->nvPublic.dataSize;
+  Esys_Free(pub);
+  int rc = Esys_NV_Read(t->esys, ESYS_TR_RH_OWNER, h, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                        64, 0, &d) == TSS2_RC_SUCCESS &&
+                   d->size == 64
+               ? 0
+               : -1;
+  if (rc == 0) memcpy(out, d->buffer, 64);
+  Esys_Free(d);
+  return rc;
+}
+
+/* An HCL report in Azure's layout (attest/azure.c) of hardware report type `type` (2 SNP,
+ * 4 TDX) whose runtime JSON carries user-data = hex(D): runtime (malloc'd) and its SHA-256,
+ * for the caller to make the hardware report; then hcl_finish. */
+static char *hcl_runtime(const uint8_t D[64], uint8_t digest[32]) {
+  char hex[129];
+  sh_hex_encode(D, 64, hex);
+  char *rt = malloc(700);
+  snprintf(rt, 700,
+           "{\"keys\":[{\"kid\":\"HCLAkPub\",\"key_ops\":[\"sign\"],\"kty\":\"RSA\",\"e\":"
+           "\"AQAB\",\"n\":\"test\"}],\"vm-configuration\":{\"console-enabled\":true,"
+           "\"secure-boot\":true,\"tpm-enabled\":true,\"vmUniqueId\":\"shield-test\"},"
+           "\"user-data\":\"%s\"}",
+           hex);
+  unsigned int dl = 32;
+  EVP_Digest(rt, strlen(rt), digest, &dl, EVP_sha256(), NULL);
+  return rt;
+}
+
+static void hcl_finish(uint8_t h[HCL_SIZE], uint32_t type, const uint8_t *hw, size_t hwl,
+                       const char *rt) {
+  uint32_t vs = (uint32_t)strlen(rt);
+  memset(h, 0, HCL_SIZE);
+  memcpy(h, "HCLA", 4);
+  put32(h + 4, 2);
+  put32(h + 8, 0x4C0 + 20 + vs);
+  put32(h + 12, 2); /* request type: the vTPM's */
+  memcpy(h + 0x20, hw, hwl);
+  put32(h + 0x4C0, 20 + vs);
+  put32(h + 0x4C4, 1);
+  put32(h + 0x4C8, type);
+  put32(h + 0x4CC, 1); /* SHA-256 */
+  put32(h + 0x4D0, vs);
+  memcpy(h + 0x4D4, rt, vs);
+}
+
+static void hcl_snp(const uint8_t D[64], uint8_t h[HCL_SIZE]) {
+  uint8_t rd[64] = {0}, rep[1184];
+  char *rt = hcl_runtime(D, rd);
+  snp_report(rd, rep);
+  hcl_finish(h, 2, rep, sizeof rep, rt);
+  free(rt);
+}
+
+/* azure-tdx: the quote (re-signed by e's PKI) whose REPORT_DATA binds the runtime JSON, and the
+ * TDREPORT it was made from (the fields the quote body repeats, azure.c td_matches). */
+static uint8_t *hcl_tdx(tdx_env *e, const uint8_t D[64], uint8_t h[HCL_SIZE], size_t *ql) {
+  uint8_t rd[64] = {0}, tdr[1024] = {0};
+  char *rt = hcl_runtime(D, rd);
+  uint8_t *body = malloc(e->ql);
+  memcpy(body, e->q, e->ql);
+  memcpy(body + 48 + 520, rd, 64);
+  *ql = e->ql;
+  uint8_t *q = gquote(&e->g, body, ql, 0);
+  free(body);
+  tdr[0] = 0x81;                          /* REPORTTYPE: TDX */
+  memcpy(tdr + 0x80, q + 48 + 520, 64);   /* REPORTDATA */
+  memcpy(tdr + 0x108, q + 48, 120);       /* TEE_TCB_SVN .. SEAMATTRIBUTES */
+  memcpy(tdr + 0x200, q + 48 + 120, 400); /* TDINFO: ATTRIBUTES .. RTMR3 */
+  hcl_finish(h, 4, tdr, sizeof tdr, rt);
+  free(rt);
+  return q;
+}
+
+/* IMDS on 127.0.0.1: THIM's certification and the TD quote, each request recorded. */
+typedef struct fake_imds {
+  int fd, port;
+  atomic_int stop;
+  pthread_t th;
+  int thim_status;         /* 200: the certificates */
+  const uint8_t *tdreport; /* the TDREPORT the quote is for */
+  const uint8_t *quote;    /* answered to POST /acc/tdquote */
+  size_t quote_len;
+  atomic_int thim_calls, quote_calls;
+  char method[16], path[128];
+  int metadata_header, json_type, report_matches;
+} fake_imds;
+
+static char *pem_of(X509 *x) {
+  BIO *b = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(b, x);
+  char *d = NULL;
+  long n = BIO_get_mem_data(b, &d);
+  char *s = strndup(d, (size_t)n);
+  BIO_free(b);
+  return s;
+}
+
+static void imds_answer(fake_imds *f, int c, const char *head, const char *body, size_t bl) {
+  char buf[512];
+  sscanf(head, "%15s %127s", f->method, f->path);
+  f->metadata_header = strcasestr(head, "\r\nMetadata: true\r\n") != NULL;
+  f->json_type = strcasestr(head, "\r\nContent-Type: application/json\r\n") != NULL;
+  int status = 404;
+  char *out = NULL;
+  if (!strcmp(f->path, "/metadata/THIM/amd/certification")) {
+    atomic_fetch_add(&f->thim_calls, 1);
+    status = f->thim_status;
+    char *v = pem_of(vcek), *a = pem_of(ask), *r = pem_of(ark);
+    json_t *j = json_pack("{s:s, s:s+, s:s, s:s}", "vcekCert", v, "certificateChain", a, r, "tcbm",
+                          "7308000000000003", "cacheControl", "86400");
+    out = status == 200 ? json_dumps(j, 0) : strdup("{\"error\": \"THIM is busy\"}");
+    json_decref(j);
+    free(v);
+    free(a);
+    free(r);
+  } else if (!strcmp(f->path, "/acc/tdquote")) {
+    atomic_fetch_add(&f->quote_calls, 1);
+    json_t *j = json_loadb(body, bl, 0, NULL);
+    const char *rep = json_string_value(json_object_get(j, "report"));
+    size_t rl = 0;
+    uint8_t *tr = rep ? sh_b64_decode_alloc(rep, strlen(rep), SH_B64_PROTOCOL, &rl) : NULL;
+    f->report_matches = tr && rl == 1024 && f->tdreport && !memcmp(tr, f->tdreport, 1024);
+    free(tr);
+    json_decref(j);
+    char *q = sh_b64_encode_alloc(f->quote, f->quote_len, SH_B64_PROTOCOL);
+    json_t *a = json_pack("{s:s}", "quote", q);
+    out = json_dumps(a, 0);
+    json_decref(a);
+    free(q);
+    status = 200;
+  } else {
+    out = strdup("{}");
+  }
+  int hl = snprintf(buf, sizeof buf,
+                    "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                    "Connection: close\r\n\r\n",
+                    status, strlen(out));
+  write_all(c, (const uint8_t *)buf, (size_t)hl);
+  write_all(c, (const uint8_t *)out, strlen(out));
+  free(out);
+}
+
+static void *serve_imds(void *arg) {
+  fake_imds *f = arg;
+  while (!atomic_load(&f->stop)) {
+    struct pollfd pf = {.fd = f->fd, .events = POLLIN};
+    if (poll(&pf, 1, 50) <= 0) continue;
+    int c = accept(f->fd, NULL, NULL);
+    if (c < 0) continue;
+    char *buf = malloc(65536);
+    size_t n = 0;
+    char *body = NULL;
+    long clen = -1;
+    while (n < 65535) {
+      ssize_t r = read(c, buf + n, 65535 - n);
+      if (r <= 0) break;
+      n += (size_t)r;
+      buf[n] = 0;
+      char *end = strstr(buf, "\r\n\r\n");
+      if (end && clen < 0) {
+        char *cl = strcasestr(buf, "\r\nContent-Length:");
+        clen = cl ? strtol(cl + 17, NULL, 10) : 0;
+        body = end + 4;
+      }
+      if (body && (long)(buf + n - body) >= clen) break;
+    }
+    if (body) imds_answer(f, c, buf, body, (size_t)clen);
+    free(buf);
+    close(c);
+  }
+  return NULL;
+}
+
+static void imds_start(fake_imds *f) {
+  f->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  CHECK(bind(f->fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(f->fd, 8) == 0 &&
+            getsockname(f->fd, (struct sockaddr *)&a, &al) == 0,
+        "IMDS stand-in: bind");
+  f->port = ntohs(a.sin_port);
+  pthread_create(&f->th, NULL, serve_imds, f);
+}
+
+static void imds_stop(fake_imds *f) {
+  atomic_store(&f->stop, 1);
+  pthread_join(f->th, NULL);
+  close(f->fd);
+}
+
+static cbor_item_t *bundle_get(cbor_item_t *m, const char *k, sh_iovec *v) {
+  cbor_item_t *x = m ? map_get(m, k) : NULL;
+  *v = (sh_iovec){NULL, 0};
+  if (x && cbor_isa_bytestring(x)) {
+    v->ptr = cbor_bytestring_handle(x);
+    v->len = cbor_bytestring_length(x);
+  }
+  return x;
+}
+
+static void test_azure_vtpm(void) {
+  if (system("command -v swtpm >/dev/null 2>&1") != 0) {
+    printf("SKIP azure vTPM: swtpm is not installed (scripts/bootstrap installs it)\n");
+    return;
+  }
+  char root[512], dir[600], url[64], err[1024] = "";
+  tree("azure", root, sizeof root);
+  snprintf(dir, sizeof dir, "%s/swtpm", root);
+  swtpm s = {0};
+  CHECK(swtpm_start(&s, dir) == 0, "swtpm did not start (see %s/swtpm.log)", dir);
+  if (!s.pid) return;
+  tpm t;
+  CHECK(tpm_open(&t, s.tcti) == 0, "ESYS to swtpm");
+  fake_imds f = {.thim_status = 200};
+  imds_start(&f);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/", f.port);
+  sh_attest_provider_config cfg = {.tee = SH_TEE_AZURE_SNP,
+                                   .root = root,
+                                   .tpm_tcti = s.tcti,
+                                   .azure_imds_url = url,
+                                   .azure_report_wait_ms = 300};
+  sh_attest_provider *p = NULL;
+
+  /* a TPM without the HCL report's index: not Azure */
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "opened without 0x01400001");
+  CHECK(contains(err, "no NV index 0x01400001") && contains(err, s.tcti), "message: %s", err);
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && !p, "auto opened on a bare TPM");
+  CHECK(contains(err, "no TEE found") && contains(err, "0x01400001"), "auto message: %s", err);
+  cfg.tee = SH_TEE_AZURE_SNP;
+  /* the TPM unreachable */
+  sh_attest_provider_config gone = cfg;
+  char tcti_gone[96];
+  snprintf(tcti_gone, sizeof tcti_gone, "swtpm:host=127.0.0.1,port=%d", free_port());
+  gone.tpm_tcti = tcti_gone;
+  CHECK(sh_attest_provider_open(&gone, &p, err, sizeof err) < 0 && !p, "opened without a TPM");
+  CHECK(contains(err, "cannot reach the vTPM") && contains(err, tcti_gone), "message: %s", err);
+
+  /* the HCL report for D1, as the paravisor would have made it */
+  uint8_t n1[32], D1[64], n2[32], D2[64], hcl[HCL_SIZE], got[64];
+  uint16_t gsize = 0;
+  rand_D(n1, NULL, 0, D1);
+  rand_D(n2, NULL, 0, D2);
+  hcl_snp(D1, hcl);
+  CHECK(nv_provision(&t, 0x01400001, hcl, sizeof hcl) == 0, "provision 0x01400001");
+  nv_undefine(&t, 0x01400002); /* absent: the provider defines it, as Azure's tooling does */
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "azure-snp: %s", err);
+  CHECK(p && sh_attest_provider_tee(p) == SH_TEE_AZURE_SNP &&
+            !strcmp(sh_attest_provider_source(p), "vtpm"),
+        "azure-snp from the vTPM");
+  uint8_t *ev = NULL;
+  size_t el = 0;
+  CHECK(
+      p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "azure-snp evidence: %s", err);
+  CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && gsize == 64 && !memcmp(got, D1, 64),
+        "D landed in 0x01400002 (defined with 64 bytes: %u)", gsize);
+  CHECK(atomic_load(&f.thim_calls) == 1 && !strcmp(f.method, "GET") && f.metadata_header,
+        "THIM asked once with Metadata: true (%d, %s %s)", atomic_load(&f.thim_calls), f.method,
+        f.path);
+  /* the encoding: {"hcl_report": the whole index, "vcek", "ask", "ark": DER from THIM} */
+  struct cbor_load_result lr;
+  cbor_item_t *m = ev ? cbor_load(ev, el, &lr) : NULL;
+  sh_iovec hv, vv, av, rv;
+  bundle_get(m, "hcl_report", &hv);
+  bundle_get(m, "vcek", &vv);
+  bundle_get(m, "ask", &av);
+  bundle_get(m, "ark", &rv);
+  CHECK(m && cbor_isa_map(m) && cbor_map_size(m) == 4, "a CBOR map of 4");
+  CHECK(hv.len == sizeof hcl && !memcmp(hv.ptr, hcl, sizeof hcl),
+        "hcl_report: the 2048 bytes of the index, read in chunks");
+  CHECK(vv.len == vcek_len && !memcmp(vv.ptr, vcek_der, vcek_len) && av.len == ask_len &&
+            !memcmp(av.ptr, ask_der, ask_len) && rv.len == ark_len &&
+            !memcmp(rv.ptr, ark_der, ark_len),
+        "vcek, ask, ark: THIM's PEM as DER");
+  if (m) cbor_decref(&m);
+  /* sh_attest_verify accepts it, bound to n1 (the test ARK stands for AMD's) */
+  sh_iovec roots[1] = {{.ptr = ark_der, .len = ark_len}};
+  sh_attest_options o = {
+      .at = AT, .extra_roots = roots, .nextra_roots = 1, .nonce = n1, .nonce_len = 32};
+  sh_attest_result *r = NULL;
+  sh_attest_reason rs = ev ? run(ev, el, SH_TEE_AZURE_SNP, &o, &r) : SH_ATTEST_MISSING;
+  CHECK(rs == SH_ATTEST_OK, "azure-snp verifies, bound to n1: %s", r ? r->message : "no evidence");
+  CHECK(r && r->user_data_len == 64 && !memcmp(r->user_data, D1, 64), "user-data = D1");
+  sh_attest_result_free(r);
+  o.nonce = n2;
+  CHECK(ev && run(ev, el, SH_TEE_AZURE_SNP, &o, NULL) == SH_ATTEST_BINDING_MISMATCH,
+        "another nonce: binding_mismatch");
+  free(ev);
+  /* 0x01400002 of another size: undefined and defined again with 64 bytes; THIM's certificates
+   * are kept for the same chip and TCB */
+  CHECK(nv_provision(&t, 0x01400002, NULL, 32) == 0, "0x01400002 with 32 bytes");
+  ev = NULL;
+  CHECK(
+      p && sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) == 0,
+      "evidence again: %s", err);
+  CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && gsize == 64 && !memcmp(got, D1, 64),
+        "0x01400002 redefined with 64 bytes (%u) holding D1", gsize);
+  CHECK(atomic_load(&f.thim_calls) == 1, "THIM not asked again (%d)", atomic_load(&f.thim_calls));
+  free(ev);
+  /* D2: written, but the stored report still carries D1 (no paravisor here): refused */
+  ev = NULL;
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D2, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "a report without D handed out");
+  CHECK(contains(err, "does not carry") && contains(err, "0x01400001"), "message: %s", err);
+  CHECK(nv_peek(&t, 0x01400002, got, &gsize) == 0 && !memcmp(got, D2, 64), "D2 landed");
+  /* user-data = D1 but a runtime JSON the SNP report does not bind (as a read straddling the
+   * paravisor's rewrite would see it): refused, never handed out */
+  uint8_t torn[HCL_SIZE];
+  memcpy(torn, hcl, sizeof torn);
+  uint8_t *vm = memmem(torn, sizeof torn, "shield-test", 11);
+  CHECK(vm != NULL, "the runtime JSON's vmUniqueId");
+  if (vm) vm[0] = 'S';
+  CHECK(nv_provision(&t, 0x01400001, torn, sizeof torn) == 0, "provision the torn report");
+  ev = NULL;
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "a report whose runtime data is not bound handed out");
+  CHECK(contains(err, "does not bind its runtime data"), "message: %s", err);
+  CHECK(nv_provision(&t, 0x01400001, hcl, sizeof hcl) == 0, "provision 0x01400001 again");
+  sh_attest_provider_free(p);
+  /* THIM failing: its status and body in the message */
+  f.thim_status = 503;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "azure-snp: %s", err);
+  ev = NULL;
+  CHECK(
+      p &&
+          sh_attest_provider_evidence(p, D1, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) < 0 &&
+          !ev,
+      "evidence without THIM");
+  CHECK(contains(err, "503") && contains(err, "THIM is busy"), "message: %s", err);
+  sh_attest_provider_free(p);
+  f.thim_status = 200;
+  /* auto: the vTPM's HCL report says azure-snp; azure-tdx named on it is refused */
+  cfg.tee = SH_ATTEST_TEE_AUTO;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0 &&
+            sh_attest_provider_tee(p) == SH_TEE_AZURE_SNP,
+        "auto picked azure-snp: %s", err);
+  sh_attest_provider_free(p);
+  cfg.tee = SH_TEE_AZURE_TDX;
+  p = NULL;
+  CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) < 0 && contains(err, "azure-snp"),
+        "azure-tdx on an SNP report: %s", err);
+
+  /* azure-tdx: the HCL report's TDREPORT quoted through IMDS */
+  if (vdir) {
+    tdx_env e;
+    tdx_env_init(&e);
+    uint8_t n3[32], D3[64];
+    rand_D(n3, NULL, 0, D3);
+    size_t ql = 0;
+    uint8_t *q = hcl_tdx(&e, D3, hcl, &ql);
+    f.tdreport = hcl + 0x20;
+    f.quote = q;
+    f.quote_len = ql;
+    CHECK(nv_provision(&t, 0x01400001, hcl, sizeof hcl) == 0, "provision the TDX report");
+    p = NULL;
+    CHECK(sh_attest_provider_open(&cfg, &p, err, sizeof err) == 0, "azure-tdx: %s", err);
+    ev = NULL;
+    CHECK(p && sh_attest_provider_evidence(p, D3, NULL, 0, NULL, 0, AT, &ev, &el, err,
+                                           sizeof err) == 0,
+          "azure-tdx evidence: %s", err);
+    CHECK(atomic_load(&f.quote_calls) == 1 && !strcmp(f.method, "POST") &&
+              !strcmp(f.path, "/acc/tdquote") && f.metadata_header && f.json_type,
+          "POST /acc/tdquote with Metadata and JSON (%s %s)", f.method, f.path);
+    CHECK(f.report_matches, "{\"report\": base64url(the HCL report's TDREPORT)}");
+    m = ev ? cbor_load(ev, el, &lr) : NULL;
+    sh_iovec tq;
+    bundle_get(m, "hcl_report", &hv);
+    bundle_get(m, "td_quote", &tq);
+    CHECK(m && cbor_map_size(m) == 2 && hv.len == sizeof hcl && !memcmp(hv.ptr, hcl, sizeof hcl) &&
+              tq.len == ql && !memcmp(tq.ptr, q, ql),
+          "{\"hcl_report\", \"td_quote\"}");
+    if (m) cbor_decref(&m);
+    sh_attest_options to = tdx_options(&e, n3);
+    r = NULL;
+    rs = ev ? run(ev, el, SH_TEE_AZURE_TDX, &to, &r) : SH_ATTEST_MISSING;
+    CHECK(rs == SH_ATTEST_OK, "azure-tdx verifies, bound to n3: %s", r ? r->message : "");
+    sh_attest_result_free(r);
+    free(ev);
+    /* a quote that is not of this TDREPORT is never handed out */
+    uint8_t *other = malloc(ql);
+    memcpy(other, q, ql);
+    other[48 + 520] ^= 1;
+    f.quote = other;
+    ev = NULL;
+    CHECK(p &&
+              sh_attest_provider_evidence(p, D3, NULL, 0, NULL, 0, AT, &ev, &el, err, sizeof err) <
+                  0 &&
+              !ev,
+          "another quote handed out");
+    CHECK(contains(err, "REPORT_DATA"), "message: %s", err);
+    sh_attest_provider_free(p);
+    free(other);
+    free(q);
+    tdx_env_free(&e);
+  }
+  imds_stop(&f);
+  tpm_close(&t);
+  swtpm_stop(&s);
+}
+
 /* ---------------- simulated, auto, absent TEEs ---------------- */
 
 static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
@@ -1063,7 +1869,9 @@ static void test_simulated(const char *sim_dir, sh_iovec *sim_root) {
 
 static void absent(sh_tee tee, const char *root, const char *want, const char *want2) {
   char err[1024] = "";
-  sh_attest_provider_config cfg = {.tee = tee, .root = root};
+  char qgs[700];
+  snprintf(qgs, sizeof qgs, "unix:%s/no-qgs.sock", root); /* not the host's vsock QGS */
+  sh_attest_provider_config cfg = {.tee = tee, .root = root, .tdx_qgs = qgs};
   sh_attest_provider *p = NULL;
   int rc = sh_attest_provider_open(&cfg, &p, err, sizeof err);
   CHECK(rc < 0 && !p, "%s absent opened", sh_tee_name(tee));
@@ -1092,7 +1900,9 @@ static void test_absent_and_auto(const char *sim_dir) {
   absent(SH_TEE_SGX, root, path, NULL);
   snprintf(path, sizeof path, "%s/run/container_launcher/teeserver.sock", root);
   absent(SH_TEE_GCP, root, path, NULL);
-  absent(SH_TEE_AZURE_SNP, root, "not built", NULL);
+  snprintf(path, sizeof path, "%s/dev/tpmrm0", root);
+  absent(SH_TEE_AZURE_SNP, root, path, "No such file");
+  absent(SH_TEE_AZURE_TDX, root, path, "not an Azure confidential VM");
   /* /dev/tdx_guest without configfs-tsm: a TDREPORT is not a quote */
   snprintf(path, sizeof path, "%s/dev", root);
   mkdirs(path);
@@ -1124,6 +1934,8 @@ int main(void) {
   test_nsm(sim_dir, &sim_root);
   test_gramine();
   test_gcp();
+  test_tdx_guest_qgs();
+  test_azure_vtpm();
   pki_free();
   free(sim_der);
   char cmd[400];
