@@ -157,6 +157,20 @@ int sh_attest__cbor_scan(const uint8_t *p, size_t len, sh_cbor_top *top);
 /* simulated.c: the simulated TEE's kid and trust anchor (docs/protocol.md §1.7) */
 extern const char sh_attest__simulated_kid[];
 X509 *sh_attest__simulated_anchor(const sh_attest_options *o);
+/* The dev root's key, certificate and DER, loaded (created when absent, dated by now) once by
+ * a provider and shared by its threads (OpenSSL 3 keys and certificates are safe to read
+ * concurrently); sh_attest_simulated_evidence is load + evidence_with + free. */
+typedef struct sh_attest__sim_root {
+  EVP_PKEY *key;
+  X509 *cert;
+  unsigned char *der;
+  size_t der_len;
+} sh_attest__sim_root;
+int sh_attest__sim_root_load(const char *dir, int64_t now, sh_attest__sim_root *r, char *err,
+                             size_t errlen);
+void sh_attest__sim_root_free(sh_attest__sim_root *r);
+int sh_attest__simulated_evidence_with(const sh_attest_sim_params *p, const sh_attest__sim_root *r,
+                                       uint8_t **out, size_t *out_len, char *err, size_t errlen);
 
 /* per type */
 int sh_attest__nitro_verify(sh_vctx *v, const uint8_t *ev, size_t len);

@@ -180,17 +180,14 @@ static int open_nitro(sh_attest_provider *p, char *err, size_t errlen) {
 }
 
 static int open_simulated(sh_attest_provider *p, char *err, size_t errlen) {
-  uint8_t *der = NULL;
-  size_t n = 0;
-  /* made now, so a dev root that cannot be created stops start-up rather than a request */
+  /* made now, so a dev root that cannot be created stops start-up rather than a request; kept,
+   * so no evidence re-reads and re-parses it */
   if (p->now <= 0)
     return sh_attest__prov_err(err, errlen,
                                "simulated: the configuration's `now` (the current time) is "
                                "required to create the dev root");
-  int rc = sh_attest_simulated_root(p->simulated_dir, 1, p->now, &der, &n, err, errlen);
-  free(der);
   p->kind = SH_PROV_SIMULATED;
-  return rc;
+  return sh_attest__sim_root_load(p->simulated_dir, p->now, &p->sim_root, err, errlen);
 }
 
 /* azure-snp, azure-tdx: the vTPM holds an HCL report of the right hardware. */
@@ -348,7 +345,7 @@ static int simulated_evidence(sh_attest_provider *p, const uint8_t D[64], const 
                              .nonce_len = nonce_len,
                              .public_key = pk,
                              .public_key_len = pk ? pk_len : 0};
-  return sh_attest_simulated_evidence(&sp, out, len, err, errlen);
+  return sh_attest__simulated_evidence_with(&sp, &p->sim_root, out, len, err, errlen);
 }
 
 int sh_attest_provider_evidence(sh_attest_provider *p, const uint8_t D[64], const uint8_t *nonce,
@@ -398,6 +395,7 @@ const char *sh_attest_provider_source(const sh_attest_provider *p) {
 void sh_attest_provider_free(sh_attest_provider *p) {
   if (!p) return;
   pthread_mutex_destroy(&p->mu);
+  sh_attest__sim_root_free(&p->sim_root);
   free(p->root);
   free(p->simulated_dir);
   free(p->gcp_socket);

@@ -24,7 +24,8 @@ struct sh_attest_provider {
   sh_prov_kind kind;
   char *root; /* "" when none */
   char *simulated_dir;
-  int64_t now; /* simulated: dates a dev root made at open */
+  sh_attest__sim_root sim_root; /* simulated: the dev root, loaded at open */
+  int64_t now;                  /* simulated: dates a dev root made at open */
   char *gcp_socket;
   char *gcp_audience;
   long gcp_timeout_ms;

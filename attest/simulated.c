@@ -251,15 +251,49 @@ static size_t serialize(cbor_item_t *it, unsigned char **buf) {
   return it ? cbor_serialize_alloc(it, buf, &cap) : 0;
 }
 
+/* The dev root held by a provider (internal.h): read once at open, because parsing its P-384
+ * private key costs about as much as one signature, a fifth of making evidence. */
+int sh_attest__sim_root_load(const char *dir, int64_t now, sh_attest__sim_root *r, char *err,
+                             size_t errlen) {
+  memset(r, 0, sizeof *r);
+  if (load_root(dir, 1, now, &r->key, &r->cert, err, errlen) < 0) return -1;
+  int n = 0;
+  if (!der_of(r->cert, &r->der, &n)) {
+    sh_attest__sim_root_free(r);
+    return errf(err, errlen, "dev root: cannot encode%s", NULL);
+  }
+  r->der_len = (size_t)n;
+  return 0;
+}
+
+void sh_attest__sim_root_free(sh_attest__sim_root *r) {
+  EVP_PKEY_free(r->key);
+  X509_free(r->cert);
+  OPENSSL_free(r->der);
+  memset(r, 0, sizeof *r);
+}
+
 int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out, size_t *out_len,
                                  char *err, size_t errlen) {
-  EVP_PKEY *rk = NULL, *lk = NULL;
-  X509 *root = NULL, *leaf = NULL;
+  sh_attest__sim_root r;
+  *out = NULL;
+  *out_len = 0;
+  if (!p || p->at <= 0) return errf(err, errlen, "simulated: an explicit time is required%s", NULL);
+  if (sh_attest__sim_root_load(p->dir, p->now > 0 ? p->now : p->at, &r, err, errlen) < 0) return -1;
+  int rc = sh_attest__simulated_evidence_with(p, &r, out, out_len, err, errlen);
+  sh_attest__sim_root_free(&r);
+  return rc;
+}
+
+int sh_attest__simulated_evidence_with(const sh_attest_sim_params *p, const sh_attest__sim_root *r,
+                                       uint8_t **out, size_t *out_len, char *err, size_t errlen) {
+  EVP_PKEY *lk = NULL;
+  X509 *leaf = NULL;
   cbor_item_t *doc = NULL, *prot = NULL, *cose = NULL;
-  unsigned char *root_der = NULL, *leaf_der = NULL, *payload = NULL, *protb = NULL, *tbs = NULL,
-                *sigder = NULL, *outb = NULL;
+  unsigned char *leaf_der = NULL, *payload = NULL, *protb = NULL, *tbs = NULL, *sigder = NULL,
+                *outb = NULL;
   size_t payload_len = 0, prot_len = 0, tbs_len = 0, out_n = 0, siglen = 0;
-  int root_n = 0, leaf_n = 0, rc = -1;
+  int leaf_n = 0, rc = -1;
   EVP_MD_CTX *md = NULL;
   ECDSA_SIG *es = NULL;
   *out = NULL;
@@ -267,11 +301,11 @@ int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out, s
   if (!p || p->at <= 0) return errf(err, errlen, "simulated: an explicit time is required%s", NULL);
   if ((p->nonce && p->nonce_len > 512) || (p->public_key && p->public_key_len > 1024))
     return errf(err, errlen, "simulated: nonce or public key too long (NSM limits)%s", NULL);
-  if (load_root(p->dir, 1, p->now > 0 ? p->now : p->at, &rk, &root, err, errlen) < 0) return -1;
   int64_t life = p->lifetime > 0 ? p->lifetime : 3 * 3600;
   if (!(lk = p384_key()) ||
-      !(leaf = make_cert(lk, "Shield simulated enclave", root, rk, p->at - 60, p->at + life, 0)) ||
-      !der_of(root, &root_der, &root_n) || !der_of(leaf, &leaf_der, &leaf_n)) {
+      !(leaf = make_cert(lk, "Shield simulated enclave", r->cert, r->key, p->at - 60, p->at + life,
+                         0)) ||
+      !der_of(leaf, &leaf_der, &leaf_n)) {
     errf(err, errlen, "simulated: cannot make the leaf certificate%s", NULL);
     goto out;
   }
@@ -298,7 +332,7 @@ int sh_attest_simulated_evidence(const sh_attest_sim_params *p, uint8_t **out, s
     if (i == 0 && p->debug) memset(v, 0, 48);
     ok = ok && map_add(pcrs, cbor_build_uint8((uint8_t)i), bstr(v, 48));
   }
-  ok = ok && cbor_array_push(cab, cbor_move(bstr(root_der, (size_t)root_n)));
+  ok = ok && cbor_array_push(cab, cbor_move(bstr(r->der, r->der_len)));
   ok = ok &&
        map_add(doc, cbor_build_string("module_id"), cbor_build_string("i-shield-simulated-enc0")) &&
        map_add(doc, cbor_build_string("digest"), cbor_build_string("SHA384")) &&
@@ -365,12 +399,9 @@ out:
   free(protb);
   free(tbs);
   free(outb);
-  OPENSSL_free(root_der);
   OPENSSL_free(leaf_der);
   X509_free(leaf);
-  X509_free(root);
   EVP_PKEY_free(lk);
-  EVP_PKEY_free(rk);
   ERR_clear_error();
   return rc;
 }
