@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import shutil
 import subprocess
 import textwrap
 
@@ -293,6 +294,16 @@ def test_audit_records_every_grant_and_denial(caplog):
             assert form[:24] not in text
     assert PASSWORD not in text
 
+    # a grant that cannot be audited is not a grant: the sink's error reaches the caller
+    def broken(rec):
+        raise OSError("audit store down")
+
+    km.audit = broken
+    km.set_policy(KeyReleasePolicy())
+    n, ev = evidence(km)
+    with pytest.raises(OSError):
+        asyncio.run(km.get_key(ev, nonce=n))
+
 
 def test_cache_is_bounded_and_expires_with_the_evidence():
     from shield_asgi.integrations.confidential.base import KeyReleasePolicy
@@ -374,3 +385,27 @@ def test_names_and_the_library_spellings():
 
     with pytest.raises(TypeError):
         base.TEEKeyManager(PASSWORD, SERVICE, LibNitro())
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_replicas_share_consumed_nonces_through_redis(redis_url):
+    """Two replicas (state secret file and Redis shared): a nonce spent on one is refused by
+    the other, and each releases the same key for evidence bound to its own fresh nonce."""
+    a = manager(state_url=redis_url)
+    b = manager(state_url=redis_url)
+
+    async def run():
+        n, ev = evidence(a)
+        key = await a.get_key(ev, nonce=n)
+        with pytest.raises(AttestationError) as ei:
+            await b.get_key(ev, nonce=n)
+        assert ei.value.reason == "nonce_replayed"
+        n, ev = evidence(a)  # issued by a, spent on b
+        assert await b.get_key(ev, nonce=n) == key == expected_key(PASSWORD, SERVICE, "default")
+        with pytest.raises(AttestationError) as ei:
+            await a.get_key(ev, nonce=n)
+        assert ei.value.reason == "nonce_replayed"
+
+    from shield_asgi.integrations.confidential.base import AttestationError
+
+    asyncio.run(run())
