@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 from cryptography.hazmat.primitives import hashes, hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
 from conftest import IS_UVICORN, REPO
 from support.attest_env import DEFAULT_PCR0, ENV, SECRET  # the per-run dev root and secret
@@ -246,6 +246,14 @@ def test_release_key_sealed_to_x25519_and_rsa(km):
     assert suite.decrypt(b64d(out["enc"]) + b64d(out["ciphertext"]), sk, info=info) == want
     with pytest.raises(Exception):  # another key id's info does not open it
         suite.decrypt(b64d(out["enc"]) + b64d(out["ciphertext"]), sk, info=info + b"x")
+
+    # P-256: the native sealer takes X25519 and RSA keys only, and says so before the nonce
+    # is spent (the same nonce and evidence then get the key in this TEE)
+    ek = ec.generate_private_key(ec.SECP256R1())
+    n, ev = evidence(km, spki(ek))
+    reason, message = denied(km.release_key(ev, "db", nonce=n, public_key=spki(ek)))
+    assert reason == "malformed" and "X25519" in message
+    assert asyncio.run(km.get_key(ev, "db", nonce=n, public_key=spki(ek))) == want
 
     rk = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     n, ev = evidence(km, spki(rk))
