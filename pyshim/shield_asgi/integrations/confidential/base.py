@@ -548,9 +548,12 @@ class TEEKeyManager:
                 return t, evidence  # a JWT is its text (§1.5)
             return t, _bytes_arg(evidence, "evidence")
         if isinstance(evidence, (bytes, bytearray, memoryview)):
-            return t, bytes(evidence) if t not in ("maa", "gcp") else bytes(evidence).decode(
-                "ascii", "replace"
-            )
+            if t not in ("maa", "gcp"):
+                return t, bytes(evidence)
+            try:
+                return t, bytes(evidence).decode("ascii")
+            except UnicodeDecodeError:
+                raise AttestationError("malformed", "a JWT is ASCII text") from None
         raise AttestationError("malformed", "evidence must be bytes (or a JWT's text)")
 
     async def _authorize(
