@@ -1,13 +1,16 @@
 """``shield_asgi.integrations.confidential``: the names this package's ``confidential`` module
 had (client attestation: middleware, FastAPI glue, state stores, errors), under the module path
 of the Shield library's ``shield.integrations.confidential``, with the providers it exports
-there.  The Shield library's submodules (``base``, ``aws_nitro``, ``gcp_sev``, ``azure_maa``,
-``intel_sgx``, ``middleware``) come with the Python API work; until then only this package
-exists, and nothing here pretends to be them.
+there.  Of the Shield library's submodules, ``base`` exists (``TEEType``, ``KeyReleasePolicy``,
+``TEEKeyManager``: key release, docs/protocol.md §6, with this package's ``AttestationResult``,
+``AttestationError`` and ``AttestationProvider``); the others (``aws_nitro``, ``gcp_sev``,
+``azure_maa``, ``intel_sgx``, ``middleware``) come with the Python API work, and nothing here
+pretends to be them.
 
 ``AttestationRouter`` (the server's own attestation, docs/protocol.md §4; needs FastAPI) and
 ``MutualAttestationClient`` (``shield_asgi.client.AsyncAttestedClient``; needs httpx) are
-imported on first use, so this module imports without either.
+imported on first use, so this module imports without either; so are ``base``'s names (its
+key derivation needs ``cryptography``).
 """
 
 from shield_asgi.attestation import ERROR_CLASSES, AttestationResult, check_policy, policy_text
@@ -76,11 +79,18 @@ __all__ = [
     # docs/protocol.md §4, imported on first use (module __getattr__ below)
     "AttestationRouter",
     "MutualAttestationClient",
+    # docs/protocol.md §6 (key release), from .base, imported on first use
+    "TEEType",
+    "KeyReleasePolicy",
+    "TEEKeyManager",
 ]
 
 _LAZY = {
     "AttestationRouter": ("shield_asgi.integrations.router", "AttestationRouter"),
     "MutualAttestationClient": ("shield_asgi.client", "MutualAttestationClient"),
+    "TEEType": ("shield_asgi.integrations.confidential.base", "TEEType"),
+    "KeyReleasePolicy": ("shield_asgi.integrations.confidential.base", "KeyReleasePolicy"),
+    "TEEKeyManager": ("shield_asgi.integrations.confidential.base", "TEEKeyManager"),
 }
 
 
