@@ -9,6 +9,8 @@
 #include "attest.h"
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define SH_NITRO_MAX_EVIDENCE (32u * 1024u)
 #define SH_SNP_REPORT_SIZE 1184u
@@ -160,15 +162,22 @@ X509 *sh_attest__simulated_anchor(const sh_attest_options *o);
 /* The dev root's key, certificate and DER, loaded (created when absent, dated by now) once by
  * a provider and shared by its threads (OpenSSL 3 keys and certificates are safe to read
  * concurrently); sh_attest_simulated_evidence is load + evidence_with + free. */
+#define SH_SIM_ROOT_PATH_MAX 4200
 typedef struct sh_attest__sim_root {
   EVP_PKEY *key;
   X509 *cert;
   unsigned char *der;
   size_t der_len;
+  char path[SH_SIM_ROOT_PATH_MAX]; /* the file, and what stat(2) said when it was read */
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
 } sh_attest__sim_root;
 int sh_attest__sim_root_load(const char *dir, int64_t now, sh_attest__sim_root *r, char *err,
                              size_t errlen);
 void sh_attest__sim_root_free(sh_attest__sim_root *r);
+int sh_attest__sim_root_current(const sh_attest__sim_root *r); /* 1: the file is unchanged */
 int sh_attest__simulated_evidence_with(const sh_attest_sim_params *p, const sh_attest__sim_root *r,
                                        uint8_t **out, size_t *out_len, char *err, size_t errlen);
 

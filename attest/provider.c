@@ -345,6 +345,8 @@ static int simulated_evidence(sh_attest_provider *p, const uint8_t D[64], const 
                              .nonce_len = nonce_len,
                              .public_key = pk,
                              .public_key_len = pk ? pk_len : 0};
+  if (!sh_attest__sim_root_current(&p->sim_root))
+    return sh_attest_simulated_evidence(&sp, out, len, err, errlen); /* read it again */
   return sh_attest__simulated_evidence_with(&sp, &p->sim_root, out, len, err, errlen);
 }
 

@@ -175,8 +175,8 @@ out:
 }
 
 static int load_root(const char *dir_in, int create, int64_t now, EVP_PKEY **key, X509 **cert,
-                     char *err, size_t errlen) {
-  char dir[4096], path[4200];
+                     char path[SH_SIM_ROOT_PATH_MAX], char *err, size_t errlen) {
+  char dir[4096];
   *key = NULL;
   *cert = NULL;
   if (dir_in) {
@@ -185,7 +185,7 @@ static int load_root(const char *dir_in, int create, int64_t now, EVP_PKEY **key
   } else if (default_dir(dir, sizeof dir) < 0) {
     return errf(err, errlen, "dev root: neither XDG_DATA_HOME nor HOME is set%s", NULL);
   }
-  snprintf(path, sizeof path, "%s/" SIM_ROOT_FILE, dir);
+  snprintf(path, SH_SIM_ROOT_PATH_MAX, "%s/" SIM_ROOT_FILE, dir);
   int rc = read_root(path, key, cert);
   if (rc == 0) return 0;
   if (rc < 0)
@@ -207,7 +207,8 @@ int sh_attest_simulated_root(const char *dir, int create, int64_t now, uint8_t *
   *der_len = 0;
   if (create && now <= 0)
     return errf(err, errlen, "dev root: creating one needs the current time%s", NULL);
-  if (load_root(dir, create, now, &k, &c, err, errlen) < 0) return -1;
+  char path[SH_SIM_ROOT_PATH_MAX];
+  if (load_root(dir, create, now, &k, &c, path, err, errlen) < 0) return -1;
   unsigned char *p = NULL;
   int n = i2d_X509(c, &p);
   EVP_PKEY_free(k);
@@ -256,7 +257,14 @@ static size_t serialize(cbor_item_t *it, unsigned char **buf) {
 int sh_attest__sim_root_load(const char *dir, int64_t now, sh_attest__sim_root *r, char *err,
                              size_t errlen) {
   memset(r, 0, sizeof *r);
-  if (load_root(dir, 1, now, &r->key, &r->cert, err, errlen) < 0) return -1;
+  if (load_root(dir, 1, now, &r->key, &r->cert, r->path, err, errlen) < 0) return -1;
+  struct stat st;
+  if (stat(r->path, &st) == 0) {
+    r->dev = st.st_dev;
+    r->ino = st.st_ino;
+    r->size = st.st_size;
+    r->mtime = st.st_mtim;
+  }
   int n = 0;
   if (!der_of(r->cert, &r->der, &n)) {
     sh_attest__sim_root_free(r);
@@ -264,6 +272,15 @@ int sh_attest__sim_root_load(const char *dir, int64_t now, sh_attest__sim_root *
   }
   r->der_len = (size_t)n;
   return 0;
+}
+
+/* One stat(2) (~1 µs): a dev root regenerated or damaged since it was loaded is read again by
+ * the caller, so the file stays the truth as when every evidence read it. */
+int sh_attest__sim_root_current(const sh_attest__sim_root *r) {
+  struct stat st;
+  return r->key && stat(r->path, &st) == 0 && st.st_dev == r->dev && st.st_ino == r->ino &&
+         st.st_size == r->size && st.st_mtim.tv_sec == r->mtime.tv_sec &&
+         st.st_mtim.tv_nsec == r->mtime.tv_nsec;
 }
 
 void sh_attest__sim_root_free(sh_attest__sim_root *r) {
