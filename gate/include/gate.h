@@ -94,6 +94,10 @@ typedef struct sh_gate_config {
   int attach_server_attestation; /* --attach-server-attestation */
   int tls_attested;              /* --tls-attested: self-signed certificate with evidence */
   const char *tls_attested_ttl;  /* --tls-attested-ttl S, as given (NULL: 3600) */
+  /* Not a flag: seconds the cached evidence of the health endpoint and the response headers
+   * is served (0: 300), refreshed from 80 % of it on; --dev only ($SHIELD_TEE_MAX_AGE), for
+   * tests of the refresh. */
+  int64_t tee_max_age;
 
   /* Not flags. */
   size_t state_table_size; /* entries of the gate's own table, used when the server has no
