@@ -72,10 +72,10 @@ struct sh_gate__tee {
   char *b64;           /* the cached evidence, base64url; NULL: none */
   json_t *cached_meas; /* its measurements */
   int64_t issued_at;
-  json_t *measurements; /* the TEE's measurements, once read back (any binding) */
-  gate_req *refresh;    /* the refresh on the pool, or NULL */
-  int64_t next_try;     /* no refresh before (after a failed one) */
-  char error[256];      /* why the last refresh failed ("" when it did not) */
+  json_t *measurements;             /* the TEE's measurements, once read back (any binding) */
+  gate_req *refresh;                /* the refresh on the pool, or NULL */
+  int64_t next_try;                 /* no refresh before (after a failed one) */
+  char error[256];                  /* why the last refresh failed ("" when it did not) */
   gate_req *waiters, *waiters_tail; /* health requests waiting for the refresh */
   int headers_on;                   /* the response headers are set */
   bucket buckets[SH_GATE_TEE_BUCKETS];
@@ -403,16 +403,16 @@ static void health_answer(sh_gate *g, sh_request *req) {
   sh_gate__tee *t = g->tee;
   int64_t now = sh_gate__now(g);
   if (!cache_valid(t, now)) {
-    json_t *b = json_pack("{s:s, s:{s:s}, s:s}", "status", "unavailable", "tee", "type",
-                          t->type_name, "message",
-                          t->error[0] ? t->error : "the cached evidence is too old");
+    json_t *b =
+        json_pack("{s:s, s:{s:s}, s:s}", "status", "unavailable", "tee", "type", t->type_name,
+                  "message", t->error[0] ? t->error : "the cached evidence is too old");
     sh_gate__send_json(g, req, 503, b, NULL);
     return;
   }
-  json_t *b = json_pack("{s:s, s:{s:s, s:O, s:s, s:I, s:I}}", "status", "ok", "tee", "type",
-                        t->type_name, "measurements", t->cached_meas ? t->cached_meas : json_null(),
-                        "evidence", t->b64, "issued_at", (json_int_t)t->issued_at, "age",
-                        (json_int_t)cache_age(t, now));
+  json_t *b =
+      json_pack("{s:s, s:{s:s, s:O, s:s, s:I, s:I}}", "status", "ok", "tee", "type", t->type_name,
+                "measurements", t->cached_meas ? t->cached_meas : json_null(), "evidence", t->b64,
+                "issued_at", (json_int_t)t->issued_at, "age", (json_int_t)cache_age(t, now));
   sh_gate__send_json(g, req, 200, b, NULL);
 }
 
@@ -564,13 +564,12 @@ static void evidence_done(sh_gate *g, gate_req *gr) {
   char n64[SH_B64_ENCODED_LEN(SH_ATTEST_NONCE_LEN) + 1], hex[65];
   sh_b64_encode(j->nonce, sizeof j->nonce, SH_B64_PROTOCOL, n64);
   sh_hex_encode(j->spki_sha, 32, hex);
-  json_t *b =
-      ev && cb ? json_pack("{s:s, s:s, s:s, s:{s:o, s:n, s:i, s:s}, s:O, s:I}", "tee_type",
-                           t->type_name, "evidence", ev, "nonce", n64, "binding",
-                           "tls_spki_sha256", j->has_spki ? json_string(hex) : json_null(),
-                           "hpke_key_config", "version", 1, "cbor", cb, "measurements",
-                           t->measurements, "issued_at", (json_int_t)j->at)
-               : NULL;
+  json_t *b = ev && cb ? json_pack("{s:s, s:s, s:s, s:{s:o, s:n, s:i, s:s}, s:O, s:I}", "tee_type",
+                                   t->type_name, "evidence", ev, "nonce", n64, "binding",
+                                   "tls_spki_sha256", j->has_spki ? json_string(hex) : json_null(),
+                                   "hpke_key_config", "version", 1, "cbor", cb, "measurements",
+                                   t->measurements, "issued_at", (json_int_t)j->at)
+                       : NULL;
   free(ev);
   free(cb);
   sh_gate__send_json(g, req, 200, b, NULL); /* NULL body: 500 */
@@ -600,8 +599,7 @@ int sh_gate__tee_request(sh_gate *g, sh_request *req) {
   int att = path_is(req, SH_GATE_TEE_ATTEST_PATH);
   if (!att && !path_is(req, t->health_path)) return 0;
   if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
-    sh_gate__send_json(g, req, 405, json_pack("{s:s}", "error", "method_not_allowed"),
-                       "GET, HEAD");
+    sh_gate__send_json(g, req, 405, json_pack("{s:s}", "error", "method_not_allowed"), "GET, HEAD");
     return 1;
   }
   if (att)
