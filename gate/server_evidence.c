@@ -19,16 +19,20 @@
  * provider that fails.
  *
  * Cached evidence (health, headers): n = 32 zero bytes (§4: no client nonce exists for it)
- * and k = the binding CBOR with nulls ({1: null, 2: null, 3: 1}): it proves the TEE and its
- * measurements, not a connection — a client wanting that asks the attestation endpoint over
- * the connection.  Made once in sh_gate_new (main thread: the server does not start without
- * it), then refreshed on the pool once it is SH_GATE_TEE_REFRESH_AT of its max age old
- * (SH_GATE_TEE_MAX_AGE, 300 s, the Python health_ttl), triggered by the requests that arrive
- * (no timer: the gate has no loop of its own; a failed refresh is retried 10 s later).  The
- * health answer never waits on the TEE while the cache is younger than its max age; past
- * it, health requests wait (held, not blocking) for the refresh under way, and get 503
- * unavailable naming the cause when it fails.  The headers follow the cache: replaced by each
- * refresh (sh_server_set_response_headers), removed once the cache is past its max age.
+ * and k = the same binding CBOR, for the TLS certificate the server serves: the one of the
+ * latest TLS connection seen (a certificate the gate cannot know before one; plain HTTP: null).
+ * Made once in sh_gate_new (main thread: the server does not start without it; bound to no
+ * certificate yet), re-bound on the pool when a request arrives over a connection whose
+ * certificate is not the one bound (at first, and after a certificate reload; at most once
+ * per SH_GATE_TEE_RETRY seconds, so connections of an old and a new certificate alternating
+ * during a reload do not keep the pool busy), and refreshed on the pool once it is
+ * SH_GATE_TEE_REFRESH_AT of its max age old (SH_GATE_TEE_MAX_AGE, 300 s, the Python health_ttl),
+ * triggered by the requests that arrive (no timer: the gate has no loop of its own; a failed
+ * refresh is retried 10 s later).  The health answer never waits on the TEE while the cache is
+ * younger than its max age and bound to the certificate in use; otherwise health requests wait
+ * (held, not blocking) for the refresh under way, and get 503 unavailable naming the cause when it
+ * fails.  The headers follow the cache: replaced by each refresh (sh_server_set_response_headers),
+ * removed once the cache is past its max age.
  *
  * Threads: struct sh_gate__tee is I/O-thread only once serving, except `p` (the provider is
  * thread-safe) and the constants; a job's sh_gate__evjob belongs to the pool thread that runs
@@ -77,7 +81,12 @@ struct sh_gate__tee {
   int64_t next_try;                 /* no refresh before (after a failed one) */
   char error[256];                  /* why the last refresh failed ("" when it did not) */
   gate_req *waiters, *waiters_tail; /* health requests waiting for the refresh */
-  int headers_on;                   /* the response headers are set */
+  uint8_t *cert;                    /* DER of the TLS certificate in use (latest seen) */
+  size_t cert_len;
+  unsigned cert_gen;   /* bumped when it changes */
+  unsigned cached_gen; /* the generation the cache is bound to (0: no certificate) */
+  int64_t last_rebind; /* when a change of certificate last started a refresh */
+  int headers_on;      /* the response headers are set */
   bucket buckets[SH_GATE_TEE_BUCKETS];
 };
 
@@ -87,6 +96,7 @@ struct sh_gate__evjob {
   size_t cert_len;
   int want_measurements;
   int64_t at;
+  unsigned gen; /* cache jobs: the certificate generation bound */
   /* out */
   uint8_t spki_sha[32];
   int has_spki;
@@ -291,6 +301,7 @@ static void take_cache(sh_gate__tee *t, struct sh_gate__evjob *j) {
   free(t->b64);
   t->b64 = b64;
   t->issued_at = j->at;
+  t->cached_gen = j->gen;
   json_decref(t->cached_meas);
   t->cached_meas = json_incref(t->measurements);
   t->error[0] = 0;
@@ -347,6 +358,7 @@ void sh_gate__tee_free(sh_gate__tee *t) {
   }
   sh_attest_provider_free(t->p);
   free(t->b64);
+  free(t->cert);
   json_decref(t->cached_meas);
   json_decref(t->measurements);
   free(t);
@@ -382,16 +394,49 @@ void sh_gate__tee_start(sh_gate *g) {
   set_headers(g);
 }
 
+/* A request over TLS: is its certificate the one in use?  (A certificate reload changes it.) */
+static void note_certificate(sh_gate__tee *t, const sh_request *req) {
+  const sh_tls_info *tls = req->tls ? req->tls_info : NULL;
+  if (!tls || !tls->server_cert_der.len || tls->server_cert_der.len > SH_GATE_TEE_CERT_MAX) return;
+  if (tls->server_cert_der.len == t->cert_len &&
+      memcmp(tls->server_cert_der.ptr, t->cert, t->cert_len) == 0)
+    return;
+  uint8_t *c = malloc(tls->server_cert_der.len);
+  if (!c) return; /* out of memory: the next request tries again */
+  memcpy(c, tls->server_cert_der.ptr, tls->server_cert_der.len);
+  free(t->cert);
+  t->cert = c;
+  t->cert_len = tls->server_cert_der.len;
+  t->cert_gen++;
+}
+
+/* The cache is bound to another certificate than the one in use. */
+static int rebind_due(const sh_gate__tee *t) {
+  return t->cert_gen != t->cached_gen;
+}
+
 static void refresh_if_due(sh_gate *g, int64_t now) {
   sh_gate__tee *t = g->tee;
   if (t->refresh || now < t->next_try) return;
-  if (t->b64 && (double)cache_age(t, now) < SH_GATE_TEE_REFRESH_AT * (double)t->max_age) return;
+  int rebind = rebind_due(t) && now >= t->last_rebind + SH_GATE_TEE_RETRY;
+  if (!rebind && t->b64 && (double)cache_age(t, now) < SH_GATE_TEE_REFRESH_AT * (double)t->max_age)
+    return;
   gate_req *gr = calloc(1, sizeof *gr);
   struct sh_gate__evjob *j = gr ? cache_job(t, now) : NULL;
+  if (j && t->cert && !(j->cert = malloc(t->cert_len))) {
+    sh_gate__evjob_free(j);
+    j = NULL;
+  }
   if (!j) {
     free(gr);
     return; /* out of memory: the next request tries again */
   }
+  if (t->cert) {
+    memcpy(j->cert, t->cert, t->cert_len);
+    j->cert_len = t->cert_len;
+  }
+  j->gen = t->cert_gen;
+  if (rebind) t->last_rebind = now;
   gr->g = g;
   gr->kind = K_REFRESH;
   gr->ev = j;
@@ -451,7 +496,8 @@ static void health_wake(sh_gate *g) {
 static void health_endpoint(sh_gate *g, sh_request *req) {
   sh_gate__tee *t = g->tee;
   int64_t now = sh_gate__now(g);
-  if (cache_valid(t, now) || !t->refresh) { /* refresh_if_due ran: none means none possible */
+  /* refresh_if_due ran: without a refresh under way none is possible now */
+  if (!t->refresh || (cache_valid(t, now) && !rebind_due(t))) {
     health_answer(g, req);
     return;
   }
@@ -594,6 +640,7 @@ void sh_gate__tee_done(sh_gate *g, gate_req *gr) {
 int sh_gate__tee_request(sh_gate *g, sh_request *req) {
   sh_gate__tee *t = g->tee;
   int64_t now = sh_gate__now(g);
+  if (req->tls) note_certificate(t, req);
   refresh_if_due(g, now);
   if (t->headers_on && !cache_valid(t, now)) set_headers(g); /* past its max age: off */
   int att = path_is(req, SH_GATE_TEE_ATTEST_PATH);

@@ -263,6 +263,23 @@ def test_health_cached_with_its_age(fresh_server):
         assert c.get(HEALTH).status_code == 404  # moved: the default path is the app's
 
 
+def test_health_over_tls_binds_the_certificate_in_use(fresh_server):
+    """Over TLS the cached evidence binds the certificate the server serves (§4: the same
+    binding as the attestation endpoint), learnt from the first TLS connection."""
+    from shield_asgi.server_attestation import binding_cbor
+
+    srv = serve(fresh_server, *tls_args(), "--attach-server-attestation")
+    with tls(srv) as c:
+        r = c.get(HEALTH)
+        assert r.status_code == 200, r.text
+        ev = b64d(r.json()["tee"]["evidence"])
+        res = verify_sim(ev, ZERO, binding_cbor(spki_sha256("server"), None))
+        assert res.verified, (res.reason, res.message)
+        assert not verify_sim(ev, ZERO, binding_cbor(None, None)).verified
+        # the headers follow the cache
+        assert b64d(c.get("/").headers["x-server-attestation"]) == ev
+
+
 def corrupt_root(data_home):
     """Make the provider fail at run time: the simulated TEE's signing root becomes garbage
     (the provider reads it for every piece of evidence; attest/simulated.c)."""
@@ -326,7 +343,9 @@ def test_attach_server_attestation_headers(fresh_server):
 def test_tee_with_client_attestation(fresh_server):
     """--tee with --attest-types --attest-required: the server's endpoints need no client
     evidence; the client-attestation endpoints are there."""
-    srv = serve(fresh_server, "--attest-types", "simulated", "--trust-simulated", "--attest-required")
+    srv = serve(
+        fresh_server, "--attest-types", "simulated", "--trust-simulated", "--attest-required"
+    )
     with plain(srv) as c:
         assert c.get("/").status_code == 401
         assert c.get(HEALTH).status_code == 200
