@@ -405,7 +405,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
                       .on_writable = g_on_writable,
                       .on_release = g_on_release,
                       .on_flush = g_on_flush};
-  if (gc->tee && !(g->tee = sh_gate__tee_new(gc, err))) goto fail;
+  if (gc->tee && !(g->tee = sh_gate__tee_new(gc, g->verifier, err))) goto fail;
   if (sh_gate__pool_start(g, err) < 0) goto fail;
   if (gc->types) log_settings(g);
   return g;

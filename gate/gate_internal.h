@@ -289,8 +289,9 @@ int sh_gate__verify(const sh_gate__verifier *v, const uint8_t *ev, size_t len, s
 /* Start-up checks of --tee and its flags, the provider opened once (the TEE must be there):
  * 0, or SH_EINVAL with err naming the flag or the missing device.  Main thread. */
 int sh_gate__tee_check(const sh_gate_config *gc, sh_error *err);
-/* The provider and the first cached evidence, made now (main thread): NULL with err. */
-sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, sh_error *err);
+/* The provider and the first cached evidence, made now (main thread), its measurements read
+ * back through v (borrowed: the gate's verifier, freed after the tee): NULL with err. */
+sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, const sh_gate__verifier *v, sh_error *err);
 void sh_gate__tee_free(sh_gate__tee *t);
 /* on_start: the response headers of --attach-server-attestation. */
 void sh_gate__tee_start(sh_gate *g);

@@ -67,6 +67,7 @@ typedef struct bucket {
 
 struct sh_gate__tee {
   sh_attest_provider *p;
+  const sh_gate__verifier *v; /* the gate's: keys, collateral and fetching of the types */
   sh_tee type;
   const char *type_name;
   const char *health_path;
@@ -220,7 +221,7 @@ static int spki_sha256(const uint8_t *der, size_t len, uint8_t out[32]) {
   return rc;
 }
 
-static void run_job(sh_attest_provider *p, struct sh_gate__evjob *j) {
+static void run_job(sh_attest_provider *p, const sh_gate__verifier *v, struct sh_gate__evjob *j) {
   const uint8_t *sha = NULL;
   if (j->cert) {
     if (spki_sha256(j->cert, j->cert_len, j->spki_sha) < 0) {
@@ -246,7 +247,11 @@ static void run_job(sh_attest_provider *p, struct sh_gate__evjob *j) {
   if (!j->want_measurements) return;
   /* The measurements are the verifier's reading of the very evidence (never a second
    * parser's), and evidence that does not verify is not served.  Debug TEEs pass: the server
-   * reports what it is, clients apply their own policy (server_attestation.py does the same). */
+   * reports what it is, clients apply their own policy (server_attestation.py does the same).
+   * What a type needs to verify (the VCEK of an SNP report without its certificate table, DCAP
+   * collateral, a JWKS) comes from the gate's --attest-* settings of that type (verifier.c),
+   * fetched on this thread when --attest-fetch is on; without them such evidence is refused
+   * (collateral_missing) and not served. */
   sh_attest_options o = {0};
   o.at = j->at;
   o.nonce = j->nonce;
@@ -256,7 +261,7 @@ static void run_job(sh_attest_provider *p, struct sh_gate__evjob *j) {
   o.allow_debug = 1;
   o.trust_simulated = sh_attest_provider_tee(p) == SH_TEE_SIMULATED; /* the default dev root */
   sh_attest_result *r = NULL;
-  if (sh_attest_verify(j->evidence, j->evidence_len, sh_attest_provider_tee(p), &o, &r) < 0 ||
+  if (sh_gate__verify(v, j->evidence, j->evidence_len, sh_attest_provider_tee(p), &o, &r) < 0 ||
       !r->verified) {
     snprintf(j->error, sizeof j->error, "the TEE's own evidence does not verify: %s: %.180s",
              r ? sh_attest_reason_name(r->reason) : "out of memory", r ? r->message : "");
@@ -269,7 +274,7 @@ static void run_job(sh_attest_provider *p, struct sh_gate__evjob *j) {
 }
 
 void sh_gate__tee_job(sh_gate *g, gate_req *j) {
-  run_job(g->tee->p, j->ev);
+  run_job(g->tee->p, g->tee->v, j->ev);
 }
 
 /* ---- lifetime (main thread) */
@@ -308,7 +313,8 @@ static void take_cache(sh_gate__tee *t, struct sh_gate__evjob *j) {
   t->next_try = 0;
 }
 
-sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, sh_error *err) {
+sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, const sh_gate__verifier *v,
+                               sh_error *err) {
   sh_gate__tee *t = calloc(1, sizeof *t);
   if (!t) {
     sh_error_set(err, SH_ENOMEM, "out of memory");
@@ -318,6 +324,7 @@ sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, sh_error *err) {
     free(t);
     return NULL;
   }
+  t->v = v;
   t->type = sh_attest_provider_tee(t->p);
   t->type_name = sh_tee_name(t->type);
   t->health_path = gc->health_path ? gc->health_path : SH_GATE_TEE_HEALTH_PATH;
@@ -331,7 +338,7 @@ sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, sh_error *err) {
     sh_error_set(err, SH_ENOMEM, "out of memory");
     return NULL;
   }
-  run_job(t->p, j);
+  run_job(t->p, t->v, j);
   take_cache(t, j);
   sh_gate__evjob_free(j);
   if (!t->b64) {
