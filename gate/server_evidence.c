@@ -13,10 +13,11 @@
  * the request's own TLS connection | null over plain HTTP, 2: null (no HPKE key config yet),
  * 3: 1} (RFC 8949 §4.2.1 deterministic encoding, libcbor), D = D(n, k) (§1.2,
  * sh_attest_binding_digest), the provider's evidence for D, and, until they are known, the
- * measurements read back by verifying that evidence with attest/ (a TEE's measurements are
- * fixed at launch: read once, then reused, as server_attestation.py does).  Evidence that does
- * not verify is never served: 503 collateral_missing naming the cause (fail closed), as for a
- * provider that fails.
+ * measurements read back by verifying that evidence with attest/ and the gate's verifier (a
+ * TEE's measurements are fixed at launch: read once — in practice from the first cached
+ * evidence, in sh_gate_new — then reused, as server_attestation.py does).  Evidence that was
+ * verified and did not pass is never served: 503 collateral_missing naming the cause (fail
+ * closed), as for a provider that fails; the first such failure stops start-up.
  *
  * Cached evidence (health, headers): n = 32 zero bytes (§4: no client nonce exists for it)
  * and k = the same binding CBOR, for the TLS certificate the server serves: the one of the
