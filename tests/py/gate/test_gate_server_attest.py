@@ -290,14 +290,14 @@ def corrupt_root(data_home):
 
 
 def test_health_503_and_headers_gone_when_the_tee_fails(fresh_server, tmp_path):
-    """--dev $SHIELD_TEE_MAX_AGE=2: the cache is refreshed from 1.6 s on, served 2 s at most.
+    """--dev $SHIELD_TEE_MAX_AGE=4: the cache is refreshed from 3.2 s on, served 4 s at most.
     With the TEE failing, health turns 503 naming the cause, the attestation endpoint 503
     collateral_missing, the headers go; once the TEE works again, all come back."""
     home = tmp_path / "data"
     (home / "shield").mkdir(parents=True)
     shutil.copy(DATA_HOME / "shield" / "simulated-root.pem", home / "shield")
     srv = serve(
-        fresh_server, "--dev", "--attach-server-attestation", data_home=home, SHIELD_TEE_MAX_AGE=2
+        fresh_server, "--dev", "--attach-server-attestation", data_home=home, SHIELD_TEE_MAX_AGE=4
     )
     with plain(srv) as c:
         r = c.get(HEALTH)
