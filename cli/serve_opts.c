@@ -491,11 +491,19 @@ static int check_gate(sh_config *cfg, sh_gate_config *gc, sh_error *err) {
   if (sh_gate_config_check(gc, err) < 0) return SH_EINVAL;
   if (gc->types && cfg->native_hello)
     return sh_cli__fail(err, "--attest-types needs an app to protect (not --native-hello)");
+  /* the server's own endpoints are the gate's, and the gate wraps the app's handler */
+  if (gc->tee && cfg->native_hello)
+    return sh_cli__fail(err,
+                        "--tee needs an app to serve (not --native-hello): the attestation and "
+                        "health endpoints are the gate's, in front of the app");
   /* Confidential Space tokens are ~11 KB (docs/protocol.md §1.4): 64 KiB unless set explicitly */
   if (gc->types && cfg->max_header_size == 16 * 1024) cfg->max_header_size = 64 * 1024;
   /* --dev only: tests of the pool's caps slow every verification down */
   const char *delay = gc->dev ? getenv("SHIELD_ATTEST_VERIFY_DELAY_MS") : NULL;
   if (delay && *delay) gc->verify_delay_ms = strtol(delay, NULL, 10);
+  /* --dev only: tests of the server's evidence cache age it in seconds, not minutes */
+  const char *max_age = gc->dev ? getenv("SHIELD_TEE_MAX_AGE") : NULL;
+  if (max_age && *max_age) gc->tee_max_age = strtol(max_age, NULL, 10);
   return 0;
 }
 

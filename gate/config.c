@@ -319,6 +319,7 @@ int sh_gate_config_check(const sh_gate_config *gc, sh_error *err) {
     if (rc < 0) return rc;
   }
   if (gc->clock && !gc->dev) return fail(err, "--attest-clock is a debugging aid: it needs --dev");
+  if (sh_gate__tee_check(gc, err) < 0) return SH_EINVAL; /* --tee: the TEE must be there */
   if (!gc->types && (gc->policy || gc->required || gc->num_exclude || gc->clock || gc->state_url))
     return fail(err,
                 "--attest-policy/--attest-required/--attest-exclude/--attest-clock/"

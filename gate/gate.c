@@ -43,13 +43,14 @@ static void take_ext_key(void) {
 
 gate_req *sh_gate__req_of(const sh_gate *g, const sh_request *req) {
   void *x = sh_request_ext(req, ext_key);
-  return x == (const void *)&g->plain ? NULL : x;
+  return x == (const void *)&g->plain || x == (const void *)&g->passthru ? NULL : x;
 }
 
-/* The inner handler has the request: forward() set the policy marker, nothing else does. */
-static int handed_on(const sh_request *req) {
+/* The inner handler has the request: forward() set the policy marker (or, without
+ * --attest-types, the passthru slot), nothing else does. */
+static int handed_on(const sh_gate *g, const sh_request *req) {
   const sh_gate_attestation *a = sh_request_ext(req, ext_key);
-  return a && a->policy_sha256;
+  return a && (a->policy_sha256 || a == &g->passthru);
 }
 
 const sh_gate_attestation *sh_gate_request_attestation(const sh_request *req) {
@@ -88,6 +89,7 @@ static void gate_req_free(gate_req *gr) {
     free((void *)gr->certs[i].ptr);
   free(gr->mac_input);
   free(gr->result_json);
+  sh_gate__evjob_free(gr->ev);
   free(gr);
 }
 
@@ -119,7 +121,9 @@ static void detach(sh_gate *g, sh_request *req) {
 }
 
 void sh_gate__forward(sh_gate *g, sh_request *req, gate_req *gr) {
-  if (gr)
+  if (!g->types) /* --tee alone: no client attestation, no policy marker */
+    sh_request_set_ext(req, ext_key, &g->passthru);
+  else if (gr)
     gr->pub.policy_sha256 = g->policy_hex;
   else
     sh_request_set_ext(req, ext_key, &g->plain);
@@ -173,6 +177,7 @@ static void g_on_start(sh_handler *h, sh_server *srv) {
     }
     sh_gate__store_shm_set_table(g->store, t ? t : g->own_table);
   }
+  if (g->tee) sh_gate__tee_start(g);
   if (g->inner->on_start) g->inner->on_start(g->inner, srv);
 }
 
@@ -180,6 +185,12 @@ static void g_on_request(sh_handler *h, sh_request *req) {
   sh_gate *g = h->data;
   if (!g->srv) { /* on_start never came: no state to check anything against */
     sh_gate__fail(req);
+    return;
+  }
+  /* the server's own TEE (§4) first: its endpoints never need client attestation */
+  if (g->tee && sh_gate__tee_request(g, req)) return;
+  if (!g->types) { /* --tee alone: the client-attestation endpoints and modes are off */
+    sh_gate__forward(g, req, NULL);
     return;
   }
   if (path_is(req, SH_GATE_NONCE_PATH)) {
@@ -217,7 +228,7 @@ static void g_on_request(sh_handler *h, sh_request *req) {
 static void g_on_body(sh_handler *h, sh_request *req, char *chunk, size_t len, int last) {
   sh_gate *g = h->data;
   gate_req *gr = sh_gate__req_of(g, req);
-  if (!handed_on(req)) {
+  if (!handed_on(g, req)) {
     if (gr && gr->kind == K_ESTABLISH)
       sh_gate__establish_body(g, req, gr, chunk, len, last);
     else
@@ -234,7 +245,7 @@ static void g_on_body(sh_handler *h, sh_request *req, char *chunk, size_t len, i
 static void g_on_disconnect(sh_handler *h, sh_request *req) {
   sh_gate *g = h->data;
   gate_req *gr = sh_gate__req_of(g, req);
-  if (!handed_on(req)) {
+  if (!handed_on(g, req)) {
     /* The gate still holds the request: a job on the pool releases it when it comes back
      * (pool.c); otherwise (an establishment body being read when the client aborted or
      * --timeout-body cut it) nobody else will, so release it now — on_release frees gr and
@@ -252,12 +263,12 @@ static void g_on_disconnect(sh_handler *h, sh_request *req) {
 
 static void g_on_writable(sh_handler *h, sh_request *req) {
   sh_gate *g = h->data;
-  if (handed_on(req) && g->inner->on_writable) g->inner->on_writable(g->inner, req);
+  if (handed_on(g, req) && g->inner->on_writable) g->inner->on_writable(g->inner, req);
 }
 
 static void g_on_release(sh_handler *h, sh_request *req) {
   sh_gate *g = h->data;
-  if (handed_on(req) && g->inner->on_release) g->inner->on_release(g->inner, req);
+  if (handed_on(g, req) && g->inner->on_release) g->inner->on_release(g->inner, req);
   detach(g, req);
 }
 
@@ -311,9 +322,10 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
     sh_error_set(err, SH_EINVAL, "sh_gate_new: a config and an inner handler are required");
     return NULL;
   }
-  if (!gc->types) {
+  if (!gc->types && !gc->tee) {
     sh_error_set(err, SH_EINVAL,
-                 "client attestation needs --attest-types (the TEE types accepted)");
+                 "the gate needs --attest-types (client attestation) or --tee (the server's "
+                 "own TEE)");
     return NULL;
   }
   pthread_once(&ext_once, take_ext_key);
@@ -340,7 +352,7 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
   if (g->cfg.max_per_client <= 0) g->cfg.max_per_client = 16;
   if (!g->cfg.state_table_size) g->cfg.state_table_size = 65536;
   char bad[48], msg[160];
-  if (sh_gate__parse_types(gc->types, &g->types, bad, sizeof bad) < 0) {
+  if (gc->types && sh_gate__parse_types(gc->types, &g->types, bad, sizeof bad) < 0) {
     sh_error_set(err, SH_EINVAL, "--attest-types: '%s' is not a TEE type", bad); /* checked above */
     goto fail;
   }
@@ -393,8 +405,9 @@ sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err)
                       .on_writable = g_on_writable,
                       .on_release = g_on_release,
                       .on_flush = g_on_flush};
+  if (gc->tee && !(g->tee = sh_gate__tee_new(gc, g->verifier, err))) goto fail;
   if (sh_gate__pool_start(g, err) < 0) goto fail;
-  log_settings(g);
+  if (gc->types) log_settings(g);
   return g;
 fail:
   sh_gate_free(g);
@@ -416,6 +429,7 @@ void sh_gate_free(sh_gate *g) {
     gate_req_free(gr);
   }
   sh_gate__sess_free_all(g);
+  sh_gate__tee_free(g->tee); /* after the pool: its refresh job is back or never ran */
   sh_attest_cache_free(g->cache);
   sh_gate__verifier_free(g->verifier); /* the pool is joined: no fetch is running */
   sh_attest_policy_free(g->policy);

@@ -42,7 +42,9 @@
 #define SH_GATE_MAX_SESSIONS 16384 /* results cached by one gate */
 #define SH_GATE_RESULT_MAX (32 * 1024)
 
-enum { K_PLAIN = 0, K_HEADER, K_ESTABLISH, K_SESSION, K_MTLS };
+/* K_EVIDENCE: GET /.well-known/shield/attestation; K_HEALTH: a health request waiting for the
+ * cached evidence; K_REFRESH: the cache's refresh (no request).  server_evidence.c. */
+enum { K_PLAIN = 0, K_HEADER, K_ESTABLISH, K_SESSION, K_MTLS, K_EVIDENCE, K_HEALTH, K_REFRESH };
 
 /* Outcomes of the state-store step of a job (gate_req.state). */
 enum {
@@ -115,6 +117,7 @@ typedef struct gate_req {
   char *result_json;       /* ... then the session's result as stored */
   uint8_t sess_tee;
   int64_t sess_expires;
+  struct sh_gate__evjob *ev; /* K_EVIDENCE, K_REFRESH: the evidence job (server_evidence.c) */
 } gate_req;
 
 typedef struct client_count {
@@ -126,6 +129,7 @@ typedef struct client_count {
 #define SH_GATE_TEE_SLOTS SH_TEE_COUNT_
 
 typedef struct sh_gate__verifier sh_gate__verifier;
+typedef struct sh_gate__tee sh_gate__tee;
 
 struct sh_gate {
   sh_handler h; /* what the server calls (h.data = the gate) */
@@ -176,6 +180,12 @@ struct sh_gate {
   int metric_hist;
 
   gate_req live; /* sentinel of the live list */
+
+  /* the server's own TEE (server_evidence.c), NULL without --tee */
+  sh_gate__tee *tee;
+  /* without --attest-types (--tee alone): the slot of a request handed on, which carries no
+   * attestation and no policy marker (sh_gate_request_attestation: NULL) */
+  sh_gate_attestation passthru;
 };
 typedef struct sh_gate sh_gate;
 
@@ -190,6 +200,10 @@ void sh_gate__fail(sh_request *req); /* 500, and release */
 /* ---- reply.c ---- */
 /* Answer the §3 error of `reason` and drop the request (the inner handler never sees it). */
 void sh_gate__refuse(sh_gate *g, sh_request *req, sh_attest_reason reason, const char *message);
+/* The §3 body with an explicit status (400 for the attestation endpoint's malformed nonce) and,
+ * for overloaded, Retry-After: retry_after seconds; drops req. */
+void sh_gate__send_error(sh_gate *g, sh_request *req, int status, sh_attest_reason reason,
+                         const char *message, int retry_after);
 /* Answer a JSON success (never cached) or, with `allow`, a 405; steals body; drops req. */
 void sh_gate__send_json(sh_gate *g, sh_request *req, int status, json_t *body, const char *allow);
 /* The §3 body of a refusal (malloc'd text, caller frees), or NULL. */
@@ -256,6 +270,8 @@ int sh_gate__pool_start(sh_gate *g, sh_error *err);
 void sh_gate__pool_stop(sh_gate *g);
 /* Queue a verification within the caps (0), or answer 503 and return -1 (gr may be gone). */
 int sh_gate__enqueue(sh_gate *g, sh_request *req, gate_req *gr);
+/* Queue a job that answers no request (the evidence cache's refresh): never refused. */
+void sh_gate__enqueue_refresh(sh_gate *g, gate_req *gr);
 /* Queue a session request's Redis checks (0), or answer 503 and return -1. */
 int sh_gate__enqueue_state(sh_gate *g, sh_request *req, gate_req *gr);
 /* Answer the state step's failure as §3 says: 1 when it answered. */
@@ -268,6 +284,25 @@ void sh_gate__verifier_free(sh_gate__verifier *v);
  * fetching what is missing.  Returns like sh_attest_verify. */
 int sh_gate__verify(const sh_gate__verifier *v, const uint8_t *ev, size_t len, sh_tee tee,
                     sh_attest_options *o, sh_attest_result **out);
+
+/* ---- server_evidence.c: the server's own TEE (docs/protocol.md §4) ---- */
+/* Start-up checks of --tee and its flags, the provider opened once (the TEE must be there):
+ * 0, or SH_EINVAL with err naming the flag or the missing device.  Main thread. */
+int sh_gate__tee_check(const sh_gate_config *gc, sh_error *err);
+/* The provider and the first cached evidence, made now (main thread), its measurements read
+ * back through v (borrowed: the gate's verifier, freed after the tee): NULL with err. */
+sh_gate__tee *sh_gate__tee_new(const sh_gate_config *gc, const sh_gate__verifier *v, sh_error *err);
+void sh_gate__tee_free(sh_gate__tee *t);
+/* on_start: the response headers of --attach-server-attestation. */
+void sh_gate__tee_start(sh_gate *g);
+/* on_request: answers the attestation and health endpoints (1), else 0; refreshes the cache
+ * when it is due. */
+int sh_gate__tee_request(sh_gate *g, sh_request *req);
+/* Pool thread: generate (and read back) evidence for the job. */
+void sh_gate__tee_job(sh_gate *g, gate_req *j);
+/* I/O thread: a K_EVIDENCE or K_REFRESH job came back (K_REFRESH: frees it). */
+void sh_gate__tee_done(sh_gate *g, gate_req *gr);
+void sh_gate__evjob_free(struct sh_gate__evjob *j);
 
 /* ---- config.c ---- */
 /* The types of a --attest-types list as bits (1u << sh_tee): 0, or -1 with the first

@@ -149,6 +149,8 @@ static void *pool_main(void *arg) {
     pthread_mutex_unlock(&g->pool.mu);
     if (j->kind == K_SESSION)
       sh_gate__session_check(g, j); /* Redis: no verification */
+    else if (j->kind == K_EVIDENCE || j->kind == K_REFRESH)
+      sh_gate__tee_job(g, j); /* the server's own evidence */
     else
       verify_job(g, j);
     pthread_mutex_lock(&g->pool.mu);
@@ -200,6 +202,11 @@ int sh_gate__enqueue(sh_gate *g, sh_request *req, gate_req *gr) {
   client_add(g, gr->client, 1);
   push_job(g, &g->pool.qhead, &g->pool.qtail, gr);
   return 0;
+}
+
+void sh_gate__enqueue_refresh(sh_gate *g, gate_req *gr) {
+  gr->at = sh_gate__now(g);
+  push_job(g, &g->pool.qhead, &g->pool.qtail, gr);
 }
 
 int sh_gate__enqueue_state(sh_gate *g, sh_request *req, gate_req *gr) {
@@ -265,6 +272,10 @@ int sh_gate__state_failed(sh_gate *g, sh_request *req, const gate_req *gr) {
 }
 
 static void complete(sh_gate *g, gate_req *gr) {
+  if (gr->kind == K_REFRESH) { /* no request: the evidence cache's own job */
+    sh_gate__tee_done(g, gr);
+    return;
+  }
   sh_request *req = gr->req;
   gr->pending = 0;
   if (gr->kind == K_SESSION) {
@@ -272,7 +283,8 @@ static void complete(sh_gate *g, gate_req *gr) {
   } else {
     g->pending--;
     client_add(g, gr->client, -1);
-    if (gr->result || gr->state != ST_REPLAYED) count_verification(g, gr);
+    if (gr->kind != K_EVIDENCE && (gr->result || gr->state != ST_REPLAYED))
+      count_verification(g, gr);
   }
   if (gr->disconnected) { /* nobody to answer: drop our reference (on_release frees gr) */
     sh_request_release(req);
@@ -280,6 +292,10 @@ static void complete(sh_gate *g, gate_req *gr) {
   }
   if (gr->kind == K_SESSION) {
     sh_gate__session_checked(g, req, gr);
+    return;
+  }
+  if (gr->kind == K_EVIDENCE) {
+    sh_gate__tee_done(g, gr);
     return;
   }
   sh_attest_result *r = gr->result;

@@ -28,11 +28,13 @@ char *sh_gate__error_body(sh_attest_reason reason, const char *message) {
   return text;
 }
 
-/* Send status + JSON text with the headers a reply needs, then drop the request. */
+/* Send status + JSON text with the headers a reply needs, then drop the request.  retry_after:
+ * the seconds of an overloaded 503's Retry-After (RFC 9110 §10.2.3; 0: 1). */
 static void send_text(sh_request *req, int status, const char *text, sh_attest_reason reason,
-                      const char *allow) {
-  sh_header h[4];
+                      const char *allow, int retry_after) {
+  sh_header h[5];
   size_t n = 0;
+  char ra[16];
   h[n++] = (sh_header){{"content-type", 12}, {"application/json", 16}};
   if (allow) h[n++] = (sh_header){{"allow", 5}, {allow, strlen(allow)}};
   if (reason == SH_ATTEST_OK) {
@@ -40,7 +42,12 @@ static void send_text(sh_request *req, int status, const char *text, sh_attest_r
   } else {
     if (status == 401) /* RFC 9110 §11.6.1: a 401 names its authentication scheme */
       h[n++] = (sh_header){{"www-authenticate", 16}, {"Attestation realm=\"shield\"", 26}};
-    if (reason == SH_ATTEST_OVERLOADED) h[n++] = (sh_header){{"retry-after", 11}, {"1", 1}};
+    if (reason == SH_ATTEST_OVERLOADED) {
+      int l = snprintf(ra, sizeof ra, "%d", retry_after > 0 ? retry_after : 1);
+      h[n++] = (sh_header){{"retry-after", 11}, {ra, (size_t)l}};
+    }
+    if (status == 400 || status == 503) /* the server-attestation endpoints' refusals */
+      h[n++] = (sh_header){{"cache-control", 13}, {"no-store", 8}};
   }
   if (sh_request_start(req, status, h, n) == 0) sh_request_write(req, text, strlen(text), 0);
   sh_request_release(req);
@@ -62,7 +69,20 @@ void sh_gate__refuse(sh_gate *g, sh_request *req, sh_attest_reason reason, const
     sh_gate__fail(req);
     return;
   }
-  send_text(req, sh_attest_reason_status(reason), text, reason, NULL);
+  send_text(req, sh_attest_reason_status(reason), text, reason, NULL, 0);
+  free(text);
+}
+
+void sh_gate__send_error(sh_gate *g, sh_request *req, int status, sh_attest_reason reason,
+                         const char *message, int retry_after) {
+  reason = refusal(reason);
+  mark_answered(g, req);
+  char *text = sh_gate__error_body(reason, message);
+  if (!text) {
+    sh_gate__fail(req);
+    return;
+  }
+  send_text(req, status, text, reason, NULL, retry_after);
   free(text);
 }
 
@@ -74,6 +94,6 @@ void sh_gate__send_json(sh_gate *g, sh_request *req, int status, json_t *body, c
     sh_gate__fail(req);
     return;
   }
-  send_text(req, status, text, SH_ATTEST_OK, allow);
+  send_text(req, status, text, SH_ATTEST_OK, allow, 0);
   free(text);
 }

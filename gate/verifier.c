@@ -137,13 +137,15 @@ sh_gate__verifier *sh_gate__verifier_new(const sh_gate_config *gc, unsigned type
     sh_gate__verifier_free(v);
     return NULL;
   }
-  sh_log(SH_LOG_INFO, "client attestation keys and collateral:%s%s%s%s%s%s%s%s%s",
-         maa ? " maa issuer " : "", maa ? gc->maa_issuer : "",
-         maa ? (v->maa_jwks ? " (JWKS file)" : " (JWKS fetched)") : "", gcp ? " gcp audience " : "",
-         gcp ? gc->gcp_audience : "", gc->collateral ? " DCAP collateral file" : "",
-         v->fetcher ? (gc->offline ? " fetching OFFLINE (cache dir only)" : " fetching on") : "",
-         v->fetcher && gc->cache_dir ? ", cache " : "",
-         v->fetcher && gc->cache_dir ? gc->cache_dir : "");
+  if (types) /* none: --tee alone, no client attestation to verify */
+    sh_log(SH_LOG_INFO, "client attestation keys and collateral:%s%s%s%s%s%s%s%s%s",
+           maa ? " maa issuer " : "", maa ? gc->maa_issuer : "",
+           maa ? (v->maa_jwks ? " (JWKS file)" : " (JWKS fetched)") : "",
+           gcp ? " gcp audience " : "", gcp ? gc->gcp_audience : "",
+           gc->collateral ? " DCAP collateral file" : "",
+           v->fetcher ? (gc->offline ? " fetching OFFLINE (cache dir only)" : " fetching on") : "",
+           v->fetcher && gc->cache_dir ? ", cache " : "",
+           v->fetcher && gc->cache_dir ? gc->cache_dir : "");
   return v;
 }
 

@@ -113,9 +113,9 @@ int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, 
   }
   sh_handler *handler = sh_pyshim__bridge_handler(bridge);
 #ifdef SHIELD_HAVE_GATE
-  /* client attestation verified before the app runs (gate/) */
+  /* client attestation verified before the app runs, and the server's own TEE (gate/) */
   sh_gate *g = NULL;
-  if (gate && gate->types && !(g = sh_gate_new(gate, handler, &err))) {
+  if (gate && (gate->types || gate->tee) && !(g = sh_gate_new(gate, handler, &err))) {
     fprintf(stderr, "shield: %s\n", err.message);
     sh_pyshim__bridge_free(bridge);
     return 1;

@@ -700,6 +700,7 @@ static char *put_server_date(char *p, sh_server *srv, int app_flags) {
       p = PUTLIT(p, "server: shield\r\n");
   }
   if (srv->extra_hdrs_len > sl + dl) p = put(p, x + sl + dl, srv->extra_hdrs_len - sl - dl);
+  if (srv->hook_hdrs_len) p = put(p, srv->hook_hdrs, srv->hook_hdrs_len);
   return p;
 }
 
@@ -766,7 +767,7 @@ void sh_http_send(sh_req *req, const char *data, size_t len, int more, void *own
     req->chunked_out = chunked;
     req->resp_cl = bodyless ? -1 : cl;
     size_t cap = 64 + strlen(sh_http_reason(status)) + so->len + common_max() + 64 +
-                 req->srv->extra_hdrs_len;
+                 req->srv->extra_hdrs_len + req->srv->hook_hdrs_len;
     char *head = sh_arena_alloc(&req->arena, cap);
     if (!head) {
       free(owned);
@@ -828,7 +829,8 @@ void sh_http_respond_fixed(sh_req *req, int status, const char *ctype, const cha
   req->no_body_out = req->is_head;
   int close = must_close(req);
   req->close_after = close;
-  size_t cap = 64 + 40 + strlen(ctype) + common_max() + 32 + req->srv->extra_hdrs_len;
+  size_t cap = 64 + 40 + strlen(ctype) + common_max() + 32 + req->srv->extra_hdrs_len +
+               req->srv->hook_hdrs_len;
   char *head = sh_arena_alloc(&req->arena, cap);
   if (!head) {
     sh_conn_abort(c);
@@ -861,7 +863,7 @@ void sh_http_error_response(sh_conn *c, int status) {
   sh_server *srv = c->srv;
   const char *reason = sh_http_reason(status);
   size_t rl = strlen(reason);
-  size_t cap = 256 + rl * 2 + srv->extra_hdrs_len;
+  size_t cap = 256 + rl * 2 + srv->extra_hdrs_len + srv->hook_hdrs_len;
   char *buf = malloc(cap);
   if (!buf) return;
   char *p = put_status(buf, status);

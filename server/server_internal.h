@@ -319,6 +319,8 @@ struct sh_server {
   char *extra_hdrs;      /* --header lines, "name: value\r\n"..., or NULL: the Server */
   size_t extra_hdrs_len; /*   lines, then the Date lines, then the others (worker.c) */
   size_t extra_server_len, extra_date_len;
+  char *hook_hdrs;        /* sh_server_set_response_headers: "name: value\r\n"..., or NULL */
+  size_t hook_hdrs_len;   /*   (I/O thread; 0 when unset: nothing on the hot path) */
   uint32_t id_prefix;     /* random per process: request ids unique across workers */
   uv_check_t ready_check; /* worker.c: 'R' to the supervisor after the first poll */
   uv_idle_t ready_poll;   /* keeps that first poll from blocking */

@@ -143,6 +143,54 @@ void sh_worker_cleanup(sh_server *srv) {
   srv->proxy = NULL;
   free(srv->extra_hdrs);
   srv->extra_hdrs = NULL;
+  free(srv->hook_hdrs);
+  srv->hook_hdrs = NULL;
+  srv->hook_hdrs_len = 0;
+}
+
+/* Checked as sh_request_start checks a handler's headers (RFC 9110 §5.1, §5.5), then copied
+ * as ready-made lines: the response head only appends them (http1.c put_server_date). */
+int sh_server_set_response_headers(sh_server *srv, const sh_header *headers, size_t n,
+                                   sh_error *err) {
+  if (!srv || (n && !headers)) return sh_error_set(err, SH_EINVAL, "no server or no headers");
+  if (atomic_load(&srv->running) && !sh_on_loop_thread(srv))
+    return sh_error_set(err, SH_EINVAL,
+                        "sh_server_set_response_headers: call it on the I/O thread");
+  size_t cap = 0;
+  for (size_t i = 0; i < n; i++) {
+    const sh_header *h = &headers[i];
+    int ok = h->name.base && h->name.len && (!h->value.len || h->value.base);
+    for (size_t k = 0; ok && k < h->name.len; k++)
+      ok = sh_http_token_char((unsigned char)h->name.base[k]);
+    for (size_t k = 0; ok && k < h->value.len; k++)
+      ok = h->value.base[k] != '\r' && h->value.base[k] != '\n' && h->value.base[k] != '\0';
+    if (!ok)
+      return sh_error_set(err, SH_EHEADER,
+                          "response header %zu: the name must be a token and the value must "
+                          "not hold CR, LF or NUL",
+                          i);
+    cap += h->name.len + h->value.len + 4;
+  }
+  char *buf = NULL;
+  if (cap) {
+    if (!(buf = malloc(cap))) return sh_error_set(err, SH_ENOMEM, "out of memory");
+    char *p = buf;
+    for (size_t i = 0; i < n; i++) {
+      memcpy(p, headers[i].name.base, headers[i].name.len);
+      p += headers[i].name.len;
+      memcpy(p, ": ", 2);
+      p += 2;
+      if (headers[i].value.len) memcpy(p, headers[i].value.base, headers[i].value.len);
+      p += headers[i].value.len;
+      memcpy(p, "\r\n", 2);
+      p += 2;
+    }
+  }
+  /* Heads are built and written on this thread: no response in the making holds the old one */
+  free(srv->hook_hdrs);
+  srv->hook_hdrs = buf;
+  srv->hook_hdrs_len = cap;
+  return 0;
 }
 
 sh_shm_table *sh_server_shared_table(const sh_server *srv) {

@@ -1,6 +1,6 @@
 /*
- * gate/include/gate.h — client attestation verified before the app runs (docs/protocol.md §1-§3);
- * the one public header of gate/.
+ * gate/include/gate.h — client attestation verified before the app runs (docs/protocol.md §1-§3),
+ * and the server's proof of its own TEE (§4); the one public header of gate/.
  *
  * What this module owns
  *   A handler (server.h's sh_handler) that wraps another one (pyshim's bridge, or any C
@@ -10,7 +10,11 @@
  *   consumed nonces and sessions in a state store (the server's shared-memory table, or Redis
  *   for several replicas), answers every refusal with the §3 JSON, and hands each accepted
  *   request on to the wrapped handler with the verified result attached
- *   (sh_gate_request_attestation).  Its configuration (sh_gate_config: the `--attest-*`
+ *   (sh_gate_request_attestation).  With --tee, the server's own TEE (server_evidence.c): the
+ *   evidence provider, GET /.well-known/shield/attestation?nonce=, the health endpoint and the
+ *   X-Server-Attestation response headers (through sh_server_set_response_headers); with
+ *   --tee alone (no --attest-types) every other request is handed on unverified, with no
+ *   attestation attached.  Its configuration (sh_gate_config: the `--attest-*` and `--tee`
  *   flags, which cli/ parses) and that configuration's validation.
  *
  * What it never does
@@ -20,8 +24,9 @@
  * Threads
  *   sh_gate_config_*, sh_gate_check_types, sh_gate_new and sh_gate_free: main thread.  The
  *   handler's callbacks run on the server's I/O thread, like any handler's; verification (and,
- *   with Redis, every state-store round trip) runs on the gate's own pool threads, never on
- *   the I/O thread.  sh_gate_request_attestation: any thread, while the request is held.
+ *   with Redis, every state-store round trip) and the server's own evidence run on the gate's
+ *   own pool threads, never on the I/O thread (sh_gate_new makes the first evidence on the
+ *   calling thread).  sh_gate_request_attestation: any thread, while the request is held.
  *
  * Memory and ownership
  *   sh_gate_new copies the config struct; the strings it points to (file names, URLs, the
@@ -94,6 +99,10 @@ typedef struct sh_gate_config {
   int attach_server_attestation; /* --attach-server-attestation */
   int tls_attested;              /* --tls-attested: self-signed certificate with evidence */
   const char *tls_attested_ttl;  /* --tls-attested-ttl S, as given (NULL: 3600) */
+  /* Not a flag: seconds the cached evidence of the health endpoint and the response headers
+   * is served (0: 300), refreshed from 80 % of it on; --dev only ($SHIELD_TEE_MAX_AGE), for
+   * tests of the refresh. */
+  int64_t tee_max_age;
 
   /* Not flags. */
   size_t state_table_size; /* entries of the gate's own table, used when the server has no
@@ -119,8 +128,10 @@ void sh_gate_config_init(sh_gate_config *gc);
  * Start-up validation: refuses, naming the flag, a configuration that is malformed (a URL,
  * an unreadable or non-JSON file, a bad timeout), inconsistent (a per-type flag without its
  * type, --attest-clock without --dev) or that could never verify one of its accepted types
- * (naming the flag to add).  types NULL with no other attestation setting is valid (no gate).
- * May create --attest-cache-dir.  0, or SH_EINVAL with err set.  Main thread.
+ * (naming the flag to add); with --tee, opens the evidence provider once: a TEE that is not
+ * there is refused naming its missing device.  types and tee NULL with no other attestation
+ * setting is valid (no gate).  May create --attest-cache-dir (and, for --tee simulated, the
+ * dev root of the user's data directory).  0, or SH_EINVAL with err set.  Main thread.
  */
 int sh_gate_config_check(const sh_gate_config *gc, sh_error *err);
 
@@ -135,8 +146,10 @@ typedef struct sh_gate sh_gate;
 
 /*
  * A gate in front of `inner` (borrowed; it must outlive the gate).  Validates the config
- * (sh_gate_config_check; gc->types is required), loads the policy, reads the keys and
- * collateral, reaches Redis when configured, starts the pool.  NULL with err set.
+ * (sh_gate_config_check; gc->types or gc->tee is required), loads the policy, reads the keys
+ * and collateral, reaches Redis when configured, with --tee opens the provider and makes the
+ * first cached evidence (a TEE that cannot produce it fails here), starts the pool.  NULL with
+ * err set.
  */
 sh_gate *sh_gate_new(const sh_gate_config *gc, sh_handler *inner, sh_error *err);
 /* The handler to give the server (valid until sh_gate_free). */

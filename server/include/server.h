@@ -295,6 +295,20 @@ void sh_server_stop(sh_server *srv, double grace_seconds);
  * here, and functions posted (sh_server_post) but not run by then are dropped. */
 void sh_server_free(sh_server *srv);
 
+/*
+ * Headers added to every response from now on — the handler's, a wrapping handler's and the
+ * server's own error responses — after the handler's headers and the --header lines, e.g. a
+ * wrapping handler's proof of the server's identity (gate/'s X-Server-Attestation).  Checked
+ * as sh_request_start checks a handler's (SH_EHEADER: nothing changes) and copied: the caller
+ * keeps its own.  Each call replaces the previous set; n = 0 removes them.  The server adds
+ * them as given: a handler that sets one of the same name itself sends it twice.  Before
+ * sh_server_run, or on the I/O thread (a handler's callback, or a function it posted);
+ * SH_EINVAL on any other thread while the loop runs.  Unset (the default), it costs a
+ * response nothing.  0, or the code with err set.
+ */
+int sh_server_set_response_headers(sh_server *srv, const sh_header *headers, size_t n,
+                                   sh_error *err);
+
 /* The actual bound port (useful with --port 0). */
 int sh_server_port(const sh_server *srv);
 

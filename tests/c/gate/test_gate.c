@@ -790,6 +790,155 @@ static void test_two_gates(void) {
   stop(&b);
 }
 
+/* ------------------------------------------------------------------ the server's own TEE */
+
+/* The JSON body of a response (NULL when it is not JSON). */
+static json_t *body_json(const resp *r) {
+  json_error_t je;
+  return json_loadb(r->body, r->body_len, 0, &je);
+}
+
+/* base64url text -> bytes (malloc'd), or NULL. */
+static uint8_t *unb64(const char *s, size_t *n) {
+  return s ? sh_b64_decode_alloc(s, strlen(s), SH_B64_URL, n) : NULL;
+}
+
+/* Simulated evidence verified against the default data directory's dev root (the provider's:
+ * $XDG_DATA_HOME/shield), binding nonce and k. */
+static int verifies(const uint8_t *ev, size_t len, const uint8_t *nonce, const uint8_t *k,
+                    size_t klen, char pcr0[97]) {
+  sh_attest_options o = {0};
+  o.at = (int64_t)time(NULL);
+  o.nonce = nonce;
+  o.nonce_len = 32;
+  o.public_key = k;
+  o.public_key_len = klen;
+  o.trust_simulated = 1;
+  sh_attest_result *res = NULL;
+  int ok = sh_attest_verify(ev, len, SH_TEE_SIMULATED, &o, &res) == 0 && res->verified;
+  const char *p0 = res ? json_string_value(json_object_get(res->measurements, "PCR0")) : NULL;
+  if (pcr0) snprintf(pcr0, 97, "%s", p0 ? p0 : "");
+  sh_attest_result_free(res);
+  return ok;
+}
+
+static void test_tee_refusals(void) {
+  sh_gate_config gc;
+  sh_error err = {0};
+  sh_gate_config_init(&gc);
+  gc.tee = "nitro"; /* no /dev/nsm on a test machine */
+  CHECK(sh_gate_config_check(&gc, &err) < 0 && strstr(err.message, "/dev/nsm"),
+        "--tee nitro without the device names it: %s", err.message);
+  CHECK(sh_gate_new(&gc, &inner, &err) == NULL && strstr(err.message, "/dev/nsm"),
+        "sh_gate_new refuses it too: %s", err.message);
+  sh_gate_config_init(&gc);
+  gc.tee = "gcp";
+  CHECK(sh_gate_config_check(&gc, &err) < 0 && strstr(err.message, "--tee-gcp-audience"),
+        "--tee gcp without its audience: %s", err.message);
+  sh_gate_config_init(&gc);
+  gc.attach_server_attestation = 1;
+  CHECK(sh_gate_config_check(&gc, &err) < 0 && strstr(err.message, "need --tee"),
+        "--attach-server-attestation without --tee: %s", err.message);
+  sh_gate_config_init(&gc);
+  gc.tee = "simulated";
+  gc.health_path = "/.well-known/shield/nonce";
+  CHECK(sh_gate_config_check(&gc, &err) < 0 && strstr(err.message, "--health-path"),
+        "--health-path on another endpoint: %s", err.message);
+}
+
+static void test_server_tee(void) {
+  sh_gate_config gc;
+  sh_gate_config_init(&gc); /* --tee alone: no client attestation */
+  gc.tee = "simulated";
+  gc.attach_server_attestation = 1;
+  gc.state_table_size = 4096;
+  running r;
+  if (start(&r, &gc, 0) < 0) {
+    CHECK(0, "start the --tee gate");
+    return;
+  }
+  static resp R;
+  uint8_t nonce[32];
+  char n64[64], target[160], pcr0[97], hv[8192];
+  for (size_t i = 0; i < sizeof nonce; i++)
+    nonce[i] = (uint8_t)(i * 7 + 1);
+  b64url(nonce, sizeof nonce, n64);
+  snprintf(target, sizeof target, "/.well-known/shield/attestation?x=1&nonce=%s", n64);
+  CHECK(fetch(r.port, "GET", target, NULL, NULL, 0, &R) == 0 && R.status == 200,
+        "attestation: 200 (%d)", R.status);
+  json_t *doc = body_json(&R);
+  json_t *b = json_object_get(doc, "binding");
+  size_t evlen = 0, klen = 0;
+  uint8_t *ev = unb64(json_string_value(json_object_get(doc, "evidence")), &evlen);
+  uint8_t *k = unb64(json_string_value(json_object_get(b, "cbor")), &klen);
+  /* RFC 8949 §4.2.1: {1: null, 2: null, 3: 1} over plain HTTP */
+  static const uint8_t nulls[] = {0xa3, 0x01, 0xf6, 0x02, 0xf6, 0x03, 0x01};
+  CHECK(k && klen == sizeof nulls && !memcmp(k, nulls, klen), "binding.cbor is deterministic");
+  CHECK(json_is_null(json_object_get(b, "tls_spki_sha256")) &&
+            json_is_null(json_object_get(b, "hpke_key_config")) &&
+            json_integer_value(json_object_get(b, "version")) == 1,
+        "binding fields over plain HTTP");
+  CHECK(!strcmp(json_string_value(json_object_get(doc, "tee_type")), "simulated") &&
+            !strcmp(json_string_value(json_object_get(doc, "nonce")), n64),
+        "tee_type and nonce");
+  CHECK(ev && k && verifies(ev, evlen, nonce, k, klen, pcr0) && pcr0[0] &&
+            !strcmp(pcr0, json_string_value(
+                              json_object_get(json_object_get(doc, "measurements"), "PCR0"))),
+        "the evidence binds D(nonce, binding.cbor) and the measurements are its own");
+  nonce[0] ^= 1;
+  CHECK(ev && k && !verifies(ev, evlen, nonce, k, klen, NULL), "not for another nonce");
+  free(ev);
+  free(k);
+  json_decref(doc);
+  CHECK(hdr(&R, "x-server-attestation", hv, sizeof hv) && strlen(hv) > 100 &&
+            hdr(&R, "x-server-tee-type", hv, sizeof hv) && !strcmp(hv, "simulated"),
+        "the gate's own answer carries the headers");
+
+  CHECK(
+      fetch(r.port, "GET", "/.well-known/shield/attestation?nonce=AAAA", NULL, NULL, 0, &R) == 0 &&
+          is_error(&R, 400, "attestation_invalid", "malformed"),
+      "a nonce that is not 32 bytes: 400 malformed");
+  CHECK(fetch(r.port, "PUT", "/.well-known/shield/health", NULL, "x", 1, &R) == 0 &&
+            R.status == 405 && hdr(&R, "allow", hv, sizeof hv) && !strcmp(hv, "GET, HEAD"),
+        "health: 405 with Allow");
+
+  int before = atomic_load(&inner_requests);
+  CHECK(fetch(r.port, "GET", "/.well-known/shield/nonce", NULL, NULL, 0, &R) == 0 &&
+            R.status == 200 && strstr(R.body, "mode=none;tee=none") &&
+            strstr(R.body, "marker=no") && atomic_load(&inner_requests) == before + 1,
+        "without --attest-types everything else is handed on, with no attestation: %.*s",
+        (int)R.body_len, R.body);
+  CHECK(hdr(&R, "x-server-attestation", hv, sizeof hv) && strlen(hv) > 100 &&
+            hdr(&R, "x-server-tee-type", hv, sizeof hv),
+        "the inner handler's response carries the headers");
+
+  stop(&r);
+
+  /* A cache of a max age of 3 s, expired: a health request is held for the refresh, then
+   * answered from the new evidence (the refresh has ~3 s to finish, a slow machine's margin). */
+  gc.attach_server_attestation = 0;
+  gc.tee_max_age = 3;
+  if (start(&r, &gc, 0) < 0) {
+    CHECK(0, "start the --tee gate (max age 3 s)");
+    return;
+  }
+  struct timespec d = {3, 200000000};
+  nanosleep(&d, NULL);
+  CHECK(
+      fetch(r.port, "GET", "/.well-known/shield/health", NULL, NULL, 0, &R) == 0 && R.status == 200,
+      "health after the cache expired: 200 (%d %.*s)", R.status, (int)R.body_len, R.body);
+  json_t *h = body_json(&R), *t = json_object_get(h, "tee");
+  ev = unb64(json_string_value(json_object_get(t, "evidence")), &evlen);
+  uint8_t zero[32] = {0};
+  CHECK(!strcmp(json_string_value(json_object_get(h, "status")), "ok") &&
+            json_integer_value(json_object_get(t, "age")) < 3 && ev &&
+            verifies(ev, evlen, zero, nulls, sizeof nulls, NULL),
+        "health: ok, fresh, cached evidence bound to n = 32 zero bytes");
+  free(ev);
+  json_decref(h);
+  stop(&r);
+}
+
 static void test_config_refusals(void) {
   sh_gate_config gc;
   sh_error err = {0};
@@ -822,6 +971,11 @@ int main(void) {
     fprintf(stderr, "dev root: %s\n", err);
     return 1;
   }
+  /* the server's own simulated TEE uses the default data directory: this run's */
+  char xdg[300], sub[320];
+  snprintf(xdg, sizeof xdg, "%s/data", g_dir);
+  snprintf(sub, sizeof sub, "%s/shield", xdg);
+  setenv("XDG_DATA_HOME", xdg, 1);
   test_config_refusals();
 
   sh_gate_config gc;
@@ -840,14 +994,20 @@ int main(void) {
   test_caps();
   test_aborted_upload();
   test_two_gates();
+  test_tee_refusals();
+  test_server_tee();
   CHECK(atomic_load(&inner_releases) == atomic_load(&inner_requests),
         "every request the app saw was released (%d of %d)", atomic_load(&inner_releases),
         atomic_load(&inner_requests));
 
   free(g_root);
-  char path[300];
+  char path[400];
   snprintf(path, sizeof path, "%s/simulated-root.pem", g_dir);
   unlink(path);
+  snprintf(path, sizeof path, "%s/simulated-root.pem", sub);
+  unlink(path);
+  rmdir(sub);
+  rmdir(xdg);
   rmdir(g_dir);
   sh_log_flush();
   return test_summary();

@@ -1049,6 +1049,75 @@ static void test_header_flags(void) {
   stop(&r);
 }
 
+/* sh_server_set_response_headers: a wrapping handler sets them in on_start and on a request
+ * (the I/O thread), in front of the hello handler. */
+static int path_is(const sh_request *req, const char *p);
+static int hook_rc_start = -99, hook_rc_bad = -99;
+
+static void hook_set(sh_server *srv, const char *value) {
+  sh_error err;
+  sh_header h[2] = {{{"X-Server-Proof", 14}, {value, value ? strlen(value) : 0}},
+                    {{"X-Server-Kind", 13}, {"test", 4}}};
+  hook_rc_start = sh_server_set_response_headers(srv, value ? h : NULL, value ? 2 : 0, &err);
+}
+
+static sh_server *hook_srv;
+
+static void hook_on_start(sh_handler *h, sh_server *srv) {
+  (void)h;
+  hook_srv = srv;
+  sh_error err;
+  sh_header bad = {{"X-Bad", 5}, {"a\r\nInjected: 1", 14}};
+  hook_rc_bad = sh_server_set_response_headers(srv, &bad, 1, &err);
+  hook_set(srv, "first");
+}
+
+static void hook_on_request(sh_handler *h, sh_request *req) {
+  (void)h;
+  sh_handler *hello = sh_hello_handler();
+  if (path_is(req, "/replace")) hook_set(hook_srv, "second");
+  if (path_is(req, "/clear")) hook_set(hook_srv, NULL);
+  hello->on_request(hello, req);
+}
+
+static sh_handler hook_handler = {.on_start = hook_on_start, .on_request = hook_on_request};
+
+static void test_response_hook(void) {
+  sh_config cfg;
+  base_cfg(&cfg);
+  cfg.extra_headers[0] = "X-Flag: 1";
+  cfg.num_extra_headers = 1;
+  running r;
+  if (start(&r, &cfg, &hook_handler) < 0) {
+    CHECK(0, "start hook server");
+    return;
+  }
+  CHECK(roundtrip(r.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200,
+        "hook: hello");
+  CHECK(hook_rc_bad == SH_EHEADER, "hook: a value with CR LF is refused (%d)", hook_rc_bad);
+  CHECK(hook_rc_start == 0 && count_lines(R.head, "x-server-proof") == 1 &&
+            !strcmp(hdr(&R, "x-server-proof"), "first") &&
+            !strcmp(hdr(&R, "x-server-kind"), "test") && count_lines(R.head, "x-flag") == 1 &&
+            count_lines(R.head, "injected") == 0,
+        "hook: set in on_start, on the response with the --header lines: %s", R.head);
+  sh_error err;
+  sh_header h = {{"X-Other", 7}, {"thread", 6}};
+  CHECK(sh_server_set_response_headers(r.srv, &h, 1, &err) == SH_EINVAL,
+        "hook: refused off the I/O thread while running");
+  CHECK(roundtrip(r.port, "GET /replace HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 &&
+            !strcmp(hdr(&R, "x-server-proof"), "second") &&
+            count_lines(R.head, "x-server-proof") == 1 && count_lines(R.head, "x-other") == 0,
+        "hook: replaced on the I/O thread, the response that replaced them has the new set: %s",
+        R.head);
+  CHECK(roundtrip(r.port, "GARBAGE\r\n\r\n", &R) == 0 && R.status == 400 &&
+            !strcmp(hdr(&R, "x-server-proof"), "second"),
+        "hook: on the server's own error responses too: %s", R.head);
+  CHECK(roundtrip(r.port, "GET /clear HTTP/1.1\r\nHost: x\r\n\r\n", &R) == 0 && R.status == 200 &&
+            count_lines(R.head, "x-server-proof") == 0 && count_lines(R.head, "x-flag") == 1,
+        "hook: n = 0 removes them: %s", R.head);
+  stop(&r);
+}
+
 static void test_limits(void) {
   sh_config cfg;
   base_cfg(&cfg);
@@ -1733,6 +1802,7 @@ int main(void) {
   test_uds();
   test_inline();
   test_header_flags();
+  test_response_hook();
 
   sh_log_flush();
   fprintf(stderr, "(%.1fs)\n", now_s() - t0);
