@@ -389,3 +389,16 @@ def test_usage_errors(args, words):
     assert p.returncode == 2, (p.returncode, p.stderr)
     for w in words:
         assert w in p.stderr, p.stderr
+
+
+def test_absent_tee_stops_the_start_up():
+    """--tee nitro on a machine without /dev/nsm: the key is never made, exit 1 naming it."""
+    p = subprocess.run(
+        [str(shield_bin()), FASTAPI, "--tls-attested", "--tee", "nitro", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(30),
+        env={**env(), "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "--tls-attested" in p.stderr and "/dev/nsm" in p.stderr, p.stderr
