@@ -4,7 +4,8 @@
  * Before forking it opens the listening socket once (listen_sock.c: every worker inherits the
  * same accept queue, so a worker that restarts never drops a queued connection), maps the
  * shared state table (shmtable.c) and the metrics region (metrics.c), loads or generates
- * the state secret, and prepares TLS (sh_tls_prepare: ticket keys every worker shares).  Then it
+ * the state secret, and prepares TLS (sh_tls_prepare: ticket keys every worker shares; with TLS
+ * from memory, the first certificate, see tls_issue).  Then it
  * forks --workers children; each calls worker_main (pyshim: start the interpreter, serve) with the
  * inherited fd.
  *

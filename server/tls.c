@@ -34,6 +34,13 @@
  * debug level: scanners would otherwise flood the log).  A handshake that stalls is cut by the
  * header timeout (conn.c: nothing parsed yet, so the connection is just closed).
  *
+ * Certificates from memory (sh_config.ssl_key/ssl_issue; the gate's --tls-attested): the key
+ * is an EVP_PKEY made before the fork and the certificate PEM bytes; no file is read.  Under
+ * the supervisor each certificate it issues is published in a shared-memory slot with a
+ * generation number; a worker compares generations when it accepts a connection (one atomic
+ * load) and builds the new context from the slot before that handshake.  Swapping srv->tls
+ * is the reload's swap: contexts are refcounted, so open connections keep theirs.
+ *
  * Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): it is a CPU-exhaustion vector and
  * HTTP/1.1 servers have no use for it.
  */
