@@ -367,8 +367,8 @@ sh_tls_ctx *sh_tls_ctx_new_mem(const sh_config *cfg, const char *pem, size_t pem
     SH_ERR(err, SH_EINVAL, "TLS from memory needs its key (sh_config.ssl_key)");
     return NULL;
   }
-  if (pem_len > INT_MAX) {
-    SH_ERR(err, SH_EINVAL, "the certificate is too large (%zu bytes)", pem_len);
+  if (!pem || pem_len == 0 || pem_len > INT_MAX) {
+    SH_ERR(err, SH_EINVAL, "no certificate, or one too large (%zu bytes)", pem_len);
     return NULL;
   }
   if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0)
@@ -377,7 +377,11 @@ sh_tls_ctx *sh_tls_ctx_new_mem(const sh_config *cfg, const char *pem, size_t pem
   if (!t) return NULL;
   X509 *x = NULL;
   BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
-  if (!bio || ctx_setup(t->ctx, cfg, err) < 0) goto fail;
+  if (!bio) {
+    SH_ERR(err, SH_ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (ctx_setup(t->ctx, cfg, err) < 0) goto fail;
   /* Leaf first, then its chain (what SSL_CTX_use_certificate_chain_file does for a file). */
   x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
   if (!x || SSL_CTX_use_certificate(t->ctx, x) != 1) {

@@ -162,6 +162,8 @@ static void test_memory_tls(void) {
   free(bad);
   CHECK(sh_server_set_tls_cert(r.srv, "junk", 4, &err) == SH_EINVAL, "junk refused: %s",
         err.message);
+  CHECK(sh_server_set_tls_cert(r.srv, NULL, 0, &err) == SH_EINVAL, "nothing refused: %s",
+        err.message);
   CHECK(sh_server_reload_tls(r.srv, &err) == SH_EINVAL && strstr(err.message, "memory"),
         "nothing to reload: %s", err.message);
 
