@@ -581,6 +581,17 @@ class _Checker:
                 "is it running with --tls-attested?",
             )
         declared, evidence, cbor, _issued_at = found
+        # the handshake checked no dates (no CA in this mode): the certificate's own validity
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        now = self.clock()
+        if now > cert.not_valid_after_utc.timestamp():
+            raise ServerAttestationError("expired", "the server's attested certificate expired")
+        if now < cert.not_valid_before_utc.timestamp():
+            raise ServerAttestationError(
+                "not_yet_valid", "the server's attested certificate is not valid yet"
+            )
         try:
             spki_sha, hpke = decode_binding(cbor)
         except ValueError as e:

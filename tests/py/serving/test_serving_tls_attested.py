@@ -330,6 +330,22 @@ def test_client_refuses_evidence_its_policy_rejects(fresh_server):
             assert rec.sent == [], kw  # nothing sent
 
 
+def test_client_refuses_an_expired_certificate(fresh_server):
+    """The client's clock past notAfter (ttl 60 + 300 s margin) while the evidence inside,
+    valid 3 hours, still verifies: the certificate's own dates are checked."""
+    from shield_asgi.client import ServerAttestationError
+
+    srv = fresh_server(FASTAPI, *attested_args("--tls-attested-ttl", "60"), env=env())
+    with attested_client(srv, clock=lambda: time.time() + 60 + 300 + 120) as c:
+        with pytest.raises(ServerAttestationError) as e:
+            c.get("/")
+        assert e.value.reason == "expired", e.value
+    with attested_client(srv, clock=lambda: time.time() - 3600) as c:
+        with pytest.raises(ServerAttestationError) as e:
+            c.get("/")
+        assert e.value.reason == "not_yet_valid", e.value
+
+
 def _native_root(data_dir: str) -> bytes:
     from shield_asgi import _native
 
