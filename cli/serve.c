@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "gate.h"
 #include "opts.h"
@@ -53,10 +54,25 @@ int sh_cli__serve(int argc, char **argv) {
     return sh_cli__usage_error(&cmd, &err);
   }
   sh_log_set_level(cfg.log_level);
+  /* --tls-attested: the key is generated here, in the process that forks the workers, so
+   * that all of them serve it (inherited memory, never a file); the supervisor issues the
+   * certificates (sh_config.ssl_issue, set by the parser) and re-issues them. */
+  sh_gate_attested_tls *atls = NULL;
+  if (gcfg.tls_attested) {
+    if (sh_gate_attested_tls_new(&gcfg, (int64_t)time(NULL), &atls, &err) < 0) {
+      fprintf(stderr, "shield: %s\n", err.message);
+      return 1;
+    }
+    cfg.ssl_key = sh_gate_attested_tls_key(atls);
+    cfg.ssl_issue_arg = atls;
+  }
   /* Serving runs go through the supervisor (server/supervisor.c), even with one worker: it
    * gives crash restarts, SIGHUP rolling restarts and shared state at the cost of one fork.
-   * The native hello with one worker stays single-process (the C ceiling, benchmarked). */
-  if (cfg.native_hello && cfg.workers == 1 && !cfg.reload) return serve_native_hello(&cfg);
+   * The native hello with one worker stays single-process (the C ceiling, benchmarked),
+   * unless a certificate must be re-issued (the supervisor's job). */
+  if (cfg.native_hello && cfg.workers == 1 && !cfg.reload && !atls) return serve_native_hello(&cfg);
   worker_args wa = {argc, argv, &gcfg};
-  return sh_supervisor_run(&cfg, cfg.native_hello ? hello_worker : python_worker, &wa);
+  rc = sh_supervisor_run(&cfg, cfg.native_hello ? hello_worker : python_worker, &wa);
+  sh_gate_attested_tls_free(atls);
+  return rc;
 }

@@ -443,8 +443,8 @@ const sh_cli_opt sh_cli__serve_opts[] = {
      .help = "TLS key made in the TEE, self-signed certificate carrying\nits evidence",
      .kind = SH_CLI_SET, .ival = 1, GATE(tls_attested)},
     {"--tls-attested-ttl", .metavar = "S",
-     .help = "re-issue the attested certificate every S seconds (3600)", .kind = SH_CLI_STR,
-     .flags = SH_CLI_ONCE, GATE(tls_attested_ttl)},
+     .help = "re-issue the attested certificate every S seconds\n(default 3600, at most 10500)",
+     .kind = SH_CLI_STR, .flags = SH_CLI_ONCE, GATE(tls_attested_ttl)},
 
     SECTION("Other:"),
     {"--help", .alias = "-h", .help = "show this message and exit", .kind = SH_CLI_HELP},
@@ -507,6 +507,30 @@ static int check_gate(sh_config *cfg, sh_gate_config *gc, sh_error *err) {
   return 0;
 }
 
+/* --tls-attested (gate.h): the gate's certificate served by the server from memory.  Run
+ * before sh_config_check, which then knows that TLS is on (ssl_issue) for the other --ssl-*
+ * flags (--ssl-ca-certs for mutual TLS, --ssl-ciphers, --ssl-min-version still apply).  The
+ * key and the provider are made in serve.c (ssl_key, ssl_issue_arg), not while parsing. */
+static int check_tls_attested(sh_config *cfg, sh_gate_config *gc, sh_error *err) {
+  if (!gc->tls_attested) {
+    if (gc->tls_attested_ttl) return sh_cli__fail(err, "--tls-attested-ttl needs --tls-attested");
+    return 0;
+  }
+  if (cfg->ssl_certfile || cfg->ssl_keyfile || cfg->ssl_keyfile_password)
+    return sh_cli__fail(err,
+                        "--tls-attested makes its own key and certificate inside the TEE: drop "
+                        "--ssl-certfile/--ssl-keyfile/--ssl-keyfile-password, or --tls-attested");
+  if (!gc->tee)
+    return sh_cli__fail(err,
+                        "--tls-attested needs --tee (the TEE whose evidence the certificate "
+                        "carries; --tee simulated for development)");
+  int64_t ttl;
+  if (sh_gate_attested_tls_ttl(gc, &ttl, err) < 0) return SH_EINVAL;
+  cfg->ssl_issue = sh_gate_attested_tls_issue;
+  cfg->ssl_reissue_every = (double)ttl;
+  return 0;
+}
+
 int sh_cli__serve_parse(sh_config *cfg, sh_gate_config *gc, int argc, char **argv, FILE *out,
                         sh_error *err) {
   sh_config_init(cfg);
@@ -516,6 +540,7 @@ int sh_cli__serve_parse(sh_config *cfg, sh_gate_config *gc, int argc, char **arg
   sh_cli__serve_cmd(&cmd, targets);
   int rc = sh_cli__parse(&cmd, argc, argv, out, err);
   if (rc != 0) return rc;
+  if (check_tls_attested(cfg, gc, err) < 0) return SH_EINVAL;
   if (sh_config_check(cfg, err) < 0) return SH_EINVAL;
   if (check_gate(cfg, gc, err) < 0) return SH_EINVAL;
   if (!cfg->app && !cfg->native_hello)

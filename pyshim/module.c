@@ -235,7 +235,8 @@ static PyObject *mod_init(void) {
   if (m == NULL) return NULL;
   *(sh_bridge **)PyModule_GetState(m) = b;
   if (sh_pyshim__str_init() < 0) goto fail;
-  if (PyModule_AddIntConstant(m, "TLS", b->cfg->ssl_certfile != NULL) < 0) goto fail;
+  int tls = b->cfg->ssl_certfile != NULL || b->cfg->ssl_issue != NULL; /* files or memory */
+  if (PyModule_AddIntConstant(m, "TLS", tls) < 0) goto fail;
   if (sh_pyshim__request_init(&b->asgi, m) < 0) goto fail;
   if (sh_pyshim__scope_init(&b->scope, b->cfg, sh_server_port(b->srv)) < 0) goto fail;
   return m;

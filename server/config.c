@@ -116,8 +116,10 @@ static int check_serving_flags(sh_config *cfg, sh_error *err) {
 
 /* After the whole command line: TLS flags that only make sense together. */
 static int check_ssl_flags(const sh_config *cfg, sh_error *err) {
-  if (!cfg->ssl_certfile && (cfg->ssl_keyfile || cfg->ssl_ca_certs || cfg->ssl_cert_reqs ||
-                             cfg->ssl_keyfile_password || cfg->ssl_ciphers)) {
+  /* (TLS from memory, ssl_issue, takes the CA and cipher flags; it has no key file) */
+  int tls = cfg->ssl_certfile || cfg->ssl_issue;
+  if ((!cfg->ssl_certfile && (cfg->ssl_keyfile || cfg->ssl_keyfile_password)) ||
+      (!tls && (cfg->ssl_ca_certs || cfg->ssl_cert_reqs || cfg->ssl_ciphers))) {
     SH_ERR(err, SH_EINVAL, "the --ssl-* options need --ssl-certfile (the server certificate)");
     return SH_EINVAL;
   }

@@ -179,10 +179,10 @@ int sh_server_new(const sh_config *cfg, sh_handler *handler, sh_server **out, sh
 
   rc = sh_worker_setup(srv, err);
   if (rc < 0) goto fail;
-  if (cfg->ssl_certfile) { /* TLS: bad files fail here, before anything is served */
+  if (sh_tls_on(cfg)) { /* TLS: bad files fail here, before anything is served */
     rc = sh_tls_prepare(cfg, err);
     if (rc < 0) goto fail;
-    srv->tls = sh_tls_ctx_new(cfg, err);
+    srv->tls = sh_tls_ctx_first(srv, err);
     if (!srv->tls) {
       rc = err ? err->code : SH_EINVAL;
       goto fail;

@@ -310,6 +310,7 @@ struct sh_server {
   /* TLS (tls.c): the context for new connections, and one queued by a reload */
   struct sh_tls_ctx *tls;
   _Atomic(struct sh_tls_ctx *) tls_pending;
+  uint64_t tls_gen; /* TLS from memory: the slot generation served (sh_tls_slot_check) */
 
   /* production serving (proxy.c, metrics.c, supervisor.c) */
   struct sh_proxy_list *proxy; /* --forwarded-allow-ips, NULL when proxy headers are off */

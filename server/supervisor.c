@@ -4,7 +4,8 @@
  * Before forking it opens the listening socket once (listen_sock.c: every worker inherits the
  * same accept queue, so a worker that restarts never drops a queued connection), maps the
  * shared state table (shmtable.c) and the metrics region (metrics.c), loads or generates
- * the state secret, and prepares TLS (sh_tls_prepare: ticket keys every worker shares).  Then it
+ * the state secret, and prepares TLS (sh_tls_prepare: ticket keys every worker shares; with TLS
+ * from memory, the first certificate, see tls_issue).  Then it
  * forks --workers children; each calls worker_main (pyshim: start the interpreter, serve) with the
  * inherited fd.
  *
@@ -104,6 +105,8 @@ static struct {
   unsigned char *secret;
   size_t secret_len;
   sh_shm_table *table;
+  sh_tls_slot *tls_slot; /* TLS from memory: where the certificates issued here go */
+  double tls_issue_at;   /* when to issue the next one (0: never) */
 } S;
 
 static double now_s(void) {
@@ -169,6 +172,55 @@ static int load_secret(const sh_config *cfg, sh_error *err) {
   }
   S.secret_len = 32;
   return 0;
+}
+
+/* ---- TLS from memory: the certificate, issued here ----
+ *
+ * When the certificate is made at run time (cfg->ssl_issue: the gate's attested TLS, whose
+ * certificate carries TEE evidence that must be renewed before it or the certificate
+ * expires), the supervisor is the one issuer and the workers only serve what it published.
+ * Why here and not in each worker:
+ *   - one certificate for all workers: a client pinning it sees the same one on any worker,
+ *     and the TEE produces one piece of evidence per re-issue, not one per worker;
+ *   - the key was generated in this process before the fork (it never touches a file), so
+ *     the supervisor has it, and a worker restarted later finds the current certificate in
+ *     the slot rather than having to make one before it can serve;
+ *   - no I/O thread ever waits on the TEE (a provider call may block: /dev/nsm, the
+ *     Confidential Space socket with its 10 s limit), and no worker needs a thread of its own.
+ * The supervisor calls ssl_issue synchronously in its poll loop: it is single-threaded on
+ * purpose (it forks; a second thread holding an OpenSSL or malloc lock at fork time would
+ * deadlock the child), and what waits meanwhile (reaping, signals, metrics scrapes) tolerates
+ * a delay of a few seconds once per re-issue.  The certificate is public, so shared memory
+ * (sh_tls_slot, mapped before the fork) carries it; workers notice the new generation at
+ * their next accept and build the new SSL_CTX before that handshake, while connections
+ * already open keep the context they began with (nothing is dropped).  A failed re-issue is
+ * logged and retried sooner (a quarter of the interval, at most a minute): the certificate
+ * being served stays valid for a margin past the interval (the issuer's business). */
+static int tls_issue(sh_error *err) {
+  char *pem = NULL;
+  size_t len = 0;
+  int rc = S.cfg->ssl_issue(S.cfg->ssl_issue_arg, &pem, &len, err);
+  if (rc >= 0) rc = sh_tls_slot_put(S.tls_slot, pem, len, err);
+  free(pem);
+  double every = S.cfg->ssl_reissue_every;
+  if (every <= 0)
+    S.tls_issue_at = 0;
+  else if (rc >= 0)
+    S.tls_issue_at = now_s() + every;
+  else
+    S.tls_issue_at = now_s() + (every / 4 < 60 ? every / 4 : 60);
+  return rc < 0 ? rc : 0;
+}
+
+static void tls_reissue(void) {
+  sh_error err = {0};
+  if (tls_issue(&err) < 0)
+    sh_log(SH_LOG_ERROR,
+           "cannot re-issue the TLS certificate: %s (retrying in %.0f s; the "
+           "current one is still served)",
+           err.message, S.tls_issue_at - now_s());
+  else
+    sh_log(SH_LOG_INFO, "TLS certificate re-issued (next in %.0f s)", S.cfg->ssl_reissue_every);
 }
 
 /* ---- workers ---- */
@@ -612,6 +664,7 @@ static void housekeeping(double now) {
       spawn(s, -1);
     }
   }
+  if (S.tls_issue_at && now >= S.tls_issue_at) tls_reissue();
   if (S.reload_at && now >= S.reload_at) {
     S.reload_at = 0;
     for (int i = 0; i < S.nw; i++)
@@ -650,6 +703,12 @@ int sh_supervisor_run(sh_config *cfg, int (*worker_main)(sh_config *, void *), v
   if (S.lfd < 0) goto fail;
   if (sh_shm_table_create(cfg->state_table_size, &S.table, err) < 0) goto fail;
   if (load_secret(cfg, err) < 0) goto fail;
+  /* TLS from memory: the first certificate, before any worker needs it (see tls_issue). */
+  if (cfg->ssl_issue && !cfg->ssl_certfile) {
+    if (sh_tls_slot_create(&S.tls_slot, err) < 0) goto fail;
+    if (tls_issue(err) < 0) goto fail;
+    cfg->ssl_slot = S.tls_slot;
+  }
   /* TLS session-ticket keys: generated once here so a client resumes on any worker. */
   if (sh_tls_prepare(cfg, err) < 0) goto fail;
   /* Counters cost a few atomic adds per response: only when someone can read them. */
@@ -734,6 +793,8 @@ done:
   if (S.ifd >= 0) close(S.ifd);
   if (S.sfd >= 0) close(S.sfd);
   sh_shm_table_free(S.table);
+  if (S.tls_slot) cfg->ssl_slot = NULL;
+  sh_tls_slot_free(S.tls_slot);
   if (S.secret) {
     explicit_bzero(S.secret, SECRET_MAX);
     munmap(S.secret, SECRET_MAX);

@@ -34,10 +34,19 @@
  * debug level: scanners would otherwise flood the log).  A handshake that stalls is cut by the
  * header timeout (conn.c: nothing parsed yet, so the connection is just closed).
  *
+ * Certificates from memory (sh_config.ssl_key/ssl_issue; the gate's --tls-attested): the key
+ * is an EVP_PKEY made before the fork and the certificate PEM bytes; no file is read.  Under
+ * the supervisor each certificate it issues is published in a shared-memory slot with a
+ * generation number; a worker compares generations when it accepts a connection (one atomic
+ * load) and builds the new context from the slot before that handshake.  Swapping srv->tls
+ * is the reload's swap: contexts are refcounted, so open connections keep theirs.
+ *
  * Renegotiation is refused (SSL_OP_NO_RENEGOTIATION): it is a CPU-exhaustion vector and
  * HTTP/1.1 servers have no use for it.
  */
 #include <errno.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +58,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/mman.h>
 
 #include "server_internal.h"
 
@@ -225,28 +235,9 @@ static sh_tls_ctx *ctx_ref(sh_tls_ctx *t) {
   return t;
 }
 
-sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
-  const char *certfile = cfg->ssl_certfile;
-  const char *keyfile = cfg->ssl_keyfile ? cfg->ssl_keyfile : certfile;
-  sh_tls_ctx *t = calloc(1, sizeof *t);
-  BIO *bio = NULL;
-  EVP_PKEY *key = NULL;
-  if (!t) {
-    SH_ERR(err, SH_ENOMEM, "out of memory");
-    return NULL;
-  }
-  atomic_init(&t->refs, 1);
-  ERR_clear_error();
-  if (check_readable("--ssl-certfile", certfile, err) < 0) goto fail;
-  if (check_readable("--ssl-keyfile", keyfile, err) < 0) goto fail;
-  if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0) goto fail;
-
-  t->ctx = SSL_CTX_new(TLS_server_method());
-  if (!t->ctx) {
-    set_err_openssl(err, "SSL_CTX_new", NULL);
-    goto fail;
-  }
-  SSL_CTX *ctx = t->ctx;
+/* What every context shares, whatever its certificate comes from: versions, options,
+ * client certificates, resumption, ALPN.  0, or -1 with err set. */
+static int ctx_setup(SSL_CTX *ctx, const sh_config *cfg, sh_error *err) {
   int minv = cfg->ssl_min_version ? cfg->ssl_min_version : TLS1_2_VERSION;
   SSL_CTX_set_min_proto_version(ctx, minv);
   SSL_CTX_set_options(
@@ -256,8 +247,79 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   if (cfg->ssl_ciphers && SSL_CTX_set_cipher_list(ctx, cfg->ssl_ciphers) != 1) {
     set_err_openssl(err, "--ssl-ciphers", cfg->ssl_ciphers);
-    goto fail;
+    return -1;
   }
+  if (cfg->ssl_ca_certs) {
+    if (SSL_CTX_load_verify_locations(ctx, cfg->ssl_ca_certs, NULL) != 1) {
+      set_err_openssl(err, "cannot load --ssl-ca-certs", cfg->ssl_ca_certs);
+      return -1;
+    }
+    /* Tell clients which CAs we accept (RFC 8446 §4.2.4), so they pick the right cert. */
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->ssl_ca_certs);
+    if (names) SSL_CTX_set_client_CA_list(ctx, names);
+    ERR_clear_error();
+  }
+  if (cfg->ssl_cert_reqs == 1)
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  else if (cfg->ssl_cert_reqs == 2)
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+
+  /* Resumption: tickets (all versions) with the shared keys, plus the TLS 1.2 ID cache.  The
+   * session ID context is required for resuming sessions that carry a verified client cert. */
+  SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"shield", 6);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+  SSL_CTX_sess_set_cache_size(ctx, 20480);
+  SSL_CTX_set_timeout(ctx, 7200);
+  SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+  /* One TLS 1.3 ticket per handshake rather than two: half the ticket crypto per new
+   * connection; clients reuse a ticket or get a new one on the resumed connection. */
+  SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+  return 0;
+}
+
+/* The server certificate, for the ASGI tls extension (PEM) and attestation (DER). */
+static int ctx_keep_leaf(sh_tls_ctx *t, const char *what, sh_error *err) {
+  X509 *leaf = SSL_CTX_get0_certificate(t->ctx);
+  int der_len = leaf ? i2d_X509(leaf, &t->cert_der) : -1;
+  if (der_len <= 0 || !(t->cert_pem = x509_pem(leaf, &t->cert_pem_len))) {
+    set_err_openssl(err, "cannot encode the certificate of", what);
+    return -1;
+  }
+  t->cert_der_len = (size_t)der_len;
+  return 0;
+}
+
+static sh_tls_ctx *ctx_alloc(sh_error *err) {
+  sh_tls_ctx *t = calloc(1, sizeof *t);
+  if (!t) {
+    SH_ERR(err, SH_ENOMEM, "out of memory");
+    return NULL;
+  }
+  atomic_init(&t->refs, 1);
+  ERR_clear_error();
+  t->ctx = SSL_CTX_new(TLS_server_method());
+  if (!t->ctx) {
+    set_err_openssl(err, "SSL_CTX_new", NULL);
+    free(t);
+    return NULL;
+  }
+  return t;
+}
+
+sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
+  const char *certfile = cfg->ssl_certfile;
+  const char *keyfile = cfg->ssl_keyfile ? cfg->ssl_keyfile : certfile;
+  BIO *bio = NULL;
+  EVP_PKEY *key = NULL;
+  if (check_readable("--ssl-certfile", certfile, err) < 0) return NULL;
+  if (check_readable("--ssl-keyfile", keyfile, err) < 0) return NULL;
+  if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0)
+    return NULL;
+  sh_tls_ctx *t = ctx_alloc(err);
+  if (!t) return NULL;
+  SSL_CTX *ctx = t->ctx;
+  if (ctx_setup(ctx, cfg, err) < 0) goto fail;
 
   if (SSL_CTX_use_certificate_chain_file(ctx, certfile) != 1) {
     set_err_openssl(err, "cannot load --ssl-certfile", certfile);
@@ -287,42 +349,7 @@ sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err) {
            keyfile, certfile);
     goto fail;
   }
-
-  if (cfg->ssl_ca_certs) {
-    if (SSL_CTX_load_verify_locations(ctx, cfg->ssl_ca_certs, NULL) != 1) {
-      set_err_openssl(err, "cannot load --ssl-ca-certs", cfg->ssl_ca_certs);
-      goto fail;
-    }
-    /* Tell clients which CAs we accept (RFC 8446 §4.2.4), so they pick the right cert. */
-    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(cfg->ssl_ca_certs);
-    if (names) SSL_CTX_set_client_CA_list(ctx, names);
-    ERR_clear_error();
-  }
-  if (cfg->ssl_cert_reqs == 1)
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-  else if (cfg->ssl_cert_reqs == 2)
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-
-  /* Resumption: tickets (all versions) with the shared keys, plus the TLS 1.2 ID cache.  The
-   * session ID context is required for resuming sessions that carry a verified client cert. */
-  SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"shield", 6);
-  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-  SSL_CTX_sess_set_cache_size(ctx, 20480);
-  SSL_CTX_set_timeout(ctx, 7200);
-  SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
-  /* One TLS 1.3 ticket per handshake rather than two: half the ticket crypto per new
-   * connection; clients reuse a ticket or get a new one on the resumed connection. */
-  SSL_CTX_set_num_tickets(ctx, 1);
-  SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
-
-  /* The server certificate, for the ASGI tls extension (PEM) and attestation (DER). */
-  X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  int der_len = leaf ? i2d_X509(leaf, &t->cert_der) : -1;
-  if (der_len <= 0 || !(t->cert_pem = x509_pem(leaf, &t->cert_pem_len))) {
-    set_err_openssl(err, "cannot encode the certificate of --ssl-certfile", certfile);
-    goto fail;
-  }
-  t->cert_der_len = (size_t)der_len;
+  if (ctx_keep_leaf(t, certfile, err) < 0) goto fail;
   EVP_PKEY_free(key);
   BIO_free(bio);
   return t;
@@ -334,8 +361,184 @@ fail:
   return NULL;
 }
 
+sh_tls_ctx *sh_tls_ctx_new_mem(const sh_config *cfg, const char *pem, size_t pem_len,
+                               sh_error *err) {
+  if (!cfg->ssl_key) {
+    SH_ERR(err, SH_EINVAL, "TLS from memory needs its key (sh_config.ssl_key)");
+    return NULL;
+  }
+  if (!pem || pem_len == 0 || pem_len > INT_MAX) {
+    SH_ERR(err, SH_EINVAL, "no certificate, or one too large (%zu bytes)", pem_len);
+    return NULL;
+  }
+  if (cfg->ssl_ca_certs && check_readable("--ssl-ca-certs", cfg->ssl_ca_certs, err) < 0)
+    return NULL;
+  sh_tls_ctx *t = ctx_alloc(err);
+  if (!t) return NULL;
+  X509 *x = NULL;
+  BIO *bio = BIO_new_mem_buf(pem, (int)pem_len);
+  if (!bio) {
+    SH_ERR(err, SH_ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (ctx_setup(t->ctx, cfg, err) < 0) goto fail;
+  /* Leaf first, then its chain (what SSL_CTX_use_certificate_chain_file does for a file). */
+  x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+  if (!x || SSL_CTX_use_certificate(t->ctx, x) != 1) {
+    set_err_openssl(err, "cannot load the server certificate", "(held in memory)");
+    goto fail;
+  }
+  X509_free(x);
+  while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    if (SSL_CTX_add0_chain_cert(t->ctx, x) != 1) { /* takes x on success only */
+      set_err_openssl(err, "cannot add to the certificate chain", "(held in memory)");
+      goto fail;
+    }
+  }
+  x = NULL;
+  ERR_clear_error(); /* the end of the PEM data */
+  if (SSL_CTX_use_PrivateKey(t->ctx, cfg->ssl_key) != 1 || SSL_CTX_check_private_key(t->ctx) != 1) {
+    ERR_clear_error();
+    SH_ERR(err, SH_EINVAL, "the certificate held in memory is not for the server's key");
+    goto fail;
+  }
+  if (ctx_keep_leaf(t, "the certificate", err) < 0) goto fail;
+  BIO_free(bio);
+  return t;
+fail:
+  X509_free(x);
+  BIO_free(bio);
+  ERR_clear_error();
+  sh_tls_ctx_unref(t);
+  return NULL;
+}
+
+int sh_tls_on(const sh_config *cfg) {
+  return cfg->ssl_certfile != NULL || cfg->ssl_issue != NULL;
+}
+
+/* ---- the certificate slot (TLS from memory under the supervisor) ---- */
+
+struct sh_tls_slot {
+  pthread_mutex_t lock; /* process-shared, robust: guards len and pem */
+  _Atomic uint64_t gen; /* 0: nothing published yet */
+  size_t len;
+  char pem[SH_TLS_SLOT_MAX];
+};
+
+int sh_tls_slot_create(sh_tls_slot **out, sh_error *err) {
+  *out = NULL;
+  sh_tls_slot *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (s == MAP_FAILED) {
+    SH_ERR(err, SH_ESYS, "cannot map the TLS certificate slot: %s", strerror(errno));
+    return SH_ESYS;
+  }
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  int r = pthread_mutex_init(&s->lock, &a);
+  pthread_mutexattr_destroy(&a);
+  if (r != 0) {
+    munmap(s, sizeof *s);
+    SH_ERR(err, SH_ESYS, "cannot initialise the TLS certificate slot: %s", strerror(r));
+    return SH_ESYS;
+  }
+  atomic_init(&s->gen, 0);
+  *out = s;
+  return 0;
+}
+
+/* A holder that died inside the lock only ever held it for a memcpy: the bytes it guards may
+ * be torn, which the generation (bumped after the copy) makes harmless. */
+static void slot_lock(sh_tls_slot *s) {
+  if (pthread_mutex_lock(&s->lock) == EOWNERDEAD) pthread_mutex_consistent(&s->lock);
+}
+
+int sh_tls_slot_put(sh_tls_slot *s, const char *pem, size_t len, sh_error *err) {
+  if (len > SH_TLS_SLOT_MAX) {
+    SH_ERR(err, SH_EINVAL, "the certificate is %zu bytes: at most %d fit the workers' slot", len,
+           SH_TLS_SLOT_MAX);
+    return SH_EINVAL;
+  }
+  slot_lock(s);
+  memcpy(s->pem, pem, len);
+  s->len = len;
+  atomic_fetch_add(&s->gen, 1);
+  pthread_mutex_unlock(&s->lock);
+  return 0;
+}
+
+void sh_tls_slot_free(sh_tls_slot *s) {
+  if (s) munmap(s, sizeof *s);
+}
+
+/* A copy of the slot's certificate and its generation (NULL when out of memory or empty). */
+static char *slot_get(sh_tls_slot *s, size_t *len, uint64_t *gen) {
+  slot_lock(s);
+  char *pem = s->len ? malloc(s->len) : NULL;
+  if (pem) memcpy(pem, s->pem, s->len);
+  *len = s->len;
+  *gen = atomic_load(&s->gen);
+  pthread_mutex_unlock(&s->lock);
+  return pem;
+}
+
+/* The context of the slot's current certificate, and its generation in *gen. */
+static sh_tls_ctx *slot_ctx(const sh_config *cfg, uint64_t *gen, sh_error *err) {
+  size_t len = 0;
+  char *pem = slot_get(cfg->ssl_slot, &len, gen);
+  if (!pem) {
+    SH_ERR(err, len ? SH_ENOMEM : SH_EINVAL,
+           len ? "out of memory" : "no TLS certificate was published to the workers");
+    return NULL;
+  }
+  sh_tls_ctx *t = sh_tls_ctx_new_mem(cfg, pem, len, err);
+  free(pem);
+  return t;
+}
+
+void sh_tls_slot_check(sh_server *srv) {
+  sh_tls_slot *s = srv->cfg.ssl_slot;
+  if (!s || atomic_load_explicit(&s->gen, memory_order_acquire) == srv->tls_gen) return;
+  sh_error err = {0};
+  uint64_t gen = 0;
+  sh_tls_ctx *t = slot_ctx(&srv->cfg, &gen, &err);
+  uint64_t was = srv->tls_gen;
+  srv->tls_gen = gen; /* a bad one is not retried for every connection: the next one is */
+  if (!t) {
+    sh_log(SH_LOG_ERROR,
+           "the new TLS certificate (generation %llu) cannot be served: %s; "
+           "serving the previous one",
+           (unsigned long long)gen, err.message);
+    return;
+  }
+  sh_tls_ctx_unref(srv->tls);
+  srv->tls = t;
+  sh_log(SH_LOG_DEBUG,
+         "TLS certificate re-issued (generation %llu after %llu): new connections "
+         "get it, open ones keep theirs",
+         (unsigned long long)gen, (unsigned long long)was);
+}
+
+/* The context a server starts with: the files, the supervisor's slot, or ssl_issue. */
+sh_tls_ctx *sh_tls_ctx_first(sh_server *srv, sh_error *err) {
+  const sh_config *cfg = &srv->cfg;
+  if (cfg->ssl_certfile) return sh_tls_ctx_new(cfg, err);
+  if (cfg->ssl_slot) return slot_ctx(cfg, &srv->tls_gen, err);
+  char *pem = NULL;
+  size_t len = 0;
+  if (cfg->ssl_issue(cfg->ssl_issue_arg, &pem, &len, err) < 0) {
+    free(pem);
+    return NULL;
+  }
+  sh_tls_ctx *t = sh_tls_ctx_new_mem(cfg, pem, len, err);
+  free(pem);
+  return t;
+}
+
 int sh_tls_prepare(const sh_config *cfg, sh_error *err) {
-  if (!cfg->ssl_certfile) return 0;
+  if (!sh_tls_on(cfg)) return 0;
   if (!T.ready) {
     if (RAND_bytes(T.name, sizeof T.name) != 1 || RAND_bytes(T.aes, sizeof T.aes) != 1 ||
         RAND_bytes(T.hmac, sizeof T.hmac) != 1) {
@@ -344,25 +547,47 @@ int sh_tls_prepare(const sh_config *cfg, sh_error *err) {
     }
     T.ready = 1;
   }
-  /* Fail before serving (and before forking) when a file is bad. */
-  sh_tls_ctx *t = sh_tls_ctx_new(cfg, err);
+  /* Fail before serving (and before forking) when a file is bad, or the certificate the
+   * supervisor published.  (Without either, sh_server_new calls ssl_issue itself.) */
+  if (!cfg->ssl_certfile && !cfg->ssl_slot) return 0;
+  uint64_t gen = 0;
+  sh_tls_ctx *t = cfg->ssl_certfile ? sh_tls_ctx_new(cfg, err) : slot_ctx(cfg, &gen, err);
   if (!t) return err ? err->code : SH_EINVAL;
   sh_tls_ctx_unref(t);
   return 0;
 }
 
-int sh_server_reload_tls(sh_server *srv, sh_error *err) {
-  if (!srv->cfg.ssl_certfile) {
-    SH_ERR(err, SH_EINVAL, "TLS is not enabled (no --ssl-certfile)");
-    return SH_EINVAL;
-  }
-  sh_tls_ctx *t = sh_tls_ctx_new(&srv->cfg, err);
-  if (!t) return err ? err->code : SH_EINVAL;
+/* Hand a new context to the I/O thread (any thread). */
+static void queue_ctx(sh_server *srv, sh_tls_ctx *t) {
   sh_tls_ctx *old = atomic_exchange(&srv->tls_pending, t);
   sh_tls_ctx_unref(old); /* a reload not yet applied: never used by anyone */
   pthread_mutex_lock(&srv->qlock);
   if (!srv->qclosed) uv_async_send(&srv->async);
   pthread_mutex_unlock(&srv->qlock);
+}
+
+int sh_server_reload_tls(sh_server *srv, sh_error *err) {
+  if (srv->cfg.ssl_slot) return 0; /* the next connection picks up what was published */
+  if (!srv->cfg.ssl_certfile) {
+    SH_ERR(err, SH_EINVAL,
+           srv->cfg.ssl_issue ? "the TLS certificate is held in memory: nothing to re-read"
+                              : "TLS is not enabled (no --ssl-certfile)");
+    return SH_EINVAL;
+  }
+  sh_tls_ctx *t = sh_tls_ctx_new(&srv->cfg, err);
+  if (!t) return err ? err->code : SH_EINVAL;
+  queue_ctx(srv, t);
+  return 0;
+}
+
+int sh_server_set_tls_cert(sh_server *srv, const char *pem, size_t pem_len, sh_error *err) {
+  if (!srv->cfg.ssl_issue) {
+    SH_ERR(err, SH_EINVAL, "the server's TLS is not from memory (sh_config.ssl_issue)");
+    return SH_EINVAL;
+  }
+  sh_tls_ctx *t = sh_tls_ctx_new_mem(&srv->cfg, pem, pem_len, err);
+  if (!t) return err ? err->code : SH_EINVAL;
+  queue_ctx(srv, t);
   return 0;
 }
 
@@ -371,7 +596,10 @@ void sh_tls_apply_pending(sh_server *srv) {
   if (!t) return;
   sh_tls_ctx_unref(srv->tls);
   srv->tls = t;
-  sh_log(SH_LOG_INFO, "TLS certificate and key reloaded from %s", srv->cfg.ssl_certfile);
+  if (srv->cfg.ssl_certfile)
+    sh_log(SH_LOG_INFO, "TLS certificate and key reloaded from %s", srv->cfg.ssl_certfile);
+  else
+    sh_log(SH_LOG_INFO, "TLS certificate replaced: new connections get it, open ones keep theirs");
 }
 
 /* ---- the write BIO: OpenSSL appends records to t->out ---- */
@@ -451,6 +679,7 @@ int sh_tls_conn_new(sh_conn *c) {
   BIO_METHOD *m = get_wbio_method();
   sh_tls_conn *t = calloc(1, sizeof *t);
   if (!t || !m) goto fail;
+  sh_tls_slot_check(srv); /* one atomic load, unless the supervisor re-issued */
   t->ssl = SSL_new(srv->tls->ctx);
   t->rbio = BIO_new(BIO_s_mem());
   BIO *wbio = BIO_new(m);

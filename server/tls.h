@@ -27,6 +27,33 @@ typedef struct sh_tls_conn sh_tls_conn;
 
 /* Build a context from cfg (files are read now).  NULL with err filled on failure. */
 sh_tls_ctx *sh_tls_ctx_new(const sh_config *cfg, sh_error *err);
+/* The same from a certificate held in memory (PEM, leaf first) for cfg->ssl_key. */
+sh_tls_ctx *sh_tls_ctx_new_mem(const sh_config *cfg, const char *pem, size_t pem_len,
+                               sh_error *err);
+
+/* The context a new server starts with: the files, the supervisor's slot, or
+ * cfg->ssl_issue called once. */
+sh_tls_ctx *sh_tls_ctx_first(struct sh_server *srv, sh_error *err);
+
+/* Whether cfg serves TLS at all (certificate files, or a certificate from memory). */
+int sh_tls_on(const sh_config *cfg);
+
+/*
+ * The certificate slot (TLS from memory with a supervisor): one page range of shared memory,
+ * mapped by the supervisor before it forks, where it publishes each certificate it issues
+ * (cfg->ssl_issue) with a generation number.  Workers compare the generation with the one
+ * they serve when they accept a connection (one atomic load) and, when it moved, build the
+ * new context from the slot before that connection's handshake.  A process-shared robust
+ * mutex guards the bytes (held for one memcpy on either side).
+ */
+typedef struct sh_tls_slot sh_tls_slot;
+#define SH_TLS_SLOT_MAX (256 * 1024) /* PEM bytes: evidence with its certificates fits */
+int sh_tls_slot_create(sh_tls_slot **out, sh_error *err);
+/* Supervisor: publish a certificate (a new generation).  SH_EINVAL when too large. */
+int sh_tls_slot_put(sh_tls_slot *s, const char *pem, size_t len, sh_error *err);
+void sh_tls_slot_free(sh_tls_slot *s);
+/* Loop thread: serve the slot's certificate when it is newer than the one served. */
+void sh_tls_slot_check(struct sh_server *srv);
 void sh_tls_ctx_unref(sh_tls_ctx *t);
 
 /* Loop thread: install a context queued by sh_server_reload_tls, if any. */

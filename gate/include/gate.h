@@ -173,6 +173,43 @@ typedef struct sh_gate_attestation {
 
 const sh_gate_attestation *sh_gate_request_attestation(const sh_request *req);
 
+/*
+ * Attested TLS (--tls-attested, docs/protocol.md §4; attested_tls.c).  A P-256 key generated
+ * in this process (never written anywhere) and self-signed certificates for it that carry the
+ * TEE's evidence in the non-critical extension SH_GATE_TLS_EVIDENCE_OID, bound with n = 32
+ * zero bytes and k = the §4 binding CBOR of the key's SPKI.  The server serves them from
+ * memory: cli/ puts the key and sh_gate_attested_tls_issue into sh_config (ssl_key,
+ * ssl_issue, ssl_reissue_every = the ttl) and the supervisor re-issues (server.h).
+ *   _ttl     --tls-attested-ttl checked: a whole number of seconds, 1..SH_GATE_TLS_TTL_MAX
+ *            (NULL: 3600); SH_EINVAL naming the flag.
+ *   _new     checks the settings (--tee required), opens the evidence provider (attest.h;
+ *            `now` dates a simulated dev root made on first use) and generates the key.
+ *            Main thread, before workers fork.
+ *   _issue   a new certificate (PEM, *pem malloc'd): fresh evidence, notBefore now, notAfter
+ *            now + ttl + SH_GATE_TLS_MARGIN.  May block on the TEE: never on an I/O thread.
+ *            _issue_at takes the time (tests); _issue has sh_config.ssl_issue's signature.
+ *   _extension  the extension's CBOR (the extnValue's content), for tests and other issuers.
+ * Returns 0, or a negative code with err set (the flag or the TEE named).
+ */
+#define SH_GATE_TLS_EVIDENCE_OID "2.23.133.5.4.9"
+#define SH_GATE_TLS_MARGIN 300    /* seconds a certificate outlives its re-issue */
+#define SH_GATE_TLS_TTL_MAX 10500 /* + margin = 3 h, the life of nitro/simulated evidence */
+typedef struct sh_gate_attested_tls sh_gate_attested_tls;
+int sh_gate_attested_tls_ttl(const sh_gate_config *gc, int64_t *ttl, sh_error *err);
+int sh_gate_attested_tls_new(const sh_gate_config *gc, int64_t now, sh_gate_attested_tls **out,
+                             sh_error *err);
+struct evp_pkey_st *sh_gate_attested_tls_key(const sh_gate_attested_tls *a);
+int64_t sh_gate_attested_tls_every(const sh_gate_attested_tls *a);   /* the ttl, seconds */
+const char *sh_gate_attested_tls_tee(const sh_gate_attested_tls *a); /* "simulated" */
+int sh_gate_attested_tls_issue(void *a, char **pem, size_t *pem_len, sh_error *err);
+int sh_gate_attested_tls_issue_at(sh_gate_attested_tls *a, int64_t now, char **pem, size_t *pem_len,
+                                  sh_error *err);
+int sh_gate_attested_tls_extension(const char *tee_name, const uint8_t *evidence,
+                                   size_t evidence_len, const uint8_t *binding, size_t binding_len,
+                                   int64_t issued_at, uint8_t **out,
+                                   size_t *out_len); /* 0, or -1 out of memory */
+void sh_gate_attested_tls_free(sh_gate_attested_tls *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,6 +40,23 @@ header mode (§1.4 mode 1): a nonce from the server's ``/.well-known/shield/nonc
 bound to it with ``k`` empty, ``X-Attestation-Token``/``-Type``/``-Nonce``.  Session and
 mutual-TLS modes are not built here.
 
+Attested TLS (``attested_tls=True``, for a server run with ``--tls-attested``): the server's
+self-signed certificate carries its evidence (extension ``2.23.133.5.4.9``, docs/protocol.md
+§4) and the client verifies that instead of calling the attestation endpoint.  Every TLS
+handshake with an attested host is checked before a byte of a request is written: the
+certificate's extension is parsed (``certificate_evidence``), its binding must be §4's CBOR of
+*this certificate's* SPKI, and the evidence is verified natively with ``D(n = 32 zero bytes,
+k = binding)`` and the same policy, ``tee_types`` and ``expected_measurements`` as above.  The
+client pins the key: a certificate the server re-issued (same key, new evidence: it does so
+every ``--tls-attested-ttl``) is accepted on a new connection once its own extension verifies;
+a certificate with another key, or whose evidence fails, is refused
+(``ServerAttestationError``).  The CA chain and host name are not checked in this mode (the
+certificate is self-signed; the evidence is the trust) unless ``verify=`` is an
+``ssl.SSLContext`` of the caller's.  The certificate's evidence is not fresh (its nonce is
+zero): for a fresh proof, use the endpoint mode.  ``transport=`` is refused in this mode (the
+handshake check needs the client's own SSL context).  ``attest()`` opens one TLS connection of
+its own to read the certificate before the first request.
+
 ``MutualAttestationClient`` (the Shield library's name) is ``AsyncAttestedClient``, like the
 Shield library's class it is used with ``await``.  httpx is needed (``pip install httpx``), and
 cryptography to read certificates.
@@ -51,6 +68,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -65,12 +83,15 @@ from shield_asgi.integrations.protocol import NONCE_PATH, check_result
 from shield_asgi.integrations.providers import AttestationProvider, canonical_tee_type
 from shield_asgi.server_attestation import (
     EvidenceProvider,
+    _cbor2,
     decode_binding,
     spki_of_certificate,
 )
 
 __all__ = [
     "ATTESTATION_PATH",
+    "ATTESTED_TLS_OID",
+    "certificate_evidence",
     "AttestedClient",
     "AsyncAttestedClient",
     "MutualAttestationClient",
@@ -79,6 +100,9 @@ __all__ = [
 ]
 
 ATTESTATION_PATH = "/.well-known/shield/attestation"
+#: the certificate extension of attested TLS (docs/protocol.md §4; the TCG's CMW OID)
+ATTESTED_TLS_OID = "2.23.133.5.4.9"
+_EVIDENCE_MEDIA_TYPE = "application/vnd.shield.evidence+cbor"
 _ATTESTING = "shield.attesting"  # request extension: the client's own attestation round trip
 
 
@@ -136,14 +160,18 @@ class _HandshakePins:
     written on it.  (The handshake knows the host name, not the port: the per-origin check is
     the response's, ``_Checker.check_pinned``.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, attested: Optional["_AttestedCertificates"] = None) -> None:
         self.by_host: dict[str, set] = {}
+        self.attested = attested  # attested_tls: every handshake verifies the certificate
 
     def add(self, host: str, der: Optional[bytes]) -> None:
         if der is not None:
             self.by_host.setdefault(host, set()).add(der)
 
     def check(self, server_hostname: Optional[str], der: Optional[bytes]) -> None:
+        if self.attested is not None:
+            self.attested.check(server_hostname, der)
+            return
         pins = self.by_host.get((server_hostname or "").lower())
         if pins and der not in pins:
             raise ServerAttestationError(
@@ -182,8 +210,18 @@ def _ssl_context(kw: dict, pins: _HandshakePins) -> None:
     """The client's SSL context (httpx's own construction from verify/cert/trust_env), with the
     handshake check installed; left alone when the caller brings a transport."""
     if "transport" in kw:
+        if pins.attested is not None:
+            raise ValueError(
+                "attested_tls needs the client's own SSL context (it checks each handshake): "
+                "do not pass transport="
+            )
         return
     verify = kw.pop("verify", True)
+    if pins.attested is not None and not isinstance(verify, ssl.SSLContext):
+        ctx = _attested_ssl_context(kw.pop("cert", None))
+        pins.install(ctx)
+        kw["verify"] = ctx
+        return
     if verify is False:
         raise ValueError("AttestedClient needs TLS verification of the server (verify=False)")
     if isinstance(verify, ssl.SSLContext):
@@ -196,6 +234,119 @@ def _ssl_context(kw: dict, pins: _HandshakePins) -> None:
         )
     pins.install(ctx)
     kw["verify"] = ctx
+
+
+# ---- attested TLS (docs/protocol.md §4: the certificate carries the evidence) ----
+
+
+def certificate_evidence(cert: bytes) -> Optional[tuple[str, bytes, bytes, int]]:
+    """The evidence an attested-TLS certificate (DER or PEM) carries in its extension
+    ``2.23.133.5.4.9``: ``(tee_type, evidence, binding_cbor, issued_at)``, or None when it has
+    no such extension.  ValueError when the extension is not §4's CBOR array
+    ``[media type, bstr({1: tee_type, 2: evidence, 3: binding, 4: issued_at})]``."""
+    from cryptography import x509
+
+    if isinstance(cert, str):
+        cert = cert.encode()
+    c = (
+        x509.load_pem_x509_certificate(cert)
+        if cert.lstrip().startswith(b"-----")
+        else x509.load_der_x509_certificate(cert)
+    )
+    try:
+        ext = c.extensions.get_extension_for_oid(x509.ObjectIdentifier(ATTESTED_TLS_OID))
+    except x509.ExtensionNotFound:
+        return None
+    cbor2 = _cbor2()
+    try:
+        outer = cbor2.loads(ext.value.value)  # UnrecognizedExtension: the extnValue's content
+        if not (isinstance(outer, list) and len(outer) == 2 and outer[0] == _EVIDENCE_MEDIA_TYPE):
+            raise ValueError(f"not [{_EVIDENCE_MEDIA_TYPE!r}, bstr]")
+        if not isinstance(outer[1], bytes):
+            raise ValueError("the wrapped evidence is not a byte string")
+        doc = cbor2.loads(outer[1])
+        if not isinstance(doc, dict) or set(doc) != {1, 2, 3, 4}:
+            raise ValueError("the wrapped CBOR is not the map {1, 2, 3, 4}")
+        tee, evidence, binding, issued_at = doc[1], doc[2], doc[3], doc[4]
+        if not (
+            isinstance(tee, str)
+            and isinstance(evidence, bytes)
+            and isinstance(binding, bytes)
+            and isinstance(issued_at, int)
+            and not isinstance(issued_at, bool)
+            and issued_at >= 0
+        ):
+            raise ValueError("a field of the wrapped CBOR has the wrong type")
+    except ValueError as e:
+        raise ValueError(f"the attested-TLS extension {ATTESTED_TLS_OID}: {e}") from None
+    except Exception as e:  # cbor2's own decode errors
+        raise ValueError(
+            f"the attested-TLS extension {ATTESTED_TLS_OID} is not CBOR: {e}"
+        ) from None
+    return tee, evidence, binding, issued_at
+
+
+def _attested_ssl_context(cert) -> ssl.SSLContext:
+    """attested_tls: TLS without CA or host-name checks, since the certificate is self-signed
+    and its evidence (checked at each handshake) is what the client trusts."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    if cert is not None:  # httpx's forms: a path, (certfile, keyfile[, password])
+        ctx.load_cert_chain(*((cert,) if isinstance(cert, (str, bytes)) else cert))
+    return ctx
+
+
+class _AttestedCertificates:
+    """attested_tls: the certificates verified per host name.  The first one verified pins the
+    host's key; a later certificate (the server re-issues) is accepted once its own extension
+    verifies and only with that key.  Called from TLS handshakes, on any thread."""
+
+    KEEP = 8  # verified certificates remembered per host (re-issues in a long session)
+
+    def __init__(self, checker: "_Checker") -> None:
+        self.checker = checker
+        self.lock = threading.Lock()
+        self.by_host: dict[str, tuple[bytes, dict]] = {}  # host -> (spki sha256, {der: att})
+
+    def check(self, server_hostname: Optional[str], der: Optional[bytes]) -> "ServerAttestation":
+        host = (server_hostname or "").lower()
+        if not der:
+            raise ServerAttestationError("binding_mismatch", "the server sent no certificate")
+        with self.lock:
+            entry = self.by_host.get(host)
+            if entry is not None and der in entry[1]:
+                return entry[1][der]
+        att = self.checker.verify_certificate(der)  # outside the lock: native verification
+        with self.lock:
+            entry = self.by_host.setdefault(host, (att.tls_spki_sha256, {}))
+            if not secrets.compare_digest(entry[0], att.tls_spki_sha256):
+                raise ServerAttestationError(
+                    "binding_mismatch",
+                    f"{server_hostname} presented a certificate for another key than the "
+                    "attested one (the certificate changed mid-session; refused before sending)",
+                )
+            certs = entry[1]
+            certs[der] = att
+            while len(certs) > self.KEEP:
+                certs.pop(next(iter(certs)))
+        return att
+
+    def known(self, server_hostname: Optional[str], der: Optional[bytes]) -> bool:
+        with self.lock:
+            entry = self.by_host.get((server_hostname or "").lower())
+            return entry is not None and der in entry[1]
+
+
+def _probe_certificate(ctx: ssl.SSLContext, url: httpx.URL, timeout: Optional[float]) -> bytes:
+    """attested_tls: one TLS handshake with the origin (its check verifies the certificate),
+    so the client attests before its first request; the certificate (DER)."""
+    _, host, port = _origin(url)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        with ctx.wrap_socket(sock, server_hostname=host) as tls:
+            return tls.getpeercert(True)
 
 
 class _Checker:
@@ -217,6 +368,7 @@ class _Checker:
         provider: Optional[EvidenceProvider],
         nonce_path: str,
         clock: Callable[[], float],
+        attested_tls: bool = False,
     ) -> None:
         allowed = None
         if tee_types is not None:
@@ -248,6 +400,7 @@ class _Checker:
         self.provider = provider
         self.nonce_path = nonce_path
         self.clock = clock
+        self.attested_certs = _AttestedCertificates(self) if attested_tls else None
         if policy is not None and self.policy is not None:
             # a policy that does not load fails here, not at the first request
             try:
@@ -378,10 +531,90 @@ class _Checker:
             )
         return ServerAttestation(origin, result, cert, spki_sha, hpke)
 
+    def verify_evidence(self, declared: str, evidence: bytes, nonce: bytes, cbor: bytes):
+        """Native verification of server evidence bound to D(nonce, cbor), then the caller's
+        tee_types and expected measurements; the verified result."""
+        tee = canonical_tee_type(declared)
+        if tee is None:
+            raise ServerAttestationError("unsupported_type", f"unknown TEE type {declared!r}")
+        if tee == "simulated" and not self.trust_simulated:
+            raise ServerAttestationError(
+                "root_untrusted", "the server's evidence is simulated (trust_simulated is off)"
+            )
+        if self.allowed is not None and tee not in self.allowed:
+            raise ServerAttestationError("policy_denied", f"TEE type {tee} is not allowed")
+        kw = self.verifier.verify_kwargs() if self.verifier is not None else {}
+        if tee == "simulated":
+            kw.update(trust_simulated=True, simulated_root=self.simulated_root)
+        result = _native.verify(
+            evidence,
+            tee,
+            at=self.clock(),
+            policy=self.policy,
+            nonce=nonce,
+            public_key=cbor,
+            allow_debug=self.allow_debug,
+            **kw,
+        )
+        if not result.verified:
+            raise ServerAttestationError(
+                result.reason or "malformed", f"server evidence: {result.message or ''}"
+            )
+        try:
+            check_result(result, self.verifier, self.allowed, self.expected)
+        except AttestationError as e:
+            raise ServerAttestationError(e.reason, f"server evidence: {e.message}") from None
+        return result
+
+    def verify_certificate(self, der: bytes) -> ServerAttestation:
+        """attested_tls: the evidence in an attested-TLS certificate (DER), checked as the
+        endpoint's would be, with n = 32 zero bytes and k = the binding of this certificate's
+        own SPKI (docs/protocol.md §4)."""
+        try:
+            found = certificate_evidence(der)
+        except ValueError as e:
+            raise ServerAttestationError("malformed", str(e)) from None
+        if found is None:
+            raise ServerAttestationError(
+                "missing",
+                f"the server's certificate has no attested-TLS extension ({ATTESTED_TLS_OID}): "
+                "is it running with --tls-attested?",
+            )
+        declared, evidence, cbor, _issued_at = found
+        # the handshake checked no dates (no CA in this mode): the certificate's own validity
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        now = self.clock()
+        if now > cert.not_valid_after_utc.timestamp():
+            raise ServerAttestationError("expired", "the server's attested certificate expired")
+        if now < cert.not_valid_before_utc.timestamp():
+            raise ServerAttestationError(
+                "not_yet_valid", "the server's attested certificate is not valid yet"
+            )
+        try:
+            spki_sha, hpke = decode_binding(cbor)
+        except ValueError as e:
+            raise ServerAttestationError("malformed", f"the certificate's binding: {e}") from None
+        got = hashlib.sha256(spki_of_certificate(der)).digest()
+        if spki_sha is None or not secrets.compare_digest(got, spki_sha):
+            raise ServerAttestationError(
+                "binding_mismatch", "the certificate's evidence binds another key than its own"
+            )
+        if self.hpke_key_config is not None and hpke != self.hpke_key_config:
+            raise ServerAttestationError(
+                "binding_mismatch", "the evidence does not bind the expected HPKE key config"
+            )
+        result = self.verify_evidence(declared, evidence, bytes(32), cbor)
+        return ServerAttestation(None, result, der, spki_sha, hpke)
+
     def check_pinned(self, response: httpx.Response, pins: dict) -> None:
         """Every response of an attested session: its origin was attested and its connection
         has the pinned certificate."""
         if response.request.extensions.get(_ATTESTING):
+            return
+        if self.attested_certs is not None:
+            self.check_attested_connection(response, pins)
             return
         pin = pins.get(_origin(response.request.url))
         if pin is None:
@@ -398,6 +631,25 @@ class _Checker:
                 "binding_mismatch",
                 "the server's certificate changed during the session (not the attested one)",
             )
+
+    def check_attested_connection(self, response: httpx.Response, pins: dict) -> None:
+        """attested_tls: the response came over a connection whose certificate was verified
+        for its host (at its handshake), with the origin's pinned key."""
+        url = response.request.url
+        pin = pins.get(_origin(url))
+        cert = _peer_certificate(response)
+        if pin is None or cert is None or not self.attested_certs.known(_host(url), cert):
+            raise ServerAttestationError(
+                "binding_mismatch",
+                f"{url.host}: the response did not come over a verified attested-TLS connection",
+            )
+
+    def attested_pin(self, url: httpx.URL, der: bytes) -> ServerAttestation:
+        """attested_tls: the origin's ServerAttestation from a verified certificate."""
+        att = self.attested_certs.check(_host(url), der)
+        return ServerAttestation(
+            _origin(url), att.result, der, att.tls_spki_sha256, att.hpke_key_config
+        )
 
     def nonce_request(self, client, url: httpx.URL) -> httpx.Request:
         target = url.copy_with(path=self.nonce_path, query=None, fragment=None)
@@ -435,6 +687,7 @@ _CHECKER_KW = (
     "provider",
     "nonce_path",
     "clock",
+    "attested_tls",
 )
 
 
@@ -453,6 +706,7 @@ def _split(kw: dict, base_url) -> tuple[_Checker, dict]:
         "provider": None,
         "nonce_path": NONCE_PATH,
         "clock": time.time,
+        "attested_tls": False,
     }
     for k in _CHECKER_KW:
         if k in kw:
@@ -462,6 +716,8 @@ def _split(kw: dict, base_url) -> tuple[_Checker, dict]:
         url = httpx.URL(str(base_url))
         if url.scheme == "http":
             checker.check_plain_allowed(url)
+            if checker.attested_certs is not None:
+                raise ValueError("attested_tls needs an https:// server")
     return checker, kw
 
 
@@ -471,13 +727,15 @@ class AttestedClient(httpx.Client):
     path; the ``--attest-policy`` format), ``verifier`` (an AttestationProvider whose
     verification inputs, e.g. DCAP collateral, and expectations apply), ``allow_debug``,
     ``trust_simulated`` + ``simulated_root``, ``hpke_key_config``, ``allow_plain``,
-    ``attestation_path``, ``provider`` (own evidence, header mode), ``nonce_path``, ``clock``;
+    ``attestation_path``, ``provider`` (own evidence, header mode), ``nonce_path``, ``clock``,
+    ``attested_tls`` (verify the certificate's evidence instead of the endpoint);
     every other keyword is httpx's."""
 
     def __init__(self, base_url="", **kw) -> None:
         self._checker, kw = _split(kw, base_url)
-        self._handshake = _HandshakePins()
+        self._handshake = _HandshakePins(self._checker.attested_certs)
         _ssl_context(kw, self._handshake)
+        self._ssl = kw.get("verify")
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
@@ -494,6 +752,9 @@ class AttestedClient(httpx.Client):
         url = self.build_request("GET", url if url is not None else "/").url
         with self._lock:
             pin = self._pins.get(_origin(url))
+            if pin is None and self._checker.attested_certs is not None:
+                der = _probe_certificate(self._ssl, url, self.timeout.connect)
+                pin = self._pins[_origin(url)] = self._checker.attested_pin(url, der)
             if pin is None:
                 req, nonce = self._checker.attestation_request(self, url)
                 resp = super().send(req)
@@ -529,8 +790,9 @@ class AsyncAttestedClient(httpx.AsyncClient):
 
     def __init__(self, base_url="", **kw) -> None:
         self._checker, kw = _split(kw, base_url)
-        self._handshake = _HandshakePins()
+        self._handshake = _HandshakePins(self._checker.attested_certs)
         _ssl_context(kw, self._handshake)
+        self._ssl = kw.get("verify")
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
@@ -547,6 +809,12 @@ class AsyncAttestedClient(httpx.AsyncClient):
             self._lock = asyncio.Lock()
         async with self._lock:
             pin = self._pins.get(_origin(url))
+            if pin is None and self._checker.attested_certs is not None:
+                loop = asyncio.get_running_loop()
+                der = await loop.run_in_executor(
+                    None, _probe_certificate, self._ssl, url, self.timeout.connect
+                )
+                pin = self._pins[_origin(url)] = self._checker.attested_pin(url, der)
             if pin is None:
                 req, nonce = self._checker.attestation_request(self, url)
                 resp = await super().send(req)

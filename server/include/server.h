@@ -264,6 +264,23 @@ typedef struct sh_config {
   int ssl_cert_reqs;                /* 0 none (default), 1 optional, 2 required */
   const char *ssl_ciphers;          /* TLS <= 1.2 cipher list (OpenSSL syntax), NULL = default */
   int ssl_min_version;              /* 0x0303 (default, TLS 1.2) or 0x0304 */
+
+  /* TLS from memory instead of files: on when ssl_issue is set (exclusive with
+   * ssl_certfile).  No file ever holds the key: a module that makes its own certificate (the
+   * gate's attested TLS, gate.h) generates ssl_key in the process that forks workers, before
+   * the fork, so every worker serves the same key from inherited memory.  ssl_issue(arg)
+   * returns a new certificate for that key (PEM, leaf first; *pem malloc'd, the callee's
+   * until returned: the caller frees it), or a negative code with err set.  It is called by
+   * the supervisor before any worker starts (a failure stops the start-up) and again every
+   * ssl_reissue_every seconds (0: never); each new certificate is published to the workers
+   * (ssl_slot), which serve it to connections accepted from then on, while connections
+   * already open keep the one they started with.  A server without a supervisor calls
+   * ssl_issue once in sh_server_new; sh_server_set_tls_cert replaces it. */
+  struct evp_pkey_st *ssl_key; /* OpenSSL's EVP_PKEY, borrowed (must outlive the server) */
+  int (*ssl_issue)(void *arg, char **pem, size_t *pem_len, sh_error *err);
+  void *ssl_issue_arg;
+  double ssl_reissue_every;
+  struct sh_tls_slot *ssl_slot; /* set by the supervisor for its workers (not a flag) */
 } sh_config;
 
 void sh_config_init(sh_config *cfg);
@@ -398,7 +415,8 @@ void sh_metrics_observe(int histogram, double seconds);
  * reason).  Idempotent.  CONTRACT: call it in the process that forks workers, before the
  * fork, so every worker encrypts and decrypts tickets with the same keys (a client resumes on
  * any worker).  sh_server_new calls it too, so a single-process server needs nothing more.
- * A no-op returning 0 when cfg has no --ssl-certfile.  Main thread only.
+ * A no-op returning 0 when cfg serves no TLS.  With TLS from memory (ssl_issue) it checks the
+ * certificate published in cfg->ssl_slot, if any.  Main thread only.
  */
 int sh_tls_prepare(const sh_config *cfg, sh_error *err);
 
@@ -407,9 +425,20 @@ int sh_tls_prepare(const sh_config *cfg, sh_error *err);
  * thread (any thread; errors come back here and the old context stays), then handed to the
  * I/O thread, which uses it for connections accepted from then on.  Existing connections keep
  * the context they were made with (refcounted) and are not dropped.  Ticket keys are kept, so
- * sessions resume across a reload.  SH_EINVAL when TLS is off.
+ * sessions resume across a reload.  SH_EINVAL when TLS is off, or from memory without a
+ * supervisor (sh_server_set_tls_cert); with a supervisor, 0 (the next connection picks up
+ * what it published last).
  */
 int sh_server_reload_tls(sh_server *srv, sh_error *err);
+
+/*
+ * Any thread: serve a new certificate (PEM, leaf first) for cfg->ssl_key to connections
+ * accepted from now on, as sh_server_reload_tls does for files (existing connections keep
+ * theirs; not dropped).  The context is built on the calling thread; an error (a certificate
+ * that does not parse, or not for ssl_key) comes back here and the old one stays.  SH_EINVAL
+ * when the server's TLS is not from memory (cfg->ssl_issue).
+ */
+int sh_server_set_tls_cert(sh_server *srv, const char *pem, size_t pem_len, sh_error *err);
 
 /* The built-in C handler that answers every request with 200 "Hello, world!" (13 bytes,
  * text/plain).  It runs on the I/O thread: the native ceiling of the server. */
