@@ -465,6 +465,11 @@ static int run(const char *first, ...) {
   return rc;
 }
 
+/* 48 bytes of hex: a well-formed --pcr value */
+#define HEX96                                                                                  \
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000" \
+  "000000"
+
 static void test_dispatch(void) {
   const char *subs[] = {"verify", "attest", "dev-root"};
   for (size_t k = 0; k < 3; k++) {
@@ -487,8 +492,10 @@ static void test_dispatch(void) {
   run("verify", "--help", NULL);
   for (size_t k = 0; k < sizeof verify_flags / sizeof *verify_flags; k++)
     CHECK(strstr(cout, verify_flags[k]) != NULL, "shield verify --help lists %s", verify_flags[k]);
-  const char *attest_flags[] = {"--tee",      "--nonce", "--public-key", "--out",     "--at",
-                                "--lifetime", "--debug", "--pcr",        "--data-dir"};
+  const char *attest_flags[] = {"--tee",     "--nonce",        "--public-key", "--out",
+                                "--json",    "--gcp-audience", "--gcp-socket", "--device-root",
+                                "--at",      "--lifetime",     "--debug",      "--pcr",
+                                "--data-dir"};
   run("attest", "--help", NULL);
   for (size_t k = 0; k < sizeof attest_flags / sizeof *attest_flags; k++)
     CHECK(strstr(cout, attest_flags[k]) != NULL, "shield attest --help lists %s", attest_flags[k]);
@@ -508,14 +515,20 @@ static void test_dispatch(void) {
   CHECK(run("verify", "--type", "nitro", "--type", "sgx", "x", NULL) == 2 &&
             strstr(cerr, "--type given twice"),
         "verify: --type twice");
-  CHECK(run("attest", "--tee", "nitro", "--nonce", "00", NULL) == 2 &&
-            strstr(cerr, "--tee: 'nitro' is not one of simulated"),
+  CHECK(run("attest", "--tee", "maa", "--nonce", "00", NULL) == 2 &&
+            strstr(cerr, "--tee: 'maa' is not one of nitro"),
         "attest: --tee: %s", cerr);
+  CHECK(run("attest", "--nonce", "00", NULL) == 2 && strstr(cerr, "missing --tee TYPE"),
+        "attest: no --tee: %s", cerr);
+  CHECK(run("attest", "--tee", "nitro", "--debug", NULL) == 2 &&
+            strstr(cerr, "--debug: only --tee simulated takes it"),
+        "attest: a simulated-only option with another TEE: %s", cerr);
+  CHECK(run("attest", "--tee", "sev-snp", "--pcr", "0=" HEX96, NULL) == 2 &&
+            strstr(cerr, "--pcr: only --tee simulated takes it"),
+        "attest: --pcr with another TEE: %s", cerr);
   CHECK(run("attest", "--tee", "simulated", "--nonce", "00", "--lifetime", "5x", NULL) == 2 &&
             strstr(cerr, "--lifetime"),
         "attest: --lifetime junk: %s", cerr);
-  CHECK(run("attest", "--tee", "simulated", NULL) == 2 && strstr(cerr, "missing --nonce"),
-        "attest: no nonce");
   CHECK(run("attest", "--tee", "simulated", "--nonce", "00", "--pcr", "40=00", NULL) == 2 &&
             strstr(cerr, "--pcr"),
         "attest: --pcr");
