@@ -109,6 +109,7 @@ int sh_cli__serve(int argc, char **argv);    /* serve.c: shield [OPTIONS] MODULE
 int sh_cli__verify(int argc, char **argv);   /* verify.c: shield verify */
 int sh_cli__attest(int argc, char **argv);   /* attest.c: shield attest */
 int sh_cli__dev_root(int argc, char **argv); /* attest.c: shield dev-root */
+int sh_cli__attest_server(int argc, char **argv); /* attest_server.c: shield attest-server */
 
 /* The subcommands of `shield` (cli.c), for dispatch and for `shield --help`. */
 extern const sh_cli_sub sh_cli__subs[];

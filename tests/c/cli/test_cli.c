@@ -323,7 +323,8 @@ static void test_serve_flags(void) {
   CHECK(SERVE_BAD("--bogus", "m:a", "--bogus"), "unknown flag");
   CHECK(SERVE_BAD("needs", "m:a", "--port"), "missing value");
   CHECK(SERVE_BAD("MODULE:ATTR", "noattr"), "app without colon: %s", err.message);
-  CHECK(SERVE_BAD("verify, attest, dev-root", "verfy"), "a mistyped command: %s", err.message);
+  CHECK(SERVE_BAD("verify, attest, attest-server, dev-root", "verfy"), "a mistyped command: %s",
+        err.message);
   CHECK(SERVE_BAD("MODULE:ATTR", "m:"), "app without attr");
   CHECK(SERVE_BAD("64-1048576", "m:a", "--max-header-size", "10"), "tiny header limit");
   CHECK(SERVE_BAD("--access-log takes no value", "m:a", "--access-log=yes"), "bool with value");
@@ -471,8 +472,8 @@ static int run(const char *first, ...) {
   "000000"
 
 static void test_dispatch(void) {
-  const char *subs[] = {"verify", "attest", "dev-root"};
-  for (size_t k = 0; k < 3; k++) {
+  const char *subs[] = {"verify", "attest", "attest-server", "dev-root"};
+  for (size_t k = 0; k < sizeof subs / sizeof *subs; k++) {
     char want[64];
     snprintf(want, sizeof want, "Usage: shield %s", subs[k]);
     CHECK(run(subs[k], "--help", NULL) == 0 && strstr(cout, want) && !*cerr,
