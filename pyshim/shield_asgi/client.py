@@ -464,7 +464,7 @@ class _Checker:
             raise AttestationError("malformed", f"{self.nonce_path}: no nonce in the answer")
         ev = self.provider.generate(nonce, b"", at=self.clock())
         return {
-            "X-Attestation-Token": _b64url(ev),
+            "X-Attestation-Token": _evidence_text(self.provider.tee_type, ev),
             "X-Attestation-Type": self.provider.tee_type,
             "X-Attestation-Nonce": _b64url(nonce),
         }
@@ -494,6 +494,20 @@ class _Connection:
     def __init__(self, stream, renew_at: float) -> None:
         self.stream = stream
         self.renew_at = renew_at
+
+
+#: evidence types that are JWTs: sent as the token's text, never re-encoded (§1.4, §1.5)
+_JWT_TYPES = ("maa", "gcp")
+
+
+def _evidence_text(tee_type: str, ev) -> str:
+    """Evidence as the protocol's JSON and headers carry it: a JWT as it is, binary evidence
+    base64url."""
+    if isinstance(ev, str):
+        return ev
+    if canonical_tee_type(tee_type) in _JWT_TYPES:
+        return bytes(ev).decode("ascii")
+    return _b64url(ev)
 
 
 def _spki(public_key) -> bytes:
@@ -650,8 +664,7 @@ class _Own:
                 "malformed", f"{c.nonce_path}: no nonce in the answer"
             ) from None
         ev = c.provider.generate(nonce, self.spki, at=c.clock())
-        # §1.5: JWT types as they are, binary evidence base64url
-        return nonce, ev if isinstance(ev, str) else _b64url(ev)
+        return nonce, _evidence_text(c.provider.tee_type, ev)
 
     def establish_request(self, client, url: httpx.URL, nonce: bytes, ev: str) -> httpx.Request:
         body = {"type": self.checker.provider.tee_type, "evidence": ev, "nonce": _b64url(nonce)}

@@ -619,3 +619,14 @@ def test_mutual_tls_with_a_certificate_the_server_does_not_trust(fresh_server):
         assert c._own.spki != spki_of_certificate(PKI["client.pem"].read_bytes())
         with pytest.raises(httpx.TransportError, match="unknown ca"):
             c.get("/whoami")
+
+
+def test_own_evidence_encoding():
+    """§1.4/§1.5: a JWT (gcp, maa) goes as its text, binary evidence as base64url — in the
+    header and in the establishment body alike."""
+    from shield_asgi.client import _evidence_text
+
+    assert _evidence_text("gcp", b"eyJh.eyJi.c2ln") == "eyJh.eyJi.c2ln"
+    assert _evidence_text("azure_maa", b"eyJh.eyJi.c2ln") == "eyJh.eyJi.c2ln"
+    assert _evidence_text("simulated", b"\xd2\x84\xff") == "0oT_"
+    assert _evidence_text("nitro", "already text") == "already text"
