@@ -9,7 +9,9 @@
 
 const sh_cli_sub sh_cli__subs[] = {
     {"verify", "verify TEE evidence (shield verify --type TYPE FILE)", sh_cli__verify},
-    {"attest", "write simulated TEE evidence (development)", sh_cli__attest},
+    {"attest", "write this machine's TEE evidence (shield attest --tee TYPE)", sh_cli__attest},
+    {"attest-server", "check and print what a server proves (shield attest-server URL)",
+     sh_cli__attest_server},
     {"dev-root", "print the simulated TEE's dev root certificate", sh_cli__dev_root},
 };
 const size_t sh_cli__nsubs = sizeof sh_cli__subs / sizeof *sh_cli__subs;

@@ -105,10 +105,11 @@ void sh_cli__usage(const sh_cli_cmd *cmd, FILE *out);
 int sh_cli__usage_error(const sh_cli_cmd *cmd, const sh_error *err);
 
 /* The commands (each in its own file). */
-int sh_cli__serve(int argc, char **argv);    /* serve.c: shield [OPTIONS] MODULE:ATTR */
-int sh_cli__verify(int argc, char **argv);   /* verify.c: shield verify */
-int sh_cli__attest(int argc, char **argv);   /* attest.c: shield attest */
-int sh_cli__dev_root(int argc, char **argv); /* attest.c: shield dev-root */
+int sh_cli__serve(int argc, char **argv);         /* serve.c: shield [OPTIONS] MODULE:ATTR */
+int sh_cli__verify(int argc, char **argv);        /* verify.c: shield verify */
+int sh_cli__attest(int argc, char **argv);        /* attest.c: shield attest */
+int sh_cli__dev_root(int argc, char **argv);      /* attest.c: shield dev-root */
+int sh_cli__attest_server(int argc, char **argv); /* attest_server.c: shield attest-server */
 
 /* The subcommands of `shield` (cli.c), for dispatch and for `shield --help`. */
 extern const sh_cli_sub sh_cli__subs[];

@@ -460,8 +460,8 @@ static int positional(void *const *targets, const char *arg, sh_error *err) {
   const char *colon = strchr(arg, ':');
   if (!colon)
     return sh_cli__fail(err,
-                        "'%s' is neither a command (verify, attest, dev-root) nor an app: the "
-                        "app is given as MODULE:ATTR (e.g. main:app)",
+                        "'%s' is neither a command (verify, attest, attest-server, dev-root) nor "
+                        "an app: the app is given as MODULE:ATTR (e.g. main:app)",
                         arg);
   if (colon == arg || colon[1] == '\0')
     return sh_cli__fail(err, "the app must be given as MODULE:ATTR (e.g. main:app), got '%s'", arg);

@@ -69,16 +69,13 @@ static int start_python(int argc, char **argv) {
   return 0;
 }
 
-/* Import the embedded bridge.py as module `_shield_bridge` and call its main(); returns the
- * process exit code. */
-static int run_bridge(void) {
+/* The exit status of a call that returned `ret` (NULL: it raised): an int result, 0 for any
+ * other; SystemExit(n) is n and SystemExit("text") prints the text (status 1), as `python`
+ * does; any other exception is printed with its traceback (status 1).  Consumes `ret`. */
+static int exit_status(PyObject *ret) {
   int code = 1;
-  PyObject *bytecode = Py_CompileString(sh_bridge_py, "<shield bridge.py>", Py_file_input);
-  PyObject *mod = bytecode ? PyImport_ExecCodeModule("_shield_bridge", bytecode) : NULL;
-  PyObject *ret = mod ? PyObject_CallMethod(mod, "main", NULL) : NULL;
   if (ret == NULL) {
     if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
-      /* main() raising SystemExit(n) is an ordinary way out. */
       PyObject *type, *exc, *tb;
       PyErr_Fetch(&type, &exc, &tb);
       PyErr_NormalizeException(&type, &exc, &tb);
@@ -97,6 +94,15 @@ static int run_bridge(void) {
     code = PyLong_Check(ret) ? (int)PyLong_AsLong(ret) : 0;
   }
   Py_XDECREF(ret);
+  return code;
+}
+
+/* Import the embedded bridge.py as module `_shield_bridge` and call its main(); returns the
+ * process exit code (main() raising SystemExit(n) is an ordinary way out). */
+static int run_bridge(void) {
+  PyObject *bytecode = Py_CompileString(sh_bridge_py, "<shield bridge.py>", Py_file_input);
+  PyObject *mod = bytecode ? PyImport_ExecCodeModule("_shield_bridge", bytecode) : NULL;
+  int code = exit_status(mod ? PyObject_CallMethod(mod, "main", NULL) : NULL);
   Py_XDECREF(mod);
   Py_XDECREF(bytecode);
   return code;
@@ -145,5 +151,15 @@ int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, 
 #endif
   sh_server_free(srv);
   sh_pyshim__bridge_free(bridge); /* last: the server held its handler until freed */
+  return code;
+}
+
+int sh_pyshim_call(const char *module, const char *function, const char *arg, int argc,
+                   char **argv) {
+  if (start_python(argc, argv) < 0) return 1;
+  PyObject *mod = PyImport_ImportModule(module); /* an ImportError names what is missing */
+  int code = exit_status(mod ? PyObject_CallMethod(mod, function, "s", arg) : NULL);
+  Py_XDECREF(mod);
+  if (Py_FinalizeEx() < 0 && code == 0) code = 120;
   return code;
 }

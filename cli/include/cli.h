@@ -10,8 +10,12 @@
  *                                         gate.h's sh_gate_config)
  *     shield --native-hello [OPTIONS]     serve the C hello handler (no Python)
  *     shield verify --type TYPE FILE ...  verify TEE evidence with attest.h (verify.c)
- *     shield attest --tee simulated ...   simulated evidence; shield dev-root: its root
- *                                         (attest.c, docs/protocol.md §1.7)
+ *     shield attest --tee TYPE ...        this machine's TEE evidence (attest.h's providers);
+ *                                         shield dev-root: the simulated TEE's root (attest.c,
+ *                                         docs/protocol.md §1.7)
+ *     shield attest-server URL ...        what a server proves (docs/protocol.md §4), checked
+ *                                         by the Python package's client SDK in the embedded
+ *                                         interpreter (attest_server.c)
  *   Reading the clock for the commands (the verification time `--at` defaults to now): the
  *   libraries below take every time as an input.
  *

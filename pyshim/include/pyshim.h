@@ -42,4 +42,12 @@ struct sh_gate_config;
  * interpreter exists.  Returns the process exit code. */
 int sh_pyshim_main(sh_config *cfg, const struct sh_gate_config *gate, int argc, char **argv);
 
+/* Run Python code of the venv's packages for a command that needs no server (`shield
+ * attest-server`): start the interpreter as sh_pyshim_main does (the same venv), call
+ * module.function(arg) and finish it.  The function returns the exit status (an int; None is
+ * 0) or raises SystemExit; any other exception is printed with its traceback (exit 1).  Main
+ * thread, no interpreter running.  Returns the exit status. */
+int sh_pyshim_call(const char *module, const char *function, const char *arg, int argc,
+                   char **argv);
+
 #endif /* SHIELD_PYSHIM_H */

@@ -35,10 +35,32 @@ is accepted only with ``trust_simulated=True`` and the development root it must 
 (``simulated_root``, DER).
 
 Mutual attestation: with ``provider=`` (an ``EvidenceProvider``, e.g.
-``SimulatedEvidenceProvider()``), each request also carries the client's own evidence in
-header mode (§1.4 mode 1): a nonce from the server's ``/.well-known/shield/nonce``, evidence
-bound to it with ``k`` empty, ``X-Attestation-Token``/``-Type``/``-Nonce``.  Session and
-mutual-TLS modes are not built here.
+``SimulatedEvidenceProvider()``) the client also proves its own TEE to the server, in one of
+§1.4's three ways, chosen by ``client_attestation=``:
+
+- ``"header"`` (the default): each request carries fresh evidence — a nonce from the server's
+  ``/.well-known/shield/nonce``, evidence bound to it with ``k`` empty,
+  ``X-Attestation-Token``/``-Type``/``-Nonce``.  One extra round trip per request, and anyone
+  who can read the header could race it (no proof of possession).
+- ``"session"``: once per origin, evidence bound to a fresh nonce and ``k`` = the SPKI of
+  ``client_key`` (an X25519, P-256 or RSA ≥ 2048 private key of ``cryptography``; a fresh
+  X25519 key by default) is POSTed to ``/.well-known/shield/attest``; the server seals a
+  32-byte session key to ``k`` (HPKE base mode, info ``shield-session-v1``, empty AAD — opened
+  with ``cryptography``'s HPKE — or RSA-OAEP-256).  Every later request carries
+  ``X-Attestation-Session`` and ``X-Attestation-Proof: t=<ms>, mac=…`` (``t`` strictly
+  increasing) and, with a body, ``Content-Digest: sha-256=:…:`` (RFC 9530).  The session is
+  re-established before it expires, and on a 401 ``session_unknown``/``session_expired``
+  (the request is then sent once more: the server refused it before the app saw it; so is a
+  request refused ``proof_invalid``, which concurrent requests of one session can cause when
+  they overtake each other).  Works behind TLS-terminating proxies.
+- ``"mtls"``: the client's TLS certificate is ``k``: ``client_cert=(certfile, keyfile[,
+  password])``, or a fresh P-256 key and self-signed certificate (which only a server trusting
+  it verifies).  On the connection the client attests over, it POSTs evidence bound to the
+  certificate's SPKI to ``/.well-known/shield/attest``; later requests on that connection are
+  attested by the TLS channel itself.  The connection is the session, so the client keeps one
+  connection (``max_connections=1``): a new connection (the server closed the old one) is
+  attested again before it is used, and a request that a connection replacement sent
+  unattested and the server refused (401 ``missing``) is sent once more after attesting.
 
 Attested TLS (``attested_tls=True``, for a server run with ``--tls-attested``): the server's
 self-signed certificate carries its evidence (extension ``2.23.133.5.4.9``, docs/protocol.md
@@ -65,8 +87,11 @@ cryptography to read certificates.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
+import os
 import secrets
 import socket
 import ssl
@@ -79,7 +104,7 @@ import httpx
 from shield_asgi import _native
 from shield_asgi.attestation import AttestationResult, _b64url, _b64url_decode, policy_text
 from shield_asgi.integrations.errors import AttestationError
-from shield_asgi.integrations.protocol import NONCE_PATH, check_result
+from shield_asgi.integrations.protocol import ATTEST_PATH, NONCE_PATH, check_result
 from shield_asgi.integrations.providers import AttestationProvider, canonical_tee_type
 from shield_asgi.server_attestation import (
     EvidenceProvider,
@@ -94,6 +119,8 @@ __all__ = [
     "certificate_evidence",
     "AttestedClient",
     "AsyncAttestedClient",
+    "ClientAttestationError",
+    "CLIENT_ATTESTATION_MODES",
     "MutualAttestationClient",
     "ServerAttestation",
     "ServerAttestationError",
@@ -104,6 +131,13 @@ ATTESTATION_PATH = "/.well-known/shield/attestation"
 ATTESTED_TLS_OID = "2.23.133.5.4.9"
 _EVIDENCE_MEDIA_TYPE = "application/vnd.shield.evidence+cbor"
 _ATTESTING = "shield.attesting"  # request extension: the client's own attestation round trip
+#: how the client presents its own evidence (docs/protocol.md §1.4 modes 1, 2, 3)
+CLIENT_ATTESTATION_MODES = ("header", "session", "mtls")
+SESSION_INFO = b"shield-session-v1"
+#: re-establish a session this long before the server's expiry (clock drift, a slow request)
+SESSION_MARGIN = 30.0
+#: 401 reasons after which the client re-establishes its session and sends the request again
+_SESSION_GONE = ("session_unknown", "session_expired")
 
 
 class ServerAttestationError(AttestationError):
@@ -114,6 +148,12 @@ class ServerAttestationError(AttestationError):
     def __init__(self, reason: str, message: str = "", retry_after: Optional[int] = None) -> None:
         super().__init__(reason, message)
         self.retry_after = retry_after
+
+
+class ClientAttestationError(AttestationError):
+    """The server did not accept the client's own evidence (session or mutual-TLS
+    establishment): ``reason`` is the server's §3 code (``binding_mismatch``, ``nonce_invalid``,
+    …) or ``malformed`` for an answer the client cannot use."""
 
 
 class ServerAttestation:
@@ -206,25 +246,25 @@ class _HandshakePins:
         ctx._shield_pins = pins  # type: ignore[attr-defined]
 
 
-def _ssl_context(kw: dict, pins: _HandshakePins) -> None:
+def _ssl_context(kw: dict, pins: _HandshakePins, own: Optional["_Own"] = None) -> None:
     """The client's SSL context (httpx's own construction from verify/cert/trust_env), with the
-    handshake check installed; left alone when the caller brings a transport."""
+    handshake check installed (and, in mutual-TLS mode, the client certificate); left alone
+    when the caller brings a transport."""
     if "transport" in kw:
         if pins.attested is not None:
             raise ValueError(
                 "attested_tls needs the client's own SSL context (it checks each handshake): "
                 "do not pass transport="
             )
+        if own is not None and own.mode == "mtls":
+            raise ValueError("client_attestation='mtls' builds its own TLS context: no transport=")
         return
     verify = kw.pop("verify", True)
     if pins.attested is not None and not isinstance(verify, ssl.SSLContext):
         ctx = _attested_ssl_context(kw.pop("cert", None))
-        pins.install(ctx)
-        kw["verify"] = ctx
-        return
-    if verify is False:
+    elif verify is False:
         raise ValueError("AttestedClient needs TLS verification of the server (verify=False)")
-    if isinstance(verify, ssl.SSLContext):
+    elif isinstance(verify, ssl.SSLContext):
         if kw.get("cert") is not None:
             raise ValueError("give the client certificate in your SSLContext, not cert=")
         ctx = verify
@@ -233,6 +273,12 @@ def _ssl_context(kw: dict, pins: _HandshakePins) -> None:
             verify=verify, cert=kw.pop("cert", None), trust_env=kw.get("trust_env", True)
         )
     pins.install(ctx)
+    if own is not None and own.mode == "mtls":
+        if kw.get("http2"):
+            raise ValueError("client_attestation='mtls' needs HTTP/1.1 (http2=False)")
+        own.spki = _load_client_cert(ctx, own.client_cert)
+        # the connection is the session (§1.4 mode 3): one connection, attested before use
+        kw["limits"] = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     kw["verify"] = ctx
 
 
@@ -667,10 +713,322 @@ class _Checker:
             raise AttestationError("malformed", f"{self.nonce_path}: no nonce in the answer")
         ev = self.provider.generate(nonce, b"", at=self.clock())
         return {
-            "X-Attestation-Token": _b64url(ev),
+            "X-Attestation-Token": _evidence_text(self.provider.tee_type, ev),
             "X-Attestation-Type": self.provider.tee_type,
             "X-Attestation-Nonce": _b64url(nonce),
         }
+
+
+# ---- the client's own evidence in session and mutual-TLS mode (docs/protocol.md §1.4) ----
+
+
+class _Session:
+    """An established session (§1.4 mode 2): id, the unsealed key, when to renew, last t."""
+
+    __slots__ = ("id", "key", "renew_at", "last_t", "lock")
+
+    def __init__(self, sid: str, key: bytes, renew_at: float) -> None:
+        self.id = sid
+        self.key = key
+        self.renew_at = renew_at
+        self.last_t = 0
+        self.lock = threading.Lock()  # t is strictly increasing across threads too
+
+
+class _Connection:
+    """A connection attested in mutual-TLS mode (§1.4 mode 3): its network stream."""
+
+    __slots__ = ("stream", "renew_at")
+
+    def __init__(self, stream, renew_at: float) -> None:
+        self.stream = stream
+        self.renew_at = renew_at
+
+
+#: evidence types that are JWTs: sent as the token's text, never re-encoded (§1.4, §1.5)
+_JWT_TYPES = ("maa", "gcp")
+
+
+def _evidence_text(tee_type: str, ev) -> str:
+    """Evidence as the protocol's JSON and headers carry it: a JWT as it is, binary evidence
+    base64url."""
+    if isinstance(ev, str):
+        return ev
+    if canonical_tee_type(tee_type) in _JWT_TYPES:
+        return bytes(ev).decode("ascii")
+    return _b64url(ev)
+
+
+def _spki(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _check_client_key(key):
+    """The session key pair k: the caller's, or a fresh X25519 one.  The types the server can
+    seal to (§1.4: HPKE X25519 or P-256, RSA-OAEP-256 for RSA ≥ 2048 bits)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+
+    if key is None:
+        return x25519.X25519PrivateKey.generate()
+    if isinstance(key, x25519.X25519PrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return key
+    raise TypeError(
+        "client_key must be a cryptography X25519, P-256 or RSA (>= 2048 bits) private key"
+    )
+
+
+def _unseal(key, alg, enc: Optional[bytes], sealed: bytes) -> bytes:
+    """The 32-byte session key sealed to `key` (§1.4 mode 2): HPKE base mode, info
+    ``shield-session-v1``, empty AAD (cryptography's HPKE), or RSA-OAEP with SHA-256 and an
+    empty label.  ClientAttestationError when the answer does not fit the key."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import hpke as _hpke
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
+
+    kem = {
+        "HPKE-X25519-SHA256-AES256GCM": (_hpke.KEM.X25519, x25519.X25519PrivateKey),
+        "HPKE-P256-SHA256-AES256GCM": (_hpke.KEM.P256, ec.EllipticCurvePrivateKey),
+    }.get(alg)
+    try:
+        if kem is not None and isinstance(key, kem[1]) and enc:
+            suite = _hpke.Suite(kem[0], _hpke.KDF.HKDF_SHA256, _hpke.AEAD.AES_256_GCM)
+            # cryptography's single-shot API takes enc ‖ ciphertext (RFC 9180 §6.1)
+            skey = suite.decrypt(enc + sealed, key, info=SESSION_INFO)
+        elif alg == "RSA-OAEP-256" and isinstance(key, rsa.RSAPrivateKey):
+            oaep = padding.OAEP(
+                mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+            )
+            skey = key.decrypt(sealed, oaep)
+        else:
+            raise ClientAttestationError(
+                "malformed", f"the session key is sealed with {alg!r}, which does not fit our key"
+            )
+    except ClientAttestationError:
+        raise
+    except Exception as e:  # cryptography's InvalidTag, ValueError: not sealed to our key
+        raise ClientAttestationError(
+            "malformed", f"cannot unseal the session key ({type(e).__name__})"
+        ) from None
+    if len(skey) != 32:
+        raise ClientAttestationError("malformed", "the session key is not 32 bytes")
+    return skey
+
+
+def _self_signed_cert() -> tuple:
+    """A fresh P-256 key and a self-signed certificate for it (PEM bytes): the mutual-TLS
+    client's default identity when the caller gives none."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shield attested client")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _load_client_cert(ctx: ssl.SSLContext, client_cert) -> bytes:
+    """Loads the mutual-TLS client certificate into `ctx`; returns its SPKI (DER), k."""
+    import tempfile
+
+    if client_cert is None:
+        cert_pem, key_pem = _self_signed_cert()
+        # load_cert_chain reads files only: a private directory, removed at once
+        with tempfile.TemporaryDirectory(prefix="shield-client-") as d:
+            cf, kf = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            with open(cf, "wb") as f:
+                f.write(cert_pem)
+            with open(os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                f.write(key_pem)
+            ctx.load_cert_chain(cf, kf)
+        return spki_of_certificate(cert_pem)
+    if isinstance(client_cert, (str, os.PathLike)):
+        client_cert = (client_cert,)
+    certfile, keyfile, password = (tuple(client_cert) + (None, None))[:3]
+    ctx.load_cert_chain(certfile, keyfile, password)
+    with open(certfile, "rb") as f:
+        return spki_of_certificate(f.read())
+
+
+class _Own:
+    """The I/O-free part of the client's own attestation (shared by the sync and async
+    clients): the requests to build, the answers to check, the session proofs."""
+
+    def __init__(self, checker: "_Checker", mode: str, client_key, client_cert) -> None:
+        if mode not in CLIENT_ATTESTATION_MODES:
+            raise ValueError(
+                f"client_attestation must be one of {', '.join(CLIENT_ATTESTATION_MODES)}"
+            )
+        if mode != "header" and checker.provider is None:
+            raise ValueError(f"client_attestation={mode!r} needs provider= (the own evidence)")
+        if client_key is not None and mode != "session":
+            raise ValueError("client_key is the session-mode key: client_attestation='session'")
+        if client_cert is not None and mode != "mtls":
+            raise ValueError("client_cert is the mutual-TLS certificate: client_attestation='mtls'")
+        self.checker = checker
+        self.mode = mode if checker.provider is not None else None
+        self.key = _check_client_key(client_key) if self.mode == "session" else None
+        self.spki = _spki(self.key.public_key()) if self.key is not None else None
+        self.client_cert = client_cert
+        self.sessions: dict = {}  # origin -> _Session
+        self.connections: dict = {}  # origin -> _Connection
+
+    def evidence(self, response: httpx.Response) -> tuple[bytes, str]:
+        """Evidence bound to the nonce the server issued (`response`) and k (§1.2)."""
+        c = self.checker
+        if response.status_code != 200:
+            raise ClientAttestationError(
+                "nonce_invalid", f"{c.nonce_path} answered {response.status_code}"
+            )
+        try:
+            nonce = _b64url_decode(response.json()["nonce"])
+        except (ValueError, KeyError, TypeError):
+            raise ClientAttestationError(
+                "malformed", f"{c.nonce_path}: no nonce in the answer"
+            ) from None
+        ev = c.provider.generate(nonce, self.spki, at=c.clock())
+        return nonce, _evidence_text(c.provider.tee_type, ev)
+
+    def establish_request(self, client, url: httpx.URL, nonce: bytes, ev: str) -> httpx.Request:
+        body = {"type": self.checker.provider.tee_type, "evidence": ev, "nonce": _b64url(nonce)}
+        if self.mode == "session":
+            body["public_key"] = _b64url(self.spki)  # mTLS: k is the certificate's, not sent
+        target = url.copy_with(path=ATTEST_PATH, query=None, fragment=None)
+        return client.build_request(
+            "POST", target, json=body, headers={"Accept": "application/json"}
+        )
+
+    def _refused(self, response: httpx.Response, body: bytes) -> ClientAttestationError:
+        reason, message = "malformed", f"{ATTEST_PATH} answered {response.status_code}"
+        try:
+            err = json.loads(body)
+            if isinstance(err, dict) and isinstance(err.get("reason"), str):
+                reason, message = err["reason"], f"{message}: {err.get('message') or reason}"
+        except ValueError:
+            pass
+        return ClientAttestationError(reason, message)
+
+    def take_session(self, response: httpx.Response, body: bytes) -> _Session:
+        """The establishment's answer -> the session (the key unsealed)."""
+        if response.status_code != 200:
+            raise self._refused(response, body)
+        try:
+            doc = json.loads(body)
+            sid, ttl, alg = doc["session"], doc["expires_in"], doc["alg"]
+            sealed = _b64url_decode(doc["sealed_key"])
+            enc = _b64url_decode(doc["enc"]) if doc.get("enc") is not None else None
+            if not isinstance(sid, str) or not sid or not isinstance(ttl, int) or ttl <= 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ClientAttestationError(
+                "malformed", f"{ATTEST_PATH}: the answer is not a session (§1.4)"
+            ) from None
+        skey = _unseal(self.key, alg, enc, sealed)
+        return _Session(sid, skey, self.checker.clock() + max(ttl - SESSION_MARGIN, ttl / 2))
+
+    def take_connection(self, response: httpx.Response, body: bytes) -> _Connection:
+        if response.status_code != 200:
+            raise self._refused(response, body)
+        try:
+            doc = json.loads(body)
+            ttl = doc["expires_in"]
+            if doc.get("mode") != "mtls" or not isinstance(ttl, int) or ttl <= 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ClientAttestationError(
+                "malformed",
+                f"{ATTEST_PATH}: the server did not bind our TLS certificate (is it asking for "
+                "client certificates and trusting ours?)",
+            ) from None
+        stream = response.extensions.get("network_stream")
+        if stream is None:
+            raise ClientAttestationError(
+                "malformed", "the transport does not expose its connection (network_stream)"
+            )
+        return _Connection(stream, self.checker.clock() + max(ttl - SESSION_MARGIN, ttl / 2))
+
+    def live_session(self, origin) -> Optional[_Session]:
+        s = self.sessions.get(origin)
+        return s if s is not None and self.checker.clock() < s.renew_at else None
+
+    def live_connection(self, origin) -> Optional[_Connection]:
+        c = self.connections.get(origin)
+        if c is None or self.checker.clock() >= c.renew_at:
+            return None
+        # an idle connection that is readable was closed by the server: the pool will open a
+        # new one, which has to be attested first
+        try:
+            if c.stream.get_extra_info("is_readable"):
+                return None
+        except Exception:  # a closed stream's socket is gone
+            return None
+        return c
+
+    def sign(self, request: httpx.Request, s: _Session) -> None:
+        """§1.4 mode 2: X-Attestation-Session, X-Attestation-Proof and Content-Digest on a
+        request whose body is read (request.content)."""
+        body = request.content
+        digest = ""
+        if body or "transfer-encoding" in request.headers:
+            # RFC 9530: the server checks it as the body streams
+            d = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
+            digest = f"sha-256=:{d}:"
+            request.headers["Content-Digest"] = digest
+        else:
+            request.headers.pop("Content-Digest", None)
+        with s.lock:
+            t = max(s.last_t + 1, int(self.checker.clock() * 1000))
+            s.last_t = t
+        target = request.url.raw_path  # the request-target exactly as httpx writes it
+        msg = b"\x00".join(
+            (
+                b"shield-proof-v1",
+                str(t).encode("ascii"),
+                request.method.encode("ascii"),
+                target,
+                digest.encode("ascii"),
+            )
+        )
+        mac = hmac.new(s.key, msg, hashlib.sha256).digest()
+        request.headers["X-Attestation-Session"] = s.id
+        request.headers["X-Attestation-Proof"] = f"t={t}, mac={_b64url(mac)}"
+
+    @staticmethod
+    def refusal(response: httpx.Response) -> Optional[str]:
+        """The §3 reason of a 401 answer (None for anything else)."""
+        if response.status_code != 401:
+            return None
+        try:
+            doc = json.loads(response.content)
+        except (ValueError, httpx.ResponseNotRead):
+            return None
+        return doc.get("reason") if isinstance(doc, dict) else None
 
 
 _CHECKER_KW = (
@@ -691,7 +1049,7 @@ _CHECKER_KW = (
 )
 
 
-def _split(kw: dict, base_url) -> tuple[_Checker, dict]:
+def _split(kw: dict, base_url) -> tuple[_Checker, "_Own", dict]:
     opts = {
         "tee_types": None,
         "expected_measurements": None,
@@ -712,13 +1070,21 @@ def _split(kw: dict, base_url) -> tuple[_Checker, dict]:
         if k in kw:
             opts[k] = kw.pop(k)
     checker = _Checker(**opts)
+    own = _Own(
+        checker,
+        kw.pop("client_attestation", "header"),
+        kw.pop("client_key", None),
+        kw.pop("client_cert", None),
+    )
     if base_url:
         url = httpx.URL(str(base_url))
         if url.scheme == "http":
             checker.check_plain_allowed(url)
             if checker.attested_certs is not None:
                 raise ValueError("attested_tls needs an https:// server")
-    return checker, kw
+            if own.mode == "mtls":
+                raise ValueError("client_attestation='mtls' needs https")
+    return checker, own, kw
 
 
 class AttestedClient(httpx.Client):
@@ -727,20 +1093,23 @@ class AttestedClient(httpx.Client):
     path; the ``--attest-policy`` format), ``verifier`` (an AttestationProvider whose
     verification inputs, e.g. DCAP collateral, and expectations apply), ``allow_debug``,
     ``trust_simulated`` + ``simulated_root``, ``hpke_key_config``, ``allow_plain``,
-    ``attestation_path``, ``provider`` (own evidence, header mode), ``nonce_path``, ``clock``,
-    ``attested_tls`` (verify the certificate's evidence instead of the endpoint);
-    every other keyword is httpx's."""
+    ``attestation_path``, ``provider`` (own evidence), ``client_attestation`` (``"header"``,
+    ``"session"`` or ``"mtls"``: how the own evidence is presented), ``client_key`` (session
+    mode), ``client_cert`` (mutual-TLS mode), ``nonce_path``, ``clock``, ``attested_tls``
+    (verify the certificate's evidence instead of the endpoint); every other keyword is
+    httpx's."""
 
     def __init__(self, base_url="", **kw) -> None:
-        self._checker, kw = _split(kw, base_url)
+        self._checker, self._own, kw = _split(kw, base_url)
         self._handshake = _HandshakePins(self._checker.attested_certs)
-        _ssl_context(kw, self._handshake)
+        _ssl_context(kw, self._handshake, self._own)
         self._ssl = kw.get("verify")
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
         self._pins: dict = {}
         self._lock = threading.Lock()
+        self._own_lock = threading.Lock()
 
     @property
     def attestations(self) -> dict:
@@ -768,16 +1137,96 @@ class AttestedClient(httpx.Client):
             return pin
 
     def send(self, request: httpx.Request, **kw) -> httpx.Response:
-        if not request.extensions.get(_ATTESTING):
-            self._checker.check_plain_allowed(request.url)
-            self.attest(request.url)
-            if self._checker.provider is not None:
-                nr = super().send(self._checker.nonce_request(self, request.url))
-                try:
-                    nr.read()
-                    request.headers.update(self._checker.own_evidence_headers(nr))
-                finally:
-                    nr.close()
+        if request.extensions.get(_ATTESTING):
+            return super().send(request, **kw)
+        self._checker.check_plain_allowed(request.url)
+        self.attest(request.url)
+        mode = self._own.mode
+        if mode == "session":
+            return self._send_session(request, **kw)
+        if mode == "mtls":
+            return self._send_mtls(request, **kw)
+        if mode == "header":
+            nr = super().send(self._checker.nonce_request(self, request.url))
+            try:
+                nr.read()
+                request.headers.update(self._checker.own_evidence_headers(nr))
+            finally:
+                nr.close()
+        return super().send(request, **kw)
+
+    # ---- session and mutual-TLS mode (docs/protocol.md §1.4 modes 2 and 3)
+
+    def _establish(self, url: httpx.URL):
+        """One establishment: a nonce, evidence bound to it and k, the POST; the _Session or
+        the _Connection it made."""
+        own = self._own
+        nr = super().send(self._checker.nonce_request(self, url))
+        try:
+            nr.read()
+            nonce, ev = own.evidence(nr)
+        finally:
+            nr.close()
+        resp = super().send(own.establish_request(self, url, nonce, ev))
+        try:
+            body = resp.read()
+            if own.mode == "session":
+                return own.take_session(resp, body)
+            return own.take_connection(resp, body)
+        finally:
+            resp.close()
+
+    def _session(self, url: httpx.URL, renew: bool = False) -> _Session:
+        origin = _origin(url)
+        with self._own_lock:
+            s = None if renew else self._own.live_session(origin)
+            if s is None:
+                s = self._own.sessions[origin] = self._establish(url)
+            return s
+
+    def _connection(self, url: httpx.URL, renew: bool = False) -> _Connection:
+        origin = _origin(url)
+        with self._own_lock:
+            c = None if renew else self._own.live_connection(origin)
+            if c is None:
+                c = self._own.connections[origin] = self._establish(url)
+            return c
+
+    def _refused_for(self, response: httpx.Response, reasons) -> Optional[str]:
+        """The reason when `response` is a 401 with one of `reasons` (then closed), else None."""
+        if response.status_code != 401:
+            return None
+        response.read()
+        reason = self._own.refusal(response)
+        if reason in reasons:
+            response.close()
+            return reason
+        return None
+
+    def _send_session(self, request: httpx.Request, **kw) -> httpx.Response:
+        request.read()  # the body's digest, and a body that can be sent twice
+        s = self._session(request.url)
+        self._own.sign(request, s)
+        resp = super().send(request, **kw)
+        reason = self._refused_for(resp, ("proof_invalid",) + _SESSION_GONE)
+        if reason is None:
+            return resp
+        # refused by the server before the app saw it: once more, with a new session if the
+        # old one is gone, or a new proof (a concurrent request overtook this one's t)
+        self._own.sign(request, self._session(request.url, renew=reason in _SESSION_GONE))
+        return super().send(request, **kw)
+
+    def _send_mtls(self, request: httpx.Request, **kw) -> httpx.Response:
+        request.read()
+        c = self._connection(request.url)
+        resp = super().send(request, **kw)
+        if resp.extensions.get("network_stream") is c.stream:
+            return resp
+        # the pool replaced the connection between the attestation and this request: it went
+        # out unattested; if the server refused it for that, attest the new one and resend
+        if self._refused_for(resp, ("missing",)) is None:
+            return resp
+        self._connection(request.url, renew=True)
         return super().send(request, **kw)
 
     def _check_response(self, response: httpx.Response) -> None:
@@ -789,15 +1238,16 @@ class AsyncAttestedClient(httpx.AsyncClient):
     client's own evidence is produced off the event loop."""
 
     def __init__(self, base_url="", **kw) -> None:
-        self._checker, kw = _split(kw, base_url)
+        self._checker, self._own, kw = _split(kw, base_url)
         self._handshake = _HandshakePins(self._checker.attested_certs)
-        _ssl_context(kw, self._handshake)
+        _ssl_context(kw, self._handshake, self._own)
         self._ssl = kw.get("verify")
         hooks = dict(kw.pop("event_hooks", None) or {})
         hooks["response"] = [*hooks.get("response", ()), self._check_response]
         super().__init__(base_url=base_url, event_hooks=hooks, **kw)
         self._pins: dict = {}
         self._lock: Optional[asyncio.Lock] = None
+        self._own_lock: Optional[asyncio.Lock] = None
 
     @property
     def attestations(self) -> dict:
@@ -830,20 +1280,99 @@ class AsyncAttestedClient(httpx.AsyncClient):
             return pin
 
     async def send(self, request: httpx.Request, **kw) -> httpx.Response:
-        if not request.extensions.get(_ATTESTING):
-            self._checker.check_plain_allowed(request.url)
-            await self.attest(request.url)
-            if self._checker.provider is not None:
-                nr = await super().send(self._checker.nonce_request(self, request.url))
-                try:
-                    await nr.aread()
-                    loop = asyncio.get_running_loop()
-                    headers = await loop.run_in_executor(
-                        None, self._checker.own_evidence_headers, nr
-                    )
-                    request.headers.update(headers)
-                finally:
-                    await nr.aclose()
+        if request.extensions.get(_ATTESTING):
+            return await super().send(request, **kw)
+        self._checker.check_plain_allowed(request.url)
+        await self.attest(request.url)
+        mode = self._own.mode
+        if mode == "session":
+            return await self._send_session(request, **kw)
+        if mode == "mtls":
+            return await self._send_mtls(request, **kw)
+        if mode == "header":
+            nr = await super().send(self._checker.nonce_request(self, request.url))
+            try:
+                await nr.aread()
+                loop = asyncio.get_running_loop()
+                headers = await loop.run_in_executor(None, self._checker.own_evidence_headers, nr)
+                request.headers.update(headers)
+            finally:
+                await nr.aclose()
+        return await super().send(request, **kw)
+
+    # ---- session and mutual-TLS mode (docs/protocol.md §1.4 modes 2 and 3)
+
+    async def _establish(self, url: httpx.URL):
+        own = self._own
+        loop = asyncio.get_running_loop()
+        nr = await super().send(self._checker.nonce_request(self, url))
+        try:
+            await nr.aread()
+            # the provider blocks (device I/O, signing): off the event loop
+            nonce, ev = await loop.run_in_executor(None, own.evidence, nr)
+        finally:
+            await nr.aclose()
+        resp = await super().send(own.establish_request(self, url, nonce, ev))
+        try:
+            body = await resp.aread()
+            if own.mode == "session":
+                return await loop.run_in_executor(None, own.take_session, resp, body)
+            return own.take_connection(resp, body)
+        finally:
+            await resp.aclose()
+
+    def _own_locked(self) -> asyncio.Lock:
+        if self._own_lock is None:
+            self._own_lock = asyncio.Lock()
+        return self._own_lock
+
+    async def _session(self, url: httpx.URL, renew: bool = False) -> _Session:
+        origin = _origin(url)
+        async with self._own_locked():
+            s = None if renew else self._own.live_session(origin)
+            if s is None:
+                s = self._own.sessions[origin] = await self._establish(url)
+            return s
+
+    async def _connection(self, url: httpx.URL, renew: bool = False) -> _Connection:
+        origin = _origin(url)
+        async with self._own_locked():
+            c = None if renew else self._own.live_connection(origin)
+            if c is None:
+                c = self._own.connections[origin] = await self._establish(url)
+            return c
+
+    async def _refused_for(self, response: httpx.Response, reasons) -> Optional[str]:
+        if response.status_code != 401:
+            return None
+        await response.aread()
+        reason = self._own.refusal(response)
+        if reason in reasons:
+            await response.aclose()
+            return reason
+        return None
+
+    async def _send_session(self, request: httpx.Request, **kw) -> httpx.Response:
+        await request.aread()
+        s = await self._session(request.url)
+        self._own.sign(request, s)
+        resp = await super().send(request, **kw)
+        reason = await self._refused_for(resp, ("proof_invalid",) + _SESSION_GONE)
+        if reason is None:
+            return resp
+        s = await self._session(request.url, renew=reason in _SESSION_GONE)
+        self._own.sign(request, s)
+        return await super().send(request, **kw)
+
+    async def _send_mtls(self, request: httpx.Request, **kw) -> httpx.Response:
+        await request.aread()
+        c = await self._connection(request.url)
+        resp = await super().send(request, **kw)
+        if resp.extensions.get("network_stream") is c.stream:
+            return resp
+        if await self._refused_for(resp, ("missing",)) is None:
+            return resp
+        await self._connection(request.url, renew=True)
         return await super().send(request, **kw)
 
     async def _check_response(self, response: httpx.Response) -> None:

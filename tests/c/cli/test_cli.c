@@ -323,7 +323,8 @@ static void test_serve_flags(void) {
   CHECK(SERVE_BAD("--bogus", "m:a", "--bogus"), "unknown flag");
   CHECK(SERVE_BAD("needs", "m:a", "--port"), "missing value");
   CHECK(SERVE_BAD("MODULE:ATTR", "noattr"), "app without colon: %s", err.message);
-  CHECK(SERVE_BAD("verify, attest, dev-root", "verfy"), "a mistyped command: %s", err.message);
+  CHECK(SERVE_BAD("verify, attest, attest-server, dev-root", "verfy"), "a mistyped command: %s",
+        err.message);
   CHECK(SERVE_BAD("MODULE:ATTR", "m:"), "app without attr");
   CHECK(SERVE_BAD("64-1048576", "m:a", "--max-header-size", "10"), "tiny header limit");
   CHECK(SERVE_BAD("--access-log takes no value", "m:a", "--access-log=yes"), "bool with value");
@@ -465,9 +466,14 @@ static int run(const char *first, ...) {
   return rc;
 }
 
+/* 48 bytes of hex: a well-formed --pcr value */
+#define HEX96                                                                                  \
+  "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000" \
+  "000000"
+
 static void test_dispatch(void) {
-  const char *subs[] = {"verify", "attest", "dev-root"};
-  for (size_t k = 0; k < 3; k++) {
+  const char *subs[] = {"verify", "attest", "attest-server", "dev-root"};
+  for (size_t k = 0; k < sizeof subs / sizeof *subs; k++) {
     char want[64];
     snprintf(want, sizeof want, "Usage: shield %s", subs[k]);
     CHECK(run(subs[k], "--help", NULL) == 0 && strstr(cout, want) && !*cerr,
@@ -487,8 +493,10 @@ static void test_dispatch(void) {
   run("verify", "--help", NULL);
   for (size_t k = 0; k < sizeof verify_flags / sizeof *verify_flags; k++)
     CHECK(strstr(cout, verify_flags[k]) != NULL, "shield verify --help lists %s", verify_flags[k]);
-  const char *attest_flags[] = {"--tee",      "--nonce", "--public-key", "--out",     "--at",
-                                "--lifetime", "--debug", "--pcr",        "--data-dir"};
+  const char *attest_flags[] = {"--tee",     "--nonce",        "--public-key", "--out",
+                                "--json",    "--gcp-audience", "--gcp-socket", "--device-root",
+                                "--at",      "--lifetime",     "--debug",      "--pcr",
+                                "--data-dir"};
   run("attest", "--help", NULL);
   for (size_t k = 0; k < sizeof attest_flags / sizeof *attest_flags; k++)
     CHECK(strstr(cout, attest_flags[k]) != NULL, "shield attest --help lists %s", attest_flags[k]);
@@ -508,14 +516,20 @@ static void test_dispatch(void) {
   CHECK(run("verify", "--type", "nitro", "--type", "sgx", "x", NULL) == 2 &&
             strstr(cerr, "--type given twice"),
         "verify: --type twice");
-  CHECK(run("attest", "--tee", "nitro", "--nonce", "00", NULL) == 2 &&
-            strstr(cerr, "--tee: 'nitro' is not one of simulated"),
+  CHECK(run("attest", "--tee", "maa", "--nonce", "00", NULL) == 2 &&
+            strstr(cerr, "--tee: 'maa' is not one of nitro"),
         "attest: --tee: %s", cerr);
+  CHECK(run("attest", "--nonce", "00", NULL) == 2 && strstr(cerr, "missing --tee TYPE"),
+        "attest: no --tee: %s", cerr);
+  CHECK(run("attest", "--tee", "nitro", "--debug", NULL) == 2 &&
+            strstr(cerr, "--debug: only --tee simulated takes it"),
+        "attest: a simulated-only option with another TEE: %s", cerr);
+  CHECK(run("attest", "--tee", "sev-snp", "--pcr", "0=" HEX96, NULL) == 2 &&
+            strstr(cerr, "--pcr: only --tee simulated takes it"),
+        "attest: --pcr with another TEE: %s", cerr);
   CHECK(run("attest", "--tee", "simulated", "--nonce", "00", "--lifetime", "5x", NULL) == 2 &&
             strstr(cerr, "--lifetime"),
         "attest: --lifetime junk: %s", cerr);
-  CHECK(run("attest", "--tee", "simulated", NULL) == 2 && strstr(cerr, "missing --nonce"),
-        "attest: no nonce");
   CHECK(run("attest", "--tee", "simulated", "--nonce", "00", "--pcr", "40=00", NULL) == 2 &&
             strstr(cerr, "--pcr"),
         "attest: --pcr");

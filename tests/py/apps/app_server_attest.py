@@ -56,6 +56,20 @@ async def data(request: Request):
     }
 
 
+@app.api_route("/whoami", methods=["GET", "POST"])
+async def whoami(request: Request):
+    """How the client attested this request (docs/protocol.md §2: mode, session), and the body
+    the app received."""
+    a = (request.scope.get("state") or {}).get("attestation")
+    return {
+        "mode": a.mode if a is not None else None,
+        "session": a.session if a is not None else None,
+        "tee_type": a.tee_type if a is not None else None,
+        "verified": bool(a.verified) if a is not None else None,
+        "body": (await request.body()).decode(),
+    }
+
+
 @app.get("/hits")
 async def get_hits():
     """How many requests reached /data (a test's proof that one never did)."""

@@ -13,7 +13,7 @@ from conftest import REPO, shield_bin
 
 pytestmark = pytest.mark.shield_only
 
-COMMANDS = ("verify", "attest", "dev-root")
+COMMANDS = ("verify", "attest", "attest-server", "dev-root")
 FLAG = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)")
 
 
