@@ -408,7 +408,8 @@ def test_usage_errors(args, words):
 
 
 def test_absent_tee_stops_the_start_up():
-    """--tee nitro on a machine without /dev/nsm: the key is never made, exit 1 naming it."""
+    """--tee nitro on a machine without /dev/nsm: the start-up check of --tee (the gate's config
+    check, before any key is made) refuses it, exit 2 naming the device."""
     p = subprocess.run(
         [str(shield_bin()), FASTAPI, "--tls-attested", "--tee", "nitro", "--port", "0"],
         capture_output=True,
@@ -416,5 +417,5 @@ def test_absent_tee_stops_the_start_up():
         timeout=scaled(30),
         env={**env(), "PATH": "/usr/bin:/bin"},
     )
-    assert p.returncode == 1, (p.returncode, p.stderr)
-    assert "--tls-attested" in p.stderr and "/dev/nsm" in p.stderr, p.stderr
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "--tee nitro" in p.stderr and "/dev/nsm" in p.stderr, p.stderr
