@@ -3,12 +3,17 @@
     .venv/bin/python bench/tls.py                      # both passes, 10 s runs, 3 repetitions
     .venv/bin/python bench/tls.py --smoke              # harness check: 1 s runs, 1 repetition
     .venv/bin/python bench/tls.py --cases fastapi_json --duration 5 --repeat 1
+    .venv/bin/python bench/tls.py --cases raw_hello --attested --one-pass   # + --tls-attested
 
 Measured per case (bench/apps/<case>.py, or `native` = shield --native-hello, shield only):
   keep-alive   wrk over https, 64 keep-alive connections (TLS handshakes happen once)
   handshakes   wrk over https with `Connection: close`: every request is a new TCP connection
                and a full TLS handshake (no resumption: wrk does not cache sessions), so
                requests/s = new handshakes/s
+With --attested, a third server in the same run: `shield MOD:app --tee simulated --tls-attested`
+(the key made at start-up, a self-signed P-256 certificate carrying the simulated evidence:
+issue 16), reported as its ratio to plain shield (the handshake row is the attested handshake
+rate vs plain TLS).
 Servers: `shield MOD:app --ssl-certfile … --ssl-keyfile …` and `uvicorn --loop uvloop --http
 httptools --ssl-certfile … --ssl-keyfile …`, one worker each, access log off; a P-256 ECDSA
 certificate generated for the run (the same files for both).  Pinning as bench/bench.py:
@@ -89,6 +94,9 @@ def cmd_for(server: str, case: str, port: int, cert: Path, key: Path, shield_bin
         "--timeout-keep-alive",
         "600",
     ]
+    if server == "shield-attested":  # its own key and certificate: no files (issue 16)
+        attested = ["--tee", "simulated", "--tls-attested"]
+        return [shield_bin, f"{case}:app", "--app-dir", str(APPS), *common, *attested]
     if server == "shield":
         if case == "native":
             return [shield_bin, "--native-hello", *common, *tls]
@@ -174,6 +182,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--one-pass", action="store_true", help="only the server-on-core-0 pass")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--no-append", action="store_true")
+    ap.add_argument(
+        "--attested",
+        action="store_true",
+        help="also shield --tee simulated --tls-attested (a P-256 certificate carrying "
+        "evidence), reported as a ratio to plain shield",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.duration, args.warmup, args.repeat, args.no_append = 1, 1, 1, True
@@ -200,12 +214,15 @@ def main(argv: list[str]) -> int:
         report += [
             f"### {label}",
             "",
-            "| case | mode | shield req/s | uvicorn req/s | shield/uvicorn |",
-            "|---|---|--:|--:|--:|",
+            "| case | mode | shield req/s | uvicorn req/s | shield/uvicorn |"
+            + (" attested req/s | attested/shield |" if args.attested else ""),
+            "|---|---|--:|--:|--:|" + ("--:|--:|" if args.attested else ""),
         ]
         for case in args.cases.split(","):
             res: dict = {}
             servers = ["shield"] if case == "native" else ["shield", "uvicorn"]
+            if args.attested and case != "native":  # --tee refuses --native-hello
+                servers.append("shield-attested")
             for _ in range(args.repeat):
                 for server in servers:
                     port = free_port()
@@ -215,6 +232,7 @@ def main(argv: list[str]) -> int:
                     logf = open(tmp / f"{case}-{server}.log", "ab")
                     # a shield outside the venv (a build dir) finds the venv's packages this way
                     env = dict(os.environ, VIRTUAL_ENV=str(ROOT / ".venv"))
+                    env["XDG_DATA_HOME"] = str(tmp / "xdg")  # the simulated TEE's dev root
                     proc = subprocess.Popen(
                         cmd,
                         stdout=logf,
@@ -250,9 +268,12 @@ def main(argv: list[str]) -> int:
                 s = statistics.median(res[(mode, "shield")])
                 u = statistics.median(res[(mode, "uvicorn")]) if (mode, "uvicorn") in res else None
                 ratio = f"{s / u:.2f}×" if u else "—"
-                report.append(
-                    f"| {case} | {mode} | {s:,.0f} | {f'{u:,.0f}' if u else '—'} | {ratio} |"
-                )
+                row = f"| {case} | {mode} | {s:,.0f} | {f'{u:,.0f}' if u else '—'} | {ratio} |"
+                if args.attested:
+                    a = res.get((mode, "shield-attested"))
+                    a = statistics.median(a) if a else None
+                    row += f" {a:,.0f} | {a / s:.2f}× |" if a else " — | — |"
+                report.append(row)
         report.append("")
     text = "\n".join(report)
     print(text)
