@@ -33,6 +33,9 @@
 
 /* attest.h: nonce and public_key go into nitro and simulated documents, at most 1024 bytes each */
 #define PROVIDER_FIELD_MAX 1024
+/* attest's messages name the paths looked at, each under `root`: "auto" lists seven of them,
+ * so 512 bytes (the CLI's buffer, where root is empty) would cut a test root's message short. */
+#define PROVIDER_ERR_MAX 4096
 
 typedef struct {
   PyObject_HEAD sh_attest_provider *p; /* NULL once freed */
@@ -125,7 +128,7 @@ static int provider_init(PyObject *self_o, PyObject *args, PyObject *kw) {
   cfg.azure_report_wait_ms = az_wait;
   cfg.tdx_qgs = qgs;
   cfg.tdx_qgs_timeout_ms = qgs_to;
-  char err[512] = "";
+  char err[PROVIDER_ERR_MAX] = "";
   sh_attest_provider *p = NULL;
   int orc;
   /* open may probe devices and sockets (the QGS, the vTPM): off the GIL.  The strings stay
@@ -189,7 +192,7 @@ static PyObject *provider_evidence(PyObject *self_o, PyObject *args, PyObject *k
   const uint8_t *kp = k.obj ? (k.len ? k.buf : (const uint8_t *)"") : NULL;
   uint8_t *ev = NULL;
   size_t evl = 0;
-  char err[512] = "";
+  char err[PROVIDER_ERR_MAX] = "";
   int rc;
   self->busy++;
   Py_BEGIN_ALLOW_THREADS rc =
