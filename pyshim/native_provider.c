@@ -163,8 +163,7 @@ static PyObject *provider_evidence(PyObject *self_o, PyObject *args, PyObject *k
   Py_buffer D = {0}, n = {0}, k = {0};
   PyObject *n_o = Py_None, *k_o = Py_None, *at_o = Py_None, *ret = NULL;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOO", kwlist, &D, &n_o, &k_o, &at_o)) return NULL;
-  sh_attest_provider *p = provider_get(self);
-  if (!p) goto out;
+  if (!provider_get(self)) goto out; /* closed: say so before judging the arguments */
   if (D.len != 64) {
     PyErr_SetString(PyExc_ValueError, "D must be 64 bytes (the binding digest, protocol.md §1.2)");
     goto out;
@@ -194,6 +193,10 @@ static PyObject *provider_evidence(PyObject *self_o, PyObject *args, PyObject *k
   size_t evl = 0;
   char err[PROVIDER_ERR_MAX] = "";
   int rc;
+  /* Taken only now: getting the buffers and `at` may run Python code (__buffer__, __float__)
+   * that closes the provider; from here to busy++ nothing releases the GIL. */
+  sh_attest_provider *p = provider_get(self);
+  if (!p) goto out;
   self->busy++;
   Py_BEGIN_ALLOW_THREADS rc =
       sh_attest_provider_evidence(p, D.buf, n.obj ? n.buf : NULL, (size_t)n.len, kp, (size_t)k.len,

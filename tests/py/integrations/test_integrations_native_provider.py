@@ -213,6 +213,17 @@ def test_provider_argument_checks(tmp_path):
         p.evidence(D, n, k)
     with pytest.raises(RuntimeError, match="closed"):
         p.tee
+    # Python code run while the arguments are read (here `at`'s __float__) may close the
+    # provider: the call then refuses instead of using the freed provider
+    r = _native.Provider("simulated", simulated_dir=DATA_DIR)
+
+    class ClosesIt:
+        def __float__(self):
+            r.close()
+            return time.time()
+
+    with pytest.raises(RuntimeError, match="closed"):
+        r.evidence(D, n, k, at=ClosesIt())
     with _native.Provider("simulated", simulated_dir=DATA_DIR) as q:
         assert q.tee == "simulated"
     with pytest.raises(RuntimeError, match="closed"):
