@@ -44,5 +44,11 @@ PyMODINIT_FUNC PyInit__native(void) {
     return NULL;
   }
 #endif
+#ifdef SHIELD_HAVE_PROVIDER
+  if (sh_pyshim__native_provider_add(m) < 0) {
+    Py_DECREF(m);
+    return NULL;
+  }
+#endif
   return m;
 }

@@ -10,6 +10,9 @@
 int sh_pyshim__native_attest_add(PyObject *m);
 /* Adds the client-attestation primitives (native_client.c).  Returns 0 or -1. */
 int sh_pyshim__native_client_add(PyObject *m);
+/* Adds the type Provider: this machine's TEE as an evidence source (native_provider.c).
+ * Returns 0 or -1. */
+int sh_pyshim__native_provider_add(PyObject *m);
 
 /* A `const sh_attest_result *` -> a new shield_asgi.AttestationResult, or NULL with a Python
  * exception set. */

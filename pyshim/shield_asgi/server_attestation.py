@@ -8,9 +8,14 @@ embedded interpreter.
   answer of ``GET /.well-known/shield/attestation?nonce=…``: fresh evidence carrying
   ``D(n = the client's nonce, k = binding_cbor(…))`` (§1.2, ``_native.binding_digest``).
 - ``EvidenceProvider``: what produces evidence (blocking; called off the event loop).
-  ``SimulatedEvidenceProvider`` is the only one today (``_native.simulated_evidence``, labelled
-  ``simulated`` everywhere); a native provider (NSM, configfs-tsm, …) plugs in the same way.
-  Nothing picks the simulated one silently: the caller names it.
+  ``NativeEvidenceProvider(tee="auto", …)`` is this machine's TEE through the same C providers
+  as ``shield --tee`` (``_native.Provider``: /dev/nsm, configfs-tsm, /dev/sev-guest,
+  /dev/tdx_guest + the QGS, Gramine's /dev/attestation, the Confidential Space launcher, the
+  Azure vTPM); a TEE named but absent raises ProviderUnavailable naming the missing device, and
+  ``auto`` never picks ``simulated``.  ``SimulatedEvidenceProvider`` (``_native.
+  simulated_evidence``, labelled ``simulated`` everywhere) is for development and tests, as is
+  ``NativeEvidenceProvider("simulated")``.  Nothing picks the simulated TEE silently: the caller
+  names it.
 - ``ServerAttestation``: one server's state: the provider, the binding inputs, a per-client
   token bucket (503 + Retry-After beyond it), a bounded thread pool for generation, and the
   cached evidence of the health report (``health()``, with its age; 503 when the provider
@@ -37,6 +42,7 @@ from shield_asgi.attestation import _b64url
 __all__ = [
     "BINDING_VERSION",
     "EvidenceProvider",
+    "NativeEvidenceProvider",
     "SimulatedEvidenceProvider",
     "ServerAttestation",
     "ProviderUnavailable",
@@ -202,6 +208,62 @@ class SimulatedEvidenceProvider(EvidenceProvider):
 
     def verify_kwargs(self) -> dict:
         return {"trust_simulated": True, "simulated_root": self.root()}
+
+
+class NativeEvidenceProvider(EvidenceProvider):
+    """This machine's TEE, through attest/'s native providers (``_native.Provider``, the same C
+    code as ``shield --tee``), for an app under uvicorn or any ASGI server.
+
+    tee             ``auto`` (detect from the devices present; never ``simulated``) or a
+                    docs/protocol.md §0 name: nitro, sev-snp, tdx, sgx, gcp, azure-snp,
+                    azure-tdx, simulated (development: named explicitly, like
+                    SimulatedEvidenceProvider)
+    settings        the provider's, passed to ``_native.Provider``: root, simulated_dir,
+                    gcp_socket, gcp_audience (required for gcp), gcp_timeout_ms, tpm_tcti,
+                    azure_imds_url, azure_timeout_ms, azure_report_wait_ms, tdx_qgs,
+                    tdx_qgs_timeout_ms (``shield --tee-*``'s)
+    verify_options  extra keyword arguments of ``_native.verify`` when the measurements are
+                    read back from the first evidence (``collateral=`` for tdx/sgx, ``jwks=``
+                    for gcp, ``certs=`` …): evidence that does not verify is never served
+
+    Raises ProviderUnavailable at construction when the TEE is absent (the message names the
+    missing device or path), so a server does not start believing it is attested."""
+
+    def __init__(
+        self, tee: str = "auto", *, verify_options: Optional[dict] = None, **settings
+    ) -> None:
+        if not isinstance(tee, str):
+            raise TypeError("tee must be a TEE type name (or 'auto')")
+        self._simulated_dir = settings.get("simulated_dir")
+        try:
+            self._p = _native.Provider(tee, **settings)
+        except RuntimeError as e:
+            raise ProviderUnavailable(str(e)) from None
+        self.tee_type = self._p.tee
+        self.source = self._p.source
+        self.verify_options = dict(verify_options or {})
+
+    def generate(self, nonce: bytes, binding: bytes, *, at: float) -> bytes:
+        D = _native.binding_digest(nonce, binding)  # §1.2: what the TEE's report data carries
+        try:
+            return self._p.evidence(D, nonce, binding, at=at)
+        except RuntimeError as e:
+            raise ProviderUnavailable(str(e)) from None
+
+    def verify_kwargs(self) -> dict:
+        kw = dict(self.verify_options)
+        if self.tee_type == "simulated":
+            sdir = None if self._simulated_dir is None else str(self._simulated_dir)
+            kw.setdefault("trust_simulated", True)
+            kw.setdefault("simulated_root", _native.simulated_root(sdir))
+        return kw
+
+    def close(self) -> None:
+        """Releases the device (evidence calls still running finish first)."""
+        self._p.close()
+
+    def __repr__(self) -> str:
+        return f"NativeEvidenceProvider(tee={self.tee_type!r}, source={self.source!r})"
 
 
 def attestation_document(

@@ -7,6 +7,9 @@ evidence provider itself) and under ``shield``.
 
     router = AttestationRouter(SimulatedEvidenceProvider(), tls_certfile="cert.pem")
     app.include_router(router)                               # GET /attestation, /attestation/health
+
+In a TEE, ``NativeEvidenceProvider()`` (server_attestation) produces this machine's evidence with
+the same native providers as ``shield --tee`` (``tee="auto"`` detects it; never simulated).
     app.include_router(router, prefix="/.well-known/shield")   # the paths AttestedClient asks
 
 The router is an ``APIRouter``; ``router.router`` is itself, for code written against the
@@ -66,10 +69,11 @@ def _router_base():
 class AttestationRouter(_router_base()):  # type: ignore[misc]
     """GET ``attestation_path`` (``?nonce=`` base64url of 32 bytes) and GET ``health_path``.
 
-    provider: an EvidenceProvider (``SimulatedEvidenceProvider()`` for development, named
-    explicitly: there is no default).  Every other keyword but the paths goes to
-    ``ServerAttestation`` (tls_spki, tls_certfile, hpke_key_config, rate, burst,
-    max_concurrent, health_ttl, clock); ``attestation`` passes a ready one instead.
+    provider: an EvidenceProvider (``NativeEvidenceProvider()`` in a TEE,
+    ``SimulatedEvidenceProvider()`` for development, named explicitly: there is no default).
+    Every other keyword but the paths goes to ``ServerAttestation`` (tls_spki, tls_certfile,
+    hpke_key_config, rate, burst, max_concurrent, health_ttl, clock); ``attestation`` passes a
+    ready one instead.
     """
 
     def __init__(

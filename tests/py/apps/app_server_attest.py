@@ -9,6 +9,8 @@ Environment (the tests set it per server):
   SHIELD_TEST_PCR0       hex of 48 bytes: the simulated PCR0 (another measurement)
   SHIELD_TEST_RATE, SHIELD_TEST_BURST   the per-client token bucket
   SHIELD_TEST_FAIL=1     the provider fails (health 503)
+  SHIELD_TEST_NATIVE=1   NativeEvidenceProvider("simulated") (_native.Provider, attest's C
+                         provider) instead of SimulatedEvidenceProvider
 """
 
 import os
@@ -16,7 +18,11 @@ import os
 from fastapi import FastAPI, Request
 
 from shield_asgi.integrations.confidential import AttestationRouter
-from shield_asgi.server_attestation import ProviderUnavailable, SimulatedEvidenceProvider
+from shield_asgi.server_attestation import (
+    NativeEvidenceProvider,
+    ProviderUnavailable,
+    SimulatedEvidenceProvider,
+)
 
 
 class FailingProvider(SimulatedEvidenceProvider):
@@ -30,7 +36,10 @@ pcrs = (
     else None
 )
 cls = FailingProvider if os.environ.get("SHIELD_TEST_FAIL") == "1" else SimulatedEvidenceProvider
-provider = cls(data_dir=os.environ["SHIELD_TEST_DATA_DIR"], pcrs=pcrs)
+if os.environ.get("SHIELD_TEST_NATIVE") == "1":
+    provider = NativeEvidenceProvider("simulated", simulated_dir=os.environ["SHIELD_TEST_DATA_DIR"])
+else:
+    provider = cls(data_dir=os.environ["SHIELD_TEST_DATA_DIR"], pcrs=pcrs)
 
 router = AttestationRouter(
     provider,
