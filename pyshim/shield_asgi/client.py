@@ -520,43 +520,9 @@ class _Checker:
             raise ServerAttestationError(
                 "binding_mismatch", "binding's JSON fields differ from binding.cbor"
             )
-        tee = canonical_tee_type(declared)
-        if tee is None:
-            raise ServerAttestationError("unsupported_type", f"unknown TEE type {declared!r}")
-        if tee == "simulated" and not self.trust_simulated:
-            raise ServerAttestationError(
-                "root_untrusted", "the server's evidence is simulated (trust_simulated is off)"
-            )
-        if self.allowed is not None and tee not in self.allowed:
-            raise ServerAttestationError("policy_denied", f"TEE type {tee} is not allowed")
-        kw = self.verifier.verify_kwargs() if self.verifier is not None else {}
-        if tee == "simulated":
-            kw.update(trust_simulated=True, simulated_root=self.simulated_root)
         # docs/protocol.md §4: D(n = our nonce, k = binding.cbor) is checked by the verifier
         # (binding_mismatch), with the policy (measurements, debug, TCB) as its last step
-        result = _native.verify(
-            evidence,
-            tee,
-            at=self.clock(),
-            policy=self.policy,
-            nonce=nonce,
-            public_key=cbor,
-            allow_debug=self.allow_debug,
-            **kw,
-        )
-        if not result.verified:
-            raise ServerAttestationError(
-                result.reason or "malformed", f"server evidence: {result.message or ''}"
-            )
-        try:
-            check_result(
-                result,
-                self.verifier,
-                self.allowed,
-                self.expected,
-            )
-        except AttestationError as e:
-            raise ServerAttestationError(e.reason, f"server evidence: {e.message}") from None
+        result = self.verify_evidence(declared, evidence, nonce, cbor)
         # the channel: the TLS key of this very connection, or the attested HPKE key
         if cert is not None:
             got = hashlib.sha256(spki_of_certificate(cert)).digest()
