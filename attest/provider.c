@@ -11,6 +11,8 @@
  * hand out evidence anyone can mint (fail closed). */
 #include "provider.h"
 
+#include <curl/curl.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -407,4 +409,33 @@ void sh_attest_provider_free(sh_attest_provider *p) {
   free(p->tdx_qgs);
   sh_attest__vtpm_free(p);
   free(p);
+}
+
+/* ---- HTTP answers read by libcurl (the launcher socket, IMDS) ---- */
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void sh_attest__prov_curl_init(void) {
+  pthread_once(&curl_once, curl_init);
+}
+
+/* CURLOPT_WRITEFUNCTION: appends to the body (NUL-terminated), stopping the transfer past max
+ * (over = 1) so a hostile peer cannot make the provider buffer without bound. */
+size_t sh_attest__prov_on_data(char *d, size_t sz, size_t nm, void *arg) {
+  sh_attest__prov_body *b = arg;
+  size_t n = sz * nm;
+  if (b->n + n > b->max) {
+    b->over = 1;
+    return 0;
+  }
+  uint8_t *np = realloc(b->p, b->n + n + 1);
+  if (!np) return 0;
+  memcpy(np + b->n, d, n);
+  b->p = np;
+  b->n += n;
+  b->p[b->n] = 0;
+  return n;
 }

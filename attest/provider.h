@@ -121,4 +121,13 @@ int sh_attest__tdx_guest_evidence(sh_attest_provider *p, const uint8_t D[64], ui
 /* Can the QGS be connected to?  0, or -1 with err. */
 int sh_attest__qgs_check(sh_attest_provider *p, char *err, size_t errlen);
 
+/* provider.c: an HTTP answer read by libcurl, at most max bytes (the launcher, IMDS). */
+typedef struct sh_attest__prov_body {
+  uint8_t *p; /* NUL-terminated, malloc'd (the caller frees) */
+  size_t n, max;
+  int over; /* the answer was longer than max */
+} sh_attest__prov_body;
+size_t sh_attest__prov_on_data(char *d, size_t sz, size_t nm, void *arg);
+void sh_attest__prov_curl_init(void); /* curl_global_init, once per process */
+
 #endif

@@ -15,33 +15,6 @@
 
 #define TOKEN_MAX (64u * 1024u) /* tokens are ~11 KB (docs/protocol.md §1.4) */
 
-typedef struct body {
-  uint8_t *p;
-  size_t n;
-  int over;
-} body;
-
-static size_t on_data(char *d, size_t sz, size_t nm, void *arg) {
-  body *b = arg;
-  size_t n = sz * nm;
-  if (b->n + n > TOKEN_MAX) {
-    b->over = 1;
-    return 0; /* stops the transfer */
-  }
-  uint8_t *np = realloc(b->p, b->n + n + 1);
-  if (!np) return 0;
-  memcpy(np + b->n, d, n);
-  b->p = np;
-  b->n += n;
-  b->p[b->n] = 0;
-  return n;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void) {
-  curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 /* A compact JWS (RFC 7515 §7.1): three base64url segments, the first two non-empty. */
 static int jwt_shaped(const uint8_t *s, size_t n) {
   int dots = 0;
@@ -70,10 +43,10 @@ int sh_attest__gcp_token(sh_attest_provider *p, const uint8_t D[64], uint8_t **o
   char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
   json_decref(req);
   if (!text) return sh_attest__prov_err(err, errlen, "out of memory");
-  pthread_once(&curl_once, curl_init);
+  sh_attest__prov_curl_init();
   CURL *c = curl_easy_init();
   struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-  body b = {0};
+  sh_attest__prov_body b = {.max = TOKEN_MAX};
   long status = 0;
   int rc = -1;
   CURLcode cr = CURLE_OUT_OF_MEMORY;
@@ -85,7 +58,7 @@ int sh_attest__gcp_token(sh_attest_provider *p, const uint8_t D[64], uint8_t **o
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, p->gcp_timeout_ms);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM-based DNS timeouts */
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sh_attest__prov_on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     cr = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

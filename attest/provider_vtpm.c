@@ -321,33 +321,6 @@ static int hcl_report_for(sh_attest_provider *p, vtpm *t, const uint8_t D[64], u
 
 /* ---------------- IMDS over libcurl ---------------- */
 
-typedef struct body {
-  uint8_t *p;
-  size_t n;
-  int over;
-} body;
-
-static size_t on_data(char *d, size_t sz, size_t nm, void *arg) {
-  body *b = arg;
-  size_t n = sz * nm;
-  if (b->n + n > HTTP_MAX) {
-    b->over = 1;
-    return 0;
-  }
-  uint8_t *np = realloc(b->p, b->n + n + 1);
-  if (!np) return 0;
-  memcpy(np + b->n, d, n);
-  b->p = np;
-  b->n += n;
-  b->p[b->n] = 0;
-  return n;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void) {
-  curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 /* GET (post NULL) or POST a JSON body to {imds}{path}; the answer as a JSON object.  NULL with
  * err on any failure (the status and the start of the body in the message). */
 static json_t *imds_call(sh_attest_provider *p, const char *path, const char *post, char *err,
@@ -358,12 +331,12 @@ static json_t *imds_call(sh_attest_provider *p, const char *path, const char *po
     sh_attest__prov_err(err, errlen, "%s: IMDS URL too long", tee);
     return NULL;
   }
-  pthread_once(&curl_once, curl_init);
+  sh_attest__prov_curl_init();
   CURL *c = curl_easy_init();
   struct curl_slist *h = curl_slist_append(NULL, "Metadata: true"), *h2 = NULL, *h3 = NULL;
   if (h && post && (h2 = curl_slist_append(h, "Content-Type: application/json"))) h = h2;
   if (h && (h3 = curl_slist_append(h, "Accept: application/json"))) h = h3;
-  body b = {0};
+  sh_attest__prov_body b = {.max = HTTP_MAX};
   long status = 0;
   json_t *j = NULL;
   CURLcode cr = CURLE_OUT_OF_MEMORY;
@@ -375,7 +348,7 @@ static json_t *imds_call(sh_attest_provider *p, const char *path, const char *po
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* link-local IMDS: never through a proxy */
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sh_attest__prov_on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     cr = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
