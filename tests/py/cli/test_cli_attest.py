@@ -7,7 +7,6 @@ providers themselves are tested against fakes in tests/c/attest/)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import time
 import pytest
 
 from conftest import shield_bin
+from support.attest_client import b64d
 from support.attest_env import DATA_HOME  # noqa: F401  (XDG_DATA_HOME: this run's dev root)
 
 pytestmark = pytest.mark.shield_only
@@ -25,10 +25,6 @@ def attest(*args, **kw):
     return subprocess.run(
         [str(shield_bin()), "attest", *args], capture_output=True, timeout=60, **kw
     )
-
-
-def b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def verify(evidence: bytes, nonce: bytes, public_key: bytes | None):

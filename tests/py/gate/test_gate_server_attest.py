@@ -10,7 +10,6 @@ start-up naming the device.  The simulated dev root is the run's own (support/se
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import shutil
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import SERVER_KIND, scaled, shield_bin, wait_for
+from support.attest_client import b64d
 from support.server_attest import (
     DATA_HOME,
     DEFAULT_PCR0,
@@ -43,10 +43,6 @@ APP = "app_fastapi:app"
 ATTEST = "/.well-known/shield/attestation"
 HEALTH = "/.well-known/shield/health"
 ZERO = bytes(32)
-
-
-def b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def serve(fresh_server, *args, data_home=DATA_HOME, **extra):

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 
 from conftest import IS_UVICORN, REPO
+from support.attest_client import b64d
 from support.attest_env import DEFAULT_PCR0, ENV, SECRET  # the per-run dev root and secret
 
 # Pure Python against the installed package: the same in either server mode.
@@ -29,10 +30,6 @@ pytestmark = pytest.mark.skipif(IS_UVICORN, reason="no server involved: run once
 
 PASSWORD = "correct horse battery staple"
 SERVICE = "api.example.com"
-
-
-def b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def spki(key) -> bytes:

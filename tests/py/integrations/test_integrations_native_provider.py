@@ -10,7 +10,6 @@ around the device call) including close() while calls run."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import threading
 import time
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from conftest import scaled
+from support.attest_client import b64d, b64e
 from support.server_attest import (
     DATA_DIR,
     DEFAULT_PCR0,
@@ -30,14 +30,6 @@ from support.server_attest import (
     start,
     tls_args,
 )
-
-
-def b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def b64d(s: str) -> bytes:
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
 def verify_sim(evidence: bytes, nonce: bytes, binding: bytes):
